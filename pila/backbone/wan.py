@@ -1,0 +1,370 @@
+"""The frozen Wan generator: a diffusers ``WanPipeline`` wrapped for the adapter's needs.
+
+Shapes: B batch, L text tokens, D text width, F pixel frames, C latent channels (16),
+T latent frames (``(F − 1)/4 + 1``), H, W latent height and width (pixels / 8).
+
+:class:`WanBackbone` never trains: every parameter has ``requires_grad=False``, it stays
+in eval mode whatever ``train()`` is called with, and its forward passes run under
+``torch.no_grad()``. It holds the pipeline's components as submodules so that ``.to()``
+moves them; the training stages keep it out of their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import WanPipeline
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+from torch import Tensor, nn
+
+from pila.flow import sigma_to_timestep
+
+log = logging.getLogger(__name__)
+
+WAN_FOLDER_LAYOUT = (
+    "model_index.json, scheduler/, text_encoder/, tokenizer/, transformer/, vae/ "
+    "(Wan 2.2-A14B adds transformer_2/ and boundary_ratio in model_index.json)"
+)
+DEFAULT_MAX_SEQUENCE_LENGTH = 512
+
+
+@dataclass
+class PromptEmbedding:
+    """Text-encoder output for a batch of prompts.
+
+    Attributes:
+        embeds: (B, L, D) last hidden states, zero past each prompt's valid tokens (as
+            ``WanPipeline`` feeds them to the transformer).
+        mask: (B, L) bool, True on valid tokens.
+        pooled: (B, D) mean of the valid tokens' embeddings.
+    """
+
+    embeds: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
+    """``"auto"`` → bf16 on CUDA, float32 elsewhere; names such as ``"bf16"`` → torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
+    if dtype == "auto":
+        dev = torch.device(device) if device is not None else None
+        on_cuda = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
+        return torch.bfloat16 if on_cuda else torch.float32
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def _check_wan_folder(path: Path) -> None:
+    """Raise a ``FileNotFoundError`` naming what a diffusers Wan folder lacks."""
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Wan backbone folder {str(path)!r} does not exist. Pass a diffusers-format Wan "
+            f"folder ({WAN_FOLDER_LAYOUT}), a hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers', "
+            "or 'tiny' for the embedded tiny preset."
+        )
+    required = ["model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"]
+    missing = [name for name in required if not (path / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a diffusers Wan folder: missing {', '.join(missing)}. "
+            f"Expected layout: {WAN_FOLDER_LAYOUT}."
+        )
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return (
+        name.count("/") == 1
+        and not name.startswith((".", "/", "~"))
+        and not os.path.exists(name)
+    )
+
+
+class WanBackbone(nn.Module):
+    """A frozen Wan 2.1 (one transformer) or Wan 2.2-A14B (two, split at a boundary) generator.
+
+    Args:
+        pipeline: a diffusers ``WanPipeline``; its modules are frozen in place.
+        source: where it came from (a folder, a hub id or ``"tiny"``), recorded in outputs.
+    """
+
+    def __init__(self, pipeline: WanPipeline, source: str = "in-memory") -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.source = source
+        # Registered as submodules so `.to()` and `.named_parameters()` see them.
+        self.transformer = pipeline.transformer
+        self.transformer_2 = getattr(pipeline, "transformer_2", None)
+        self.vae = pipeline.vae
+        self.text_encoder = pipeline.text_encoder
+        self.requires_grad_(False)
+        super().train(False)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def tiny(cls, seed: int = 0, two_stage: bool = False) -> WanBackbone:
+        """The embedded tiny preset (see :mod:`pila.backbone.tiny`); nothing is downloaded."""
+        from pila.backbone.tiny import build_tiny_pipeline
+
+        return cls(build_tiny_pipeline(seed=seed, two_stage=two_stage), source="tiny")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        *,
+        dtype: str | torch.dtype = "auto",
+        vae_dtype: str | torch.dtype = "float32",
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ) -> WanBackbone:
+        """Load a diffusers-format Wan folder, a hub id, or ``"tiny"``.
+
+        Args:
+            path_or_id: local folder, hub id (needs network on first use), or ``"tiny"``.
+            dtype: transformer and text-encoder dtype; ``"auto"`` is bf16 on CUDA, else float32.
+            vae_dtype: the VAE's dtype (Wan's reference code keeps it in float32).
+            device: where to put the modules (default: stay on CPU).
+            seed: seed of the tiny preset (ignored otherwise).
+        """
+        name = os.fspath(path_or_id)
+        target = resolve_dtype(dtype, device)
+        vae_target = resolve_dtype(vae_dtype, device)
+        # Per-component dtypes at load time keep diffusers' float32-only submodules
+        # (norms, time embedding, RoPE) in float32.
+        dtypes = {
+            "transformer": target,
+            "transformer_2": target,
+            "text_encoder": target,
+            "vae": vae_target,
+            "default": target,
+        }
+        if name == "tiny":
+            backbone = cls.tiny(seed=seed)
+            if target != torch.float32 or vae_target != torch.float32:
+                backbone._cast(target, vae_target)
+        else:
+            path = Path(name).expanduser()
+            if not path.exists() and _looks_like_hub_id(name):
+                log.info("loading Wan backbone %s from the hub", name)
+                try:
+                    pipeline = WanPipeline.from_pretrained(name, dtype=dtypes)
+                except OSError as err:
+                    raise FileNotFoundError(
+                        f"could not load Wan backbone {name!r} from the hub ({err}). Without "
+                        f"network access, download it once and pass the local folder ({WAN_FOLDER_LAYOUT})."
+                    ) from err
+            else:
+                _check_wan_folder(path)
+                pipeline = WanPipeline.from_pretrained(str(path), dtype=dtypes)
+            backbone = cls(pipeline, source=name)
+        if device is not None:
+            backbone.to(device)
+        return backbone
+
+    def _cast(self, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
+        for module in (self.transformer, self.transformer_2, self.text_encoder):
+            if module is not None:
+                module.to(dtype=dtype)
+        self.vae.to(dtype=vae_dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``)."""
+        self.pipeline.save_pretrained(os.fspath(path))
+
+    # ------------------------------------------------------------------- freezing
+    def train(self, mode: bool = True) -> WanBackbone:
+        """The backbone stays in eval mode: dropout and friends never switch on."""
+        return super().train(False)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def boundary_ratio(self) -> float | None:
+        return self.pipeline.config.get("boundary_ratio")
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.transformer.config.in_channels)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.text_encoder.config.d_model)
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        return int(self.pipeline.vae_scale_factor_temporal)
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        return int(self.pipeline.vae_scale_factor_spatial)
+
+    @property
+    def tokenizer(self):
+        return self.pipeline.tokenizer
+
+    @property
+    def scheduler(self):
+        return self.pipeline.scheduler
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of the latent for ``num_frames`` frames of ``height × width`` pixels."""
+        ft, fs = self.vae_scale_factor_temporal, self.vae_scale_factor_spatial
+        if (num_frames - 1) % ft or height % fs or width % fs:
+            raise ValueError(
+                f"Wan needs num_frames = {ft}·k + 1 and height, width divisible by {fs}; "
+                f"got {num_frames} × {height} × {width}"
+            )
+        return self.latent_channels, (num_frames - 1) // ft + 1, height // fs, width // fs
+
+    # ---------------------------------------------------------------------- text
+    @torch.no_grad()
+    def encode_prompt(
+        self, prompts: list[str], max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH
+    ) -> PromptEmbedding:
+        """Encode prompts exactly as ``WanPipeline`` does, plus the mask and a pooled vector.
+
+        Args:
+            prompts: B strings.
+            max_sequence_length: L, the padded token length (the pipeline's default is 512).
+
+        Returns:
+            :class:`PromptEmbedding` with embeds (B, L, D), mask (B, L), pooled (B, D).
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        cleaned = [prompt_clean(p) for p in prompts]
+        tokens = self.tokenizer(
+            cleaned,
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        device = next(self.text_encoder.parameters()).device
+        ids = tokens.input_ids.to(device)
+        mask = tokens.attention_mask.to(device).gt(0)  # (B, L)
+        hidden = self.text_encoder(ids, mask.long()).last_hidden_state  # (B, L, D)
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        counts = mask.sum(dim=1, keepdim=True).clamp_min(1).to(hidden.dtype)  # (B, 1)
+        pooled = hidden.sum(dim=1) / counts  # (B, D)
+        return PromptEmbedding(embeds=hidden, mask=mask, pooled=pooled)
+
+    # ----------------------------------------------------------------------- VAE
+    def _latent_stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(cfg.latents_std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Pixels → normalised latents, ``z = (μ − latents_mean) / latents_std``.
+
+        Args:
+            video: (B, 3, F, H_px, W_px) in [-1, 1].
+            sample: draw from the posterior instead of taking its mean.
+            generator: RNG for ``sample=True``.
+
+        Returns:
+            (B, C, T, H, W) float32.
+        """
+        vae_param = next(self.vae.parameters())
+        dist = self.vae.encode(video.to(vae_param.device, vae_param.dtype)).latent_dist
+        mu = dist.sample(generator) if sample else dist.mode()
+        mean, std = self._latent_stats(mu)
+        return ((mu - mean) / std).float()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Normalised latents (B, C, T, H, W) → pixels (B, 3, F, H_px, W_px) in [-1, 1]."""
+        vae_param = next(self.vae.parameters())
+        z = latents.to(vae_param.device, vae_param.dtype)
+        mean, std = self._latent_stats(z)
+        video = self.vae.decode(z * std + mean, return_dict=False)[0]
+        return video.clamp(-1.0, 1.0).float()
+
+    # ------------------------------------------------------------------ velocity
+    def select_transformer(self, timestep: float | Tensor) -> nn.Module:
+        """Diffusers' rule: ``transformer`` for t ≥ boundary_ratio·1000 (or always, for Wan 2.1)."""
+        return self.transformer if self.uses_first_transformer(timestep) else self.transformer_2
+
+    def uses_first_transformer(self, timestep: float | Tensor) -> bool | Tensor:
+        """True where ``transformer`` (the high-noise expert) handles ``timestep``."""
+        ratio = self.boundary_ratio
+        if ratio is None or self.transformer_2 is None:
+            return True if not isinstance(timestep, Tensor) else torch.ones_like(timestep, dtype=torch.bool)
+        boundary = ratio * self.scheduler.config.num_train_timesteps
+        return timestep >= boundary
+
+    @torch.no_grad()
+    def velocity(self, x_t: Tensor, sigma: Tensor, encoder_hidden_states: Tensor) -> Tensor:
+        """Frozen velocity ``v_θ(x_t, σ, text)``, without autograd.
+
+        Samples whose timestep falls on either side of a Wan 2.2 boundary go to their own
+        transformer.
+
+        Args:
+            x_t: (B, C, T, H, W) noisy latents.
+            sigma: (B,) noise levels; the transformer gets ``timestep = 1000·σ``.
+            encoder_hidden_states: (B, L, D) prompt embeddings.
+
+        Returns:
+            (B, C, T, H, W) in ``x_t``'s dtype.
+        """
+        timestep = sigma_to_timestep(sigma.to(torch.float32)).to(x_t.device)  # (B,)
+        first = self.uses_first_transformer(timestep)  # (B,) bool
+        out = torch.empty_like(x_t)
+        for use_first, model in ((True, self.transformer), (False, self.transformer_2)):
+            rows = (first == use_first).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            dtype = next(model.parameters()).dtype
+            pred = model(
+                hidden_states=x_t[rows].to(dtype),
+                timestep=timestep[rows],
+                encoder_hidden_states=encoder_hidden_states[rows].to(dtype),
+                return_dict=False,
+            )[0]
+            out[rows] = pred.to(x_t.dtype)
+        return out
+
+    def forward(self, x_t: Tensor, sigma: Tensor, encoder_hidden_states: Tensor) -> Tensor:
+        """Alias of :meth:`velocity`."""
+        return self.velocity(x_t, sigma, encoder_hidden_states)
+
+
+def load_backbone(
+    path_or_id: str,
+    *,
+    dtype: str = "auto",
+    vae_dtype: str = "float32",
+    device: str | None = None,
+    seed: int = 0,
+) -> WanBackbone:
+    """Functional form of :meth:`WanBackbone.from_pretrained`."""
+    return WanBackbone.from_pretrained(path_or_id, dtype=dtype, vae_dtype=vae_dtype, device=device, seed=seed)
