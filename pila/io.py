@@ -1,0 +1,121 @@
+"""Atomic file writes and video encoding (PyAV).
+
+Every file the project writes goes through a temporary sibling and ``os.replace``, so a
+killed process leaves either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the final destination.
+        suffix: the temporary file's suffix (default: ``path``'s, so encoders that pick a
+            format from the extension see the right one).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=final.suffix if suffix is None else suffix, dir=final.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames (F, H, W, 3) in [0, 1] → uint8 (values outside are clipped)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (F, H, W, 3), got {tuple(frames.shape)}")
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float = 16.0,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+) -> Path:
+    """Encode frames as an H.264 mp4 with PyAV, atomically.
+
+    Args:
+        path: destination ``.mp4``.
+        frames: (F, H, W, 3) float in [0, 1] or uint8. Odd sizes are padded by one
+            pixel (edge-replicated) because yuv420p needs even dimensions.
+        fps: frames per second of the file.
+        codec: PyAV encoder name.
+        crf: constant-rate factor for x264 (lower is better quality).
+
+    Returns:
+        The final path.
+    """
+    data = frames_to_uint8(np.asarray(frames))
+    pad_h, pad_w = data.shape[1] % 2, data.shape[2] % 2
+    if pad_h or pad_w:
+        data = np.pad(data, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=_fps_fraction(fps))
+            stream.width, stream.height = data.shape[2], data.shape[1]
+            stream.pix_fmt = "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": str(crf)}
+            for frame in data:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return Path(path)
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decode a whole video with PyAV: (F, H, W, 3) uint8 frames and the stream's fps."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    if not frames:
+        raise ValueError(f"{path} holds no decodable video frames")
+    return np.stack(frames), fps
+
+
+def _fps_fraction(fps: float):
+    from fractions import Fraction
+
+    return Fraction(fps).limit_denominator(1001)
