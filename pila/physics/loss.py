@@ -1,0 +1,170 @@
+"""The weighted residual loss of one category (pila-method.md Eq. 6).
+
+    L_k = Σ_j λ_{k,j} · mean(m · r_{k,j}²)
+
+The mean runs over channels and interior points of each sample, so ``L_k`` is a (B,)
+vector the adapter can weight per sample with the routing weights (Eq. 7). ``m`` is the
+spatial mask (B, 1, T, H, W), cropped here to the interior points where every residual
+lives.
+
+Weights λ_{k,j}:
+
+* ``"adaptive"`` (default): λ = w_{k,j} / (μ_{k,j} + eps), with μ a running mean of the
+  term's batch value ``mean(m·r²)``, detached. The first training update sets μ to the
+  observed value, later ones follow ``μ ← momentum·μ + (1 − momentum)·value``; μ is
+  updated before it is used, so every term enters at O(1) from the first step. Running
+  means live in buffers and are saved in checkpoints; they change only in training mode.
+  A term never seen in training is normalised by its current detached value in eval.
+* ``"fixed"``: λ = w_{k,j}.
+
+w_{k,j} are the optional fixed per-term weights (default 1).
+
+Shapes: B batch, C_r residual channels, T latent frames, H, W latent height and width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from pila.physics.ops import crop_interior
+from pila.physics.residuals import TERM_KEYS
+
+WEIGHTINGS: tuple[str, ...] = ("adaptive", "fixed")
+
+
+@dataclass
+class ResidualLossOutput:
+    """Result of :class:`ResidualLoss`.
+
+    Attributes:
+        per_category: category → L_k per sample (B,), with gradients.
+        per_term: (category, term) → mean(m·r²) over the batch, detached (for logging).
+        weights: (category, term) → λ used this step, detached.
+    """
+
+    per_category: dict[str, Tensor]
+    per_term: dict[tuple[str, str], Tensor]
+    weights: dict[tuple[str, str], Tensor]
+
+
+def masked_square_mean(residual: Tensor, mask: Tensor) -> Tensor:
+    """mean over (C, T, H, W) of m·r² per sample: r (B, C_r, T', H', W'), m (B, 1, T', H', W') → (B,)."""
+    if residual.dtype in (torch.float16, torch.bfloat16):
+        residual = residual.float()  # accumulate squares of low-precision residuals in float32
+    squared = residual.square().mean(dim=1, keepdim=True)  # (B, 1, T', H', W')
+    return (squared * mask).flatten(1).mean(dim=1)  # (B,)
+
+
+def term_key(category: str, term: str) -> str:
+    """The string form ``"category/term"`` used for fixed weights in configs."""
+    return f"{category}/{term}"
+
+
+class ResidualLoss(nn.Module):
+    """Weighted masked mean of squared residuals per category, with adaptive term weights.
+
+    Args:
+        weighting: ``"adaptive"`` (inverse detached running mean) or ``"fixed"``.
+        momentum: running-mean momentum in [0, 1); 0 uses only the current batch.
+        eps: added to the running mean before inverting it.
+        fixed_weights: ``"category/term"`` → weight w (default 1 for every term); in
+            adaptive mode it multiplies the adaptive weight.
+    """
+
+    def __init__(
+        self,
+        weighting: Literal["adaptive", "fixed"] = "adaptive",
+        momentum: float = 0.99,
+        eps: float = 1e-8,
+        fixed_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        self.weighting = weighting
+        self.momentum = momentum
+        self.eps = eps
+        self.index = {key: i for i, key in enumerate(TERM_KEYS)}
+        names = {term_key(*key): i for key, i in self.index.items()}
+        weights = torch.ones(len(TERM_KEYS))
+        for name, value in (fixed_weights or {}).items():
+            if name not in names:
+                raise ValueError(
+                    f"unknown residual term {name!r} in fixed_weights; write 'category/term', "
+                    f"one of: {', '.join(names)}"
+                )
+            if value < 0:
+                raise ValueError(f"fixed weight of {name!r} must be >= 0, got {value}")
+            weights[names[name]] = float(value)
+        self.register_buffer("fixed_weight", weights, persistent=True)
+        self.register_buffer("running_mean", torch.zeros(len(TERM_KEYS)), persistent=True)
+        self.register_buffer("num_updates", torch.zeros(len(TERM_KEYS), dtype=torch.long))
+
+    def _weight(self, key: tuple[str, str], value: Tensor) -> Tensor:
+        """λ for one term, updating its running mean in training mode (value: detached scalar)."""
+        i = self.index[key]
+        if self.weighting == "fixed":
+            return self.fixed_weight[i]
+        if self.training:
+            seen = self.num_updates[i] > 0
+            updated = self.momentum * self.running_mean[i] + (1.0 - self.momentum) * value
+            self.running_mean[i] = torch.where(seen, updated, value)
+            self.num_updates[i] += 1
+            scale = self.running_mean[i]
+        elif int(self.num_updates[i]) > 0:
+            scale = self.running_mean[i]
+        else:
+            scale = value
+        return self.fixed_weight[i] / (scale + self.eps)
+
+    def forward(
+        self, residuals: Mapping[str, Mapping[str, Tensor]], mask: Tensor
+    ) -> ResidualLossOutput:
+        """Per-category losses L_k (Eq. 6).
+
+        Args:
+            residuals: category → term → residual (B, C_r, T−2, H−2, W−2), as returned
+                by :func:`pila.physics.residuals.residuals_for_categories`.
+            mask: spatial mask (B, 1, T, H, W), uncropped; used detached.
+
+        Returns:
+            :class:`ResidualLossOutput`; a category with no terms gets zeros (B,).
+        """
+        if mask.ndim != 5 or mask.shape[1] != 1:
+            raise ValueError(f"mask must have shape (B, 1, T, H, W), got {tuple(mask.shape)}")
+        interior = crop_interior(mask.detach()).float()  # (B, 1, T', H', W')
+        per_category: dict[str, Tensor] = {}
+        per_term: dict[tuple[str, str], Tensor] = {}
+        weights: dict[tuple[str, str], Tensor] = {}
+        for category, terms in residuals.items():
+            total = interior.new_zeros(interior.shape[0])  # (B,)
+            for term, residual in terms.items():
+                key = (category, term)
+                if key not in self.index:
+                    raise ValueError(
+                        f"unknown residual term {category}/{term}; see "
+                        f"pila.physics.residuals.RESIDUAL_TERMS"
+                    )
+                if residual.shape[0] != interior.shape[0] or residual.shape[2:] != interior.shape[2:]:
+                    raise ValueError(
+                        f"residual {category}/{term} has shape {tuple(residual.shape)}, which does "
+                        f"not fit the interior-cropped mask {tuple(interior.shape)}: residuals must "
+                        f"be (B, C_r, T−2, H−2, W−2) for a (B, 1, T, H, W) mask"
+                    )
+                value = masked_square_mean(residual, interior)  # (B,)
+                batch_value = value.detach().mean()
+                weight = self._weight(key, batch_value).detach()
+                total = total + weight * value
+                per_term[key] = batch_value
+                weights[key] = weight
+            per_category[category] = total
+        return ResidualLossOutput(per_category=per_category, per_term=per_term, weights=weights)
