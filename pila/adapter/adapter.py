@@ -1,0 +1,601 @@
+"""``PILAAdapter``: the trainable adapter inside the frozen flow-matching dynamics (Sec. 3.1–3.3).
+
+One denoising step, as in the paper:
+
+    (1)  x̂0 = x_t − σ·v_θ                         latent estimate
+    (2)  h  = E(x̂0),  S = H_scaffold(h)           physical feature and scaffold
+    (3)  P  = AFE(h, S)                           attribute bank (32 channels)
+         c  = C(text, y, σ)                       condition vector
+    (4)  S, π = LPMER(c, y)                       routing (Eq. 21–23)
+    (5)  ΔP_k = M_k ⊙ O_k(P, c)                   masked operator experts
+    (6–7) L_res over S∩Y on P + ΔP_k              routed residual objective
+    (8)  P̃ = P + Σ_k π_k ΔP_k                     refined bank
+    (9)  Δv = D([P̃, c, v_θ])                      attribute-to-flow decoder
+    (10) v_PILA = v_θ + g(σ)·Δv                   σ-gated correction
+
+The backbone velocity v_θ is detached on entry: no gradient reaches the backbone.
+
+Legend: B batch, C latent channels (16), P bank channels (32), T latent frames, H, W
+latent height and width, E experts (8), K top-k, D text width, Dc condition width.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from pila.adapter.condition import AdapterCondition, ConditionEncoder
+from pila.adapter.config import FORMAT_VERSION, AdapterConfig
+from pila.adapter.decoder import FlowDecoder
+from pila.adapter.encoder import PhysicalEncoder, ScaffoldHead
+from pila.adapter.experts import OperatorExperts
+from pila.adapter.layers import count_parameters
+from pila.adapter.objective import routed_residual_objective
+from pila.adapter.plain import PlainAdapterBody, matched_plain_width
+from pila.adapter.router import LPMERRouter, Routing, dense_routing
+from pila.flow import estimate_x0, sigma_gate
+from pila.io import atomic_path
+from pila.physics.afe import AnchoredFieldEstimator, active_slots
+from pila.physics.bank import SLOT_NAMES, unpack_bank
+from pila.physics.loss import ResidualLoss
+from pila.physics.masks import blend_masks, motion_mask, physical_mask, recipe_masks
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+PARAMETER_GROUPS: tuple[str, ...] = (
+    "encoder",
+    "anchor",
+    "afe",
+    "condition",
+    "router",
+    "experts",
+    "decoder",
+)
+"""Names of :meth:`PILAAdapter.parameter_groups`: E + scaffold head, the kinematic-anchor
+head H_v, the other AFE constructors, the condition encoder, the router, the experts and
+the decoder D."""
+
+
+class AdapterLoadError(ValueError):
+    """A saved adapter folder does not match what this version builds from its config."""
+
+
+@dataclass
+class BankEncoding:
+    """Steps (1)–(3) alone: what stages A and B train.
+
+    Attributes:
+        x0_hat: latent estimate x̂0 (B, C, T, H, W).
+        h: physical feature (B, hidden, T, H, W).
+        scaffold: pre-AFE scaffold S (B, 32, T, H, W).
+        bank: attribute bank P (B, 32, T, H, W).
+        fields: slot name → component field (B, K, T, H, W) read from the bank.
+        v_hat: kinematic anchor v̂ (B, 2, T, H, W).
+        descriptors: AFE's kinematic descriptors (empty without AFE).
+        active_slots: slots active in the recovery phase.
+    """
+
+    x0_hat: Tensor
+    h: Tensor
+    scaffold: Tensor
+    bank: Tensor
+    fields: dict[str, Tensor]
+    v_hat: Tensor
+    descriptors: dict[str, Tensor]
+    active_slots: tuple[str, ...]
+
+
+@dataclass
+class AdapterOutput:
+    """Result of :meth:`PILAAdapter.forward`.
+
+    Attributes:
+        v_pila: corrected velocity v_θ + g(σ)·Δv (B, C, T, H, W), in v_θ's dtype.
+        correction: g(σ)·Δv (B, C, T, H, W).
+        delta_v: the ungated decoder output Δv (B, C, T, H, W).
+        cond: the condition vector c (B, Dc).
+        x0_hat: the latent estimate x̂0 (B, C, T, H, W).
+        bank: P (B, 32, T, H, W); None for the plain adapter.
+        refined_bank: P̃ (B, 32, T, H, W); None for the plain adapter.
+        routing: the routing decision (indices (B, K), dense weights (B, E), logits);
+            None for the plain adapter.
+        expert_updates: ΔP (B, K, 32, T, H, W) aligned with ``routing.indices``; None
+            without the MoE operator or for the plain adapter.
+        residual_loss: scalar L_res averaged over the batch (0 when not computed).
+        per_expert_loss: category → L_k (B,), detached, zero where the expert was not
+            selected and labelled (see ``expert_active``).
+        expert_active: (B, E) bool, S∩Y; None when residuals were not computed.
+        per_term: (category, term) → detached batch mean of m·r².
+        mask: the spatial mask m (B, 1, T, H, W) of Eq. 6; None when residuals were not
+            computed.
+        v_hat: kinematic anchor v̂ (B, 2, T, H, W); None for the plain adapter.
+    """
+
+    v_pila: Tensor
+    correction: Tensor
+    delta_v: Tensor
+    cond: Tensor
+    x0_hat: Tensor
+    bank: Tensor | None = None
+    refined_bank: Tensor | None = None
+    routing: Routing | None = None
+    expert_updates: Tensor | None = None
+    residual_loss: Tensor | None = None
+    per_expert_loss: dict[str, Tensor] = field(default_factory=dict)
+    expert_active: Tensor | None = None
+    per_term: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    mask: Tensor | None = None
+    v_hat: Tensor | None = None
+
+
+def plain_width_for(config: AdapterConfig) -> int:
+    """Width of the plain adapter: ``config.plain_hidden`` or the capacity-matched width."""
+    if config.plain_hidden is not None:
+        return config.plain_hidden
+    full = config.replace(plain_adapter=False)
+    with torch.device("meta"):
+        target = count_parameters(PILAAdapter(full)) - count_parameters(
+            ConditionEncoder(config.text_dim, config.cond_dim, config.sigma_embed_dim)
+        )
+    return matched_plain_width(target, **_plain_kwargs(config))
+
+
+def _plain_kwargs(config: AdapterConfig) -> dict[str, int]:
+    return {
+        "latent_channels": config.latent_channels,
+        "cond_dim": config.cond_dim,
+        "encoder_depth": config.encoder_depth,
+        "decoder_depth": config.decoder_depth,
+        "kernel_size": config.kernel_size,
+        "norm_groups": config.norm_groups,
+    }
+
+
+class PILAAdapter(nn.Module):
+    """The PILA adapter: encoder, AFE bank, condition encoder, LPMER router, experts, decoder.
+
+    Args:
+        config: every size, constant and ablation switch (:class:`AdapterConfig`);
+            ``None`` for the paper's defaults.
+    """
+
+    def __init__(self, config: AdapterConfig | None = None) -> None:
+        super().__init__()
+        cfg = self.config = config if config is not None else AdapterConfig()
+        self.condition = ConditionEncoder(
+            cfg.text_dim, cfg.cond_dim, cfg.sigma_embed_dim, cfg.num_experts
+        )
+        self.plain: PlainAdapterBody | None = None
+        self.encoder: PhysicalEncoder | None = None
+        self.scaffold: ScaffoldHead | None = None
+        self.afe: AnchoredFieldEstimator | None = None
+        self.router: LPMERRouter | None = None
+        self.experts: OperatorExperts | None = None
+        self.decoder: FlowDecoder | None = None
+        self.residual_loss: ResidualLoss | None = None
+        if cfg.plain_adapter:
+            self.plain = PlainAdapterBody(width=plain_width_for(cfg), **_plain_kwargs(cfg))
+            return
+        self.encoder = PhysicalEncoder(
+            cfg.latent_channels, cfg.hidden, cfg.encoder_depth, cfg.kernel_size, cfg.norm_groups
+        )
+        self.scaffold = ScaffoldHead(cfg.hidden, cfg.bank_channels)
+        if cfg.use_afe:
+            self.afe = AnchoredFieldEstimator(cfg.hidden, cfg.afe)
+        if cfg.expert_routing:
+            self.router = LPMERRouter(cfg.cond_dim, cfg.num_experts, cfg.beta, cfg.top_k, cfg.tau)
+        if cfg.moe_operator:
+            self.experts = OperatorExperts(
+                recipe_masks(),
+                cfg.cond_dim,
+                cfg.expert_width,
+                cfg.expert_depth,
+                cfg.kernel_size,
+                cfg.expert_dispatch,
+            )
+        self.decoder = FlowDecoder(
+            cfg.bank_channels if cfg.flow_correction else 0,
+            cfg.cond_dim,
+            cfg.latent_channels,
+            cfg.hidden,
+            cfg.decoder_depth,
+            cfg.kernel_size,
+            cfg.norm_groups,
+        )
+        self.residual_loss = ResidualLoss(
+            cfg.loss_weighting, cfg.loss_momentum, fixed_weights=cfg.loss_fixed_weights
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.condition.out.weight.dtype
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self)
+
+    # ------------------------------------------------------------------ inputs
+    def _check_inputs(
+        self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor, cond: AdapterCondition
+    ) -> Tensor:
+        """Validate shapes; return σ as a (B,) tensor on x_t's device."""
+        channels = self.config.latent_channels
+        if x_t.ndim != 5 or x_t.shape[1] != channels:
+            raise ValueError(
+                f"x_t must have shape (B, {channels}, T, H, W), got {tuple(x_t.shape)}"
+            )
+        if v_theta.shape != x_t.shape:
+            raise ValueError(
+                f"v_theta {tuple(v_theta.shape)} must have the shape of x_t {tuple(x_t.shape)}"
+            )
+        batch = x_t.shape[0]
+        sigma = torch.as_tensor(sigma, device=x_t.device, dtype=torch.float32)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(batch)
+        if sigma.shape != (batch,):
+            raise ValueError(
+                f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}"
+            )
+        if cond.batch_size != batch:
+            raise ValueError(f"the condition has batch {cond.batch_size} but x_t has batch {batch}")
+        return sigma
+
+    # ------------------------------------------------------------------ steps 1-3
+    def _encode(self, x0_hat: Tensor, phase: int) -> BankEncoding:
+        """Steps (2)–(3) from the latent estimate."""
+        if self.encoder is None or self.scaffold is None:
+            raise ValueError(
+                "the plain adapter (AdapterConfig.plain_adapter=True) has no physical bank"
+            )
+        h = self.encoder(x0_hat)  # (B, hidden, T, H, W)
+        scaffold = self.scaffold(h)  # (B, 32, T, H, W)
+        if self.afe is not None:
+            out = self.afe(h, scaffold, phase)
+            return BankEncoding(
+                x0_hat,
+                h,
+                scaffold,
+                out.bank,
+                out.fields,
+                out.v_hat,
+                out.descriptors,
+                out.active_slots,
+            )
+        # "w/o AFE": no field construction; the scaffold of the generic branch is the bank.
+        active_slots(phase)  # validates the phase argument
+        fields = unpack_bank(scaffold)
+        return BankEncoding(x0_hat, h, scaffold, scaffold, fields, fields["v"], {}, SLOT_NAMES)
+
+    def encode_bank(
+        self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor, phase: int = 4
+    ) -> BankEncoding:
+        """Steps (1)–(3) alone (stages A and B).
+
+        Args:
+            x_t: (B, C, T, H, W) noisy latents.
+            sigma: (B,) noise levels (or a scalar).
+            v_theta: (B, C, T, H, W) frozen backbone velocity.
+            phase: AFE recovery phase 0 … 4.
+
+        Returns:
+            :class:`BankEncoding` (x̂0, h, S, P, fields, v̂, descriptors, active slots).
+        """
+        batch = x_t.shape[0]
+        dummy = AdapterCondition(
+            x_t.new_zeros(batch, self.config.text_dim),
+            x_t.new_zeros(batch, self.config.num_experts),
+        )
+        sigma = self._check_inputs(x_t, sigma, v_theta, dummy)
+        x0_hat = estimate_x0(x_t.detach().to(self.dtype), sigma, v_theta.detach().to(self.dtype))
+        return self._encode(x0_hat, phase)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        x_t: Tensor,
+        sigma: Tensor | float,
+        v_theta: Tensor,
+        cond: AdapterCondition,
+        *,
+        residuals: bool | None = None,
+    ) -> AdapterOutput:
+        """One corrected velocity, v_PILA = v_θ + g(σ)·Δv.
+
+        Args:
+            x_t: (B, C, T, H, W) noisy latents.
+            sigma: (B,) noise levels (or a scalar).
+            v_theta: (B, C, T, H, W) frozen backbone velocity (detached here).
+            cond: pooled text, labels, conditioning scale, AFE phase, mask blend.
+            residuals: compute the routed residual objective; ``None`` computes it in
+                training mode only (sampling never needs it).
+
+        Returns:
+            :class:`AdapterOutput`.
+        """
+        cfg = self.config
+        sigma = self._check_inputs(x_t, sigma, v_theta, cond)
+        dtype = self.dtype
+        v = v_theta.detach().to(dtype)  # (B, C, T, H, W)
+        labels = cond.labels.to(dtype)  # (B, E)
+        compute_residuals = cfg.computes_residuals and (
+            self.training if residuals is None else residuals
+        )
+
+        # 1. latent estimate x̂0 = x_t − σ·v_θ (Eq. 1)
+        x0_hat = estimate_x0(x_t.detach().to(dtype), sigma, v)  # (B, C, T, H, W)
+
+        # 2. condition vector c from the pooled text, y and σ, ramped by the warm-up
+        c = self.condition(cond.pooled_text, labels, sigma, cond.cond_scale)  # (B, Dc)
+
+        if self.plain is not None:
+            # "+ Plain Adapter": a generic branch, no bank, routing or residuals.
+            delta_v = self.plain(x0_hat, c, v)  # (B, C, T, H, W)
+            correction = sigma_gate(sigma, cfg.g_min).to(dtype)[:, None, None, None, None] * delta_v
+            return AdapterOutput(
+                v_pila=v_theta.detach() + correction.to(v_theta.dtype),
+                correction=correction,
+                delta_v=delta_v,
+                cond=c,
+                x0_hat=x0_hat,
+                residual_loss=x0_hat.new_zeros((), dtype=torch.float32),
+            )
+
+        # 3. physical feature, scaffold and attribute bank P (Eq. 2, 13, 3)
+        enc = self._encode(x0_hat, cond.phase)
+        bank = enc.bank  # (B, 32, T, H, W)
+
+        # 4. route: learned logits + label prior, top-k, temperature (Eq. 21–23)
+        if self.router is not None:
+            routing = self.router(c, labels)
+        else:  # "w/o Expert Routing": dense, non-routed experts
+            routing = dense_routing(bank.shape[0], cfg.num_experts, device=bank.device, dtype=dtype)
+
+        # 5. recipe-masked expert updates ΔP_k = M_k ⊙ O_k(P, c) (Eq. 5)
+        updates = (
+            self.experts(bank, c, routing.indices) if self.experts is not None else None
+        )  # (B, K, 32, T, H, W)
+
+        # 6. routed residual objective on experts in S∩Y, each on its own P + ΔP_k (Eq. 6–7)
+        residual_loss = x0_hat.new_zeros((), dtype=torch.float32)
+        per_expert: dict[str, Tensor] = {}
+        per_term: dict[tuple[str, str], Tensor] = {}
+        expert_active = mask = None
+        if compute_residuals:
+            assert self.residual_loss is not None
+            mask = motion_mask(
+                enc.v_hat,
+                x0_hat,
+                weights=cfg.mask_weights,
+                quantile=cfg.mask_quantile,
+                floor=cfg.mask_floor,
+            )  # (B, 1, T, H, W)
+            if cond.mask_blend > 0:
+                physical = physical_mask(
+                    bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor
+                )  # (B, 1, T, H, W)
+                mask = blend_masks(mask, physical, cond.mask_blend)
+            objective = routed_residual_objective(
+                bank,
+                updates,
+                routing,
+                labels,
+                mask,
+                self.residual_loss,
+                scales=cfg.residual_scales,
+                families=cfg.residual_families,
+            )
+            residual_loss = objective.loss.mean()
+            per_expert, per_term, expert_active = (
+                objective.per_expert,
+                objective.per_term,
+                objective.active,
+            )
+
+        # 7. refined bank P̃ = P + Σ_k π_k ΔP_k (Eq. 8)
+        refined = bank
+        if updates is not None and routing.top_k > 0:
+            refined = bank + torch.einsum(
+                "bk,bkcthw->bcthw", routing.topk_weights.to(dtype), updates
+            )
+
+        # 8. decode Δv from [P̃, c, v_θ] (Eq. 9); without flow correction the bank is not read
+        delta_v = self.decoder(refined if cfg.flow_correction else None, c, v)  # (B, C, T, H, W)
+
+        # 9. σ-gated composition v_PILA = v_θ + g(σ)·Δv (Eq. 10)
+        correction = sigma_gate(sigma, cfg.g_min).to(dtype)[:, None, None, None, None] * delta_v
+        return AdapterOutput(
+            v_pila=v_theta.detach() + correction.to(v_theta.dtype),
+            correction=correction,
+            delta_v=delta_v,
+            cond=c,
+            x0_hat=x0_hat,
+            bank=bank,
+            refined_bank=refined,
+            routing=routing,
+            expert_updates=updates,
+            residual_loss=residual_loss,
+            per_expert_loss=per_expert,
+            expert_active=expert_active,
+            per_term=per_term,
+            mask=mask,
+            v_hat=enc.v_hat,
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part, keys :data:`PARAMETER_GROUPS` (a group may be empty).
+
+        Stage A trains ``encoder`` + ``anchor``; stage B ``encoder`` + ``anchor`` + ``afe``;
+        stage C everything, with its own learning-rate scale for ``encoder``. Every
+        parameter is in exactly one group. The plain adapter's generic branch counts as
+        ``encoder`` (its feature extractor) and ``decoder``.
+        """
+        groups: dict[str, list[nn.Parameter]] = {name: [] for name in PARAMETER_GROUPS}
+        parts: dict[str, list[nn.Module | None]] = {
+            "encoder": [
+                self.encoder,
+                self.scaffold,
+                self.plain.encoder if self.plain is not None else None,
+            ],
+            "condition": [self.condition],
+            "router": [self.router],
+            "experts": [self.experts],
+            "decoder": [self.decoder, self.plain.decoder if self.plain is not None else None],
+        }
+        for name, modules in parts.items():
+            for module in modules:
+                if module is not None:
+                    groups[name].extend(module.parameters())
+        if self.afe is not None:
+            for pname, parameter in self.afe.named_parameters():
+                groups["anchor" if pname.startswith("anchor_head.") else "afe"].append(parameter)
+        return groups
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``adapter_config.json`` and ``model.safetensors`` into ``directory``.
+
+        Each file is written to a temporary sibling and moved into place with
+        ``os.replace``; the weights go first, so a finished config always sits next to
+        finished weights. The state includes the residual loss's running means.
+
+        Returns:
+            The folder.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()
+        }
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "adapter_class": type(self).__name__,
+            "num_parameters": self.num_parameters,
+            "config": self.config.to_dict(),
+        }
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(
+                state,
+                str(tmp),
+                metadata={"format": "pt", "pila_format_version": str(FORMAT_VERSION)},
+            )
+        with atomic_path(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load_config(cls, directory: str | os.PathLike) -> AdapterConfig:
+        """Read and validate the config of a saved adapter folder."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: a PILA adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                f"(written by PILAAdapter.save_pretrained)"
+            )
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise AdapterLoadError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(payload, dict) or "config" not in payload:
+            raise AdapterLoadError(
+                f"{path} has no 'config' entry; it was not written by PILAAdapter.save_pretrained"
+            )
+        version = payload.get("format_version")
+        if version != FORMAT_VERSION:
+            raise AdapterLoadError(
+                f"{path} has format_version {version!r}; this version of pila reads {FORMAT_VERSION}"
+            )
+        try:
+            return AdapterConfig.from_dict(payload["config"])
+        except (TypeError, ValueError) as err:
+            raise AdapterLoadError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        strict: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> PILAAdapter:
+        """Rebuild an adapter from a folder written by :meth:`save_pretrained`.
+
+        Args:
+            directory: the folder.
+            strict: refuse missing and unexpected tensors (mis-shaped ones are always
+                refused); with ``strict=False`` they are logged and skipped.
+            device: where to put the adapter.
+            dtype: floating dtype to cast to (default: as saved).
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            AdapterLoadError: the config is invalid, or tensors are missing, unexpected or
+                mis-shaped (each named, with the saved and expected shapes).
+        """
+        directory = Path(directory)
+        config = cls.load_config(directory)
+        weights_path = directory / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"{weights_path} not found next to {directory / CONFIG_NAME}")
+        model = cls(config)
+        state = load_file(str(weights_path))
+        model._load_checked(state, strict=strict, source=str(weights_path))
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model
+
+    def _load_checked(self, state: dict[str, Tensor], *, strict: bool, source: str) -> None:
+        """Load ``state`` after naming every missing, unexpected and mis-shaped tensor."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mis_shaped = [
+            f"{name}: saved {tuple(state[name].shape)}, expected {tuple(expected[name].shape)}"
+            for name in sorted(set(state) & set(expected))
+            if state[name].shape != expected[name].shape
+        ]
+        problems = []
+        if mis_shaped:
+            problems.append("mis-shaped tensors:\n  " + "\n  ".join(mis_shaped))
+        if strict and missing:
+            problems.append("missing tensors:\n  " + "\n  ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected tensors:\n  " + "\n  ".join(unexpected))
+        if problems:
+            raise AdapterLoadError(
+                f"{source} does not match the adapter built from its config:\n"
+                + "\n".join(problems)
+            )
+        if missing or unexpected:
+            log.warning(
+                "loading %s non-strictly: %d missing tensors kept at initialisation (%s), %d unexpected ignored (%s)",
+                source, len(missing), ", ".join(missing), len(unexpected), ", ".join(unexpected),
+            )  # fmt: skip
+        self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+    def extra_repr(self) -> str:
+        return f"parameters={self.num_parameters:,}"
+
+
+def describe(config: AdapterConfig) -> dict[str, Any]:
+    """Parameter counts per group of the adapter ``config`` builds (on the meta device)."""
+    with torch.device("meta"):
+        adapter = PILAAdapter(config)
+    counts: dict[str, Any] = {
+        name: sum(p.numel() for p in params) for name, params in adapter.parameter_groups().items()
+    }
+    counts["total"] = adapter.num_parameters
+    return counts

@@ -1,0 +1,292 @@
+"""``AdapterConfig``: everything needed to rebuild a PILA adapter, ablation switches included.
+
+The config is a validated dataclass; :meth:`AdapterConfig.to_dict` /
+:meth:`AdapterConfig.from_dict` round-trip it through the ``adapter_config.json`` that
+:meth:`pila.adapter.PILAAdapter.save_pretrained` writes. Defaults are the paper's run
+(pila-method.md): Wan latents of 16 channels, hidden width 128, the 32-channel bank,
+top-4 routing with β = 2, τ = 1, σ-gate floor 0.1.
+
+Every variant of the paper's Tables 4, 9, 10, 11 and 14 is one or two fields here; the
+table mapping paper rows to settings is ``docs/ablations.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pila.categories import CATEGORIES
+from pila.physics.afe import AFEConfig
+from pila.physics.bank import BANK_SLOTS
+from pila.physics.residuals import FAMILIES, ResidualScales
+
+FORMAT_VERSION = 1
+"""Version of the saved-adapter format (``adapter_config.json`` + ``model.safetensors``)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class AdapterConfig:
+    """Sizes, routing constants, physics settings and ablation switches of the adapter.
+
+    Args:
+        latent_channels: channels C of the backbone's latents, v_θ and Δv (16 for Wan).
+        hidden: width of the physical feature h and of the decoder (paper: 128).
+        text_dim: width D of the pooled text embedding (4096 for Wan's UMT5-XXL; the
+            tiny preset's text width for tests).
+        cond_dim: width of the condition vector c.
+        sigma_embed_dim: size of the sinusoidal embedding of the timestep 1000·σ.
+        encoder_depth: residual conv blocks of the physical encoder E.
+        decoder_depth: residual conv blocks of the decoder D.
+        kernel_size: spatiotemporal kernel of every conv block (odd).
+        norm_groups: GroupNorm groups (divides ``hidden``).
+        expert_width: hidden width of each operator expert.
+        expert_depth: spatiotemporal conv layers inside each expert.
+        expert_dispatch: ``"gather"`` (run each expert on the samples that selected it)
+            or ``"batched"`` (all experts at once, then gather); equal outputs, the
+            default is the faster one at the paper's size (``benchmarks/adapter_cost.py``).
+        top_k: experts selected per sample, 0…8 (Table 14; paper default 4).
+        beta: label-prior strength β of Eq. (22).
+        tau: routing temperature τ of Eq. (23).
+        g_min: floor of the σ-gate g(σ) = g_min + (1 − g_min)(1 − σ)².
+        categories: expert/category order; must be ``pila.categories.CATEGORIES`` (kept in
+            the saved config so a folder from another layout is refused).
+        bank_slots: the bank layout; must be ``pila.physics.bank.BANK_SLOTS`` (same reason).
+        afe: anchored-field-estimation settings, incl. the ``kinematic_anchor`` and
+            ``staged_recovery`` ablation switches (Table 9).
+        residual_scales: latent-scale normalisers of the residuals.
+        loss_weighting: ``"adaptive"`` (λ = 1 / running mean of the term) or ``"fixed"``.
+        loss_momentum: momentum of the adaptive weights' running means.
+        loss_fixed_weights: optional ``"category/term"`` → fixed weight w_{k,j}
+            (multiplies the adaptive weight; default 1 for every term).
+        mask_weights: motion-mask weights of |∂t v̂|, |∂t x̂0| and |∇v̂|.
+        mask_quantile: per-sample quantile the masks are divided by.
+        mask_floor: lower clamp of the masks.
+        plain_adapter: Table 4 "+ Plain Adapter": a generic conv adapter over
+            [x̂0, c, v_θ] with no bank, experts or residuals, capacity-matched to the
+            full adapter. Every other physics switch is then irrelevant.
+        plain_hidden: width of the plain adapter; ``None`` picks the width whose parameter
+            count is closest to the full adapter's.
+        use_afe: Table 4 "w/o AFE" when False: no field construction; the 32-channel
+            scaffold of a generic conv branch is used directly as the bank.
+        moe_operator: Table 4 "w/o MoE operator" when False: no expert updates
+            (P̃ = P); routing still weights the residual objective.
+        expert_routing: Table 4 "w/o Expert Routing" when False: no router; all experts
+            are applied with equal weight 1/E (dense, non-routed experts).
+        residual_constraints: Table 4 "w/o Residual Constraints" when False: the adapter
+            computes no routed residual objective (stage C trains on the flow loss only).
+        flow_correction: Table 4 "w/o Flow correction" when False: the decoder does not
+            read the refined bank; Δv comes from c and v_θ alone, while the bank, router
+            and experts are still trained by the residual objective.
+        residual_families: residual families kept in every residual evaluation (Table 10
+            "w/o <family>" drops one; the empty tuple is "proxy-only fields").
+        prompt_source: which prompt's pooled embedding feeds c: ``"refined"`` (the
+            parser's physics-oriented rewrite) or ``"raw"`` (Table 4 "w/o Prompt Refine").
+            Honoured by the data and generation side, which build ``pooled_text``.
+        label_source: which labels feed y: ``"parsed"`` (annotations in training, the
+            parser at inference) or ``"random"`` (Table 11 "w/ Random Label", see
+            :func:`pila.adapter.condition.randomize_labels`). Honoured by the data and
+            generation side, which build ``labels``.
+    """
+
+    latent_channels: int = 16
+    hidden: int = 128
+    text_dim: int = 4096
+    cond_dim: int = 128
+    sigma_embed_dim: int = 64
+    encoder_depth: int = 2
+    decoder_depth: int = 2
+    kernel_size: int = 3
+    norm_groups: int = 8
+    expert_width: int = 64
+    expert_depth: int = 1
+    expert_dispatch: Literal["gather", "batched"] = "gather"
+    top_k: int = 4
+    beta: float = 2.0
+    tau: float = 1.0
+    g_min: float = 0.1
+    categories: tuple[str, ...] = CATEGORIES
+    bank_slots: tuple[tuple[str, int], ...] = BANK_SLOTS
+    afe: AFEConfig = field(default_factory=AFEConfig)
+    residual_scales: ResidualScales = field(default_factory=ResidualScales)
+    loss_weighting: Literal["adaptive", "fixed"] = "adaptive"
+    loss_momentum: float = 0.99
+    loss_fixed_weights: dict[str, float] | None = None
+    mask_weights: tuple[float, float, float] = (0.55, 0.25, 0.20)
+    mask_quantile: float = 0.9
+    mask_floor: float = 0.08
+    plain_adapter: bool = False
+    plain_hidden: int | None = None
+    use_afe: bool = True
+    moe_operator: bool = True
+    expert_routing: bool = True
+    residual_constraints: bool = True
+    flow_correction: bool = True
+    residual_families: tuple[str, ...] = FAMILIES
+    prompt_source: Literal["refined", "raw"] = "refined"
+    label_source: Literal["parsed", "random"] = "parsed"
+
+    def __post_init__(self) -> None:
+        # Normalise containers coming from YAML/JSON (lists) before validating.
+        self.categories = tuple(self.categories)
+        self.bank_slots = tuple((str(name), int(width)) for name, width in self.bank_slots)
+        self.mask_weights = tuple(float(w) for w in self.mask_weights)  # type: ignore[assignment]
+        self.residual_families = tuple(self.residual_families)
+        if isinstance(self.afe, dict):
+            self.afe = AFEConfig(**self.afe)
+        if isinstance(self.residual_scales, dict):
+            self.residual_scales = ResidualScales.from_overrides(**self.residual_scales)
+        self._validate()
+
+    def _validate(self) -> None:
+        positive = (
+            "latent_channels", "hidden", "text_dim", "cond_dim", "sigma_embed_dim",
+            "kernel_size", "norm_groups", "expert_width",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"AdapterConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("encoder_depth", "decoder_depth", "expert_depth"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(
+                    f"AdapterConfig.{name} must be a non-negative integer, got {value!r}"
+                )
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"AdapterConfig.kernel_size must be odd, got {self.kernel_size}")
+        if self.sigma_embed_dim % 2:
+            raise ValueError(
+                f"AdapterConfig.sigma_embed_dim must be even, got {self.sigma_embed_dim}"
+            )
+        if self.hidden % self.norm_groups:
+            raise ValueError(
+                f"AdapterConfig.hidden={self.hidden} must be divisible by norm_groups={self.norm_groups}"
+            )
+        if self.expert_dispatch not in ("gather", "batched"):
+            raise ValueError(
+                f"AdapterConfig.expert_dispatch must be 'gather' or 'batched', got {self.expert_dispatch!r}"
+            )
+        if self.categories != CATEGORIES:
+            raise ValueError(
+                f"AdapterConfig.categories {list(self.categories)} differ from this version's "
+                f"category order {list(CATEGORIES)}; the adapter's experts follow that order"
+            )
+        if self.bank_slots != BANK_SLOTS:
+            raise ValueError(
+                f"AdapterConfig.bank_slots {list(self.bank_slots)} differ from this version's "
+                f"bank layout {list(BANK_SLOTS)}"
+            )
+        if not _is_int(self.top_k) or not 0 <= self.top_k <= len(CATEGORIES):
+            raise ValueError(
+                f"AdapterConfig.top_k must be an integer in [0, {len(CATEGORIES)}], got {self.top_k!r}"
+            )
+        if not self.beta >= 0:
+            raise ValueError(
+                f"AdapterConfig.beta (label-prior strength) must be >= 0, got {self.beta}"
+            )
+        if not self.tau > 0:
+            raise ValueError(f"AdapterConfig.tau (routing temperature) must be > 0, got {self.tau}")
+        if not 0.0 <= self.g_min <= 1.0:
+            raise ValueError(f"AdapterConfig.g_min must lie in [0, 1], got {self.g_min}")
+        if not isinstance(self.afe, AFEConfig):
+            raise ValueError(
+                f"AdapterConfig.afe must be an AFEConfig, got {type(self.afe).__name__}"
+            )
+        if not isinstance(self.residual_scales, ResidualScales):
+            raise ValueError(
+                f"AdapterConfig.residual_scales must be a ResidualScales, got {type(self.residual_scales).__name__}"
+            )
+        if self.loss_weighting not in ("adaptive", "fixed"):
+            raise ValueError(
+                f"AdapterConfig.loss_weighting must be 'adaptive' or 'fixed', got {self.loss_weighting!r}"
+            )
+        if not 0.0 <= self.loss_momentum < 1.0:
+            raise ValueError(
+                f"AdapterConfig.loss_momentum must lie in [0, 1), got {self.loss_momentum}"
+            )
+        if len(self.mask_weights) != 3 or min(self.mask_weights) < 0 or sum(self.mask_weights) <= 0:
+            raise ValueError(
+                f"AdapterConfig.mask_weights must be three non-negative weights, not all zero, "
+                f"got {self.mask_weights}"
+            )
+        if not 0.0 < self.mask_quantile <= 1.0:
+            raise ValueError(
+                f"AdapterConfig.mask_quantile must lie in (0, 1], got {self.mask_quantile}"
+            )
+        if not 0.0 < self.mask_floor <= 1.0:
+            raise ValueError(f"AdapterConfig.mask_floor must lie in (0, 1], got {self.mask_floor}")
+        if self.plain_hidden is not None and (
+            not _is_int(self.plain_hidden)
+            or self.plain_hidden < 1
+            or self.plain_hidden % self.norm_groups
+        ):
+            raise ValueError(
+                f"AdapterConfig.plain_hidden must be None or a positive multiple of "
+                f"norm_groups={self.norm_groups}, got {self.plain_hidden!r}"
+            )
+        unknown = [f for f in self.residual_families if f not in FAMILIES]
+        if unknown or len(set(self.residual_families)) != len(self.residual_families):
+            raise ValueError(
+                f"AdapterConfig.residual_families {list(self.residual_families)} must be distinct "
+                f"names among {list(FAMILIES)}"
+            )
+        if self.prompt_source not in ("refined", "raw"):
+            raise ValueError(
+                f"AdapterConfig.prompt_source must be 'refined' or 'raw', got {self.prompt_source!r}"
+            )
+        if self.label_source not in ("parsed", "random"):
+            raise ValueError(
+                f"AdapterConfig.label_source must be 'parsed' or 'random', got {self.label_source!r}"
+            )
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def num_experts(self) -> int:
+        return len(self.categories)
+
+    @property
+    def bank_channels(self) -> int:
+        return sum(width for _, width in self.bank_slots)
+
+    @property
+    def computes_residuals(self) -> bool:
+        """Whether the adapter has a routed residual objective at all."""
+        return not self.plain_adapter and self.residual_constraints and bool(self.residual_families)
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nested configs as dicts, tuples as lists)."""
+        out = dataclasses.asdict(self)
+        out["categories"] = list(self.categories)
+        out["bank_slots"] = [[name, width] for name, width in self.bank_slots]
+        out["mask_weights"] = list(self.mask_weights)
+        out["residual_families"] = list(self.residual_families)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are a ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown AdapterConfig field(s) {', '.join(unknown)}; valid fields are: {', '.join(sorted(names))}"
+            )
+        data = dict(data)
+        if isinstance(data.get("afe"), dict):
+            afe_names = {f.name for f in dataclasses.fields(AFEConfig)}
+            bad = sorted(set(data["afe"]) - afe_names)
+            if bad:
+                raise ValueError(
+                    f"unknown AFEConfig field(s) {', '.join(bad)}; valid fields are: {', '.join(sorted(afe_names))}"
+                )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> AdapterConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
