@@ -1,0 +1,32 @@
+"""Prompt parsing for inference: a refined description and the active categories.
+
+:class:`RuleBasedParser` (the default, no model) applies the relabeling table;
+:class:`LLMPromptParser` runs a local causal LM over two editable templates and falls
+back to the rules when the model's answer cannot be used.
+"""
+
+from pila.parser.base import ParsedPrompt, PromptParser, ordered_labels
+from pila.parser.llm import (
+    DEFAULT_TEMPLATES,
+    LLMPromptParser,
+    MalformedAnswer,
+    Templates,
+    normalise_category,
+    parse_json_answer,
+    validate_categories,
+)
+from pila.parser.rules import RuleBasedParser
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "LLMPromptParser",
+    "MalformedAnswer",
+    "ParsedPrompt",
+    "PromptParser",
+    "RuleBasedParser",
+    "Templates",
+    "normalise_category",
+    "ordered_labels",
+    "parse_json_answer",
+    "validate_categories",
+]

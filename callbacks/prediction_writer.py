@@ -1,0 +1,177 @@
+"""Writes what ``pila predict`` generates: mp4s, JSON sidecars and benchmark layouts.
+
+:class:`VideoPredictionWriter` is a ``BasePredictionWriter`` that writes every video of a
+predict batch as soon as it exists:
+
+1. the mp4 (H.264 through PyAV at ``fps``, atomically),
+2. then the JSON sidecar (atomically): prompt, refined prompt, labels, per-expert routing
+   weights averaged over the corrected steps, seed, every generation setting, the
+   adapter's identity (folder and SHA-256 of its weights) and the time spent per phase.
+
+The sidecar is written last, so an output is complete exactly when both files exist.
+Before prediction starts the writer plans every output path over the whole prompt list
+(:mod:`pila.layouts`) and tells :class:`~pila.datamodules.prompts.PromptDataModule` which
+items are already complete, so a re-run (or a killed run started again) generates only
+what is missing. At the end, rank 0 rebuilds the layout's CSV index from the complete
+outputs on disk (in ``teardown``, after a barrier, so all ranks have finished).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import BasePredictionWriter
+from pila.datamodules.prompts import PromptDataModule
+
+from pila.io import write_json_atomic, write_video
+from pila.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout
+
+log = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "pila-video/1"
+
+
+class VideoPredictionWriter(BasePredictionWriter):
+    """Write generated videos, their sidecars and a benchmark layout.
+
+    Args:
+        output_dir: the output folder.
+        layout: ``plain``, ``phygenbench``, ``vbench2`` or ``videophy2`` (see :mod:`pila.layouts`).
+        fps: frame rate of the mp4s.
+        model_name: PhyGenBench's model folder name.
+        dimension: VBench-2.0 dimension for prompts whose file names none.
+        videophy_version: 2 (``caption,videopath``) or 1 (VideoPhy, ``videopath,caption``).
+        csv_paths: video paths in CSVs, ``absolute`` or ``relative`` to the output folder.
+        crf: x264 constant-rate factor (lower is better quality).
+        overwrite: regenerate outputs that are already complete.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        layout: LayoutName = "plain",
+        fps: float = 16.0,
+        model_name: str = "pila",
+        dimension: str | None = None,
+        videophy_version: Literal[1, 2] = 2,
+        csv_paths: Literal["absolute", "relative"] = "absolute",
+        crf: int = 18,
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must lie in [0, 51], got {crf}")
+        self.output_dir = Path(output_dir).expanduser()
+        self.fps = fps
+        self.crf = crf
+        self.overwrite = overwrite
+        self.layout: OutputLayout = make_layout(
+            layout,
+            self.output_dir,
+            model_name=model_name,
+            dimension=dimension,
+            videophy_version=videophy_version,
+            csv_paths=csv_paths,
+        )
+        self.written = 0
+
+    # ------------------------------------------------------------------ planning
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Plan every output path and mark the complete ones for the datamodule to skip."""
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, PromptDataModule):
+            raise TypeError(
+                "VideoPredictionWriter needs data: pila.datamodules.prompts.PromptDataModule (it plans the "
+                f"output names over the whole prompt list), got {type(datamodule).__name__}"
+            )
+        datamodule.setup(stage)
+        self.layout.plan(datamodule.records, datamodule.videos_per_prompt)
+        if not self.overwrite:
+            datamodule.skip = self.layout.is_complete
+        self.written = 0
+
+    # ------------------------------------------------------------------ writing
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for result in prediction:
+            self.write_result(result, pl_module)
+
+    def write_result(self, result: Any, pl_module: pl.LightningModule) -> Path:
+        """Write one result's mp4, then its sidecar; the frames are released afterwards."""
+        item, video = result.item, result.video
+        paths = self.layout.paths(item)
+        start = time.perf_counter()
+        write_video(paths.video, video.frames, fps=self.fps, crf=self.crf)
+        video.timings["mp4_write"] = time.perf_counter() - start
+        write_json_atomic(paths.sidecar, self.sidecar(result, paths.video, pl_module))
+        video.frames = None  # keep memory flat when Lightning also collects predictions
+        self.written += 1
+        return paths.video
+
+    def sidecar(self, result: Any, video_path: Path, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The JSON record of one video."""
+        item, video = result.item, result.video
+        record = item.record
+        parsed = video.parsed
+        settings = pl_module.generation_settings() if hasattr(pl_module, "generation_settings") else {}
+        return {
+            "format": SIDECAR_FORMAT,
+            "prompt": record.prompt,
+            "refined_prompt": parsed.refined_prompt if parsed is not None else None,
+            "labels": list(parsed.labels) if parsed is not None else None,
+            "label_source": parsed.source if parsed is not None else None,
+            "seed": item.seed,
+            "prompt_index": record.index,
+            "sample": item.sample,
+            "video": video_path.relative_to(self.output_dir).as_posix(),
+            "layout": self.layout.name,
+            "fps": self.fps,
+            "crf": self.crf,
+            "settings": settings,
+            "adapter": getattr(pl_module, "adapter_info", None),
+            "routing_weights": video.routing_weights,
+            "corrected_steps": list(video.corrected_steps),
+            "record": {
+                "dimension": record.dimension,
+                "caption": record.caption,
+                "extra": record.extra,
+            },
+            "timings": video.timings,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    # ------------------------------------------------------------------ indexes
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Rank 0 rebuilds the index files once every rank is done.
+
+        ``teardown`` (not ``on_predict_end``) because Lightning skips the predict loop, and
+        its end hooks, on a rank whose share is already complete; every rank reaches this.
+        """
+        if stage != "predict":
+            return
+        trainer.strategy.barrier("pila_predict_indexes")
+        if trainer.is_global_zero:
+            for path in self.layout.write_indexes():
+                log.info("wrote %s", path)
+        log.info("rank %d wrote %d videos under %s", trainer.global_rank, self.written, self.output_dir)
+
+
+__all__ = ["SIDECAR_FORMAT", "VideoPredictionWriter"]

@@ -1,0 +1,230 @@
+"""``pila predict``: the LightningModule that batch-generates videos with a PILA adapter.
+
+One predict step generates the videos of one batch of
+:class:`~pila.datamodules.prompts.PredictItem` s (one per (prompt, sample), each with its
+own seed) through :func:`pila.sampling.generate_video`, and returns
+:class:`PredictionResult` s for the writer callback
+(:class:`pila.callbacks.prediction_writer.VideoPredictionWriter`), which writes the mp4s,
+the sidecars and the benchmark layout.
+
+The frozen backbone and the adapter are loaded in ``setup()`` straight onto this rank's
+device, and are kept outside the module's parameter tree: prediction never trains, so
+there is nothing for Lightning to wrap, cast or broadcast between ranks. Every bad input
+(backbone folder, adapter folder that does not match the backbone, frame size) raises in
+``setup()``, before the first video.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from pila.backbone import WanBackbone
+from pila.datamodules.prompts import PredictItem
+from pila.parser.base import ParsedPrompt, PromptParser
+from pila.sampling import (
+    GeneratedVideo,
+    SamplingConfig,
+    adapter_identity,
+    generate_video,
+    load_adapter,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionResult:
+    """One generated video and the work item it answers."""
+
+    item: PredictItem
+    video: GeneratedVideo
+
+
+class PILAPredictModule(pl.LightningModule):
+    """Generate videos for prompts with a frozen Wan backbone and, optionally, a PILA adapter.
+
+    Args:
+        backbone: a diffusers-format Wan folder (Wan 2.1, or Wan 2.2-A14B with
+            ``transformer_2``), a hub id, or ``"tiny"`` for the embedded CPU preset.
+        adapter: a folder written by ``PILAAdapter.save_pretrained`` / ``pila export``;
+            None generates the uncorrected baseline.
+        dtype: backbone dtype; ``"auto"`` is bf16 on CUDA, float32 on CPU.
+        num_inference_steps: denoising steps.
+        guidance_scale: CFG scale; on Wan 2.2 the high-noise stage's (``transformer``).
+        guidance_scale_2: Wan 2.2's low-noise stage (``transformer_2``) scale; None: the same
+            as ``guidance_scale``.
+        negative_prompt: CFG negative prompt (None: empty).
+        height: frame height in pixels (multiple of 16).
+        width: frame width in pixels (multiple of 16).
+        num_frames: frames per video (4·k + 1).
+        shift: flow-schedule shift (None: the backbone scheduler's own).
+        correction_steps: steps the adapter corrects: None (all), a range ``"41-50"``
+            (1-based, inclusive) or a list of step numbers.
+        top_k: experts per sample (None: the adapter's own).
+        cond_scale: adapter condition scale (1 after training).
+        max_sequence_length: text tokens per prompt.
+        parser: prompt parser for the adapter's description and labels (None: the
+            rule-based parser; ``pila.parser.LLMPromptParser`` for a local LLM).
+        backbone_seed: seed of the ``"tiny"`` preset's random weights.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tiny",
+        adapter: str | None = None,
+        dtype: str = "auto",
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        guidance_scale_2: float | None = None,
+        negative_prompt: str | None = None,
+        height: int = 480,
+        width: int = 832,
+        num_frames: int = 81,
+        shift: float | None = None,
+        correction_steps: str | list[int] | None = None,
+        top_k: int | None = None,
+        cond_scale: float = 1.0,
+        max_sequence_length: int = 512,
+        parser: PromptParser | None = None,
+        backbone_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.backbone_source = backbone
+        self.adapter_folder = adapter
+        self.dtype_name = dtype
+        self.backbone_seed = backbone_seed
+        self.sampling = SamplingConfig(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_scale_2=guidance_scale_2,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            correction_steps=correction_steps,
+            top_k=top_k,
+            shift=shift,
+            max_sequence_length=max_sequence_length,
+            cond_scale=cond_scale,
+        )
+        self.parser = parser
+        # Loaded in setup(); a plain dict keeps them out of the module tree (see the module docstring).
+        self._frozen: dict[str, nn.Module] = {}
+        self._adapter_identity: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def backbone(self) -> WanBackbone:
+        if "backbone" not in self._frozen:
+            raise RuntimeError("the backbone is loaded in setup(); call module.setup('predict') first")
+        return self._frozen["backbone"]  # type: ignore[return-value]
+
+    @property
+    def adapter(self) -> nn.Module | None:
+        return self._frozen.get("adapter")
+
+    def _target_device(self) -> torch.device:
+        trainer = self._trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the backbone, the adapter (checked against it) and the parser's model."""
+        if "backbone" in self._frozen:
+            return
+        device = self._target_device()
+        backbone = WanBackbone.from_pretrained(
+            self.backbone_source, dtype=self.dtype_name, device=device, seed=self.backbone_seed
+        )
+        backbone.latent_shape(self.sampling.num_frames, self.sampling.height, self.sampling.width)
+        if self.sampling.guidance_scale_2 is not None and backbone.boundary_ratio is None:
+            raise ValueError(
+                f"guidance_scale_2 is set but the backbone {self.backbone_source!r} has one transformer "
+                "(Wan 2.1); leave guidance_scale_2 unset or load a Wan 2.2-A14B folder"
+            )
+        self._frozen["backbone"] = backbone
+        if self.adapter_folder is not None:
+            adapter = load_adapter(self.adapter_folder, backbone, device=device)
+            self._frozen["adapter"] = adapter
+            self._adapter_identity = adapter_identity(adapter, self.adapter_folder)
+            if self.parser is None:
+                from pila.parser.rules import RuleBasedParser
+
+                self.parser = RuleBasedParser()
+            self.parser.load(str(device))
+        log.info(
+            "backbone %s (%s), adapter %s, %d steps, %d×%d×%d",
+            self.backbone_source,
+            "Wan 2.2, two transformers" if backbone.boundary_ratio is not None else "Wan 2.1",
+            self.adapter_folder or "none (baseline)",
+            self.sampling.num_inference_steps,
+            self.sampling.num_frames,
+            self.sampling.height,
+            self.sampling.width,
+        )
+
+    # ------------------------------------------------------------------ settings
+    def generation_settings(self) -> dict[str, Any]:
+        """Every setting that shaped the videos, for the sidecars."""
+        backbone = self.backbone
+        scheduler = backbone.scheduler
+        configured_shift = scheduler.config.get("flow_shift", scheduler.config.get("shift"))
+        return {
+            **self.sampling.to_json(),
+            "shift_used": self.sampling.shift if self.sampling.shift is not None else configured_shift,
+            "backbone": self.backbone_source,
+            "backbone_dtype": str(backbone.dtype).removeprefix("torch."),
+            "boundary_ratio": backbone.boundary_ratio,
+            "two_stage": backbone.transformer_2 is not None,
+            "scheduler": type(scheduler).__name__,
+            "parser": self.parser.describe() if (self.parser is not None and self.adapter is not None) else None,
+        }
+
+    @property
+    def adapter_info(self) -> dict[str, Any] | None:
+        return self._adapter_identity
+
+    # ------------------------------------------------------------------ predict
+    def parsed_prompt(self, item: PredictItem) -> ParsedPrompt | None:
+        """The adapter's description and labels: the prompt file's, else the parser's."""
+        if self.adapter is None:
+            return None
+        record = item.record
+        if record.labels is not None and record.refined_prompt is not None:
+            return ParsedPrompt(record.prompt, record.refined_prompt, record.labels, "given")
+        parsed = self.parser.parse(record.prompt)
+        if record.labels is None and record.refined_prompt is None:
+            return parsed
+        return ParsedPrompt(
+            record.prompt,
+            record.refined_prompt if record.refined_prompt is not None else parsed.refined_prompt,
+            record.labels if record.labels is not None else parsed.labels,
+            "given",
+        )
+
+    def predict_step(self, batch: list[PredictItem], batch_idx: int = 0) -> list[PredictionResult]:
+        """Generate every item of the batch, one at a time with its own seed."""
+        results = []
+        for item in batch:
+            video = generate_video(
+                self.backbone,
+                item.record.prompt,
+                seed=item.seed,
+                config=self.sampling,
+                adapter=self.adapter,
+                parsed=self.parsed_prompt(item),
+            )
+            results.append(PredictionResult(item=item, video=video))
+        return results
+
+    def configure_optimizers(self) -> None:
+        """Prediction only: nothing trains."""
+        return None
+
+
+__all__ = ["PILAPredictModule", "PredictionResult"]
