@@ -92,6 +92,49 @@ def _pad_linear(f: Tensor, dim: int) -> Tensor:
     return torch.cat([first, f, last], dim=dim)
 
 
+def _tap_view(f: Tensor, offset: tuple[int, int, int], sliced_dims: tuple[int, ...]) -> Tensor:
+    """The view of ``f`` seen by one tap: shifted by ``offset`` and cropped by 1 cell per side."""
+    index: list[slice] = [slice(None), slice(None)]
+    for dim, shift in zip((_T, _Y, _X), offset, strict=True):
+        n = f.shape[dim]
+        index.append(slice(1 + shift, n - 1 + shift) if dim in sliced_dims else slice(None))
+    return f[tuple(index)]
+
+
+def _sum_taps(
+    f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float
+) -> Tensor:
+    """scale · Σ coef · view(f, offset): one new tensor, accumulated in place."""
+    (_, first), (coef, second) = taps[0], taps[1]
+    out = torch.add(_tap_view(f, first, sliced_dims), _tap_view(f, second, sliced_dims), alpha=coef)
+    for coef, offset in taps[2:]:
+        out.add_(_tap_view(f, offset, sliced_dims), alpha=coef)
+    if scale != 1.0:
+        out.mul_(scale)
+    return out
+
+
+class _StencilFunction(torch.autograd.Function):
+    """A fixed stencil with its adjoint as the backward pass.
+
+    Autograd through plain slicing would allocate one input-sized zero tensor per tap
+    in the backward pass; the adjoint writes every tap into a single one.
+    """
+
+    @staticmethod
+    def forward(ctx, f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float):
+        ctx.taps, ctx.sliced_dims, ctx.scale = taps, sliced_dims, scale
+        ctx.input_shape = f.shape
+        return _sum_taps(f, taps, sliced_dims, scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_input = grad.new_zeros(ctx.input_shape)
+        for coef, offset in ctx.taps:
+            _tap_view(grad_input, offset, ctx.sliced_dims).add_(grad, alpha=coef * ctx.scale)
+        return grad_input, None, None, None
+
+
 def _stencil(
     f: Tensor,
     taps: Sequence[_Tap],
@@ -107,21 +150,9 @@ def _stencil(
         for dim in diff_dims:
             f = _pad_linear(f, dim)
     sliced_dims = (_T, _Y, _X) if boundary == "interior" else tuple(diff_dims)
-
-    def view(offset: tuple[int, int, int]) -> Tensor:
-        index: list[slice] = [slice(None), slice(None)]
-        for dim, shift in zip((_T, _Y, _X), offset, strict=True):
-            n = f.shape[dim]
-            index.append(slice(1 + shift, n - 1 + shift) if dim in sliced_dims else slice(None))
-        return f[tuple(index)]
-
-    (_, first), (coef, second) = taps[0], taps[1]
-    out = torch.add(view(first), view(second), alpha=coef)
-    for coef, offset in taps[2:]:
-        out.add_(view(offset), alpha=coef)
-    if scale != 1.0:
-        out.mul_(scale)
-    return out
+    if torch.is_grad_enabled() and f.requires_grad:
+        return _StencilFunction.apply(f, taps, sliced_dims, scale)
+    return _sum_taps(f, taps, sliced_dims, scale)
 
 
 # Stencils -------------------------------------------------------------------------------
@@ -297,8 +328,5 @@ def div_flux(f: Tensor, v: Tensor, *, boundary: Boundary = "interior") -> Tensor
 
 
 def magnitude(x: Tensor) -> Tensor:
-    """Euclidean norm over channels, (B, C, …) → (B, 1, …), with a zero (not NaN) gradient at 0."""
-    squared = (x * x).sum(dim=1, keepdim=True)
-    positive = squared > 0
-    safe = torch.where(positive, squared, torch.ones_like(squared))
-    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+    """Euclidean norm over channels, (B, C, …) → (B, 1, …); its gradient at 0 is 0, not NaN."""
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True)

@@ -29,6 +29,7 @@ height and width; T', H', W' = T−2, H−2, W−2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -122,9 +123,12 @@ class FieldDerivatives:
         self.fields = fields
         self.cache = cache
         self.evaluations: Counter[tuple[str, ...]] = Counter()
+        self.requests: list[tuple[str, ...]] | None = None
         self._store: dict[tuple[str, ...], Tensor] = {}
 
     def _get(self, key: tuple[str, ...], compute: Callable[[], Tensor]) -> Tensor:
+        if self.requests is not None:
+            self.requests.append(key)
         if self.cache and key in self._store:
             return self._store[key]
         value = compute()
@@ -132,6 +136,11 @@ class FieldDerivatives:
         if self.cache:
             self._store[key] = value
         return value
+
+    def release(self, keys: Iterable[tuple[str, ...]]) -> None:
+        """Forget cached derivatives that no later term needs (frees their memory)."""
+        for key in keys:
+            self._store.pop(key, None)
 
     def raw(self, name: str) -> Tensor:
         """The full field (B, K, T, H, W); a missing field is a ``ValueError`` naming it."""
@@ -530,13 +539,37 @@ def residuals_for_categories(
     _check_fields(fields, selected)
     scales = _as_scales(scales)
     derivatives = FieldDerivatives(fields)
+    relations = tuple(dict.fromkeys(spec.fn for _, _, spec in selected))
     evaluated: dict[Residual, Tensor] = {}
+    for relation, done in zip(relations, _release_plan(relations), strict=True):
+        evaluated[relation] = relation(derivatives, scales)
+        derivatives.release(done)  # keep only what a later relation still reads
     out: dict[str, dict[str, Tensor]] = {cat: {} for cat in categories}
     for cat, term, spec in selected:
-        if spec.fn not in evaluated:
-            evaluated[spec.fn] = spec.fn(derivatives, scales)
         out[cat][term] = evaluated[spec.fn]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _release_plan(relations: tuple[Residual, ...]) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """For each relation in order, the derivatives last requested by it.
+
+    Found once per selection of relations by evaluating them on a tiny probe grid and
+    recording which derivatives each one asks for.
+    """
+    probe_fields = {
+        name: torch.zeros(1, SLOT_COMPONENTS[name], 3, 3, 3) for name in SLOT_COMPONENTS
+    }
+    probe = FieldDerivatives(probe_fields)
+    last_use: dict[tuple[str, ...], int] = {}
+    for i, relation in enumerate(relations):
+        probe.requests = []
+        relation(probe, ResidualScales())
+        last_use.update((key, i) for key in probe.requests)
+    plan: list[list[tuple[str, ...]]] = [[] for _ in relations]
+    for key, i in last_use.items():
+        plan[i].append(key)
+    return tuple(tuple(keys) for keys in plan)
 
 
 def residuals_term_by_term(
