@@ -1,0 +1,147 @@
+"""torchmetrics for the training logs: router statistics and per-expert, per-term residuals.
+
+Both metrics keep sums in states reduced with ``"sum"``, so ``compute()`` on several
+processes returns the statistics of the whole global batch, not of one rank's share.
+``compute()`` synchronises, so every rank must call it at the same step.
+
+Legend: B batch, E experts (8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from pila.adapter.router import Routing, routing_statistics
+from pila.categories import CATEGORIES
+from pila.physics.residuals import RESIDUAL_TERMS
+
+TERM_KEYS: tuple[tuple[str, str], ...] = tuple((cat, term) for cat in CATEGORIES for term in RESIDUAL_TERMS[cat])
+"""All (category, term) pairs in a fixed order (29)."""
+
+
+class RouterMetrics(Metric):
+    """Selection counts, routing weights, label agreement, entropy and co-activation."""
+
+    full_state_update = False
+
+    def __init__(self, num_experts: int = len(CATEGORIES), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_experts = num_experts
+        self.add_state("num_samples", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("selection_counts", torch.zeros(num_experts, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight_sums", torch.zeros(num_experts, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("selected_labelled", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("selected_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("labels_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("entropy_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "coactivation", torch.zeros(num_experts, num_experts, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+
+    def update(self, routing: Routing, labels: Tensor) -> None:  # type: ignore[override]
+        stats = routing_statistics(routing, labels)
+        device = self.selection_counts.device
+        self.num_samples += stats.num_samples
+        self.selection_counts += stats.selection_counts.to(device, torch.float64)
+        self.weight_sums += stats.weight_sums.to(device, torch.float64)
+        self.selected_labelled += stats.selected_labelled
+        self.selected_total += stats.selected_total
+        self.labels_total += stats.labels_total
+        self.entropy_sum += stats.entropy_sum
+        self.coactivation += stats.coactivation.to(device, torch.float64)
+
+    def compute(self) -> dict[str, Tensor]:
+        n = self.num_samples.clamp_min(1)
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=n.device)
+        return {
+            "selection_rate": self.selection_counts / n,  # (E,)
+            "mean_weight": self.weight_sums / n,  # (E,)
+            "label_precision": self.selected_labelled / self.selected_total if self.selected_total > 0 else nan,
+            "label_recall": self.selected_labelled / self.labels_total if self.labels_total > 0 else nan,
+            "entropy": self.entropy_sum / n,
+            "coactivation": self.coactivation,  # (E, E) counts
+            "num_samples": self.num_samples,
+        }
+
+
+def coactivation_correlation(coactivation: Tensor, num_samples: Tensor | float) -> Tensor:
+    """Pearson correlation (E, E) of the experts' selection indicators from co-activation counts.
+
+    With s_i the selection indicator of expert i over samples, E[s_i s_j] = C_ij / n, so
+    corr = (C_ij/n − p_i p_j) / sqrt(p_i(1 − p_i) p_j(1 − p_j)); experts never or always
+    selected have zero variance and get correlation 0 (1 on the diagonal).
+    """
+    n = torch.as_tensor(num_samples, dtype=torch.float64).clamp_min(1)
+    joint = coactivation.double() / n
+    p = torch.diagonal(joint)
+    cov = joint - p[:, None] * p[None, :]
+    std = (p * (1 - p)).clamp_min(0).sqrt()
+    denom = std[:, None] * std[None, :]
+    corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
+    corr.fill_diagonal_(1.0)
+    return corr
+
+
+class ResidualMetrics(Metric):
+    """Mean of each (category, term) residual value and of each expert's loss L_k.
+
+    Terms are only evaluated for the experts a sample routes to, so every entry keeps its
+    own count and an entry never seen in the window computes to NaN (and is not logged).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.term_index = {key: i for i, key in enumerate(TERM_KEYS)}
+        self.expert_index = {cat: i for i, cat in enumerate(CATEGORIES)}
+        n_terms, n_experts = len(TERM_KEYS), len(CATEGORIES)
+        self.add_state("term_sums", torch.zeros(n_terms, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("term_counts", torch.zeros(n_terms, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("expert_sums", torch.zeros(n_experts, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("expert_counts", torch.zeros(n_experts, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(  # type: ignore[override]
+        self,
+        per_term: dict[tuple[str, str], Tensor],
+        per_expert: dict[str, Tensor] | None = None,
+    ) -> None:
+        """Add one step's values.
+
+        Args:
+            per_term: {(category, term): scalar} mean residual value of the step.
+            per_expert: {category: (B,) per-sample L_k} of the experts evaluated; samples
+                whose value is NaN (the expert did not run for them) are skipped.
+        """
+        for key, value in per_term.items():
+            i = self.term_index[key]
+            v = value.detach().double().to(self.term_sums.device)
+            if torch.isfinite(v):
+                self.term_sums[i] += v
+                self.term_counts[i] += 1
+        for cat, values in (per_expert or {}).items():
+            v = values.detach().double().reshape(-1).to(self.expert_sums.device)
+            finite = torch.isfinite(v)
+            self.expert_sums[self.expert_index[cat]] += v[finite].sum()
+            self.expert_counts[self.expert_index[cat]] += finite.sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        nan = torch.full_like(self.term_sums, float("nan"))
+        terms = torch.where(self.term_counts > 0, self.term_sums / self.term_counts.clamp_min(1), nan)
+        nan_e = torch.full_like(self.expert_sums, float("nan"))
+        experts = torch.where(self.expert_counts > 0, self.expert_sums / self.expert_counts.clamp_min(1), nan_e)
+        return {"terms": terms, "experts": experts}
+
+    def log_dict(self, prefix: str = "train") -> dict[str, float]:
+        """``{prefix}/residual/<category>/<term>`` and ``{prefix}/expert_loss/<category>`` (seen entries only)."""
+        values = self.compute()
+        out: dict[str, float] = {}
+        for (cat, term), v in zip(TERM_KEYS, values["terms"].tolist()):
+            if v == v:  # not NaN
+                out[f"{prefix}/residual/{cat}/{term}"] = v
+        for cat, v in zip(CATEGORIES, values["experts"].tolist()):
+            if v == v:
+                out[f"{prefix}/expert_loss/{cat}"] = v
+        return out

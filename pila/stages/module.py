@@ -1,0 +1,315 @@
+"""``PILAModule``: the frozen Wan backbone plus the trainable adapter, and the shared step.
+
+Data flow of one step (docs/ARCHITECTURE.md): a cached clip gives x0, text embeddings,
+pooled text, labels and the flow target; σ is sampled (shift, the stage's range);
+``x_t = (1 − σ)x0 + σε``; the frozen backbone gives ``v_θ(x_t, σ, text)`` without
+autograd; then each stage computes its own loss from the adapter (``compute_loss``).
+
+The backbone is *not* a registered submodule: it is loaded on first use, moved to the
+module's device, and so never enters ``state_dict``, checkpoints, DDP buckets or DeepSpeed
+partitions. Checkpoints hold the adapter alone (plus the config it was built with).
+
+Legend: B batch, C latent channels (16), T latent frames, H, W latent height and width,
+L text tokens, D text width, E experts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from pila.adapter import AdapterConfig, PILAAdapter
+from pila.adapter.condition import AdapterCondition, randomize_labels
+from pila.backbone import WanBackbone
+from pila.flow import SigmaSampler, noisy_latent
+from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
+from pila.stages.metrics import ResidualMetrics, RouterMetrics
+
+log = logging.getLogger(__name__)
+
+
+def pad_text(embeds: Tensor, length: int) -> Tensor:
+    """Zero-pad (or refuse to truncate) text embeddings (B, L, D) to (B, length, D).
+
+    Wan's transformer attends to every text position, padding included, and
+    ``WanPipeline`` always feeds ``max_sequence_length`` positions; training pads the same
+    way so v_θ sees what it sees at sampling time.
+    """
+    if embeds.shape[1] > length:
+        raise ValueError(
+            f"prompt embeddings have {embeds.shape[1]} tokens but text_length is {length}; "
+            "raise text_length or re-run `pila prepare` with a shorter --max-sequence-length"
+        )
+    return F.pad(embeds, (0, 0, 0, length - embeds.shape[1]))
+
+
+class PILAModule(LightningModule):
+    """Shared machinery of the three training stages.
+
+    Args:
+        adapter: the adapter's configuration (sizes, routing, physics, ablation switches).
+        backbone: diffusers Wan folder, hub id, or ``"tiny"``; loaded on first use.
+        backbone_dtype: dtype of the frozen transformer(s): ``auto`` is bf16 on CUDA.
+        init_from: checkpoint to start from (a Lightning ``.ckpt``, a DeepSpeed checkpoint
+            folder or an adapter folder); only the adapter's weights are read.
+        init_strict: refuse an ``init_from`` checkpoint that lacks some adapter tensors.
+        lr: AdamW learning rate (constant).
+        encoder_lr_scale: learning-rate factor of the ``encoder`` parameter group (physical
+            encoder and AFE heads) when :class:`~pila.callbacks.EncoderFreeze` is not used.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        sigma_shift: shift s of the training σ distribution.
+        sigma_range: (σ_min, σ_max) of the training σ (stage A's callback widens it).
+        text_length: text positions fed to the backbone (Wan's pipeline uses 512).
+        max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step)
+            before the run stops with an error.
+        log_every_n_steps: how often the torchmetrics are computed, logged and reset.
+    """
+
+    #: optimizer parameter groups → the adapter's parameter groups
+    #: (:data:`pila.adapter.PARAMETER_GROUPS`) they hold; the group named ``encoder`` runs at
+    #: ``lr × encoder_lr_factor``
+    optimizer_groups: dict[str, tuple[str, ...]] = {}
+    #: name recorded in checkpoints
+    stage_name: str = "base"
+
+    def __init__(
+        self,
+        adapter: AdapterConfig | None = None,
+        backbone: str = "tiny",
+        backbone_dtype: str = "auto",
+        init_from: str | None = None,
+        init_strict: bool = True,
+        lr: float = 1e-4,
+        encoder_lr_scale: float = 1.0,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        sigma_shift: float = 3.0,
+        sigma_range: tuple[float, float] = (0.0, 1.0),
+        text_length: int = 512,
+        max_nonfinite_steps: int = 10,
+        log_every_n_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        config = adapter if adapter is not None else AdapterConfig()
+        if isinstance(config, dict):
+            config = AdapterConfig.from_dict(config)
+        if lr <= 0 or encoder_lr_scale < 0:
+            raise ValueError(f"lr must be > 0 and encoder_lr_scale >= 0, got {lr}, {encoder_lr_scale}")
+        if max_nonfinite_steps < 1 or log_every_n_steps < 1:
+            raise ValueError("max_nonfinite_steps and log_every_n_steps must be >= 1")
+        # Plain values only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["adapter"])
+        self.hparams["adapter"] = config.to_dict()
+        self.adapter = PILAAdapter(config)
+        self.sigma_sampler = SigmaSampler(sigma_shift, *sigma_range)
+        self._backbone: WanBackbone | None = None
+
+        # Knobs the schedule callbacks drive (pila.callbacks.schedules).
+        self.lambda_phys = 0.0
+        self.cond_scale = 1.0
+        self.mask_blend = 0.0
+        self.phase = 4
+        self.sigma_range = tuple(sigma_range)
+        self.encoder_lr_factor = encoder_lr_scale
+
+        self.router_metrics = RouterMetrics()
+        self.residual_metrics = ResidualMetrics()
+        self._figures: dict[str, Tensor] = {}
+        self.nonfinite_consecutive = 0
+        self.nonfinite_total = 0
+        if init_from:
+            self.load_adapter_from(init_from, strict=init_strict)
+
+    # ------------------------------------------------------------------ backbone
+    @property
+    def backbone(self) -> WanBackbone:
+        """The frozen generator, loaded on first use and kept on this module's device."""
+        if self._backbone is None:
+            log.info("loading the frozen backbone %s", self.hparams.backbone)
+            backbone = WanBackbone.from_pretrained(
+                self.hparams.backbone, dtype=self.hparams.backbone_dtype, device=self.device
+            )
+            self.attach_backbone(backbone)
+        if self._backbone.device != self.device:
+            self._backbone.to(self.device)
+        return self._backbone
+
+    def attach_backbone(self, backbone: WanBackbone) -> None:
+        """Use an already loaded backbone (tests, notebooks) instead of loading one."""
+        self._check_backbone(backbone)
+        # object.__setattr__ keeps it out of nn.Module's registry: not a submodule, so not in
+        # state_dict, checkpoints, DDP buckets or DeepSpeed's partitions.
+        object.__setattr__(self, "_backbone", backbone)
+
+    def _check_backbone(self, backbone: WanBackbone) -> None:
+        cfg = self.adapter.config
+        if backbone.latent_channels != cfg.latent_channels or backbone.text_dim != cfg.text_dim:
+            raise ValueError(
+                f"the adapter expects latents of {cfg.latent_channels} channels and text of width "
+                f"{cfg.text_dim}, but backbone {backbone.source!r} has {backbone.latent_channels} and "
+                f"{backbone.text_dim}; set adapter.latent_channels / adapter.text_dim to match"
+            )
+
+    # --------------------------------------------------------------- checkpoints
+    def load_adapter_from(self, path: str, *, strict: bool = True) -> None:
+        """Load adapter weights from a previous stage (any checkpoint kind), checking the config."""
+        ckpt = read_adapter_checkpoint(path)
+        if ckpt.config is not None:
+            saved = AdapterConfig.from_dict(ckpt.config)
+            mine = self.adapter.config
+            shape_fields = ("latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter")
+            differ = [f for f in shape_fields if getattr(saved, f) != getattr(mine, f)]
+            if differ:
+                raise ValueError(
+                    f"{ckpt.path} was trained with a different adapter ("
+                    + ", ".join(f"{f}: {getattr(saved, f)} vs {getattr(mine, f)}" for f in differ)
+                    + "); use the same adapter settings as the previous stage"
+                )
+        missing = load_into_adapter(self.adapter, ckpt, strict=strict)
+        log.info(
+            "%s: adapter initialised from %s checkpoint %s (stage %s)%s",
+            self.stage_name, ckpt.kind, ckpt.path, ckpt.stage or "?",
+            f"; {len(missing)} tensors kept at init" if missing else "",
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "adapter_config": self.adapter.config.to_dict(),
+            "stage": self.stage_name,
+            "nonfinite_total": self.nonfinite_total,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        self.nonfinite_total = int(meta.get("nonfinite_total", 0))
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        groups = self.adapter.parameter_groups()
+        param_groups = []
+        for name, parts in self.optimizer_groups.items():
+            unknown = set(parts) - set(groups)
+            if unknown:
+                raise ValueError(f"{self.stage_name}: unknown adapter parameter groups {sorted(unknown)}; known: {sorted(groups)}")
+            params = [p for part in parts for p in groups[part] if p.requires_grad]
+            if not params:
+                continue
+            factor = self.encoder_lr_factor if name == "encoder" else 1.0
+            param_groups.append({"params": params, "name": name, "lr": self.hparams.lr * factor, "base_lr": self.hparams.lr})
+        if not param_groups:
+            raise ValueError(
+                f"{self.stage_name}: nothing to train (adapter groups {sorted(self.optimizer_groups)} are empty; "
+                "the plain adapter trains in stage C only)"
+            )
+        return torch.optim.AdamW(
+            param_groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), weight_decay=self.hparams.weight_decay
+        )
+
+    # --------------------------------------------------------------- shared step
+    def prepare_step(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """σ, noise, x_t and the frozen v_θ for a batch (no autograd through the backbone)."""
+        x0 = batch["latents"].float()  # (B, C, T, H, W)
+        b = x0.shape[0]
+        sampler = self.sigma_sampler.with_range(*self.sigma_range)
+        sigma = sampler.sample(b, generator=generator).to(self.device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator).to(self.device) if generator else torch.randn_like(x0)
+        x_t = noisy_latent(x0, noise, sigma)  # (B, C, T, H, W)
+        text = pad_text(batch["prompt_embeds"], self.hparams.text_length)  # (B, L, D)
+        with torch.no_grad():
+            v_theta = self.backbone.velocity(x_t, sigma, text).float()  # (B, C, T, H, W)
+        return {"x0": x0, "noise": noise, "sigma": sigma, "x_t": x_t, "v_theta": v_theta}
+
+    def condition(self, batch: dict[str, Any], phase: int | None = None) -> AdapterCondition:
+        """The adapter's condition for a batch, honouring the label-source ablation."""
+        labels = batch["labels"].float()
+        if self.adapter.config.label_source == "random":
+            labels = randomize_labels(labels)
+        return AdapterCondition(
+            pooled_text=batch["pooled"].float(),
+            labels=labels,
+            cond_scale=float(self.cond_scale),
+            phase=int(self.phase if phase is None else phase),
+            mask_blend=float(self.mask_blend),
+        )
+
+    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The stage's loss and the scalars to log (``name → value``); implemented per stage."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        step = self.prepare_step(batch)
+        loss, logs = self.compute_loss(batch, step)
+        finite = bool(torch.isfinite(loss).all())
+        if self.trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            self.nonfinite_consecutive += 1
+            self.nonfinite_total += 1
+            log.warning(
+                "non-finite %s loss at step %d: step skipped (%d in a row, %d in all)",
+                self.stage_name, self.global_step, self.nonfinite_consecutive, self.nonfinite_total,
+            )
+            if self.nonfinite_consecutive >= self.hparams.max_nonfinite_steps:
+                raise RuntimeError(
+                    f"{self.nonfinite_consecutive} consecutive non-finite losses in {self.stage_name} "
+                    f"(last at step {self.global_step}); lower the learning rate, check the data cache "
+                    "(`pila prepare` verifies checksums), or resume from an earlier checkpoint"
+                )
+            self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True, batch_size=step["x0"].shape[0])
+            return None
+        self.nonfinite_consecutive = 0
+        batch_size = step["x0"].shape[0]
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        for name, value in logs.items():
+            self.log(f"train/{name}", value.detach().float(), on_step=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/lambda_phys", float(self.lambda_phys), on_step=True, batch_size=batch_size)
+        self._maybe_log_metrics()
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        # A fixed σ/noise draw per batch, so validation losses are comparable across epochs.
+        generator = torch.Generator().manual_seed(batch_idx)
+        step = self.prepare_step(batch, generator=generator)
+        loss, logs = self.compute_loss(batch, step)
+        batch_size = step["x0"].shape[0]
+        self.log("val/loss", loss, on_epoch=True, batch_size=batch_size, sync_dist=True, prog_bar=True)
+        for name, value in logs.items():
+            self.log(f"val/{name}", value.float(), on_epoch=True, batch_size=batch_size, sync_dist=True)
+        return loss
+
+    # ------------------------------------------------------------------- logging
+    def _maybe_log_metrics(self) -> None:
+        """Every ``log_every_n_steps`` steps: compute (all-reduced), log and reset the metrics."""
+        if (self.global_step + 1) % self.hparams.log_every_n_steps:
+            return
+        if self.router_metrics.update_count:
+            stats = self.router_metrics.compute()
+            from pila.categories import CATEGORIES
+
+            values = {
+                "train/router/label_precision": stats["label_precision"],
+                "train/router/label_recall": stats["label_recall"],
+                "train/router/entropy": stats["entropy"],
+            }
+            for k, name in enumerate(CATEGORIES):
+                values[f"train/router/selection_rate/{name}"] = stats["selection_rate"][k]
+                values[f"train/router/mean_weight/{name}"] = stats["mean_weight"][k]
+            finite = {k: v.float() for k, v in values.items() if math.isfinite(float(v))}
+            self.log_dict(finite, on_step=True, on_epoch=False, rank_zero_only=True)
+            self._figures["coactivation"] = stats["coactivation"].detach().cpu()
+            self.router_metrics.reset()
+        if self.residual_metrics.update_count:
+            values = self.residual_metrics.log_dict("train")
+            self.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
+            self.residual_metrics.reset()
+
+    def latest_figures(self) -> dict[str, Tensor]:
+        """The most recent co-activation matrix and expert maps (for ``ExpertImageLogger``)."""
+        return dict(self._figures)

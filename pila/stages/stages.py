@@ -1,0 +1,263 @@
+"""The three training stages of paper App. B.2–B.3, one LightningModule each.
+
+=====  ===========================================  ==============================  ==========================
+stage  trains                                       loss                            schedule (callbacks)
+=====  ===========================================  ==============================  ==========================
+A      encoder E + scaffold, kinematic anchor H_v   observable anchor vs flow f     σ-range phases
+B      E, H_v and the AFE constructors              recovery residuals + 0.1·A      recovery phases core → w
+C      everything (E at lr × 0.1 after a freeze)    Eq. 11: FM + λ_phys·L_res        λ_phys, c, mask, E freeze
+=====  ===========================================  ==============================  ==========================
+
+Each stage starts from the previous one with ``init_from``.
+
+Legend: B batch, C latent channels, T latent frames, H, W latent height and width,
+E experts, K top-k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pila.adapter import AdapterConfig, BankEncoding
+from pila.categories import CATEGORIES
+from pila.flow import velocity_target
+from pila.physics.afe import midpoint_displacement
+from pila.physics.loss import ResidualLoss
+from pila.physics.masks import motion_mask
+from pila.physics.ops import crop_interior, sym_gradient
+from pila.physics.residuals import RESIDUAL_TERMS, TERM_FIELDS, residuals_for_categories
+from pila.stages.module import PILAModule
+
+ENCODER_SIDE = ("encoder", "anchor", "afe")
+HEAD_SIDE = ("condition", "router", "experts", "decoder")
+
+
+def _masked_mean(sq: Tensor, mask: Tensor) -> Tensor:
+    """mean over everything of m·Σ_c sq: sq (B, C, T, H, W), m (B, 1, T, H, W)."""
+    return (mask * sq.sum(dim=1, keepdim=True)).mean()
+
+
+class ObservableAnchorLoss:
+    """Stage A's loss: the kinematic anchor v̂ against the dense flow target f.
+
+    ``mean(m·|v̂ − f|²) + w_ε·mean(m·|ε(v̂) − ε(f)|²) + w_u·mean(m·|u(v̂) − u(f)|²)``, with ε
+    the symmetric gradient (Eq. 16) and u the midpoint-integrated displacement (Eq. 19).
+    The mask m is the motion mask built from the *target* flow f and x̂0 (detached): while
+    v̂ is still being learned, f is the reliable motion cue.
+
+    Args:
+        strain_weight: w_ε.
+        displacement_weight: w_u (displacements add up over frames, hence a smaller default).
+    """
+
+    def __init__(self, strain_weight: float = 1.0, displacement_weight: float = 0.1) -> None:
+        if strain_weight < 0 or displacement_weight < 0:
+            raise ValueError(f"anchor loss weights must be >= 0, got {strain_weight}, {displacement_weight}")
+        self.strain_weight, self.displacement_weight = strain_weight, displacement_weight
+
+    def __call__(self, enc: BankEncoding, flow: Tensor, config: AdapterConfig) -> dict[str, Tensor]:
+        f = flow.to(enc.v_hat.dtype)  # (B, 2, T, H, W)
+        mask = motion_mask(
+            f, enc.x0_hat, weights=config.mask_weights, quantile=config.mask_quantile, floor=config.mask_floor
+        )  # (B, 1, T, H, W)
+        velocity = _masked_mean((enc.v_hat - f).square(), mask)
+        strain = _masked_mean((sym_gradient(enc.v_hat) - sym_gradient(f)).square(), crop_interior(mask))
+        displacement = _masked_mean((midpoint_displacement(enc.v_hat) - midpoint_displacement(f)).square(), mask)
+        total = velocity + self.strain_weight * strain + self.displacement_weight * displacement
+        return {"anchor": total, "anchor_velocity": velocity, "anchor_strain": strain, "anchor_displacement": displacement}
+
+
+def _check_flow(batch: dict[str, Any], stage: str) -> Tensor:
+    if "flow" not in batch:
+        raise KeyError(
+            f"{stage} needs the dense flow targets ('flow' in the batch); build the cache with `pila prepare` "
+            "(it computes them) or use a datamodule that provides them"
+        )
+    return batch["flow"].float()
+
+
+class StageA(PILAModule):
+    """Stage A: observable attribute-bank pretraining against dense pseudo-flow.
+
+    Args:
+        strain_weight: weight of the strain term of the anchor loss.
+        displacement_weight: weight of the displacement term.
+        **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
+    """
+
+    stage_name = "A"
+    optimizer_groups = {"encoder": ("encoder", "anchor")}
+
+    def __init__(self, *args: Any, strain_weight: float = 1.0, displacement_weight: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.anchor_loss = ObservableAnchorLoss(strain_weight, displacement_weight)
+        self.phase = 0
+        self.encoder_lr_factor = 1.0  # the encoder is what stage A trains
+
+    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        flow = _check_flow(batch, "stage A")
+        enc = self.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=0)
+        terms = self.anchor_loss(enc, flow, self.adapter.config)
+        logs = {k: v for k, v in terms.items() if k != "anchor"}
+        logs["sigma_max"] = torch.tensor(float(self.sigma_range[1]))
+        return terms["anchor"], logs
+
+
+#: Stage B's recovery terms: each switches on once every field it reads is active.
+STAGE_B_TERMS: tuple[str, ...] = (
+    # core: only-u fluid terms and kinematic consistency
+    "fluid/continuity",
+    "fluid/momentum",
+    "compressible_flow/continuity",
+    "compressible_flow/compression",
+    "rigid_body/kinematic",
+    "elastic/compatibility",
+    # phase 1 (φ): phase transport
+    "phase_change/phase_transport",
+    # phase 2 (T): thermal transport
+    "thermal/heat_transport",
+    "phase_change/thermal_phase",
+    # phase 3 (J): impulse fitting
+    "collision/impulse",
+    # phase 4 (w): wave anchors
+    "optical/wave",
+)
+
+
+class StageB(PILAModule):
+    """Stage B: encoder completion and field recovery, phases core → φ → T → J → w.
+
+    The loss is the masked, adaptively weighted residuals of ``terms`` evaluated on the
+    AFE bank P (no experts yet) — each term joins once the recovery phase has switched
+    on every slot it reads — plus ``anchor_weight`` × stage A's observable anchor, so
+    the kinematic anchor does not drift while the other slots are fitted.
+
+    Args:
+        terms: ``"category/term"`` names of the recovery residuals.
+        anchor_weight: weight of stage A's observable anchor (0.1).
+        strain_weight: stage A anchor's strain weight.
+        displacement_weight: stage A anchor's displacement weight.
+        **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
+    """
+
+    stage_name = "B"
+    optimizer_groups = {"encoder": ENCODER_SIDE}
+
+    def __init__(
+        self,
+        *args: Any,
+        terms: Sequence[str] = STAGE_B_TERMS,
+        anchor_weight: float = 0.1,
+        strain_weight: float = 1.0,
+        displacement_weight: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.terms = self._parse_terms(terms)
+        self.anchor_weight = anchor_weight
+        self.anchor_loss = ObservableAnchorLoss(strain_weight, displacement_weight)
+        self.recovery_loss = ResidualLoss(weighting=self.adapter.config.loss_weighting)
+        self.phase = 0
+        self.encoder_lr_factor = 1.0
+
+    @staticmethod
+    def _parse_terms(terms: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        parsed = []
+        for name in terms:
+            category, _, term = name.partition("/")
+            if category not in RESIDUAL_TERMS or term not in RESIDUAL_TERMS[category]:
+                valid = ", ".join(f"{c}/{t}" for c in CATEGORIES for t in RESIDUAL_TERMS[c])
+                raise ValueError(f"unknown residual term {name!r} for stage B; valid terms: {valid}")
+            parsed.append((category, term))
+        return tuple(parsed)
+
+    def active_terms(self, active_slots: Sequence[str]) -> list[tuple[str, str]]:
+        """The terms whose fields are all active (and whose family is kept)."""
+        families = set(self.adapter.config.residual_families)
+        from pila.physics.residuals import TERM_FAMILIES
+
+        return [
+            key
+            for key in self.terms
+            if set(TERM_FIELDS[key]) <= set(active_slots) and TERM_FAMILIES[key] in families
+        ]
+
+    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        flow = _check_flow(batch, "stage B")
+        cfg = self.adapter.config
+        enc = self.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=int(self.phase))
+        anchor = self.anchor_loss(enc, flow, cfg)["anchor"]
+        keys = self.active_terms(enc.active_slots)
+        logs: dict[str, Tensor] = {"anchor": anchor.detach(), "phase": torch.tensor(float(self.phase))}
+        if not keys:
+            return self.anchor_weight * anchor, logs
+        categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
+        all_residuals = residuals_for_categories(categories, enc.fields, cfg.residual_scales, cfg.residual_families)
+        chosen = {c: {t: r for t, r in all_residuals[c].items() if (c, t) in keys} for c in categories}
+        mask = motion_mask(
+            enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
+        )
+        out = self.recovery_loss(chosen, mask)
+        recovery = torch.stack([v.mean() for v in out.per_category.values()]).sum()
+        self.residual_metrics.update(out.per_term)
+        logs["recovery"] = recovery.detach()
+        return recovery + self.anchor_weight * anchor, logs
+
+
+class StageC(PILAModule):
+    """Stage C: physics-to-FM coupling, Eq. (11): ``mean‖v_PILA − v*‖² + λ_phys·L_res``.
+
+    λ_phys, the conditioning scale, the mask blend and the encoder's learning rate follow
+    the callbacks of ``lightning_configs/stageC.yaml``.
+
+    Args:
+        expert_map_sample: index in the batch whose expert maps are kept for TensorBoard.
+        **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
+    """
+
+    stage_name = "C"
+    optimizer_groups = {"encoder": ENCODER_SIDE, "heads": HEAD_SIDE}
+
+    def __init__(self, *args: Any, expert_map_sample: int = 0, **kwargs: Any) -> None:
+        kwargs.setdefault("encoder_lr_scale", 0.1)
+        super().__init__(*args, **kwargs)
+        self.expert_map_sample = expert_map_sample
+        self.phase = 4
+
+    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        cond = self.condition(batch, phase=4)
+        out = self.adapter(step["x_t"], step["sigma"], step["v_theta"], cond, residuals=True)
+        target = velocity_target(step["x0"], step["noise"])  # (B, C, T, H, W)
+        fm = F.mse_loss(out.v_pila.float(), target.float())
+        residual = out.residual_loss.float() if out.residual_loss is not None else fm.new_zeros(())
+        loss = fm + float(self.lambda_phys) * residual
+        logs = {"fm_loss": fm.detach(), "residual_loss": residual.detach(), "cond_scale": torch.tensor(float(self.cond_scale))}
+        if self.training and out.routing is not None:
+            self.router_metrics.update(out.routing, cond.labels)
+            per_expert = {}
+            if out.expert_active is not None:
+                for k, name in enumerate(CATEGORIES):
+                    if name in out.per_expert_loss:
+                        value = out.per_expert_loss[name].detach().float()
+                        per_expert[name] = torch.where(out.expert_active[:, k], value, torch.full_like(value, float("nan")))
+            self.residual_metrics.update(out.per_term, per_expert)
+            if out.expert_updates is not None and (self.global_step + 1) % self.hparams.log_every_n_steps == 0:
+                self._figures["expert_maps"] = self.expert_maps(out, min(self.expert_map_sample, out.v_pila.shape[0] - 1))
+        return loss, logs
+
+    @staticmethod
+    def expert_maps(out, sample: int) -> Tensor:
+        """Where each expert changes the bank: mean |ΔP_k| over channels for one sample (E, T, H, W).
+
+        Unselected experts get zero maps.
+        """
+        updates = out.expert_updates[sample].detach().float()  # (K, 32, T, H, W)
+        magnitude = updates.abs().mean(dim=1)  # (K, T, H, W)
+        maps = magnitude.new_zeros(len(CATEGORIES), *magnitude.shape[1:])  # (E, T, H, W)
+        maps[out.routing.indices[sample]] = magnitude
+        return maps.cpu()
