@@ -138,10 +138,10 @@ class ResidualMetrics(Metric):
         """``{prefix}/residual/<category>/<term>`` and ``{prefix}/expert_loss/<category>`` (seen entries only)."""
         values = self.compute()
         out: dict[str, float] = {}
-        for (cat, term), v in zip(TERM_KEYS, values["terms"].tolist()):
+        for (cat, term), v in zip(TERM_KEYS, values["terms"].tolist(), strict=True):
             if v == v:  # not NaN
                 out[f"{prefix}/residual/{cat}/{term}"] = v
-        for cat, v in zip(CATEGORIES, values["experts"].tolist()):
+        for cat, v in zip(CATEGORIES, values["experts"].tolist(), strict=True):
             if v == v:
                 out[f"{prefix}/expert_loss/{cat}"] = v
         return out

@@ -73,7 +73,7 @@ def test_callbacks_drive_the_module_and_freeze_the_encoder(tiny_backbone, tmp_pa
     assert [s[3] for s in recorder.seen] == pytest.approx([0.0, 0.0, 0.5, 1.0])
     assert [s[4] for s in recorder.seen] == pytest.approx([0.0, 0.0, 5e-4, 5e-4])
     # after the two frozen steps the encoder trained
-    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, module.adapter.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, module.adapter.encoder.parameters(), strict=True))
 
 
 def test_encoder_is_bitwise_unchanged_while_frozen(tiny_backbone, tmp_path):

@@ -113,14 +113,14 @@ def test_checkpoints_hold_only_the_adapter_and_chain_into_the_next_stage(tiny_ba
     assert ckpt["pila"]["stage"] == "A"
 
     b = StageB(adapter=tiny_adapter_config(), text_length=32, init_from=ckpt_path)
-    for (name, mine), theirs in zip(b.adapter.state_dict().items(), a.adapter.state_dict().values()):
+    for (name, mine), theirs in zip(b.adapter.state_dict().items(), a.adapter.state_dict().values(), strict=True):
         assert torch.equal(mine, theirs), name
 
     folder = export_adapter(ckpt_path, tmp_path / "exported")
     exported = PILAAdapter.from_pretrained(folder)
-    assert all(torch.equal(x, y) for x, y in zip(exported.state_dict().values(), a.adapter.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(exported.state_dict().values(), a.adapter.state_dict().values(), strict=True))
     c = StageC(adapter=tiny_adapter_config(), text_length=32, init_from=str(folder))
-    assert all(torch.equal(x, y) for x, y in zip(c.adapter.state_dict().values(), a.adapter.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(c.adapter.state_dict().values(), a.adapter.state_dict().values(), strict=True))
 
 
 def test_init_from_refuses_the_wrong_kind_or_shape(tmp_path):
