@@ -221,13 +221,10 @@ class AdapterConfig:
         if not 0.0 < self.mask_floor <= 1.0:
             raise ValueError(f"AdapterConfig.mask_floor must lie in (0, 1], got {self.mask_floor}")
         if self.plain_hidden is not None and (
-            not _is_int(self.plain_hidden)
-            or self.plain_hidden < 1
-            or self.plain_hidden % self.norm_groups
+            not _is_int(self.plain_hidden) or self.plain_hidden < 1
         ):
             raise ValueError(
-                f"AdapterConfig.plain_hidden must be None or a positive multiple of "
-                f"norm_groups={self.norm_groups}, got {self.plain_hidden!r}"
+                f"AdapterConfig.plain_hidden must be None or a positive integer, got {self.plain_hidden!r}"
             )
         unknown = [f for f in self.residual_families if f not in FAMILIES]
         if unknown or len(set(self.residual_families)) != len(self.residual_families):

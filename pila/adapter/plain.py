@@ -16,6 +16,8 @@ H, W latent height and width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -34,7 +36,8 @@ class PlainAdapterBody(nn.Module):
         encoder_depth: residual blocks before the decoder.
         decoder_depth: residual blocks of the decoder.
         kernel_size: spatiotemporal kernel.
-        norm_groups: GroupNorm groups (divides ``width``).
+        norm_groups: GroupNorm groups; the body uses gcd(width, norm_groups) so that any
+            width is allowed.
     """
 
     def __init__(
@@ -49,11 +52,10 @@ class PlainAdapterBody(nn.Module):
     ) -> None:
         super().__init__()
         self.width = width
-        self.encoder = PhysicalEncoder(
-            latent_channels, width, encoder_depth, kernel_size, norm_groups
-        )
+        groups = math.gcd(width, norm_groups)
+        self.encoder = PhysicalEncoder(latent_channels, width, encoder_depth, kernel_size, groups)
         self.decoder = FlowDecoder(
-            width, cond_dim, latent_channels, width, decoder_depth, kernel_size, norm_groups
+            width, cond_dim, latent_channels, width, decoder_depth, kernel_size, groups
         )
 
     def forward(self, x0_hat: Tensor, cond: Tensor, v_theta: Tensor) -> Tensor:
@@ -67,23 +69,37 @@ def plain_body_parameters(width: int, **kwargs: int) -> int:
         return count_parameters(PlainAdapterBody(width=width, **kwargs))
 
 
-def matched_plain_width(
-    target: int, *, norm_groups: int, max_width: int = 4096, **kwargs: int
-) -> int:
-    """The multiple of ``norm_groups`` whose plain body has the parameter count closest to ``target``.
-
-    Args:
-        target: parameters the plain body should have.
-        norm_groups: widths are multiples of it.
-        max_width: search bound.
-        **kwargs: the other :class:`PlainAdapterBody` arguments.
-    """
-    best, best_gap = norm_groups, None
-    for width in range(norm_groups, max_width + 1, norm_groups):
-        count = plain_body_parameters(width, norm_groups=norm_groups, **kwargs)
-        gap = abs(count - target)
-        if best_gap is None or gap < best_gap:
+def _closest_width(target: int, widths: range, **kwargs: int) -> tuple[int, float]:
+    """(width, relative gap) of the width in ``widths`` whose count is closest to ``target``."""
+    best, best_gap = widths[0], float("inf")
+    for width in widths:
+        count = plain_body_parameters(width, **kwargs)
+        gap = abs(count - target) / target
+        if gap < best_gap:
             best, best_gap = width, gap
         if count > target:
             break  # the count grows with the width
-    return best
+    return best, best_gap
+
+
+def matched_plain_width(
+    target: int, *, norm_groups: int, tolerance: float = 0.02, max_width: int = 4096, **kwargs: int
+) -> int:
+    """The plain width whose body has the parameter count closest to ``target``.
+
+    Multiples of ``norm_groups`` are preferred (GroupNorm keeps all its groups); when none
+    comes within ``tolerance`` (relative), as happens for very small adapters, every width
+    is considered.
+
+    Args:
+        target: parameters the plain body should have.
+        norm_groups: preferred width step.
+        tolerance: relative gap accepted for a multiple of ``norm_groups``.
+        max_width: search bound.
+        **kwargs: the other :class:`PlainAdapterBody` arguments.
+    """
+    kwargs["norm_groups"] = norm_groups
+    width, gap = _closest_width(target, range(norm_groups, max_width + 1, norm_groups), **kwargs)
+    if gap <= tolerance:
+        return width
+    return _closest_width(target, range(1, max_width + 1), **kwargs)[0]
