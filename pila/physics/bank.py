@@ -215,8 +215,10 @@ def slot_mask(
 ) -> Tensor:
     """Channel mask (32,): 1 on the channels of the named slots, 0 elsewhere."""
     if isinstance(names, str):
-        raise ValueError(f"slot_mask takes a collection of slot names, got the string {names!r}; "
-                         f"write ({names!r},)")
+        raise ValueError(
+            f"slot_mask takes a collection of slot names, got the string {names!r}; "
+            f"write ({names!r},)"
+        )
     mask = torch.zeros(BANK_CHANNELS, device=device, dtype=dtype)
     for name in names:
         _check_slot(name)

@@ -154,7 +154,10 @@ class ResidualLoss(nn.Module):
                         f"unknown residual term {category}/{term}; see "
                         f"pila.physics.residuals.RESIDUAL_TERMS"
                     )
-                if residual.shape[0] != interior.shape[0] or residual.shape[2:] != interior.shape[2:]:
+                if (
+                    residual.shape[0] != interior.shape[0]
+                    or residual.shape[2:] != interior.shape[2:]
+                ):
                     raise ValueError(
                         f"residual {category}/{term} has shape {tuple(residual.shape)}, which does "
                         f"not fit the interior-cropped mask {tuple(interior.shape)}: residuals must "

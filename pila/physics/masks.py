@@ -137,7 +137,9 @@ def physical_mask(
         active channels, normalised like the motion mask.
     """
     if bank.ndim != 5 or bank.shape[1] != BANK_CHANNELS:
-        raise ValueError(f"bank must have shape (B, {BANK_CHANNELS}, T, H, W), got {tuple(bank.shape)}")
+        raise ValueError(
+            f"bank must have shape (B, {BANK_CHANNELS}, T, H, W), got {tuple(bank.shape)}"
+        )
     channels = slot_mask(tuple(active_slots), device=bank.device, dtype=torch.bool)
     if not bool(channels.any()):
         raise ValueError("physical_mask needs at least one active slot")

@@ -122,13 +122,15 @@ class _StencilFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float):
+    def forward(
+        ctx, f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float
+    ) -> Tensor:
         ctx.taps, ctx.sliced_dims, ctx.scale = taps, sliced_dims, scale
         ctx.input_shape = f.shape
         return _sum_taps(f, taps, sliced_dims, scale)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         grad_input = grad.new_zeros(ctx.input_shape)
         for coef, offset in ctx.taps:
             _tap_view(grad_input, offset, ctx.sliced_dims).add_(grad, alpha=coef * ctx.scale)

@@ -29,7 +29,6 @@ height and width; T', H', W' = T−2, H−2, W−2.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -85,7 +84,9 @@ class ResidualScales:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-                raise ValueError(f"ResidualScales.{field.name} must be a finite number, got {value!r}")
+                raise ValueError(
+                    f"ResidualScales.{field.name} must be a finite number, got {value!r}"
+                )
         if self.c <= 0:
             raise ValueError(f"ResidualScales.c (wave speed) must be positive, got {self.c}")
         if self.rho_min <= 0:
@@ -518,9 +519,10 @@ def residuals_for_categories(
 ) -> dict[str, dict[str, Tensor]]:
     """All residuals of several categories in one shared pass over the same fields.
 
-    Each derivative of each field is computed once (one :class:`FieldDerivatives`) and a
+    Each derivative of each field is computed once (one :class:`FieldDerivatives`), a
     relation that appears in two categories is evaluated once (both entries hold the
-    same tensor).
+    same tensor), and a derivative is dropped as soon as no later relation reads it, so
+    the pass holds few intermediates at a time.
 
     Args:
         categories: category names (any subset of ``CATEGORIES``, in the order wanted).
@@ -550,13 +552,20 @@ def residuals_for_categories(
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _release_plan(relations: tuple[Residual, ...]) -> tuple[tuple[tuple[str, ...], ...], ...]:
-    """For each relation in order, the derivatives last requested by it.
+_ReleasePlan = tuple[tuple[tuple[str, ...], ...], ...]
+_RELEASE_PLANS: dict[tuple[Residual, ...], _ReleasePlan] = {}
 
-    Found once per selection of relations by evaluating them on a tiny probe grid and
-    recording which derivatives each one asks for.
-    """
+
+def _release_plan(relations: tuple[Residual, ...]) -> _ReleasePlan:
+    """For each relation in order, the derivatives last requested by it (cached)."""
+    plan = _RELEASE_PLANS.get(relations)
+    if plan is None:
+        plan = _RELEASE_PLANS[relations] = _probe_release_plan(relations)
+    return plan
+
+
+def _probe_release_plan(relations: tuple[Residual, ...]) -> _ReleasePlan:
+    """Evaluate the relations on a tiny probe grid and record which derivatives each asks for."""
     probe_fields = {
         name: torch.zeros(1, SLOT_COMPONENTS[name], 3, 3, 3) for name in SLOT_COMPONENTS
     }
@@ -614,6 +623,6 @@ def category_residuals(
         raise ValueError(
             f"unknown physical category {category!r}; valid categories are: {', '.join(CATEGORIES)}"
         )
-    return residuals_for_categories(
-        (category,), fields, ResidualScales.from_overrides(**scales)
-    )[category]
+    return residuals_for_categories((category,), fields, ResidualScales.from_overrides(**scales))[
+        category
+    ]

@@ -10,8 +10,16 @@ DTYPE = torch.float64
 
 def grid(frames: int, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
     """Coordinates t, y, x, each (1, 1, T, H, W), float64, integer-valued."""
-    t = torch.arange(frames, dtype=DTYPE).reshape(1, 1, -1, 1, 1).expand(1, 1, frames, height, width)
-    y = torch.arange(height, dtype=DTYPE).reshape(1, 1, 1, -1, 1).expand(1, 1, frames, height, width)
+    t = (
+        torch.arange(frames, dtype=DTYPE)
+        .reshape(1, 1, -1, 1, 1)
+        .expand(1, 1, frames, height, width)
+    )
+    y = (
+        torch.arange(height, dtype=DTYPE)
+        .reshape(1, 1, 1, -1, 1)
+        .expand(1, 1, frames, height, width)
+    )
     x = torch.arange(width, dtype=DTYPE).reshape(1, 1, 1, 1, -1).expand(1, 1, frames, height, width)
     return t.clone(), y.clone(), x.clone()
 

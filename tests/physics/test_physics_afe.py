@@ -138,7 +138,11 @@ def test_strain_and_stress_follow_eqs_16_and_20():
     p, strain = out.fields["p"], out.fields["strain"]
     p_tilde = p / (p.std(dim=(1, 2, 3, 4), keepdim=True, correction=0) + config.std_eps)
     expected = torch.cat(
-        [1.3 * strain[:, 0:1] - 0.7 * p_tilde, 1.3 * strain[:, 1:2] - 0.7 * p_tilde, 1.3 * strain[:, 2:3]],
+        [
+            1.3 * strain[:, 0:1] - 0.7 * p_tilde,
+            1.3 * strain[:, 1:2] - 0.7 * p_tilde,
+            1.3 * strain[:, 2:3],
+        ],
         dim=1,
     )
     torch.testing.assert_close(out.fields["stress"], expected)

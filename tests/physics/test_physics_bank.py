@@ -28,12 +28,29 @@ def random_fields(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_layout_is_the_contract():
     assert BANK_SLOTS == (
-        ("u", 4), ("v", 4), ("p", 2), ("rho", 2), ("T", 2),
-        ("phi", 2), ("strain", 4), ("stress", 4), ("J", 4), ("w", 4),
+        ("u", 4),
+        ("v", 4),
+        ("p", 2),
+        ("rho", 2),
+        ("T", 2),
+        ("phi", 2),
+        ("strain", 4),
+        ("stress", 4),
+        ("J", 4),
+        ("w", 4),
     )
     assert BANK_CHANNELS == 32
     assert SLOT_COMPONENTS == {
-        "u": 2, "v": 2, "p": 1, "rho": 1, "T": 1, "phi": 1, "strain": 3, "stress": 3, "J": 2, "w": 1,
+        "u": 2,
+        "v": 2,
+        "p": 1,
+        "rho": 1,
+        "T": 1,
+        "phi": 1,
+        "strain": 3,
+        "stress": 3,
+        "J": 2,
+        "w": 1,
     }
     assert slot_slice("u") == slice(0, 4)
     assert slot_slice("p") == slice(8, 10)
@@ -77,7 +94,12 @@ def test_absent_slots_are_zero():
 def test_repeated_channels_are_averaged():
     b, t, h, w = SHAPE
     full = torch.zeros(b, 32, t, h, w)
-    full[:, 0], full[:, 1], full[:, 2], full[:, 3] = 1.0, 2.0, 3.0, 6.0  # u: x copies 1, 3; y copies 2, 6
+    full[:, 0], full[:, 1], full[:, 2], full[:, 3] = (
+        1.0,
+        2.0,
+        3.0,
+        6.0,
+    )  # u: x copies 1, 3; y copies 2, 6
     full[:, 28:32] = torch.tensor([1.0, 2.0, 3.0, 6.0]).reshape(1, 4, 1, 1, 1)
     u = read_slot(full, "u")
     assert torch.all(u[:, 0] == 2.0) and torch.all(u[:, 1] == 4.0)
@@ -130,7 +152,9 @@ def test_bad_names_and_shapes_are_clear_errors():
 
 
 def test_pack_and_read_are_differentiable():
-    fields = {k: v.double().requires_grad_() for k, v in random_fields().items() if k in ("u", "strain")}
+    fields = {
+        k: v.double().requires_grad_() for k, v in random_fields().items() if k in ("u", "strain")
+    }
     assert torch.autograd.gradcheck(
         lambda u, s: read_slot(pack_bank({"u": u, "strain": s}) * 1.7, "strain"),
         (fields["u"], fields["strain"]),

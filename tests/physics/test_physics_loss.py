@@ -41,7 +41,9 @@ def test_fixed_weights_give_the_weighted_masked_mean_per_sample():
     )
     assert out.per_category["fluid"].shape == (B,)
     torch.testing.assert_close(out.per_category["fluid"], expected)
-    torch.testing.assert_close(out.per_category["optical"], masked_mean(res["optical"]["wave"], mask))
+    torch.testing.assert_close(
+        out.per_category["optical"], masked_mean(res["optical"]["wave"], mask)
+    )
     torch.testing.assert_close(
         out.per_term[("fluid", "momentum")], masked_mean(res["fluid"]["momentum"], mask).mean()
     )
@@ -103,7 +105,8 @@ def test_running_means_are_saved_and_restored():
     torch.testing.assert_close(restored.running_mean, loss.running_mean)
     restored.eval()
     torch.testing.assert_close(
-        restored(residual_set(), mask).per_category["fluid"], loss.eval()(residual_set(), mask).per_category["fluid"]
+        restored(residual_set(), mask).per_category["fluid"],
+        loss.eval()(residual_set(), mask).per_category["fluid"],
     )
 
 

@@ -99,7 +99,9 @@ def test_physical_mask_of_an_afe_style_bank_follows_the_active_field():
     blob = moving_blob()[:, :1]
     bank = pack_bank({"p": blob, "v": torch.zeros(1, 2, T, H, W)})
     mask = physical_mask(bank, ("p", "v"))
-    assert float(mask[0, 0, -1, 4, 5]) == 1.0 and float(mask[0, 0, 0, 11, 13]) == pytest.approx(0.08)
+    assert float(mask[0, 0, -1, 4, 5]) == 1.0 and float(mask[0, 0, 0, 11, 13]) == pytest.approx(
+        0.08
+    )
     with pytest.raises(ValueError, match="at least one active slot"):
         physical_mask(bank, ())
 

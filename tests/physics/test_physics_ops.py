@@ -19,9 +19,16 @@ def quadratic(t, y, x, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     c = torch.randn(10, generator=g, dtype=DTYPE)
     f = (
-        c[0] + c[1] * x + c[2] * y + c[3] * t
-        + c[4] * x * x + c[5] * y * y + c[6] * t * t
-        + c[7] * x * y + c[8] * x * t + c[9] * y * t
+        c[0]
+        + c[1] * x
+        + c[2] * y
+        + c[3] * t
+        + c[4] * x * x
+        + c[5] * y * y
+        + c[6] * t * t
+        + c[7] * x * y
+        + c[8] * x * t
+        + c[9] * y * t
     )
     fx = c[1] + 2 * c[4] * x + c[7] * y + c[8] * t
     fy = c[2] + 2 * c[5] * y + c[7] * x + c[9] * t
@@ -116,7 +123,9 @@ def test_sinusoids_converge_at_second_order(op, axis, order):
 
     def error(k: float) -> float:
         f = torch.sin(k * coord + 0.3)
-        exact = k * torch.cos(k * coord + 0.3) if order == 1 else -k * k * torch.sin(k * coord + 0.3)
+        exact = (
+            k * torch.cos(k * coord + 0.3) if order == 1 else -k * k * torch.sin(k * coord + 0.3)
+        )
         return rms(op(f) - interior(exact)) / rms(interior(exact))
 
     coarse, fine = error(0.8), error(0.4)
@@ -167,8 +176,13 @@ def test_interior_outputs_share_one_crop():
     f = torch.randn(2, 3, 5, 6, 7)
     v = torch.randn(2, 2, 5, 6, 7)
     for out in (
-        ops.d_dx(f), ops.d_dt(f), ops.d_dtt(f), ops.laplacian(f), ops.crop_interior(f),
-        ops.advection(v, f), ops.div_flux(f, v),
+        ops.d_dx(f),
+        ops.d_dt(f),
+        ops.d_dtt(f),
+        ops.laplacian(f),
+        ops.crop_interior(f),
+        ops.advection(v, f),
+        ops.div_flux(f, v),
     ):
         assert out.shape == (2, 3, 3, 4, 5)
     assert ops.gradient(f).shape == (2, 6, 3, 4, 5)
@@ -177,8 +191,17 @@ def test_interior_outputs_share_one_crop():
 
 
 OPERATORS = [
-    ops.d_dx, ops.d_dy, ops.d_dt, ops.d_dtt, ops.d_dxy, ops.laplacian, ops.gradient,
-    ops.divergence, ops.curl2d, ops.sym_gradient, ops.grad_div,
+    ops.d_dx,
+    ops.d_dy,
+    ops.d_dt,
+    ops.d_dtt,
+    ops.d_dxy,
+    ops.laplacian,
+    ops.gradient,
+    ops.divergence,
+    ops.curl2d,
+    ops.sym_gradient,
+    ops.grad_div,
 ]
 
 

@@ -76,14 +76,18 @@ def test_elastic_displacement_and_velocity_waves():
     def wave_pair(speed: float) -> tuple[torch.Tensor, torch.Tensor]:
         phase = k * (0.6 * x + 0.8 * y) - speed * k * t
         u = torch.cat([0.7 * torch.sin(phase), -0.4 * torch.sin(phase)], dim=1)
-        v = torch.cat([-0.7 * speed * k * torch.cos(phase), 0.4 * speed * k * torch.cos(phase)], dim=1)
+        v = torch.cat(
+            [-0.7 * speed * k * torch.cos(phase), 0.4 * speed * k * torch.cos(phase)], dim=1
+        )
         return u, v
 
     u, v = wave_pair(c)
     u_bad, v_bad = wave_pair(0.5 * c)
     zeros3 = torch.zeros(1, 3, *u.shape[2:], dtype=DTYPE)
     good = category_residuals("elastic", {"u": u, "v": v, "strain": zeros3, "stress": zeros3})
-    bad = category_residuals("elastic", {"u": u_bad, "v": v_bad, "strain": zeros3, "stress": zeros3})
+    bad = category_residuals(
+        "elastic", {"u": u_bad, "v": v_bad, "strain": zeros3, "stress": zeros3}
+    )
     assert_vanishes_on_solution(good["displacement_wave"], bad["displacement_wave"])
     assert_vanishes_on_solution(good["velocity_wave"], bad["velocity_wave"])
 
@@ -134,7 +138,9 @@ def test_phase_transport_vanishes_for_an_advected_indicator():
     v = torch.cat([constant(velocity[0], 1, t), constant(velocity[1], 1, t)], dim=1)
     fields = {"v": v, "T": torch.zeros_like(t), "rho": torch.ones_like(t)}
     exact = category_residuals("phase_change", {**fields, "phi": front(*velocity)})
-    violating = category_residuals("phase_change", {**fields, "phi": front(-velocity[0], -velocity[1])})
+    violating = category_residuals(
+        "phase_change", {**fields, "phi": front(-velocity[0], -velocity[1])}
+    )
     assert_vanishes_on_solution(exact["phase_transport"], violating["phase_transport"])
 
 
@@ -146,7 +152,8 @@ def taylor_green(k: float, nu: float, pressure_sign: float = 1.0, frames: int = 
     t, y, x = grid(frames, size, size)
     decay = torch.exp(-2 * nu * k * k * t)
     v = torch.cat(
-        [torch.sin(k * x) * torch.cos(k * y) * decay, -torch.cos(k * x) * torch.sin(k * y) * decay], dim=1
+        [torch.sin(k * x) * torch.cos(k * y) * decay, -torch.cos(k * x) * torch.sin(k * y) * decay],
+        dim=1,
     )
     p = pressure_sign * 0.25 * (torch.cos(2 * k * x) + torch.cos(2 * k * y)) * decay**2
     return {"v": v, "p": p, "rho": torch.ones_like(t)}
@@ -218,7 +225,9 @@ def test_heat_transport_vanishes_on_the_heat_kernel_at_rest():
 def test_heat_transport_vanishes_on_an_advected_heat_kernel():
     velocity = (0.5, -0.3)
     temperature = heat_kernel(SCALES.alpha, velocity)
-    v = torch.cat([constant(velocity[0], 1, temperature), constant(velocity[1], 1, temperature)], dim=1)
+    v = torch.cat(
+        [constant(velocity[0], 1, temperature), constant(velocity[1], 1, temperature)], dim=1
+    )
     exact = residual("thermal", "heat_transport", T=temperature, v=v)
     static = residual("thermal", "heat_transport", T=heat_kernel(SCALES.alpha), v=v)
     assert_vanishes_on_solution(exact, static)
@@ -275,7 +284,9 @@ def test_kinematic_term_vanishes_when_u_integrates_v(category):
 def test_compatibility_vanishes_when_strain_is_the_symmetric_gradient_of_u():
     t, y, x = grid(5, 40, 40)
     k = 2 * math.pi / 20
-    u = torch.cat([torch.sin(k * x) * torch.cos(k * y), 0.5 * torch.sin(k * y) + 0 * x], dim=1) * (1 + 0.1 * t)
+    u = torch.cat([torch.sin(k * x) * torch.cos(k * y), 0.5 * torch.sin(k * y) + 0 * x], dim=1) * (
+        1 + 0.1 * t
+    )
     grow = 1 + 0.1 * t
     strain = torch.cat(
         [

@@ -74,7 +74,9 @@ B, T, H, W = 2, 5, 6, 7
 
 def random_fields(seed: int = 0, dtype=torch.float32, requires_grad: bool = False):
     g = torch.Generator().manual_seed(seed)
-    fields = {n: torch.randn(B, k, T, H, W, generator=g, dtype=dtype) for n, k in SLOT_COMPONENTS.items()}
+    fields = {
+        n: torch.randn(B, k, T, H, W, generator=g, dtype=dtype) for n, k in SLOT_COMPONENTS.items()
+    }
     fields["rho"] = fields["rho"].abs() + 0.1
     for f in fields.values():
         f.requires_grad_(requires_grad)
@@ -88,7 +90,9 @@ def test_terms_and_families_are_the_method_table():
     assert tuple(RESIDUAL_TERMS) == CATEGORIES
     assert {c: tuple(t) for c, t in TABLE.items()} == RESIDUAL_TERMS
     assert sum(len(t) for t in RESIDUAL_TERMS.values()) == 29
-    assert TERM_FAMILIES == {(c, t): fam for c, terms in TABLE.items() for t, (fam, _) in terms.items()}
+    assert TERM_FAMILIES == {
+        (c, t): fam for c, terms in TABLE.items() for t, (fam, _) in terms.items()
+    }
 
 
 def test_every_residual_has_its_channels_on_the_common_interior_crop():
@@ -103,7 +107,9 @@ def test_every_residual_has_its_channels_on_the_common_interior_crop():
 def test_recipe_slots_are_exactly_the_fields_the_residuals_read():
     fields = random_fields()
     for category in CATEGORIES:
-        needed = {name for (cat, _), names in TERM_FIELDS.items() if cat == category for name in names}
+        needed = {
+            name for (cat, _), names in TERM_FIELDS.items() if cat == category for name in names
+        }
         assert needed == set(RECIPE_SLOTS[category]), category
         category_residuals(category, {name: fields[name] for name in needed})
         for missing in needed:
@@ -168,7 +174,9 @@ def test_families_drop_the_other_terms():
     without_pde = residuals_for_categories(
         CATEGORIES, fields, families=("kinematic", "closure", "stabilizer")
     )
-    assert "momentum" not in without_pde["fluid"] and "eos_closure" in without_pde["compressible_flow"]
+    assert (
+        "momentum" not in without_pde["fluid"] and "eos_closure" in without_pde["compressible_flow"]
+    )
     assert residuals_for_categories(("thermal",), fields, families=("closure",)) == {"thermal": {}}
     with pytest.raises(ValueError, match="unknown residual family 'pde'.*pde_anchor, kinematic"):
         residuals_for_categories(CATEGORIES, fields, families=("pde",))
@@ -180,7 +188,9 @@ def test_only_the_fields_of_the_selected_families_are_required():
     out = residuals_for_categories(("rigid_body",), closure_fields, families=("closure",))
     assert list(out["rigid_body"]) == ["stress_strain"]
     with pytest.raises(ValueError, match="rigid_body/rigid_motion needs field 'v'"):
-        residuals_for_categories(("rigid_body",), closure_fields, families=("closure", "stabilizer"))
+        residuals_for_categories(
+            ("rigid_body",), closure_fields, families=("closure", "stabilizer")
+        )
 
 
 def test_residuals_are_differentiable():
@@ -191,7 +201,10 @@ def test_residuals_are_differentiable():
     for name, f in fields.items():
         assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0, name
 
-    small = {n: torch.randn(1, k, 3, 4, 4, dtype=DTYPE, requires_grad=True) for n, k in SLOT_COMPONENTS.items()}
+    small = {
+        n: torch.randn(1, k, 3, 4, 4, dtype=DTYPE, requires_grad=True)
+        for n, k in SLOT_COMPONENTS.items()
+    }
     names = ("u", "v", "strain", "stress")
 
     def elastic(*tensors):
@@ -239,20 +252,30 @@ def test_closures_vanish_when_satisfied_and_not_otherwise():
         return float(category_residuals(category, fields, **scales)[term].abs().max())
 
     for category in ("rigid_body", "elastic"):
-        base = {"u": torch.zeros(1, 2, 5, 8, 8, dtype=DTYPE), "v": torch.zeros(1, 2, 5, 8, 8, dtype=DTYPE)}
-        assert closure(category, "stress_strain", strain=strain, stress=s.kappa * strain, **base) < 1e-12
+        base = {
+            "u": torch.zeros(1, 2, 5, 8, 8, dtype=DTYPE),
+            "v": torch.zeros(1, 2, 5, 8, 8, dtype=DTYPE),
+        }
+        assert (
+            closure(category, "stress_strain", strain=strain, stress=s.kappa * strain, **base)
+            < 1e-12
+        )
         assert closure(category, "stress_strain", strain=strain, stress=strain, **base) > 0.1
     v0 = torch.zeros(1, 2, 5, 8, 8, dtype=DTYPE)
     assert closure("compressible_flow", "eos_closure", p=s.a * rho + s.b, rho=rho, v=v0) < 1e-12
     assert closure("compressible_flow", "eos_closure", p=rho, rho=rho, v=v0) > 0.1
     temp = torch.zeros_like(rho)
-    assert closure("phase_change", "density_phase", rho=s.a * phi + s.b, phi=phi, v=v0, T=temp) < 1e-12
+    assert (
+        closure("phase_change", "density_phase", rho=s.a * phi + s.b, phi=phi, v=v0, T=temp) < 1e-12
+    )
     assert closure("phase_change", "density_phase", rho=phi, phi=phi, v=v0, T=temp) > 0.1
 
 
 def test_impulse_closure():
     t, y, x = grid(6, 7, 7)
-    v = torch.cat([0.3 * t * t + x, -0.2 * t + y], dim=1)  # ∂t v = (0.6 t, −0.2), exact on quadratics
+    v = torch.cat(
+        [0.3 * t * t + x, -0.2 * t + y], dim=1
+    )  # ∂t v = (0.6 t, −0.2), exact on quadratics
     dv = torch.cat([0.6 * t, -0.2 + 0 * t], dim=1)
     u = torch.zeros_like(v)
     good = category_residuals("collision", {"u": u, "v": v, "J": 1.5 * dv}, kappa=1.5)
@@ -290,7 +313,10 @@ def test_stabilisers_vanish_on_constant_fields_and_grow_otherwise():
     varied = dict(fields)
     varied.update(
         strain=torch.cat([ramp, ramp, ramp], dim=1),
-        p=ramp, T=ramp, phi=ramp, J=torch.cat([ramp, -ramp], dim=1),
+        p=ramp,
+        T=ramp,
+        phi=ramp,
+        J=torch.cat([ramp, -ramp], dim=1),
         v=torch.cat([x * x, 0 * y], dim=1) + 0 * t,  # shearing, compressing, non-uniform div
     )
     out = residuals_for_categories(CATEGORIES, varied, families=("stabilizer",))
@@ -301,17 +327,23 @@ def test_stabilisers_vanish_on_constant_fields_and_grow_otherwise():
             assert float(r.square().mean()) > 1e-3, (category, term)
     delta = ResidualScales().delta
     torch.testing.assert_close(
-        out["fluid"]["pressure_regularity"], torch.full_like(out["fluid"]["pressure_regularity"], 0.5 - delta)
+        out["fluid"]["pressure_regularity"],
+        torch.full_like(out["fluid"]["pressure_regularity"], 0.5 - delta),
     )
     torch.testing.assert_close(
-        out["compressible_flow"]["gradient_regularity"][:, 0], torch.full((1, 3, 6, 6), 2.0, dtype=DTYPE)
+        out["compressible_flow"]["gradient_regularity"][:, 0],
+        torch.full((1, 3, 6, 6), 2.0, dtype=DTYPE),
     )
 
 
 def test_regularity_priors_tolerate_gradients_below_delta():
     t, y, x = grid(4, 6, 6)
     gentle = 0.05 * x + 0 * t  # |∇p| = 0.05 < δ = 0.1
-    fields = {"p": gentle, "rho": torch.ones_like(gentle), "v": torch.zeros(1, 2, 4, 6, 6, dtype=DTYPE)}
+    fields = {
+        "p": gentle,
+        "rho": torch.ones_like(gentle),
+        "v": torch.zeros(1, 2, 4, 6, 6, dtype=DTYPE),
+    }
     assert float(category_residuals("fluid", fields)["pressure_regularity"].abs().max()) == 0.0
 
 
@@ -319,7 +351,9 @@ def test_density_stability_floors_and_smooths_density():
     like = torch.zeros(1, 1, 4, 6, 6, dtype=DTYPE)
     v = torch.zeros(1, 2, 4, 6, 6, dtype=DTYPE)
     p = torch.zeros_like(like)
-    low = category_residuals("fluid", {"rho": constant(1e-4, 1, like), "v": v, "p": p})["density_stability"]
+    low = category_residuals("fluid", {"rho": constant(1e-4, 1, like), "v": v, "p": p})[
+        "density_stability"
+    ]
     torch.testing.assert_close(low[:, 0], torch.full_like(low[:, 0], 1e-3 - 1e-4))
     torch.testing.assert_close(low[:, 1], torch.zeros_like(low[:, 1]))
     t, y, x = grid(4, 6, 6)
@@ -343,8 +377,12 @@ def test_rigid_motion_ignores_rotation_and_penalises_deformation():
 def test_support_gating_keeps_the_wave_inside_the_support():
     like = torch.zeros(1, 1, 4, 6, 6, dtype=DTYPE)
     w = constant(2.0, 1, like)
-    inside = category_residuals("optical", {"w": w, "phi": constant(40.0, 1, like)})["support_gating"]
-    outside = category_residuals("optical", {"w": w, "phi": constant(-40.0, 1, like)})["support_gating"]
+    inside = category_residuals("optical", {"w": w, "phi": constant(40.0, 1, like)})[
+        "support_gating"
+    ]
+    outside = category_residuals("optical", {"w": w, "phi": constant(-40.0, 1, like)})[
+        "support_gating"
+    ]
     assert float(inside.abs().max()) < 1e-12
     torch.testing.assert_close(outside, torch.full_like(outside, 2.0))
     half = category_residuals("optical", {"w": w, "phi": 0 * like})["support_gating"]
