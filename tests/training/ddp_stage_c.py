@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 
 from helpers import clip_item, tiny_adapter_config  # noqa: E402
-
 from pila.datamodules.resumable import ResumableSampler  # noqa: E402
+
 from pila.stages import StageC  # noqa: E402
 
 
