@@ -1,8 +1,18 @@
 """``pila demo``: the main job end to end on the embedded tiny default.
 
-Runs on a CPU with nothing downloaded and leaves everything in one output folder. What
-it runs grows with the project; today: the tiny Wan preset is built, saved as a
-diffusers folder, loaded back, and used to generate a few short clips written as mp4.
+Runs on a CPU with nothing downloaded and leaves everything in one output folder:
+
+1. synthetic physics clips for all eight categories, written as mp4 with a WISA-80K
+   annotation file, and their latent cache (``SyntheticPhysicsDataModule`` runs the same
+   code as ``pila prepare``);
+2. stage A → B → C on the tiny Wan backbone (``lightning_configs/tiny/stage{A,B,C}.yaml``,
+   each stage starting from the previous stage's ``last.ckpt``), with TensorBoard logs;
+3. the stage C checkpoint exported as an adapter folder (``pila export``);
+4. generation with the adapter (``lightning_configs/tiny/predict.yaml``), mp4 + JSON sidecars.
+
+The shipped tiny configs write under ``outputs/demo``; with another ``--out`` the demo
+writes edited copies of them into ``<out>/configs`` and runs those, so every command it
+ran can be re-run by hand.
 """
 
 from __future__ import annotations
@@ -13,56 +23,77 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from pila.backbone import WanBackbone
-from pila.io import write_json_atomic, write_video
+from pila.io import write_text_atomic
 
 log = logging.getLogger("pila.demo")
 
-DEMO_PROMPTS = (
-    "A rubber ball falls onto a wooden floor and bounces twice.",
-    "Blue dye swirls as it is carried along by flowing water.",
-)
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "lightning_configs" / "tiny"
+DEFAULT_OUT = "outputs/demo"
+STAGES = ("stageA", "stageB", "stageC")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the tiny backbone and the noise")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=17, help="frames per clip, 4k+1 (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=64, help="height and width in pixels (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=8.0, help="fps of the written mp4s (default: %(default)s)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--configs", default=None, help="folder with the tiny stage/predict YAMLs (default: the shipped ones)"
+    )
+    parser.add_argument("--skip-training", action="store_true", help="only generate (needs a previous run's adapter)")
     return parser
+
+
+def _configs_for(out: Path, source: Path) -> dict[str, Path]:
+    """The YAMLs to run: the shipped ones, or copies with ``outputs/demo`` replaced by ``out``."""
+    names = [*STAGES, "predict"]
+    missing = [n for n in names if not (source / f"{n}.yaml").exists()]
+    if missing:
+        raise FileNotFoundError(f"{source} lacks {', '.join(f'{n}.yaml' for n in missing)}")
+    if out == Path(DEFAULT_OUT).resolve() and source == CONFIG_ROOT:
+        return {n: source / f"{n}.yaml" for n in names}
+    target = out / "configs"
+    configs = {}
+    for n in names:
+        text = (source / f"{n}.yaml").read_text().replace(DEFAULT_OUT, str(out))
+        write_text_atomic(target / f"{n}.yaml", text)
+        configs[n] = target / f"{n}.yaml"
+    return configs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from pila.cli import PilaCLI
+    from pila.stages.export import export_adapter
+
     out = Path(args.out).resolve()
+    configs = _configs_for(out, Path(args.configs).resolve() if args.configs else CONFIG_ROOT)
     start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not args.skip_training:
+        for stage in STAGES:
+            t0 = time.perf_counter()
+            log.info("── %s: pila fit --config %s", stage, configs[stage])
+            PilaCLI(args=["fit", "--config", str(configs[stage])])
+            timings[stage] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        export_adapter(out / "stageC" / "checkpoints" / "last.ckpt", out / "adapter")
+        timings["export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    log.info("── predict: pila predict --config %s", configs["predict"])
+    PilaCLI(args=["predict", "--config", str(configs["predict"])])
+    timings["predict"] = time.perf_counter() - t0
 
-    backbone_dir = out / "backbone"
-    if not (backbone_dir / "model_index.json").exists():
-        log.info("building the tiny Wan backbone → %s", backbone_dir)
-        WanBackbone.tiny(seed=args.seed).save_pretrained(backbone_dir)
-    backbone = WanBackbone.from_pretrained(backbone_dir)
-
-    videos = out / "videos"
-    for i, prompt in enumerate(DEMO_PROMPTS):
-        frames = backbone.pipeline(
-            prompt,
-            num_frames=args.frames,
-            height=args.size,
-            width=args.size,
-            num_inference_steps=args.steps,
-            generator=torch.Generator().manual_seed(args.seed + i),
-            output_type="np",
-        ).frames[0]
-        path = write_video(videos / f"video_{i:03d}.mp4", frames, fps=args.fps)
-        write_json_atomic(path.with_suffix(".json"), {"prompt": prompt, "seed": args.seed + i, "steps": args.steps})
-        log.info("wrote %s", path)
-
-    log.info("demo finished in %.1f s; outputs in %s", time.perf_counter() - start, out)
+    log.info("")
+    log.info("demo finished in %.0f s (%s)", time.perf_counter() - start, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    log.info("outputs in %s:", out)
+    for name, what in (
+        ("data", "synthetic clips, annotation and latent cache"),
+        ("stageA", "stage A checkpoints and TensorBoard logs"),
+        ("stageB", "stage B checkpoints and TensorBoard logs"),
+        ("stageC", "stage C checkpoints and TensorBoard logs"),
+        ("adapter", "the trained adapter (adapter_config.json + model.safetensors)"),
+        ("videos", "generated mp4s with JSON sidecars"),
+    ):
+        log.info("  %-8s %s", name + "/", what)
+    log.info("TensorBoard: tensorboard --logdir %s", out)
     return 0
