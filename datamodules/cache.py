@@ -26,6 +26,7 @@ is never read. Every shard's sha256 is in the manifest; a shard that fails it ra
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -222,7 +223,7 @@ class CachedClips(Dataset):
         if verify:
             verify_cache(self.cache_dir, manifest)
         self.manifest = manifest
-        locations: dict[str, tuple[str, int]] = {}
+        self._locations: dict[str, tuple[str, int, str]] = {}  # id → (shard file, slot, video name)
         for entry in manifest["shards"]:
             if entry["num_clips"] == 0:
                 continue
@@ -230,18 +231,29 @@ class CachedClips(Dataset):
             if not path.is_file():
                 raise CacheCorruptError(f"cache shard {path} is missing; run `pila prepare` again to rebuild it")
             for slot, clip in enumerate(read_shard_metadata(path)["clips"]):
-                locations[clip["id"]] = (entry["file"], slot)
-        if ids is None:
-            self.items = list(locations.values())
-            self.ids = list(locations)
-        else:
-            unknown = [i for i in ids if i not in locations]
-            if unknown:
-                raise KeyError(f"clip ids not in cache {str(self.cache_dir)!r}: {unknown[:5]}")
-            self.items = [locations[i] for i in ids]
-            self.ids = list(ids)
+                self._locations[clip["id"]] = (entry["file"], slot, clip["video_name"])
+        self._select(list(self._locations) if ids is None else ids)
         self._handles: OrderedDict[str, Any] = OrderedDict()
         self._metadata: dict[str, list[dict[str, Any]]] = {}
+
+    def _select(self, ids: Sequence[str]) -> None:
+        unknown = [i for i in ids if i not in self._locations]
+        if unknown:
+            raise KeyError(f"clip ids not in cache {str(self.cache_dir)!r}: {unknown[:5]}")
+        self.ids = list(ids)
+        self.items = [self._locations[i][:2] for i in self.ids]
+
+    @property
+    def video_names(self) -> list[str]:
+        """Video name of each item, in item order."""
+        return [self._locations[i][2] for i in self.ids]
+
+    def subset(self, ids: Sequence[str]) -> CachedClips:
+        """The same cache restricted to ``ids`` (no re-reading, no re-verification)."""
+        other = copy.copy(self)
+        other._select(ids)
+        other._handles, other._metadata = OrderedDict(), {}
+        return other
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,0 +1,248 @@
+"""``pila prepare``: cache contents, rejections, resume after a kill, checksums, the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from pila.categories import labels_to_multihot
+from pila.datamodules.cache import (
+    CacheCorruptError,
+    CachedClips,
+    CacheMismatchError,
+    file_sha256,
+    read_manifest,
+    read_shard_metadata,
+)
+from pila.datamodules.clips import ClipConfig, frames_to_model_range, read_clip
+from pila.datamodules.flow_targets import FlowConfig, flow_target
+from pila.datamodules.prepare import _OPTIONS, PrepareConfig, build_parser, config_from_args, main, prepare_cache
+from pila.datamodules.sources import VideoIndex, open_video
+
+CLIP = ClipConfig(num_frames=17, fps=16.0, height=32, width=48)
+
+
+def make_config(fixture, out: Path, **kwargs) -> PrepareConfig:
+    defaults = dict(
+        annotations=str(fixture["annotations"]),
+        videos=str(fixture["videos"]),
+        out=str(out),
+        clip=CLIP,
+        shard_size=4,
+        workers=0,
+        device="cpu",
+        storage_dtype="float32",
+    )
+    defaults.update(kwargs)
+    return PrepareConfig(**defaults)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, wisa_fixture, tiny_backbone):
+    out = tmp_path_factory.mktemp("cache")
+    config = make_config(wisa_fixture, out, workers=2)
+    summary = prepare_cache(config, backbone=tiny_backbone)
+    return config, summary, out
+
+
+def test_bad_data_is_skipped_with_reasons_and_the_rest_is_cached(prepared, wisa_fixture):
+    config, summary, out = prepared
+    expected = Counter(wisa_fixture["expected"].values()) + Counter({"malformed_record": 1})
+    assert summary.rejected == dict(expected)
+    assert summary.num_clips == len(wisa_fixture["good"]) == 6
+    assert summary.num_entries == 6 + len(wisa_fixture["expected"]) + 1
+    lines = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert len(lines) == sum(expected.values())
+    assert all({"video_name", "reason", "detail", "index"} <= set(line) for line in lines)
+    by_name = {line["video_name"]: line["reason"] for line in lines}
+    for name, reason in wisa_fixture["expected"].items():
+        assert by_name[name] == reason
+    manifest = read_manifest(out)
+    assert manifest["complete"] and manifest["num_clips"] == 6 and manifest["rejected"] == summary.rejected
+    assert manifest["latent_shape"] == [16, 5, 4, 6] and manifest["text_dim"] == 32
+    assert manifest["backbone"]["source"] == "tiny"
+    assert manifest["settings"]["clip"]["num_frames"] == 17
+    for entry in manifest["shards"]:
+        assert file_sha256(out / entry["file"]) == entry["sha256"]
+    relabeled = json.loads((out / "annotations.relabeled.json").read_text())
+    assert sorted(r["video_name"] for r in relabeled) == sorted(wisa_fixture["good"])
+
+
+def test_cached_clips_equal_a_direct_encoding(prepared, wisa_fixture, tiny_backbone):
+    config, _, out = prepared
+    clips = CachedClips(out)
+    assert sorted(clips.ids) == sorted(Path(n).stem for n in wisa_fixture["good"])
+    index = VideoIndex.scan(wisa_fixture["videos"])
+    for name, labels in [(wisa_fixture["good"][1], ["phase_change", "thermal"]), (wisa_fixture["good"][4], ["optical"])]:
+        item = clips[clips.ids.index(Path(name).stem)]
+        frames = read_clip(open_video(index.get(name)), CLIP)
+        video = frames_to_model_range(frames)[None]  # (1, 3, F, H, W)
+        torch.testing.assert_close(item["latents"], tiny_backbone.encode_video(video)[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(item["flow"], flow_target(frames, FlowConfig()))
+        text = tiny_backbone.encode_prompt([item["prompt"]], max_sequence_length=512)
+        valid = int(text.mask.sum())
+        assert item["prompt_embeds"].shape == (valid, 32) and bool(item["prompt_mask"].all())
+        torch.testing.assert_close(item["prompt_embeds"], text.embeds[0, :valid], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(item["pooled"], text.pooled[0], rtol=1e-4, atol=1e-5)
+        assert torch.equal(item["labels"], labels_to_multihot(labels))
+        assert item["latents"].shape == (16, 5, 4, 6) and item["flow"].shape == (2, 5, 4, 6)
+
+
+def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_path, tiny_backbone, wisa_fixture):
+    config, _, out = prepared
+    cache = tmp_path / "cache"
+    shutil.copytree(out, cache)
+    target = cache / "shard-00001.safetensors"
+    blob = bytearray(target.read_bytes())
+    blob[-10] ^= 0xFF  # one flipped byte in a tensor
+    target.write_bytes(bytes(blob))
+    with pytest.raises(CacheCorruptError) as info:
+        CachedClips(cache)
+    message = str(info.value)
+    assert str(target) in message and "shard-00000" not in message
+    assert "Delete" in message and "pila prepare" in message
+    untouched = {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*")}
+    rebuilt: list[int] = []
+    summary = prepare_cache(
+        make_config(wisa_fixture, cache, workers=2), backbone=tiny_backbone, on_shard_written=lambda k, e: rebuilt.append(k)
+    )
+    assert rebuilt == [1] and summary.shards_reused == 2
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*") if p.name != target.name} == {
+        k: v for k, v in untouched.items() if k != target.name
+    }
+    assert len(CachedClips(cache)) == 6
+
+
+def test_other_settings_stop_prepare_unless_overwrite(prepared, tmp_path, tiny_backbone, wisa_fixture):
+    _, _, out = prepared
+    cache = tmp_path / "cache"
+    shutil.copytree(out, cache)
+    other = make_config(wisa_fixture, cache, clip=ClipConfig(num_frames=9, fps=16.0, height=32, width=48))
+    with pytest.raises(CacheMismatchError, match="clip.num_frames: cache has 17, asked for 9") as info:
+        prepare_cache(other, backbone=tiny_backbone)
+    assert "--overwrite" in str(info.value)
+    summary = prepare_cache(PrepareConfig(**{**other.__dict__, "overwrite": True}), backbone=tiny_backbone)
+    assert summary.shards_written == 3 and read_manifest(cache)["latent_shape"] == [16, 3, 4, 6]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pila.datamodules.clips import ClipConfig
+    from pila.datamodules.prepare import PrepareConfig, prepare_cache
+
+    config = PrepareConfig(annotations=sys.argv[1], videos=sys.argv[2], out=sys.argv[3], shard_size=4, workers=0,
+                           device="cpu", storage_dtype="float32", clip=ClipConfig(num_frames=17, height=32, width=48))
+
+    def die_after_first_shard(index, entry):
+        # a real SIGKILL: nothing is flushed or cleaned up
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    prepare_cache(config, on_shard_written=die_after_first_shard)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_killed_prepare_resumes_without_recomputing_finished_shards(tmp_path, wisa_fixture, tiny_backbone):
+    cache = tmp_path / "cache"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(wisa_fixture["annotations"]), str(wisa_fixture["videos"]), str(cache)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    manifest = read_manifest(cache)
+    assert not manifest["complete"] and [e["index"] for e in manifest["shards"]] == [0]
+    first = cache / "shard-00000.safetensors"
+    before = (first.stat().st_ino, first.stat().st_mtime_ns)
+    # what a kill in the middle of the next shard leaves: a temporary file, and (had the
+    # rename happened) a shard the manifest does not list
+    (cache / ".shard-00001.safetensors.k1ll3d.safetensors").write_bytes(b"half a shard")
+    (cache / "shard-00001.safetensors").write_bytes(b"never listed in the manifest")
+
+    written: list[int] = []
+    summary = prepare_cache(
+        PrepareConfig(
+            annotations=str(wisa_fixture["annotations"]), videos=str(wisa_fixture["videos"]), out=str(cache),
+            shard_size=4, workers=0, device="cpu", storage_dtype="float32", clip=CLIP,
+        ),
+        backbone=tiny_backbone,
+        on_shard_written=lambda k, e: written.append(k),
+    )
+    assert written == [1, 2] and summary.shards_reused == 1
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == before
+    assert not list(cache.glob(".shard-*"))
+    assert summary.num_clips == 6 and read_manifest(cache)["complete"]
+    assert len(CachedClips(cache)) == 6  # every shard passes its checksum
+
+
+def test_shard_metadata_lists_clips_and_decode_rejections(prepared):
+    _, _, out = prepared
+    manifest = read_manifest(out)
+    seen = 0
+    for entry in manifest["shards"]:
+        meta = read_shard_metadata(out / entry["file"])
+        assert len(meta["clips"]) == entry["num_clips"] and len(meta["rejected"]) == entry["num_rejected"]
+        with safe_open(str(out / entry["file"]), "pt") as handle:
+            assert {f"{i}.latents" for i in range(entry["num_clips"])} <= set(handle.keys())
+        seen += entry["num_clips"] + entry["num_rejected"]
+    assert seen == manifest["num_records"] == 12
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in _OPTIONS:
+        assert option.flag in out
+    assert "--relabel-only" in out and "default: 81" in out and "reject" in out and "loop" in out
+
+
+def test_the_suggested_command_rebuilds_the_same_config(tmp_path):
+    config = PrepareConfig(
+        annotations="data/wisa 80k.json", videos="data/videos", out=str(tmp_path / "c"), backbone="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        clip=ClipConfig(num_frames=49, short_clip="loop"), flow=FlowConfig(max_side=128, winsize=9),
+        max_sequence_length=256, shard_size=8, limit=10,
+    )
+    from pila.datamodules.records import FilterConfig
+
+    config = PrepareConfig(**{**config.__dict__, "filters": FilterConfig(max_duration=None, min_quality=4.5)})
+    words = shlex.split(config.command())
+    assert words[:2] == ["pila", "prepare"] and "--max-duration" in words
+    assert config_from_args(build_parser().parse_args(words[2:])) == config
+
+
+def test_relabel_only_writes_the_annotation_and_prints_the_distribution(tmp_path, wisa_fixture, capsys):
+    code = main(["--annotations", str(wisa_fixture["annotations"]), "--out", str(tmp_path), "--relabel-only"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "category distribution over 12 clips" in out
+    assert "rigid_body" in out and "optical" in out
+    written = json.loads((tmp_path / "annotations.relabeled.json").read_text())
+    assert len(written) == 12 and all(r["pila_labels"] for r in written)
+    reasons = Counter(json.loads(line)["reason"] for line in (tmp_path / "rejected.jsonl").read_text().splitlines())
+    assert reasons == Counter({"duration_out_of_range": 1, "too_many_text_boxes": 1, "missing_field": 1, "malformed_field": 1, "unlabeled": 1, "malformed_record": 1})
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
+    assert main(["--annotations", str(tmp_path / "missing.json"), "--out", str(tmp_path), "--relabel-only"]) == 2
+    assert "does not exist" in caplog.text
+    assert main(["--annotations", "a.json", "--out", str(tmp_path)]) == 2
+    assert "videos is required" in caplog.text
+    assert main(["--annotations", "a.json", "--out", str(tmp_path), "--videos", "v", "--num-frames", "1"]) == 2
+    assert "num_frames must be ≥ 2" in caplog.text
