@@ -1,0 +1,59 @@
+"""Training data: WISA-80K, the synthetic default, relabeling, the latent cache and ``pila prepare``.
+
+Modules, in data-flow order:
+
+- :mod:`.records` WISA-80K records: parsing, filters, rejection reasons, the hash split
+- :mod:`.relabel` the eight-category relabeling (rules in ``category_map.json``)
+- :mod:`.sources` finding videos in shard zips, per-shard folders or a flat folder
+- :mod:`.clips` PyAV clip sampling (frames, rate, resize and centre crop, short clips)
+- :mod:`.flow_targets` stage A's Farneback pseudo-flow targets on the latent grid
+- :mod:`.decoded` decode + flow in workers, VAE + text encoding on batches
+- :mod:`.cache` the sharded safetensors cache and its manifest
+- :mod:`.prepare` ``pila prepare``
+- :mod:`.collate` batching prompts of different lengths
+- :mod:`.wisa` :class:`WISA80KDataModule`
+- :mod:`.synthetic` procedural physics clips and :class:`SyntheticPhysicsDataModule`
+
+Names are imported on first use, so importing one module does not load the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "WISA80KDataModule": "wisa",
+    "SyntheticPhysicsDataModule": "synthetic",
+    "SyntheticConfig": "synthetic",
+    "write_synthetic_dataset": "synthetic",
+    "CategoryMap": "relabel",
+    "relabel_records": "relabel",
+    "PrepareConfig": "prepare",
+    "prepare_cache": "prepare",
+    "CachedClips": "cache",
+    "CacheCorruptError": "cache",
+    "CacheMismatchError": "cache",
+    "CacheMissingError": "cache",
+    "collate_clips": "collate",
+    "ClipConfig": "clips",
+    "FlowConfig": "flow_targets",
+    "flow_target": "flow_targets",
+    "FilterConfig": "records",
+    "REJECTION_REASONS": "records",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

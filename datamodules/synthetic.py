@@ -562,7 +562,7 @@ def ripple_reflection(rng: np.random.Generator, num_frames: int, height: int, wi
     return SceneClip(
         frames=np.stack(frames).astype(np.float32),
         displacement=displacement,
-        prompt="Ripples spread across a still pond after a pebble drops in, bending the reflection of a lamp on the water.",
+        prompt="Ripples spread across a still pond after a pebble drops in, distorting the reflection of a lamp on the water.",
         labels=["fluid", "optical"],
         wisa_label="reflection",
         answers={"q0": "liquid motion", "q1": NO_THERMO, "q2": "reflection"},

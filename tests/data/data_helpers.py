@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pila.datamodules.clips import ClipConfig
+from pila.datamodules.prepare import PrepareConfig
 
 from pila.io import write_video
 
@@ -161,3 +163,23 @@ def build_wisa_fixture(root: Path, num_frames: int = 40, fps: float = 16.0) -> d
     annotations = root / "annotations.json"
     annotations.write_text(json.dumps(records))
     return {"annotations": annotations, "videos": videos, "good": good, "expected": expected, "staging": staging}
+
+
+CLIP = ClipConfig(num_frames=17, fps=16.0, height=32, width=48)
+"""Clip settings of the cache tests (latents 16 × 5 × 4 × 6)."""
+
+
+def prepare_config(fixture: dict[str, Any], out: Path, **kwargs: Any) -> PrepareConfig:
+    """A ``pila prepare`` config over :func:`build_wisa_fixture`'s dataset, CPU, float32 cache."""
+    settings: dict[str, Any] = dict(
+        annotations=str(fixture["annotations"]),
+        videos=str(fixture["videos"]),
+        out=str(out),
+        clip=CLIP,
+        shard_size=4,
+        workers=0,
+        device="cpu",
+        storage_dtype="float32",
+    )
+    settings.update(kwargs)
+    return PrepareConfig(**settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from pila.datamodules.collate import ClipCollator, collate_clips, pad_prompts
 
 

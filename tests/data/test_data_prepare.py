@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-
-from pila.categories import labels_to_multihot
+from data_helpers import CLIP, prepare_config
 from pila.datamodules.cache import (
     CacheCorruptError,
     CachedClips,
@@ -27,33 +25,18 @@ from pila.datamodules.cache import (
 )
 from pila.datamodules.clips import ClipConfig, frames_to_model_range, read_clip
 from pila.datamodules.flow_targets import FlowConfig, flow_target
-from pila.datamodules.prepare import _OPTIONS, PrepareConfig, build_parser, config_from_args, main, prepare_cache
+from pila.datamodules.prepare import (
+    _OPTIONS,
+    PrepareConfig,
+    build_parser,
+    config_from_args,
+    main,
+    prepare_cache,
+)
 from pila.datamodules.sources import VideoIndex, open_video
+from safetensors import safe_open
 
-CLIP = ClipConfig(num_frames=17, fps=16.0, height=32, width=48)
-
-
-def make_config(fixture, out: Path, **kwargs) -> PrepareConfig:
-    defaults = dict(
-        annotations=str(fixture["annotations"]),
-        videos=str(fixture["videos"]),
-        out=str(out),
-        clip=CLIP,
-        shard_size=4,
-        workers=0,
-        device="cpu",
-        storage_dtype="float32",
-    )
-    defaults.update(kwargs)
-    return PrepareConfig(**defaults)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, wisa_fixture, tiny_backbone):
-    out = tmp_path_factory.mktemp("cache")
-    config = make_config(wisa_fixture, out, workers=2)
-    summary = prepare_cache(config, backbone=tiny_backbone)
-    return config, summary, out
+from pila.categories import labels_to_multihot
 
 
 def test_bad_data_is_skipped_with_reasons_and_the_rest_is_cached(prepared, wisa_fixture):
@@ -115,7 +98,7 @@ def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_pat
     untouched = {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*")}
     rebuilt: list[int] = []
     summary = prepare_cache(
-        make_config(wisa_fixture, cache, workers=2), backbone=tiny_backbone, on_shard_written=lambda k, e: rebuilt.append(k)
+        prepare_config(wisa_fixture, cache, workers=2), backbone=tiny_backbone, on_shard_written=lambda k, e: rebuilt.append(k)
     )
     assert rebuilt == [1] and summary.shards_reused == 2
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*") if p.name != target.name} == {
@@ -128,7 +111,7 @@ def test_other_settings_stop_prepare_unless_overwrite(prepared, tmp_path, tiny_b
     _, _, out = prepared
     cache = tmp_path / "cache"
     shutil.copytree(out, cache)
-    other = make_config(wisa_fixture, cache, clip=ClipConfig(num_frames=9, fps=16.0, height=32, width=48))
+    other = prepare_config(wisa_fixture, cache, clip=ClipConfig(num_frames=9, fps=16.0, height=32, width=48))
     with pytest.raises(CacheMismatchError, match="clip.num_frames: cache has 17, asked for 9") as info:
         prepare_cache(other, backbone=tiny_backbone)
     assert "--overwrite" in str(info.value)

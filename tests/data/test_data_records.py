@@ -6,7 +6,6 @@ import json
 
 import pytest
 from data_helpers import wisa_record
-
 from pila.datamodules.records import (
     REJECTION_REASONS,
     FilterConfig,

@@ -6,8 +6,6 @@ import json
 
 import pytest
 from data_helpers import wisa_record
-
-from pila.categories import CATEGORIES
 from pila.datamodules.records import parse_record
 from pila.datamodules.relabel import (
     DEFAULT_CATEGORY_MAP,
@@ -17,6 +15,8 @@ from pila.datamodules.relabel import (
     relabel_records,
     relabeled_annotation,
 )
+
+from pila.categories import CATEGORIES
 
 # formats.md: "A starting map to the eight PILA categories"
 TABLE = {
