@@ -312,7 +312,10 @@ def check_adapter_compatible(adapter: nn.Module, backbone: WanBackbone, source: 
     Raises:
         ValueError: naming ``source``, both values and the fix.
     """
-    config = adapter_config(adapter)
+    _check_sizes(adapter_config(adapter), backbone, source)
+
+
+def _check_sizes(config: Any, backbone: WanBackbone, source: str) -> None:
     problems = []
     if int(config.latent_channels) != backbone.latent_channels:
         problems.append(f"latent_channels {config.latent_channels} vs the backbone's {backbone.latent_channels}")
@@ -389,8 +392,9 @@ def load_adapter(
             f"adapter folder {str(path)!r} does not exist; pass a folder written by PILAAdapter.save_pretrained "
             "or `pila export`, or leave the adapter unset to generate the uncorrected baseline"
         )
+    config = PILAAdapter.load_config(path)
+    _check_sizes(config, backbone, repr(str(path)))  # before reading any weights
     adapter = PILAAdapter.from_pretrained(path)
-    check_adapter_compatible(adapter, backbone, source=repr(str(path)))
     adapter.requires_grad_(False).eval()
     return adapter.to(device if device is not None else backbone.device)
 
@@ -399,22 +403,24 @@ def load_adapter(
 def top_k_override(adapter: nn.Module | None, top_k: int | None) -> Iterator[None]:
     """Run the adapter with ``top_k`` experts per sample for the duration of the block.
 
-    Sets ``config.top_k`` and the ``top_k`` of every router submodule, and restores them.
+    Sets ``config.top_k`` and the ``top_k`` of every ``LPMERRouter`` inside, and restores them.
     A no-op when either is None.
     """
     if adapter is None or top_k is None:
         yield
         return
+    from pila.adapter.router import LPMERRouter
+
     config = adapter_config(adapter)
-    routers = [m for m in adapter.modules() if m is not adapter and isinstance(getattr(m, "top_k", None), int)]
+    routers = [m for m in adapter.modules() if isinstance(m, LPMERRouter)]
     saved = (config.top_k, [m.top_k for m in routers])
-    object.__setattr__(config, "top_k", top_k)
+    config.top_k = top_k
     for m in routers:
         m.top_k = top_k
     try:
         yield
     finally:
-        object.__setattr__(config, "top_k", saved[0])
+        config.top_k = saved[0]
         for m, k in zip(routers, saved[1], strict=True):
             m.top_k = k
 

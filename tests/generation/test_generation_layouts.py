@@ -1,0 +1,187 @@
+"""Benchmark layouts: file names, sanitising, clashes, completeness and CSV indexes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pila.datamodules.prompts import PromptRecord, build_items
+from pila.layouts import (
+    META_DIR,
+    PhyGenBenchLayout,
+    PlainLayout,
+    VBench2Layout,
+    VideoPhy2Layout,
+    make_layout,
+    sanitize_filename,
+    slugify,
+)
+
+
+def records(*prompts: str, dimension: str | None = None, **fields) -> list[PromptRecord]:
+    return [PromptRecord(index=i, prompt=p, dimension=dimension, **fields) for i, p in enumerate(prompts)]
+
+
+def complete(layout, item, prompt: str | None = None, seed: int | None = None) -> None:
+    """Create the files of a finished output (the sidecar last, as the writer does)."""
+    paths = layout.paths(item)
+    paths.video.parent.mkdir(parents=True, exist_ok=True)
+    paths.video.write_bytes(b"mp4")
+    paths.sidecar.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"prompt": prompt or item.record.prompt, "seed": item.seed if seed is None else seed}
+    paths.sidecar.write_text(json.dumps(meta))
+
+
+# ----------------------------------------------------------------------- sanitising
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A ball rolls.", "A ball rolls."),
+        ("../../etc/passwd", "__._etc_passwd"),
+        ("a/b\\c", "a_b_c"),
+        ("line\nbreak\ttab\x00nul", "line_break_tab_nul"),
+        (".hidden", "_hidden"),
+        ("..", "_"),
+        ("wait... what?", "wait. what?"),
+        ("   ", "_"),
+    ],
+)
+def test_sanitize_removes_escapes_and_control_characters(text, expected):
+    name = sanitize_filename(text)
+    assert name == expected
+    assert "/" not in name and "\\" not in name and ".." not in name and not name.startswith(".")
+    assert Path("root", name).parent == Path("root")
+
+
+def test_long_names_are_cut_by_bytes_with_a_hash():
+    long_a = "é" * 300 + "a"
+    long_b = "é" * 300 + "b"
+    a, b = sanitize_filename(long_a, max_bytes=100), sanitize_filename(long_b, max_bytes=100)
+    assert len(a.encode()) <= 100 and len(b.encode()) <= 100
+    assert a != b and "~" in a
+    assert sanitize_filename("short") == "short"
+
+
+def test_slugify():
+    assert slugify("A Ball, Rolling DOWN a ramp!") == "a-ball-rolling-down-a-ramp"
+    assert slugify("日本語") == "prompt"
+    assert len(slugify("x" * 100)) == 48
+
+
+# ------------------------------------------------------------------------ layouts
+def test_plain_layout_names_and_sidecar_next_to_the_video(tmp_path):
+    layout = PlainLayout(tmp_path)
+    recs = records("A ball rolls.", "Ice melts!")
+    layout.plan(recs, videos_per_prompt=2)
+    items = build_items(recs, 2)
+    assert layout.paths(items[3]).video == tmp_path / "00001_ice-melts_1.mp4"
+    assert layout.paths(items[3]).sidecar == tmp_path / "00001_ice-melts_1.json"
+
+
+def test_phygenbench_layout_is_output_video_i_plus_1_under_the_model(tmp_path):
+    layout = make_layout("phygenbench", tmp_path, model_name="pila_wan21")
+    recs = records("a", "b", "c")
+    layout.plan(recs, videos_per_prompt=2)
+    items = build_items(recs, 2)
+    assert layout.paths(items[0]).video == tmp_path / "pila_wan21" / "output_video_1.mp4"
+    assert layout.paths(items[4]).video == tmp_path / "pila_wan21" / "output_video_3.mp4"
+    assert layout.paths(items[5]).video == tmp_path / "pila_wan21-1" / "output_video_3.mp4"
+    assert layout.paths(items[4]).sidecar == tmp_path / META_DIR / "pila_wan21" / "output_video_3.json"
+    assert isinstance(layout, PhyGenBenchLayout)
+
+
+def test_vbench2_layout_uses_the_first_180_characters_faithfully(tmp_path):
+    long_prompt = "A heavy steel ball rolls " + "slowly " * 40 + "and stops."
+    recs = records("A spring: stretched, then released?", long_prompt, dimension="Mechanics")
+    layout = VBench2Layout(tmp_path)
+    layout.plan(recs, videos_per_prompt=3)
+    items = build_items(recs, 3)
+    assert layout.paths(items[2]).video == tmp_path / "Mechanics" / "A spring: stretched, then released?-2.mp4"
+    assert layout.paths(items[3]).video.name == f"{long_prompt[:180]}-0.mp4"
+
+
+def test_vbench2_clashing_names_get_a_hash_and_never_overwrite(tmp_path):
+    shared = "x" * 180
+    recs = records(shared + " first ending", shared + " second ending", "a/b", "a_b", dimension="Material")
+    layout = VBench2Layout(tmp_path)
+    layout.plan(recs, videos_per_prompt=1)
+    paths = [layout.paths(item).video for item in build_items(recs, 1)]
+    assert len(set(paths)) == 4
+    assert paths[0].name == f"{shared}-0.mp4"  # the first keeps VBench's own name
+    assert paths[1].name.startswith(shared[:100]) and "~" in paths[1].name
+    assert paths[2].name == "a_b-0.mp4" and paths[3].name != "a_b-0.mp4"
+    assert all(p.parent == tmp_path / "Material" for p in paths)
+
+
+def test_vbench2_without_a_dimension_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="vbench2 layout needs a dimension.*format=vbench2"):
+        VBench2Layout(tmp_path).plan(records("a"), 1)
+    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+    layout.plan(records("a"), 1)
+    assert layout.paths(build_items(records("a"), 1)[0]).video.parent.name == "Mechanics"
+
+
+def test_complete_means_video_and_sidecar_with_the_same_prompt_and_seed(tmp_path):
+    layout = PlainLayout(tmp_path)
+    recs = records("a", "b")
+    layout.plan(recs, 1)
+    first, second = build_items(recs, 1)
+    assert not layout.is_complete(first)
+    complete(layout, first)
+    assert layout.is_complete(first)
+    layout.paths(first).sidecar.unlink()
+    assert not layout.is_complete(first)  # an mp4 without its sidecar is unfinished
+    complete(layout, second, prompt="an older prompt")
+    assert not layout.is_complete(second)
+    complete(layout, second, seed=99)
+    assert not layout.is_complete(second)
+    layout.paths(second).sidecar.write_text("{truncated")
+    assert not layout.is_complete(second)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_videophy2_csv_is_rebuilt_from_the_complete_outputs(tmp_path):
+    recs = records("A cat jumps, lands.", "Water flows.", "Glass breaks.")
+    recs[0] = PromptRecord(index=0, prompt="A long upsampled cat prompt.", caption="A cat jumps, lands.", extra={"rule": "gravity"})
+    layout = VideoPhy2Layout(tmp_path)
+    layout.plan(recs, 1)
+    items = build_items(recs, 1)
+    complete(layout, items[0])
+    complete(layout, items[2])
+    written = layout.write_indexes()
+    assert written == [tmp_path / "videophy2_input.csv", tmp_path / "videophy2_rule_input.csv"]
+    columns, rows = read_csv(tmp_path / "videophy2_input.csv")
+    assert columns == ["caption", "videopath"]
+    assert [r["caption"] for r in rows] == ["A cat jumps, lands.", "Glass breaks."]
+    assert rows[1]["videopath"] == str((tmp_path / "videos" / "00002_glass-breaks_0.mp4").resolve())
+    rule_columns, rule_rows = read_csv(tmp_path / "videophy2_rule_input.csv")
+    assert rule_columns == ["videopath", "rule"] and rule_rows[0]["rule"] == "gravity"
+    complete(layout, items[1])
+    layout.write_indexes()
+    assert len(read_csv(tmp_path / "videophy2_input.csv")[1]) == 3
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_videophy_v1_csv_is_videopath_caption_with_relative_paths(tmp_path):
+    layout = VideoPhy2Layout(tmp_path, version=1, csv_paths="relative")
+    recs = records("Water flows.")
+    layout.plan(recs, 2)
+    for item in build_items(recs, 2):
+        complete(layout, item)
+    (path,) = layout.write_indexes()
+    columns, rows = read_csv(path)
+    assert path.name == "videophy_input.csv" and columns == ["videopath", "caption"]
+    assert [r["videopath"] for r in rows] == ["videos/00000_water-flows_0.mp4", "videos/00000_water-flows_1.mp4"]
+
+
+def test_unknown_layout_is_an_error():
+    with pytest.raises(ValueError, match="unknown layout 'vbench'; valid: plain, phygenbench, vbench2, videophy2"):
+        make_layout("vbench", "out")

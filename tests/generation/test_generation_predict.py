@@ -1,0 +1,182 @@
+"""`pila predict` end to end on the tiny preset: configs, sidecars, layouts, resume, bad input."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pila.cli import main
+from pila.io import read_video
+
+CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
+TINY = CONFIGS / "tiny" / "predict.yaml"
+SHIPPED = sorted(CONFIGS.glob("predict*.yaml")) + [TINY]
+
+
+def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = None, writer: dict | None = None) -> dict:
+    config = yaml.safe_load(TINY.read_text())
+    config = copy.deepcopy(config)
+    config["trainer"]["default_root_dir"] = str(out)
+    config["trainer"]["enable_progress_bar"] = False
+    config["trainer"]["enable_model_summary"] = False
+    callback = config["trainer"]["callbacks"][0]["init_args"]
+    callback["output_dir"] = str(out)
+    callback.update(writer or {})
+    config["model"]["init_args"].update(model or {})
+    config["data"]["init_args"].update(data or {})
+    return config
+
+
+def run_predict(tmp_path: Path, config: dict, name: str = "config.yaml") -> int:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return main(["predict", "--config", str(path)])
+
+
+def small_model(small: dict, **extra) -> dict:
+    keys = ("num_frames", "height", "width", "num_inference_steps", "max_sequence_length")
+    return {**{k: small[k] for k in keys}, **extra}
+
+
+def mp4s(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.mp4"))
+
+
+# ---------------------------------------------------------------------- configs
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_predict_yaml_parses_against_the_real_signatures(config, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "--config", str(config), "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "pila.predict.PILAPredictModule"
+    assert printed["data"]["class_path"] == "pila.datamodules.prompts.PromptDataModule"
+    writer = printed["trainer"]["callbacks"][0]
+    assert writer["class_path"] == "pila.callbacks.prediction_writer.VideoPredictionWriter"
+    assert printed["return_predictions"] is False
+
+
+def test_paper_configs_hold_the_papers_settings():
+    wan21 = yaml.safe_load((CONFIGS / "predict.yaml").read_text())
+    m = wan21["model"]["init_args"]
+    assert (m["num_inference_steps"], m["num_frames"], m["height"], m["width"], m["guidance_scale"]) == (50, 81, 480, 832, 5.0)
+    assert wan21["trainer"]["callbacks"][0]["init_args"]["fps"] == 16.0 and m["adapter"]
+    wan22 = yaml.safe_load((CONFIGS / "predict_wan22.yaml").read_text())
+    m2 = wan22["model"]["init_args"]
+    assert (m2["num_inference_steps"], m2["guidance_scale"], m2["guidance_scale_2"], m2["shift"]) == (40, 4.0, 3.0, 12.0)
+    assert m2["adapter"] == m["adapter"]  # the Wan 2.1-trained adapter, transferred
+    assert "Wan2.2-T2V-A14B" in m2["backbone"]
+
+
+@pytest.mark.slow
+def test_tiny_yaml_runs_end_to_end_on_cpu(tmp_path):
+    config = tiny_config(tmp_path, data={"limit": 1})
+    assert run_predict(tmp_path, config) == 0
+    (video,) = mp4s(tmp_path)
+    frames, fps = read_video(video)
+    assert frames.shape == (17, 64, 64, 3) and fps == pytest.approx(8.0)
+    meta = json.loads(video.with_suffix(".json").read_text())
+    assert meta["prompt"] == config["data"]["init_args"]["prompts"][0] and meta["seed"] == 0
+    assert meta["adapter"] is None and meta["routing_weights"] is None  # the uncorrected baseline
+    assert meta["settings"]["num_inference_steps"] == 4 and meta["settings"]["backbone"] == "tiny"
+
+
+# ------------------------------------------------------------- sidecars and resume
+@pytest.mark.slow
+def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_missing(
+    tmp_path, trained_adapter_dir, small
+):
+    prompts = ["A rubber ball bounces on the floor.", "Water boils in a pot.", "A mirror reflects a candle."]
+    config = tiny_config(
+        tmp_path / "out",
+        model=small_model(small, adapter=str(trained_adapter_dir), correction_steps="3-4", top_k=2),
+        data={"prompts": prompts, "seed": 100},
+    )
+    assert run_predict(tmp_path, config) == 0
+    videos = mp4s(tmp_path / "out")
+    assert len(videos) == 3
+    metas = [json.loads(v.with_suffix(".json").read_text()) for v in videos]
+    first = metas[0]
+    assert first["prompt"] == prompts[0] and first["seed"] == 100
+    assert first["labels"] == ["rigid_body", "elastic", "collision"] and first["refined_prompt"] == prompts[0]
+    assert metas[1]["labels"] == ["fluid", "phase_change", "thermal"] and metas[2]["seed"] == 102
+    assert first["corrected_steps"] == [3, 4] and first["settings"]["correction_steps"] == [3, 4]
+    weights = first["routing_weights"]
+    assert set(weights) == {"rigid_body", "elastic", "fluid", "compressible_flow", "phase_change", "collision", "thermal", "optical"}
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5) and sum(w > 0 for w in weights.values()) <= 4
+    sha = hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert first["adapter"]["sha256"] == sha and first["adapter"]["folder"] == str(trained_adapter_dir.resolve())
+    assert first["settings"]["top_k"] == 2 and first["settings"]["parser"]["type"] == "rules"
+    assert set(first["timings"]) >= {"text_encoding", "denoise_backbone", "adapter", "vae_decode", "mp4_write"}
+
+    # delete one output; the re-run regenerates exactly that one
+    before = {v: v.stat().st_mtime_ns for v in videos}
+    frames_before, _ = read_video(videos[1])
+    videos[1].unlink()
+    videos[2].with_suffix(".json").unlink()  # an mp4 without its sidecar is unfinished, too
+    assert run_predict(tmp_path, config) == 0
+    assert mp4s(tmp_path / "out") == videos
+    assert videos[0].stat().st_mtime_ns == before[videos[0]]
+    assert videos[2].stat().st_mtime_ns != before[videos[2]]
+    frames_after, _ = read_video(videos[1])
+    assert np.array_equal(frames_before, frames_after)  # same seed, same video
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+
+
+@pytest.mark.slow
+def test_benchmark_layouts_through_predict(tmp_path, small):
+    csv_path = tmp_path / "videophy2.csv"
+    csv_path.write_text("caption,upsampled_caption\nA cat jumps.,A grey cat leaps onto a table.\nGlass breaks.,A glass falls and shatters.\n")
+    config = tiny_config(
+        tmp_path / "vp",
+        model=small_model(small),
+        data={"prompts": None, "prompt_file": str(csv_path), "format": "videophy2", "prompt_column": "upsampled_caption"},
+        writer={"layout": "videophy2"},
+    )
+    assert run_predict(tmp_path, config, "vp.yaml") == 0
+    with (tmp_path / "vp" / "videophy2_input.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["caption", "videopath"]
+    assert [r["caption"] for r in rows] == ["A cat jumps.", "Glass breaks."]
+    assert all(Path(r["videopath"]).is_file() for r in rows)
+
+    mechanics = tmp_path / "Mechanics.txt"
+    mechanics.write_text("A spring: stretched, then released.\n")
+    config = tiny_config(
+        tmp_path / "vb",
+        model=small_model(small),
+        data={"prompts": None, "prompt_file": str(mechanics), "format": "vbench2", "videos_per_prompt": 2},
+        writer={"layout": "vbench2"},
+    )
+    assert run_predict(tmp_path, config, "vb.yaml") == 0
+    names = [p.relative_to(tmp_path / "vb").as_posix() for p in mp4s(tmp_path / "vb")]
+    assert names == ["Mechanics/A spring: stretched, then released.-0.mp4", "Mechanics/A spring: stretched, then released.-1.mp4"]
+    assert (tmp_path / "vb" / "pila_meta" / "Mechanics" / "A spring: stretched, then released.-1.json").is_file()
+
+
+# -------------------------------------------------------------------- bad input
+def test_bad_inputs_fail_before_any_generation(tmp_path, adapter_factory, small):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    unknown = tmp_path / "prompts.tsv"
+    unknown.write_text("a\tb\n")
+    wide = tmp_path / "adapter_for_another_backbone"
+    adapter_factory(text_dim=4096).save_pretrained(wide)
+    cases = [
+        ({"prompts": None, "prompt_file": str(empty)}, {}, r"empty\.txt.*is empty"),
+        ({"prompts": None, "prompt_file": str(unknown)}, {}, r"prompts\.tsv.*unknown prompt-file format"),
+        ({}, {"adapter": str(wide)}, r"adapter_for_another_backbone.*text_dim 4096 vs the backbone's text-encoder width 32"),
+    ]
+    for i, (data, model, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        config = tiny_config(out, model=small_model(small, **model), data=data)
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            run_predict(tmp_path, config, f"bad{i}.yaml")
+        assert mp4s(out) == []

@@ -1,0 +1,199 @@
+"""Prompt files: every format, every bad-input error, seeds, and the per-rank split."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from pila.datamodules.prompts import (
+    PromptDataModule,
+    PromptFileError,
+    PromptItemDataset,
+    RankShardSampler,
+    build_items,
+    read_prompt_file,
+    shard_indices,
+)
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- formats
+def test_txt_one_prompt_per_line_blank_lines_skipped(tmp_path):
+    records = read_prompt_file(write(tmp_path / "p.txt", "A ball rolls.\n\n  Water   pours.  \n"))
+    assert [(r.index, r.prompt) for r in records] == [(0, "A ball rolls."), (1, "Water pours.")]
+    assert records[0].dimension is None and records[0].labels is None
+
+
+def test_jsonl_with_seed_labels_and_refined_prompt(tmp_path):
+    lines = [
+        {"prompt": "A ball bounces.", "seed": 7, "labels": ["collision", "rigid_body"]},
+        {"caption": "Ice melts.", "labels": "phase_change; thermal", "refined_prompt": "solid ice turns to water"},
+        "Smoke rises.",
+    ]
+    path = write(tmp_path / "p.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+    a, b, c = read_prompt_file(path)
+    assert (a.prompt, a.seed, a.labels) == ("A ball bounces.", 7, ("rigid_body", "collision"))
+    assert (b.prompt, b.labels, b.refined_prompt) == ("Ice melts.", ("phase_change", "thermal"), "solid ice turns to water")
+    assert (c.index, c.prompt, c.seed) == (2, "Smoke rises.", None)
+
+
+def test_json_list_and_csv(tmp_path):
+    path = write(tmp_path / "p.json", json.dumps({"prompts": [{"prompt": "x", "id": "a1"}, "y"]}))
+    records = read_prompt_file(path)
+    assert [r.prompt for r in records] == ["x", "y"] and records[0].extra == {"id": "a1"}
+    csv_path = write(tmp_path / "p.csv", 'prompt,seed,labels\n"A ball, rolling",3,rigid_body\nB,,\n')
+    rows = read_prompt_file(csv_path)
+    assert [(r.prompt, r.seed, r.labels) for r in rows] == [("A ball, rolling", 3, ("rigid_body",)), ("B", None, None)]
+
+
+def test_phygenbench_prompts_json_is_detected(tmp_path):
+    data = [
+        {"caption": "A ball falls.", "physical_laws": "gravity", "sub_category": "Gravity", "main_category": "Force"},
+        {"caption": "Light bends.", "physical_laws": "refraction", "sub_category": "Refraction", "main_category": "Light"},
+    ]
+    records = read_prompt_file(write(tmp_path / "prompts.json", json.dumps(data)))
+    assert [r.prompt for r in records] == ["A ball falls.", "Light bends."]
+    assert records[1].extra["main_category"] == "Light" and records[1].index == 1
+
+
+def test_videophy2_csv_with_upsampled_prompts_keeps_the_short_caption(tmp_path):
+    text = "caption,upsampled_caption,action,category,is_hard\nA cat jumps.,A grey cat leaps onto a table.,jump,animal,0\n"
+    path = write(tmp_path / "videophy2.csv", text)
+    (short,) = read_prompt_file(path, "videophy2")
+    assert short.prompt == "A cat jumps." and short.evaluator_caption == "A cat jumps."
+    (long,) = read_prompt_file(path, "videophy2", prompt_column="upsampled_caption")
+    assert long.prompt == "A grey cat leaps onto a table." and long.evaluator_caption == "A cat jumps."
+    assert long.extra["action"] == "jump"
+    (v1,) = read_prompt_file(write(tmp_path / "videophy.csv", "caption,states_of_matter\nWater flows.,fluid\n"), "videophy")
+    assert v1.prompt == "Water flows."
+
+
+def test_vbench2_dimension_comes_from_the_file_name(tmp_path):
+    records = read_prompt_file(write(tmp_path / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n"), "vbench2")
+    assert {r.dimension for r in records} == {"Mechanics"}
+    named = read_prompt_file(tmp_path / "Mechanics.txt", "vbench2", dimension="Material")
+    assert named[0].dimension == "Material"
+
+
+# ----------------------------------------------------------------------- bad input
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt.*does not exist"):
+        read_prompt_file(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "prompt,seed\n"])
+def test_empty_prompt_file_is_an_error_naming_it(tmp_path, text):
+    path = write(tmp_path / ("empty.csv" if "," in text else "empty.txt"), text)
+    with pytest.raises(PromptFileError, match=r"empty\.(txt|csv).*(is empty|holds no prompts)"):
+        read_prompt_file(path)
+
+
+def test_unknown_format_names_the_extension_and_the_fix(tmp_path):
+    path = write(tmp_path / "prompts.xlsx", "whatever")
+    with pytest.raises(PromptFileError, match=r"prompts\.xlsx.*unknown prompt-file format.*'\.xlsx'.*format"):
+        read_prompt_file(path)
+
+
+def test_unreadable_file_is_an_error_naming_it(tmp_path):
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes(b"caf\xe9 au lait\n")
+    with pytest.raises(PromptFileError, match="latin1.txt.*not UTF-8"):
+        read_prompt_file(binary)
+    if os.geteuid() != 0:  # root reads anything
+        locked = write(tmp_path / "locked.txt", "a\n")
+        locked.chmod(0)
+        with pytest.raises(PromptFileError, match="cannot be read"):
+            read_prompt_file(locked)
+    with pytest.raises(PromptFileError, match="not a file"):
+        read_prompt_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.jsonl", '{"prompt": "a"}\n{oops\n', "line 2 is not valid JSON"),
+        ("bad.jsonl", '{"text": "a"}\n', "line 1 has no prompt"),
+        ("bad.json", "[1, 2]", "entry 0 must be an object"),
+        ("bad.json", '{"prompt": "a"', "is not valid JSON"),
+        ("bad.csv", "text\nhello\n", "needs a 'prompt' or 'caption' column"),
+        ("bad.jsonl", '{"prompt": "a", "labels": ["plasma"]}\n', "unknown categories \\['plasma'\\]"),
+        ("bad.jsonl", '{"prompt": "a", "seed": "x1"}\n', "'seed' must be an integer"),
+    ],
+)
+def test_bad_records_name_the_row(tmp_path, name, text, message):
+    with pytest.raises(PromptFileError, match=message):
+        read_prompt_file(write(tmp_path / name, text))
+
+
+def test_datamodule_raises_in_setup_before_any_dataloader(tmp_path):
+    dm = PromptDataModule(prompt_file=str(write(tmp_path / "empty.txt", "")))
+    with pytest.raises(PromptFileError, match="empty.txt"):
+        dm.setup("predict")
+    with pytest.raises(ValueError, match="exactly one of prompt_file"):
+        PromptDataModule()
+
+
+# --------------------------------------------------------------------- items, seeds
+def test_items_seeds_are_base_plus_index_unless_the_prompt_has_one(tmp_path):
+    path = write(tmp_path / "p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "seed": 100}\n{"prompt": "c"}\n')
+    items = build_items(read_prompt_file(path), videos_per_prompt=2, seed=10)
+    assert [(it.record.prompt, it.sample, it.seed) for it in items] == [
+        ("a", 0, 10), ("a", 1, 11), ("b", 0, 100), ("b", 1, 101), ("c", 0, 14), ("c", 1, 15),
+    ]  # fmt: skip
+    assert len({it.seed for it in items}) == len(items)
+
+
+# ----------------------------------------------------------------- the per-rank split
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_items", [0, 1, 3, 7, 10])
+def test_shards_cover_every_item_once(world_size, num_items):
+    shares = [shard_indices(num_items, rank, world_size) for rank in range(world_size)]
+    flat = [i for share in shares for i in share]
+    assert sorted(flat) == list(range(num_items))  # no gaps, no duplicates
+    sizes = [len(s) for s in shares]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_arguments_are_checked():
+    with pytest.raises(ValueError, match="rank"):
+        shard_indices(5, 2, 2)
+    with pytest.raises(ValueError, match="world_size"):
+        shard_indices(5, 0, 0)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_each_ranks_dataloader_gets_its_own_share_minus_completed_items(world_size):
+    done = {(1, 0), (4, 1)}
+    seen = []
+    for rank in range(world_size):
+        dm = PromptDataModule(prompts=[f"prompt {i}" for i in range(5)], videos_per_prompt=2, batch_size=2)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)
+        dm.setup("predict")
+        dm.skip = lambda item: item.key in done
+        loader = dm.predict_dataloader()
+        assert isinstance(loader.sampler, RankShardSampler)
+        seen += [item.key for batch in loader for item in batch]
+    expected = {(i, k) for i in range(5) for k in range(2)} - done
+    assert sorted(seen) == sorted(expected)
+
+
+def test_rank_sampler_is_a_distributed_sampler_lightning_leaves_alone():
+    from torch.utils.data.distributed import DistributedSampler
+
+    dataset = PromptItemDataset(build_items(read_records(), videos_per_prompt=1))
+    sampler = RankShardSampler(dataset, rank=1, world_size=2)
+    assert isinstance(sampler, DistributedSampler)
+    assert list(sampler) == [1] and len(sampler) == 1
+
+
+def read_records():
+    from pila.datamodules.prompts import PromptRecord
+
+    return [PromptRecord(index=i, prompt=p) for i, p in enumerate(["a", "b", "c"])]

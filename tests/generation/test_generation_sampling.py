@@ -1,0 +1,238 @@
+"""pila.generate: equality with WanPipeline, where the correction acts, per-prompt seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UniPCMultistepScheduler, WanPipeline
+
+import pila
+from pila.backbone import WanBackbone
+from pila.sampling import (
+    SamplingConfig,
+    generate,
+    generate_video,
+    load_adapter,
+    resolve_correction_steps,
+    resolve_seeds,
+)
+
+
+def reference(pipeline: WanPipeline, prompt: str, seed: int, settings: dict, **extra) -> np.ndarray:
+    """What diffusers' own WanPipeline.__call__ produces."""
+    return pipeline(
+        prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **settings, **extra
+    ).frames[0]
+
+
+def trajectory(backbone, prompt, seed, settings, adapter=None, **config) -> tuple[list[torch.Tensor], object]:
+    steps: list[torch.Tensor] = []
+    video = generate_video(
+        backbone,
+        prompt,
+        seed=seed,
+        config=SamplingConfig(**settings, **config),
+        adapter=adapter,
+        on_step=lambda step, latents: steps.append(latents.clone()),
+    )
+    return steps, video
+
+
+# ----------------------------------------------------------------------- equality
+def test_without_adapter_frames_equal_wanpipeline_from_the_same_folder(tiny_backbone_dir, small):
+    ours_pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
+    ref_pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
+    prompts = ["A ball rolls down a ramp.", "Smoke rises from a chimney."]
+    frames = pila.generate(ours_pipe, prompts, seed=7, guidance_scale=4.0, negative_prompt="blurry", **small)
+    assert len(frames) == 2
+    for i, prompt in enumerate(prompts):
+        ref = reference(ref_pipe, prompt, 7 + i, small, guidance_scale=4.0, negative_prompt="blurry")
+        assert frames[i].shape == (5, 16, 16, 3) and frames[i].dtype == np.float32
+        assert np.array_equal(frames[i], ref)
+    # the pipeline is handed back untouched: its own scheduler and config
+    assert isinstance(ours_pipe.scheduler, UniPCMultistepScheduler)
+    assert ours_pipe.config.scheduler == ("diffusers", "UniPCMultistepScheduler")
+
+
+def test_fresh_adapter_frames_equal_wanpipeline(tiny_backbone, adapter_factory, small):
+    adapter = adapter_factory(trained=False)
+    frames = generate(tiny_backbone.pipeline, "Water pours into a glass.", adapter=adapter, seed=3, **small)
+    assert np.array_equal(frames[0], reference(tiny_backbone.pipeline, "Water pours into a glass.", 3, small))
+
+
+def test_fresh_adapter_on_wan22_equals_wanpipeline_with_both_guidance_scales(
+    tiny_two_stage_dir, adapter_factory, small
+):
+    pipe = WanPipeline.from_pretrained(tiny_two_stage_dir)
+    assert pipe.config.boundary_ratio == 0.875 and pipe.transformer_2 is not None
+    frames = generate(
+        pipe, "A candle burns.", adapter=adapter_factory(), seed=11, guidance_scale=4.0, guidance_scale_2=3.0, **small
+    )
+    ref = reference(pipe, "A candle burns.", 11, small, guidance_scale=4.0, guidance_scale_2=3.0)
+    assert np.array_equal(frames[0], ref)
+    # the second guidance scale matters (the low-noise stage really runs with it)
+    other = reference(pipe, "A candle burns.", 11, small, guidance_scale=4.0, guidance_scale_2=1.5)
+    assert not np.array_equal(frames[0], other)
+
+
+def test_shift_override_equals_a_pipeline_whose_scheduler_has_that_shift(tiny_backbone_dir, small):
+    pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
+    frames = generate(pipe, "A leaf falls.", seed=2, shift=7.0, **small)
+    ref_pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
+    ref_pipe.scheduler = UniPCMultistepScheduler.from_config(ref_pipe.scheduler.config, flow_shift=7.0)
+    assert np.array_equal(frames[0], reference(ref_pipe, "A leaf falls.", 2, small))
+    assert not np.array_equal(frames[0], reference(pipe, "A leaf falls.", 2, small))
+    assert pipe.scheduler.config.flow_shift == 3.0  # the caller's scheduler is not changed
+
+
+# ----------------------------------------------------------------- the correction
+def test_trained_adapter_changes_the_trajectory_only_from_the_first_corrected_step(
+    tiny_backbone, adapter_factory, small
+):
+    adapter = adapter_factory(trained=True)
+    base_steps, base = trajectory(tiny_backbone, "A rubber ball bounces.", 5, small)
+    steps, video = trajectory(tiny_backbone, "A rubber ball bounces.", 5, small, adapter, correction_steps=(3, 4))
+    assert len(steps) == len(base_steps) == 4
+    assert torch.equal(steps[0], base_steps[0]) and torch.equal(steps[1], base_steps[1])
+    assert not torch.equal(steps[2], base_steps[2])
+    assert not np.array_equal(video.frames, base.frames)
+    assert video.corrected_steps == (3, 4)
+    assert video.parsed.labels == ("rigid_body", "elastic", "collision")  # the rule-based default
+    routing = video.routing_weights
+    assert list(routing) == list(pila.categories.CATEGORIES)
+    assert sum(routing.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(w > 0 for w in routing.values()) >= 1
+
+
+def test_wan22_both_regimes_are_corrected(tiny_two_stage_dir, adapter_factory, small):
+    backbone = WanBackbone.from_pretrained(tiny_two_stage_dir)
+    adapter = adapter_factory(trained=True)
+    base_steps, _ = trajectory(backbone, "Steam rises.", 1, small)
+    # steps 1-2 run transformer (t >= 875), steps 3-4 transformer_2
+    high, _ = trajectory(backbone, "Steam rises.", 1, small, adapter, correction_steps=(1, 1))
+    low, video = trajectory(backbone, "Steam rises.", 1, small, adapter, correction_steps=[4])
+    assert not torch.equal(high[0], base_steps[0])
+    assert all(torch.equal(a, b) for a, b in zip(low[:3], base_steps[:3], strict=True))
+    assert not torch.equal(low[3], base_steps[3])
+    assert video.corrected_steps == (4,)
+
+
+def test_top_k_overrides_the_adapters_routing_for_one_call_only(tiny_backbone, adapter_factory, small):
+    adapter = adapter_factory(trained=True)
+    seen: list[int] = []
+    handle = adapter.router.register_forward_hook(lambda m, i, out: seen.append(out.indices.shape[1]))
+    try:
+        generate(tiny_backbone, "Ice melts.", adapter=adapter, top_k=1, **small)
+        assert seen == [1, 1, 1, 1]
+        seen.clear()
+        generate(tiny_backbone, "Ice melts.", adapter=adapter, **small)
+        assert seen == [4, 4, 4, 4]
+    finally:
+        handle.remove()
+    assert adapter.router.top_k == 4 and adapter.config.top_k == 4
+
+
+def test_given_labels_and_description_reach_the_adapter_condition(tiny_backbone, adapter_factory, small):
+    adapter = adapter_factory(trained=True)
+    labels_seen = []
+    handle = adapter.condition.register_forward_hook(lambda m, args, out: labels_seen.append(args[1].clone()))
+    try:
+        generate(tiny_backbone, "A scene.", adapter=adapter, labels=[["optical"]], refined_prompts=["light"], **small)
+    finally:
+        handle.remove()
+    expected = torch.zeros(1, 8)
+    expected[0, 7] = 1
+    assert all(torch.equal(y, expected) for y in labels_seen) and len(labels_seen) == 4
+
+
+# ------------------------------------------------------------------- seeds, batches
+def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapter_factory, small):
+    adapter = adapter_factory(trained=True)
+    prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
+    together = generate(tiny_backbone, prompts, adapter=adapter, seed=[10, 11, 12], **small)
+    reordered = generate(tiny_backbone, [prompts[2], prompts[1]], adapter=adapter, seed=[12, 11], **small)
+    assert np.array_equal(together[2], reordered[0])
+    assert np.array_equal(together[1], reordered[1])
+    assert not np.array_equal(together[0], together[2])
+
+
+def test_int_seed_gives_prompt_i_seed_plus_i(tiny_backbone, small):
+    both = generate(tiny_backbone, ["A ball rolls.", "A ball rolls."], seed=4, **small)
+    assert np.array_equal(both[1], generate(tiny_backbone, "A ball rolls.", seed=5, **small)[0])
+    assert not np.array_equal(both[0], both[1])
+
+
+def test_resolve_seeds():
+    assert resolve_seeds(3, 3) == [3, 4, 5]
+    assert resolve_seeds([9, 1], 2) == [9, 1]
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        resolve_seeds([1, 2], 3)
+
+
+# ------------------------------------------------------------------ settings errors
+def test_correction_steps_forms_and_validation():
+    assert resolve_correction_steps(None, 4) == (1, 2, 3, 4)
+    assert resolve_correction_steps((41, 50), 50) == tuple(range(41, 51))
+    assert resolve_correction_steps("41-50", 50) == tuple(range(41, 51))
+    assert resolve_correction_steps([3, 1], 5) == (1, 3)
+    assert resolve_correction_steps("2,5", 5) == (2, 5)
+    assert resolve_correction_steps(range(2, 4), 5) == (2, 3)
+    with pytest.raises(ValueError, match=r"outside \[1, 50\]"):
+        resolve_correction_steps((41, 51), 50)
+    with pytest.raises(ValueError, match="1-based"):
+        resolve_correction_steps([0], 10)
+    with pytest.raises(ValueError, match="reversed"):
+        resolve_correction_steps((9, 3), 10)
+    with pytest.raises(ValueError, match="empty"):
+        resolve_correction_steps([], 10)
+    # a YAML list of two numbers names two steps; the string form is the range
+    assert SamplingConfig(num_inference_steps=50, correction_steps=[41, 50]).steps == (41, 50)
+    assert SamplingConfig(num_inference_steps=50, correction_steps="41-50").steps == tuple(range(41, 51))
+    assert SamplingConfig(num_inference_steps=50, correction_steps=(41, 50)).steps == tuple(range(41, 51))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_frames", 80, "4·k \\+ 1"),
+        ("height", 40, "multiple of 16"),
+        ("top_k", 9, "top_k"),
+        ("shift", 0.0, "shift"),
+        ("guidance_scale", -1.0, "guidance_scale"),
+        ("correction_steps", (1, 60), "outside"),
+    ],
+)
+def test_sampling_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**{field: value})
+
+
+def test_adapter_for_another_text_encoder_is_refused_before_generation(tiny_backbone, adapter_factory, small):
+    wrong = adapter_factory(text_dim=48)
+    calls = []
+    handle = tiny_backbone.transformer.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r"text_dim 48 vs the backbone's text-encoder width 32"):
+            generate(tiny_backbone, ["a", "b"], adapter=wrong, **small)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_load_adapter_checks_the_folder_against_the_backbone(tmp_path, tiny_backbone, adapter_factory):
+    folder = tmp_path / "wide_adapter"
+    adapter_factory(latent_channels=48, text_dim=32).save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"wide_adapter.*latent_channels 48 vs the backbone's 16"):
+        load_adapter(folder, tiny_backbone)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_adapter(tmp_path / "missing", tiny_backbone)
+
+
+def test_generate_is_exported_lazily_from_the_package():
+    import subprocess
+    import sys
+
+    code = "import sys, pila; assert 'pila.sampling' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert pila.generate is generate and "generate" in dir(pila)
