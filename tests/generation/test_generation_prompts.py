@@ -7,7 +7,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-
 from pila.datamodules.prompts import (
     PromptDataModule,
     PromptFileError,
