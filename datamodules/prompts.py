@@ -20,7 +20,8 @@ Formats (``format=``; ``"auto"`` picks by extension and content):
     ``caption`` is what the evaluator pairs with each video.
 ``vbench2``
     a VBench-2.0 prompt list: plain text, one prompt per line, the dimension taken from the
-    file name (``Mechanics.txt`` → ``Mechanics``) unless ``dimension`` is given.
+    file name (``Mechanics.txt`` → ``Mechanics``) unless ``dimension`` is given. A folder of
+    such files is read whole (files in name order, indices running on across files).
 
 Every problem with a prompt file (missing, unreadable, empty, unknown format, a bad
 field) is a :class:`PromptFileError` naming the file, the row and the fix, raised in
@@ -315,6 +316,8 @@ def read_prompt_file(
     p = Path(path).expanduser()
     if format not in PROMPT_FORMATS:
         raise PromptFileError(f"unknown prompt format {format!r}; valid: {', '.join(PROMPT_FORMATS)}")
+    if format == "vbench2" and p.is_dir():
+        return _read_vbench2_folder(p, dimension)
     text = _read_text(p)
     if not text.strip():
         raise _fail(p, "is empty; write one prompt per line (.txt) or records with a 'prompt' field")
@@ -336,6 +339,20 @@ def read_prompt_file(
         raise _fail(p, "holds no prompts; write one prompt per line (.txt) or records with a 'prompt' field")
     if dimension is not None and fmt not in ("txt", "vbench2"):
         records = [replace(r, dimension=dimension) for r in records]
+    return records
+
+
+def _read_vbench2_folder(folder: Path, dimension: str | None) -> list[PromptRecord]:
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise _fail(folder, "holds no .txt prompt lists; VBench-2.0 prompt files are <Dimension>.txt")
+    records: list[PromptRecord] = []
+    for file in files:
+        text = _read_text(file)
+        dim = dimension if dimension is not None else file.stem
+        records += [PromptRecord(index=len(records) + i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(file, text))]
+    if not records:
+        raise _fail(folder, "its .txt prompt lists are all empty")
     return records
 
 
@@ -477,6 +494,8 @@ class PromptDataModule(pl.LightningDataModule):
         self.items: list[PredictItem] = []
         self.skip: Callable[[PredictItem], bool] | None = None
         """Set by the prediction writer: items it already has complete outputs for."""
+        # On a resumed run one rank may have nothing left while the others still work.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str | None = None) -> None:
         """Read and check the prompt file (every error is raised here, before generation)."""

@@ -621,7 +621,7 @@ def generate(
     pipeline: Any,
     prompts: str | Sequence[str],
     *,
-    adapter: nn.Module | None = None,
+    adapter: nn.Module | str | os.PathLike | None = None,
     seed: int | Sequence[int] = 0,
     num_inference_steps: int = 50,
     guidance_scale: float = 5.0,
@@ -650,7 +650,8 @@ def generate(
         pipeline: a diffusers ``WanPipeline`` (Wan 2.1, or Wan 2.2 with ``transformer_2``)
             or a :class:`WanBackbone`.
         prompts: one prompt or a list.
-        adapter: a PILA adapter (``PILAAdapter.from_pretrained(folder)``), or None.
+        adapter: a PILA adapter, an adapter folder (loaded with :func:`load_adapter`), or
+            None for the uncorrected baseline.
         seed: an int (prompt i gets ``seed + i``) or one seed per prompt.
         num_inference_steps: denoising steps.
         guidance_scale: CFG scale (Wan 2.2: the high-noise stage's).
@@ -695,6 +696,8 @@ def generate(
         cond_scale=cond_scale,
     )
     backbone = as_backbone(pipeline)
+    if isinstance(adapter, (str, os.PathLike)):
+        adapter = load_adapter(adapter, backbone)
     if adapter is not None:
         check_adapter_compatible(adapter, backbone)
         parser = parser or _default_parser()

@@ -180,3 +180,43 @@ def test_bad_inputs_fail_before_any_generation(tmp_path, adapter_factory, small)
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             run_predict(tmp_path, config, f"bad{i}.yaml")
         assert mp4s(out) == []
+
+
+# -------------------------------------------------------------------- several ranks
+@pytest.mark.slow
+def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tmp_path, small):
+    """Two CPU processes (DDP over gloo), as on two GPUs: rank 1's share is already complete."""
+    import os
+    import subprocess
+    import sys
+
+    from pila.datamodules.prompts import PromptRecord, build_items
+
+    from pila.layouts import VideoPhy2Layout
+
+    prompts = ["a ball", "a wave", "a flame", "a spring", "a mirror"]
+    out = tmp_path / "out"
+    layout = VideoPhy2Layout(out)
+    records = [PromptRecord(index=i, prompt=p) for i, p in enumerate(prompts)]
+    layout.plan(records, 1)
+    items = build_items(records, 1, seed=0)
+    for item in items[1::2]:  # rank 1 of 2 owns items 1 and 3: mark them done
+        paths = layout.paths(item)
+        paths.video.parent.mkdir(parents=True, exist_ok=True)
+        paths.video.write_bytes(b"done before")
+        paths.sidecar.parent.mkdir(parents=True, exist_ok=True)
+        paths.sidecar.write_text(json.dumps({"prompt": item.record.prompt, "seed": item.seed}))
+    config = tiny_config(out, model=small_model(small), data={"prompts": prompts}, writer={"layout": "videophy2"})
+    config["trainer"].update(devices=2, strategy="ddp")
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    exe = Path(sys.executable).with_name("pila")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([str(exe), "predict", "--config", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    videos = mp4s(out)
+    assert len(videos) == 5
+    untouched = [layout.paths(item).video.read_bytes() == b"done before" for item in items]
+    assert untouched == [False, True, False, True, False]  # rank 0 made 0, 2, 4; nothing twice
+    with (out / "videophy2_input.csv").open(newline="") as handle:
+        assert [r["caption"] for r in csv.DictReader(handle)] == prompts

@@ -81,6 +81,27 @@ def test_vbench2_dimension_comes_from_the_file_name(tmp_path):
     assert named[0].dimension == "Material"
 
 
+def test_vbench2_folder_reads_every_dimension(tmp_path):
+    folder = tmp_path / "vbench2"
+    folder.mkdir()
+    write(folder / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n")
+    write(folder / "Material.txt", "Clay deforms.\n")
+    records = read_prompt_file(folder, "vbench2")
+    assert [(r.index, r.dimension, r.prompt) for r in records] == [
+        (0, "Material", "Clay deforms."),
+        (1, "Mechanics", "A spring oscillates."),
+        (2, "Mechanics", "A ball rolls."),
+    ]
+    with pytest.raises(PromptFileError, match="holds no .txt prompt lists"):
+        read_prompt_file(_empty_dir(tmp_path), "vbench2")
+
+
+def _empty_dir(tmp_path):
+    path = tmp_path / "none"
+    path.mkdir()
+    return path
+
+
 # ----------------------------------------------------------------------- bad input
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt.*does not exist"):
