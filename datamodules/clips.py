@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from .records import RecordError, Rejection, WisaRecord
 from .sources import VideoRef, open_video
@@ -163,7 +164,10 @@ def _decode_indices(
     decoded = 0
     with av.open(source) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if get_worker_info() is None:
+            # in the main process the decoder may use every core; DataLoader workers are
+            # the parallelism themselves and decode on one thread each
+            stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
             decoded = i + 1
             if i in wanted:

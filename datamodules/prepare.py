@@ -73,6 +73,7 @@ from .relabel import (
     Labeler,
     category_distribution,
     format_distribution,
+    parser_labeler,
     relabel_records,
     relabeled_annotation,
 )
@@ -109,6 +110,11 @@ class PrepareConfig:
         relabel_only: write the relabeled annotation and the distribution, then stop.
         relabeled_out: where ``relabel_only`` writes the relabeled annotation (default
             ``<out>/annotations.relabeled.json``).
+        llm_labeler: a local causal-LM folder; when set, records are labeled by the
+            LLM-assisted prompt parser (:class:`pila.parser.LLMPromptParser`) reading each
+            caption, with the category map as its fallback.
+        llm_labeler_cache: JSON file where the parser keeps its answers (a resumed run
+            does not ask again).
     """
 
     annotations: str
@@ -130,6 +136,8 @@ class PrepareConfig:
     overwrite: bool = False
     relabel_only: bool = False
     relabeled_out: str | None = None
+    llm_labeler: str | None = None
+    llm_labeler_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_sequence_length < 1:
@@ -159,6 +167,7 @@ class PrepareConfig:
             "flow": dataclasses.asdict(self.flow),
             "max_sequence_length": self.max_sequence_length,
             "category_map_sha256": category_map.sha256,
+            "llm_labeler": None if self.llm_labeler is None else Path(self.llm_labeler).name,
             "backbone": backbone_identity(self.backbone)["fingerprint"],
         }
 
@@ -252,6 +261,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--relabel-only", "relabel_only", "only relabel: write the relabeled annotation and print the category distribution", "flag"),
     _Option("--relabeled-out", "relabeled_out", "where --relabel-only writes the relabeled annotation (default: OUT/annotations.relabeled.json)", "optional_str"),
     _Option("--category-map", "category_map", "category map JSON (default: the shipped pila/datamodules/category_map.json)", "optional_str"),
+    _Option("--llm-labeler", "llm_labeler", "local causal-LM folder: label records with the LLM-assisted prompt parser (the category map is its fallback)", "optional_str"),
+    _Option("--llm-labeler-cache", "llm_labeler_cache", "JSON file keeping the LLM labeler's answers across runs", "optional_str"),
     _Option("--num-frames", "clip.num_frames", "frames per clip (Wan needs 4k+1)", "int"),
     _Option("--fps", "clip.fps", "frames per second the clip is sampled at", "float"),
     _Option("--height", "clip.height", "clip height in pixels after resize and centre crop (multiple of 8)", "int"),
@@ -374,6 +385,11 @@ def load_records(config: PrepareConfig, labeler: Labeler | None = None) -> tuple
         (kept records, rejections, number of annotation entries, the category map).
     """
     category_map = CategoryMap.load(config.category_map)
+    if labeler is None and config.llm_labeler is not None:
+        from pila.parser import LLMPromptParser
+
+        parser = LLMPromptParser(config.llm_labeler, cache_file=config.llm_labeler_cache, category_map=config.category_map)
+        labeler = parser_labeler(parser)
     entries = load_annotations(config.annotations)
     records, rejected = select_records(entries, config.filters)
     records, unlabeled = relabel_records(records, category_map, labeler)
@@ -585,7 +601,7 @@ def _encode_pending(
         num_workers=config.workers,
         collate_fn=keep_item,
         worker_init_fn=worker_init if config.workers else None,
-        prefetch_factor=4 if config.workers else None,
+        prefetch_factor=2 if config.workers else None,
     )
     remaining = Counter(positions[i] // n for i in range(len(positions)))  # records left per shard
     decoded: dict[int, list[dict[str, Any]]] = {k: [] for k in pending}  # awaiting encoding

@@ -26,9 +26,10 @@ bouncing ball gets rigid_body + collision and boiling water phase_change + fluid
 thermal. A record that already carries ``pila_labels`` keeps them. A record that gets no
 label at all is rejected (reason ``unlabeled``), so every kept clip has at least one.
 
-An external labeler (the LLM-assisted prompt parser, when one is configured) can
-replace the map: any ``Callable[[dict], list[str]]`` taking the raw record; when it
-returns nothing for a record, the map's labels are used.
+An external labeler can replace the map: any ``Callable[[dict], list[str]]`` taking the
+raw record; when it returns nothing for a record, the map's labels are used.
+:func:`parser_labeler` makes one from a prompt parser (``pila.parser``), which is how
+``pila prepare --llm-labeler MODEL_DIR`` relabels with a local LLM.
 
 The same rules label free text (:meth:`CategoryMap.labels_for_text`), which the
 rule-based prompt parser uses on prompts.
@@ -247,6 +248,23 @@ class CategoryMap:
     def labels_for_record(self, record: dict[str, Any]) -> list[str]:
         """The record's categories: the union of :meth:`label_sources`, in CATEGORIES order."""
         return _ordered(c for cats in self.label_sources(record).values() for c in cats)
+
+
+def parser_labeler(parser: Any, text_fields: Sequence[str] = ("captions",)) -> Labeler:
+    """A labeler that asks a prompt parser about a record's text.
+
+    Args:
+        parser: anything with ``parse(text) -> ParsedPrompt`` (``labels`` attribute), such as
+            :class:`pila.parser.LLMPromptParser` or :class:`pila.parser.RuleBasedParser`.
+        text_fields: dotted record fields joined (space-separated) into the parsed text.
+    """
+
+    def label(record: dict[str, Any]) -> list[str]:
+        parts = [_get_path(record, f) for f in text_fields]
+        text = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+        return list(parser.parse(text).labels) if text else []
+
+    return label
 
 
 def relabel_records(

@@ -70,6 +70,8 @@ class WISA80KDataModule(LightningDataModule):
         min_motion_score: least ``motion_score`` kept; None: no filter.
         min_quality: least ``visual_quality_score`` kept; None: no filter.
         category_map: category map file (None: the shipped ``category_map.json``).
+        llm_labeler: local causal-LM folder the cache was relabeled with
+            (``pila prepare --llm-labeler``); None: the category map alone.
         val_fraction: share of clips (by video-name hash) held out for validation.
         split_seed: seed of the split hash.
         max_sequence_length: text tokens per prompt; batches are padded to it.
@@ -105,6 +107,7 @@ class WISA80KDataModule(LightningDataModule):
         min_motion_score: float | None = None,
         min_quality: float | None = None,
         category_map: str | None = None,
+        llm_labeler: str | None = None,
         val_fraction: float = 0.02,
         split_seed: int = 0,
         max_sequence_length: int = 512,
@@ -157,6 +160,7 @@ class WISA80KDataModule(LightningDataModule):
             ),
             flow=FlowConfig(max_side=flow_max_side),
             category_map=category_map,
+            llm_labeler=llm_labeler,
             max_sequence_length=max_sequence_length,
             shard_size=shard_size,
             workers=prepare_workers,

@@ -229,3 +229,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
     assert "videos is required" in caplog.text
     assert main(["--annotations", "a.json", "--out", str(tmp_path), "--videos", "v", "--num-frames", "1"]) == 2
     assert "num_frames must be ≥ 2" in caplog.text
+    args = ["--annotations", str(tmp_path / "a.json"), "--out", str(tmp_path), "--relabel-only"]
+    (tmp_path / "a.json").write_text("[]")
+    assert main([*args, "--llm-labeler", str(tmp_path / "no-model")]) == 2
+    assert "prompt-parser model folder" in caplog.text

@@ -12,6 +12,7 @@ from pila.datamodules.relabel import (
     CategoryMap,
     category_distribution,
     format_distribution,
+    parser_labeler,
     relabel_records,
     relabeled_annotation,
 )
@@ -168,3 +169,25 @@ def test_distribution_counts_each_label_and_the_relabeled_annotation_round_trips
     assert [w["pila_labels"] for w in written] == [["rigid_body", "collision"], ["phase_change", "thermal"]]
     again, _ = relabel_records(_records(*written), CategoryMap.from_dict({"version": 1}))  # an empty map
     assert [r.labels for r in again] == [r.labels for r in kept]
+
+
+def test_the_llm_prompt_parser_can_relabel_records(cmap):
+    from pila.parser import LLMPromptParser
+
+    asked = []
+
+    def completion(text: str) -> str:
+        asked.append(text)
+        if '"categories"' in text:
+            return '{"categories": ["Fluid", "thermal", "plasma"]}'
+        return '{"description": "water is heated until it moves"}'
+
+    parser = LLMPromptParser(completion_fn=completion)
+    record = wisa_record("e" * 64 + ".mp4", captions="Water is heated in a glass pot.")
+    kept, _ = relabel_records(_records(record), cmap, parser_labeler(parser))
+    assert kept[0].labels == ("fluid", "thermal")  # the LLM's answer, unknown names dropped
+    assert any("Water is heated in a glass pot." in text for text in asked)
+    # a model that answers nonsense falls back to the rules on the caption
+    nonsense = LLMPromptParser(completion_fn=lambda text: "I think it is physics.", retries=0)
+    kept, _ = relabel_records(_records(record), cmap, parser_labeler(nonsense))
+    assert kept[0].labels == tuple(cmap.labels_for_text(record["captions"]))
