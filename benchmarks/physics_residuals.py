@@ -258,6 +258,7 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average_1_5_15min": list(os.getloadavg()),
     }
 
 
@@ -282,7 +283,8 @@ def markdown(results: dict) -> str:
         f"All {results['config']['terms']} residual terms, fields of a bank "
         f"{shape['batch']} × 32 × {shape['frames']} × {shape['height']} × {shape['width']}, "
         f"CPU float32, {m['torch_threads']} torch thread(s) on {m['logical_cores']} logical "
-        f"cores ({m['cpu']}), torch {m['torch']}. Interleaved, "
+        f"cores ({m['cpu']}), torch {m['torch']}; load average at the start "
+        f"{m['load_average_1_5_15min'][0]:.1f} (the cores are shared). Interleaved, "
         f"{results['config']['repeats']} repetitions each. Recorded {results['recorded_at']}.",
         "",
         "| pass | shared median (min) ms | naive median (min) ms | naive / shared (medians) |",

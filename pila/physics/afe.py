@@ -68,6 +68,7 @@ from pila.physics.bank import (
     BANK_CHANNELS,
     SLOT_COMPONENTS,
     SLOT_NAMES,
+    SLOT_WIDTHS,
     pack_bank,
     read_slot,
     slot_slice,
@@ -251,7 +252,7 @@ class PointwiseHead(nn.Sequential):
 
 def _slot_readout_conv(name: str) -> nn.Conv3d:
     """A 1×1×1 convolution initialised to :func:`read_slot` of a repeated slot."""
-    width, comps = slot_slice(name).stop - slot_slice(name).start, SLOT_COMPONENTS[name]
+    width, comps = SLOT_WIDTHS[name], SLOT_COMPONENTS[name]
     conv = nn.Conv3d(width, comps, kernel_size=1)
     with torch.no_grad():
         conv.weight.zero_()
