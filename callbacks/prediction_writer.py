@@ -12,13 +12,18 @@ The sidecar is written last, so an output is complete exactly when both files ex
 Before prediction starts the writer plans every output path over the whole prompt list
 (:mod:`pila.layouts`) and tells :class:`~pila.datamodules.prompts.PromptDataModule` which
 items are already complete, so a re-run (or a killed run started again) generates only
-what is missing. At the end, rank 0 rebuilds the layout's CSV index from the complete
+what is missing. A complete output made with other settings (its sidecar's
+``settings_sha256`` differs) is an error, so a benchmark folder never mixes settings. At
+the end, rank 0 rebuilds the layout's CSV index from the complete
 outputs on disk (in ``teardown``, after a barrier, so all ranks have finished).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -30,7 +35,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from pila.datamodules.prompts import PromptDataModule
 
 from pila.io import write_json_atomic, write_video
-from pila.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout
+from pila.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ class VideoPredictionWriter(BasePredictionWriter):
             csv_paths=csv_paths,
         )
         self.written = 0
+        self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ planning
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -97,8 +103,43 @@ class VideoPredictionWriter(BasePredictionWriter):
         datamodule.setup(stage)
         self.layout.plan(datamodule.records, datamodule.videos_per_prompt)
         if not self.overwrite:
-            datamodule.skip = self.layout.is_complete
+            datamodule.skip = functools.partial(self.is_done, pl_module)
+        self._fingerprint = None
         self.written = 0
+
+    def settings_fingerprint(self, pl_module: pl.LightningModule) -> str:
+        """SHA-256 of everything that shapes a video: generation settings, adapter, fps, crf."""
+        if self._fingerprint is None:
+            settings = pl_module.generation_settings() if hasattr(pl_module, "generation_settings") else {}
+            adapter = getattr(pl_module, "adapter_info", None)
+            payload = {
+                "settings": settings,
+                "adapter_sha256": adapter["sha256"] if adapter else None,
+                "fps": self.fps,
+                "crf": self.crf,
+            }
+            text = json.dumps(payload, sort_keys=True, default=str)
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()
+        return self._fingerprint
+
+    def is_done(self, pl_module: pl.LightningModule, item: Any) -> bool:
+        """Whether ``item``'s output is complete (asked when the dataloader is built).
+
+        Raises:
+            ValueError: the output exists but was made with other settings; a benchmark
+                folder must not mix them.
+        """
+        if not self.layout.is_complete(item):
+            return False
+        sidecar = self.layout.paths(item).sidecar
+        recorded = (read_sidecar(sidecar) or {}).get("settings_sha256")
+        if recorded is not None and recorded != self.settings_fingerprint(pl_module):
+            raise ValueError(
+                f"{self.output_dir} already holds {self.layout.paths(item).video.name} made with other "
+                f"generation settings (see {sidecar}); use another output_dir, or set "
+                "overwrite: true on the writer to regenerate everything"
+            )
+        return True
 
     # ------------------------------------------------------------------ writing
     def write_on_batch_end(
@@ -146,6 +187,7 @@ class VideoPredictionWriter(BasePredictionWriter):
             "fps": self.fps,
             "crf": self.crf,
             "settings": settings,
+            "settings_sha256": self.settings_fingerprint(pl_module),
             "adapter": getattr(pl_module, "adapter_info", None),
             "routing_weights": video.routing_weights,
             "corrected_steps": list(video.corrected_steps),

@@ -129,6 +129,13 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
     assert np.array_equal(frames_before, frames_after)  # same seed, same video
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
+    # the same folder with other settings is refused before anything is generated
+    config["model"]["init_args"]["num_inference_steps"] = 3
+    config["model"]["init_args"]["correction_steps"] = None
+    with pytest.raises(ValueError, match="made with other generation settings.*overwrite: true"):
+        run_predict(tmp_path, config)
+    assert all(v.stat().st_mtime_ns == before[v] for v in videos[:1])
+
 
 @pytest.mark.slow
 def test_benchmark_layouts_through_predict(tmp_path, small):
