@@ -106,13 +106,13 @@ class AdapterOutput:
         delta_v: the ungated decoder output Δv (B, C, T, H, W).
         cond: the condition vector c (B, Dc).
         x0_hat: the latent estimate x̂0 (B, C, T, H, W).
+        residual_loss: scalar L_res averaged over the batch (0 when not computed).
         bank: P (B, 32, T, H, W); None for the plain adapter.
         refined_bank: P̃ (B, 32, T, H, W); None for the plain adapter.
         routing: the routing decision (indices (B, K), dense weights (B, E), logits);
             None for the plain adapter.
         expert_updates: ΔP (B, K, 32, T, H, W) aligned with ``routing.indices``; None
             without the MoE operator or for the plain adapter.
-        residual_loss: scalar L_res averaged over the batch (0 when not computed).
         per_expert_loss: category → L_k (B,), detached, zero where the expert was not
             selected and labelled (see ``expert_active``).
         expert_active: (B, E) bool, S∩Y; None when residuals were not computed.
@@ -127,11 +127,11 @@ class AdapterOutput:
     delta_v: Tensor
     cond: Tensor
     x0_hat: Tensor
+    residual_loss: Tensor
     bank: Tensor | None = None
     refined_bank: Tensor | None = None
     routing: Routing | None = None
     expert_updates: Tensor | None = None
-    residual_loss: Tensor | None = None
     per_expert_loss: dict[str, Tensor] = field(default_factory=dict)
     expert_active: Tensor | None = None
     per_term: dict[tuple[str, str], Tensor] = field(default_factory=dict)
@@ -227,10 +227,8 @@ class PILAAdapter(nn.Module):
         return count_parameters(self)
 
     # ------------------------------------------------------------------ inputs
-    def _check_inputs(
-        self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor, cond: AdapterCondition
-    ) -> Tensor:
-        """Validate shapes; return σ as a (B,) tensor on x_t's device."""
+    def _check_latents(self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor) -> Tensor:
+        """Validate the latent inputs; return σ as a (B,) tensor on x_t's device."""
         channels = self.config.latent_channels
         if x_t.ndim != 5 or x_t.shape[1] != channels:
             raise ValueError(
@@ -248,8 +246,6 @@ class PILAAdapter(nn.Module):
             raise ValueError(
                 f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}"
             )
-        if cond.batch_size != batch:
-            raise ValueError(f"the condition has batch {cond.batch_size} but x_t has batch {batch}")
         return sigma
 
     # ------------------------------------------------------------------ steps 1-3
@@ -292,12 +288,7 @@ class PILAAdapter(nn.Module):
         Returns:
             :class:`BankEncoding` (x̂0, h, S, P, fields, v̂, descriptors, active slots).
         """
-        batch = x_t.shape[0]
-        dummy = AdapterCondition(
-            x_t.new_zeros(batch, self.config.text_dim),
-            x_t.new_zeros(batch, self.config.num_experts),
-        )
-        sigma = self._check_inputs(x_t, sigma, v_theta, dummy)
+        sigma = self._check_latents(x_t, sigma, v_theta)
         x0_hat = estimate_x0(x_t.detach().to(self.dtype), sigma, v_theta.detach().to(self.dtype))
         return self._encode(x0_hat, phase)
 
@@ -325,7 +316,11 @@ class PILAAdapter(nn.Module):
             :class:`AdapterOutput`.
         """
         cfg = self.config
-        sigma = self._check_inputs(x_t, sigma, v_theta, cond)
+        sigma = self._check_latents(x_t, sigma, v_theta)
+        if cond.batch_size != x_t.shape[0]:
+            raise ValueError(
+                f"the condition has batch {cond.batch_size} but x_t has batch {x_t.shape[0]}"
+            )
         dtype = self.dtype
         v = v_theta.detach().to(dtype)  # (B, C, T, H, W)
         labels = cond.labels.to(dtype)  # (B, E)
