@@ -341,7 +341,7 @@ def _state_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -451,7 +451,13 @@ class AdapterCorrection:
         start = self.clock.now()
         param = next(self.adapter.parameters())
         sigma_b = torch.full((x_t.shape[0],), sigma, device=param.device, dtype=torch.float32)  # (B,)
-        out = self.adapter(x_t.to(param.device, param.dtype), sigma_b, velocity.to(param.device, param.dtype), self.cond)
+        out = self.adapter(
+            x_t.to(param.device, param.dtype),
+            sigma_b,
+            velocity.to(param.device, param.dtype),
+            self.cond,
+            residuals=False,  # sampling never needs the residual objective
+        )
         routing = getattr(out, "routing", None)
         if routing is not None:
             weights = routing.weights.detach().float().cpu()  # (B, E)

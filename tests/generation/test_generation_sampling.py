@@ -239,3 +239,18 @@ def test_generate_is_exported_lazily_from_the_package():
     code = "import sys, pila; assert 'pila.sampling' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pila.generate is generate and "generate" in dir(pila)
+
+
+def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_dir):
+    import hashlib
+
+    from pila.adapter import PILAAdapter
+    from pila.sampling import adapter_identity
+
+    fresh, trained = adapter_factory(), adapter_factory(trained=True)
+    assert adapter_identity(fresh)["sha256"] == adapter_identity(adapter_factory())["sha256"]
+    assert adapter_identity(fresh)["sha256"] != adapter_identity(trained)["sha256"]
+    loaded = PILAAdapter.from_pretrained(trained_adapter_dir)
+    identity = adapter_identity(loaded, trained_adapter_dir)
+    assert identity["sha256"] == hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert identity["folder"] == str(trained_adapter_dir.resolve()) and adapter_identity(None) is None
