@@ -213,7 +213,7 @@ def _record_from_mapping(
         labels=_parse_labels(row.get("labels"), path, where),
         refined_prompt=_clean(refined) if isinstance(refined, str) and refined.strip() else None,
         caption=_clean(caption) if caption else None,
-        extra={k: v for k, v in row.items() if k not in known and v not in (None, "")},
+        extra={k: v for k, v in row.items() if isinstance(k, str) and k not in known and v not in (None, "")},
     )
 
 
