@@ -165,6 +165,12 @@ def _plain_kwargs(config: AdapterConfig) -> dict[str, int]:
 class PILAAdapter(nn.Module):
     """The PILA adapter: encoder, AFE bank, condition encoder, LPMER router, experts, decoder.
 
+    In a LightningCLI YAML the config is nested under ``init_args``::
+
+        class_path: pila.adapter.PILAAdapter
+        init_args:
+          config: {hidden: 128, top_k: 4, afe: {staged_recovery: true}}
+
     Args:
         config: every size, constant and ablation switch (:class:`AdapterConfig`);
             ``None`` for the paper's defaults.

@@ -10,8 +10,9 @@ from adapter_helpers import TEXT_DIM, make_batch, randomize_zero_layers, tiny_ad
 from pila.adapter import PARAMETER_GROUPS, AdapterCondition
 from pila.categories import CATEGORIES
 from pila.flow import sigma_gate
-from pila.physics.bank import unpack_bank
+from pila.physics.bank import slot_mask, unpack_bank
 from pila.physics.loss import ResidualLoss
+from pila.physics.masks import RECIPE_SLOTS
 from pila.physics.residuals import category_residuals
 
 VARIANTS = {
@@ -67,6 +68,17 @@ def test_refined_bank_is_weighted_sum_of_expert_updates() -> None:
             expected[b] += out.routing.weights[b, k] * out.expert_updates[b, j]
     torch.testing.assert_close(out.refined_bank, expected)
     assert not torch.equal(out.refined_bank, out.bank)
+
+
+def test_each_expert_writes_only_its_recipe_slots() -> None:
+    adapter = tiny_adapter(top_k=8).eval()
+    randomize_zero_layers(adapter, scale=0.3)
+    out = adapter(*make_batch())
+    for b in range(2):
+        for j, k in enumerate(out.routing.indices[b].tolist()):
+            written = out.expert_updates[b, j].abs().amax(dim=(1, 2, 3)) > 0  # (32,)
+            allowed = slot_mask(RECIPE_SLOTS[CATEGORIES[k]], dtype=torch.bool)
+            assert torch.equal(written, allowed), CATEGORIES[k]
 
 
 def test_top_k_zero_applies_no_expert_update() -> None:
