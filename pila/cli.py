@@ -9,6 +9,7 @@ each a ``main(argv) -> int`` in its own module, registered in :data:`PROJECT_COM
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -58,9 +59,20 @@ def _help() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _configure_logging() -> None:
+    """Show the project's INFO messages (stage initialisation, exports, …) on stderr."""
+    logger = logging.getLogger("pila")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pila`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(_help())
         return 0

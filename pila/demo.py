@@ -61,7 +61,6 @@ def _configs_for(out: Path, source: Path) -> dict[str, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from pila.cli import PilaCLI
     from pila.stages.export import export_adapter
 

@@ -42,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         export_adapter(args.ckpt, args.out)
     except (FileNotFoundError, ValueError) as err:
