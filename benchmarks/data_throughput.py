@@ -28,6 +28,7 @@ Results go to ``benchmarks/results/data_throughput.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -200,7 +201,9 @@ def markdown(results: dict) -> str:
         "",
         "Same clips, one run, one process, no DataLoader workers. *Raw* is PyAV decode + resize/crop +",
         "conversion to [-1, 1] (before any VAE); *cache* reads a clip's latents, flow, text embeddings and",
-        "labels from the `pila prepare` shards (memory-mapped safetensors).",
+        "labels from the `pila prepare` shards (memory-mapped safetensors) right after they were written,",
+        "so from the page cache: a cold disk adds the time to read *cache bytes/clip*. The machine was shared",
+        "(see the load average), so take the absolute numbers as rough; the ratio is the point.",
         "",
         "| preset | clip | source | raw decode+resize (clips/s) | cache read (clips/s) | cache / raw | flow target (ms/clip) | sha256 check (s) | cache bytes/clip |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -226,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=None, help="clips per preset (default: 32 tiny, 4 paper)")
     parser.add_argument("--out", default=str(RESULTS / "data_throughput"), help="results path without extension")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from an existing .json (no timing)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.render_only:
+        write_text_atomic(f"{args.out}.md", markdown(json.loads(Path(f"{args.out}.json").read_text())))
+        return 0
     names = list(PRESETS) if args.preset == "all" else [args.preset]
     results = {
         "command": "python benchmarks/data_throughput.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:])),

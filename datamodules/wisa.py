@@ -78,7 +78,8 @@ class WISA80KDataModule(LightningDataModule):
         flow_max_side: long side in pixels of the frames Farneback sees.
         encode_on_the_fly: decode and encode every batch instead of reading the cache.
         prepare_if_missing: let :meth:`prepare_data` build a missing cache itself.
-        verify_cache: check every shard's sha256 in :meth:`setup` (one full read of the cache).
+        verify_cache: check every shard's sha256 in :meth:`setup` (one full read of the
+            cache, by the first process of each node).
         prepare_workers: decoding workers of a cache built by ``prepare_if_missing``.
         shard_size: records per shard of a cache built by ``prepare_if_missing``.
         storage_dtype: float dtype of a cache built by ``prepare_if_missing``.
@@ -219,7 +220,8 @@ class WISA80KDataModule(LightningDataModule):
             self._setup_on_the_fly()
             return
         manifest = self._check_manifest()
-        if self.verify_cache:
+        if self.verify_cache and (self.trainer is None or self.trainer.local_rank == 0):
+            # one process per node reads the whole cache; a bad shard stops the run there
             verify_cache(self.prepare_settings.out, manifest)
         everything = CachedClips(self.prepare_settings.out, verify=False, manifest=manifest)
         if len(everything) == 0:
