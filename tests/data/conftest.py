@@ -20,8 +20,12 @@ def prepared(tmp_path_factory, wisa_fixture, tiny_backbone):
     decoding workers (treat as read-only; copy it to modify it)."""
     out = tmp_path_factory.mktemp("cache")
     config = prepare_config(wisa_fixture, out, workers=2)
-    torch.set_num_threads(1)
-    summary = prepare_cache(config, backbone=tiny_backbone)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_torch_thread
+    try:
+        summary = prepare_cache(config, backbone=tiny_backbone)
+    finally:
+        torch.set_num_threads(threads)
     return config, summary, out
 
 
