@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
-from pila.datamodules.prompts import PromptDataModule
 
+from pila.datamodules.prompts import PromptDataModule
 from pila.io import write_json_atomic, write_video
 from pila.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
 

@@ -680,7 +680,8 @@ def _log_summary(summary: PrepareSummary, out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pila prepare``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
+    # `pila` (pila.cli) gives the project's logger its handler; only the level is ours to set.
+    logging.getLogger("pila").setLevel(getattr(logging, args.log_level))
     try:
         config = config_from_args(args)
         if config.relabel_only:

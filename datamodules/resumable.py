@@ -53,10 +53,14 @@ class ResumableSampler(DistributedSampler):
         self.start_index = 0
 
     def skip(self, num_samples: int) -> None:
-        """Start the next iteration ``num_samples`` into this rank's order for the epoch."""
+        """Start the next iteration ``num_samples`` into this rank's order for the epoch.
+
+        Skipping a whole epoch or more is ignored: a checkpoint written at the end of an
+        epoch resumes at the start of the next one.
+        """
         if num_samples < 0:
             raise ValueError(f"cannot skip a negative number of samples ({num_samples})")
-        self.start_index = num_samples
+        self.start_index = num_samples if num_samples < self.num_samples else 0
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
@@ -78,8 +82,10 @@ def batches_completed_in_epoch(trainer) -> int:
     fit_loop = getattr(trainer, "fit_loop", None)
     if fit_loop is None or not fit_loop.restarting:
         return 0
+    # Read before Lightning's own restart bookkeeping runs: a checkpoint written at the end of
+    # a training batch has that batch `processed` but not yet `completed`.
     progress = fit_loop.epoch_loop.batch_progress.current
-    return int(progress.completed)
+    return int(progress.processed)
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:

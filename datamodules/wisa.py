@@ -42,6 +42,7 @@ from .flow_targets import FlowConfig
 from .prepare import PrepareConfig, load_records, prepare_cache, settings_diff
 from .records import FilterConfig, split_names
 from .relabel import CategoryMap
+from .resumable import ResumableSampler, batches_completed_in_epoch
 from .sources import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class WISA80KDataModule(LightningDataModule):
         llm_labeler: local causal-LM folder the cache was relabeled with
             (``pila prepare --llm-labeler``); None: the category map alone.
         val_fraction: share of clips (by video-name hash) held out for validation.
-        split_seed: seed of the split hash.
+        split_seed: seed of the split hash and of the training order (a resumed run keeps its place in it).
         max_sequence_length: text tokens per prompt; batches are padded to it.
         flow_max_side: long side in pixels of the frames Farneback sees.
         encode_on_the_fly: decode and encode every batch instead of reading the cache.
@@ -259,10 +260,16 @@ class WISA80KDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None
+        if train:
+            # Each epoch's order comes from (split_seed, epoch) alone, sharded by rank; a run
+            # resumed mid-epoch skips the batches its checkpoint had already trained on.
+            sampler = ResumableSampler(dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last)
+            sampler.skip(batches_completed_in_epoch(self.trainer) * self.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=ClipCollator(pad_to=self.max_sequence_length),
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -208,9 +208,32 @@ class PILAModule(LightningModule):
                 f"{self.stage_name}: nothing to train (adapter groups {sorted(self.optimizer_groups)} are empty; "
                 "the plain adapter trains in stage C only)"
             )
-        return torch.optim.AdamW(
-            param_groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), weight_decay=self.hparams.weight_decay
+        optimizer_cls = self.optimizer_class()
+        kwargs = {"adamw_mode": True} if optimizer_cls.__name__ == "DeepSpeedCPUAdam" else {}
+        return optimizer_cls(
+            param_groups,
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+            **kwargs,
         )
+
+    def optimizer_class(self) -> type[torch.optim.Optimizer]:
+        """AdamW; DeepSpeed's CPU AdamW when the strategy offloads the optimizer to the CPU.
+
+        ZeRO-Offload refuses other optimizers (``zero_force_ds_cpu_optimizer``), and its
+        vectorised CPU AdamW is what makes the offloaded step fast.
+        """
+        trainer = self._trainer
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        config = getattr(strategy, "config", None)
+        if strategy is not None and type(strategy).__name__ == "DeepSpeedStrategy" and isinstance(config, dict):
+            offload = config.get("zero_optimization", {}).get("offload_optimizer") or {}
+            if offload.get("device") == "cpu":
+                from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+                return DeepSpeedCPUAdam
+        return torch.optim.AdamW
 
     # --------------------------------------------------------------- shared step
     def prepare_step(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:

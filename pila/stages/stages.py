@@ -27,7 +27,6 @@ from pila.adapter import AdapterConfig, BankEncoding
 from pila.categories import CATEGORIES
 from pila.flow import velocity_target
 from pila.physics.afe import midpoint_displacement
-from pila.physics.loss import ResidualLoss
 from pila.physics.masks import motion_mask
 from pila.physics.ops import crop_interior, sym_gradient
 from pila.physics.residuals import RESIDUAL_TERMS, TERM_FIELDS, residuals_for_categories
@@ -161,7 +160,6 @@ class StageB(PILAModule):
         self.terms = self._parse_terms(terms)
         self.anchor_weight = anchor_weight
         self.anchor_loss = ObservableAnchorLoss(strain_weight, displacement_weight)
-        self.recovery_loss = ResidualLoss(weighting=self.adapter.config.loss_weighting)
         self.phase = 0
         self.encoder_lr_factor = 1.0
 
@@ -202,7 +200,8 @@ class StageB(PILAModule):
         mask = motion_mask(
             enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
         )
-        out = self.recovery_loss(chosen, mask)
+        # the adapter's own residual loss: its running means carry into stage C
+        out = self.adapter.residual_loss(chosen, mask)
         recovery = torch.stack([v.mean() for v in out.per_category.values()]).sum()
         self.residual_metrics.update(out.per_term)
         logs["recovery"] = recovery.detach()

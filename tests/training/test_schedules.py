@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from pila.callbacks import (
     ConditioningWarmup,
     EncoderFreeze,
@@ -14,8 +16,6 @@ from pila.callbacks import (
     SigmaRangePhases,
 )
 from pila.callbacks.schedules import linear_ramp, piecewise_phase
-from torch.utils.data import DataLoader
-
 from pila.stages import StageC
 
 from .helpers import clip_item, tiny_adapter_config

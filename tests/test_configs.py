@@ -1,0 +1,113 @@
+"""Every shipped YAML is parsed against the real signatures and instantiated with tiny overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pila.cli import PilaCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "lightning_configs"
+STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("stage*.yaml"))
+PREDICT_CONFIGS = sorted(p for p in CONFIGS.rglob("predict*.yaml"))
+ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
+
+# Paper configs name GPUs, DeepSpeed and real Wan folders; these overrides keep their model,
+# data and callbacks but build them for the CPU and the tiny backbone.
+CPU_TRAINER = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.logger=false"]
+
+
+def _instantiate(args: list[str]) -> PilaCLI:
+    return PilaCLI(args=args, run=False)
+
+
+def test_every_config_is_covered():
+    found = set(CONFIGS.rglob("*.yaml"))
+    assert found == set(STAGE_CONFIGS) | set(PREDICT_CONFIGS) | set(ABLATIONS)
+    assert {p.name for p in STAGE_CONFIGS} >= {"stageA.yaml", "stageB.yaml", "stageC.yaml"}
+    assert len(ABLATIONS) >= 20
+
+
+@pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_stage_configs_instantiate(path, tmp_path):
+    config = yaml.safe_load(path.read_text())
+    stage = config["model"]["class_path"].rsplit(".", 1)[1]
+    overrides = [
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.adapter.text_dim=32",
+        "--model.init_args.init_from=null",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    cli = _instantiate(["--config", str(path), *CPU_TRAINER, *overrides])
+    assert type(cli.model).__name__ == stage
+    assert cli.model.adapter.config.text_dim == 32
+    assert cli.datamodule is not None
+    assert cli.model.hparams.text_length == config["model"]["init_args"]["text_length"]
+    callback_names = {type(c).__name__ for c in cli.trainer.callbacks}
+    expected = {"A": {"SigmaRangePhases"}, "B": {"RecoveryPhases"}, "C": {"PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze"}}
+    assert expected[cli.model.stage_name] <= callback_names
+
+
+@pytest.mark.parametrize("path", [p for p in STAGE_CONFIGS if p.parent == CONFIGS], ids=lambda p: p.name)
+def test_paper_configs_build_deepspeed_zero2_with_cpu_offload(path):
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    trainer = yaml.safe_load(path.read_text())["trainer"]
+    assert trainer["devices"] == 8 and trainer["precision"] == "bf16-mixed"
+    spec = trainer["strategy"]
+    assert spec["class_path"].endswith("DeepSpeedStrategy")
+    strategy = DeepSpeedStrategy(**spec["init_args"])
+    zero = strategy.config["zero_optimization"]
+    assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
+
+
+def test_offloading_deepspeed_gets_deepspeed_cpu_adam():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+    from training.helpers import tiny_adapter_config
+
+    from pila.stages import StageC
+
+    module = StageC(adapter=tiny_adapter_config())
+    assert module.optimizer_class().__name__ == "AdamW"
+    module._trainer = SimpleNamespace(strategy=DeepSpeedStrategy(stage=2, offload_optimizer=True))
+    assert module.optimizer_class().__name__ == "DeepSpeedCPUAdam"
+    module._trainer = SimpleNamespace(strategy=DeepSpeedStrategy(stage=2))
+    assert module.optimizer_class().__name__ == "AdamW"
+
+
+@pytest.mark.parametrize("path", PREDICT_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_predict_configs_instantiate(path, tmp_path):
+    overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--trainer.default_root_dir={tmp_path}"]
+    config = yaml.safe_load(path.read_text())
+    assert config.pop("return_predictions") is False  # a `predict` subcommand option; not parsed without it
+    if "prompt_file" in config["data"]["init_args"]:
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text("a ball bounces\n")
+        overrides.append(f"--data.init_args.prompt_file={prompts}")
+    copy = tmp_path / path.name
+    copy.write_text(yaml.safe_dump(config))
+    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides])
+    assert type(cli.model).__name__ == "PILAPredictModule"
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
+def test_ablation_overrides_apply_on_top_of_a_stage(path, tmp_path):
+    override = yaml.safe_load(path.read_text())["model"]["init_args"]
+    base = CONFIGS / "tiny" / "stageC.yaml"
+    cli = _instantiate(["--config", str(base), "--config", str(path), "--model.init_args.init_from=null", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])
+    config = cli.model.adapter.config
+    for key, value in override["adapter"].items():
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                assert getattr(getattr(config, key), sub) == sub_value
+        elif isinstance(value, list):
+            assert list(getattr(config, key)) == value
+        else:
+            assert getattr(config, key) == value
+    # everything not named keeps the tiny stage's value
+    assert config.text_dim == 32 and config.hidden == 32

@@ -1,0 +1,65 @@
+"""A resumed run continues at the same place in its data: no batch repeated, none skipped."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from pila.datamodules.resumable import ResumableSampler, batches_completed_in_epoch
+
+
+class _Recorder(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[list[int]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch.tolist())
+        return (self.weight - batch.float().mean()).square()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class _Data(L.LightningDataModule):
+    """Uses the sampler the way WISA80KDataModule's loader does."""
+
+    def train_dataloader(self):
+        data = torch.arange(20)
+        sampler = ResumableSampler(data, shuffle=True, seed=3)
+        sampler.skip(batches_completed_in_epoch(self.trainer) * 2)
+        return DataLoader(data, batch_size=2, sampler=sampler)
+
+
+def _run(tmp_path, max_steps, ckpt_path=None):
+    module = _Recorder()
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1)],
+    )
+    trainer.fit(module, datamodule=_Data(), ckpt_path=ckpt_path)
+    return module.seen
+
+
+def test_resume_mid_epoch_continues_the_data_order(tmp_path):
+    reference = _run(tmp_path / "ref", 14)  # 10 batches per epoch: crosses into epoch 2
+    assert sorted(sum(reference[:10], [])) == list(range(20))  # an epoch covers the data once
+    assert reference[:10] != reference[10:] + reference[:6]  # epochs are reshuffled
+    first = _run(tmp_path / "run", 12)
+    assert first == reference[:12]
+    resumed = _run(tmp_path / "run", 14, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"))
+    assert resumed == reference[12:14]
+
+
+def test_sampler_shards_without_gaps_and_skips_a_prefix():
+    data = list(range(10))
+    shards = [list(ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == data
+    sampler = ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=0)
+    sampler.skip(2)
+    assert list(sampler) == shards[0][2:] and len(sampler) == 5  # skipping applies to one pass only
+    assert list(sampler) == shards[0]
