@@ -220,6 +220,13 @@ def test_gradcheck_of_products_and_second_order():
     assert torch.autograd.gradgradcheck(ops.laplacian, (f,))
 
 
+def test_magnitude_is_the_channel_norm_and_twice_differentiable():
+    x = torch.randn(2, 3, 3, 4, 4, dtype=DTYPE, requires_grad=True)
+    torch.testing.assert_close(ops.magnitude(x), torch.linalg.vector_norm(x, dim=1, keepdim=True))
+    assert torch.autograd.gradcheck(ops.magnitude, (x,))
+    assert torch.autograd.gradgradcheck(ops.magnitude, (x,))
+
+
 def test_magnitude_has_a_zero_gradient_at_zero():
     x = torch.zeros(1, 2, 3, 3, 3, requires_grad=True)
     ops.magnitude(x).sum().backward()
