@@ -55,11 +55,11 @@ def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
 
     data = SyntheticPhysicsDataModule(
         root=str(workdir / "data"), num_clips_per_category=2, batch_size=batch_size, num_workers=0,
-        max_sequence_length=64,
+        max_sequence_length=128,
     )
     data.prepare_data()
     data.setup("fit")
-    module = StageC(adapter=AdapterConfig(**TINY_ADAPTER), text_length=64)
+    module = StageC(adapter=AdapterConfig(**TINY_ADAPTER), text_length=128)
     module.lambda_phys = 0.3
     module.train()
     loader_iter = iter(data.train_dataloader())
