@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from pila.datamodules.prompts import PromptRecord, build_items
 
+from pila.datamodules.prompts import PromptRecord, build_items
 from pila.layouts import (
     META_DIR,
     PhyGenBenchLayout,

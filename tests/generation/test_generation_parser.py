@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
-from pila.datamodules.relabel import CategoryMap
 
 from pila.categories import CATEGORIES
+from pila.datamodules.relabel import CategoryMap
 from pila.parser import (
     DEFAULT_TEMPLATES,
     LLMPromptParser,

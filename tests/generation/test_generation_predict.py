@@ -198,7 +198,6 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
     import sys
 
     from pila.datamodules.prompts import PromptRecord, build_items
-
     from pila.layouts import VideoPhy2Layout
 
     prompts = ["a ball", "a wave", "a flame", "a spring", "a mirror"]

@@ -7,6 +7,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+
 from pila.datamodules.prompts import (
     PromptDataModule,
     PromptFileError,
