@@ -153,8 +153,9 @@ class FieldDerivatives:
             ) from None
 
     def field(self, name: str) -> Tensor:
-        """The field on the interior points (B, K, T', H', W') (a view)."""
-        return ops.crop_interior(self.raw(name))
+        """The field on the interior points (B, K, T', H', W') (a view, shared like a derivative:
+        one crop per field also means one crop to differentiate in the backward pass)."""
+        return self._get(("field", name), lambda: ops.crop_interior(self.raw(name)))
 
     def dx(self, name: str) -> Tensor:
         """∂x of the field (B, K, T', H', W')."""
