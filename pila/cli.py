@@ -44,6 +44,20 @@ class PilaCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
 
+def run_lightning(args: Sequence[str]) -> None:
+    """Run a LightningCLI subcommand from Python as if it had been typed after ``pila``.
+
+    ``sys.argv`` is set to the command for the duration: Lightning's DDP launcher starts the
+    other ranks by re-running ``sys.argv``, so it must name this subcommand, not the caller's.
+    """
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "pila", *args]
+    try:
+        PilaCLI()
+    finally:
+        sys.argv = saved
+
+
 def _help() -> str:
     width = max(len(name) for name in [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])
     lines = [
@@ -90,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in LIGHTNING_COMMANDS:
         sys.stderr.write(f"pila: unknown command {command!r}\n\n{_help()}")
         return 2
-    PilaCLI(args=args)
+    # With the real command line, let LightningCLI read sys.argv itself (it warns when given both).
+    PilaCLI(args=None if argv is None else args)
     return 0
 
 

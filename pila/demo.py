@@ -61,7 +61,7 @@ def _configs_for(out: Path, source: Path) -> dict[str, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pila.cli import PilaCLI
+    from pila.cli import run_lightning
     from pila.stages.export import export_adapter
 
     out = Path(args.out).resolve()
@@ -72,14 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stage in STAGES:
             t0 = time.perf_counter()
             log.info("── %s: pila fit --config %s", stage, configs[stage])
-            PilaCLI(args=["fit", "--config", str(configs[stage])])
+            run_lightning(["fit", "--config", str(configs[stage])])
             timings[stage] = time.perf_counter() - t0
         t0 = time.perf_counter()
         export_adapter(out / "stageC" / "checkpoints" / "last.ckpt", out / "adapter")
         timings["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    log.info("── predict: pila predict --config %s", configs["predict"])
-    PilaCLI(args=["predict", "--config", str(configs["predict"])])
+    predict_args = [
+        "predict", "--config", str(configs["predict"]),
+        "--model.init_args.adapter", str(out / "adapter"),
+        "--trainer.callbacks.init_args.output_dir", str(out / "videos"),
+        "--trainer.default_root_dir", str(out / "videos"),
+    ]  # fmt: skip
+    log.info("── predict: pila %s", " ".join(predict_args))
+    run_lightning(predict_args)
     timings["predict"] = time.perf_counter() - t0
 
     log.info("")
