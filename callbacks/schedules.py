@@ -22,6 +22,7 @@ run was started with different settings, since the schedule then jumps.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -51,13 +52,14 @@ def piecewise_phase(step: int, steps_per_phase: Sequence[int]) -> int:
 
 
 # ----------------------------------------------------------------------------- base class
-class StepSchedule(Callback):
+class StepSchedule(Callback, abc.ABC):
     """A value derived from ``trainer.global_step`` and written to the module before each batch."""
 
     attribute: str = ""
 
-    def value_at(self, step: int) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def value_at(self, step: int) -> Any:
+        """The knob's value at optimizer step ``step``."""
 
     def settings(self) -> dict[str, Any]:
         """The constructor arguments; saved so a resume with other settings is noticed."""

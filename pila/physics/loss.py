@@ -117,8 +117,10 @@ class ResidualLoss(nn.Module):
         if self.training:
             seen = self.num_updates[i] > 0
             updated = self.momentum * self.running_mean[i] + (1.0 - self.momentum) * value
-            self.running_mean[i] = torch.where(seen, updated, value)
-            self.num_updates[i] += 1
+            # A non-finite step (which training skips) must not poison the statistics.
+            finite = torch.isfinite(value)
+            self.running_mean[i] = torch.where(finite, torch.where(seen, updated, value), self.running_mean[i])
+            self.num_updates[i] += finite.to(self.num_updates.dtype)
             scale = self.running_mean[i]
         elif int(self.num_updates[i]) > 0:
             scale = self.running_mean[i]

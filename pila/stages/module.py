@@ -15,6 +15,7 @@ L text tokens, D text width, E experts.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import Any
@@ -49,7 +50,7 @@ def pad_text(embeds: Tensor, length: int) -> Tensor:
     return F.pad(embeds, (0, 0, 0, length - embeds.shape[1]))
 
 
-class PILAModule(LightningModule):
+class PILAModule(LightningModule, abc.ABC):
     """Shared machinery of the three training stages.
 
     Args:
@@ -262,9 +263,9 @@ class PILAModule(LightningModule):
             mask_blend=float(self.mask_blend),
         )
 
+    @abc.abstractmethod
     def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The stage's loss and the scalars to log (``name → value``); implemented per stage."""
-        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss")
+        """The stage's loss and the scalars to log (``name → value``), from :meth:`prepare_step`'s output."""
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         step = self.prepare_step(batch)

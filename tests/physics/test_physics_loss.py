@@ -154,3 +154,15 @@ def test_afe_to_residuals_to_loss_end_to_end():
     total.backward()
     grads = [p.grad for p in afe.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_a_non_finite_step_leaves_the_running_means_untouched():
+    from pila.physics.loss import ResidualLoss
+
+    loss = ResidualLoss(weighting="adaptive").train()
+    mask = torch.ones(1, 1, 5, 6, 6)
+    good = {"optical": {"wave": torch.ones(1, 1, 3, 4, 4)}}
+    loss(good, mask)
+    before = loss.running_mean.clone(), loss.num_updates.clone()
+    loss({"optical": {"wave": torch.full((1, 1, 3, 4, 4), float("nan"))}}, mask)
+    assert torch.equal(loss.running_mean, before[0]) and torch.equal(loss.num_updates, before[1])
