@@ -26,7 +26,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/pila demo --out $(DEMO_OUT)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

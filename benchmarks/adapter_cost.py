@@ -47,34 +47,16 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from pila.adapter import AdapterCondition, AdapterConfig, PILAAdapter, describe
 from pila.adapter.experts import OperatorExperts
+from pila.backbone.presets import PAPER_LATENT_SHAPE, WAN21_T2V_1_3B_TRANSFORMER, WAN_TEXT_TOKENS
 from pila.categories import labels_to_multihot
 from pila.io import write_text_atomic
 from pila.physics.masks import recipe_masks
 
 log = logging.getLogger("adapter_cost")
 
-LATENT_SHAPE = (16, 21, 60, 104)
-"""Wan VAE latent of an 81-frame 480 × 832 clip: (C, T, H, W)."""
-
-TEXT_TOKENS = 512
-"""Wan's text sequence length."""
-
-WAN_1_3B_CONFIG: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 12,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 8960,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
-"""diffusers config of the Wan 2.1-T2V-1.3B transformer."""
+LATENT_SHAPE = PAPER_LATENT_SHAPE
+TEXT_TOKENS = WAN_TEXT_TOKENS
+WAN_1_3B_CONFIG = WAN21_T2V_1_3B_TRANSFORMER
 
 EXAMPLE_LABELS = ("rigid_body", "collision")
 """Labels of the benchmark sample (a bouncing ball)."""

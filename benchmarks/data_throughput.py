@@ -44,6 +44,7 @@ import av
 import cv2
 import numpy as np
 import torch
+
 from pila.datamodules.cache import CachedClips, read_manifest, verify_cache
 from pila.datamodules.clips import ClipConfig, frames_to_model_range, load_record_clip
 from pila.datamodules.flow_targets import FlowConfig, flow_target
@@ -51,7 +52,6 @@ from pila.datamodules.prepare import PrepareConfig, load_records, prepare_cache
 from pila.datamodules.records import FilterConfig
 from pila.datamodules.sources import VideoIndex
 from pila.datamodules.synthetic import SCENES, SyntheticConfig, clip_name, render_clip, wisa_record
-
 from pila.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("benchmarks.data_throughput")

@@ -45,6 +45,7 @@ import torch
 
 from pila.adapter import AdapterCondition, AdapterConfig, PILAAdapter
 from pila.backbone import WanBackbone
+from pila.backbone.presets import PAPER_LATENT_SHAPE, WAN21_T2V_1_3B_TRANSFORMER, WAN_TEXT_TOKENS
 from pila.backbone.tiny import TINY_TEXT_DIM
 from pila.categories import labels_to_multihot
 from pila.io import write_text_atomic, write_video
@@ -64,25 +65,9 @@ TINY_SETTINGS = {"num_frames": 17, "height": 64, "width": 64, "num_inference_ste
 TINY_FPS = 8.0
 PHASES = ("prompt_parsing", "text_encoding", "denoise_backbone", "adapter", "vae_decode", "mp4_write")
 
-PAPER_LATENT = (16, 21, 60, 104)
-"""Wan VAE latent of 81 frames at 480 × 832: (C, T, H, W)."""
-PAPER_TEXT_TOKENS = 512
-WAN21_1_3B_TRANSFORMER: dict[str, Any] = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 12,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 8960,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
-"""The transformer config of Wan-AI/Wan2.1-T2V-1.3B-Diffusers."""
+PAPER_LATENT = PAPER_LATENT_SHAPE
+PAPER_TEXT_TOKENS = WAN_TEXT_TOKENS
+WAN21_1_3B_TRANSFORMER = WAN21_T2V_1_3B_TRANSFORMER
 
 
 def _sync(device: torch.device) -> None:

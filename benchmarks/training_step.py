@@ -50,7 +50,6 @@ def _timed(fn, sync) -> float:
 
 def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
     from pila.datamodules import SyntheticPhysicsDataModule
-
     from pila.stages import StageC
 
     data = SyntheticPhysicsDataModule(
@@ -115,16 +114,18 @@ def paper_split(repeats: int) -> dict:
     from diffusers import WanTransformer3DModel
 
     from pila.adapter import AdapterCondition, PILAAdapter
+    from pila.backbone.presets import (
+        PAPER_LATENT_SHAPE,
+        WAN21_T2V_1_3B_TRANSFORMER,
+        WAN_TEXT_TOKENS,
+    )
 
     device = torch.device("cuda")
-    transformer = WanTransformer3DModel(
-        num_layers=30, num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, in_channels=16,
-        out_channels=16, text_dim=4096, freq_dim=256, patch_size=(1, 2, 2), cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-    ).to(device, torch.bfloat16).eval().requires_grad_(False)
+    transformer = WanTransformer3DModel(**WAN21_T2V_1_3B_TRANSFORMER).to(device, torch.bfloat16)
+    transformer.eval().requires_grad_(False)
     adapter = PILAAdapter(AdapterConfig()).to(device).train()
-    x = torch.randn(1, 16, 21, 60, 104, device=device)
-    text = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
+    x = torch.randn(1, *PAPER_LATENT_SHAPE, device=device)
+    text = torch.randn(1, WAN_TEXT_TOKENS, 4096, device=device, dtype=torch.bfloat16)
     sigma = torch.tensor([0.5], device=device)
     cond = AdapterCondition(torch.randn(1, 4096, device=device), torch.eye(8, device=device)[:1])
     sync = torch.cuda.synchronize

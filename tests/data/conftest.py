@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from data_helpers import build_wisa_fixture, prepare_config
+
 from pila.datamodules.prepare import prepare_cache
 
 

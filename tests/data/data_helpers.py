@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from pila.datamodules.clips import ClipConfig
 from pila.datamodules.prepare import PrepareConfig
-
 from pila.io import write_video
 
 LEVEL_STEP = 5

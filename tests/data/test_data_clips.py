@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from data_helpers import frame_level, wisa_record, write_indexed_video
+
 from pila.datamodules.clips import (
     ClipConfig,
     ClipTooShort,

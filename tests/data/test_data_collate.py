@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pila.datamodules.collate import ClipCollator, collate_clips, pad_prompts
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.flow_targets import (
     FlowConfig,
@@ -14,7 +15,6 @@ from pila.datamodules.flow_targets import (
     pixel_pair_flows,
 )
 from pila.datamodules.synthetic import SyntheticConfig, render_clip
-
 from pila.io import write_video
 
 # Wan's VAE: 4 pixel frames per latent frame, 8 pixels per latent cell.

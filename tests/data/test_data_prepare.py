@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from data_helpers import CLIP, prepare_config
+from safetensors import safe_open
+
+from pila.categories import labels_to_multihot
 from pila.datamodules.cache import (
     CacheCorruptError,
     CachedClips,
@@ -34,9 +37,6 @@ from pila.datamodules.prepare import (
     prepare_cache,
 )
 from pila.datamodules.sources import VideoIndex, open_video
-from safetensors import safe_open
-
-from pila.categories import labels_to_multihot
 
 
 def test_bad_data_is_skipped_with_reasons_and_the_rest_is_cached(prepared, wisa_fixture):

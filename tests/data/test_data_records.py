@@ -6,6 +6,7 @@ import json
 
 import pytest
 from data_helpers import wisa_record
+
 from pila.datamodules.records import (
     REJECTION_REASONS,
     FilterConfig,

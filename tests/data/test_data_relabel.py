@@ -6,6 +6,8 @@ import json
 
 import pytest
 from data_helpers import wisa_record
+
+from pila.categories import CATEGORIES
 from pila.datamodules.records import parse_record
 from pila.datamodules.relabel import (
     DEFAULT_CATEGORY_MAP,
@@ -16,8 +18,6 @@ from pila.datamodules.relabel import (
     relabel_records,
     relabeled_annotation,
 )
-
-from pila.categories import CATEGORIES
 
 # formats.md: "A starting map to the eight PILA categories"
 TABLE = {

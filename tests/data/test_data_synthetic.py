@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from pila.categories import CATEGORIES, labels_to_multihot
 from pila.datamodules.cache import read_manifest
 from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.records import parse_record
@@ -25,8 +27,6 @@ from pila.datamodules.synthetic import (
     wisa_record,
     write_synthetic_dataset,
 )
-
-from pila.categories import CATEGORIES, labels_to_multihot
 
 SMALL = SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from data_helpers import CLIP
+
 from pila.datamodules.cache import CacheCorruptError, CacheMismatchError, CacheMissingError
 from pila.datamodules.prepare import main as prepare_main
 from pila.datamodules.records import split_score
