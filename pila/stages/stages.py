@@ -203,7 +203,8 @@ class StageB(PILAModule):
         # the adapter's own residual loss: its running means carry into stage C
         out = self.adapter.residual_loss(chosen, mask)
         recovery = torch.stack([v.mean() for v in out.per_category.values()]).sum()
-        self.residual_metrics.update(out.per_term)
+        if self.training:
+            self.residual_metrics.update(out.per_term)
         logs["recovery"] = recovery.detach()
         return recovery + self.anchor_weight * anchor, logs
 
