@@ -136,3 +136,11 @@ def test_dtype_from_config(tiny_backbone_dir):
     assert loaded.transformer.dtype == torch.bfloat16 and loaded.vae.dtype == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         WanBackbone.from_pretrained(tiny_backbone_dir, dtype="float8")
+
+
+def test_hub_id_without_network_says_how_to_proceed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as info:
+        WanBackbone.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    message = str(info.value)
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "pass the local folder" in message
