@@ -5,7 +5,8 @@ What the paper's Figs. 6–7 show, computed from a run's output folder:
 - :mod:`pila.analysis.routing` — route cached clips at chosen noise levels
   (:func:`collect_routing`); each expert's selection rate by ground-truth category
   (:func:`selection_rate_by_category`); the experts' co-activation correlation
-  (:func:`coactivation_correlation_matrix`);
+  (:func:`coactivation_correlation_matrix`); the routing generation recorded for prompts
+  (:func:`read_generated_routing`);
 - :mod:`pila.analysis.maps` — per-expert spatial update magnitude over frames
   (:func:`expert_update_maps`, :func:`collect_expert_maps`);
 - :mod:`pila.analysis.scalars` — TensorBoard event files as a tidy table
@@ -26,12 +27,14 @@ from pila.analysis.maps import (
 )
 from pila.analysis.routing import (
     ClipRouting,
+    GeneratedRouting,
     category_counts,
     coactivation_correlation_matrix,
     coactivation_counts,
     collect_routing,
     mean_by_category,
     mean_weight_by_category,
+    read_generated_routing,
     selection_rate_by_category,
 )
 from pila.analysis.run import RunFolder, TrainingSettings
@@ -52,6 +55,7 @@ __all__ = [
     "ClipRouting",
     "CurveMatrix",
     "ExpertMaps",
+    "GeneratedRouting",
     "RunFolder",
     "ScalarTable",
     "Series",
@@ -72,6 +76,7 @@ __all__ = [
     "mean_by_category",
     "mean_weight_by_category",
     "pick_clips",
+    "read_generated_routing",
     "read_scalars",
     "residual_curves",
     "selection_rate_by_category",

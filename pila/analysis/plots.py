@@ -141,6 +141,42 @@ def plot_router_statistics(
     return fig
 
 
+def plot_generated_routing(
+    weights: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    prompts: Sequence[str],
+    *,
+    title: str = "Routing of the generated videos",
+    max_chars: int = 48,
+) -> Figure:
+    """Heat map of routing weights (prompts × experts); the parser's labels are outlined.
+
+    Args:
+        weights: (N, E) routing weights, e.g. averaged over the corrected steps
+            (:attr:`~pila.analysis.routing.GeneratedRouting.weights`).
+        labels: (N, C) the parser's multi-hot labels.
+        prompts: (N,) prompts, cut to ``max_chars`` for the row labels.
+        title: axes title.
+        max_chars: longest row label.
+    """
+    from matplotlib.patches import Rectangle
+
+    values, y = _array(weights), _array(labels)
+    n, e = values.shape
+    fig, ax = plt.subplots(figsize=(10.0, 2.2 + 0.42 * n), layout="constrained")
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    rows = [p if len(p) <= max_chars else p[: max_chars - 1] + "…" for p in prompts]
+    ax.set_yticks(range(n), rows, fontsize=8)
+    ax.set_xticks(range(e), [pretty(c) for c in CATEGORIES[:e]], rotation=45, ha="right")
+    ax.set_xlabel("expert (outlined: the parser's labels)")
+    ax.set_title(title)
+    _annotate(ax, values, ".2f", dark=lambda v: v < 0.6)
+    for i, j in zip(*np.nonzero(y[:, :e] > 0.5), strict=True):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(image, ax=ax, label="mean routing weight π")
+    return fig
+
+
 def plot_expert_maps(
     maps: Tensor | np.ndarray,
     *,

@@ -14,6 +14,10 @@ levels and keeps each routing decision; from those:
   experts' selection indicators over the clips (via
   :func:`pila.stages.metrics.coactivation_correlation`, as training logs it).
 
+For prompts, :func:`read_generated_routing` reads the routing that generation recorded in
+each video's JSON sidecar (``pila predict``): the parser's labels and each expert's weight
+averaged over the corrected steps.
+
 Legend: N samples (clips × noise levels), E experts (8), C ground-truth categories (8),
 K top-k, S noise levels.
 """
@@ -21,8 +25,10 @@ K top-k, S noise levels.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -31,7 +37,8 @@ from torch.utils.data import Dataset
 from pila.adapter import PILAAdapter, Routing, RoutingStatistics, routing_statistics
 from pila.analysis.forward import adapter_step, as_cpu, check_sigmas, clip_batches
 from pila.backbone import WanBackbone
-from pila.categories import NUM_CATEGORIES
+from pila.categories import CATEGORIES, NUM_CATEGORIES, labels_to_multihot
+from pila.layouts import read_sidecar
 from pila.stages.metrics import coactivation_correlation
 
 log = logging.getLogger(__name__)
@@ -218,3 +225,55 @@ def coactivation_correlation_matrix(selected: Tensor) -> Tensor:
     others (1 on the diagonal), as in :func:`pila.stages.metrics.coactivation_correlation`.
     """
     return coactivation_correlation(coactivation_counts(selected), selected.shape[0])
+
+
+@dataclass
+class GeneratedRouting:
+    """The routing of generated videos, from their JSON sidecars.
+
+    Attributes:
+        videos: (N,) each video's path relative to the folder read.
+        prompts: (N,) the prompts.
+        labels: (N, C) the parser's multi-hot labels.
+        weights: (N, E) each expert's routing weight averaged over the corrected steps.
+    """
+
+    videos: list[str]
+    prompts: list[str]
+    labels: Tensor
+    weights: Tensor
+
+
+def read_generated_routing(videos_dir: str | os.PathLike) -> GeneratedRouting:
+    """Read the routing recorded in every video sidecar under ``videos_dir`` (recursively).
+
+    Sidecars of videos generated without an adapter (no routing) are skipped, and so are
+    JSON files that are not video sidecars.
+
+    Raises:
+        FileNotFoundError: ``videos_dir`` does not exist or holds no sidecar with routing.
+    """
+    from pila.callbacks.prediction_writer import SIDECAR_FORMAT
+
+    root = Path(videos_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"videos folder {str(root)!r} does not exist; `pila predict` writes it")
+    videos: list[str] = []
+    prompts: list[str] = []
+    labels: list[Tensor] = []
+    weights: list[Tensor] = []
+    for path in sorted(root.rglob("*.json")):
+        meta = read_sidecar(path)
+        if meta is None or meta.get("format") != SIDECAR_FORMAT or not meta.get("routing_weights"):
+            continue
+        routing = meta["routing_weights"]
+        videos.append(str(meta.get("video", path.with_suffix(".mp4").relative_to(root).as_posix())))
+        prompts.append(str(meta["prompt"]))
+        labels.append(labels_to_multihot(list(meta.get("labels") or [])))
+        weights.append(torch.tensor([float(routing.get(name, 0.0)) for name in CATEGORIES]))
+    if not videos:
+        raise FileNotFoundError(
+            f"no video sidecar with routing weights under {str(root)!r}; generate with an adapter "
+            "(`pila predict ... --model.init_args.adapter ADAPTER_FOLDER`)"
+        )
+    return GeneratedRouting(videos, prompts, torch.stack(labels), torch.stack(weights))

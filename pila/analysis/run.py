@@ -14,7 +14,6 @@ The backbone and the text length the adapter was trained with are read from the
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,11 +26,9 @@ import yaml
 
 from pila.adapter import PILAAdapter
 from pila.backbone import WanBackbone
-from pila.datamodules.cache import CachedClips, read_manifest
+from pila.datamodules.cache import CachedClips
 from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.sources import VideoIndex, open_video
-
-log = logging.getLogger(__name__)
 
 STAGE_CONFIG_NAME = "config.yaml"
 """The file LightningCLI writes into each stage's folder."""
@@ -88,7 +85,13 @@ class RunFolder:
 
     @property
     def adapter_dir(self) -> Path:
+        """The exported adapter, ``<root>/adapter``."""
         return self.root / "adapter"
+
+    @property
+    def generated_dir(self) -> Path:
+        """The generated videos and their sidecars, ``<root>/videos``."""
+        return self.root / "videos"
 
     def stage_dir(self, stage: str) -> Path:
         """The folder of one training stage (``stageA``, ``stageB``, ``stageC``)."""
@@ -148,8 +151,7 @@ class RunFolder:
         ref = self._video_index.get(names[clip_id])
         if ref is None:
             raise FileNotFoundError(f"video {names[clip_id]!r} of clip {clip_id!r} is not under {self.videos_dir}")
-        manifest = read_manifest(clips.cache_dir) or {}
-        clip_settings = (manifest.get("settings") or {}).get("clip")
+        clip_settings = (clips.manifest.get("settings") or {}).get("clip")
         if not clip_settings:
             raise ValueError(f"the manifest of {clips.cache_dir} records no clip settings")
         return read_clip(open_video(ref), ClipConfig(**clip_settings))

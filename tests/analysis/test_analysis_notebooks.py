@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 OUT_LINE = 'OUT = os.environ.get("PILA_DEMO_OUT", "../outputs/demo")'
 FIGURES = {
-    "router_statistics": ["router_statistics.png", "router_mean_weight.png", "router_selection_by_sigma.png"],
+    "router_statistics": [
+        "router_statistics.png", "router_mean_weight.png", "router_selection_by_sigma.png", "router_generated.png",
+    ],  # fmt: skip
     "expert_maps": [*(f"expert_maps_{c}.png" for c in (
         "rigid_body", "elastic", "fluid", "compressible_flow", "phase_change", "collision", "thermal", "optical",
     )), "expert_update_by_category.png"],  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +18,10 @@ from pila.analysis import (
     coactivation_counts,
     collect_routing,
     mean_weight_by_category,
+    read_generated_routing,
     selection_rate_by_category,
 )
+from pila.callbacks.prediction_writer import SIDECAR_FORMAT
 from pila.datamodules.collate import collate_clips
 from pila.flow import noisy_latent
 from pila.stages.module import pad_text
@@ -151,3 +155,30 @@ def test_routing_of_a_demo_run(tiny_run):
     # every category has a synthetic clip, and the label prior puts each clip's own expert first
     assert not torch.isnan(rates).any()
     assert torch.all(rates.diagonal() == 1.0)
+    # the demo's generated video recorded its routing: top-k weights averaged over steps sum to 1
+    generated = read_generated_routing(run.generated_dir)
+    assert len(generated.prompts) == 1 and (generated.labels.sum(1) > 0).all()
+    torch.testing.assert_close(generated.weights.sum(1), torch.ones(1))
+
+
+def test_generated_routing_is_read_from_the_video_sidecars(tmp_path):
+    def sidecar(name: str, prompt: str, labels, routing) -> None:
+        meta = {"format": SIDECAR_FORMAT, "prompt": prompt, "labels": labels, "video": f"{name}.mp4", "routing_weights": routing}
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta))
+
+    sidecar("00000_ball", "a ball bounces", ["rigid_body", "collision"], {"rigid_body": 0.25, "collision": 0.75})
+    sidecar("00001_base", "no adapter", None, None)  # generated without an adapter: skipped
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "notes.json").write_text(json.dumps({"prompt": "not a sidecar"}))
+    sidecar("sub/00002_ice", "ice melts", ["phase_change"], {"phase_change": 0.5, "thermal": 0.5, "fluid": 0.0})
+    routing = read_generated_routing(tmp_path)
+    assert routing.videos == ["00000_ball.mp4", "sub/00002_ice.mp4"]
+    assert routing.prompts == ["a ball bounces", "ice melts"]
+    assert routing.labels[0].tolist() == [1, 0, 0, 0, 0, 1, 0, 0]
+    assert routing.weights[0].tolist() == [0.25, 0, 0, 0, 0, 0.75, 0, 0]
+    assert routing.weights[1].tolist() == [0, 0, 0, 0, 0.5, 0, 0.5, 0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no video sidecar"):
+        read_generated_routing(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_generated_routing(tmp_path / "nowhere")
