@@ -91,7 +91,7 @@ def adapter_step(
 
     Args:
         adapter: the trained adapter (left in the train/eval mode it came in).
-        backbone: the frozen backbone the adapter was trained with.
+        backbone: the frozen backbone the adapter was trained with, on the adapter's device.
         batch: clip batch with ``latents`` (B, C, T, H, W), ``prompt_embeds`` (B, L, D),
             ``pooled`` (B, D) and ``labels`` (B, E).
         sigma: noise level σ ∈ [0, 1] for every clip of the batch.

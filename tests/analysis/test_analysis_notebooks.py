@@ -49,6 +49,8 @@ def test_notebook_runs_on_a_demo_run(name, tiny_run, tmp_path, monkeypatch):
     shutil.copytree(tiny_run, out)
     monkeypatch.setenv("PILA_DEMO_OUT", str(out))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))  # connection files
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend emits image/png
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)\nprint(OUT)"))
     client = nbclient.NotebookClient(
