@@ -254,10 +254,9 @@ class StageC(PILAModule):
     def expert_maps(out, sample: int) -> Tensor:
         """Where each expert changes the bank: mean |ΔP_k| over channels for one sample (E, T, H, W).
 
-        Unselected experts get zero maps.
+        Unselected experts get zero maps (:func:`pila.analysis.maps.expert_update_maps`).
         """
-        updates = out.expert_updates[sample].detach().float()  # (K, 32, T, H, W)
-        magnitude = updates.abs().mean(dim=1)  # (K, T, H, W)
-        maps = magnitude.new_zeros(len(CATEGORIES), *magnitude.shape[1:])  # (E, T, H, W)
-        maps[out.routing.indices[sample]] = magnitude
-        return maps.cpu()
+        from pila.analysis.maps import expert_update_maps
+
+        rows = slice(sample, sample + 1)
+        return expert_update_maps(out.expert_updates[rows], out.routing.indices[rows])[0].cpu()
