@@ -343,7 +343,7 @@ class PILAAdapter(nn.Module):
         if self.plain is not None:
             # "+ Plain Adapter": a generic branch, no bank, routing or residuals.
             delta_v = self.plain(x0_hat, c, v)  # (B, C, T, H, W)
-            correction = sigma_gate(sigma, cfg.g_min).to(dtype)[:, None, None, None, None] * delta_v
+            correction = self._gate(sigma, delta_v)  # (B, C, T, H, W)
             return AdapterOutput(
                 v_pila=v_theta.detach() + correction.to(v_theta.dtype),
                 correction=correction,
@@ -415,7 +415,7 @@ class PILAAdapter(nn.Module):
         delta_v = self.decoder(refined if cfg.flow_correction else None, c, v)  # (B, C, T, H, W)
 
         # 9. σ-gated composition v_PILA = v_θ + g(σ)·Δv (Eq. 10)
-        correction = sigma_gate(sigma, cfg.g_min).to(dtype)[:, None, None, None, None] * delta_v
+        correction = self._gate(sigma, delta_v)  # (B, C, T, H, W)
         return AdapterOutput(
             v_pila=v_theta.detach() + correction.to(v_theta.dtype),
             correction=correction,
@@ -433,6 +433,10 @@ class PILAAdapter(nn.Module):
             mask=mask,
             v_hat=enc.v_hat,
         )
+
+    def _gate(self, sigma: Tensor, delta_v: Tensor) -> Tensor:
+        """g(σ)·Δv of Eq. (10): σ (B,) broadcast over Δv (B, C, T, H, W)."""
+        return sigma_gate(sigma, self.config.g_min).to(delta_v.dtype)[:, None, None, None, None] * delta_v
 
     # ------------------------------------------------------------------ parameters
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

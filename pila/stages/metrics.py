@@ -15,10 +15,7 @@ from torchmetrics import Metric
 
 from pila.adapter.router import Routing, routing_statistics
 from pila.categories import CATEGORIES
-from pila.physics.residuals import RESIDUAL_TERMS
-
-TERM_KEYS: tuple[tuple[str, str], ...] = tuple((cat, term) for cat in CATEGORIES for term in RESIDUAL_TERMS[cat])
-"""All (category, term) pairs in a fixed order (29)."""
+from pila.physics.residuals import TERM_KEYS
 
 
 class RouterMetrics(Metric):

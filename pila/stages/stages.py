@@ -29,7 +29,12 @@ from pila.flow import velocity_target
 from pila.physics.afe import midpoint_displacement
 from pila.physics.masks import motion_mask
 from pila.physics.ops import crop_interior, sym_gradient
-from pila.physics.residuals import RESIDUAL_TERMS, TERM_FIELDS, residuals_for_categories
+from pila.physics.residuals import (
+    RESIDUAL_TERMS,
+    TERM_FAMILIES,
+    TERM_FIELDS,
+    residuals_for_categories,
+)
 from pila.stages.module import PILAModule
 
 ENCODER_SIDE = ("encoder", "anchor", "afe")
@@ -177,8 +182,6 @@ class StageB(PILAModule):
     def active_terms(self, active_slots: Sequence[str]) -> list[tuple[str, str]]:
         """The terms whose fields are all active (and whose family is kept)."""
         families = set(self.adapter.config.residual_families)
-        from pila.physics.residuals import TERM_FAMILIES
-
         return [
             key
             for key in self.terms
