@@ -45,6 +45,7 @@ from pila.flow import estimate_x0, sigma_gate
 from pila.io import atomic_path
 from pila.physics.afe import AnchoredFieldEstimator, active_slots
 from pila.physics.bank import SLOT_NAMES, unpack_bank
+from pila.physics.fused import ResidualPass
 from pila.physics.loss import ResidualLoss
 from pila.physics.masks import blend_masks, motion_mask, physical_mask, recipe_masks
 
@@ -174,6 +175,11 @@ class PILAAdapter(nn.Module):
     Args:
         config: every size, constant and ablation switch (:class:`AdapterConfig`);
             ``None`` for the paper's defaults.
+
+    Attributes:
+        residual_pass: how training computes the routed residual objective; eager by
+            default, ``ResidualPass(compile=True)`` fuses it with ``torch.compile``
+            (set by ``PILAModule(compile_residuals=True)``).
     """
 
     def __init__(self, config: AdapterConfig | None = None) -> None:
@@ -190,6 +196,9 @@ class PILAAdapter(nn.Module):
         self.experts: OperatorExperts | None = None
         self.decoder: FlowDecoder | None = None
         self.residual_loss: ResidualLoss | None = None
+        # How the residual objective runs (eager or compiled); an execution choice of the
+        # training run, not part of the adapter's config or weights.
+        self.residual_pass = ResidualPass()
         if cfg.plain_adapter:
             self.plain = PlainAdapterBody(width=plain_width_for(cfg), **_plain_kwargs(cfg))
             return
@@ -396,6 +405,7 @@ class PILAAdapter(nn.Module):
                 self.residual_loss,
                 scales=cfg.residual_scales,
                 families=cfg.residual_families,
+                residual_pass=self.residual_pass,
             )
             residual_loss = objective.loss.mean()
             per_expert, per_term, expert_active = (

@@ -6,8 +6,9 @@
 
 Only experts that are both selected (S) and label-consistent (Y) contribute. Each of
 them is evaluated on *its own* refined bank P + ΔP_k, read out into the ten component
-fields; its category's residual terms (``residuals_for_categories``, one shared
-derivative pass per expert) are weighted by :class:`pila.physics.loss.ResidualLoss`.
+fields; the masked means of its category's residual terms (one shared derivative pass
+per expert, eager or compiled: :class:`pila.physics.fused.ResidualPass`) are weighted by
+:class:`pila.physics.loss.ResidualLoss`.
 
 Legend: B batch, E experts, K top-k, C bank channels (32), T latent frames, H, W latent
 height and width, N samples whose selected, labelled set contains a given expert.
@@ -24,8 +25,9 @@ from torch import Tensor
 from pila.adapter.router import Routing
 from pila.categories import CATEGORIES
 from pila.physics.bank import unpack_bank
+from pila.physics.fused import ResidualPass
 from pila.physics.loss import ResidualLoss
-from pila.physics.residuals import ResidualScales, residuals_for_categories
+from pila.physics.residuals import ResidualScales
 
 
 @dataclass
@@ -70,6 +72,7 @@ def routed_residual_objective(
     *,
     scales: ResidualScales,
     families: Iterable[str],
+    residual_pass: ResidualPass | None = None,
 ) -> RoutedResidual:
     """Eq. (6)–(7) over the selected, label-consistent experts.
 
@@ -83,11 +86,14 @@ def routed_residual_objective(
         loss_fn: the weighted residual loss of Eq. (6) (holds the adaptive weights).
         scales: latent-scale normalisers of the residuals.
         families: residual families kept.
+        residual_pass: how the masked residual means are computed (eager by default;
+            ``ResidualPass(compile=True)`` fuses them).
 
     Returns:
         :class:`RoutedResidual`.
     """
     families = tuple(families)
+    residual_pass = residual_pass if residual_pass is not None else ResidualPass()
     batch = bank.shape[0]
     active = label_consistent(routing, labels)  # (B, E)
     norm_weights = consistent_weights(routing, active)  # (B, E)
@@ -103,10 +109,10 @@ def routed_residual_objective(
         if updates is not None:
             slots = (routing.indices[rows] == k).int().argmax(dim=1)  # (N,) position of k in S
             refined = refined + updates[rows, slots]  # (N, C, T, H, W)  P + ΔP_k
-        residuals = residuals_for_categories([category], unpack_bank(refined), scales, families)
-        if not residuals[category]:
+        means = residual_pass([category], unpack_bank(refined), mask[rows], scales, families)
+        if not means[category]:
             continue  # every term of this category belongs to a dropped family
-        out = loss_fn(residuals, mask[rows])
+        out = loss_fn.weigh(means)
         loss_k = out.per_category[category].float()  # (N,)
         total = total.index_add(0, rows, norm_weights[rows, k].float() * loss_k)
         per_expert[category] = per_expert[category].index_put((rows,), loss_k.detach())

@@ -56,6 +56,9 @@ def masked_square_mean(residual: Tensor, mask: Tensor) -> Tensor:
     """mean over (C, T, H, W) of m·r² per sample: r (B, C_r, T', H', W'), m (B, 1, T', H', W') → (B,)."""
     if residual.dtype in (torch.float16, torch.bfloat16):
         residual = residual.float()  # accumulate squares of low-precision residuals in float32
+    if torch.compiler.is_compiling():
+        # One reduction per term: the compiler fuses r, r² and m·r² into it.
+        return (residual.square() * mask).mean(dim=(1, 2, 3, 4))  # (B,)
     squared = residual.square().mean(dim=1, keepdim=True)  # (B, 1, T', H', W')
     return (squared * mask).flatten(1).mean(dim=1)  # (B,)
 
@@ -131,7 +134,7 @@ class ResidualLoss(nn.Module):
     def forward(
         self, residuals: Mapping[str, Mapping[str, Tensor]], mask: Tensor
     ) -> ResidualLossOutput:
-        """Per-category losses L_k (Eq. 6).
+        """Per-category losses L_k (Eq. 6) from residual tensors.
 
         Args:
             residuals: category → term → residual (B, C_r, T−2, H−2, W−2), as returned
@@ -141,35 +144,81 @@ class ResidualLoss(nn.Module):
         Returns:
             :class:`ResidualLossOutput`; a category with no terms gets zeros (B,).
         """
-        if mask.ndim != 5 or mask.shape[1] != 1:
-            raise ValueError(f"mask must have shape (B, 1, T, H, W), got {tuple(mask.shape)}")
-        interior = crop_interior(mask.detach()).float()  # (B, 1, T', H', W')
+        return self.weigh(masked_means(residuals, mask), batch_size=mask.shape[0])
+
+    def weigh(
+        self, means: Mapping[str, Mapping[str, Tensor]], *, batch_size: int | None = None
+    ) -> ResidualLossOutput:
+        """Per-category losses L_k (Eq. 6) from the per-term means mean(m·r²).
+
+        Args:
+            means: category → term → mean(m·r²) per sample (B,), as returned by
+                :func:`masked_means` or :class:`pila.physics.fused.ResidualPass`.
+            batch_size: B, needed only when no category has a term (the zeros of an
+                empty category are otherwise sized from the other terms).
+
+        Returns:
+            :class:`ResidualLossOutput`; a category with no terms gets zeros (B,).
+        """
         per_category: dict[str, Tensor] = {}
         per_term: dict[tuple[str, str], Tensor] = {}
         weights: dict[tuple[str, str], Tensor] = {}
-        for category, terms in residuals.items():
-            total = interior.new_zeros(interior.shape[0])  # (B,)
-            for term, residual in terms.items():
+        for category, terms in means.items():
+            total: Tensor | None = None
+            for term, value in terms.items():
                 key = (category, term)
                 if key not in self.index:
                     raise ValueError(
                         f"unknown residual term {category}/{term}; see "
                         f"pila.physics.residuals.RESIDUAL_TERMS"
                     )
-                if (
-                    residual.shape[0] != interior.shape[0]
-                    or residual.shape[2:] != interior.shape[2:]
-                ):
+                if value.ndim != 1:
                     raise ValueError(
-                        f"residual {category}/{term} has shape {tuple(residual.shape)}, which does "
-                        f"not fit the interior-cropped mask {tuple(interior.shape)}: residuals must "
-                        f"be (B, C_r, T−2, H−2, W−2) for a (B, 1, T, H, W) mask"
+                        f"the mean of {category}/{term} must be one value per sample (B,), "
+                        f"got shape {tuple(value.shape)}"
                     )
-                value = masked_square_mean(residual, interior)  # (B,)
                 batch_value = value.detach().mean()
                 weight = self._weight(key, batch_value).detach()
-                total = total + weight * value
+                total = weight * value if total is None else total + weight * value
                 per_term[key] = batch_value
                 weights[key] = weight
-            per_category[category] = total
+            per_category[category] = total if total is not None else self._zeros(means, batch_size)
         return ResidualLossOutput(per_category=per_category, per_term=per_term, weights=weights)
+
+    def _zeros(self, means: Mapping[str, Mapping[str, Tensor]], batch_size: int | None) -> Tensor:
+        """L_k = 0 (B,) for a category whose terms were all dropped."""
+        for terms in means.values():
+            for value in terms.values():
+                return torch.zeros_like(value)
+        if batch_size is None:
+            raise ValueError("ResidualLoss.weigh needs batch_size when no category has a term")
+        return self.running_mean.new_zeros(batch_size)
+
+
+def masked_means(
+    residuals: Mapping[str, Mapping[str, Tensor]], mask: Tensor
+) -> dict[str, dict[str, Tensor]]:
+    """mean(m·r²) per sample for every residual, with the mask cropped to the interior.
+
+    Args:
+        residuals: category → term → residual (B, C_r, T−2, H−2, W−2).
+        mask: spatial mask (B, 1, T, H, W), uncropped; used detached.
+
+    Returns:
+        category → term → (B,) float32 means, in the order given.
+    """
+    if mask.ndim != 5 or mask.shape[1] != 1:
+        raise ValueError(f"mask must have shape (B, 1, T, H, W), got {tuple(mask.shape)}")
+    interior = crop_interior(mask.detach()).float()  # (B, 1, T', H', W')
+    out: dict[str, dict[str, Tensor]] = {}
+    for category, terms in residuals.items():
+        out[category] = {}
+        for term, residual in terms.items():
+            if residual.shape[0] != interior.shape[0] or residual.shape[2:] != interior.shape[2:]:
+                raise ValueError(
+                    f"residual {category}/{term} has shape {tuple(residual.shape)}, which does "
+                    f"not fit the interior-cropped mask {tuple(interior.shape)}: residuals must "
+                    f"be (B, C_r, T−2, H−2, W−2) for a (B, 1, T, H, W) mask"
+                )
+            out[category][term] = masked_square_mean(residual, interior)  # (B,)
+    return out

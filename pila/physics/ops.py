@@ -121,7 +121,10 @@ class _StencilFunction(torch.autograd.Function):
     """A fixed stencil with its adjoint as the backward pass.
 
     Autograd through plain slicing would allocate one input-sized zero tensor per tap
-    in the backward pass; the adjoint writes every tap into a single one.
+    in the backward pass. The adjoint instead pads the incoming gradient with zeros
+    (two cells per side along each sliced axis) and applies the mirrored stencil to the
+    padded tensor: the same shifted-view sums as the forward pass, functional, so
+    ``torch.compile`` fuses the backward into the pass as well.
     """
 
     @staticmethod
@@ -129,15 +132,17 @@ class _StencilFunction(torch.autograd.Function):
         ctx, f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float
     ) -> Tensor:
         ctx.taps, ctx.sliced_dims, ctx.scale = taps, sliced_dims, scale
-        ctx.input_shape = f.shape
         return _sum_taps(f, taps, sliced_dims, scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        grad_input = grad.new_zeros(ctx.input_shape)
-        for coef, offset in ctx.taps:
-            _tap_view(grad_input, offset, ctx.sliced_dims).add_(grad, alpha=coef * ctx.scale)
-        return grad_input, None, None, None
+        pad: list[int] = []
+        for dim in (_X, _Y, _T):  # F.pad lists the last dimension first
+            pad += [2, 2] if dim in ctx.sliced_dims else [0, 0]
+        padded = torch.nn.functional.pad(grad, pad)  # input shape + 2 cells per sliced side
+        # out[i] = Σ c·f[i + 1 + o]  ⇒  ∂f[n] = Σ c·grad[n − 1 − o] = Σ c·padded[n + 1 − o]
+        mirrored = [(coef, (-dt, -dy, -dx)) for coef, (dt, dy, dx) in ctx.taps]
+        return _sum_taps(padded, mirrored, ctx.sliced_dims, ctx.scale), None, None, None
 
 
 def _stencil(

@@ -512,6 +512,18 @@ def _as_scales(scales: ResidualScales | Mapping[str, float] | None) -> ResidualS
     return ResidualScales.from_overrides(**dict(scales))
 
 
+def check_residual_inputs(
+    categories: Iterable[str],
+    fields: Mapping[str, Tensor],
+    families: Iterable[str] | None = None,
+) -> None:
+    """Raise the ``ValueError`` :func:`residuals_for_categories` would raise for these inputs
+    (unknown category or family, missing or misshapen field, a grid too small), without
+    computing anything."""
+    selected = _selected_terms(_check_categories(categories), _check_families(families))
+    _check_fields(fields, selected)
+
+
 def residuals_for_categories(
     categories: Iterable[str],
     fields: Mapping[str, Tensor],
@@ -544,9 +556,14 @@ def residuals_for_categories(
     derivatives = FieldDerivatives(fields)
     relations = tuple(dict.fromkeys(spec.fn for _, _, spec in selected))
     evaluated: dict[Residual, Tensor] = {}
-    for relation, done in zip(relations, _release_plan(relations), strict=True):
-        evaluated[relation] = relation(derivatives, scales)
-        derivatives.release(done)  # keep only what a later relation still reads
+    if torch.compiler.is_compiling():
+        # A compiled pass plans its own buffers: no release plan (whose probe is eager code).
+        for relation in relations:
+            evaluated[relation] = relation(derivatives, scales)
+    else:
+        for relation, done in zip(relations, _release_plan(relations), strict=True):
+            evaluated[relation] = relation(derivatives, scales)
+            derivatives.release(done)  # keep only what a later relation still reads
     out: dict[str, dict[str, Tensor]] = {cat: {} for cat in categories}
     for cat, term, spec in selected:
         out[cat][term] = evaluated[spec.fn]

@@ -29,6 +29,7 @@ from pila.adapter import AdapterConfig, PILAAdapter
 from pila.adapter.condition import AdapterCondition, randomize_labels
 from pila.backbone import WanBackbone
 from pila.flow import SigmaSampler, noisy_latent
+from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
 from pila.stages.metrics import ResidualMetrics, RouterMetrics
 
@@ -71,6 +72,10 @@ class PILAModule(LightningModule, abc.ABC):
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step)
             before the run stops with an error.
         log_every_n_steps: how often the torchmetrics are computed, logged and reset.
+        compile_residuals: fuse the residual objective (stages B and C) with
+            ``torch.compile`` (:class:`pila.physics.fused.ResidualPass`): about 3–4× faster
+            than evaluating each residual term on its own, after a one-time compilation
+            per category (tens of seconds; a C++ compiler on CPU, Triton on GPU).
     """
 
     #: optimizer parameter groups → the adapter's parameter groups
@@ -96,6 +101,7 @@ class PILAModule(LightningModule, abc.ABC):
         text_length: int = 512,
         max_nonfinite_steps: int = 10,
         log_every_n_steps: int = 10,
+        compile_residuals: bool = False,
     ) -> None:
         super().__init__()
         config = adapter if adapter is not None else AdapterConfig()
@@ -109,6 +115,7 @@ class PILAModule(LightningModule, abc.ABC):
         self.save_hyperparameters(ignore=["adapter"])
         self.hparams["adapter"] = config.to_dict()
         self.adapter = PILAAdapter(config)
+        self.adapter.residual_pass = ResidualPass(compile=compile_residuals)
         self.sigma_sampler = SigmaSampler(sigma_shift, *sigma_range)
         self._backbone: WanBackbone | None = None
 

@@ -33,7 +33,6 @@ from pila.physics.residuals import (
     RESIDUAL_TERMS,
     TERM_FAMILIES,
     TERM_FIELDS,
-    residuals_for_categories,
 )
 from pila.stages.module import PILAModule
 
@@ -198,13 +197,15 @@ class StageB(PILAModule):
         if not keys:
             return self.anchor_weight * anchor, logs
         categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
-        all_residuals = residuals_for_categories(categories, enc.fields, cfg.residual_scales, cfg.residual_families)
-        chosen = {c: {t: r for t, r in all_residuals[c].items() if (c, t) in keys} for c in categories}
         mask = motion_mask(
             enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
         )
+        means = self.adapter.residual_pass(
+            categories, enc.fields, mask, cfg.residual_scales, cfg.residual_families
+        )  # category → term → mean(m·r²) (B,), one shared pass
+        chosen = {c: {t: m for t, m in means[c].items() if (c, t) in keys} for c in categories}
         # the adapter's own residual loss: its running means carry into stage C
-        out = self.adapter.residual_loss(chosen, mask)
+        out = self.adapter.residual_loss.weigh(chosen)
         recovery = torch.stack([v.mean() for v in out.per_category.values()]).sum()
         if self.training:
             self.residual_metrics.update(out.per_term)

@@ -169,3 +169,33 @@ def test_nonfinite_losses_skip_steps_then_stop_the_run(tiny_backbone, tmp_path):
     c2.compute_loss = lambda batch, step: (original2(batch, step)[0] * float("inf"), {})
     with pytest.raises(RuntimeError, match="3 consecutive non-finite losses"):
         _fit(c2, tmp_path / "stop", steps=10, enable_checkpointing=False)
+
+
+@pytest.mark.slow
+def test_stage_b_with_compiled_residuals_matches_eager(tiny_backbone):
+    """``compile_residuals=True`` reaches the adapter and changes nothing but the speed."""
+    batch = batch_of([clip_item(0, (0, 5)), clip_item(1, (2, 6))])
+    torch.manual_seed(0)
+    eager = _module(StageB, tiny_backbone)
+    fused = _module(StageB, tiny_backbone, compile_residuals=True)
+    fused.adapter.load_state_dict(eager.adapter.state_dict())
+    assert fused.adapter.residual_pass.compile and not eager.adapter.residual_pass.compile
+    assert fused.hparams["compile_residuals"] is True
+    results = []
+    for module in (eager, fused):
+        module.phase = 4
+        torch.manual_seed(1)  # the same σ and noise for both
+        loss, logs = module.compute_loss(batch, module.prepare_step(batch))
+        module.zero_grad()
+        loss.backward()
+        results.append((loss, logs, {n: p.grad for n, p in module.adapter.named_parameters()}))
+    (loss_e, logs_e, grads_e), (loss_f, logs_f, grads_f) = results
+    assert fused.adapter.residual_pass.compile  # did not fall back to eager
+    assert logs_e["recovery"] > 0
+    torch.testing.assert_close(loss_f, loss_e, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(logs_f["recovery"], logs_e["recovery"], rtol=1e-5, atol=1e-7)
+    for name, grad in grads_e.items():
+        if grad is None:
+            assert grads_f[name] is None, name
+        else:
+            torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
