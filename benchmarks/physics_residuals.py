@@ -1,29 +1,37 @@
 """Benchmark: the shared residual pass against naive per-term evaluation.
 
 All 29 residual terms of the eight categories on fields read from one attribute bank at
-the paper's latent size (bank 32 × 21 × 60 × 104, batch 1, CPU float32):
+the paper's latent size (bank 32 × 21 × 60 × 104, batch 1, CPU float32). What training
+evaluates is the residual objective: per term the masked mean of r² per sample (the
+inner sums of Eq. 6), and its gradient. Variants, all timed interleaved in one process:
 
-* ``shared``: :func:`pila.physics.residuals.residuals_for_categories`, one pass that
-  computes each derivative of each field once, shares it between terms, evaluates a
-  relation used by two categories once, and frees a derivative after its last use.
-* ``naive``: :func:`pila.physics.residuals.residuals_term_by_term`, the same term
-  functions evaluated one term at a time with nothing cached, so every derivative is
-  recomputed for every term that needs it.
+* ``naive``: every term on its own, eagerly
+  (:func:`pila.physics.residuals.residuals_term_by_term`, then the masked means): each
+  term recomputes every derivative it reads.
+* ``shared``: :class:`pila.physics.fused.ResidualPass` eager: one pass that computes each
+  derivative of each field once, shares it between terms, evaluates a relation used by
+  two categories once and frees a derivative after its last use.
+* ``fused``: ``ResidualPass(compile=True)``, the same shared pass compiled by
+  ``torch.compile`` (Inductor) into a few fused loops, backward included. This is what
+  ``compile_residuals: true`` runs in training.
+* ``naive_compiled``: the naive evaluation compiled the same way, to show how much of
+  the fused speed-up is fusion rather than sharing (a compiler also removes repeated
+  subexpressions by itself).
 
-Both variants run interleaved in one process (the order alternates every repetition);
-we report the median and minimum wall time, their ratio, the peak memory of tensors
-allocated during each pass (tracked storage by storage, inputs excluded), and the amount
-of work (stencil applications; elements written by non-view tensor operations). Forward
-alone and forward + backward (a sum of mean squares of all residuals) are both timed.
-We also time the stencil implementation (slicing, used by :mod:`pila.physics.ops`)
-against ``conv3d`` with the same fixed kernel, and with ``--compile`` both passes under
-``torch.compile``.
+Forward alone (no autograd) and forward + backward (the sum of the means, backpropagated
+to the fields) are both timed. We also record the forward pass that returns the 29
+residual tensors themselves (eager naive, eager shared, compiled shared), the peak
+memory of every variant (the profiler's CPU memory timeline: tensors allocated during
+the pass, inputs excluded, outputs and gradients included), the work of the eager
+passes (stencil applications and elements written), and the stencil implementation
+(slicing, as in :mod:`pila.physics.ops`, against a depthwise ``conv3d``).
 
 Usage:
-    .venv/bin/python benchmarks/physics_residuals.py [--repeats 15] [--threads 1] [--compile]
+    .venv/bin/python benchmarks/physics_residuals.py [--repeats 15] [--threads 1]
 
-Writes ``benchmarks/results/physics_residuals.json`` and ``physics_residuals.md``
-(atomically: temporary file, then rename).
+Compiling takes a few minutes on a CPU the first time (Inductor needs a C++ compiler;
+its cache makes later runs faster). Writes ``benchmarks/results/physics_residuals.json``
+and ``physics_residuals.md`` (atomically: temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -38,8 +46,8 @@ import statistics
 import sys
 import tempfile
 import time
-import weakref
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -51,6 +59,8 @@ from torch.utils._pytree import tree_leaves
 from pila.categories import CATEGORIES
 from pila.physics import ops
 from pila.physics.bank import BANK_CHANNELS, unpack_bank
+from pila.physics.fused import ResidualPass
+from pila.physics.loss import masked_means
 from pila.physics.residuals import (
     RESIDUAL_TERMS,
     residuals_for_categories,
@@ -78,7 +88,9 @@ VIEW_OPS = {
 }
 
 Fields = dict[str, Tensor]
-Residuals = dict[str, dict[str, Tensor]]
+Means = dict[str, dict[str, Tensor]]
+Objective = Callable[[Fields, Tensor], Means]
+TARGET = 3.0  # the speed-up the shared pass must reach over naive per-term evaluation
 
 
 # Inputs -------------------------------------------------------------------------------------------
@@ -95,19 +107,40 @@ def make_fields(
     return {name: tensor.requires_grad_(requires_grad) for name, tensor in fields.items()}
 
 
-def forward(evaluate: Callable[..., Residuals], fields: Fields) -> Callable[[], Residuals]:
-    return lambda: evaluate(CATEGORIES, fields)
+def naive_objective(fields: Fields, mask: Tensor) -> Means:
+    """Masked means of every term, each term evaluated on its own."""
+    return masked_means(residuals_term_by_term(CATEGORIES, fields), mask)
 
 
-def forward_backward(evaluate: Callable[..., Residuals], fields: Fields) -> Callable[[], None]:
-    def step() -> None:
-        residuals = evaluate(CATEGORIES, fields)
-        loss = sum(r.square().mean() for terms in residuals.values() for r in terms.values())
+def objectives() -> dict[str, Objective]:
+    """The four executions of the residual objective (see the module docstring)."""
+    shared, fused = ResidualPass(compile=False), ResidualPass(compile=True)
+    naive_compiled = torch.compile(naive_objective, fullgraph=True)
+    return {
+        "naive": naive_objective,
+        "shared": lambda fields, mask: shared(CATEGORIES, fields, mask),
+        "fused": lambda fields, mask: fused(CATEGORIES, fields, mask),
+        "naive_compiled": naive_compiled,
+    }
+
+
+def forward(objective: Objective, fields: Fields, mask: Tensor) -> Callable[[], Means]:
+    def run() -> Means:
+        with torch.no_grad():
+            return objective(fields, mask)
+
+    return run
+
+
+def forward_backward(objective: Objective, fields: Fields, mask: Tensor) -> Callable[[], None]:
+    def run() -> None:
+        means = objective(fields, mask)
+        loss = torch.stack([v.sum() for terms in means.values() for v in terms.values()]).sum()
         loss.backward()
         for tensor in fields.values():
             tensor.grad = None
 
-    return step
+    return run
 
 
 # Measurements -------------------------------------------------------------------------------------
@@ -132,41 +165,23 @@ def time_interleaved(
     return times
 
 
-class LiveStorage(TorchDispatchMode):
-    """Tracks the bytes of tensor storages allocated inside the mode and still alive."""
-
-    def __init__(self, preexisting: list[Tensor]) -> None:
-        super().__init__()
-        self.known = {t.untyped_storage().data_ptr() for t in preexisting}
-        self.live = 0
-        self.peak = 0
-
-    def _free(self, pointer: int, nbytes: int) -> None:
-        self.known.discard(pointer)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if not isinstance(tensor, Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            pointer, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or pointer in self.known:
-                continue
-            self.known.add(pointer)
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(storage, self._free, pointer, nbytes)
-        return out
-
-
-def peak_memory(run: Callable[[], object], inputs: Fields) -> int:
-    """Peak bytes of tensors allocated during ``run`` (results included, inputs excluded)."""
-    with LiveStorage(list(inputs.values())) as tracker:
-        result = run()
-        del result
-    return tracker.peak
+def peak_memory(run: Callable[[], object]) -> float:
+    """Peak MiB of tensors allocated while ``run`` runs (its result and gradients included),
+    from the profiler's CPU memory timeline; sees compiled kernels' buffers too."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with tempfile.TemporaryDirectory() as tmp:
+        with torch.profiler.profile(
+            activities=activities, profile_memory=True, record_shapes=True, with_stack=True
+        ) as prof:
+            result = run()
+            del result
+        path = Path(tmp) / "timeline.json"
+        with warnings.catch_warnings():
+            # deprecated in favour of CUDA-only snapshots; still the CPU timeline we need
+            warnings.simplefilter("ignore", FutureWarning)
+            prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    return max((sum(row) for row in sizes), default=0) / 1024.0**2
 
 
 class WorkCounter(TorchDispatchMode):
@@ -187,7 +202,7 @@ class WorkCounter(TorchDispatchMode):
 
 
 def count_work(run: Callable[[], object]) -> dict[str, int]:
-    """Stencil applications, non-view tensor operations and elements written by ``run``."""
+    """Stencil applications, non-view tensor operations and elements written by ``run`` (eager)."""
     stencils = 0
     original = ops._stencil
 
@@ -203,6 +218,26 @@ def count_work(run: Callable[[], object]) -> dict[str, int]:
     finally:
         ops._stencil = original
     return {"stencils": stencils, "tensor_ops": counter.ops, "elements_written": counter.elements}
+
+
+def check_agreement(variants: Mapping[str, Objective], fields: Fields, mask: Tensor) -> None:
+    """Every variant computes the same means (float32 round-off apart)."""
+    reference = forward(variants["naive"], fields, mask)()
+    for name, objective in variants.items():
+        candidate = forward(objective, fields, mask)()
+        for category, terms in reference.items():
+            for term, value in terms.items():
+                torch.testing.assert_close(
+                    candidate[category][term], value, rtol=1e-4, atol=1e-6,
+                    msg=lambda m, name=name, c=category, t=term: f"{name} {c}/{t}: {m}",
+                )
+
+
+def compile_time(run: Callable[[], object]) -> float:
+    """Seconds of the first call (compilation included)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def stencil_implementations(bank: Tensor, *, repeats: int) -> dict[str, dict[str, float]]:
@@ -238,38 +273,7 @@ def summarise(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def compiled_passes(fields: Fields, *, repeats: int, warmup: int) -> dict:
-    """Both passes under ``torch.compile`` (inductor), timed with the eager naive pass."""
-    compiled: dict[str, Callable[[], Residuals]] = {}
-    compile_s: dict[str, float] = {}
-    for name, evaluate in (("shared", residuals_for_categories), ("naive", residuals_term_by_term)):
-        LOG.info("compiling the %s pass …", name)
-        fn = torch.compile(lambda f, evaluate=evaluate: evaluate(CATEGORIES, f), dynamic=False)
-        start = time.perf_counter()
-        fn(fields)
-        compile_s[name] = time.perf_counter() - start
-        compiled[name] = lambda fn=fn: fn(fields)
-    times = time_interleaved(
-        {
-            "shared": compiled["shared"],
-            "naive": compiled["naive"],
-            "eager_naive": forward(residuals_term_by_term, fields),
-        },
-        repeats=repeats,
-        warmup=warmup,
-    )
-    summary = {name: summarise(values) for name, values in times.items()}
-    summary["compile_s"] = compile_s
-    summary["speedup_vs_eager_naive_median"] = (
-        summary["eager_naive"]["median_ms"] / summary["shared"]["median_ms"]
-    )
-    summary["speedup_vs_compiled_naive_median"] = (
-        summary["naive"]["median_ms"] / summary["shared"]["median_ms"]
-    )
-    return summary
-
-
-# Reporting ----------------------------------------------------------------------------------------
+# Reporting ---------------------------------------------------------------------------------------
 
 
 def machine() -> dict[str, object]:
@@ -308,6 +312,8 @@ def write_atomic(path: Path, text: str) -> None:
 def markdown(results: dict) -> str:
     shape = results["config"]["shape"]
     m = results["machine"]
+    obj, tensors, mem = results["objective"], results["residual_tensors"], results["peak_memory_mib"]
+    headline = results["headline"]
     lines = [
         "# Shared residual pass vs naive per-term evaluation",
         "",
@@ -318,31 +324,52 @@ def markdown(results: dict) -> str:
         f"{m['load_average_1_5_15min'][0]:.1f} (the cores are shared). Interleaved, "
         f"{results['config']['repeats']} repetitions each. Recorded {results['recorded_at']}.",
         "",
-        "| pass | shared median (min) ms | naive median (min) ms | naive / shared (medians) |",
+        f"**Shared pass (fused, `compile_residuals: true`) vs naive per-term evaluation: "
+        f"{headline['forward']:.1f}× forward, {headline['forward_backward']:.1f}× forward + "
+        f"backward (target {TARGET:.0f}×: {'met' if headline['met'] else 'not met'}).** "
+        f"The eager shared pass alone is {obj['forward']['speedup']['shared']:.2f}× / "
+        f"{obj['forward_backward']['speedup']['shared']:.2f}×.",
+        "",
+        "Residual objective (masked mean of r² per term and sample, what training evaluates):",
+        "",
+        "| variant | forward median (min) ms | × naive | forward + backward median (min) ms "
+        "| × naive | peak MiB fwd / fwd+bwd | compile s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in obj["forward"]["times"]:
+        f, fb = obj["forward"], obj["forward_backward"]
+        lines.append(
+            f"| {name} | {f['times'][name]['median_ms']:.1f} ({f['times'][name]['min_ms']:.1f}) "
+            f"| {f['speedup'][name]:.2f}× | {fb['times'][name]['median_ms']:.1f} "
+            f"({fb['times'][name]['min_ms']:.1f}) | {fb['speedup'][name]:.2f}× "
+            f"| {mem['objective_forward'][name]:.1f} / {mem['objective_forward_backward'][name]:.1f} "
+            f"| {results['compile_s'].get(name, 0.0):.0f} |"
+        )
+    lines += [
+        "",
+        "The 29 residual tensors themselves (forward, no autograd):",
+        "",
+        "| variant | median (min) ms | × naive | peak MiB |",
         "|---|---|---|---|",
     ]
-    for mode in ("forward", "forward_backward"):
-        r = results[mode]
+    for name, t in tensors["times"].items():
         lines.append(
-            f"| {mode.replace('_', ' + ')} | {r['shared']['median_ms']:.1f} "
-            f"({r['shared']['min_ms']:.1f}) | {r['naive']['median_ms']:.1f} "
-            f"({r['naive']['min_ms']:.1f}) | {r['speedup_median']:.2f}× |"
+            f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}) | {tensors['speedup'][name]:.2f}× "
+            f"| {mem['residual_tensors'][name]:.1f} |"
         )
-    mem, work = results["peak_memory_mib"], results["work"]
+    work = results["work"]
     lines += [
+        "",
+        "Work of the eager passes (residual tensors):",
         "",
         "| | shared | naive |",
         "|---|---|---|",
-        f"| peak memory, forward (MiB) | {mem['forward']['shared']:.1f} | {mem['forward']['naive']:.1f} |",
-        f"| peak memory, forward + backward (MiB) | {mem['forward_backward']['shared']:.1f} "
-        f"| {mem['forward_backward']['naive']:.1f} |",
         f"| stencil applications | {work['shared']['stencils']} | {work['naive']['stencils']} |",
         f"| tensor operations (non-view) | {work['shared']['tensor_ops']} | {work['naive']['tensor_ops']} |",
         f"| elements written (millions) | {work['shared']['elements_written'] / 1e6:.1f} "
         f"| {work['naive']['elements_written'] / 1e6:.1f} |",
         "",
-        f"Input fields: {mem['inputs']:.1f} MiB; the residuals themselves (new storage; "
-        f"`low_strain` is a view of the input strain): {mem['outputs']:.1f} MiB.",
+        f"Input fields: {mem['inputs']:.1f} MiB.",
         "",
         "Stencil implementation (∂x, ∂y, ∂t and Δ of all 32 bank channels):",
         "",
@@ -351,29 +378,16 @@ def markdown(results: dict) -> str:
     ]
     for name, r in results["stencils"].items():
         lines.append(f"| {name} | {r['median_ms']:.1f} ({r['min_ms']:.1f}) |")
-    if "compiled" in results:
-        c = results["compiled"]
-        lines += [
-            "",
-            "Under `torch.compile` (inductor, CPU), forward only:",
-            "",
-            "| pass | compile s | median (min) ms |",
-            "|---|---|---|",
-            f"| shared, compiled | {c['compile_s']['shared']:.0f} | {c['shared']['median_ms']:.2f} "
-            f"({c['shared']['min_ms']:.2f}) |",
-            f"| naive, compiled | {c['compile_s']['naive']:.0f} | {c['naive']['median_ms']:.2f} "
-            f"({c['naive']['min_ms']:.2f}) |",
-            f"| naive, eager (same run) | – | {c['eager_naive']['median_ms']:.2f} "
-            f"({c['eager_naive']['min_ms']:.2f}) |",
-            "",
-            f"Compiled shared pass: {c['speedup_vs_eager_naive_median']:.1f}× the eager naive "
-            f"pass, {c['speedup_vs_compiled_naive_median']:.2f}× the compiled naive pass.",
-        ]
     lines += ["", results["note"], ""]
     return "\n".join(lines)
 
 
 # Main ---------------------------------------------------------------------------------------------
+
+
+def speedups(times: dict[str, dict[str, float]]) -> dict[str, float]:
+    naive = times["naive"]["median_ms"]
+    return {name: naive / t["median_ms"] for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -385,7 +399,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per variant")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--out", type=Path, default=RESULTS / "physics_residuals.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -394,20 +407,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     fields = make_fields(*shape, seed=0, requires_grad=False)
     trainable = make_fields(*shape, seed=0, requires_grad=True)
-    shared, naive = residuals_for_categories, residuals_term_by_term
-
-    reference, candidate = naive(CATEGORIES, fields), shared(CATEGORIES, fields)
-    for category, terms in reference.items():
-        for term, r in terms.items():
-            torch.testing.assert_close(candidate[category][term], r)
-    inputs = {t.untyped_storage().data_ptr() for t in fields.values()}
-    outputs = {
-        r.untyped_storage().data_ptr(): r.untyped_storage().nbytes()
-        for terms in candidate.values()
-        for r in terms.values()
-    }
-    output_bytes = sum(n for pointer, n in outputs.items() if pointer not in inputs)
-    del reference, candidate, outputs
+    mask = torch.rand(args.batch, 1, *shape[1:], generator=torch.Generator().manual_seed(1))
+    variants = objectives()
 
     results: dict = {
         "benchmark": "physics_residuals",
@@ -422,55 +423,85 @@ def main(argv: list[str] | None = None) -> dict:
             "warmup": args.warmup,
             "terms": sum(len(t) for t in RESIDUAL_TERMS.values()),
         },
+        "compile_s": {},
     }
+    LOG.info("compiling the fused and the compiled naive pass (minutes on a CPU the first time) …")
+    for name in ("fused", "naive_compiled"):
+        results["compile_s"][name] = compile_time(
+            forward_backward(variants[name], trainable, mask)
+        ) + compile_time(forward(variants[name], fields, mask))
+    check_agreement(variants, fields, mask)
+
+    results["objective"] = {}
     for mode, build, inputs in (
         ("forward", forward, fields),
         ("forward_backward", forward_backward, trainable),
     ):
-        LOG.info("timing %s …", mode)
+        LOG.info("timing the residual objective, %s …", mode)
         times = time_interleaved(
-            {"shared": build(shared, inputs), "naive": build(naive, inputs)},
+            {name: build(objective, inputs, mask) for name, objective in variants.items()},
             repeats=args.repeats,
             warmup=args.warmup,
         )
         summary = {name: summarise(values) for name, values in times.items()}
-        summary["speedup_median"] = summary["naive"]["median_ms"] / summary["shared"]["median_ms"]
-        summary["speedup_min"] = summary["naive"]["min_ms"] / summary["shared"]["min_ms"]
-        results[mode] = summary
-        LOG.info("  %s", json.dumps(summary))
+        results["objective"][mode] = {"times": summary, "speedup": speedups(summary)}
+        LOG.info("  %s", json.dumps(results["objective"][mode]["speedup"]))
 
-    mib = 1024.0**2
+    LOG.info("timing the residual tensors …")
+    compiled_tensors = torch.compile(residuals_for_categories, fullgraph=True)
+    tensor_passes: dict[str, Callable[[], object]] = {
+        "naive": lambda: residuals_term_by_term(CATEGORIES, fields),
+        "shared": lambda: residuals_for_categories(CATEGORIES, fields),
+        "fused": lambda: compiled_tensors(CATEGORIES, fields),
+    }
+    results["compile_s"]["fused_tensors"] = compile_time(tensor_passes["fused"])
+    times = time_interleaved(tensor_passes, repeats=args.repeats, warmup=args.warmup)
+    summary = {name: summarise(values) for name, values in times.items()}
+    results["residual_tensors"] = {"times": summary, "speedup": speedups(summary)}
+
+    LOG.info("measuring peak memory …")
     results["peak_memory_mib"] = {
-        "inputs": sum(t.numel() * t.element_size() for t in fields.values()) / mib,
-        "outputs": output_bytes / mib,
-        "forward": {
-            "shared": peak_memory(forward(shared, fields), fields) / mib,
-            "naive": peak_memory(forward(naive, fields), fields) / mib,
+        "inputs": sum(t.numel() * t.element_size() for t in fields.values()) / 1024.0**2,
+        "objective_forward": {
+            name: peak_memory(forward(objective, fields, mask)) for name, objective in variants.items()
         },
-        "forward_backward": {
-            "shared": peak_memory(forward_backward(shared, trainable), trainable) / mib,
-            "naive": peak_memory(forward_backward(naive, trainable), trainable) / mib,
+        "objective_forward_backward": {
+            name: peak_memory(forward_backward(objective, trainable, mask))
+            for name, objective in variants.items()
         },
+        "residual_tensors": {name: peak_memory(run) for name, run in tensor_passes.items()},
     }
     results["work"] = {
-        "shared": count_work(forward(shared, fields)),
-        "naive": count_work(forward(naive, fields)),
+        "shared": count_work(tensor_passes["shared"]),
+        "naive": count_work(tensor_passes["naive"]),
     }
     bank = torch.randn(args.batch, BANK_CHANNELS, *shape[1:])
     results["stencils"] = stencil_implementations(bank, repeats=max(3, args.repeats // 3))
 
-    if args.compile:
-        results["compiled"] = compiled_passes(fields, repeats=args.repeats, warmup=args.warmup)
-
+    objective = results["objective"]
+    headline = {
+        "forward": objective["forward"]["speedup"]["fused"],
+        "forward_backward": objective["forward_backward"]["speedup"]["fused"],
+    }
+    headline["met"] = min(headline["forward"], headline["forward_backward"]) >= TARGET
+    results["headline"] = headline
     work = results["work"]
+    fused_vs_compiled_naive = (
+        objective["forward_backward"]["times"]["naive_compiled"]["median_ms"]
+        / objective["forward_backward"]["times"]["fused"]["median_ms"]
+    )
     results["note"] = (
-        f"The naive pass applies {work['naive']['stencils']} stencils where the shared pass "
-        f"applies {work['shared']['stencils']}, and writes "
+        f"Eagerly, the naive pass applies {work['naive']['stencils']} stencils where the shared "
+        f"pass applies {work['shared']['stencils']}, but writes only "
         f"{work['naive']['elements_written'] / work['shared']['elements_written']:.2f}× the "
-        "elements: eager PyTorch writes every intermediate to memory, so sharing derivatives "
-        "bounds the eager speed-up by that work ratio (memory traffic and allocation dominate "
-        "at this size). Fusing the pass into a few loops needs a compiler (--compile); a "
-        "compiler also eliminates the naive pass's repeated derivatives by itself."
+        "elements: eager PyTorch writes every intermediate of the 29 terms' pointwise algebra "
+        "to memory, and that traffic, the same in both passes, dominates. The fused pass keeps "
+        "the sharing and removes that traffic: it reads the fields and writes the means (and, "
+        "backward, the gradients) in a few loops. Compiling the naive evaluation as well gives "
+        f"about the same speed (compiled naive time / fused time = {fused_vs_compiled_naive:.2f}, "
+        "forward + backward), because the compiler removes repeated "
+        "derivatives by itself: the speed-up over per-term evaluation comes from fusion, with "
+        "sharing built in."
     )
     out = args.out
     write_atomic(out, json.dumps(results, indent=2) + "\n")

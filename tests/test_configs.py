@@ -47,6 +47,9 @@ def test_stage_configs_instantiate(path, tmp_path):
     assert cli.datamodule is not None
     assert cli.model.hparams.text_length == config["model"]["init_args"]["text_length"]
     callback_names = {type(c).__name__ for c in cli.trainer.callbacks}
+    paper = path.parent == CONFIGS
+    fused = paper and cli.model.stage_name in ("B", "C")  # the paper's residual stages run it fused
+    assert cli.model.adapter.residual_pass.compile is fused
     expected = {"A": {"SigmaRangePhases"}, "B": {"RecoveryPhases"}, "C": {"PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze"}}
     assert expected[cli.model.stage_name] <= callback_names
 

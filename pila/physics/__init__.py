@@ -22,7 +22,8 @@ from pila.physics.bank import (
     slot_slice,
     unpack_bank,
 )
-from pila.physics.loss import ResidualLoss, ResidualLossOutput
+from pila.physics.fused import ResidualPass, masked_residual_means
+from pila.physics.loss import ResidualLoss, ResidualLossOutput, masked_means
 from pila.physics.masks import (
     RECIPE_SLOTS,
     blend_masks,
@@ -56,6 +57,7 @@ __all__ = [
     "RESIDUAL_TERMS",
     "ResidualLoss",
     "ResidualLossOutput",
+    "ResidualPass",
     "ResidualScales",
     "SLOT_COMPONENTS",
     "SLOT_NAMES",
@@ -66,6 +68,8 @@ __all__ = [
     "blend_masks",
     "category_residuals",
     "crop_interior",
+    "masked_means",
+    "masked_residual_means",
     "motion_mask",
     "pack_bank",
     "physical_mask",

@@ -32,7 +32,9 @@ Stencils are applied by slicing (one pass per tap over strided views, accumulate
 place) rather than by a depthwise ``conv3d`` with a fixed kernel, which spends 27
 multiply-adds per point on a 2- to 5-tap stencil: on the paper's bank (32 × 21 × 60 ×
 104, CPU float32) slicing is about 5× faster (``benchmarks/physics_residuals.py``). In the
-backward pass a stencil is differentiated by its adjoint, written into one zero tensor.
+backward pass a stencil is differentiated by its adjoint: the mirrored stencil applied to
+the zero-padded gradient, functional, so ``torch.compile`` fuses it
+(:mod:`pila.physics.fused`).
 Operators are plain tensor arithmetic, so they work in float32, bfloat16 and float64
 and are differentiable by autograd.
 

@@ -16,7 +16,9 @@ The shared pass :func:`residuals_for_categories` evaluates the terms through one
 hands the same tensor to every term that asks for it; terms that are the same relation
 in two categories (``kinematic``, ``stress_strain``, ``continuity`` and ``∇φ``) are
 evaluated once. :func:`residuals_term_by_term` is the naive reference that evaluates each
-term on its own, recomputing its derivatives.
+term on its own, recomputing its derivatives. Training uses the pass through
+:class:`pila.physics.fused.ResidualPass`, which can compile it (with the masked means of
+Eq. 6 and the backward pass) into a few fused loops.
 
 Fields are component tensors (B, K, T, H, W) keyed by bank slot name (``u, v, p, rho,
 T, phi, strain, stress, J, w``; K from :data:`pila.physics.bank.SLOT_COMPONENTS`);

@@ -43,13 +43,17 @@ def test_deepspeed_zero2_with_cpu_offload_runs_and_exports(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
-    module = StageC(adapter=tiny_adapter_config(), text_length=32, backbone="tiny", backbone_dtype="bf16")
+    module = StageC(
+        adapter=tiny_adapter_config(), text_length=32, backbone="tiny", backbone_dtype="bf16",
+        compile_residuals=True,  # as the paper's stage C config: Triton kernels under DeepSpeed
+    )
     trainer = L.Trainer(
         max_steps=3, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False, enable_progress_bar=False,
         strategy=DeepSpeedStrategy(stage=2, offload_optimizer=True), default_root_dir=tmp_path,
         callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
     )
     trainer.fit(module, _loader())
+    assert module.adapter.residual_pass.compile  # compiled, not fallen back to eager
     assert type(trainer.optimizers[0]).__name__ == "DeepSpeedCPUAdam"
     folder = export_adapter(tmp_path / "ckpt" / "last.ckpt", tmp_path / "adapter")
     exported = PILAAdapter.from_pretrained(folder)
