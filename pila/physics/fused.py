@@ -90,6 +90,14 @@ class ResidualPass:
     def __repr__(self) -> str:
         return f"ResidualPass(compile={self.compile})"
 
+    # A compiled function does not pickle (spawned DDP workers receive the module by
+    # pickle); the copy compiles its own on first use.
+    def __getstate__(self) -> dict[str, object]:
+        return {"compile": self.compile, "recompile_limit": self.recompile_limit}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(bool(state["compile"]), recompile_limit=int(state["recompile_limit"]))
+
     def __call__(
         self,
         categories: Iterable[str],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 
 import pytest
 import torch
@@ -150,7 +151,11 @@ def test_other_errors_from_the_compiled_call_propagate(monkeypatch):
     assert rp.compile
 
 
-def test_residual_pass_survives_a_deepcopy():
-    rp = copy.deepcopy(ResidualPass(compile=False))
+@pytest.mark.parametrize("compiled", [False, True])
+def test_residual_pass_pickles_and_copies_for_spawned_workers(compiled):
     fields, mask = fields_and_mask()
-    assert set(rp(["optical"], fields, mask)["optical"]) == set(RESIDUAL_TERMS["optical"])
+    for copied in (pickle.loads(pickle.dumps(ResidualPass(compile=compiled))), copy.deepcopy(ResidualPass(compiled))):
+        assert copied.compile is compiled and (copied._compiled is not None) is compiled
+    eager = pickle.loads(pickle.dumps(ResidualPass(recompile_limit=5)))
+    assert eager.recompile_limit == 5
+    assert set(eager(["optical"], fields, mask)["optical"]) == set(RESIDUAL_TERMS["optical"])
