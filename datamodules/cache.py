@@ -13,9 +13,13 @@ Layout of a cache folder::
 
 A shard holds, for each of its clips i, the tensors ``{i}.latents`` (C, T, H, W),
 ``{i}.flow`` (2, T, H, W), ``{i}.prompt_embeds`` (L_i, D) (the valid tokens only),
-``{i}.pooled`` (D,) and ``{i}.labels`` (8,) uint8, in the storage dtype; its metadata
-(a safetensors header field ``"pila"``, JSON) lists each clip's id, video name, prompt
-and labels, and the records of the shard's range that were rejected while decoding.
+``{i}.pooled`` (D,) (mean of the caption's token embeddings), ``{i}.pooled_refined``
+(D,) (the same for the prompt parser's refined description, which conditions the
+adapter; equal to ``pooled`` when the caption is the description) and ``{i}.labels``
+(8,) uint8, in the storage dtype; its metadata (a safetensors header field ``"pila"``,
+JSON) lists each clip's id, video name, prompt, refined description (if any) and labels,
+and the records of the shard's range that were rejected while decoding. Shards written
+before ``pooled_refined`` existed read it as ``pooled``.
 
 Shard k always covers records ``[k·N, (k+1)·N)`` of the filtered, relabeled record list,
 so a run that was killed resumes by redoing only the shards the manifest does not list.
@@ -96,8 +100,8 @@ def write_shard(path: str | os.PathLike, clips: Sequence[dict[str, Any]], reject
     Args:
         path: destination ``shard-XXXXX.safetensors``.
         clips: per clip ``latents`` (C, T, H, W), ``flow`` (2, T, H, W), ``prompt_embeds``
-            (L_i, D), ``pooled`` (D,), ``labels`` (8,), and ``id``, ``video_name``, ``prompt``,
-            ``label_names``.
+            (L_i, D), ``pooled`` (D,), optionally ``pooled_refined`` (D,), ``labels`` (8,),
+            and ``id``, ``video_name``, ``prompt``, ``label_names``, optionally ``description``.
         rejected: rejections (JSON dicts) of this shard's records found while decoding.
         storage_dtype: a key of :data:`STORAGE_DTYPES` for the float tensors.
 
@@ -108,10 +112,16 @@ def write_shard(path: str | os.PathLike, clips: Sequence[dict[str, Any]], reject
     tensors: dict[str, Tensor] = {}
     info = []
     for i, clip in enumerate(clips):
-        for key in ("latents", "flow", "prompt_embeds", "pooled"):
-            tensors[f"{i}.{key}"] = clip[key].detach().to("cpu", dtype).contiguous()
+        for key in ("latents", "flow", "prompt_embeds", "pooled", "pooled_refined"):
+            if key in clip:
+                tensors[f"{i}.{key}"] = clip[key].detach().to("cpu", dtype).contiguous()
+        if f"{i}.pooled_refined" in tensors and tensors[f"{i}.pooled_refined"].data_ptr() == tensors[f"{i}.pooled"].data_ptr():
+            tensors[f"{i}.pooled_refined"] = tensors[f"{i}.pooled_refined"].clone()  # safetensors refuses shared storage
         tensors[f"{i}.labels"] = clip["labels"].detach().to("cpu", torch.uint8).contiguous()
-        info.append({"id": clip["id"], "video_name": clip["video_name"], "prompt": clip["prompt"], "labels": clip["label_names"]})
+        entry = {"id": clip["id"], "video_name": clip["video_name"], "prompt": clip["prompt"], "labels": clip["label_names"]}
+        if clip.get("description"):
+            entry["description"] = clip["description"]
+        info.append(entry)
     metadata = {METADATA_KEY: json.dumps({"clips": info, "rejected": list(rejected)}, ensure_ascii=False)}
     final = Path(path)
     with atomic_path(final) as tmp:
@@ -193,8 +203,9 @@ class CachedClips(Dataset):
     """Clips read from a finished cache, one item per clip.
 
     Each item is a dict: ``latents`` (C, T, H, W), ``flow`` (2, T, H, W),
-    ``prompt_embeds`` (L_i, D), ``prompt_mask`` (L_i,) bool, ``pooled`` (D,) and
-    ``labels`` (8,), all float32 except the mask, plus ``prompt`` and ``id`` strings.
+    ``prompt_embeds`` (L_i, D), ``prompt_mask`` (L_i,) bool, ``pooled`` (D,),
+    ``pooled_refined`` (D,) and ``labels`` (8,), all float32 except the mask, plus
+    ``prompt`` and ``id`` strings.
     Shards are memory-mapped and read one clip at a time.
 
     Args:
@@ -235,6 +246,7 @@ class CachedClips(Dataset):
         self._select(list(self._locations) if ids is None else ids)
         self._handles: OrderedDict[str, Any] = OrderedDict()
         self._metadata: dict[str, list[dict[str, Any]]] = {}
+        self._keys: dict[str, set[str]] = {}  # tensor names per open shard
 
     def _select(self, ids: Sequence[str]) -> None:
         unknown = [i for i in ids if i not in self._locations]
@@ -252,7 +264,7 @@ class CachedClips(Dataset):
         """The same cache restricted to ``ids`` (no re-reading, no re-verification)."""
         other = copy.copy(self)
         other._select(ids)
-        other._handles, other._metadata = OrderedDict(), {}
+        other._handles, other._metadata, other._keys = OrderedDict(), {}, {}
         return other
 
     def __len__(self) -> int:
@@ -264,10 +276,12 @@ class CachedClips(Dataset):
             path = self.cache_dir / name
             handle = safe_open(str(path), framework="pt")
             self._metadata[name] = json.loads(handle.metadata()[METADATA_KEY])["clips"]
+            self._keys[name] = set(handle.keys())
             self._handles[name] = handle
             while len(self._handles) > 64:
                 old, _ = self._handles.popitem(last=False)
                 self._metadata.pop(old, None)
+                self._keys.pop(old, None)
         else:
             self._handles.move_to_end(name)
         return handle
@@ -277,12 +291,16 @@ class CachedClips(Dataset):
         handle = self._handle(name)
         info = self._metadata[name][slot]
         embeds = handle.get_tensor(f"{slot}.prompt_embeds").float()  # (L_i, D)
+        pooled = handle.get_tensor(f"{slot}.pooled").float()  # (D,)
+        refined_key = f"{slot}.pooled_refined"
+        refined = handle.get_tensor(refined_key).float() if refined_key in self._keys[name] else pooled
         return {
             "latents": handle.get_tensor(f"{slot}.latents").float(),  # (C, T, H, W)
             "flow": handle.get_tensor(f"{slot}.flow").float(),  # (2, T, H, W)
             "prompt_embeds": embeds,
             "prompt_mask": torch.ones(embeds.shape[0], dtype=torch.bool),  # (L_i,)
-            "pooled": handle.get_tensor(f"{slot}.pooled").float(),  # (D,)
+            "pooled": pooled,
+            "pooled_refined": refined,  # (D,)
             "labels": handle.get_tensor(f"{slot}.labels").float(),  # (8,)
             "prompt": info["prompt"],
             "id": info["id"],
@@ -293,4 +311,5 @@ class CachedClips(Dataset):
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()
         state["_metadata"] = {}
+        state["_keys"] = {}
         return state

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-STACKED_KEYS = ("latents", "flow", "pooled", "labels", "video")
+STACKED_KEYS = ("latents", "flow", "pooled", "pooled_refined", "labels", "video")
 """Per-clip tensors of equal shape that are stacked along a new batch axis."""
 
 
@@ -56,8 +56,9 @@ def collate_clips(items: Sequence[dict[str, Any]], pad_to: int | None = None) ->
 
     Returns:
         ``latents`` (B, C, T, H, W), ``flow`` (B, 2, T, H, W), ``prompt_embeds`` (B, L, D),
-        ``prompt_mask`` (B, L) bool, ``pooled`` (B, D), ``labels`` (B, 8), ``prompt`` and
-        ``id`` (lists of str); keys absent from the items are absent from the batch.
+        ``prompt_mask`` (B, L) bool, ``pooled`` (B, D), ``pooled_refined`` (B, D),
+        ``labels`` (B, 8), ``prompt``, ``condition_text`` (on-the-fly items) and ``id``
+        (lists of str); keys absent from the items are absent from the batch.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
@@ -70,6 +71,8 @@ def collate_clips(items: Sequence[dict[str, Any]], pad_to: int | None = None) ->
             [item["prompt_embeds"] for item in items], [item["prompt_mask"] for item in items], pad_to
         )
     batch["prompt"] = [item["prompt"] for item in items]
+    if "condition_text" in items[0]:
+        batch["condition_text"] = [item["condition_text"] for item in items]
     batch["id"] = [item["id"] for item in items]
     return batch
 

@@ -127,6 +127,7 @@ class OnTheFlyClips(Dataset):
                     "flow": item["flow"],
                     "labels": labels_to_multihot(record.labels),
                     "prompt": record.captions,
+                    "condition_text": record.condition_text,
                     "id": record.id,
                 }
             log.warning("skipping %s: %s (%s)", item["rejection"]["video_name"], item["rejection"]["reason"], item["rejection"]["detail"])
@@ -139,26 +140,42 @@ def video_to_model_range(video: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def encode_clips(backbone, video: Tensor, prompts: Sequence[str], max_sequence_length: int) -> dict[str, Tensor]:
+def encode_clips(
+    backbone,
+    video: Tensor,
+    prompts: Sequence[str],
+    max_sequence_length: int,
+    condition_texts: Sequence[str] | None = None,
+) -> dict[str, Tensor]:
     """Run the frozen VAE and text encoder on a batch.
 
     Args:
         backbone: a :class:`~pila.backbone.WanBackbone`.
         video: (B, 3, F, H_px, W_px) uint8, or float in [-1, 1].
-        prompts: B strings.
+        prompts: B strings (the captions the backbone is conditioned on).
         max_sequence_length: L, the text encoder's padded length.
+        condition_texts: B strings whose pooled embeddings condition the adapter (the
+            parser's refined descriptions); None or equal to ``prompts``: the prompts'.
 
     Returns:
         ``latents`` (B, C, T, H, W) float32 normalised, ``prompt_embeds`` (B, L, D),
-        ``prompt_mask`` (B, L) bool and ``pooled`` (B, D), on the backbone's device.
+        ``prompt_mask`` (B, L) bool, ``pooled`` (B, D) of the prompts and
+        ``pooled_refined`` (B, D) of the condition texts, on the backbone's device.
     """
     if video.dtype == torch.uint8:
         video = video_to_model_range(video)
     latents = backbone.encode_video(video)  # (B, C, T, H, W)
     text = backbone.encode_prompt(list(prompts), max_sequence_length=max_sequence_length)
+    pooled = text.pooled.float()  # (B, D)
+    refined = pooled
+    if condition_texts is not None and list(condition_texts) != list(prompts):
+        if len(condition_texts) != len(prompts):
+            raise ValueError(f"{len(condition_texts)} condition texts for {len(prompts)} prompts")
+        refined = backbone.encode_prompt(list(condition_texts), max_sequence_length=max_sequence_length).pooled.float()
     return {
         "latents": latents.float(),
         "prompt_embeds": text.embeds.float(),  # (B, L, D)
         "prompt_mask": text.mask,  # (B, L)
-        "pooled": text.pooled.float(),  # (B, D)
+        "pooled": pooled,  # (B, D)
+        "pooled_refined": refined,  # (B, D)
     }

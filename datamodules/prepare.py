@@ -112,7 +112,8 @@ class PrepareConfig:
             ``<out>/annotations.relabeled.json``).
         llm_labeler: a local causal-LM folder; when set, records are labeled by the
             LLM-assisted prompt parser (:class:`pila.parser.LLMPromptParser`) reading each
-            caption, with the category map as its fallback.
+            caption, with the category map as its fallback; its refined description is
+            cached as ``pooled_refined`` (what conditions the adapter in training).
         llm_labeler_cache: JSON file where the parser keeps its answers (a resumed run
             does not ask again).
     """
@@ -420,7 +421,8 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
 def _records_sha256(records: Sequence[WisaRecord]) -> str:
     digest = hashlib.sha256()
     for r in records:
-        digest.update(json.dumps([r.video_name, r.captions, list(r.labels)], ensure_ascii=False).encode())
+        fields = [r.video_name, r.captions, list(r.labels)] + ([r.description] if r.description else [])
+        digest.update(json.dumps(fields, ensure_ascii=False).encode())
     return digest.hexdigest()
 
 
@@ -614,7 +616,9 @@ def _encode_pending(
         if not batch:
             return
         prompts = [records[item["position"]].captions for item in batch]
-        result = encode_clips(backbone, torch.stack([item["video"] for item in batch]), prompts, config.max_sequence_length)
+        conditions = [records[item["position"]].condition_text for item in batch]
+        video = torch.stack([item["video"] for item in batch])
+        result = encode_clips(backbone, video, prompts, config.max_sequence_length, conditions)
         for i, item in enumerate(batch):
             record = records[item["position"]]
             mask = result["prompt_mask"][i]  # (L,)
@@ -624,10 +628,12 @@ def _encode_pending(
                     "flow": item["flow"],
                     "prompt_embeds": result["prompt_embeds"][i][mask],  # (L_i, D)
                     "pooled": result["pooled"][i],
+                    "pooled_refined": result["pooled_refined"][i],
                     "labels": labels_to_multihot(record.labels),
                     "id": record.id,
                     "video_name": record.video_name,
                     "prompt": record.captions,
+                    "description": record.description,
                     "label_names": list(record.labels),
                 }
             )

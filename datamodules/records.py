@@ -6,7 +6,9 @@ project reads are ``video_name``, ``captions``, ``duration`` (required), ``label
 ``visual_quality_score``, ``text_bbox_num`` and ``physical_annotation`` (optional, but
 type-checked when present). A record may also carry ``pila_labels``, a list of category
 names written by ``pila prepare --relabel-only`` (or by hand); when present it is used
-as is instead of the category map.
+as is instead of the category map. ``pila_description``, a string written next to it
+when an LLM prompt parser labeled the record, is the refined description that
+conditions the adapter (see :attr:`WisaRecord.description`).
 
 Bad data never stops a run: a record that cannot be used becomes a :class:`Rejection`
 with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
@@ -89,6 +91,9 @@ class WisaRecord:
             and the caption from it; relabeled annotations are written from it).
         labels: the eight-category labels, in :data:`~pila.categories.CATEGORIES` order
             (empty until relabeled, see :mod:`pila.datamodules.relabel`).
+        description: the prompt parser's refined, physics-oriented description of the
+            clip (the paper's "refined prompt feeds c"), set when an LLM parser labeled
+            the record; empty when the caption itself conditions the adapter.
     """
 
     video_name: str
@@ -97,6 +102,13 @@ class WisaRecord:
     index: int
     raw: dict[str, Any] = field(repr=False, compare=False)
     labels: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def condition_text(self) -> str:
+        """The text whose pooled embedding conditions the adapter: the refined description,
+        or the caption when there is none."""
+        return self.description or self.captions
 
     @property
     def id(self) -> str:
@@ -176,7 +188,17 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
     if labels is not None:
         if not isinstance(labels, list) or any(lab not in CATEGORIES for lab in labels):
             raise reject("malformed_field", f"pila_labels={labels!r} (valid: {', '.join(CATEGORIES)})")
-    return WisaRecord(video_name=name, captions=captions.strip(), duration=float(duration), index=index, raw=raw)
+    description = raw.get("pila_description", "")
+    if not isinstance(description, str):
+        raise reject("malformed_field", f"pila_description={description!r} (a string)")
+    return WisaRecord(
+        video_name=name,
+        captions=captions.strip(),
+        duration=float(duration),
+        index=index,
+        raw=raw,
+        description=description.strip(),
+    )
 
 
 @dataclass(frozen=True)

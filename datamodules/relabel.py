@@ -58,8 +58,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CATEGORY_MAP = Path(__file__).with_name("category_map.json")
 """The category map shipped with the package."""
 
-Labeler = Callable[[dict[str, Any]], list[str]]
-"""An external labeler: raw WISA record → category names."""
+Labeler = Callable[[dict[str, Any]], Any]
+"""An external labeler: raw WISA record → category names, or a parser's answer with
+``labels`` and ``refined_prompt`` (a :class:`pila.parser.ParsedPrompt`), whose refined
+description then conditions the adapter for that clip."""
 
 
 def _get_path(record: dict[str, Any], dotted: str) -> Any:
@@ -254,15 +256,20 @@ def parser_labeler(parser: Any, text_fields: Sequence[str] = ("captions",)) -> L
     """A labeler that asks a prompt parser about a record's text.
 
     Args:
-        parser: anything with ``parse(text) -> ParsedPrompt`` (``labels`` attribute), such as
-            :class:`pila.parser.LLMPromptParser` or :class:`pila.parser.RuleBasedParser`.
+        parser: anything with ``parse(text) -> ParsedPrompt`` (``labels`` and
+            ``refined_prompt``), such as :class:`pila.parser.LLMPromptParser` or
+            :class:`pila.parser.RuleBasedParser`.
         text_fields: dotted record fields joined (space-separated) into the parsed text.
+
+    Returns:
+        A labeler answering with the parser's :class:`~pila.parser.ParsedPrompt` (its
+        labels and refined description), or ``[]`` for a record without text.
     """
 
-    def label(record: dict[str, Any]) -> list[str]:
+    def label(record: dict[str, Any]) -> Any:
         parts = [_get_path(record, f) for f in text_fields]
         text = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
-        return list(parser.parse(text).labels) if text else []
+        return parser.parse(text) if text else []
 
     return label
 
@@ -273,7 +280,9 @@ def relabel_records(
     """Give every record its category labels; records left without one are rejected.
 
     Precedence: the record's own ``pila_labels``; else ``labeler(raw record)`` when a
-    labeler is given and returns something; else the category map.
+    labeler is given and returns something; else the category map. A labeler answering
+    with a parser's refined description (``refined_prompt``) sets the record's
+    ``description`` when it differs from the caption.
 
     Returns:
         (records with ``labels`` set, ``unlabeled`` rejections).
@@ -286,17 +295,22 @@ def relabel_records(
     for record in records:
         given = record.raw.get("pila_labels")
         labels: list[str] = list(given) if given else []
+        description = record.description
         if not labels and labeler is not None:
-            labels = list(labeler(record.raw))
+            answer = labeler(record.raw)
+            labels = list(getattr(answer, "labels", answer))
             unknown = [name for name in labels if name not in CATEGORIES]
             if unknown:
                 raise ValueError(f"labeler returned unknown categories {unknown}; valid: {', '.join(CATEGORIES)}")
+            refined = getattr(answer, "refined_prompt", "")
+            if isinstance(refined, str) and refined.strip() and refined.strip() != record.captions:
+                description = refined.strip()
         if not labels:
             labels = category_map.labels_for_record(record.raw)
         if not labels:
             rejected.append(Rejection(record.video_name, "unlabeled", f"label={record.raw.get('label')!r}", record.index))
             continue
-        kept.append(dataclasses.replace(record, labels=tuple(_ordered(labels))))
+        kept.append(dataclasses.replace(record, labels=tuple(_ordered(labels)), description=description))
     return kept, rejected
 
 
@@ -317,5 +331,13 @@ def format_distribution(counts: dict[str, int], num_clips: int, width: int = 40)
 
 
 def relabeled_annotation(records: Iterable[WisaRecord]) -> list[dict[str, Any]]:
-    """The records as WISA-format dicts with their labels in ``pila_labels``."""
-    return [{**record.raw, "pila_labels": list(record.labels)} for record in records]
+    """The records as WISA-format dicts with their labels in ``pila_labels`` (and a parser's
+    refined description, if any, in ``pila_description``)."""
+    out = []
+    for record in records:
+        entry = {**record.raw, "pila_labels": list(record.labels)}
+        entry.pop("pila_description", None)
+        if record.description:
+            entry["pila_description"] = record.description
+        out.append(entry)
+    return out

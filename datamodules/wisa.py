@@ -18,6 +18,8 @@ Both paths give the same batch (``pad_to`` is ``max_sequence_length``, as in
     prompt_embeds  (B, L, D) float32         zero past each prompt's tokens
     prompt_mask    (B, L) bool
     pooled         (B, D) float32            mean of the valid token embeddings
+    pooled_refined (B, D) float32            the same for the parser's refined description
+                                             (conditions the adapter; = pooled without one)
     labels         (B, 8) float32            multi-hot, pila.categories.CATEGORIES order
     flow           (B, 2, T, H, W) float32   pseudo-flow target, latent cells per latent frame, x first
     prompt, id     list[str]
@@ -309,8 +311,9 @@ class WISA80KDataModule(LightningDataModule):
         backbone = self._load_backbone()
         if backbone.device != video.device:
             backbone.to(video.device)
-        batch.update(encode_clips(backbone, video, batch["prompt"], self.max_sequence_length))
-        for key in ("latents", "prompt_embeds", "prompt_mask", "pooled"):
+        conditions = batch.get("condition_text")
+        batch.update(encode_clips(backbone, video, batch["prompt"], self.max_sequence_length, conditions))
+        for key in ("latents", "prompt_embeds", "prompt_mask", "pooled", "pooled_refined"):
             batch[key] = batch[key].to(video.device)
         return batch
 

@@ -258,12 +258,19 @@ class PILAModule(LightningModule, abc.ABC):
         return {"x0": x0, "noise": noise, "sigma": sigma, "x_t": x_t, "v_theta": v_theta}
 
     def condition(self, batch: dict[str, Any], phase: int | None = None) -> AdapterCondition:
-        """The adapter's condition for a batch, honouring the label-source ablation."""
+        """The adapter's condition for a batch, honouring the prompt- and label-source ablations.
+
+        c reads the pooled embedding of the parser's refined description
+        (``pooled_refined``, as at generation time) or, with ``prompt_source="raw"``, of the
+        caption (``pooled``); batches without ``pooled_refined`` use ``pooled``.
+        """
         labels = batch["labels"].float()
         if self.adapter.config.label_source == "random":
             labels = randomize_labels(labels)
+        refined = self.adapter.config.prompt_source == "refined" and "pooled_refined" in batch
+        pooled = batch["pooled_refined"] if refined else batch["pooled"]
         return AdapterCondition(
-            pooled_text=batch["pooled"].float(),
+            pooled_text=pooled.float(),
             labels=labels,
             cond_scale=float(self.cond_scale),
             phase=int(self.phase if phase is None else phase),

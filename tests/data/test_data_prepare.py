@@ -16,6 +16,7 @@ import pytest
 import torch
 from data_helpers import CLIP, prepare_config
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from pila.categories import labels_to_multihot
 from pila.datamodules.cache import (
@@ -78,8 +79,54 @@ def test_cached_clips_equal_a_direct_encoding(prepared, wisa_fixture, tiny_backb
         assert item["prompt_embeds"].shape == (valid, 32) and bool(item["prompt_mask"].all())
         torch.testing.assert_close(item["prompt_embeds"], text.embeds[0, :valid], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(item["pooled"], text.pooled[0], rtol=1e-4, atol=1e-5)
+        assert torch.equal(item["pooled_refined"], item["pooled"])  # no parser: the caption conditions
         assert torch.equal(item["labels"], labels_to_multihot(labels))
         assert item["latents"].shape == (16, 5, 4, 6) and item["flow"].shape == (2, 5, 4, 6)
+
+
+def test_a_parser_description_is_cached_as_the_adapter_condition(tmp_path, wisa_fixture, tiny_backbone):
+    from pila.parser.base import ParsedPrompt
+
+    def labeler(raw):  # an LLM-style parser: labels and a refined description
+        caption = raw["captions"].strip()
+        return ParsedPrompt(caption, f"physics: {caption.lower()} under gravity", ("fluid",), "llm")
+
+    out = tmp_path / "cache"
+    prepare_cache(prepare_config(wisa_fixture, out, workers=0), backbone=tiny_backbone, labeler=labeler)
+    clips = CachedClips(out)
+    described = {
+        clip["id"]: clip["description"]
+        for entry in read_manifest(out)["shards"] if entry["num_clips"]
+        for clip in read_shard_metadata(out / entry["file"])["clips"] if "description" in clip
+    }
+    assert described  # records without their own pila_labels went through the parser
+    for clip_id, description in described.items():
+        item = clips[clips.ids.index(clip_id)]
+        assert description == f"physics: {item['prompt'].lower()} under gravity"
+        caption = tiny_backbone.encode_prompt([item["prompt"]], max_sequence_length=512).pooled[0]
+        refined = tiny_backbone.encode_prompt([description], max_sequence_length=512).pooled[0]
+        torch.testing.assert_close(item["pooled"], caption, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(item["pooled_refined"], refined, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(item["pooled_refined"], item["pooled"])
+    relabeled = {r["video_name"]: r for r in json.loads((out / "annotations.relabeled.json").read_text())}
+    assert {Path(n).stem: r["pila_description"] for n, r in relabeled.items() if "pila_description" in r} == described
+
+
+def test_shards_without_refined_descriptions_read_the_caption_embedding(prepared, tmp_path):
+    _, _, out = prepared
+    cache = tmp_path / "cache"
+    shutil.copytree(out, cache)
+    manifest = read_manifest(cache)
+    for entry in manifest["shards"]:  # rewrite every shard as an older prepare wrote it
+        path = cache / entry["file"]
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.endswith(".pooled_refined")}
+        save_file(tensors, str(path), metadata=metadata)
+    clips = CachedClips(cache, verify=False)
+    for i in range(len(clips)):
+        item = clips[i]
+        assert torch.equal(item["pooled_refined"], item["pooled"])
 
 
 def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_path, tiny_backbone, wisa_fixture):

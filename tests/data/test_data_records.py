@@ -49,6 +49,7 @@ def test_a_real_format_record_parses_with_every_field_reachable():
         ({"label": ["collision"]}, "malformed_field", "label"),
         ({"physical_annotation": "q0: collision"}, "malformed_field", "physical_annotation"),
         ({"pila_labels": ["rigid", "collision"]}, "malformed_field", "pila_labels"),
+        ({"pila_description": ["not", "text"]}, "malformed_field", "pila_description"),
     ],
 )
 def test_missing_or_malformed_fields_are_rejections_naming_the_field(change, reason, detail):

@@ -186,8 +186,16 @@ def test_the_llm_prompt_parser_can_relabel_records(cmap):
     record = wisa_record("e" * 64 + ".mp4", captions="Water is heated in a glass pot.")
     kept, _ = relabel_records(_records(record), cmap, parser_labeler(parser))
     assert kept[0].labels == ("fluid", "thermal")  # the LLM's answer, unknown names dropped
+    assert kept[0].description == "water is heated until it moves"  # conditions the adapter
+    assert kept[0].condition_text == kept[0].description
     assert any("Water is heated in a glass pot." in text for text in asked)
+    # the relabeled annotation carries the description; reading it back restores it
+    (written,) = relabeled_annotation(kept)
+    assert written["pila_description"] == "water is heated until it moves"
+    (again,) = relabel_records(_records(written), cmap)[0]
+    assert again.description == kept[0].description and again.labels == kept[0].labels
     # a model that answers nonsense falls back to the rules on the caption
     nonsense = LLMPromptParser(completion_fn=lambda text: "I think it is physics.", retries=0)
     kept, _ = relabel_records(_records(record), cmap, parser_labeler(nonsense))
     assert kept[0].labels == tuple(cmap.labels_for_text(record["captions"]))
+    assert kept[0].description == "" and kept[0].condition_text == record["captions"]  # nothing refined

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from pathlib import Path
@@ -98,10 +99,28 @@ def test_encoding_on_the_fly_gives_the_cached_batch(prepared, wisa_fixture, tiny
     reference = cached.val_set.subset(encoded["id"])
     expected = next(iter(torch.utils.data.DataLoader(reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn)))
     assert encoded["id"] == expected["id"] and encoded["prompt"] == expected["prompt"]
-    for key in ("latents", "prompt_embeds", "pooled"):
+    for key in ("latents", "prompt_embeds", "pooled", "pooled_refined"):
         torch.testing.assert_close(encoded[key], expected[key], rtol=1e-4, atol=1e-4)
     for key in ("prompt_mask", "labels", "flow"):
         assert torch.equal(encoded[key], expected[key]), key
+
+
+def test_on_the_fly_batches_condition_on_the_annotated_description(tmp_path, wisa_fixture, tiny_backbone):
+    records = json.loads(Path(wisa_fixture["annotations"]).read_text())
+    for record in records:  # as `pila prepare --relabel-only --llm-labeler …` writes them
+        if isinstance(record, dict) and isinstance(record.get("captions"), str):
+            record["pila_description"] = "a physical description of " + record["captions"].strip()
+    annotations = tmp_path / "described.json"
+    annotations.write_text(json.dumps(records))
+    live = data_module({**wisa_fixture, "annotations": annotations}, None, encode_on_the_fly=True)
+    live.attach_backbone(tiny_backbone)
+    live.setup("fit")
+    encoded = live.on_after_batch_transfer(next(iter(live.train_dataloader())), 0)
+    descriptions = ["a physical description of " + prompt for prompt in encoded["prompt"]]
+    refined = tiny_backbone.encode_prompt(descriptions, max_sequence_length=512).pooled
+    caption = tiny_backbone.encode_prompt(encoded["prompt"], max_sequence_length=512).pooled
+    torch.testing.assert_close(encoded["pooled_refined"], refined, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(encoded["pooled"], caption, rtol=1e-4, atol=1e-5)
 
 
 def test_a_cache_with_other_settings_is_refused_with_the_fix(prepared, wisa_fixture):

@@ -199,3 +199,14 @@ def test_stage_b_with_compiled_residuals_matches_eager(tiny_backbone):
             assert grads_f[name] is None, name
         else:
             torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_condition_reads_the_refined_description_unless_the_raw_prompt_is_asked_for():
+    batch = batch_of([clip_item(0), clip_item(1)])
+    batch["pooled_refined"] = batch["pooled"] + 1.0  # the parser's description differs from the caption
+    refined = StageC(adapter=tiny_adapter_config(), text_length=32)
+    assert torch.equal(refined.condition(batch).pooled_text, batch["pooled_refined"])
+    raw = StageC(adapter=tiny_adapter_config(prompt_source="raw"), text_length=32)
+    assert torch.equal(raw.condition(batch).pooled_text, batch["pooled"])
+    del batch["pooled_refined"]  # a cache written before refined descriptions were stored
+    assert torch.equal(refined.condition(batch).pooled_text, batch["pooled"])
