@@ -12,7 +12,9 @@ Legend: B batch, D text width, E experts/categories (8), Dc condition width, F Ï
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,18 @@ def randomize_labels(labels: Tensor, generator: torch.Generator | None = None) -
     noise = torch.rand(labels.shape, generator=generator, device="cpu").to(labels.device)  # (B, E)
     ranks = noise.argsort(dim=1).argsort(dim=1)  # (B, E) rank of each category
     return (ranks < counts[:, None]).to(labels.dtype)
+
+
+def batch_pooled_text(batch: Mapping[str, Any], prompt_source: str = "refined") -> Tensor:
+    """The pooled text (B, D) that conditions the adapter for a training batch.
+
+    ``pooled_refined`` (the parser's refined description, as at generation time) unless
+    ``prompt_source`` is ``"raw"`` or the batch has none (an older cache): then
+    ``pooled``, the caption's.
+    """
+    if prompt_source == "refined" and "pooled_refined" in batch:
+        return batch["pooled_refined"]
+    return batch["pooled"]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pila.adapter import AdapterOutput, PILAAdapter
-from pila.adapter.condition import AdapterCondition, randomize_labels
+from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomize_labels
 from pila.backbone import WanBackbone
 from pila.datamodules.collate import ClipCollator
 from pila.flow import noisy_latent
@@ -62,14 +62,15 @@ def adapter_condition(
 ) -> AdapterCondition:
     """The adapter's condition for a batch: pooled text and labels, AFE phase 4 (all slots).
 
-    Honours ``label_source="random"`` as training does, drawing from ``generator``.
+    Reads the pooled text as training does (:func:`pila.adapter.condition.batch_pooled_text`)
+    and honours ``label_source="random"``, drawing from ``generator``.
     """
     param = next(adapter.parameters())
     labels = batch["labels"].float()  # (B, E)
     if adapter.config.label_source == "random":
         labels = randomize_labels(labels, generator=generator)
     return AdapterCondition(
-        pooled_text=batch["pooled"].to(param.device, torch.float32),
+        pooled_text=batch_pooled_text(batch, adapter.config.prompt_source).to(param.device, torch.float32),
         labels=labels.to(param.device),
         cond_scale=cond_scale,
         phase=4,

@@ -26,7 +26,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from pila.adapter import AdapterConfig, PILAAdapter
-from pila.adapter.condition import AdapterCondition, randomize_labels
+from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomize_labels
 from pila.backbone import WanBackbone
 from pila.flow import SigmaSampler, noisy_latent
 from pila.physics.fused import ResidualPass
@@ -267,10 +267,8 @@ class PILAModule(LightningModule, abc.ABC):
         labels = batch["labels"].float()
         if self.adapter.config.label_source == "random":
             labels = randomize_labels(labels)
-        refined = self.adapter.config.prompt_source == "refined" and "pooled_refined" in batch
-        pooled = batch["pooled_refined"] if refined else batch["pooled"]
         return AdapterCondition(
-            pooled_text=pooled.float(),
+            pooled_text=batch_pooled_text(batch, self.adapter.config.prompt_source).float(),
             labels=labels,
             cond_scale=float(self.cond_scale),
             phase=int(self.phase if phase is None else phase),
