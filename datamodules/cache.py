@@ -247,6 +247,7 @@ class CachedClips(Dataset):
         self._handles: OrderedDict[str, Any] = OrderedDict()
         self._metadata: dict[str, list[dict[str, Any]]] = {}
         self._keys: dict[str, set[str]] = {}  # tensor names per open shard
+        self._warned = False
 
     def _select(self, ids: Sequence[str]) -> None:
         unknown = [i for i in ids if i not in self._locations]
@@ -277,6 +278,7 @@ class CachedClips(Dataset):
             handle = safe_open(str(path), framework="pt")
             self._metadata[name] = json.loads(handle.metadata()[METADATA_KEY])["clips"]
             self._keys[name] = set(handle.keys())
+            self._warn_if_descriptions_missing(name)
             self._handles[name] = handle
             while len(self._handles) > 64:
                 old, _ = self._handles.popitem(last=False)
@@ -285,6 +287,21 @@ class CachedClips(Dataset):
         else:
             self._handles.move_to_end(name)
         return handle
+
+    def _warn_if_descriptions_missing(self, name: str) -> None:
+        """Once per process: an LLM-labeled cache whose shards predate ``pooled_refined``
+        conditions training on the captions, not on the parser's descriptions."""
+        if self._warned or not self.manifest.get("settings", {}).get("llm_labeler"):
+            return
+        if self._metadata[name] and not any(k.endswith(".pooled_refined") for k in self._keys[name]):
+            log.warning(
+                "cache %s was labeled by an LLM parser but its shards hold no refined descriptions "
+                "(written by an older pila prepare): training conditions the adapter on the captions. "
+                "Rebuild it with the same `pila prepare` command and --overwrite to condition on the "
+                "descriptions, as generation does",
+                self.cache_dir,
+            )
+            self._warned = True
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, slot = self.items[index]

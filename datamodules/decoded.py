@@ -168,10 +168,14 @@ def encode_clips(
     text = backbone.encode_prompt(list(prompts), max_sequence_length=max_sequence_length)
     pooled = text.pooled.float()  # (B, D)
     refined = pooled
-    if condition_texts is not None and list(condition_texts) != list(prompts):
+    if condition_texts is not None:
         if len(condition_texts) != len(prompts):
             raise ValueError(f"{len(condition_texts)} condition texts for {len(prompts)} prompts")
-        refined = backbone.encode_prompt(list(condition_texts), max_sequence_length=max_sequence_length).pooled.float()
+        differ = [i for i, (c, p) in enumerate(zip(condition_texts, prompts, strict=True)) if c != p]
+        if differ:  # encode only the descriptions that are not the caption itself
+            described = backbone.encode_prompt([condition_texts[i] for i in differ], max_sequence_length=max_sequence_length)
+            refined = pooled.clone()
+            refined[differ] = described.pooled.float().to(refined.device)
     return {
         "latents": latents.float(),
         "prompt_embeds": text.embeds.float(),  # (B, L, D)

@@ -435,7 +435,8 @@ def settings_diff(expected: dict[str, Any], found: dict[str, Any], prefix: str =
         if isinstance(a, dict) and isinstance(b, dict):
             out += settings_diff(a, b, name + ".")
         elif a != b:
-            out.append(f"{name}: cache has {b!r}, asked for {a!r}")
+            hint = " (the kept records, their labels or their parser descriptions differ)" if key == "records_sha256" else ""
+            out.append(f"{name}: cache has {b!r}, asked for {a!r}{hint}")
     return out
 
 

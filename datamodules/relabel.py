@@ -26,10 +26,12 @@ bouncing ball gets rigid_body + collision and boiling water phase_change + fluid
 thermal. A record that already carries ``pila_labels`` keeps them. A record that gets no
 label at all is rejected (reason ``unlabeled``), so every kept clip has at least one.
 
-An external labeler can replace the map: any ``Callable[[dict], list[str]]`` taking the
-raw record; when it returns nothing for a record, the map's labels are used.
-:func:`parser_labeler` makes one from a prompt parser (``pila.parser``), which is how
-``pila prepare --llm-labeler MODEL_DIR`` relabels with a local LLM.
+An external labeler can replace the map: any callable taking the raw record and
+returning category names, or a parser's answer (``labels`` and ``refined_prompt``, whose
+description then conditions the adapter for that clip); when it returns nothing for a
+record, the map's labels are used. :func:`parser_labeler` makes one from a prompt parser
+(``pila.parser``), which is how ``pila prepare --llm-labeler MODEL_DIR`` relabels with a
+local LLM.
 
 The same rules label free text (:meth:`CategoryMap.labels_for_text`), which the
 rule-based prompt parser uses on prompts.
@@ -302,9 +304,10 @@ def relabel_records(
             unknown = [name for name in labels if name not in CATEGORIES]
             if unknown:
                 raise ValueError(f"labeler returned unknown categories {unknown}; valid: {', '.join(CATEGORIES)}")
-            refined = getattr(answer, "refined_prompt", "")
-            if isinstance(refined, str) and refined.strip() and refined.strip() != record.captions:
-                description = refined.strip()
+            refined = getattr(answer, "refined_prompt", None)
+            if isinstance(refined, str):  # the parser's answer replaces any earlier description
+                refined = " ".join(refined.split())
+                description = refined if refined and refined != " ".join(record.captions.split()) else ""
         if not labels:
             labels = category_map.labels_for_record(record.raw)
         if not labels:

@@ -94,7 +94,7 @@ def adapter_step(
         adapter: the trained adapter (left in the train/eval mode it came in).
         backbone: the frozen backbone the adapter was trained with, on the adapter's device.
         batch: clip batch with ``latents`` (B, C, T, H, W), ``prompt_embeds`` (B, L, D),
-            ``pooled`` (B, D) and ``labels`` (B, E).
+            ``pooled`` (B, D) (or ``pooled_refined``, see :func:`adapter_condition`) and ``labels`` (B, E).
         sigma: noise level σ ∈ [0, 1] for every clip of the batch.
         text_length: text positions fed to the backbone (the training config's ``text_length``).
         generator: source of the noise ε (and of random labels for ``label_source="random"``).

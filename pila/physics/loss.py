@@ -205,11 +205,14 @@ def masked_means(
         mask: spatial mask (B, 1, T, H, W), uncropped; used detached.
 
     Returns:
-        category → term → (B,) float32 means, in the order given.
+        category → term → (B,) means, in the order given: float32 (float64 for float64
+        residuals). A residual tensor shared by two categories (a relation common to
+        both) is reduced once and both entries hold the same mean.
     """
     if mask.ndim != 5 or mask.shape[1] != 1:
         raise ValueError(f"mask must have shape (B, 1, T, H, W), got {tuple(mask.shape)}")
     interior = crop_interior(mask.detach()).float()  # (B, 1, T', H', W')
+    done: list[tuple[Tensor, Tensor]] = []  # (residual, its mean), compared by identity
     out: dict[str, dict[str, Tensor]] = {}
     for category, terms in residuals.items():
         out[category] = {}
@@ -220,5 +223,9 @@ def masked_means(
                     f"not fit the interior-cropped mask {tuple(interior.shape)}: residuals must "
                     f"be (B, C_r, T−2, H−2, W−2) for a (B, 1, T, H, W) mask"
                 )
-            out[category][term] = masked_square_mean(residual, interior)  # (B,)
+            mean = next((m for r, m in done if r is residual), None)
+            if mean is None:
+                mean = masked_square_mean(residual, interior)  # (B,)
+                done.append((residual, mean))
+            out[category][term] = mean
     return out

@@ -32,9 +32,9 @@ Stencils are applied by slicing (one pass per tap over strided views, accumulate
 place) rather than by a depthwise ``conv3d`` with a fixed kernel, which spends 27
 multiply-adds per point on a 2- to 5-tap stencil: on the paper's bank (32 × 21 × 60 ×
 104, CPU float32) slicing is about 5× faster (``benchmarks/physics_residuals.py``). In the
-backward pass a stencil is differentiated by its adjoint: the mirrored stencil applied to
-the zero-padded gradient, functional, so ``torch.compile`` fuses it
-(:mod:`pila.physics.fused`).
+backward pass a stencil is differentiated by its adjoint (written in place into one zero
+tensor eagerly; functionally, so that ``torch.compile`` fuses it, when compiled:
+:mod:`pila.physics.fused`).
 Operators are plain tensor arithmetic, so they work in float32, bfloat16 and float64
 and are differentiable by autograd.
 
@@ -122,11 +122,11 @@ def _sum_taps(
 class _StencilFunction(torch.autograd.Function):
     """A fixed stencil with its adjoint as the backward pass.
 
-    Autograd through plain slicing would allocate one input-sized zero tensor per tap
-    in the backward pass. The adjoint instead pads the incoming gradient with zeros
-    (two cells per side along each sliced axis) and applies the mirrored stencil to the
-    padded tensor: the same shifted-view sums as the forward pass, functional, so
-    ``torch.compile`` fuses the backward into the pass as well.
+    Autograd through plain slicing would allocate one input-sized zero tensor per tap in
+    the backward pass. Eagerly, the adjoint writes every tap into a single zero tensor,
+    in place. Under ``torch.compile`` it is written functionally instead, as the mirrored
+    stencil applied to the zero-padded gradient (the same shifted-view sums as the
+    forward pass), which the compiler fuses into the pass (:mod:`pila.physics.fused`).
     """
 
     @staticmethod
@@ -134,10 +134,16 @@ class _StencilFunction(torch.autograd.Function):
         ctx, f: Tensor, taps: Sequence[_Tap], sliced_dims: tuple[int, ...], scale: float
     ) -> Tensor:
         ctx.taps, ctx.sliced_dims, ctx.scale = taps, sliced_dims, scale
+        ctx.input_shape = f.shape
         return _sum_taps(f, taps, sliced_dims, scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        if not torch.compiler.is_compiling():
+            grad_input = grad.new_zeros(ctx.input_shape)
+            for coef, offset in ctx.taps:
+                _tap_view(grad_input, offset, ctx.sliced_dims).add_(grad, alpha=coef * ctx.scale)
+            return grad_input, None, None, None
         pad: list[int] = []
         for dim in (_X, _Y, _T):  # F.pad lists the last dimension first
             pad += [2, 2] if dim in ctx.sliced_dims else [0, 0]

@@ -518,12 +518,14 @@ def check_residual_inputs(
     categories: Iterable[str],
     fields: Mapping[str, Tensor],
     families: Iterable[str] | None = None,
-) -> None:
+    scales: ResidualScales | Mapping[str, float] | None = None,
+) -> ResidualScales:
     """Raise the ``ValueError`` :func:`residuals_for_categories` would raise for these inputs
-    (unknown category or family, missing or misshapen field, a grid too small), without
-    computing anything."""
+    (unknown category, family or scale, missing or misshapen field, a grid too small),
+    without computing anything; return the scales as a :class:`ResidualScales`."""
     selected = _selected_terms(_check_categories(categories), _check_families(families))
     _check_fields(fields, selected)
+    return _as_scales(scales)
 
 
 def residuals_for_categories(

@@ -73,9 +73,11 @@ class PILAModule(LightningModule, abc.ABC):
             before the run stops with an error.
         log_every_n_steps: how often the torchmetrics are computed, logged and reset.
         compile_residuals: fuse the residual objective (stages B and C) with
-            ``torch.compile`` (:class:`pila.physics.fused.ResidualPass`): about 3–4× faster
-            than evaluating each residual term on its own, after a one-time compilation
-            per category (tens of seconds; a C++ compiler on CPU, Triton on GPU).
+            ``torch.compile`` (:class:`pila.physics.fused.ResidualPass`): about 2.7×
+            faster per category than evaluating each residual term on its own (CPU,
+            forward and backward; ``benchmarks/results/physics_residuals.md``), after
+            compiling a graph or two per category in the first steps (tens of seconds
+            each; a C++ compiler on CPU, Triton on GPU).
     """
 
     #: optimizer parameter groups → the adapter's parameter groups

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -112,7 +113,7 @@ def test_a_parser_description_is_cached_as_the_adapter_condition(tmp_path, wisa_
     assert {Path(n).stem: r["pila_description"] for n, r in relabeled.items() if "pila_description" in r} == described
 
 
-def test_shards_without_refined_descriptions_read_the_caption_embedding(prepared, tmp_path):
+def test_shards_without_refined_descriptions_read_the_caption_embedding(prepared, tmp_path, caplog):
     _, _, out = prepared
     cache = tmp_path / "cache"
     shutil.copytree(out, cache)
@@ -127,6 +128,12 @@ def test_shards_without_refined_descriptions_read_the_caption_embedding(prepared
     for i in range(len(clips)):
         item = clips[i]
         assert torch.equal(item["pooled_refined"], item["pooled"])
+    # such a cache labeled by an LLM says that training will not see the descriptions
+    manifest["settings"]["llm_labeler"] = "local-llm"
+    with caplog.at_level(logging.WARNING, logger="pila.datamodules.cache"):
+        clips = CachedClips(cache, verify=False, manifest=manifest)
+        clips[0], clips[1]
+    assert caplog.text.count("shards hold no refined descriptions") == 1 and "--overwrite" in caplog.text
 
 
 def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_path, tiny_backbone, wisa_fixture):

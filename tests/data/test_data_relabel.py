@@ -199,3 +199,24 @@ def test_the_llm_prompt_parser_can_relabel_records(cmap):
     kept, _ = relabel_records(_records(record), cmap, parser_labeler(nonsense))
     assert kept[0].labels == tuple(cmap.labels_for_text(record["captions"]))
     assert kept[0].description == "" and kept[0].condition_text == record["captions"]  # nothing refined
+
+
+def test_a_description_is_kept_only_when_it_says_more_than_the_caption(cmap):
+    from pila.parser.base import ParsedPrompt
+
+    def parser_says(text):
+        return lambda raw: ParsedPrompt(raw["captions"], text, ("fluid",), "llm")
+
+    record = wisa_record("f" * 64 + ".mp4", captions="Water  pours\ninto a glass.")
+    # the rule-based parser's description is the caption with its whitespace collapsed
+    kept, _ = relabel_records(_records(record), cmap, parser_says("Water pours into a glass."))
+    assert kept[0].description == "" and kept[0].condition_text == record["captions"].strip()
+    # a parser answer replaces an earlier description, also by "nothing more to say"
+    stale = {**record, "pila_description": "an old description"}
+    kept, _ = relabel_records(_records(stale), cmap, parser_says(record["captions"]))
+    assert kept[0].description == ""
+    kept, _ = relabel_records(_records(stale), cmap, parser_says("  water is  poured  "))
+    assert kept[0].description == "water is poured"
+    # a labeler that answers with names only keeps the annotated description
+    kept, _ = relabel_records(_records(stale), cmap, lambda raw: ["fluid"])
+    assert kept[0].description == "an old description"

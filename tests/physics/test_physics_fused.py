@@ -119,6 +119,13 @@ def test_bad_input_is_reported_before_compiling():
         rp(["fluid"], missing, mask)
     with pytest.raises(ValueError, match=r"mask must have shape \(B, 1, T, H, W\)"):
         rp(["fluid"], fields, mask[:, 0])
+    with pytest.raises(ValueError, match="mask has .* but field 'u' has"):
+        rp(["fluid"], fields, mask[:, :, :4])
+    with pytest.raises(ValueError, match="floating-point"):
+        rp(["fluid"], fields, mask > 0.5)
+    with pytest.raises(ValueError, match="unknown residual scale"):
+        rp(["fluid"], fields, mask, {"viscosity": 0.1})
+    assert rp.compile  # none of these switched the compiled pass off
     with pytest.raises(ValueError, match="recompile_limit"):
         ResidualPass(compile=True, recompile_limit=0)
 
@@ -142,11 +149,17 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch, capl
     torch.testing.assert_close(means, expected)
 
 
-def test_other_errors_from_the_compiled_call_propagate(monkeypatch):
+@pytest.mark.parametrize("error", [KeyError("x"), torch._dynamo.exc.Unsupported("cannot trace")])
+def test_other_errors_from_the_compiled_call_propagate(monkeypatch, error):
+    """Only a failing toolchain falls back; an untraceable graph is a bug to report."""
     fields, mask = fields_and_mask()
     rp = ResidualPass(compile=True)
-    monkeypatch.setattr(rp, "_compiled", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
-    with pytest.raises(KeyError):
+
+    def raising(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(rp, "_compiled", raising)
+    with pytest.raises(type(error)):
         rp(["thermal"], fields, mask)
     assert rp.compile
 
