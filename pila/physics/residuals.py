@@ -560,14 +560,11 @@ def residuals_for_categories(
     derivatives = FieldDerivatives(fields)
     relations = tuple(dict.fromkeys(spec.fn for _, _, spec in selected))
     evaluated: dict[Residual, Tensor] = {}
-    if torch.compiler.is_compiling():
-        # A compiled pass plans its own buffers: no release plan (whose probe is eager code).
-        for relation in relations:
-            evaluated[relation] = relation(derivatives, scales)
-    else:
-        for relation, done in zip(relations, _release_plan(relations), strict=True):
-            evaluated[relation] = relation(derivatives, scales)
-            derivatives.release(done)  # keep only what a later relation still reads
+    # A compiled pass plans its own buffers: no release plan there (its probe is eager code).
+    plan = ((),) * len(relations) if torch.compiler.is_compiling() else _release_plan(relations)
+    for relation, done in zip(relations, plan, strict=True):
+        evaluated[relation] = relation(derivatives, scales)
+        derivatives.release(done)  # keep only what a later relation still reads
     out: dict[str, dict[str, Tensor]] = {cat: {} for cat in categories}
     for cat, term, spec in selected:
         out[cat][term] = evaluated[spec.fn]
