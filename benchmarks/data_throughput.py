@@ -51,8 +51,9 @@ from pila.datamodules.flow_targets import FlowConfig, flow_target
 from pila.datamodules.prepare import PrepareConfig, load_records, prepare_cache
 from pila.datamodules.records import FilterConfig
 from pila.datamodules.sources import VideoIndex
-from pila.datamodules.synthetic import SCENES, SyntheticConfig, clip_name, render_clip, wisa_record
+from pila.datamodules.synthetic import SyntheticConfig, clip_name, render_clip, wisa_record
 from pila.io import write_json_atomic, write_text_atomic
+from pila.lab.scenes import SCENES
 
 log = logging.getLogger("benchmarks.data_throughput")
 RESULTS = Path(__file__).resolve().parent / "results"

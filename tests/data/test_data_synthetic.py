@@ -15,18 +15,16 @@ from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.records import parse_record
 from pila.datamodules.relabel import CategoryMap
 from pila.datamodules.synthetic import (
-    SCENES,
     SyntheticConfig,
     SyntheticPhysicsDataModule,
-    bounce_heights,
     clip_name,
-    collide_1d,
     load_motion,
     render_clip,
     video_codec,
     wisa_record,
     write_synthetic_dataset,
 )
+from pila.lab.scenes import SCENES, bounce_heights, collide_1d
 
 SMALL = SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32)
 

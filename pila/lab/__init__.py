@@ -1,0 +1,1 @@
+"""The physics lab: scenes with closed-form physics, the lab world, the ruler, experiments."""
