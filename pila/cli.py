@@ -26,6 +26,7 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("pila.datamodules.prepare", "encode a dataset once into the training cache"),
     "export": ("pila.stages.export", "turn a training checkpoint into an adapter folder"),
     "demo": ("pila.demo", "run the main job end to end on the embedded tiny default"),
+    "lab": ("pila.lab.cli", "the physics lab: pretrain the lab world, evaluate videos, ablate"),
 }
 
 
