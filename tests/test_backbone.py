@@ -22,19 +22,32 @@ def test_tiny_preset_is_deterministic_from_its_seed():
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_save_and_load_round_trip_is_bit_identical(tiny_backbone, tiny_backbone_dir):
+# Weights round-trip bit for bit. Outputs are compared to float32 round-off: tensors loaded
+# from safetensors sit at other memory alignments than freshly built ones, and CPU matmul
+# kernels then take other code paths (seen: 2e-7 apart with diffusers 0.42, safetensors 0.8).
+ROUND_OFF = dict(rtol=1e-5, atol=1e-5)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_save_and_load_round_trip_keeps_every_weight_and_output(tiny_backbone, tiny_backbone_dir):
     loaded = WanBackbone.from_pretrained(tiny_backbone_dir)
+    assert _same_weights(tiny_backbone, loaded)
     prompts = ["a ball bounces on the floor", "ice melts in the sun"]
     e0, e1 = tiny_backbone.encode_prompt(prompts, 32), loaded.encode_prompt(prompts, 32)
-    assert torch.equal(e0.embeds, e1.embeds) and torch.equal(e0.mask, e1.mask)
+    assert torch.equal(e0.mask, e1.mask)
+    torch.testing.assert_close(e0.embeds, e1.embeds, **ROUND_OFF)
     x_t, sigma = _inputs()
-    assert torch.equal(tiny_backbone.velocity(x_t, sigma, e0.embeds), loaded.velocity(x_t, sigma, e1.embeds))
-    assert torch.equal(tiny_backbone.decode_latents(x_t[:1]), loaded.decode_latents(x_t[:1]))
+    torch.testing.assert_close(tiny_backbone.velocity(x_t, sigma, e0.embeds), loaded.velocity(x_t, sigma, e0.embeds), **ROUND_OFF)
+    torch.testing.assert_close(tiny_backbone.decode_latents(x_t[:1]), loaded.decode_latents(x_t[:1]), **ROUND_OFF)
     # the whole diffusers pipeline too
     kwargs = dict(num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np")
     f0 = tiny_backbone.pipeline("a ball", generator=torch.Generator().manual_seed(0), **kwargs).frames
     f1 = loaded.pipeline("a ball", generator=torch.Generator().manual_seed(0), **kwargs).frames
-    assert (f0 == f1).all()
+    torch.testing.assert_close(torch.as_tensor(f0), torch.as_tensor(f1), **ROUND_OFF)
 
 
 def test_backbone_is_frozen_and_builds_no_graph(tiny_backbone):
@@ -111,7 +124,8 @@ def test_wan22_folder_round_trip_keeps_both_transformers(tmp_path):
     assert loaded.transformer_2 is not None and loaded.boundary_ratio == 0.875
     x_t, sigma = _inputs()
     text = backbone.encode_prompt(["a", "b"], 16).embeds
-    assert torch.equal(backbone.velocity(x_t, sigma, text), loaded.velocity(x_t, sigma, text))
+    assert _same_weights(backbone, loaded)
+    torch.testing.assert_close(backbone.velocity(x_t, sigma, text), loaded.velocity(x_t, sigma, text), **ROUND_OFF)
 
 
 def test_missing_folder_error_names_path_and_layout(tmp_path):
