@@ -29,8 +29,8 @@ melting_block       ``ice_growth`` (Σ ice-area increases / A0), ``conservation`
                     relative), ``melt_step`` (largest one-frame deviation from it)
 dye_advection       ``conservation`` (range of the total dye / median),
                     ``rotation_rate_error`` (| |s| − 1 |, s the fitted multiple of the
-                    world's vortex ω(r)), ``rotation_step`` (largest one-step departure
-                    from s)
+                    world's vortex ω(r)), ``rotation_step`` (largest departure from s
+                    of one 4-frame window)
 smoke_puff          ``sinking`` (Σ downward centroid steps, px), ``rise_residual``
                     (centroid height vs the world's rise, px), ``narrowing`` (Σ width
                     decreases, px), ``growth_residual`` (width vs the world's growth law,
@@ -501,8 +501,12 @@ def polar(field_: np.ndarray, cx: float, cy: float, radii: np.ndarray, num_angle
 
 
 ROTATION_GRID = np.arange(-12.0, 12.0001, 0.05)
-"""Multiples s of the world's vortex profile tried per step (our choice: ±12 covers a
-time jump of eleven frames, 0.05 resolves a 5 % error in ω)."""
+"""Multiples s of the world's vortex profile tried per window (our choice: ±12 covers any
+time jump the clip can hold, 0.05 resolves a 5 % error in ω)."""
+ROTATION_LAG = 4
+"""Our choice: rotation is compared between frames 4 apart. Over one frame the dye moves
+about half a pixel, which video codecs round away (they copy nearly unchanged blocks);
+over four frames it moves two pixels and survives the encoding."""
 
 
 def measure_dye_advection(frames: np.ndarray) -> Measurement:
@@ -511,17 +515,18 @@ def measure_dye_advection(frames: np.ndarray) -> Measurement:
     Vision: the basin is what differs from the corners' backdrop; the water colour is
     the basin's median colour, the dye colour the 1 % of basin pixels farthest from it;
     the concentration is the projection of each pixel on water → dye. On a polar grid
-    about the basin's centre, each ring of frame t rotated by s·ω(r) (the world's
-    profile; s on :data:`ROTATION_GRID`, shifts applied exactly in Fourier space) is
-    compared with frame t + 1; s fitted over all steps together should be ±1 (the
-    vortex turns either way), and no step should depart from it.
+    about the basin's centre, each ring of frame t rotated by s·ω(r)·L (the world's
+    profile over :data:`ROTATION_LAG` L frames; s on :data:`ROTATION_GRID`, shifts
+    applied exactly in Fourier space) is compared with frame t + L; s fitted over all
+    windows together should be ±1 (the vortex turns either way), and no window should
+    depart from it.
     """
     num_frames = frames.shape[0]
     law = LAWS["dye_advection"]
     basin, cx, cy, radius = _basin(frames)
     raw = dict.fromkeys(("conservation", "rotation_rate_error", "rotation_step"), float("nan"))
     t = np.arange(num_frames, dtype=float)
-    empty = _trace("rotation per step / world ω", t[1:], t[1:] * np.nan, np.ones(num_frames - 1))
+    empty = _trace("rotation / world ω", t, t * np.nan, np.ones(num_frames))
     if radius < 8 or basin.sum() < 20:  # our choice: a basin under 8 px has too few rings to measure
         return Measurement(raw, empty)
     pix = frames[:, basin]  # (F, N, 3)
@@ -541,8 +546,9 @@ def measure_dye_advection(frames: np.ndarray) -> Measurement:
     k = np.arange(spec.shape[-1])
     weight = radii[:, None] * np.where((k == 0) | (k == 96 // 2), 1.0, 2.0)[None]  # ring area × rfft symmetry
     omega = law["omega"] / (1 + (radii / (law["core"] * radius)) ** 2)  # (R,)
-    phase = np.exp(-1j * k[None, None] * ROTATION_GRID[:, None, None] * omega[None, :, None])  # (S, R, K)
-    cross = spec[:-1] * np.conj(spec[1:]) * weight[None]  # (F − 1, R, K)
+    lag = ROTATION_LAG
+    phase = np.exp(-1j * k[None, None] * ROTATION_GRID[:, None, None] * (lag * omega)[None, :, None])  # (S, R, K)
+    cross = spec[:-lag] * np.conj(spec[lag:]) * weight[None]  # (F − lag, R, K)
     # ‖rotated(t) − (t+1)‖² = const − 2 Re Σ cross · phase
     agreement = np.einsum("trk,srk->ts", cross.real, phase.real) - np.einsum("trk,srk->ts", cross.imag, phase.imag)
     s_fit = ROTATION_GRID[int(np.argmax(agreement.sum(0)))]
@@ -550,7 +556,7 @@ def measure_dye_advection(frames: np.ndarray) -> Measurement:
     raw["rotation_rate_error"] = float(abs(abs(s_fit) - 1))
     raw["rotation_step"] = float(np.abs(s_step - s_fit).max())
     sign = 1.0 if s_fit >= 0 else -1.0
-    return Measurement(raw, _trace("rotation per step / world ω", t[1:], sign * s_step, np.ones(num_frames - 1)))
+    return Measurement(raw, _trace(f"rotation over {lag} frames / world ω", t[:-lag], sign * s_step, np.ones(num_frames - lag)))
 
 
 # ------------------------------------------------------------------------ smoke_puff
