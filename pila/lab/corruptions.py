@@ -18,7 +18,8 @@ corruption             what it does
 ``law:<name>``         rendered again with one law constant changed (:data:`LAW_CHANGES`)
 ``erased``             from frame 16 on the scene's matter (:data:`ERASE`) is painted over
                        with the backdrop: mass vanishes
-``duplicated``         from frame 16 on a shifted copy of the scene's matter appears
+``duplicated``         from frame 16 on a shifted copy of the scene's matter appears (for
+                       the ripple: a second ring from the same centre, uncaused)
 =====================  ===================================================================
 
 All numbers (8 frames, frame 10, 12 and 16, the shifts, the changed constants) are our
@@ -174,18 +175,18 @@ DUPLICATE_SHIFT: dict[str, tuple[int, int]] = {
     "smoke_puff": (0, 20),
     "elastic_bar": (16, 0),
     "cooling_plate": (0, 18),
-    "ripple_reflection": (20, 20),
+    "ripple_reflection": (0, 0),  # the second ring starts at the first one's centre
 }
 """Scene → (rows, columns) by which the copy of its matter is shifted (wrapping round)."""
 
 
 def duplicated(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.ndarray:
-    """From ``start`` on a shifted copy of the scene's matter appears (for the ripple, of its waves)."""
+    """From ``start`` on a shifted copy of the scene's matter appears (for the ripple, a second ring)."""
     out = frames.copy()
     dy, dx = DUPLICATE_SHIFT[scene]
-    if scene == "ripple_reflection":
+    if scene == "ripple_reflection":  # a second ring from the same centre, started at ``start`` without a cause
         change = frames - np.median(frames, axis=0)
-        out[start:] = np.clip(frames[start:] + np.roll(change[start:], (dy, dx), axis=(1, 2)), 0, 1)
+        out[start:] = np.clip(frames[start:] + change[: len(frames) - start], 0, 1)
         return out
     mask = matter_mask(scene, frames)
     if scene == "dye_advection":  # copy only within the basin: the dye doubles

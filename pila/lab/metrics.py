@@ -943,17 +943,18 @@ def mp4_round_trip(frames: np.ndarray, crf: int = CALIBRATION_CRF) -> np.ndarray
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def calibrate(count: int = CALIBRATION_CLIPS, seed: int = CALIBRATION_SEED, crf: int | None = CALIBRATION_CRF) -> dict[str, Any]:
+def calibrate(count: int = CALIBRATION_CLIPS, seed: int = CALIBRATION_SEED, crf: int | None = CALIBRATION_CRF, scenes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Measure ground truth: per scene and sub-measure the median and scale; the fidelity prototypes.
 
     Renders ``count`` clips per scene at the lab size (33 × 64 × 64), passes them through
     an mp4 round trip at ``crf`` (None: none), and records for each raw sub-measure its
     median and its scale (90th percentile − median, floored at :data:`MIN_SCALE`), and for
-    the fidelity classifier each scene's feature mean and standard deviation.
+    the fidelity classifier each scene's feature mean and standard deviation (only when
+    all scenes are calibrated: ``scenes`` None).
     """
     out: dict[str, Any] = {"settings": {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}, "scenes": {}, "fidelity": {}}
     features: dict[str, list[np.ndarray]] = {}
-    for scene in SCENES:
+    for scene in scenes or tuple(SCENES):
         raws: dict[str, list[float]] = {}
         features[scene] = []
         for clip in ground_truth_clips(scene, count, seed):
@@ -969,6 +970,8 @@ def calibrate(count: int = CALIBRATION_CLIPS, seed: int = CALIBRATION_SEED, crf:
             q90 = float(np.quantile(v, 0.9)) if len(v) else 0.0
             stats[name] = {"median": median, "scale": max(q90 - median, MIN_SCALE[name]), "unmeasured": int(len(values) - len(v))}
         out["scenes"][scene] = stats
+    if scenes is not None:
+        return out
     all_feats = np.concatenate([np.stack(f) for f in features.values()])
     spread = all_feats.std(axis=0) + 1e-6
     for scene, feats in features.items():
