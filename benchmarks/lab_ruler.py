@@ -45,7 +45,7 @@ def main() -> None:
         gt = [M.measure(prep(C.ground_truth(scene, args.seed, i)), scene) for i in range(args.clips)]
         gt_v = [r.violation for r in gt]
         for i in range(args.clips):
-            probs = M.scene_probabilities(M.to_lab_frames(prep(C.ground_truth(scene, args.seed, i))))
+            probs = M.scene_probabilities(M.prepare(prep(C.ground_truth(scene, args.seed, i))))
             correct += max(probs, key=probs.get) == scene
             total += 1
         rows.append((scene, "ground truth", float("nan"), float("nan"), float(np.median(gt_v)), float(np.max(gt_v)), ""))

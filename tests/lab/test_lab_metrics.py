@@ -50,24 +50,24 @@ def test_reversal_is_only_a_corruption_where_time_has_an_arrow():
 
 def test_law_constants_measured_on_ground_truth():
     """The fitted constants match the world's: g, restitution, period, ω, wave speed, diffusivity."""
-    bounce = M.measure_ball_bounce(C.ground_truth("ball_bounce", SEED, 0)).raw
+    bounce = M.measure_ball_bounce(M.prepare(C.ground_truth("ball_bounce", SEED, 0))).raw
     assert bounce["gravity_error"] < 0.03 and bounce["restitution_error"] < 0.03
-    assert M.measure_elastic_bar(C.ground_truth("elastic_bar", SEED, 0)).raw["period_error"] < 0.02
-    assert M.measure_dye_advection(C.ground_truth("dye_advection", SEED, 0)).raw["rotation_rate_error"] < 0.06
-    assert M.measure_ripple_reflection(C.ground_truth("ripple_reflection", SEED, 0)).raw["speed_error"] < 0.1
-    assert M.measure_cooling_plate(C.ground_truth("cooling_plate", SEED, 0)).raw["variance_rate_error"] < 0.05
-    collision = M.measure_ball_collision(C.ground_truth("ball_collision", SEED, 0)).raw
+    assert M.measure_elastic_bar(M.prepare(C.ground_truth("elastic_bar", SEED, 0))).raw["period_error"] < 0.02
+    assert M.measure_dye_advection(M.prepare(C.ground_truth("dye_advection", SEED, 0))).raw["rotation_rate_error"] < 0.06
+    assert M.measure_ripple_reflection(M.prepare(C.ground_truth("ripple_reflection", SEED, 0))).raw["speed_error"] < 0.1
+    assert M.measure_cooling_plate(M.prepare(C.ground_truth("cooling_plate", SEED, 0))).raw["variance_rate_error"] < 0.05
+    collision = M.measure_ball_collision(M.prepare(C.ground_truth("ball_collision", SEED, 0))).raw
     assert collision["restitution_error"] < 0.05 and collision["momentum_error"] < 0.2
     # a changed constant is measured as changed
-    assert M.measure_ball_bounce(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0)).raw["gravity_error"] > 0.5
-    assert M.measure_ripple_reflection(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0)).raw["speed_error"] > 0.5
+    assert M.measure_ball_bounce(M.prepare(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0))).raw["gravity_error"] > 0.5
+    assert M.measure_ripple_reflection(M.prepare(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0))).raw["speed_error"] > 0.5
 
 
 def test_fidelity_tells_the_scenes_apart():
     correct = total = 0
     for scene in SCENES:
         for i in range(4):
-            probs = M.scene_probabilities(M.to_lab_frames(C.ground_truth(scene, SEED + 1, i)))
+            probs = M.scene_probabilities(M.prepare(C.ground_truth(scene, SEED + 1, i)))
             assert math.isclose(sum(probs.values()), 1.0, rel_tol=1e-6)
             correct += max(probs, key=probs.get) == scene
             total += 1
