@@ -65,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pila lab evaluate", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="pila lab evaluate", description="Measure physical law from the pixels of lab videos (a pila predict folder, or scene clips with annotations.json).")
     parser.add_argument("--videos", required=True, help="a pila predict output folder, or scene clips with annotations.json")
     parser.add_argument("--out", required=True, help="the report folder (report.json, report.md, ruler.png)")
     parser.add_argument("--scene", default=None, help=f"measure every video against this scene ({', '.join(SCENES)})")

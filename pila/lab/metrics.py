@@ -372,8 +372,9 @@ def measure_ball_collision(frames: np.ndarray) -> Measurement:
                 cols = np.nonzero(comp & (labels[k] == j))[1]
                 xs[j, k] = cols.mean()
                 edge[j, k] = cols.min() <= 0 or cols.max() >= size - 1
-    if np.nanmean(xs[0]) > np.nanmean(xs[1]) if np.isfinite(xs).any(axis=1).all() else False:
-        xs, area, edge = xs[::-1], area[::-1], edge[::-1]
+    seen = np.isfinite(xs).any(axis=1)
+    if seen.all() and np.nanmean(xs[0]) > np.nanmean(xs[1]):  # ball a is the left one
+        xs, area, edge, extent = xs[::-1], area[::-1], edge[::-1], extent[::-1]
     raw = dict.fromkeys(("piecewise_residual", "momentum_error", "restitution_error", "speed_gain", "contact_gap", "interpenetration", "size_change", "extra_matter"), float("nan"))
     raw["missing"] = 1.0
     typical = np.array([np.median(area[j][~edge[j] & (area[j] >= 4)]) if (~edge[j] & (area[j] >= 4)).any() else 0.0 for j in range(2)])
