@@ -1,0 +1,128 @@
+"""The lab's ruler: ground truth sits near 0, every law-breaking corruption scores above it,
+scene fidelity tells the scenes apart, and odd inputs never crash or give NaN."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pila.io import read_video, write_video
+from pila.lab import corruptions as C
+from pila.lab import metrics as M
+from pila.lab.scenes import SCENES
+
+SEED = 101  # disjoint from the calibration's seed (1234) and the benchmark's (2024)
+GT_CLIPS = 3
+CORRUPTED_CLIPS = 2
+NEAR_ZERO = 1.0
+"""Our bound for "near 0": on average less than one ground-truth spread per sub-measure."""
+
+
+@pytest.fixture(scope="module")
+def ground_truth() -> dict[str, list[M.RulerResult]]:
+    return {s: [M.measure(C.ground_truth(s, SEED, i), s) for i in range(GT_CLIPS)] for s in SCENES}
+
+
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_ground_truth_sits_near_zero(ground_truth, scene):
+    for result in ground_truth[scene]:
+        assert 0 <= result.violation < NEAR_ZERO, (scene, result.normalised)
+        assert result.fidelity > 0.9
+        assert all(math.isfinite(v) for v in result.raw.values()), result.raw
+
+
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_every_corruption_scores_above_every_ground_truth_clip(ground_truth, scene):
+    worst_truth = max(r.violation for r in ground_truth[scene])
+    for name in C.corruption_names(scene):
+        for i in range(CORRUPTED_CLIPS):
+            result = M.measure(C.corrupt(scene, name, SEED, i), scene)
+            assert result.violation > worst_truth, (scene, name, i, result.violation, worst_truth, result.normalised)
+
+
+def test_reversal_is_only_a_corruption_where_time_has_an_arrow():
+    assert "reversed" not in C.corruption_names("dye_advection")
+    assert all("reversed" in C.corruption_names(s) for s in SCENES if s != "dye_advection")
+    assert all(any(n.startswith("law:") for n in C.corruption_names(s)) for s in SCENES)
+
+
+def test_law_constants_measured_on_ground_truth():
+    """The fitted constants match the world's: g, restitution, period, ω, wave speed, diffusivity."""
+    bounce = M.measure_ball_bounce(M.prepare(C.ground_truth("ball_bounce", SEED, 0))).raw
+    assert bounce["gravity_error"] < 0.03 and bounce["restitution_error"] < 0.03
+    assert M.measure_elastic_bar(M.prepare(C.ground_truth("elastic_bar", SEED, 0))).raw["period_error"] < 0.02
+    assert M.measure_dye_advection(M.prepare(C.ground_truth("dye_advection", SEED, 0))).raw["rotation_rate_error"] < 0.06
+    assert M.measure_ripple_reflection(M.prepare(C.ground_truth("ripple_reflection", SEED, 0))).raw["speed_error"] < 0.1
+    assert M.measure_cooling_plate(M.prepare(C.ground_truth("cooling_plate", SEED, 0))).raw["variance_rate_error"] < 0.05
+    collision = M.measure_ball_collision(M.prepare(C.ground_truth("ball_collision", SEED, 0))).raw
+    assert collision["restitution_error"] < 0.05 and collision["momentum_error"] < 0.2
+    # a changed constant is measured as changed
+    assert M.measure_ball_bounce(M.prepare(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0))).raw["gravity_error"] > 0.5
+    assert M.measure_ripple_reflection(M.prepare(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0))).raw["speed_error"] > 0.5
+
+
+def test_fidelity_tells_the_scenes_apart():
+    correct = total = 0
+    for scene in SCENES:
+        for i in range(4):
+            probs = M.scene_probabilities(M.prepare(C.ground_truth(scene, SEED + 1, i)))
+            assert math.isclose(sum(probs.values()), 1.0, rel_tol=1e-6)
+            correct += max(probs, key=probs.get) == scene
+            total += 1
+    assert correct / total >= 0.95
+
+
+@pytest.mark.parametrize("scene", ["ball_bounce", "dye_advection", "cooling_plate", "ripple_reflection"])
+def test_mp4_round_trip_keeps_ground_truth_near_zero(tmp_path, scene):
+    frames = C.ground_truth(scene, SEED, 0)
+    path = write_video(tmp_path / f"{scene}.mp4", frames, fps=16)
+    decoded, _ = read_video(path)
+    result = M.measure(decoded, scene)
+    assert result.violation < NEAR_ZERO, result.normalised
+    assert result.fidelity > 0.9
+
+
+def _odd_videos() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    real = C.ground_truth("ball_bounce", SEED, 0)
+    return {
+        "noise": rng.random((33, 64, 64, 3), dtype=np.float32),
+        "blank": np.zeros((33, 64, 64, 3), np.float32),
+        "grey": np.full((33, 64, 64, 3), 128, np.uint8),
+        "nan": np.where(rng.random((33, 64, 64, 1)) < 0.1, np.nan, real).astype(np.float32),
+        "blurred": np.stack([np.repeat(np.repeat(f[::8, ::8], 8, 0), 8, 1) for f in real]),
+        "other_size": np.stack([np.kron(f, np.ones((1, 2, 1))) for f in real[:, :48]]),  # 48 × 128
+        "few_frames": real[:14],
+    }
+
+
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_odd_inputs_never_crash_or_give_nan(scene):
+    for name, frames in _odd_videos().items():
+        result = M.measure(frames, scene)
+        assert math.isfinite(result.violation) and result.violation >= 0, (name, result.normalised)
+        assert 0.0 <= result.fidelity <= 1.0, name
+        if name in ("noise", "blank", "grey"):
+            assert result.fidelity < 0.5, (name, result.fidelity)
+            assert result.violation > NEAR_ZERO, (name, result.normalised)
+
+
+def test_too_short_or_malformed_is_an_error():
+    with pytest.raises(ValueError, match="too short"):
+        M.measure(np.zeros((5, 64, 64, 3), np.float32), "ball_bounce")
+    with pytest.raises(ValueError, match="shape"):
+        M.measure(np.zeros((33, 64, 64), np.float32), "ball_bounce")
+    with pytest.raises(ValueError, match="unknown scene"):
+        M.measure(np.zeros((33, 64, 64, 3), np.float32), "volcano")
+
+
+def test_stored_calibration_is_what_calibrate_computes():
+    stored = M.load_calibration()
+    settings = stored["settings"]
+    assert set(stored["scenes"]) == set(SCENES) and set(stored["fidelity"]) == set(SCENES)
+    again = M.calibrate(count=settings["count"], seed=settings["seed"], crf=settings["crf"], scenes=("smoke_puff",))
+    for name, stats in again["scenes"]["smoke_puff"].items():
+        assert stats["median"] == pytest.approx(stored["scenes"]["smoke_puff"][name]["median"], rel=1e-6, abs=1e-9)
+        assert stats["scale"] == pytest.approx(stored["scenes"]["smoke_puff"][name]["scale"], rel=1e-6, abs=1e-9)
