@@ -3,7 +3,7 @@
 Modules, in data-flow order:
 
 - :mod:`.records` WISA-80K records: parsing, filters, rejection reasons, the hash split
-- :mod:`.relabel` the eight-category relabeling (rules in ``category_map.json``)
+- :mod:`.relabel` the eight-category relabeling (rules: :mod:`pila.parser.category_map`)
 - :mod:`.sources` finding videos in shard zips, per-shard folders or a flat folder
 - :mod:`.clips` PyAV clip sampling (frames, rate, resize and centre crop, short clips)
 - :mod:`.flow_targets` stage A's Farneback pseudo-flow targets on the latent grid
@@ -27,7 +27,6 @@ _EXPORTS = {
     "SyntheticPhysicsDataModule": "synthetic",
     "SyntheticConfig": "synthetic",
     "write_synthetic_dataset": "synthetic",
-    "CategoryMap": "relabel",
     "relabel_records": "relabel",
     "PrepareConfig": "prepare",
     "prepare_cache": "prepare",

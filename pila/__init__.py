@@ -1,6 +1,6 @@
 """PILA: physics-informed latent alignment adapters for Wan flow-matching video generators.
 
-``import pila`` stays light: :func:`pila.generate` (``pila.sampling.generate``) is
+``import pila`` stays light: :func:`pila.generate` (``pila.generation.sampling.generate``) is
 imported on first use.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pila.sampling import generate
+    from pila.generation.sampling import generate
 
 __all__ = ["generate"]
 
-_LAZY = {"generate": ("pila.sampling", "generate")}
+_LAZY = {"generate": ("pila.generation.sampling", "generate")}
 
 
 def __getattr__(name: str) -> Any:

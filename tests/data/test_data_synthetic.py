@@ -13,7 +13,6 @@ from pila.categories import CATEGORIES, labels_to_multihot
 from pila.datamodules.cache import read_manifest
 from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.records import parse_record
-from pila.datamodules.relabel import CategoryMap
 from pila.datamodules.synthetic import (
     SCENES,
     SyntheticConfig,
@@ -27,6 +26,7 @@ from pila.datamodules.synthetic import (
     wisa_record,
     write_synthetic_dataset,
 )
+from pila.parser.category_map import CategoryMap
 
 SMALL = SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32)
 

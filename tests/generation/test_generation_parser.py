@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pila.categories import CATEGORIES
-from pila.datamodules.relabel import CategoryMap
 from pila.parser import (
     DEFAULT_TEMPLATES,
     LLMPromptParser,
@@ -19,6 +18,7 @@ from pila.parser import (
     parse_json_answer,
     validate_categories,
 )
+from pila.parser.category_map import CategoryMap
 
 PROMPT = "A rubber ball falls onto a wooden floor and bounces twice."
 

@@ -8,15 +8,10 @@ import torch
 from diffusers import UniPCMultistepScheduler, WanPipeline
 
 import pila
+from pila.adapter import load_adapter
 from pila.backbone import WanBackbone
-from pila.sampling import (
-    SamplingConfig,
-    generate,
-    generate_video,
-    load_adapter,
-    resolve_correction_steps,
-    resolve_seeds,
-)
+from pila.generation.sampling import generate, generate_video
+from pila.generation.settings import SamplingConfig, resolve_correction_steps, resolve_seeds
 
 
 def reference(pipeline: WanPipeline, prompt: str, seed: int, settings: dict, **extra) -> np.ndarray:
@@ -236,7 +231,7 @@ def test_generate_is_exported_lazily_from_the_package():
     import subprocess
     import sys
 
-    code = "import sys, pila; assert 'pila.sampling' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, pila; assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pila.generate is generate and "generate" in dir(pila)
 
@@ -245,7 +240,7 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     import hashlib
 
     from pila.adapter import PILAAdapter
-    from pila.sampling import adapter_identity
+    from pila.adapter.pretrained import adapter_identity
 
     fresh, trained = adapter_factory(), adapter_factory(trained=True)
     assert adapter_identity(fresh)["sha256"] == adapter_identity(adapter_factory())["sha256"]
