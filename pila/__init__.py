@@ -6,26 +6,13 @@ imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pila.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pila.generation.sampling import generate
 
 __all__ = ["generate"]
 
-_LAZY = {"generate": ("pila.generation.sampling", "generate")}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module_name, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module_name), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pila' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, {"generate": "generation.sampling"})

@@ -22,10 +22,7 @@ latent height and width, E experts (8), K top-k, D text width, Dc condition widt
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,15 +36,7 @@ from pila.adapter.experts import OperatorExperts
 from pila.adapter.layers import count_parameters
 from pila.adapter.objective import routed_residual_objective
 from pila.adapter.plain import PlainAdapterBody, matched_plain_width
-from pila.adapter.pretrained import (
-    WEIGHTS_NAME,
-    load_state_checked,
-    push_adapter_folder,
-    read_adapter_config,
-    read_adapter_weights,
-    resolve_adapter_folder,
-    write_adapter_folder,
-)
+from pila.adapter.pretrained import PretrainedMixin
 from pila.adapter.router import LPMERRouter, Routing, dense_routing
 from pila.flow import apply_correction, estimate_x0
 from pila.physics.afe import AnchoredFieldEstimator, active_slots
@@ -55,8 +44,6 @@ from pila.physics.bank import SLOT_NAMES, unpack_bank
 from pila.physics.fused import ResidualPass
 from pila.physics.loss import ResidualLoss
 from pila.physics.masks import blend_masks, motion_mask, physical_mask, recipe_masks
-
-log = logging.getLogger(__name__)
 
 PARAMETER_GROUPS: tuple[str, ...] = (
     "encoder",
@@ -163,7 +150,7 @@ def _plain_kwargs(config: AdapterConfig) -> dict[str, int]:
     }
 
 
-class PILAAdapter(nn.Module):
+class PILAAdapter(nn.Module, PretrainedMixin):
     """The PILA adapter: encoder, AFE bank, condition encoder, LPMER router, experts, decoder.
 
     In a LightningCLI YAML the config is nested under ``init_args``::
@@ -477,91 +464,6 @@ class PILAAdapter(nn.Module):
             for pname, parameter in self.afe.named_parameters():
                 groups["anchor" if pname.startswith("anchor_head.") else "afe"].append(parameter)
         return groups
-
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``adapter_config.json`` and ``model.safetensors`` into ``directory``, atomically.
-
-        The weights go first, so a finished config always sits next to finished weights;
-        the state includes the residual loss's running means (:mod:`pila.adapter.pretrained`).
-
-        Returns:
-            The folder.
-        """
-        return write_adapter_folder(self, directory)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str = "Upload PILA adapter",
-        private: bool | None = None,
-        token: str | None = None,
-        revision: str | None = None,
-    ) -> str:
-        """Upload the folder :meth:`save_pretrained` writes to the hub repository ``repo_id``.
-
-        Args:
-            repo_id: ``org/name``; created when missing.
-            commit_message: the commit's message.
-            private: visibility of a newly created repository (None: the hub's default).
-            token: hub token (default: the logged-in one).
-            revision: the branch to commit to (default: ``main``).
-
-        Returns:
-            The URL of the commit.
-        """
-        return push_adapter_folder(
-            self, repo_id, commit_message=commit_message, private=private, token=token, revision=revision
-        )
-
-    @classmethod
-    def load_config(cls, directory: str | os.PathLike) -> AdapterConfig:
-        """Read and validate the config of a saved adapter folder (no weights are read)."""
-        return read_adapter_config(directory)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_id: str | os.PathLike,
-        *,
-        strict: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        local_files_only: bool = False,
-    ) -> PILAAdapter:
-        """Rebuild an adapter from a folder written by :meth:`save_pretrained`, or from the hub.
-
-        Args:
-            path_or_id: the folder, or a hub id ``org/name`` (fetched into the Hugging Face
-                cache with ``snapshot_download``, as a backbone's hub id is).
-            strict: refuse missing and unexpected tensors (mis-shaped ones are always
-                refused); with ``strict=False`` they are logged and skipped.
-            device: where to put the adapter.
-            dtype: floating dtype to cast to (default: as saved).
-            revision: hub branch, tag or commit (hub ids only).
-            cache_dir: Hugging Face cache folder (hub ids only).
-            token: hub token (hub ids only).
-            local_files_only: use the cache only, no network (hub ids only).
-
-        Raises:
-            FileNotFoundError: a file is missing, or the hub id cannot be fetched.
-            AdapterLoadError: the config is invalid, or tensors are missing, unexpected or
-                mis-shaped (each named, with the saved and expected shapes).
-        """
-        directory = resolve_adapter_folder(
-            path_or_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
-        )
-        config = read_adapter_config(directory)
-        state = read_adapter_weights(directory)
-        model = cls(config)
-        load_state_checked(model, state, strict=strict, source=str(directory / WEIGHTS_NAME))
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        return model
 
     def extra_repr(self) -> str:
         return f"parameters={self.num_parameters:,}"

@@ -1,18 +1,19 @@
 """The adapter folder: ``adapter_config.json`` + ``model.safetensors``, local or on the hub.
 
-What :meth:`PILAAdapter.save_pretrained` writes and :meth:`PILAAdapter.from_pretrained`
-reads, and what generation needs around it:
+:class:`PretrainedMixin` gives :class:`~pila.adapter.PILAAdapter` its ``save_pretrained``,
+``from_pretrained`` and ``push_to_hub``; the functions here are what they, checkpoint
+reading and generation share:
 
 - writing: each file goes to a temporary sibling and is moved into place with
   ``os.replace``; the weights first, so a finished config always sits next to finished
-  weights (:func:`write_adapter_folder`);
+  weights (:meth:`PretrainedMixin.save_pretrained`);
 - reading: the config is validated (format version, the category order, every size)
   before any weight is read, and every missing, unexpected or mis-shaped tensor is named
   (:func:`read_adapter_config`, :func:`load_state_checked`);
 - the hub: a hub id (``org/name``) is fetched with ``huggingface_hub.snapshot_download``
   (only the two files, into the usual Hugging Face cache; offline with
   ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) and pushed with ``HfApi.upload_folder``
-  (:func:`resolve_adapter_folder`, :func:`push_adapter_folder`). Weights are safetensors
+  (:func:`resolve_adapter_folder`, :meth:`PretrainedMixin.push_to_hub`). Weights are safetensors
   only: nothing is unpickled and no code from a repository is run;
 - generation: the check that an adapter fits a backbone (:func:`check_backbone_sizes`),
   its identity in sidecars (:func:`adapter_identity`), and :func:`load_adapter`, which
@@ -27,7 +28,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
@@ -53,32 +54,6 @@ FOLDER_FILES: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)
 
 class AdapterLoadError(ValueError):
     """A saved adapter folder does not match what this version builds from its config."""
-
-
-# ---------------------------------------------------------------------------- writing
-def write_adapter_folder(adapter: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``adapter_config.json`` and ``model.safetensors`` of ``adapter`` into ``directory``.
-
-    Each file is written to a temporary sibling and moved into place atomically; the
-    weights go first. The state includes buffers such as the residual loss's running means.
-
-    Returns:
-        The folder.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {name: t.detach().to("cpu").contiguous().clone() for name, t in adapter.state_dict().items()}
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "adapter_class": type(adapter).__name__,
-        "num_parameters": sum(p.numel() for p in adapter.parameters()),
-        "config": adapter.config.to_dict(),
-    }
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "pila_format_version": str(FORMAT_VERSION)})
-    with atomic_path(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return directory
 
 
 # ---------------------------------------------------------------------------- reading
@@ -218,34 +193,129 @@ def resolve_adapter_folder(
     return Path(folder)
 
 
-def push_adapter_folder(
-    adapter: nn.Module,
-    repo_id: str,
-    *,
-    commit_message: str = "Upload PILA adapter",
-    private: bool | None = None,
-    token: str | None = None,
-    revision: str | None = None,
-) -> str:
-    """Write ``adapter``'s folder to a temporary directory and upload its two files to ``repo_id``.
+# ----------------------------------------------------------------------------- mixin
+_Module = TypeVar("_Module", bound="PretrainedMixin")
 
-    The repository is created when missing (``private`` as given).
 
-    Returns:
-        The URL of the commit.
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a module built from one config.
+
+    The class it is mixed into is an ``nn.Module`` with a ``config`` (an
+    :class:`~pila.adapter.config.AdapterConfig`) that its constructor takes as its only
+    argument, as :class:`~pila.adapter.PILAAdapter` does.
     """
-    api = HfApi(token=token)
-    repo = api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pila-adapter-") as tmp:
-        write_adapter_folder(adapter, tmp)
-        commit = api.upload_folder(
-            repo_id=repo.repo_id,
-            folder_path=tmp,
-            commit_message=commit_message,
-            revision=revision,
-            allow_patterns=list(FOLDER_FILES),
+
+    config: AdapterConfig
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``adapter_config.json`` and ``model.safetensors`` into ``directory``, atomically.
+
+        Each file goes to a temporary sibling and is moved into place; the weights first, so
+        a finished config always sits next to finished weights. The state includes buffers
+        such as the residual loss's running means.
+
+        Returns:
+            The folder.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()}
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "adapter_class": type(self).__name__,
+            "num_parameters": sum(p.numel() for p in self.parameters()),
+            "config": self.config.to_dict(),
+        }
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "pila_format_version": str(FORMAT_VERSION)})
+        with atomic_path(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        return directory
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload PILA adapter",
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+    ) -> str:
+        """Upload the folder :meth:`save_pretrained` writes to the hub repository ``repo_id``.
+
+        The folder is written to a temporary directory and its two files are uploaded in
+        one commit with ``HfApi.upload_folder``.
+
+        Args:
+            repo_id: ``org/name``; created when missing.
+            commit_message: the commit's message.
+            private: visibility of a newly created repository (None: the hub's default).
+            token: hub token (default: the logged-in one).
+            revision: the branch to commit to (default: ``main``).
+
+        Returns:
+            The URL of the commit.
+        """
+        api = HfApi(token=token)
+        repo = api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pila-adapter-") as tmp:
+            self.save_pretrained(tmp)
+            commit = api.upload_folder(
+                repo_id=repo.repo_id,
+                folder_path=tmp,
+                commit_message=commit_message,
+                revision=revision,
+                allow_patterns=list(FOLDER_FILES),
+            )
+        return str(getattr(commit, "commit_url", commit))
+
+    @classmethod
+    def load_config(cls, directory: str | os.PathLike) -> AdapterConfig:
+        """Read and validate the config of a saved adapter folder (no weights are read)."""
+        return read_adapter_config(directory)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Module],
+        path_or_id: str | os.PathLike,
+        *,
+        strict: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+    ) -> _Module:
+        """Rebuild a module from a folder written by :meth:`save_pretrained`, or from the hub.
+
+        Args:
+            path_or_id: the folder, or a hub id ``org/name`` (fetched into the Hugging Face
+                cache with ``snapshot_download``, as a backbone's hub id is).
+            strict: refuse missing and unexpected tensors (mis-shaped ones are always
+                refused); with ``strict=False`` they are logged and skipped.
+            device: where to put the module.
+            dtype: floating dtype to cast to (default: as saved).
+            revision: hub branch, tag or commit (hub ids only).
+            cache_dir: Hugging Face cache folder (hub ids only).
+            token: hub token (hub ids only).
+            local_files_only: use the cache only, no network (hub ids only).
+
+        Raises:
+            FileNotFoundError: a file is missing, or the hub id cannot be fetched.
+            AdapterLoadError: the config is invalid, or tensors are missing, unexpected or
+                mis-shaped (each named, with the saved and expected shapes).
+        """
+        directory = resolve_adapter_folder(
+            path_or_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
         )
-    return str(getattr(commit, "commit_url", commit))
+        config = read_adapter_config(directory)
+        state = read_adapter_weights(directory)
+        model = cls(config)  # type: ignore[call-arg]
+        load_state_checked(model, state, strict=strict, source=str(directory / WEIGHTS_NAME))
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model
 
 
 # ------------------------------------------------------------------------ generation
@@ -355,6 +425,7 @@ __all__ = [
     "FOLDER_FILES",
     "WEIGHTS_NAME",
     "AdapterLoadError",
+    "PretrainedMixin",
     "adapter_config",
     "adapter_identity",
     "check_adapter_compatible",
@@ -362,9 +433,7 @@ __all__ = [
     "is_hub_id",
     "load_adapter",
     "load_state_checked",
-    "push_adapter_folder",
     "read_adapter_config",
     "read_adapter_weights",
     "resolve_adapter_folder",
-    "write_adapter_folder",
 ]

@@ -27,7 +27,7 @@ labels (:mod:`pila.parser`; the rule-based parser by default). Its config's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +47,7 @@ from pila.generation.proxy import (
     scheduler_copy,
     top_k_override,
 )
-from pila.generation.settings import (
-    DEFAULT_MAX_SEQUENCE_LENGTH,
-    SamplingConfig,
-    StepCallback,
-    StepRange,
-    resolve_seeds,
-)
+from pila.generation.settings import SamplingConfig, StepCallback, resolve_seeds
 from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
 
@@ -210,22 +204,12 @@ def generate(
     *,
     adapter: nn.Module | str | os.PathLike | None = None,
     seed: int | Sequence[int] = 0,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 5.0,
-    guidance_scale_2: float | None = None,
-    negative_prompt: str | None = None,
-    height: int = 480,
-    width: int = 832,
-    num_frames: int = 81,
-    correction_steps: StepRange | Iterable[int] | str | None = None,
-    top_k: int | None = None,
-    shift: float | None = None,
-    max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
-    cond_scale: float = 1.0,
+    config: SamplingConfig | None = None,
     parser: PromptParser | None = None,
     labels: Sequence[Sequence[str]] | None = None,
     refined_prompts: Sequence[str] | None = None,
     progress: bool = False,
+    **settings: Any,
 ) -> list[np.ndarray]:
     """Generate one video per prompt, corrected by a PILA adapter (or not).
 
@@ -240,26 +224,23 @@ def generate(
         adapter: a PILA adapter, an adapter folder or hub id (loaded with
             :func:`pila.adapter.load_adapter`), or None for the uncorrected baseline.
         seed: an int (prompt i gets ``seed + i``) or one seed per prompt.
-        num_inference_steps: denoising steps.
-        guidance_scale: CFG scale (Wan 2.2: the high-noise stage's).
-        guidance_scale_2: Wan 2.2's low-noise stage scale (None: ``guidance_scale``).
-        negative_prompt: CFG negative prompt (None: empty).
-        height: pixels, multiple of 16.
-        width: pixels, multiple of 16.
-        num_frames: 4·k + 1.
-        correction_steps: steps the adapter corrects: None (all), ``(first, last)``
-            inclusive, or an iterable of 1-based step numbers.
-        top_k: experts per sample for this call (None: the adapter's).
-        shift: flow-schedule shift (None: the pipeline scheduler's).
-        max_sequence_length: text tokens per prompt.
-        cond_scale: adapter condition scale.
+        config: the generation settings (default: :class:`SamplingConfig`'s, the paper's).
         parser: prompt parser for the adapter's description and labels (default: rules).
         labels: per-prompt category names, overriding the parser's.
         refined_prompts: per-prompt descriptions, overriding the parser's.
         progress: show the pipeline's progress bar.
+        **settings: fields of :class:`SamplingConfig` overriding ``config``'s, as keywords:
+            ``num_inference_steps``, ``guidance_scale``, ``guidance_scale_2``,
+            ``negative_prompt``, ``height``, ``width``, ``num_frames``,
+            ``correction_steps`` (``(41, 50)``, ``"41-50"`` or step numbers), ``top_k``,
+            ``shift``, ``max_sequence_length``, ``cond_scale``.
 
     Returns:
         One float32 array (F, H, W, 3) in [0, 1] per prompt.
+
+    Raises:
+        TypeError: a keyword that is no field of :class:`SamplingConfig`.
+        ValueError: a bad setting, seed list or per-prompt list (named).
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
@@ -268,20 +249,7 @@ def generate(
     for name, given in (("labels", labels), ("refined_prompts", refined_prompts)):
         if given is not None and len(given) != len(prompt_list):
             raise ValueError(f"got {len(given)} {name} for {len(prompt_list)} prompts")
-    config = SamplingConfig(
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        guidance_scale_2=guidance_scale_2,
-        negative_prompt=negative_prompt,
-        height=height,
-        width=width,
-        num_frames=num_frames,
-        correction_steps=correction_steps,
-        top_k=top_k,
-        shift=shift,
-        max_sequence_length=max_sequence_length,
-        cond_scale=cond_scale,
-    )
+    config = (config or SamplingConfig()).replace(**settings)
     backbone = as_backbone(pipeline)
     if isinstance(adapter, (str, os.PathLike)):
         adapter = load_adapter(adapter, backbone)

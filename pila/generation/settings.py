@@ -7,9 +7,10 @@ builds one from its keyword arguments, ``pila predict`` reads one from YAML
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from torch import Tensor
@@ -151,12 +152,25 @@ class SamplingConfig:
             object.__setattr__(self, "correction_steps", spec)
         resolve_correction_steps(spec, self.num_inference_steps)
 
+    def replace(self, **changes: Any) -> SamplingConfig:
+        """A copy with ``changes`` applied (validated again).
+
+        Raises:
+            TypeError: a name that is no field, listing the fields.
+        """
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"unknown generation settings {unknown}; the settings are {', '.join(sorted(names))}")
+        return dataclasses.replace(self, **changes)
+
     @property
     def steps(self) -> tuple[int, ...]:
         """The resolved 1-based corrected steps."""
         return resolve_correction_steps(self.correction_steps, self.num_inference_steps)
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values, with the corrected steps resolved to a list."""
         out = asdict(self)
         out["correction_steps"] = list(self.steps)
         return out

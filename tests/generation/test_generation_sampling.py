@@ -151,6 +151,15 @@ def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapt
     assert not np.array_equal(together[0], together[2])
 
 
+def test_settings_are_sampling_config_fields_and_a_typo_is_named(tiny_backbone, small):
+    config = SamplingConfig(**small)
+    assert config.replace(top_k=2, correction_steps=(3, 4)) == SamplingConfig(**small, top_k=2, correction_steps="3-4")
+    with pytest.raises(TypeError, match=r"unknown generation settings \['num_inference_step'\].*num_inference_steps"):
+        generate(tiny_backbone, "A leaf falls.", num_inference_step=4)
+    with pytest.raises(ValueError, match="num_frames must be 4·k"):
+        generate(tiny_backbone, "A leaf falls.", config=config, num_frames=6)
+
+
 def test_resolve_seeds():
     assert resolve_seeds(3, 3) == [3, 4, 5]
     assert resolve_seeds([9, 1], 2) == [9, 1]
