@@ -108,8 +108,8 @@ class PrepareConfig:
         max_sequence_length: text tokens per prompt (512: Wan's pipeline's).
         shard_size: records per cache shard (our choice).
         workers: DataLoader workers that decode videos and compute flow (0: in the main
-            process).
-        encode_batch_size: clips per VAE / text-encoder call.
+            process; 4 is our choice).
+        encode_batch_size: clips per VAE / text-encoder call (our choice).
         device: where the VAE and text encoder run (``auto``: CUDA when available).
         dtype: text-encoder dtype (``auto``: bf16 on CUDA, else float32; the VAE stays
             float32).

@@ -10,12 +10,13 @@ predict batch as soon as it exists:
 
 The sidecar is written last, so an output is complete exactly when both files exist.
 Before prediction starts the writer plans every output path over the whole prompt list
-(:mod:`pila.generation.layouts`) and tells :class:`~pila.generation.prompts.PromptDataModule` which
-items are already complete, so a re-run (or a killed run started again) generates only
-what is missing. A complete output made with other settings (its sidecar's
-``settings_sha256`` differs) is an error, so a benchmark folder never mixes settings. At
-the end, rank 0 rebuilds the layout's CSV index from the complete
-outputs on disk (in ``teardown``, after a barrier, so all ranks have finished).
+(:mod:`pila.generation.layouts`) and tells
+:class:`~pila.generation.prompts.PromptDataModule` which items are already complete, so a
+re-run (or a killed run started again) generates only what is missing. A complete output
+made with other settings (its sidecar's ``settings_sha256`` differs) is an error, so a
+benchmark folder never mixes settings. At the end, rank 0 rebuilds the layout's CSV index
+from the complete outputs on disk (in ``teardown``, after a barrier, so all ranks have
+finished).
 """
 
 from __future__ import annotations
