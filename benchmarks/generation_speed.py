@@ -12,7 +12,7 @@ the tiny predict config's settings (17 frames × 64 × 64, 4 steps, CFG), split 
 
 without an adapter (the baseline) and with a PILA adapter of the paper's widths (hidden
 128, bank 32, top-4; text width of the tiny encoder). Every phase boundary is timed inside
-the real ``WanPipeline.__call__`` by the scheduler proxy of :mod:`pila.sampling` (CUDA is
+the real ``WanPipeline.__call__`` by the scheduler proxy of :mod:`pila.generation.proxy` (CUDA is
 synchronised at each mark). Baseline and adapter videos alternate; one warm-up round is
 discarded; medians over ``--reps``.
 
@@ -48,9 +48,10 @@ from pila.backbone import WanBackbone
 from pila.backbone.presets import PAPER_LATENT_SHAPE, WAN21_T2V_1_3B_TRANSFORMER, WAN_TEXT_TOKENS
 from pila.backbone.tiny import TINY_TEXT_DIM
 from pila.categories import labels_to_multihot
+from pila.generation.sampling import generate_video
+from pila.generation.settings import SamplingConfig
 from pila.io import write_text_atomic, write_video
 from pila.parser import RuleBasedParser
-from pila.sampling import SamplingConfig, generate_video
 
 log = logging.getLogger("generation_speed")
 

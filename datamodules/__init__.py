@@ -3,7 +3,7 @@
 Modules, in data-flow order:
 
 - :mod:`.records` WISA-80K records: parsing, filters, rejection reasons, the hash split
-- :mod:`.relabel` the eight-category relabeling (rules in ``category_map.json``)
+- :mod:`.relabel` the eight-category relabeling (rules: :mod:`pila.parser.category_map`)
 - :mod:`.sources` finding videos in shard zips, per-shard folders or a flat folder
 - :mod:`.clips` PyAV clip sampling (frames, rate, resize and centre crop, short clips)
 - :mod:`.flow_targets` stage A's Farneback pseudo-flow targets on the latent grid
@@ -19,15 +19,13 @@ Names are imported on first use, so importing one module does not load the other
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pila.lazy import lazy_exports
 
 _EXPORTS = {
     "WISA80KDataModule": "wisa",
     "SyntheticPhysicsDataModule": "synthetic",
     "SyntheticConfig": "synthetic",
     "write_synthetic_dataset": "synthetic",
-    "CategoryMap": "relabel",
     "relabel_records": "relabel",
     "PrepareConfig": "prepare",
     "prepare_cache": "prepare",
@@ -46,14 +44,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -48,8 +48,9 @@ class ClipConfig:
         fps: frames per second the clip is sampled at (Wan's native rate is 16).
         height: H_px of the output, after resize and centre crop (480 in the paper).
         width: W_px of the output (832 in the paper).
-        short_clip: ``"reject"`` or ``"loop"`` for videos shorter than the clip (module docstring).
-        anchor: ``"center"`` or ``"start"``: where in a longer video the clip is taken.
+        short_clip: videos shorter than the clip: ``reject`` them, or ``loop`` them from the
+            start (module docstring).
+        anchor: where the clip is taken in a longer video: its ``center`` or its ``start``.
     """
 
     num_frames: int = 81

@@ -26,21 +26,25 @@ import hashlib
 import json
 import logging
 import math
+import re
 import shlex
 import sys
 import time
+import typing
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import docstring_parser
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pila.categories import CATEGORIES, labels_to_multihot
 from pila.io import write_json_atomic, write_text_atomic
+from pila.parser.category_map import CategoryMap
 
 from .cache import (
     CACHE_FORMAT,
@@ -69,7 +73,6 @@ from .records import (
     select_records,
 )
 from .relabel import (
-    CategoryMap,
     Labeler,
     category_distribution,
     format_distribution,
@@ -85,37 +88,44 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ configuration
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Everything ``pila prepare`` needs (each field is a command-line option).
+    """Everything ``pila prepare`` needs.
+
+    Each field is a command-line option (``--field-name``; the clip and filter fields keep
+    their own names, the flow fields get a ``--flow-`` prefix), and these descriptions are
+    its ``--help`` text (:func:`prepare_options`).
 
     Args:
-        annotations: the WISA-format annotation file (JSON list, or JSON Lines).
-        out: the cache folder.
-        videos: the videos folder (shard zips, per-shard folders or flat); not needed
-            with ``relabel_only``.
-        backbone: a diffusers Wan folder, a hub id, or ``"tiny"`` (the embedded preset).
+        annotations: WISA-format annotation file (a JSON list, e.g. data/wisa-80k.json, or
+            JSON Lines).
+        out: cache folder to write (shards, manifest.json, rejected.jsonl).
+        videos: folder with the videos: WISA's <N>.zip shards, their unpacked per-shard
+            folders, or one flat folder of .mp4 files; not needed with ``relabel_only``.
+        backbone: diffusers Wan folder, hub id, or ``"tiny"`` (the embedded preset).
         clip: frames, rate, size and the short-clip rule.
         filters: duration, text-box, motion and quality filters.
         flow: Farneback settings of the flow targets.
-        category_map: a category map file (None: the shipped ``category_map.json``).
-        max_sequence_length: text tokens the encoder sees (Wan's pipeline uses 512).
-        shard_size: records per shard.
-        workers: DataLoader workers decoding videos and computing flow (0: in-process).
-        encode_batch_size: clips per VAE / text-encoder call.
+        category_map: category map JSON (None: the shipped pila/parser/category_map.json).
+        max_sequence_length: text tokens per prompt (512: Wan's pipeline's).
+        shard_size: records per cache shard (our choice).
+        workers: DataLoader workers that decode videos and compute flow (0: in the main
+            process; 4 is our choice).
+        encode_batch_size: clips per VAE / text-encoder call (our choice).
         device: where the VAE and text encoder run (``auto``: CUDA when available).
-        dtype: the text encoder's dtype (``auto``: bf16 on CUDA, else float32; the VAE
-            stays float32).
+        dtype: text-encoder dtype (``auto``: bf16 on CUDA, else float32; the VAE stays
+            float32).
         storage_dtype: dtype of the cached float tensors.
         limit: encode only the first N kept records (None: all).
-        overwrite: replace a cache built with other settings instead of stopping.
-        relabel_only: write the relabeled annotation and the distribution, then stop.
-        relabeled_out: where ``relabel_only`` writes the relabeled annotation (default
-            ``<out>/annotations.relabeled.json``).
-        llm_labeler: a local causal-LM folder; when set, records are labeled by the
-            LLM-assisted prompt parser (:class:`pila.parser.LLMPromptParser`) reading each
-            caption, with the category map as its fallback; its refined description is
-            cached as ``pooled_refined`` (what conditions the adapter in training).
-        llm_labeler_cache: JSON file where the parser keeps its answers (a resumed run
-            does not ask again).
+        overwrite: replace a cache built with other settings (default: stop with an error).
+        relabel_only: only relabel: write the relabeled annotation and print the category
+            distribution.
+        relabeled_out: where ``relabel_only`` writes the relabeled annotation (None:
+            OUT/annotations.relabeled.json).
+        llm_labeler: local causal-LM folder: label records with the LLM-assisted prompt
+            parser (:class:`pila.parser.LLMPromptParser`) reading each caption, the category
+            map as its fallback; its refined description is cached as ``pooled_refined``
+            (what conditions the adapter in training).
+        llm_labeler_cache: JSON file keeping the LLM labeler's answers across runs (a
+            resumed run does not ask again).
     """
 
     annotations: str
@@ -175,9 +185,9 @@ class PrepareConfig:
     def command(self) -> str:
         """The ``pila prepare`` command line that builds this cache."""
         words = ["pila", "prepare"]
-        for option in _OPTIONS:
+        for option in prepare_options():
             value = _get(self, option.path)
-            if option.kind == "flag":
+            if option.cast is None:
                 if value:
                     words.append(option.flag)
                 continue
@@ -227,72 +237,95 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ command line
+NESTED_FLAG_PREFIX: dict[str, str] = {"clip": "", "filters": "", "flow": "flow-"}
+"""Flag prefix of each nested settings group of :class:`PrepareConfig` (``--num-frames``,
+``--min-duration``, ``--flow-winsize``)."""
+
+
 @dataclass(frozen=True)
-class _Option:
+class Option:
+    """One ``pila prepare`` option, generated from a field of :class:`PrepareConfig`.
+
+    Attributes:
+        flag: the option (``--num-frames``).
+        path: the field's dotted path in :class:`PrepareConfig` (``clip.num_frames``).
+        help: the field's description from its dataclass docstring.
+        cast: text → value (None for an on/off flag).
+        choices: the allowed values of a ``Literal`` field.
+        required: the field has no default.
+        optional: ``None`` is allowed (written ``none`` on the command line).
+    """
+
     flag: str
     path: str
     help: str
-    kind: Literal["str", "int", "float", "optional_float", "optional_int", "optional_str", "flag"] = "str"
+    cast: Callable[[str], Any] | None
     choices: tuple[str, ...] | None = None
     required: bool = False
+    optional: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.path.replace(".", "__")
 
 
-def _optional(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+def _none_or(cast: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         return None if text.lower() in ("none", "null", "") else cast(text)
 
-    parse.__name__ = cast.__name__
+    parse.__name__ = cast.__name__  # argparse names the type in its error messages
     return parse
 
 
-_CASTS: dict[str, Callable[[str], Any]] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "optional_float": _optional(float),
-    "optional_int": _optional(int),
-    "optional_str": _optional(str),
-}
+def _help_text(description: str) -> str:
+    """A docstring description as plain ``--help`` text (no reST markup, one line)."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", description)
+    text = " ".join(text.replace("``", "").split()).rstrip(".")
+    return text.replace("%", "%%")
 
-_OPTIONS: tuple[_Option, ...] = (
-    _Option("--annotations", "annotations", "WISA-format annotation file (a JSON list, e.g. data/wisa-80k.json, or JSON Lines)", required=True),
-    _Option("--videos", "videos", "folder with the videos: WISA's <N>.zip shards, their unpacked per-shard folders, or one flat folder of .mp4 files", "optional_str"),
-    _Option("--out", "out", "cache folder to write (shards, manifest.json, rejected.jsonl)", required=True),
-    _Option("--backbone", "backbone", "diffusers Wan folder, hub id, or 'tiny' (the embedded preset)"),
-    _Option("--relabel-only", "relabel_only", "only relabel: write the relabeled annotation and print the category distribution", "flag"),
-    _Option("--relabeled-out", "relabeled_out", "where --relabel-only writes the relabeled annotation (default: OUT/annotations.relabeled.json)", "optional_str"),
-    _Option("--category-map", "category_map", "category map JSON (default: the shipped pila/datamodules/category_map.json)", "optional_str"),
-    _Option("--llm-labeler", "llm_labeler", "local causal-LM folder: label records with the LLM-assisted prompt parser (the category map is its fallback)", "optional_str"),
-    _Option("--llm-labeler-cache", "llm_labeler_cache", "JSON file keeping the LLM labeler's answers across runs", "optional_str"),
-    _Option("--num-frames", "clip.num_frames", "frames per clip (Wan needs 4k+1)", "int"),
-    _Option("--fps", "clip.fps", "frames per second the clip is sampled at", "float"),
-    _Option("--height", "clip.height", "clip height in pixels after resize and centre crop (multiple of 8)", "int"),
-    _Option("--width", "clip.width", "clip width in pixels after resize and centre crop (multiple of 8)", "int"),
-    _Option("--short-clip", "clip.short_clip", "videos shorter than the clip: reject them, or loop them from the start", choices=("reject", "loop")),
-    _Option("--anchor", "clip.anchor", "where the clip is taken in a longer video", choices=("center", "start")),
-    _Option("--min-duration", "filters.min_duration", "shortest annotated duration kept, seconds ('none': no bound)", "optional_float"),
-    _Option("--max-duration", "filters.max_duration", "longest annotated duration kept, seconds ('none': no bound)", "optional_float"),
-    _Option("--max-text-boxes", "filters.max_text_boxes", "most text_bbox_num kept ('none': no filter)", "optional_int"),
-    _Option("--min-motion-score", "filters.min_motion_score", "least motion score kept ('none': no filter)", "optional_float"),
-    _Option("--motion-score-field", "filters.motion_score_field", "which field --min-motion-score tests", choices=("motion_score", "motion_score_v2")),
-    _Option("--min-quality", "filters.min_quality", "least visual_quality_score kept ('none': no filter)", "optional_float"),
-    _Option("--flow-max-side", "flow.max_side", "long side, in pixels, of the frames Farneback sees (shrunk, never enlarged)", "int"),
-    _Option("--flow-levels", "flow.levels", "Farneback pyramid levels", "int"),
-    _Option("--flow-winsize", "flow.winsize", "Farneback averaging window, pixels of the shrunk frames", "int"),
-    _Option("--flow-iterations", "flow.iterations", "Farneback iterations per level", "int"),
-    _Option("--flow-pyr-scale", "flow.pyr_scale", "Farneback scale between pyramid levels", "float"),
-    _Option("--flow-poly-n", "flow.poly_n", "Farneback polynomial neighbourhood (5 or 7)", "int"),
-    _Option("--flow-poly-sigma", "flow.poly_sigma", "Farneback polynomial Gaussian sigma", "float"),
-    _Option("--max-sequence-length", "max_sequence_length", "text tokens per prompt (Wan's pipeline uses 512)", "int"),
-    _Option("--shard-size", "shard_size", "records per cache shard", "int"),
-    _Option("--workers", "workers", "DataLoader workers that decode videos and compute flow (0: in the main process)", "int"),
-    _Option("--encode-batch-size", "encode_batch_size", "clips per VAE / text-encoder call", "int"),
-    _Option("--device", "device", "where the VAE and text encoder run", choices=("auto", "cpu", "cuda")),
-    _Option("--dtype", "dtype", "text-encoder dtype (auto: bf16 on CUDA, else float32; the VAE stays float32)", choices=("auto", "float32", "bfloat16", "float16")),
-    _Option("--storage-dtype", "storage_dtype", "dtype of the cached float tensors", choices=("bfloat16", "float16", "float32")),
-    _Option("--limit", "limit", "encode only the first N kept records ('none': all)", "optional_int"),
-    _Option("--overwrite", "overwrite", "replace a cache built with other settings (default: stop with an error)", "flag"),
-)
+
+def _field_options(cls: type, prefix: str, flag_prefix: str) -> list[Option]:
+    hints = typing.get_type_hints(cls)
+    docs = {p.arg_name: p.description or "" for p in docstring_parser.parse(cls.__doc__ or "").params}
+    options = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            options += _field_options(kind, f"{prefix}{f.name}.", NESTED_FLAG_PREFIX[f.name])
+            continue
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        optional = type(None) in typing.get_args(kind)
+        base = args[0] if optional and len(args) == 1 else kind
+        choices = tuple(typing.get_args(base)) if typing.get_origin(base) is Literal else None
+        cast = None if base is bool else (str if choices else base)
+        if f.name not in docs:
+            raise TypeError(f"{cls.__name__}.{f.name} has no description in the docstring's Args; --help needs one")
+        options.append(
+            Option(
+                flag="--" + flag_prefix + f.name.replace("_", "-"),
+                path=prefix + f.name,
+                help=_help_text(docs[f.name]),
+                cast=_none_or(cast) if optional and cast is not None else cast,
+                choices=choices,
+                required=f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                optional=optional,
+            )
+        )
+    return options
+
+
+def prepare_options() -> tuple[Option, ...]:
+    """Every ``pila prepare`` option, one per field of :class:`PrepareConfig` (nested ones included).
+
+    Flags, types, choices, defaults and help all come from the dataclasses and their
+    docstrings, so the command line cannot drift from the config.
+    """
+    options = tuple(_field_options(PrepareConfig, "", ""))
+    flags = [o.flag for o in options]
+    duplicated = sorted({f for f in flags if flags.count(f) > 1})
+    if duplicated:
+        raise TypeError(f"PrepareConfig fields map to the same option {duplicated}; give them distinct names")
+    return options
 
 
 def _get(config: Any, path: str) -> Any:
@@ -312,20 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Cache layout, resuming and checksums: see pila/datamodules/README.md.",
     )
-    for option in _OPTIONS:
-        dest = option.path.replace(".", "__")
-        if option.kind == "flag":
-            parser.add_argument(option.flag, dest=dest, action="store_true", help=option.help)
+    groups = {
+        name: parser.add_argument_group(f"{name} ({_help_text(docstring_parser.parse(type(getattr(_DEFAULTS, name)).__doc__).short_description or '')})")
+        for name in NESTED_FLAG_PREFIX
+    }
+    for option in prepare_options():
+        group = groups.get(option.path.split(".")[0], parser) if "." in option.path else parser
+        if option.cast is None:
+            group.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
             continue
-        default = _get(_DEFAULTS, option.path)
-        help_text = option.help if option.required else f"{option.help} (default: {default})"
-        parser.add_argument(
+        default = None if option.required else _get(_DEFAULTS, option.path)
+        shown = "none" if default is None else default
+        unset = "; 'none' for None" if option.optional and default is not None else ""
+        help_text = option.help if option.required else f"{option.help} (default: {shown}{unset})"
+        group.add_argument(
             option.flag,
-            dest=dest,
-            type=_CASTS[option.kind],
+            dest=option.dest,
+            type=option.cast,
             choices=option.choices,
             required=option.required,
-            default=None if option.required else default,
+            default=default,
             help=help_text,
             metavar=option.flag.strip("-").replace("-", "_").upper() if option.choices is None else None,
         )
@@ -336,21 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     """Turn parsed arguments into a :class:`PrepareConfig` (validation errors name the value)."""
     values = vars(args)
-    nested: dict[str, dict[str, Any]] = {"clip": {}, "filters": {}, "flow": {}}
-    top: dict[str, Any] = {}
-    for option in _OPTIONS:
-        value = values[option.path.replace(".", "__")]
-        if "." in option.path:
-            group, key = option.path.split(".")
-            nested[group][key] = value
-        else:
-            top[option.path] = value
-    return PrepareConfig(
-        clip=ClipConfig(**nested["clip"]),
-        filters=FilterConfig(**nested["filters"]),
-        flow=FlowConfig(**nested["flow"]),
-        **top,
-    )
+    fields: dict[str, Any] = {}
+    for option in prepare_options():
+        *groups, key = option.path.split(".")
+        target = fields
+        for group in groups:
+            target = target.setdefault(group, {})
+        target[key] = values[option.dest]
+    nested = {name: type(getattr(_DEFAULTS, name))(**fields.pop(name)) for name in NESTED_FLAG_PREFIX}
+    return PrepareConfig(**fields, **nested)
 
 
 # ----------------------------------------------------------------------- running

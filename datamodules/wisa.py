@@ -36,6 +36,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from pila.parser.category_map import CategoryMap
+
 from .cache import CachedClips, CacheMismatchError, CacheMissingError, read_manifest, verify_cache
 from .clips import ClipConfig
 from .collate import ClipCollator
@@ -43,7 +45,6 @@ from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
 from .flow_targets import FlowConfig
 from .prepare import PrepareConfig, load_records, prepare_cache, settings_diff
 from .records import FilterConfig, split_names
-from .relabel import CategoryMap
 from .resumable import ResumableSampler, batches_completed_in_epoch
 from .sources import VideoIndex
 

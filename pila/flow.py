@@ -130,6 +130,12 @@ def sigma_gate(sigma: Tensor, g_min: float = 0.1) -> Tensor:
     return g_min + (1.0 - g_min) * (1.0 - sigma) ** 2
 
 
-def apply_correction(v_theta: Tensor, sigma: Tensor, delta_v: Tensor, g_min: float = 0.1) -> Tensor:
-    """Eq. (10): ``v_PILA = v_θ + g(σ)·Δv`` with σ (B,) broadcast over (B, C, T, H, W)."""
-    return v_theta + _expand(sigma_gate(sigma, g_min), v_theta) * delta_v
+def apply_correction(v_theta: Tensor, sigma: Tensor, delta_v: Tensor, g_min: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Eq. (10): ``v_PILA = v_θ + g(σ)·Δv`` with σ (B,) broadcast over (B, C, T, H, W).
+
+    Returns:
+        ``(v_PILA, g(σ)·Δv)``: the corrected velocity in v_θ's dtype and the gated
+        correction in Δv's dtype, both (B, C, T, H, W).
+    """
+    correction = _expand(sigma_gate(sigma, g_min), delta_v) * delta_v  # (B, C, T, H, W)
+    return v_theta + correction.to(v_theta.dtype), correction

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pila.cli import PilaCLI
+from pila.generation import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "lightning_configs"
@@ -96,6 +97,23 @@ def test_predict_configs_instantiate(path, tmp_path):
     copy.write_text(yaml.safe_dump(config))
     cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides])
     assert type(cli.model).__name__ == "PILAPredictModule"
+    assert cli.model.sampling == SamplingConfig(**config["model"]["init_args"]["sampling"])
+
+
+def test_a_dotted_override_reaches_the_sampling_block(tmp_path):
+    path = CONFIGS / "predict.yaml"
+    overrides = [
+        "--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--trainer.default_root_dir={tmp_path}",
+        "--model.init_args.sampling.correction_steps=41-50", "--model.init_args.sampling.top_k=2",
+    ]  # fmt: skip
+    config = yaml.safe_load(path.read_text())
+    config.pop("return_predictions")
+    (tmp_path / "prompts.txt").write_text("a ball bounces\n")
+    config["data"]["init_args"]["prompt_file"] = str(tmp_path / "prompts.txt")
+    (tmp_path / "predict.yaml").write_text(yaml.safe_dump(config))
+    cli = _instantiate(["--config", str(tmp_path / "predict.yaml"), *CPU_TRAINER, *overrides])
+    assert cli.model.sampling.steps == tuple(range(41, 51)) and cli.model.sampling.top_k == 2
+    assert cli.model.sampling.num_inference_steps == 50  # the rest of the block is the YAML's
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)

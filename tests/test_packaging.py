@@ -44,4 +44,5 @@ def test_wheel_maps_folders_into_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "pila/datamodules/__init__.py" in names and "pila/callbacks/__init__.py" in names
     assert not any(n.startswith(("datamodules/", "callbacks/")) for n in names)
+    assert "pila/generation/sampling.py" in names and "pila/parser/category_map.json" in names  # the vocabulary ships
     assert any(n.endswith("entry_points.txt") for n in names)

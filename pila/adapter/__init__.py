@@ -3,15 +3,13 @@
 ``PILAAdapter(config)`` holds the physical encoder, the AFE bank, the condition encoder,
 the LPMER router, the masked operator experts and the attribute-to-flow decoder;
 ``forward(x_t, sigma, v_theta, cond)`` returns the corrected velocity and everything
-training logs. ``save_pretrained`` / ``from_pretrained`` read and write a folder with
-``adapter_config.json`` and ``model.safetensors``.
+training logs. ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` write and read
+a folder with ``adapter_config.json`` and ``model.safetensors``, locally or on the hub
+(:mod:`pila.adapter.pretrained`, which also checks an adapter against a backbone).
 """
 
 from pila.adapter.adapter import (
-    CONFIG_NAME,
     PARAMETER_GROUPS,
-    WEIGHTS_NAME,
-    AdapterLoadError,
     AdapterOutput,
     BankEncoding,
     PILAAdapter,
@@ -20,6 +18,7 @@ from pila.adapter.adapter import (
 from pila.adapter.condition import AdapterCondition, ConditionEncoder, randomize_labels
 from pila.adapter.config import AdapterConfig
 from pila.adapter.objective import RoutedResidual, routed_residual_objective
+from pila.adapter.pretrained import CONFIG_NAME, WEIGHTS_NAME, AdapterLoadError, load_adapter
 from pila.adapter.router import (
     LPMERRouter,
     Routing,
@@ -46,6 +45,7 @@ __all__ = [
     "RoutingStatistics",
     "dense_routing",
     "describe",
+    "load_adapter",
     "randomize_labels",
     "route",
     "routed_residual_objective",

@@ -1,17 +1,18 @@
 """``PILAAdapter``: the trainable adapter inside the frozen flow-matching dynamics (Sec. 3.1–3.3).
 
-One denoising step, as in the paper:
+One denoising step, as in the paper; each step is numbered by its equation, and
+:meth:`PILAAdapter.forward` carries the same numbers:
 
-    (1)  x̂0 = x_t − σ·v_θ                         latent estimate
-    (2)  h  = E(x̂0),  S = H_scaffold(h)           physical feature and scaffold
-    (3)  P  = AFE(h, S)                           attribute bank (32 channels)
-         c  = C(text, y, σ)                       condition vector
-    (4)  S, π = LPMER(c, y)                       routing (Eq. 21–23)
-    (5)  ΔP_k = M_k ⊙ O_k(P, c)                   masked operator experts
-    (6–7) L_res over S∩Y on P + ΔP_k              routed residual objective
-    (8)  P̃ = P + Σ_k π_k ΔP_k                     refined bank
-    (9)  Δv = D([P̃, c, v_θ])                      attribute-to-flow decoder
-    (10) v_PILA = v_θ + g(σ)·Δv                   σ-gated correction
+    (1)   x̂0 = x_t − σ·v_θ                         latent estimate
+          c  = C(text, y, σ)                       condition vector (no equation number)
+    (2)   h  = E(x̂0),  S = H_scaffold(h)           physical feature and scaffold (and Eq. 13)
+    (3)   P  = AFE(h, S)                           attribute bank (32 channels)
+    (4)   S, π = LPMER(c, y)                       routing (detailed in Eq. 21–23)
+    (5)   ΔP_k = M_k ⊙ O_k(P, c)                   masked operator experts
+    (6–7) L_res over S∩Y on P + ΔP_k               routed residual objective
+    (8)   P̃ = P + Σ_k π_k ΔP_k                     refined bank
+    (9)   Δv = D([P̃, c, v_θ])                      attribute-to-flow decoder
+    (10)  v_PILA = v_θ + g(σ)·Δv                   σ-gated correction (:func:`pila.flow.apply_correction`)
 
 The backbone velocity v_θ is detached on entry: no gradient reaches the backbone.
 
@@ -21,38 +22,28 @@ latent height and width, E experts (8), K top-k, D text width, Dc condition widt
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from pila.adapter.condition import AdapterCondition, ConditionEncoder
-from pila.adapter.config import FORMAT_VERSION, AdapterConfig
+from pila.adapter.config import AdapterConfig
 from pila.adapter.decoder import FlowDecoder
 from pila.adapter.encoder import PhysicalEncoder, ScaffoldHead
 from pila.adapter.experts import OperatorExperts
 from pila.adapter.layers import count_parameters
 from pila.adapter.objective import routed_residual_objective
 from pila.adapter.plain import PlainAdapterBody, matched_plain_width
+from pila.adapter.pretrained import PretrainedMixin
 from pila.adapter.router import LPMERRouter, Routing, dense_routing
-from pila.flow import estimate_x0, sigma_gate
-from pila.io import atomic_path
+from pila.flow import apply_correction, estimate_x0
 from pila.physics.afe import AnchoredFieldEstimator, active_slots
 from pila.physics.bank import SLOT_NAMES, unpack_bank
 from pila.physics.fused import ResidualPass
 from pila.physics.loss import ResidualLoss
 from pila.physics.masks import blend_masks, motion_mask, physical_mask, recipe_masks
-
-log = logging.getLogger(__name__)
-
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 PARAMETER_GROUPS: tuple[str, ...] = (
     "encoder",
@@ -66,10 +57,6 @@ PARAMETER_GROUPS: tuple[str, ...] = (
 """Names of :meth:`PILAAdapter.parameter_groups`: E + scaffold head, the kinematic-anchor
 head H_v, the other AFE constructors, the condition encoder, the router, the experts and
 the decoder D."""
-
-
-class AdapterLoadError(ValueError):
-    """A saved adapter folder does not match what this version builds from its config."""
 
 
 @dataclass
@@ -163,7 +150,7 @@ def _plain_kwargs(config: AdapterConfig) -> dict[str, int]:
     }
 
 
-class PILAAdapter(nn.Module):
+class PILAAdapter(nn.Module, PretrainedMixin):
     """The PILA adapter: encoder, AFE bank, condition encoder, LPMER router, experts, decoder.
 
     In a LightningCLI YAML the config is nested under ``init_args``::
@@ -319,6 +306,10 @@ class PILAAdapter(nn.Module):
     ) -> AdapterOutput:
         """One corrected velocity, v_PILA = v_θ + g(σ)·Δv.
 
+        The steps carry the paper's equation numbers (module docstring): (1) x̂0, the
+        condition c, (2)–(3) the bank P, (4) routing, (5) expert updates, (6)–(7) the
+        routed residual objective (when asked), (8) P̃, (9) Δv, (10) v_PILA.
+
         Args:
             x_t: (B, C, T, H, W) noisy latents.
             sigma: (B,) noise levels (or a scalar).
@@ -343,18 +334,18 @@ class PILAAdapter(nn.Module):
             self.training if residuals is None else residuals
         )
 
-        # 1. latent estimate x̂0 = x_t − σ·v_θ (Eq. 1)
+        # (1) latent estimate x̂0 = x_t − σ·v_θ
         x0_hat = estimate_x0(x_t.detach().to(dtype), sigma, v)  # (B, C, T, H, W)
 
-        # 2. condition vector c from the pooled text, y and σ, ramped by the warm-up
+        # c: condition vector from the pooled text, y and σ, ramped by the warm-up
         c = self.condition(cond.pooled_text, labels, sigma, cond.cond_scale)  # (B, Dc)
 
         if self.plain is not None:
             # "+ Plain Adapter": a generic branch, no bank, routing or residuals.
             delta_v = self.plain(x0_hat, c, v)  # (B, C, T, H, W)
-            correction = self._gate(sigma, delta_v)  # (B, C, T, H, W)
+            v_pila, correction = apply_correction(v_theta.detach(), sigma, delta_v, cfg.g_min)  # (B, C, T, H, W)
             return AdapterOutput(
-                v_pila=v_theta.detach() + correction.to(v_theta.dtype),
+                v_pila=v_pila,
                 correction=correction,
                 delta_v=delta_v,
                 cond=c,
@@ -362,22 +353,22 @@ class PILAAdapter(nn.Module):
                 residual_loss=x0_hat.new_zeros((), dtype=torch.float32),
             )
 
-        # 3. physical feature, scaffold and attribute bank P (Eq. 2, 13, 3)
+        # (2)–(3) physical feature h, scaffold S (Eq. 13) and attribute bank P
         enc = self._encode(x0_hat, cond.phase)
         bank = enc.bank  # (B, 32, T, H, W)
 
-        # 4. route: learned logits + label prior, top-k, temperature (Eq. 21–23)
+        # (4) route: learned logits + label prior, top-k, temperature (Eq. 21–23)
         if self.router is not None:
             routing = self.router(c, labels)
         else:  # "w/o Expert Routing": dense, non-routed experts
             routing = dense_routing(bank.shape[0], cfg.num_experts, device=bank.device, dtype=dtype)
 
-        # 5. recipe-masked expert updates ΔP_k = M_k ⊙ O_k(P, c) (Eq. 5)
+        # (5) recipe-masked expert updates ΔP_k = M_k ⊙ O_k(P, c)
         updates = (
             self.experts(bank, c, routing.indices) if self.experts is not None else None
         )  # (B, K, 32, T, H, W)
 
-        # 6. routed residual objective on experts in S∩Y, each on its own P + ΔP_k (Eq. 6–7)
+        # (6)–(7) routed residual objective on experts in S∩Y, each on its own P + ΔP_k
         residual_loss = x0_hat.new_zeros((), dtype=torch.float32)
         per_expert: dict[str, Tensor] = {}
         per_term: dict[tuple[str, str], Tensor] = {}
@@ -414,20 +405,20 @@ class PILAAdapter(nn.Module):
                 objective.active,
             )
 
-        # 7. refined bank P̃ = P + Σ_k π_k ΔP_k (Eq. 8)
+        # (8) refined bank P̃ = P + Σ_k π_k ΔP_k
         refined = bank
         if updates is not None and routing.top_k > 0:
             refined = bank + torch.einsum(
                 "bk,bkcthw->bcthw", routing.topk_weights.to(dtype), updates
             )
 
-        # 8. decode Δv from [P̃, c, v_θ] (Eq. 9); without flow correction the bank is not read
+        # (9) decode Δv from [P̃, c, v_θ]; without flow correction the bank is not read
         delta_v = self.decoder(refined if cfg.flow_correction else None, c, v)  # (B, C, T, H, W)
 
-        # 9. σ-gated composition v_PILA = v_θ + g(σ)·Δv (Eq. 10)
-        correction = self._gate(sigma, delta_v)  # (B, C, T, H, W)
+        # (10) σ-gated composition v_PILA = v_θ + g(σ)·Δv
+        v_pila, correction = apply_correction(v_theta.detach(), sigma, delta_v, cfg.g_min)  # (B, C, T, H, W)
         return AdapterOutput(
-            v_pila=v_theta.detach() + correction.to(v_theta.dtype),
+            v_pila=v_pila,
             correction=correction,
             delta_v=delta_v,
             cond=c,
@@ -443,10 +434,6 @@ class PILAAdapter(nn.Module):
             mask=mask,
             v_hat=enc.v_hat,
         )
-
-    def _gate(self, sigma: Tensor, delta_v: Tensor) -> Tensor:
-        """g(σ)·Δv of Eq. (10): σ (B,) broadcast over Δv (B, C, T, H, W)."""
-        return sigma_gate(sigma, self.config.g_min).to(delta_v.dtype)[:, None, None, None, None] * delta_v
 
     # ------------------------------------------------------------------ parameters
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -477,129 +464,6 @@ class PILAAdapter(nn.Module):
             for pname, parameter in self.afe.named_parameters():
                 groups["anchor" if pname.startswith("anchor_head.") else "afe"].append(parameter)
         return groups
-
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``adapter_config.json`` and ``model.safetensors`` into ``directory``.
-
-        Each file is written to a temporary sibling and moved into place with
-        ``os.replace``; the weights go first, so a finished config always sits next to
-        finished weights. The state includes the residual loss's running means.
-
-        Returns:
-            The folder.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {
-            name: t.detach().to("cpu").contiguous().clone() for name, t in self.state_dict().items()
-        }
-        payload = {
-            "format_version": FORMAT_VERSION,
-            "adapter_class": type(self).__name__,
-            "num_parameters": self.num_parameters,
-            "config": self.config.to_dict(),
-        }
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(
-                state,
-                str(tmp),
-                metadata={"format": "pt", "pila_format_version": str(FORMAT_VERSION)},
-            )
-        with atomic_path(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        return directory
-
-    @classmethod
-    def load_config(cls, directory: str | os.PathLike) -> AdapterConfig:
-        """Read and validate the config of a saved adapter folder."""
-        path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: a PILA adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-                f"(written by PILAAdapter.save_pretrained)"
-            )
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise AdapterLoadError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(payload, dict) or "config" not in payload:
-            raise AdapterLoadError(
-                f"{path} has no 'config' entry; it was not written by PILAAdapter.save_pretrained"
-            )
-        version = payload.get("format_version")
-        if version != FORMAT_VERSION:
-            raise AdapterLoadError(
-                f"{path} has format_version {version!r}; this version of pila reads {FORMAT_VERSION}"
-            )
-        try:
-            return AdapterConfig.from_dict(payload["config"])
-        except (TypeError, ValueError) as err:
-            raise AdapterLoadError(f"{path}: {err}") from None
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | os.PathLike,
-        *,
-        strict: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> PILAAdapter:
-        """Rebuild an adapter from a folder written by :meth:`save_pretrained`.
-
-        Args:
-            directory: the folder.
-            strict: refuse missing and unexpected tensors (mis-shaped ones are always
-                refused); with ``strict=False`` they are logged and skipped.
-            device: where to put the adapter.
-            dtype: floating dtype to cast to (default: as saved).
-
-        Raises:
-            FileNotFoundError: a file is missing.
-            AdapterLoadError: the config is invalid, or tensors are missing, unexpected or
-                mis-shaped (each named, with the saved and expected shapes).
-        """
-        directory = Path(directory)
-        config = cls.load_config(directory)
-        weights_path = directory / WEIGHTS_NAME
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"{weights_path} not found next to {directory / CONFIG_NAME}")
-        model = cls(config)
-        state = load_file(str(weights_path))
-        model._load_checked(state, strict=strict, source=str(weights_path))
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        return model
-
-    def _load_checked(self, state: dict[str, Tensor], *, strict: bool, source: str) -> None:
-        """Load ``state`` after naming every missing, unexpected and mis-shaped tensor."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mis_shaped = [
-            f"{name}: saved {tuple(state[name].shape)}, expected {tuple(expected[name].shape)}"
-            for name in sorted(set(state) & set(expected))
-            if state[name].shape != expected[name].shape
-        ]
-        problems = []
-        if mis_shaped:
-            problems.append("mis-shaped tensors:\n  " + "\n  ".join(mis_shaped))
-        if strict and missing:
-            problems.append("missing tensors:\n  " + "\n  ".join(missing))
-        if strict and unexpected:
-            problems.append("unexpected tensors:\n  " + "\n  ".join(unexpected))
-        if problems:
-            raise AdapterLoadError(
-                f"{source} does not match the adapter built from its config:\n"
-                + "\n".join(problems)
-            )
-        if missing or unexpected:
-            log.warning(
-                "loading %s non-strictly: %d missing tensors kept at initialisation (%s), %d unexpected ignored (%s)",
-                source, len(missing), ", ".join(missing), len(unexpected), ", ".join(unexpected),
-            )  # fmt: skip
-        self.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
     def extra_repr(self) -> str:
         return f"parameters={self.num_parameters:,}"

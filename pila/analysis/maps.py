@@ -24,43 +24,7 @@ from torch.utils.data import Dataset
 from pila.adapter import PILAAdapter
 from pila.analysis.forward import adapter_step, as_cpu, clip_batches
 from pila.backbone import WanBackbone
-from pila.categories import NUM_CATEGORIES
-
-
-def expert_update_maps(
-    expert_updates: Tensor,
-    indices: Tensor,
-    *,
-    num_experts: int = NUM_CATEGORIES,
-    topk_weights: Tensor | None = None,
-) -> Tensor:
-    """Per-expert spatial update magnitude, mean |ΔP_k| over bank channels.
-
-    Args:
-        expert_updates: (B, K, P, T, H, W) ΔP of the selected experts, aligned with ``indices``
-            (``AdapterOutput.expert_updates``).
-        indices: (B, K) the selected experts (``AdapterOutput.routing.indices``).
-        num_experts: E.
-        topk_weights: (B, K) routing weights π of the selected experts; when given each map
-            is scaled by its weight.
-
-    Returns:
-        (B, E, T, H, W) float32, zero for the experts a sample did not select.
-    """
-    if expert_updates.ndim != 6:
-        raise ValueError(f"expert_updates must have shape (B, K, P, T, H, W), got {tuple(expert_updates.shape)}")
-    b, k = expert_updates.shape[:2]
-    if indices.shape != (b, k):
-        raise ValueError(f"indices must have shape ({b}, {k}) to match expert_updates, got {tuple(indices.shape)}")
-    magnitude = expert_updates.detach().float().abs().mean(dim=2)  # (B, K, T, H, W)
-    if topk_weights is not None:
-        if topk_weights.shape != (b, k):
-            raise ValueError(f"topk_weights must have shape ({b}, {k}), got {tuple(topk_weights.shape)}")
-        magnitude = magnitude * topk_weights.detach().float()[:, :, None, None, None]
-    maps = magnitude.new_zeros(b, num_experts, *magnitude.shape[2:])  # (B, E, T, H, W)
-    rows = torch.arange(b, device=indices.device)[:, None].expand(b, k)  # (B, K)
-    maps[rows, indices] = magnitude
-    return maps
+from pila.stages.metrics import expert_update_maps
 
 
 @dataclass

@@ -38,7 +38,7 @@ from pila.adapter import PILAAdapter, Routing, RoutingStatistics, routing_statis
 from pila.analysis.forward import adapter_step, as_cpu, check_sigmas, clip_batches
 from pila.backbone import WanBackbone
 from pila.categories import CATEGORIES, NUM_CATEGORIES, labels_to_multihot
-from pila.layouts import read_sidecar
+from pila.generation.layouts import read_sidecar
 from pila.stages.metrics import coactivation_correlation
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def read_generated_routing(videos_dir: str | os.PathLike) -> GeneratedRouting:
     Raises:
         FileNotFoundError: ``videos_dir`` does not exist or holds no sidecar with routing.
     """
-    from pila.callbacks.prediction_writer import SIDECAR_FORMAT
+    from pila.generation.writer import SIDECAR_FORMAT
 
     root = Path(videos_dir)
     if not root.is_dir():

@@ -9,6 +9,7 @@ prompt; the prompt itself still conditions the frozen generator unchanged.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +70,40 @@ class PromptParser(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """The parser's identity and settings, recorded in every sidecar."""
+
+
+def default_parser() -> PromptParser:
+    """The parser used wherever none is given: the rule-based one (no model, no download)."""
+    from pila.parser.rules import RuleBasedParser
+
+    return RuleBasedParser()
+
+
+def parse_with_given(
+    parser: PromptParser,
+    prompt: str,
+    *,
+    labels: Sequence[str] | None = None,
+    refined_prompt: str | None = None,
+) -> ParsedPrompt:
+    """The adapter's description and labels for ``prompt``: what is given, the parser's answer for the rest.
+
+    Args:
+        parser: asked only when ``labels`` or ``refined_prompt`` is missing.
+        prompt: the raw prompt.
+        labels: category names given with the prompt (a prompt file's ``labels``).
+        refined_prompt: a description given with the prompt.
+
+    Returns:
+        The parser's answer when nothing is given; otherwise a ``"given"`` answer holding
+        the given parts and the parser's answer for the others.
+    """
+    if labels is None and refined_prompt is None:
+        return parser.parse(prompt)
+    parsed = None if labels is not None and refined_prompt is not None else parser.parse(prompt)
+    return ParsedPrompt(
+        prompt=prompt,
+        refined_prompt=refined_prompt if refined_prompt is not None else parsed.refined_prompt,
+        labels=tuple(labels) if labels is not None else parsed.labels,
+        source="given",
+    )

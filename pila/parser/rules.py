@@ -1,7 +1,7 @@
 """The rule-based prompt parser: the relabeling table applied to the prompt's text.
 
 It needs no model. The description is the prompt itself (whitespace normalised) and the
-labels are what :meth:`pila.datamodules.relabel.CategoryMap.labels_for_text` finds in it:
+labels are what :meth:`pila.parser.category_map.CategoryMap.labels_for_text` finds in it:
 the same phenomena and keyword rules that relabel the training data, read from the same
 editable ``category_map.json``, so training labels and inference labels agree.
 """
@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from pila.parser.base import ParsedPrompt, PromptParser, ordered_labels
+from pila.parser.category_map import CategoryMap
 
 
 class RuleBasedParser(PromptParser):
@@ -22,8 +23,6 @@ class RuleBasedParser(PromptParser):
     """
 
     def __init__(self, category_map: str | None = None) -> None:
-        from pila.datamodules.relabel import CategoryMap
-
         self.category_map_path = None if category_map is None else os.fspath(category_map)
         self.category_map = CategoryMap.load(self.category_map_path)
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
+
+from pila.adapter.pretrained import CONFIG_NAME, read_adapter_config, read_adapter_weights
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +123,9 @@ def _read_deepspeed(path: Path) -> AdapterCheckpoint:
 
 
 def _read_adapter_folder(path: Path) -> AdapterCheckpoint:
-    from pila.adapter import WEIGHTS_NAME, PILAAdapter
-
-    config = PILAAdapter.load_config(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"adapter folder {path} has its config but no {WEIGHTS_NAME}")
+    config = read_adapter_config(path)
     return AdapterCheckpoint(
-        state_dict=load_file(str(weights)), config=config.to_dict(), kind="adapter_folder", stage=None, path=path
+        state_dict=read_adapter_weights(path), config=config.to_dict(), kind="adapter_folder", stage=None, path=path
     )
 
 
@@ -139,7 +135,7 @@ def read_adapter_checkpoint(path: str | Path) -> AdapterCheckpoint:
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist. Expected {KINDS}.")
     if p.is_dir():
-        if (p / "adapter_config.json").exists():
+        if (p / CONFIG_NAME).exists():
             return _read_adapter_folder(p)
         if (p / "latest").exists() or any(p.glob("*/mp_rank_*_model_states.pt")):
             return _read_deepspeed(p)

@@ -1,10 +1,15 @@
-"""torchmetrics for the training logs: router statistics and per-expert, per-term residuals.
+"""What training logs: router statistics, per-expert and per-term residuals, expert maps.
+
+:class:`RouterMetrics` and :class:`ResidualMetrics` are torchmetrics;
+:func:`expert_update_maps` is where each routed expert changes the bank (paper Fig. 7),
+the ``train/expert_maps`` image of stage C and the maps of :mod:`pila.analysis`.
 
 Both metrics keep sums in states reduced with ``"sum"``, so ``compute()`` on several
 processes returns the statistics of the whole global batch, not of one rank's share.
 ``compute()`` synchronises, so every rank must call it at the same step.
 
-Legend: B batch, E experts (8).
+Legend: B batch, E experts (8), K top-k, P bank channels (32), T latent frames, H, W
+latent height and width.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from pila.adapter.router import Routing, routing_statistics
-from pila.categories import CATEGORIES
+from pila.categories import CATEGORIES, NUM_CATEGORIES
 from pila.physics.residuals import TERM_KEYS
 
 
@@ -142,3 +147,39 @@ class ResidualMetrics(Metric):
             if v == v:
                 out[f"{prefix}/expert_loss/{cat}"] = v
         return out
+
+
+def expert_update_maps(
+    expert_updates: Tensor,
+    indices: Tensor,
+    *,
+    num_experts: int = NUM_CATEGORIES,
+    topk_weights: Tensor | None = None,
+) -> Tensor:
+    """Per-expert spatial update magnitude, mean |ΔP_k| over bank channels.
+
+    Args:
+        expert_updates: (B, K, P, T, H, W) ΔP of the selected experts, aligned with ``indices``
+            (``AdapterOutput.expert_updates``).
+        indices: (B, K) the selected experts (``AdapterOutput.routing.indices``).
+        num_experts: E.
+        topk_weights: (B, K) routing weights π of the selected experts; when given each map
+            is scaled by its weight.
+
+    Returns:
+        (B, E, T, H, W) float32, zero for the experts a sample did not select.
+    """
+    if expert_updates.ndim != 6:
+        raise ValueError(f"expert_updates must have shape (B, K, P, T, H, W), got {tuple(expert_updates.shape)}")
+    b, k = expert_updates.shape[:2]
+    if indices.shape != (b, k):
+        raise ValueError(f"indices must have shape ({b}, {k}) to match expert_updates, got {tuple(indices.shape)}")
+    magnitude = expert_updates.detach().float().abs().mean(dim=2)  # (B, K, T, H, W)
+    if topk_weights is not None:
+        if topk_weights.shape != (b, k):
+            raise ValueError(f"topk_weights must have shape ({b}, {k}), got {tuple(topk_weights.shape)}")
+        magnitude = magnitude * topk_weights.detach().float()[:, :, None, None, None]
+    maps = magnitude.new_zeros(b, num_experts, *magnitude.shape[2:])  # (B, E, T, H, W)
+    rows = torch.arange(b, device=indices.device)[:, None].expand(b, k)  # (B, K)
+    maps[rows, indices] = magnitude
+    return maps

@@ -34,6 +34,7 @@ from pila.physics.residuals import (
     TERM_FAMILIES,
     TERM_FIELDS,
 )
+from pila.stages.metrics import expert_update_maps
 from pila.stages.module import PILAModule
 
 ENCODER_SIDE = ("encoder", "anchor", "afe")
@@ -258,9 +259,7 @@ class StageC(PILAModule):
     def expert_maps(out, sample: int) -> Tensor:
         """Where each expert changes the bank: mean |ΔP_k| over channels for one sample (E, T, H, W).
 
-        Unselected experts get zero maps (:func:`pila.analysis.maps.expert_update_maps`).
+        Unselected experts get zero maps (:func:`pila.stages.metrics.expert_update_maps`).
         """
-        from pila.analysis.maps import expert_update_maps
-
         rows = slice(sample, sample + 1)
         return expert_update_maps(out.expert_updates[rows], out.routing.indices[rows])[0].cpu()

@@ -11,7 +11,7 @@ from adapter_helpers import TEXT_DIM, make_batch, randomize_zero_layers, tiny_ad
 
 from pila.adapter import PARAMETER_GROUPS, AdapterCondition
 from pila.categories import CATEGORIES
-from pila.flow import sigma_gate
+from pila.flow import apply_correction, sigma_gate
 from pila.physics.bank import slot_mask, unpack_bank
 from pila.physics.fused import ResidualPass
 from pila.physics.loss import ResidualLoss
@@ -59,6 +59,22 @@ def test_correction_is_sigma_gated_decoder_output() -> None:
     torch.testing.assert_close(out.correction, gate[:, None, None, None, None] * out.delta_v)
     torch.testing.assert_close(out.v_pila - v_theta, out.correction)
     assert out.correction.abs().sum() > 0
+    v_pila, correction = apply_correction(v_theta, sigma, out.delta_v, 0.2)  # what forward uses for Eq. 10
+    assert torch.equal(out.v_pila, v_pila) and torch.equal(out.correction, correction)
+
+
+def test_forward_steps_carry_the_docstrings_equation_numbers() -> None:
+    import inspect
+    import re
+
+    from pila.adapter import adapter as module
+
+    def numbers(pairs: list[tuple[str, str]]) -> set[int]:
+        return {n for first, last in pairs for n in range(int(first), int(last or first) + 1)}
+
+    documented = numbers(re.findall(r"^ +\((\d+)(?:–(\d+))?\) ", module.__doc__, re.MULTILINE))
+    steps = numbers(re.findall(r"# \((\d+)\)(?:–\((\d+)\))? ", inspect.getsource(module.PILAAdapter.forward)))
+    assert documented == steps == set(range(1, 11))
 
 
 def test_refined_bank_is_weighted_sum_of_expert_updates() -> None:

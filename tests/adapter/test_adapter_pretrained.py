@@ -135,3 +135,77 @@ def test_load_casts_dtype(tmp_path) -> None:
     loaded = PILAAdapter.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert loaded.dtype == torch.bfloat16
     assert loaded.residual_loss.num_updates.dtype == torch.long  # integer buffers untouched
+
+
+# ----------------------------------------------------------------------------- the hub
+def _hub_cache(root, repo_id: str, adapter: PILAAdapter, commit: str = "a" * 40):
+    """The Hugging Face cache layout snapshot_download leaves behind, built offline."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    adapter.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_a_hub_id_loads_from_the_hugging_face_cache(tmp_path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    adapter = trained_adapter()
+    cache = _hub_cache(tmp_path / "hub", "pila-org/tiny-adapter", adapter)
+    loaded = PILAAdapter.from_pretrained("pila-org/tiny-adapter", cache_dir=cache, local_files_only=True)
+    for name, tensor in adapter.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    # HF_HUB_OFFLINE=1 with the default cache: what `pila predict --model.init_args.adapter org/name` does offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert PILAAdapter.from_pretrained("pila-org/tiny-adapter").config == adapter.config
+    with pytest.raises(FileNotFoundError, match=r"could not fetch adapter 'pila-org/missing' from the hub(.|\n)*local folder"):
+        PILAAdapter.from_pretrained("pila-org/missing")
+    with pytest.raises(FileNotFoundError, match="adapter folder .*does not exist"):
+        PILAAdapter.from_pretrained(tmp_path / "no" / "such" / "folder")
+
+
+def test_a_hub_snapshot_is_checked_like_a_folder(tmp_path) -> None:
+    cache = _hub_cache(tmp_path / "hub", "pila-org/bad", tiny_adapter())
+    (snapshot,) = (cache / "models--pila-org--bad" / "snapshots").iterdir()
+    payload = json.loads((snapshot / CONFIG_NAME).read_text())
+    payload["config"]["expert_width"] = 12
+    (snapshot / CONFIG_NAME).write_text(json.dumps(payload))
+    with pytest.raises(AdapterLoadError, match="mis-shaped tensors"):
+        PILAAdapter.from_pretrained("pila-org/bad", cache_dir=cache, local_files_only=True)
+
+
+def test_push_to_hub_uploads_exactly_the_adapter_folder(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    calls: dict = {}
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
+        calls["create"] = {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message, revision=None, allow_patterns=None, **kwargs):
+        from pathlib import Path
+
+        folder = Path(folder_path)
+        calls["upload"] = {
+            "repo_id": repo_id,
+            "files": sorted(p.name for p in folder.iterdir()),
+            "message": commit_message,
+            "revision": revision,
+            "allow_patterns": allow_patterns,
+            "config": json.loads((folder / CONFIG_NAME).read_text())["config"],
+        }
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    adapter = tiny_adapter(top_k=3)
+    url = adapter.push_to_hub("pila-org/tiny-adapter", private=True, revision="dev")
+    assert url == "https://huggingface.co/pila-org/tiny-adapter/commit/abc"
+    assert calls["create"] == {"repo_id": "pila-org/tiny-adapter", "private": True, "exist_ok": True}
+    upload = calls["upload"]
+    assert upload["files"] == sorted([CONFIG_NAME, WEIGHTS_NAME]) and upload["revision"] == "dev"
+    assert sorted(upload["allow_patterns"]) == sorted([CONFIG_NAME, WEIGHTS_NAME]) and upload["config"]["top_k"] == 3

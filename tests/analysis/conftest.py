@@ -37,7 +37,7 @@ def _shortened(name: str, folder: Path) -> Path:
         config["model"]["init_args"]["log_every_n_steps"] = 2
         config["data"]["init_args"].update(num_clips_per_category=1, batch_size=4, num_frames=17, height=32, width=32)
     else:  # predict: one short video
-        config["model"]["init_args"].update(num_inference_steps=2, num_frames=5, height=32, width=32)
+        config["model"]["init_args"]["sampling"].update(num_inference_steps=2, num_frames=5, height=32, width=32)
         config["data"]["init_args"]["prompts"] = config["data"]["init_args"]["prompts"][:1]
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

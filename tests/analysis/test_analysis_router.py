@@ -21,9 +21,9 @@ from pila.analysis import (
     read_generated_routing,
     selection_rate_by_category,
 )
-from pila.callbacks.prediction_writer import SIDECAR_FORMAT
 from pila.datamodules.collate import collate_clips
 from pila.flow import noisy_latent
+from pila.generation.writer import SIDECAR_FORMAT
 from pila.stages.module import pad_text
 
 # four clips: 0 rigid_body+collision, 1 rigid_body, 2 fluid, 3 fluid+thermal; no one else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,12 +32,12 @@ from pila.datamodules.cache import (
 from pila.datamodules.clips import ClipConfig, frames_to_model_range, read_clip
 from pila.datamodules.flow_targets import FlowConfig, flow_target
 from pila.datamodules.prepare import (
-    _OPTIONS,
     PrepareConfig,
     build_parser,
     config_from_args,
     main,
     prepare_cache,
+    prepare_options,
 )
 from pila.datamodules.sources import VideoIndex, open_video
 
@@ -245,9 +246,31 @@ def test_help_describes_every_option(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for option in _OPTIONS:
-        assert option.flag in out
+    for option in prepare_options():
+        assert option.flag in out and option.help[:30] in " ".join(out.split())
     assert "--relabel-only" in out and "default: 81" in out and "reject" in out and "loop" in out
+
+
+def test_options_are_generated_from_every_field_and_keep_their_names():
+    options = {o.flag: o for o in prepare_options()}
+    leaves = [f.name for f in dataclasses.fields(PrepareConfig) if f.name not in ("clip", "filters", "flow")]
+    nested = [f"clip.{f.name}" for f in dataclasses.fields(ClipConfig)] + [f"flow.{f.name}" for f in dataclasses.fields(FlowConfig)]
+    assert {o.path for o in options.values()} >= set(leaves) | set(nested)
+    assert options["--num-frames"].path == "clip.num_frames" and options["--min-duration"].path == "filters.min_duration"
+    assert options["--flow-winsize"].path == "flow.winsize" and options["--relabel-only"].cast is None
+    assert options["--short-clip"].choices == ("reject", "loop") and options["--limit"].optional
+    assert options["--annotations"].required and options["--out"].required and not options["--videos"].required
+    assert "Wan needs 4k + 1" in options["--num-frames"].help  # the field's own description
+    # every flag of the former hand-written table is still there
+    assert set(options) >= {
+        "--annotations", "--videos", "--out", "--backbone", "--relabel-only", "--relabeled-out", "--category-map",
+        "--llm-labeler", "--llm-labeler-cache", "--num-frames", "--fps", "--height", "--width", "--short-clip",
+        "--anchor", "--min-duration", "--max-duration", "--max-text-boxes", "--min-motion-score",
+        "--motion-score-field", "--min-quality", "--flow-max-side", "--flow-levels", "--flow-winsize",
+        "--flow-iterations", "--flow-pyr-scale", "--flow-poly-n", "--flow-poly-sigma", "--max-sequence-length",
+        "--shard-size", "--workers", "--encode-batch-size", "--device", "--dtype", "--storage-dtype", "--limit",
+        "--overwrite",
+    }  # fmt: skip
 
 
 def test_the_suggested_command_rebuilds_the_same_config(tmp_path):

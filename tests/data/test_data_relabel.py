@@ -10,14 +10,13 @@ from data_helpers import wisa_record
 from pila.categories import CATEGORIES
 from pila.datamodules.records import parse_record
 from pila.datamodules.relabel import (
-    DEFAULT_CATEGORY_MAP,
-    CategoryMap,
     category_distribution,
     format_distribution,
     parser_labeler,
     relabel_records,
     relabeled_annotation,
 )
+from pila.parser.category_map import DEFAULT_CATEGORY_MAP, CategoryMap
 
 # formats.md: "A starting map to the eight PILA categories"
 TABLE = {

@@ -13,7 +13,6 @@ from pila.categories import CATEGORIES, labels_to_multihot
 from pila.datamodules.cache import read_manifest
 from pila.datamodules.clips import ClipConfig, read_clip
 from pila.datamodules.records import parse_record
-from pila.datamodules.relabel import CategoryMap
 from pila.datamodules.synthetic import (
     SyntheticConfig,
     SyntheticPhysicsDataModule,
@@ -25,6 +24,7 @@ from pila.datamodules.synthetic import (
     write_synthetic_dataset,
 )
 from pila.lab.scenes import SCENES, bounce_heights, collide_1d
+from pila.parser.category_map import CategoryMap
 
 SMALL = SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pila.datamodules.prompts import PromptRecord, build_items
-from pila.layouts import (
+from pila.generation.layouts import (
     META_DIR,
     PhyGenBenchLayout,
     PlainLayout,
@@ -19,6 +18,7 @@ from pila.layouts import (
     sanitize_filename,
     slugify,
 )
+from pila.generation.prompts import PromptRecord, build_items
 
 
 def records(*prompts: str, dimension: str | None = None, **fields) -> list[PromptRecord]:

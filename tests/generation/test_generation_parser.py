@@ -9,16 +9,19 @@ import pytest
 import torch
 
 from pila.categories import CATEGORIES
-from pila.datamodules.relabel import CategoryMap
 from pila.parser import (
     DEFAULT_TEMPLATES,
     LLMPromptParser,
     MalformedAnswer,
+    ParsedPrompt,
     RuleBasedParser,
     Templates,
+    default_parser,
     parse_json_answer,
+    parse_with_given,
     validate_categories,
 )
+from pila.parser.category_map import CategoryMap
 
 PROMPT = "A rubber ball falls onto a wooden floor and bounces twice."
 
@@ -36,6 +39,28 @@ class Scripted:
 
 
 # ------------------------------------------------------------------------ rules
+def test_given_parts_win_and_the_parser_answers_the_rest():
+    class Counting(RuleBasedParser):
+        calls = 0
+
+        def parse(self, prompt: str) -> ParsedPrompt:
+            Counting.calls += 1
+            return super().parse(prompt)
+
+    parser = Counting()
+    assert parse_with_given(parser, PROMPT) == parser.parse(PROMPT)  # nothing given: the parser's answer
+    Counting.calls = 0
+    both = parse_with_given(parser, PROMPT, labels=("optical",), refined_prompt="light")
+    assert (both.labels, both.refined_prompt, both.source, Counting.calls) == (("optical",), "light", "given", 0)
+    labels_only = parse_with_given(parser, PROMPT, labels=("fluid",))
+    assert labels_only.refined_prompt == PROMPT and labels_only.labels == ("fluid",) and labels_only.source == "given"
+    description_only = parse_with_given(parser, PROMPT, refined_prompt="a ball bounces")
+    assert description_only.labels == RuleBasedParser().parse(PROMPT).labels
+    with pytest.raises(ValueError, match="unknown categories"):
+        parse_with_given(parser, PROMPT, labels=("magic",))
+    assert isinstance(default_parser(), RuleBasedParser)
+
+
 def test_rule_based_parser_is_the_relabeling_table_applied_to_the_prompt():
     table = CategoryMap.load()
     parser = RuleBasedParser()

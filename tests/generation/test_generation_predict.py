@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -13,11 +14,13 @@ import pytest
 import yaml
 
 from pila.cli import main
+from pila.generation import SamplingConfig
 from pila.io import read_video
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
 TINY = CONFIGS / "tiny" / "predict.yaml"
 SHIPPED = sorted(CONFIGS.glob("predict*.yaml")) + [TINY]
+SAMPLING_FIELDS = {f.name for f in dataclasses.fields(SamplingConfig)}
 
 
 def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = None, writer: dict | None = None) -> dict:
@@ -29,7 +32,10 @@ def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = Non
     callback = config["trainer"]["callbacks"][0]["init_args"]
     callback["output_dir"] = str(out)
     callback.update(writer or {})
-    config["model"]["init_args"].update(model or {})
+    model = dict(model or {})
+    sampling = {k: model.pop(k) for k in list(model) if k in SAMPLING_FIELDS}
+    config["model"]["init_args"].update(model)
+    config["model"]["init_args"].setdefault("sampling", {}).update(sampling)
     config["data"]["init_args"].update(data or {})
     return config
 
@@ -56,21 +62,24 @@ def test_every_shipped_predict_yaml_parses_against_the_real_signatures(config, c
         main(["predict", "--config", str(config), "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"] == "pila.predict.PILAPredictModule"
-    assert printed["data"]["class_path"] == "pila.datamodules.prompts.PromptDataModule"
+    assert printed["model"]["class_path"] == "pila.generation.PILAPredictModule"
+    assert printed["data"]["class_path"] == "pila.generation.PromptDataModule"
     writer = printed["trainer"]["callbacks"][0]
-    assert writer["class_path"] == "pila.callbacks.prediction_writer.VideoPredictionWriter"
+    assert writer["class_path"] == "pila.generation.VideoPredictionWriter"
+    assert set(printed["model"]["init_args"]["sampling"]) == SAMPLING_FIELDS
     assert printed["return_predictions"] is False
 
 
 def test_paper_configs_hold_the_papers_settings():
     wan21 = yaml.safe_load((CONFIGS / "predict.yaml").read_text())
     m = wan21["model"]["init_args"]
-    assert (m["num_inference_steps"], m["num_frames"], m["height"], m["width"], m["guidance_scale"]) == (50, 81, 480, 832, 5.0)
+    s = m["sampling"]
+    assert (s["num_inference_steps"], s["num_frames"], s["height"], s["width"], s["guidance_scale"]) == (50, 81, 480, 832, 5.0)
     assert wan21["trainer"]["callbacks"][0]["init_args"]["fps"] == 16.0 and m["adapter"]
     wan22 = yaml.safe_load((CONFIGS / "predict_wan22.yaml").read_text())
     m2 = wan22["model"]["init_args"]
-    assert (m2["num_inference_steps"], m2["guidance_scale"], m2["guidance_scale_2"], m2["shift"]) == (40, 4.0, 3.0, 12.0)
+    s2 = m2["sampling"]
+    assert (s2["num_inference_steps"], s2["guidance_scale"], s2["guidance_scale_2"], s2["shift"]) == (40, 4.0, 3.0, 12.0)
     assert m2["adapter"] == m["adapter"]  # the Wan 2.1-trained adapter, transferred
     assert "Wan2.2-T2V-A14B" in m2["backbone"]
 
@@ -130,8 +139,8 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
     # the same folder with other settings is refused before anything is generated
-    config["model"]["init_args"]["num_inference_steps"] = 3
-    config["model"]["init_args"]["correction_steps"] = None
+    config["model"]["init_args"]["sampling"]["num_inference_steps"] = 3
+    config["model"]["init_args"]["sampling"]["correction_steps"] = None
     with pytest.raises(ValueError, match="made with other generation settings.*overwrite: true"):
         run_predict(tmp_path, config)
     assert all(v.stat().st_mtime_ns == before[v] for v in videos[:1])
@@ -197,8 +206,8 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
     import subprocess
     import sys
 
-    from pila.datamodules.prompts import PromptRecord, build_items
-    from pila.layouts import VideoPhy2Layout
+    from pila.generation.layouts import VideoPhy2Layout
+    from pila.generation.prompts import PromptRecord, build_items
 
     prompts = ["a ball", "a wave", "a flame", "a spring", "a mirror"]
     out = tmp_path / "out"

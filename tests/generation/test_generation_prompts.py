@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pila.datamodules.prompts import (
+from pila.generation.prompts import (
     PromptDataModule,
     PromptFileError,
     PromptItemDataset,
@@ -215,6 +215,6 @@ def test_rank_sampler_is_a_distributed_sampler_lightning_leaves_alone():
 
 
 def read_records():
-    from pila.datamodules.prompts import PromptRecord
+    from pila.generation.prompts import PromptRecord
 
     return [PromptRecord(index=i, prompt=p) for i, p in enumerate(["a", "b", "c"])]

@@ -8,15 +8,10 @@ import torch
 from diffusers import UniPCMultistepScheduler, WanPipeline
 
 import pila
+from pila.adapter import load_adapter
 from pila.backbone import WanBackbone
-from pila.sampling import (
-    SamplingConfig,
-    generate,
-    generate_video,
-    load_adapter,
-    resolve_correction_steps,
-    resolve_seeds,
-)
+from pila.generation.sampling import generate, generate_video
+from pila.generation.settings import SamplingConfig, resolve_correction_steps, resolve_seeds
 
 
 def reference(pipeline: WanPipeline, prompt: str, seed: int, settings: dict, **extra) -> np.ndarray:
@@ -156,6 +151,15 @@ def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapt
     assert not np.array_equal(together[0], together[2])
 
 
+def test_settings_are_sampling_config_fields_and_a_typo_is_named(tiny_backbone, small):
+    config = SamplingConfig(**small)
+    assert config.replace(top_k=2, correction_steps=(3, 4)) == SamplingConfig(**small, top_k=2, correction_steps="3-4")
+    with pytest.raises(TypeError, match=r"unknown generation settings \['num_inference_step'\].*num_inference_steps"):
+        generate(tiny_backbone, "A leaf falls.", num_inference_step=4)
+    with pytest.raises(ValueError, match="num_frames must be 4·k"):
+        generate(tiny_backbone, "A leaf falls.", config=config, num_frames=6)
+
+
 def test_resolve_seeds():
     assert resolve_seeds(3, 3) == [3, 4, 5]
     assert resolve_seeds([9, 1], 2) == [9, 1]
@@ -236,7 +240,7 @@ def test_generate_is_exported_lazily_from_the_package():
     import subprocess
     import sys
 
-    code = "import sys, pila; assert 'pila.sampling' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, pila; assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pila.generate is generate and "generate" in dir(pila)
 
@@ -245,7 +249,7 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     import hashlib
 
     from pila.adapter import PILAAdapter
-    from pila.sampling import adapter_identity
+    from pila.adapter.pretrained import adapter_identity
 
     fresh, trained = adapter_factory(), adapter_factory(trained=True)
     assert adapter_identity(fresh)["sha256"] == adapter_identity(adapter_factory())["sha256"]

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pila.datamodules.prompts import PredictItem, PromptRecord
+from pila.generation.prompts import PredictItem, PromptRecord
 from pila.io import write_text_atomic
 
 LayoutName = Literal["plain", "phygenbench", "vbench2", "videophy2"]

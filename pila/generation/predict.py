@@ -1,11 +1,11 @@
 """``pila predict``: the LightningModule that batch-generates videos with a PILA adapter.
 
 One predict step generates the videos of one batch of
-:class:`~pila.datamodules.prompts.PredictItem` s (one per (prompt, sample), each with its
-own seed) through :func:`pila.sampling.generate_video`, and returns
+:class:`~pila.generation.prompts.PredictItem` s (one per (prompt, sample), each with its
+own seed) through :func:`pila.generation.sampling.generate_video`, and returns
 :class:`PredictionResult` s for the writer callback
-(:class:`pila.callbacks.prediction_writer.VideoPredictionWriter`), which writes the mp4s,
-the sidecars and the benchmark layout.
+(:class:`pila.generation.writer.VideoPredictionWriter`), which writes the mp4s, the
+sidecars and the benchmark layout.
 
 The frozen backbone and the adapter are loaded in ``setup()`` straight onto this rank's
 device, and are kept outside the module's parameter tree: prediction never trains, so
@@ -24,16 +24,12 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from pila.adapter.pretrained import adapter_identity, load_adapter, resolve_adapter_folder
 from pila.backbone import WanBackbone
-from pila.datamodules.prompts import PredictItem
-from pila.parser.base import ParsedPrompt, PromptParser
-from pila.sampling import (
-    GeneratedVideo,
-    SamplingConfig,
-    adapter_identity,
-    generate_video,
-    load_adapter,
-)
+from pila.generation.prompts import PredictItem
+from pila.generation.sampling import GeneratedVideo, generate_video
+from pila.generation.settings import SamplingConfig
+from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +45,24 @@ class PredictionResult:
 class PILAPredictModule(pl.LightningModule):
     """Generate videos for prompts with a frozen Wan backbone and, optionally, a PILA adapter.
 
+    In YAML the generation settings are one block, the fields of
+    :class:`~pila.generation.settings.SamplingConfig`::
+
+        model:
+          class_path: pila.generation.PILAPredictModule
+          init_args:
+            backbone: checkpoints/Wan2.1-T2V-1.3B-Diffusers
+            adapter: checkpoints/pila-adapter
+            sampling: {num_inference_steps: 50, correction_steps: "41-50"}
+
     Args:
         backbone: a diffusers-format Wan folder (Wan 2.1, or Wan 2.2-A14B with
             ``transformer_2``), a hub id, or ``"tiny"`` for the embedded CPU preset.
-        adapter: a folder written by ``PILAAdapter.save_pretrained`` / ``pila export``;
-            None generates the uncorrected baseline.
+        adapter: a folder written by ``PILAAdapter.save_pretrained`` / ``pila export``, or
+            a hub id; None generates the uncorrected baseline.
         dtype: backbone dtype; ``"auto"`` is bf16 on CUDA, float32 on CPU.
-        num_inference_steps: denoising steps.
-        guidance_scale: CFG scale; on Wan 2.2 the high-noise stage's (``transformer``).
-        guidance_scale_2: Wan 2.2's low-noise stage (``transformer_2``) scale; None: the same
-            as ``guidance_scale``.
-        negative_prompt: CFG negative prompt (None: empty).
-        height: frame height in pixels (multiple of 16).
-        width: frame width in pixels (multiple of 16).
-        num_frames: frames per video (4·k + 1).
-        shift: flow-schedule shift (None: the backbone scheduler's own).
-        correction_steps: steps the adapter corrects: None (all), a range ``"41-50"``
-            (1-based, inclusive) or a list of step numbers.
-        top_k: experts per sample (None: the adapter's own).
-        cond_scale: adapter condition scale (1 after training).
-        max_sequence_length: text tokens per prompt.
+        sampling: steps, guidance, frame size, corrected steps, top-k, shift, text length
+            and condition scale (None: the defaults of ``SamplingConfig``, the paper's).
         parser: prompt parser for the adapter's description and labels (None: the
             rule-based parser; ``pila.parser.LLMPromptParser`` for a local LLM).
         backbone_seed: seed of the ``"tiny"`` preset's random weights.
@@ -79,40 +73,16 @@ class PILAPredictModule(pl.LightningModule):
         backbone: str = "tiny",
         adapter: str | None = None,
         dtype: str = "auto",
-        num_inference_steps: int = 50,
-        guidance_scale: float = 5.0,
-        guidance_scale_2: float | None = None,
-        negative_prompt: str | None = None,
-        height: int = 480,
-        width: int = 832,
-        num_frames: int = 81,
-        shift: float | None = None,
-        correction_steps: str | list[int] | None = None,
-        top_k: int | None = None,
-        cond_scale: float = 1.0,
-        max_sequence_length: int = 512,
+        sampling: SamplingConfig | None = None,
         parser: PromptParser | None = None,
         backbone_seed: int = 0,
     ) -> None:
         super().__init__()
         self.backbone_source = backbone
-        self.adapter_folder = adapter
+        self.adapter_source = adapter
         self.dtype_name = dtype
         self.backbone_seed = backbone_seed
-        self.sampling = SamplingConfig(
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            guidance_scale_2=guidance_scale_2,
-            negative_prompt=negative_prompt,
-            height=height,
-            width=width,
-            num_frames=num_frames,
-            correction_steps=correction_steps,
-            top_k=top_k,
-            shift=shift,
-            max_sequence_length=max_sequence_length,
-            cond_scale=cond_scale,
-        )
+        self.sampling = sampling if sampling is not None else SamplingConfig()
         self.parser = parser
         # Loaded in setup(); a plain dict keeps them out of the module tree (see the module docstring).
         self._frozen: dict[str, nn.Module] = {}
@@ -148,20 +118,18 @@ class PILAPredictModule(pl.LightningModule):
                 "(Wan 2.1); leave guidance_scale_2 unset or load a Wan 2.2-A14B folder"
             )
         self._frozen["backbone"] = backbone
-        if self.adapter_folder is not None:
-            adapter = load_adapter(self.adapter_folder, backbone, device=device)
+        if self.adapter_source is not None:
+            folder = resolve_adapter_folder(self.adapter_source)
+            adapter = load_adapter(folder, backbone, device=device)
             self._frozen["adapter"] = adapter
-            self._adapter_identity = adapter_identity(adapter, self.adapter_folder)
-            if self.parser is None:
-                from pila.parser.rules import RuleBasedParser
-
-                self.parser = RuleBasedParser()
+            self._adapter_identity = adapter_identity(adapter, folder)
+            self.parser = self.parser or default_parser()
             self.parser.load(str(device))
         log.info(
             "backbone %s (%s), adapter %s, %d steps, %d×%d×%d",
             self.backbone_source,
             "Wan 2.2, two transformers" if backbone.boundary_ratio is not None else "Wan 2.1",
-            self.adapter_folder or "none (baseline)",
+            self.adapter_source or "none (baseline)",
             self.sampling.num_inference_steps,
             self.sampling.num_frames,
             self.sampling.height,
@@ -195,17 +163,7 @@ class PILAPredictModule(pl.LightningModule):
         if self.adapter is None:
             return None
         record = item.record
-        if record.labels is not None and record.refined_prompt is not None:
-            return ParsedPrompt(record.prompt, record.refined_prompt, record.labels, "given")
-        parsed = self.parser.parse(record.prompt)
-        if record.labels is None and record.refined_prompt is None:
-            return parsed
-        return ParsedPrompt(
-            record.prompt,
-            record.refined_prompt if record.refined_prompt is not None else parsed.refined_prompt,
-            record.labels if record.labels is not None else parsed.labels,
-            "given",
-        )
+        return parse_with_given(self.parser, record.prompt, labels=record.labels, refined_prompt=record.refined_prompt)
 
     def predict_step(self, batch: list[PredictItem], batch_idx: int = 0) -> list[PredictionResult]:
         """Generate every item of the batch, one at a time with its own seed."""

@@ -10,12 +10,13 @@ predict batch as soon as it exists:
 
 The sidecar is written last, so an output is complete exactly when both files exist.
 Before prediction starts the writer plans every output path over the whole prompt list
-(:mod:`pila.layouts`) and tells :class:`~pila.datamodules.prompts.PromptDataModule` which
-items are already complete, so a re-run (or a killed run started again) generates only
-what is missing. A complete output made with other settings (its sidecar's
-``settings_sha256`` differs) is an error, so a benchmark folder never mixes settings. At
-the end, rank 0 rebuilds the layout's CSV index from the complete
-outputs on disk (in ``teardown``, after a barrier, so all ranks have finished).
+(:mod:`pila.generation.layouts`) and tells
+:class:`~pila.generation.prompts.PromptDataModule` which items are already complete, so a
+re-run (or a killed run started again) generates only what is missing. A complete output
+made with other settings (its sidecar's ``settings_sha256`` differs) is an error, so a
+benchmark folder never mixes settings. At the end, rank 0 rebuilds the layout's CSV index
+from the complete outputs on disk (in ``teardown``, after a barrier, so all ranks have
+finished).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from pila.datamodules.prompts import PromptDataModule
+from pila.generation.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
+from pila.generation.prompts import PromptDataModule
 from pila.io import write_json_atomic, write_video
-from pila.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class VideoPredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: the output folder.
-        layout: ``plain``, ``phygenbench``, ``vbench2`` or ``videophy2`` (see :mod:`pila.layouts`).
+        layout: ``plain``, ``phygenbench``, ``vbench2`` or ``videophy2`` (see :mod:`pila.generation.layouts`).
         fps: frame rate of the mp4s.
         model_name: PhyGenBench's model folder name.
         dimension: VBench-2.0 dimension for prompts whose file names none.
@@ -97,7 +98,7 @@ class VideoPredictionWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         if not isinstance(datamodule, PromptDataModule):
             raise TypeError(
-                "VideoPredictionWriter needs data: pila.datamodules.prompts.PromptDataModule (it plans the "
+                "VideoPredictionWriter needs data: pila.generation.PromptDataModule (it plans the "
                 f"output names over the whole prompt list), got {type(datamodule).__name__}"
             )
         datamodule.setup(stage)

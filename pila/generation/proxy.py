@@ -1,0 +1,219 @@
+"""The correcting scheduler proxy: Eq. (10) inside diffusers' own Wan denoising loop.
+
+Legend: B batch (1: prompts are generated one at a time), C latent channels, T latent
+frames, H, W latent height and width, E experts (8).
+
+No copy of the sampling loop lives here. :class:`CorrectingScheduler` stands in for the
+pipeline's scheduler for one ``WanPipeline.__call__``; its ``step(v, t, x_t)`` first turns
+the guided velocity (after classifier-free guidance, with the stage's own guidance scale)
+into the corrected one, Eq. (10),
+
+    v_PILA = v + g(σ)·Δv(x_t, σ, v, c)            at 1-based steps s ∈ correction_steps,
+
+where σ is the scheduler's current sigma (:class:`AdapterCorrection`), and then hands it to
+the real scheduler. Steps outside ``correction_steps`` pass through untouched. On a Wan
+2.2-A14B pipeline (``transformer_2``, ``boundary_ratio``) both regimes are corrected: the
+proxy sits after whichever transformer the pipeline chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pila.adapter.pretrained import adapter_config
+from pila.adapter.router import LPMERRouter
+from pila.categories import CATEGORIES
+from pila.generation.settings import StepCallback
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class StepClock:
+    """Wall-clock marks of one pipeline call (CUDA-synchronised)."""
+
+    device: torch.device
+    start: float = 0.0
+    denoise_start: float | None = None
+    denoise_end: float | None = None
+    adapter_seconds: float = 0.0
+
+    def now(self) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+
+class CorrectingScheduler:
+    """Proxy of a diffusers scheduler that corrects the model output before each ``step``.
+
+    Everything but ``set_timesteps`` and ``step`` is forwarded to the wrapped scheduler.
+
+    Args:
+        scheduler: the real scheduler (a private copy; its state is reset by
+            ``set_timesteps``).
+        correct: ``(1-based step, x_t, σ, v) → v_PILA``, or None for no correction.
+        clock: timing marks to fill in.
+        on_step: called with ``(1-based step, latents after the step)``.
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        correct: Callable[[int, Tensor, float, Tensor], Tensor] | None,
+        clock: StepClock,
+        on_step: StepCallback | None = None,
+    ) -> None:
+        self._inner = scheduler
+        self._correct = correct
+        self._clock = clock
+        self._on_step = on_step
+        self._step = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def set_timesteps(self, *args: Any, **kwargs: Any) -> Any:
+        self._clock.denoise_start = self._clock.now()
+        self._step = 0
+        return self._inner.set_timesteps(*args, **kwargs)
+
+    def step(self, model_output: Tensor, timestep: Any, sample: Tensor, *args: Any, **kwargs: Any) -> Any:
+        index = self._step
+        self._step += 1
+        if self._correct is not None:
+            sigma = float(self._inner.sigmas[index])
+            model_output = self._correct(index + 1, sample, sigma, model_output)
+        out = self._inner.step(model_output, timestep, sample, *args, **kwargs)
+        if self._on_step is not None:
+            latents = out[0] if isinstance(out, tuple) else out.prev_sample
+            self._on_step(index + 1, latents)
+        if self._step == len(self._inner.timesteps):
+            self._clock.denoise_end = self._clock.now()
+        return out
+
+
+def scheduler_copy(scheduler: Any, shift: float | None) -> Any:
+    """A private copy of the scheduler, with its flow shift replaced when ``shift`` is given."""
+    if shift is None:
+        return copy.deepcopy(scheduler)
+    config = scheduler.config
+    if "flow_shift" in config:
+        return type(scheduler).from_config(config, flow_shift=shift)
+    if "shift" in config:
+        return type(scheduler).from_config(config, shift=shift)
+    raise ValueError(f"scheduler {type(scheduler).__name__} has no flow shift to set; leave shift=None")
+
+
+@contextlib.contextmanager
+def patched_pipeline(pipeline: Any, scheduler: Any, progress: bool) -> Iterator[None]:
+    """Swap the pipeline's scheduler (bypassing its config registry) and progress bar for one call."""
+    saved_scheduler = pipeline.__dict__["scheduler"]
+    had_bar = "_progress_bar_config" in pipeline.__dict__
+    saved_bar = pipeline.__dict__.get("_progress_bar_config")
+    pipeline.__dict__["scheduler"] = scheduler
+    pipeline.__dict__["_progress_bar_config"] = {**(saved_bar or {}), "disable": not progress}
+    try:
+        yield
+    finally:
+        pipeline.__dict__["scheduler"] = saved_scheduler
+        if had_bar:
+            pipeline.__dict__["_progress_bar_config"] = saved_bar
+        else:
+            pipeline.__dict__.pop("_progress_bar_config", None)
+
+
+@contextlib.contextmanager
+def top_k_override(adapter: nn.Module | None, top_k: int | None) -> Iterator[None]:
+    """Run the adapter with ``top_k`` experts per sample for the duration of the block.
+
+    Sets ``config.top_k`` and the ``top_k`` of every ``LPMERRouter`` inside, and restores them.
+    A no-op when either is None.
+    """
+    if adapter is None or top_k is None:
+        yield
+        return
+
+
+    config = adapter_config(adapter)
+    routers = [m for m in adapter.modules() if isinstance(m, LPMERRouter)]
+    saved = (config.top_k, [m.top_k for m in routers])
+    config.top_k = top_k
+    for m in routers:
+        m.top_k = top_k
+    try:
+        yield
+    finally:
+        config.top_k = saved[0]
+        for m, k in zip(routers, saved[1], strict=True):
+            m.top_k = k
+
+
+class AdapterCorrection:
+    """The per-step correction the scheduler proxy applies, with routing bookkeeping.
+
+    Args:
+        adapter: the PILA adapter (frozen).
+        cond: its ``AdapterCondition`` for this video.
+        steps: 1-based steps to correct.
+        clock: where adapter time is added up.
+    """
+
+    def __init__(self, adapter: nn.Module, cond: Any, steps: Iterable[int], clock: StepClock) -> None:
+        self.adapter = adapter
+        self.cond = cond
+        self.steps = frozenset(steps)
+        self.clock = clock
+        self.weight_sum: Tensor | None = None  # (B, E)
+        self.applied: list[int] = []
+
+    @torch.no_grad()
+    def __call__(self, step: int, x_t: Tensor, sigma: float, velocity: Tensor) -> Tensor:
+        """x_t (B, C, T, H, W), σ, v (B, C, T, H, W) → v_PILA in ``v``'s dtype."""
+        if step not in self.steps:
+            return velocity
+        start = self.clock.now()
+        param = next(self.adapter.parameters())
+        sigma_b = torch.full((x_t.shape[0],), sigma, device=param.device, dtype=torch.float32)  # (B,)
+        out = self.adapter(
+            x_t.to(param.device, param.dtype),
+            sigma_b,
+            velocity.to(param.device, param.dtype),
+            self.cond,
+            residuals=False,  # sampling never needs the residual objective
+        )
+        routing = getattr(out, "routing", None)
+        if routing is not None:
+            weights = routing.weights.detach().float().cpu()  # (B, E)
+            self.weight_sum = weights if self.weight_sum is None else self.weight_sum + weights
+        self.applied.append(step)
+        corrected = out.v_pila.to(velocity.device, velocity.dtype)
+        self.clock.adapter_seconds += self.clock.now() - start
+        return corrected
+
+    def mean_routing(self) -> dict[str, float] | None:
+        """Per-expert routing weight averaged over the corrected steps (None: no step ran)."""
+        if self.weight_sum is None or not self.applied:
+            return None
+        mean = (self.weight_sum / len(self.applied))[0]  # (E,)
+        return {name: float(mean[k]) for k, name in enumerate(CATEGORIES)}
+
+
+__all__ = [
+    "AdapterCorrection",
+    "CorrectingScheduler",
+    "StepClock",
+    "patched_pipeline",
+    "scheduler_copy",
+    "top_k_override",
+]

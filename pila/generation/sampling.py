@@ -1,0 +1,282 @@
+"""``pila.generate``: videos from prompts with diffusers' own Wan loop, corrected by a PILA adapter.
+
+Legend: B batch (1: prompts are generated one at a time), C latent channels, T latent
+frames, H, W latent height and width, F pixel frames, E experts (8).
+
+:func:`generate_video` calls ``WanPipeline.__call__`` with the pipeline's scheduler
+temporarily replaced by the correcting proxy (:mod:`pila.generation.proxy`), which applies
+Eq. (10) on the guided velocity at the corrected steps. Everything else (text encoding,
+latent noise, the Wan 2.2 transformer switch at ``boundary_ratio``, VAE decoding,
+post-processing) is the pipeline's. Consequences:
+
+- without an adapter, or with a freshly built one (its last layer is zero, so Δv = 0),
+  the frames are exactly ``WanPipeline.__call__(prompt, …, generator=
+  torch.Generator().manual_seed(seed), output_type="np").frames[0]``;
+- steps before the first corrected step are untouched;
+- on a Wan 2.2-A14B pipeline both regimes are corrected.
+
+Each prompt is generated on its own with its own ``torch.Generator``, so a video depends
+only on its prompt, its seed and the settings (:class:`~pila.generation.settings.SamplingConfig`),
+never on the other prompts of a call.
+
+The adapter is conditioned on the parser's description (its pooled text embedding) and
+labels (:mod:`pila.parser`; the rule-based parser by default). Its config's
+``prompt_source="raw"`` and ``label_source="random"`` ablations are honoured.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pila.adapter.condition import AdapterCondition, randomize_labels
+from pila.adapter.pretrained import adapter_config, check_adapter_compatible, load_adapter
+from pila.backbone import WanBackbone
+from pila.categories import labels_to_multihot
+from pila.generation.proxy import (
+    AdapterCorrection,
+    CorrectingScheduler,
+    StepClock,
+    patched_pipeline,
+    scheduler_copy,
+    top_k_override,
+)
+from pila.generation.settings import SamplingConfig, StepCallback, resolve_seeds
+from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
+
+
+# ----------------------------------------------------------------------------- outputs
+@dataclass
+class GeneratedVideo:
+    """One generated video and everything its sidecar records.
+
+    Attributes:
+        frames: (F, H, W, 3) float32 in [0, 1] (None once a writer has released them).
+        prompt: the prompt that conditioned the generator.
+        seed: the seed of its ``torch.Generator``.
+        parsed: the parser's description and labels (None without an adapter).
+        routing_weights: per-expert routing weight averaged over the corrected steps.
+        corrected_steps: the 1-based steps the adapter actually corrected.
+        timings: seconds spent in text encoding, the backbone's denoising, the adapter,
+            VAE decoding and in all (``text_encoding``, ``denoise_backbone``, ``adapter``,
+            ``vae_decode``, ``total``).
+    """
+
+    frames: np.ndarray | None
+    prompt: str
+    seed: int
+    parsed: ParsedPrompt | None = None
+    routing_weights: dict[str, float] | None = None
+    corrected_steps: tuple[int, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def as_backbone(pipeline: Any) -> WanBackbone:
+    """A :class:`WanBackbone` for a ``WanPipeline`` (its modules are frozen in place) or itself."""
+    if isinstance(pipeline, WanBackbone):
+        return pipeline
+    from diffusers import WanPipeline
+
+    if not isinstance(pipeline, WanPipeline):
+        raise TypeError(f"expected a diffusers WanPipeline or a pila WanBackbone, got {type(pipeline).__name__}")
+    return WanBackbone(pipeline)
+
+
+def adapter_condition(
+    backbone: WanBackbone, adapter: nn.Module, parsed: ParsedPrompt, seed: int, config: SamplingConfig
+) -> AdapterCondition:
+    """The adapter's condition for one video: pooled text (1, D) and labels (1, E).
+
+    The text is the parser's description, or the raw prompt under the ``prompt_source="raw"``
+    ablation; ``label_source="random"`` replaces the labels with seeded random ones.
+    """
+    acfg = adapter_config(adapter)
+    text = parsed.prompt if getattr(acfg, "prompt_source", "refined") == "raw" else parsed.refined_prompt
+    pooled = backbone.encode_prompt([text], max_sequence_length=config.max_sequence_length).pooled  # (1, D)
+    labels = labels_to_multihot(list(parsed.labels))[None]  # (1, E)
+    if getattr(acfg, "label_source", "parsed") == "random":
+        labels = randomize_labels(labels, generator=torch.Generator().manual_seed(seed))
+    param = next(adapter.parameters())
+    return AdapterCondition(
+        pooled_text=pooled.to(param.device, param.dtype),
+        labels=labels.to(param.device, param.dtype),
+        cond_scale=config.cond_scale,
+    )
+
+
+def generate_video(
+    pipeline: Any,
+    prompt: str,
+    *,
+    seed: int,
+    config: SamplingConfig | None = None,
+    adapter: nn.Module | None = None,
+    parsed: ParsedPrompt | None = None,
+    parser: PromptParser | None = None,
+    on_step: StepCallback | None = None,
+    progress: bool = False,
+) -> GeneratedVideo:
+    """Generate one video with the real ``WanPipeline`` loop, corrected by ``adapter``.
+
+    Args:
+        pipeline: a ``WanPipeline`` or :class:`WanBackbone`.
+        prompt: the prompt (conditions the generator unchanged).
+        seed: seed of the noise generator (``torch.Generator().manual_seed(seed)``).
+        config: the settings (default :class:`SamplingConfig`).
+        adapter: a PILA adapter, or None for the uncorrected baseline.
+        parsed: description and labels for the adapter (default: ``parser``'s answer).
+        parser: used when ``parsed`` is None and an adapter is given (default: the
+            rule-based parser).
+        on_step: called after every denoising step with the new latents.
+        progress: show the pipeline's own progress bar.
+
+    Returns:
+        The :class:`GeneratedVideo`.
+    """
+    config = config or SamplingConfig()
+    backbone = as_backbone(pipeline)
+    pipe = backbone.pipeline
+    clock = StepClock(device=backbone.device)
+    clock.start = clock.now()
+    correction: AdapterCorrection | None = None
+    text_seconds = 0.0
+    if adapter is not None:
+        check_adapter_compatible(adapter, backbone)
+        if parsed is None:
+            parsed = (parser or default_parser()).parse(prompt)
+        cond = adapter_condition(backbone, adapter, parsed, seed, config)
+        text_seconds = clock.now() - clock.start
+        correction = AdapterCorrection(adapter, cond, config.steps, clock)
+    scheduler = CorrectingScheduler(
+        scheduler_copy(pipe.scheduler, config.shift), correction, clock, on_step=on_step
+    )
+    call_start = clock.now()
+    with patched_pipeline(pipe, scheduler, progress), top_k_override(adapter, config.top_k):
+        result = pipe(
+            prompt=prompt,
+            negative_prompt=config.negative_prompt,
+            height=config.height,
+            width=config.width,
+            num_frames=config.num_frames,
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            guidance_scale_2=config.guidance_scale_2,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+            max_sequence_length=config.max_sequence_length,
+        )
+    end = clock.now()
+    if len(scheduler.timesteps) != config.num_inference_steps:
+        raise RuntimeError(
+            f"the scheduler ran {len(scheduler.timesteps)} steps for num_inference_steps="
+            f"{config.num_inference_steps}; correction_steps assume one scheduler step per denoising step"
+        )
+    denoise_start = clock.denoise_start if clock.denoise_start is not None else call_start
+    denoise_end = clock.denoise_end if clock.denoise_end is not None else end
+    timings = {
+        "text_encoding": text_seconds + (denoise_start - call_start),
+        "denoise_backbone": (denoise_end - denoise_start) - clock.adapter_seconds,
+        "adapter": clock.adapter_seconds,
+        "vae_decode": end - denoise_end,
+        "total": end - clock.start,
+    }
+    frames = np.asarray(result.frames[0], dtype=np.float32)  # (F, H, W, 3)
+    return GeneratedVideo(
+        frames=frames,
+        prompt=prompt,
+        seed=seed,
+        parsed=parsed,
+        routing_weights=correction.mean_routing() if correction is not None else None,
+        corrected_steps=tuple(correction.applied) if correction is not None else (),
+        timings=timings,
+    )
+
+
+def generate(
+    pipeline: Any,
+    prompts: str | Sequence[str],
+    *,
+    adapter: nn.Module | str | os.PathLike | None = None,
+    seed: int | Sequence[int] = 0,
+    config: SamplingConfig | None = None,
+    parser: PromptParser | None = None,
+    labels: Sequence[Sequence[str]] | None = None,
+    refined_prompts: Sequence[str] | None = None,
+    progress: bool = False,
+    **settings: Any,
+) -> list[np.ndarray]:
+    """Generate one video per prompt, corrected by a PILA adapter (or not).
+
+    With ``adapter=None``, or a freshly built adapter, prompt i's frames equal
+    ``WanPipeline.__call__(prompts[i], …, generator=torch.Generator().manual_seed(seeds[i]),
+    output_type="np").frames[0]`` for the same arguments.
+
+    Args:
+        pipeline: a diffusers ``WanPipeline`` (Wan 2.1, or Wan 2.2 with ``transformer_2``)
+            or a :class:`WanBackbone`.
+        prompts: one prompt or a list.
+        adapter: a PILA adapter, an adapter folder or hub id (loaded with
+            :func:`pila.adapter.load_adapter`), or None for the uncorrected baseline.
+        seed: an int (prompt i gets ``seed + i``) or one seed per prompt.
+        config: the generation settings (default: :class:`SamplingConfig`'s, the paper's).
+        parser: prompt parser for the adapter's description and labels (default: rules).
+        labels: per-prompt category names, overriding the parser's.
+        refined_prompts: per-prompt descriptions, overriding the parser's.
+        progress: show the pipeline's progress bar.
+        **settings: fields of :class:`SamplingConfig` overriding ``config``'s, as keywords:
+            ``num_inference_steps``, ``guidance_scale``, ``guidance_scale_2``,
+            ``negative_prompt``, ``height``, ``width``, ``num_frames``,
+            ``correction_steps`` (``(41, 50)``, ``"41-50"`` or step numbers), ``top_k``,
+            ``shift``, ``max_sequence_length``, ``cond_scale``.
+
+    Returns:
+        One float32 array (F, H, W, 3) in [0, 1] per prompt.
+
+    Raises:
+        TypeError: a keyword that is no field of :class:`SamplingConfig`.
+        ValueError: a bad setting, seed list or per-prompt list (named).
+    """
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompt_list:
+        raise ValueError("prompts is empty")
+    seeds = resolve_seeds(seed, len(prompt_list))
+    for name, given in (("labels", labels), ("refined_prompts", refined_prompts)):
+        if given is not None and len(given) != len(prompt_list):
+            raise ValueError(f"got {len(given)} {name} for {len(prompt_list)} prompts")
+    config = (config or SamplingConfig()).replace(**settings)
+    backbone = as_backbone(pipeline)
+    if isinstance(adapter, (str, os.PathLike)):
+        adapter = load_adapter(adapter, backbone)
+    if adapter is not None:
+        check_adapter_compatible(adapter, backbone)
+        parser = parser or default_parser()
+    videos = []
+    for i, prompt in enumerate(prompt_list):
+        parsed = None
+        if adapter is not None:
+            parsed = parse_with_given(
+                parser,
+                prompt,
+                labels=labels[i] if labels is not None else None,
+                refined_prompt=refined_prompts[i] if refined_prompts is not None else None,
+            )
+        video = generate_video(
+            backbone, prompt, seed=seeds[i], config=config, adapter=adapter, parsed=parsed, parser=parser, progress=progress
+        )
+        videos.append(video.frames)
+    return videos
+
+
+__all__ = [
+    "GeneratedVideo",
+    "adapter_condition",
+    "as_backbone",
+    "generate",
+    "generate_video",
+]
