@@ -149,6 +149,8 @@ def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_pat
     message = str(info.value)
     assert str(target) in message and "shard-00000" not in message
     assert "Delete" in message and "pila prepare" in message
+    # the advice rebuilds the folder that failed, not the one the cache was first built in
+    assert f"--out {cache}" in message and f"--out {out} " not in message and not message.endswith(f"--out {out})")
     untouched = {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*")}
     rebuilt: list[int] = []
     summary = prepare_cache(
