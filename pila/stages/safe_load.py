@@ -77,19 +77,26 @@ def load_checkpoint_file(path: str | os.PathLike, *, mmap: bool = False) -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        if "GLOBAL" in text or "unrecognized function" in text or "allowlisted" in text:
-            match = _GLOBAL_PATTERN.search(text)
+        reason = _unpickler_reason(str(err))
+        if any(word in reason for word in ("GLOBAL", "unrecognized function", "allowlisted", "Can only")):
+            match = _GLOBAL_PATTERN.search(reason)
             found = next((g for g in match.groups() if g), "an object") if match else "an object"
             raise UnsafeCheckpointError(
                 f"{p} needs {found} to load, which is neither a tensor, a plain value nor one of "
                 "the DeepSpeed records a pila checkpoint holds; it is refused (pila never "
                 "unpickles code from a checkpoint). Use a checkpoint written by `pila fit`."
             ) from None
-        raise CheckpointReadError(f"{p} is not a torch checkpoint file ({_first_line(text)})") from None
+        raise CheckpointReadError(f"{p} is not a checkpoint file torch can read ({reason})") from None
     except Exception as err:  # noqa: BLE001 - garbage makes the unpickler fail in any way (KeyError, EOFError…)
         reason = f"{type(err).__name__}: {_first_line(str(err))}"
         raise CheckpointReadError(f"{p} is not a checkpoint file torch can read ({reason})") from None
+
+
+def _unpickler_reason(text: str) -> str:
+    """What the weights-only unpickler objected to, without torch's advice around it."""
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    return _first_line(" ".join(text.split()))
 
 
 def _first_line(text: str) -> str:
