@@ -418,6 +418,38 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
     return PrepareSummary(num_entries, len(records), 0, rejection_counts(rejected), categories, seconds=time.perf_counter() - start)
 
 
+class NoUsableRecordsError(ValueError):
+    """Every record of the annotation file was rejected: there is nothing to cache."""
+
+
+REJECTION_ADVICE: dict[str, str] = {
+    "malformed_record": "that --annotations is a WISA-format annotation file (a JSON list of records, or JSON Lines)",
+    "missing_field": "that the records have the fields WISA-80K's have (video_name, captions, duration, …)",
+    "malformed_field": "the records' field types (see rejected.jsonl for each one)",
+    "duplicate_record": "for repeated video_name values in --annotations",
+    "duration_out_of_range": "--min-duration / --max-duration ('none' lifts a bound)",
+    "too_many_text_boxes": "--max-text-boxes ('none' lifts the filter)",
+    "low_motion": "--min-motion-score ('none' lifts the filter)",
+    "low_quality": "--min-quality ('none' lifts the filter)",
+    "unlabeled": "--category-map (or --llm-labeler): no record got a category",
+    "video_missing": "--videos (the folder with the <N>.zip shards, their per-shard folders or the .mp4 files) and that the video names match",
+    "video_empty": "the video files: they are empty",
+    "video_undecodable": "the video files: they are truncated, corrupt or not videos",
+    "video_too_short": "--num-frames / --fps, or --short-clip loop",
+}
+"""What to check for each rejection reason when nothing is left."""
+
+
+def no_usable_records_message(config: PrepareConfig, num_entries: int, counts: Counter, rejected_path: Path) -> str:
+    """Why ``pila prepare`` has nothing to cache: the rejections per reason and what to check."""
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common()) or "the annotation file is empty"
+    checks = "; ".join(REJECTION_ADVICE[r] for r, _ in counts.most_common() if r in REJECTION_ADVICE)
+    return (
+        f"no usable records: all {num_entries} entries of {config.annotations} were rejected ({reasons}); "
+        f"details in {rejected_path}. Check {checks or 'the annotation file'}"
+    )
+
+
 def _records_sha256(records: Sequence[WisaRecord]) -> str:
     digest = hashlib.sha256()
     for r in records:
@@ -491,6 +523,10 @@ def prepare_cache(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records, record_rejections, num_entries, category_map = load_records(config, labeler)
+    if not records:
+        _write_rejected(out / REJECTED_NAME, [r.to_json() for r in record_rejections])
+        counts = Counter(r.reason for r in record_rejections)
+        raise NoUsableRecordsError(no_usable_records_message(config, num_entries, counts, out / REJECTED_NAME))
     videos = VideoIndex.scan(config.videos)
     log.info(
         "%d annotation entries: %d kept, %d rejected; %d videos indexed under %s",
@@ -556,6 +592,9 @@ def prepare_cache(
     all_rejections = sorted([r.to_json() for r in record_rejections] + decode_rejections, key=lambda r: r["index"])
     counts = dict(Counter(r["reason"] for r in all_rejections).most_common())
     category_counts = {c: categories.get(c, 0) for c in CATEGORIES}
+    if not kept_ids:
+        _write_rejected(out / REJECTED_NAME, all_rejections)
+        raise NoUsableRecordsError(no_usable_records_message(config, num_entries, Counter(r["reason"] for r in all_rejections), out / REJECTED_NAME))
     manifest.update(
         complete=True,
         num_clips=len(kept_ids),
