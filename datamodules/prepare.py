@@ -200,8 +200,9 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
     ``fingerprint`` is compared between a cache and a request: for ``"tiny"`` a hash of
     the tiny preset's configs; for a folder a hash of its model_index.json, the VAE,
-    text-encoder and tokenizer configs and the sizes of their weight files (so a moved
-    folder still matches); for a hub id the id itself.
+    text-encoder and tokenizer configs and a fingerprint of each of their weight files
+    (:func:`weights_fingerprint`: so two folders with the same configs but other weights
+    differ, and a moved folder still matches); for a hub id the id itself.
     """
     if spec == "tiny":
         from pila.backbone.tiny import TINY_TEXT_ENCODER_CONFIG, TINY_VAE_CONFIG
@@ -221,9 +222,35 @@ def backbone_identity(spec: str) -> dict[str, Any]:
                 if f.suffix in (".json", ".txt", ".model"):
                     digest.update(f.read_bytes())
                 else:
-                    digest.update(str(f.stat().st_size).encode())
+                    digest.update(weights_fingerprint(f).encode())
         return {"source": str(path.resolve()), "fingerprint": "folder:" + digest.hexdigest()[:16]}
     return {"source": spec, "fingerprint": f"hub:{spec}"}
+
+
+WEIGHT_SAMPLES = 64
+"""Blocks of :data:`WEIGHT_SAMPLE_BYTES` read, evenly strided, from each weight file."""
+WEIGHT_SAMPLE_BYTES = 4096
+
+
+def weights_fingerprint(path: Path) -> str:
+    """A cheap fingerprint of a weight file: its size, its safetensors header and a strided sample of its bytes.
+
+    Reads at most the header and 64 × 4 KiB, whatever the file's size; two files with
+    the same tensor names and shapes but other values differ in the sampled bytes.
+    """
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        if path.suffix == ".safetensors" and size >= 8:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if 0 < header_len <= min(size - 8, 100 << 20):
+                digest.update(handle.read(header_len))
+        stride = max(size // WEIGHT_SAMPLES, 1)
+        for offset in range(0, size, stride):
+            handle.seek(offset)
+            digest.update(handle.read(WEIGHT_SAMPLE_BYTES))
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ command line
