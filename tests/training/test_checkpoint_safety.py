@@ -182,3 +182,22 @@ def test_a_non_checkpoint_resume_path_is_named_without_unsafe_advice(tmp_path):
         check_resume_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         check_resume_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.slow
+def test_resuming_from_last_checks_the_file_lightning_picks(tmp_path, tiny_data_root, capfd):
+    from pila.cli import main
+
+    from .helpers import tiny_fit_config
+
+    marker = tmp_path / "marker"
+    out = tmp_path / "out"
+    config = tiny_fit_config(out, tiny_data_root, steps=2)
+    last = out / "stageC" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    state, config_dict = _adapter_state()
+    torch.save({"state_dict": state, "global_step": 1, "epoch": 0, CHECKPOINT_KEY: {"x": Payload(marker)}}, last)
+    assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and f"{last} needs" in err and "refused" in err
+    assert not marker.exists()
