@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -192,11 +193,27 @@ def verify_cache(cache_dir: str | os.PathLike, manifest: dict[str, Any], threads
     bad = [(e["file"], p) for e, p in zip(entries, problems, strict=True) if p is not None]
     if bad:
         listing = "; ".join(f"{base / name} {problem}" for name, problem in bad)
+        command = manifest.get("command")
         raise CacheCorruptError(
             f"corrupt cache shard(s): {listing}. Delete the named file(s) and run the same "
             f"`pila prepare` command again: it recomputes only the missing shards"
-            + (f" ({manifest['command']})" if manifest.get("command") else "")
+            + (f" ({command_for_folder(command, base)})" if command else "")
         )
+
+
+def command_for_folder(command: str, cache_dir: str | os.PathLike) -> str:
+    """The recorded ``pila prepare`` command with its ``--out`` set to ``cache_dir``.
+
+    A cache may have been moved or copied since it was built; the advice must name the
+    folder that failed, not the one it was first written to.
+    """
+    words = shlex.split(command)
+    folder = str(cache_dir)
+    if "--out" in words[:-1]:
+        words[words.index("--out") + 1] = folder
+    else:
+        words += ["--out", folder]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 class CachedClips(Dataset):

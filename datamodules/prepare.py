@@ -210,8 +210,9 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
     ``fingerprint`` is compared between a cache and a request: for ``"tiny"`` a hash of
     the tiny preset's configs; for a folder a hash of its model_index.json, the VAE,
-    text-encoder and tokenizer configs and the sizes of their weight files (so a moved
-    folder still matches); for a hub id the id itself.
+    text-encoder and tokenizer configs and a fingerprint of each of their weight files
+    (:func:`weights_fingerprint`: so two folders with the same configs but other weights
+    differ, and a moved folder still matches); for a hub id the id itself.
     """
     if spec == "tiny":
         from pila.backbone.tiny import TINY_TEXT_ENCODER_CONFIG, TINY_VAE_CONFIG
@@ -231,9 +232,35 @@ def backbone_identity(spec: str) -> dict[str, Any]:
                 if f.suffix in (".json", ".txt", ".model"):
                     digest.update(f.read_bytes())
                 else:
-                    digest.update(str(f.stat().st_size).encode())
+                    digest.update(weights_fingerprint(f).encode())
         return {"source": str(path.resolve()), "fingerprint": "folder:" + digest.hexdigest()[:16]}
     return {"source": spec, "fingerprint": f"hub:{spec}"}
+
+
+WEIGHT_SAMPLES = 64
+"""Blocks of :data:`WEIGHT_SAMPLE_BYTES` read, evenly strided, from each weight file."""
+WEIGHT_SAMPLE_BYTES = 4096
+
+
+def weights_fingerprint(path: Path) -> str:
+    """A cheap fingerprint of a weight file: its size, its safetensors header and a strided sample of its bytes.
+
+    Reads at most the header and 64 × 4 KiB, whatever the file's size; two files with
+    the same tensor names and shapes but other values differ in the sampled bytes.
+    """
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        if path.suffix == ".safetensors" and size >= 8:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if 0 < header_len <= min(size - 8, 100 << 20):
+                digest.update(handle.read(header_len))
+        stride = max(size // WEIGHT_SAMPLES, 1)
+        for offset in range(0, size, stride):
+            handle.seek(offset)
+            digest.update(handle.read(WEIGHT_SAMPLE_BYTES))
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ command line
@@ -451,6 +478,38 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
     return PrepareSummary(num_entries, len(records), 0, rejection_counts(rejected), categories, seconds=time.perf_counter() - start)
 
 
+class NoUsableRecordsError(ValueError):
+    """Every record of the annotation file was rejected: there is nothing to cache."""
+
+
+REJECTION_ADVICE: dict[str, str] = {
+    "malformed_record": "that --annotations is a WISA-format annotation file (a JSON list of records, or JSON Lines)",
+    "missing_field": "that the records have the fields WISA-80K's have (video_name, captions, duration, …)",
+    "malformed_field": "the records' field types (see rejected.jsonl for each one)",
+    "duplicate_record": "for repeated video_name values in --annotations",
+    "duration_out_of_range": "--min-duration / --max-duration ('none' lifts a bound)",
+    "too_many_text_boxes": "--max-text-boxes ('none' lifts the filter)",
+    "low_motion": "--min-motion-score ('none' lifts the filter)",
+    "low_quality": "--min-quality ('none' lifts the filter)",
+    "unlabeled": "--category-map (or --llm-labeler): no record got a category",
+    "video_missing": "--videos (the folder with the <N>.zip shards, their per-shard folders or the .mp4 files) and that the video names match",
+    "video_empty": "the video files: they are empty",
+    "video_undecodable": "the video files: they are truncated, corrupt or not videos",
+    "video_too_short": "--num-frames / --fps, or --short-clip loop",
+}
+"""What to check for each rejection reason when nothing is left."""
+
+
+def no_usable_records_message(config: PrepareConfig, num_entries: int, counts: Counter, rejected_path: Path) -> str:
+    """Why ``pila prepare`` has nothing to cache: the rejections per reason and what to check."""
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common()) or "the annotation file is empty"
+    checks = "; ".join(REJECTION_ADVICE[r] for r, _ in counts.most_common() if r in REJECTION_ADVICE)
+    return (
+        f"no usable records: all {num_entries} entries of {config.annotations} were rejected ({reasons}); "
+        f"details in {rejected_path}. Check {checks or 'the annotation file'}"
+    )
+
+
 def _records_sha256(records: Sequence[WisaRecord]) -> str:
     digest = hashlib.sha256()
     for r in records:
@@ -524,6 +583,10 @@ def prepare_cache(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records, record_rejections, num_entries, category_map = load_records(config, labeler)
+    if not records:
+        _write_rejected(out / REJECTED_NAME, [r.to_json() for r in record_rejections])
+        counts = Counter(r.reason for r in record_rejections)
+        raise NoUsableRecordsError(no_usable_records_message(config, num_entries, counts, out / REJECTED_NAME))
     videos = VideoIndex.scan(config.videos)
     log.info(
         "%d annotation entries: %d kept, %d rejected; %d videos indexed under %s",
@@ -589,6 +652,9 @@ def prepare_cache(
     all_rejections = sorted([r.to_json() for r in record_rejections] + decode_rejections, key=lambda r: r["index"])
     counts = dict(Counter(r["reason"] for r in all_rejections).most_common())
     category_counts = {c: categories.get(c, 0) for c in CATEGORIES}
+    if not kept_ids:
+        _write_rejected(out / REJECTED_NAME, all_rejections)
+        raise NoUsableRecordsError(no_usable_records_message(config, num_entries, Counter(r["reason"] for r in all_rejections), out / REJECTED_NAME))
     manifest.update(
         complete=True,
         num_clips=len(kept_ids),

@@ -68,7 +68,9 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[start:])
 
     def __len__(self) -> int:
-        return max(self.num_samples - self.start_index, 0)
+        # The whole epoch, also while a skip is pending: Lightning sizes every epoch from the
+        # length it reads once, and counts the skipped batches of a resumed epoch as done.
+        return self.num_samples
 
 
 def batches_completed_in_epoch(trainer) -> int:

@@ -215,6 +215,8 @@ class SyntheticPhysicsDataModule(WISA80KDataModule):
         shard_size: records per cache shard.
         storage_dtype: float dtype of the cache.
         device: where the cache is encoded.
+        allow_backbone_mismatch: train on a cache built by another backbone (see
+            :class:`~pila.datamodules.WISA80KDataModule`).
     """
 
     def __init__(
@@ -239,6 +241,7 @@ class SyntheticPhysicsDataModule(WISA80KDataModule):
         shard_size: int = 16,
         storage_dtype: Literal["bfloat16", "float16", "float32"] = "float32",
         device: Literal["auto", "cpu", "cuda"] = "auto",
+        allow_backbone_mismatch: bool = False,
     ) -> None:
         self.synthetic = SyntheticConfig(
             num_clips_per_category=num_clips_per_category, seed=seed, num_frames=num_frames, fps=fps, height=height, width=width
@@ -270,6 +273,7 @@ class SyntheticPhysicsDataModule(WISA80KDataModule):
             storage_dtype=storage_dtype,
             device=device,
             pin_memory=False,
+            allow_backbone_mismatch=allow_backbone_mismatch,
         )
         self.save_hyperparameters(logger=False)
         self.root = base

@@ -43,7 +43,7 @@ from .clips import ClipConfig
 from .collate import ClipCollator
 from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
 from .flow_targets import FlowConfig
-from .prepare import PrepareConfig, load_records, prepare_cache, settings_diff
+from .prepare import PrepareConfig, backbone_identity, load_records, prepare_cache, settings_diff
 from .records import FilterConfig, split_names
 from .resumable import ResumableSampler, batches_completed_in_epoch
 from .sources import VideoIndex
@@ -90,6 +90,9 @@ class WISA80KDataModule(LightningDataModule):
         device: where a cache built by ``prepare_if_missing`` is encoded.
         pin_memory: pin batches in page-locked memory (only when CUDA is available).
         drop_last: drop the last incomplete training batch.
+        allow_backbone_mismatch: train on a cache whose VAE and text encoder weights differ
+            from ``backbone``'s (or from the training module's backbone); refused by default,
+            since its latents and text embeddings are not what that backbone makes.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class WISA80KDataModule(LightningDataModule):
         device: Literal["auto", "cpu", "cuda"] = "auto",
         pin_memory: bool = True,
         drop_last: bool = False,
+        allow_backbone_mismatch: bool = False,
     ) -> None:
         super().__init__()
         if type(self).__init__ is WISA80KDataModule.__init__:
@@ -147,6 +151,7 @@ class WISA80KDataModule(LightningDataModule):
         self.verify_cache = verify_cache
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self.allow_backbone_mismatch = allow_backbone_mismatch
         self.max_sequence_length = max_sequence_length
         # The same settings object `pila prepare` uses, so the cache check and the
         # suggested command cannot drift from what prepare does.
@@ -200,7 +205,10 @@ class WISA80KDataModule(LightningDataModule):
                 "or encode_on_the_fly: true to train without a cache)"
             )
         expected = config.settings(CategoryMap.load(config.category_map))
-        diff = settings_diff(expected, manifest.get("settings", {}))
+        found = dict(manifest.get("settings", {}))
+        self._check_backbones(manifest)
+        found["backbone"] = expected["backbone"]  # checked above, naming both backbones
+        diff = settings_diff(expected, found)
         if diff:
             raise CacheMismatchError(
                 f"the cache {config.out!r} was built with other settings than this data module's "
@@ -208,6 +216,37 @@ class WISA80KDataModule(LightningDataModule):
                 f"{config.command()} --overwrite\n\n(drop --overwrite and change --out to keep the old cache)"
             )
         return manifest
+
+    def _check_backbones(self, manifest: dict[str, Any]) -> None:
+        """The cache's VAE and text encoder are the data module's and the training module's backbone's.
+
+        Raises:
+            CacheMismatchError: naming the backbone that built the cache and the one asked
+                for (unless ``allow_backbone_mismatch``).
+        """
+        built = manifest.get("backbone") or {}
+        built_fp = manifest.get("settings", {}).get("backbone", built.get("fingerprint"))
+        wanted = [("the data module's backbone", self.prepare_settings.backbone)]
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        module_backbone = (getattr(module, "hparams", None) or {}).get("backbone") if module is not None else None
+        if isinstance(module_backbone, str) and module_backbone != self.prepare_settings.backbone:
+            wanted.append(("the training module's backbone", module_backbone))
+        for role, spec in wanted:
+            identity = backbone_identity(spec)
+            if identity["fingerprint"] == built_fp:
+                continue
+            message = (
+                f"the cache {self.prepare_settings.out!r} was built by backbone {built.get('source', '?')!r} "
+                f"(fingerprint {built_fp}), but {role} is {spec!r} (fingerprint {identity['fingerprint']}): their VAE "
+                "or text-encoder weights differ, so the cached latents and text embeddings are not what it makes"
+            )
+            if self.allow_backbone_mismatch:
+                log.warning("%s; training on it anyway (allow_backbone_mismatch)", message)
+                continue
+            raise CacheMismatchError(
+                f"{message}. Build a cache with this backbone (`pila prepare ... --backbone {spec} --out NEW_FOLDER`), "
+                "or set allow_backbone_mismatch: true on the data module if you mean to train on this one"
+            )
 
     # ------------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:

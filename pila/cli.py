@@ -4,14 +4,24 @@
 ``LightningCLI``: ``--config FILE.yaml``, ``--print_config``, dotted overrides). The
 project's own subcommands (``prepare``, ``export``, ``demo``) are plain argparse programs,
 each a ``main(argv) -> int`` in its own module, registered in :data:`PROJECT_COMMANDS`.
+
+A user mistake (a missing file, a value the project's validation refuses, a corrupt
+cache, a file that is not a checkpoint) ends a Lightning subcommand with its one message
+on stderr and exit status 2, as the project commands do (:func:`is_user_error`);
+``--debug`` or ``PILA_DEBUG=1`` shows the traceback instead. Anything else is a bug and
+raises as usual.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -44,6 +54,71 @@ class PilaCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check a ``ckpt_path`` file or folder before Lightning reads its hyperparameters."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
+            from pila.stages.checkpoints import check_resume_checkpoint
+
+            check_resume_checkpoint(ckpt_path)
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with every ``ckpt_path`` checked and loaded without unpickling code."""
+        from pila.stages.checkpoints import guard_checkpoint_loading
+
+        trainer = super().instantiate_trainer(**kwargs)
+        guard_checkpoint_loading(trainer.strategy)
+        return trainer
+
+
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+"""``ckpt_path`` values Lightning resolves itself (checked when it loads them)."""
+
+
+USER_ERROR_TYPES: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+"""Exception types the project's validation raises for a user's mistake (the project's own
+named errors subclass them: ``PromptFileError``, ``CacheMissingError``, ``CheckpointReadError``…)."""
+
+
+@cache
+def _project_roots() -> tuple[str, ...]:
+    """Folders of the project's code (``pila``, and ``pila.datamodules``/``pila.callbacks``, which install from elsewhere)."""
+    roots = []
+    for name in ("pila", "pila.datamodules", "pila.callbacks"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            roots += [str(Path(location).resolve()) for location in spec.submodule_search_locations]
+    return tuple(roots)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is a user's mistake reported by the project's own checks.
+
+    It is when it is one of :data:`USER_ERROR_TYPES` or a cache error
+    (:class:`pila.datamodules.cache.CacheError`), raised by a line of the project's code: a
+    ``ValueError`` from deep inside torch or a library is a bug, not a message for the user.
+    """
+    from pila.datamodules.cache import CacheError
+
+    if not isinstance(err, (*USER_ERROR_TYPES, CacheError)):
+        return False
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+    return any(filename.startswith(root + os.sep) for root in _project_roots())
+
+
+def _debugging(args: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` (removed from ``args``) or ``PILA_DEBUG=1``: show tracebacks of user errors."""
+    flag = "--debug" in args
+    env = os.environ.get("PILA_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return flag or env, [a for a in args if a != "--debug"]
+
 
 def run_lightning(args: Sequence[str]) -> None:
     """Run a LightningCLI subcommand from Python as if it had been typed after ``pila``.
@@ -69,16 +144,29 @@ def _help() -> str:
         "training and generation (LightningCLI; `pila <command> --help` for options):",
     ]
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
+    lines += ["  (--debug, or PILA_DEBUG=1: show the traceback of an error instead of its message)"]
     lines += ["", "project commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in PROJECT_COMMANDS.items()]
     return "\n".join(lines) + "\n"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stderr`` is when it emits (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _configure_logging() -> None:
     """Show the project's INFO messages (stage initialisation, exports, …) on stderr."""
     logger = logging.getLogger("pila")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -105,8 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in LIGHTNING_COMMANDS:
         sys.stderr.write(f"pila: unknown command {command!r}\n\n{_help()}")
         return 2
-    # With the real command line, let LightningCLI read sys.argv itself (it warns when given both).
-    PilaCLI(args=None if argv is None else args)
+    debug, args = _debugging(args)
+    try:
+        if argv is None and debug:
+            sys.argv = [sys.argv[0], *args]
+        # With the real command line, let LightningCLI read sys.argv itself (it warns when given both).
+        PilaCLI(args=None if argv is None else args)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        sys.stderr.write(f"pila {command}: {err} (--debug shows the traceback)\n")
+        return 2
     return 0
 
 

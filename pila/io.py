@@ -1,7 +1,10 @@
 """Atomic file writes and video encoding (PyAV).
 
 Every file the project writes goes through a temporary sibling and ``os.replace``, so a
-killed process leaves either the old file or the new one, never a truncated one.
+killed process leaves either the old file or the new one, never a truncated one. The
+temporary file is created with the process's umask (0644 under the usual 022), as a
+plain ``open`` would, so caches, adapters and videos are readable by whoever the umask
+lets read them.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,17 +35,33 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=final.suffix if suffix is None else suffix, dir=final.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temporary(final, final.suffix if suffix is None else suffix)
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)  # 0o666 less the umask
     try:
         yield tmp_path
+        # Some writers replace the file with one of their own (safetensors writes 0600).
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(final: Path, suffix: str) -> Path:
+    """Create ``.<name>.<random><suffix>`` next to ``final``, exclusively, honouring the umask.
+
+    ``tempfile.mkstemp`` would create it with mode 0600 whatever the umask; ``os.open`` with
+    0o666 lets the umask decide, as for any other file the process creates.
+    """
+    for _ in range(100):
+        candidate = final.parent / f".{final.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"could not create a temporary file next to {final}")
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

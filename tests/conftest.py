@@ -35,3 +35,20 @@ def tiny_backbone_dir(tmp_path_factory, tiny_backbone):
     path = tmp_path_factory.mktemp("tiny_wan")
     tiny_backbone.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory):
+    """Synthetic clips (one per category, 17 × 32 × 32) and their cache, as the tiny configs' data
+    module writes them; shared read-only by the tests that run `pila fit` on the tiny preset."""
+    from pila.datamodules import SyntheticPhysicsDataModule
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    SyntheticPhysicsDataModule(**tiny_data_args(root)).prepare_data()
+    return root
+
+
+def tiny_data_args(root) -> dict:
+    """Init args of the tiny configs' data module, shrunk for tests."""
+    return {"root": str(root), "num_clips_per_category": 1, "batch_size": 2, "num_frames": 17, "height": 32, "width": 32,
+            "max_sequence_length": 128}

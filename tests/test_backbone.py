@@ -158,3 +158,17 @@ def test_hub_id_without_network_says_how_to_proceed(monkeypatch):
         WanBackbone.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
     message = str(info.value)
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "pass the local folder" in message
+
+
+@pytest.mark.parametrize("value", ["checkpoints/Wan2.1-T2V-1.3B-Diffusers", "./Wan2.1", "~/no-such-wan-folder", "a/b/c"])
+def test_a_missing_path_is_folder_not_found_not_a_download(tmp_path, monkeypatch, value):
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"{value!r} was tried as a hub id")
+
+    monkeypatch.setattr("pila.backbone.wan.WanPipeline.from_pretrained", no_download)
+    with pytest.raises(FileNotFoundError, match="folder not found") as info:
+        WanBackbone.from_pretrained(value)
+    assert value.lstrip("./~") in str(info.value)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -41,3 +45,23 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_bad_frame_shapes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"\(F, H, W, 3\)"):
         write_video(tmp_path / "bad.mp4", np.zeros((4, 8, 8)), fps=8)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    from pila.adapter import AdapterConfig, PILAAdapter
+    from pila.io import write_text_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        write_json_atomic(tmp_path / "b.json", {"v": 1})
+        write_video(tmp_path / "c.mp4", np.zeros((2, 8, 8, 3), dtype=np.float32), fps=8)
+        adapter = PILAAdapter(AdapterConfig(text_dim=8, hidden=8, cond_dim=8, expert_width=4, norm_groups=4, sigma_embed_dim=8))
+        folder = adapter.save_pretrained(tmp_path / "adapter")
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "a.txt", tmp_path / "b.json", tmp_path / "c.mp4", *Path(folder).iterdir()]
+    assert len(written) == 5
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

@@ -34,6 +34,7 @@ import torch
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -91,11 +92,18 @@ def read_adapter_weights(directory: str | os.PathLike) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no ``model.safetensors`` next to the config.
+        AdapterLoadError: the file is not readable safetensors (e.g. truncated by a kill).
     """
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found next to {Path(directory) / CONFIG_NAME}")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise AdapterLoadError(
+            f"{path} is not a readable safetensors file ({err}); it should hold the adapter's weights "
+            "as `pila export` / PILAAdapter.save_pretrained write them. Export or save the adapter again."
+        ) from None
 
 
 def load_state_checked(module: nn.Module, state: dict[str, Tensor], *, strict: bool, source: str) -> None:

@@ -73,7 +73,7 @@ def _check_wan_folder(path: Path) -> None:
     """Raise a ``FileNotFoundError`` naming what a diffusers Wan folder lacks."""
     if not path.is_dir():
         raise FileNotFoundError(
-            f"Wan backbone folder {str(path)!r} does not exist. Pass a diffusers-format Wan "
+            f"folder not found: {str(path)!r} (the Wan backbone). Pass a diffusers-format Wan "
             f"folder ({WAN_FOLDER_LAYOUT}), a hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers', "
             "or 'tiny' for the embedded tiny preset."
         )
@@ -87,11 +87,17 @@ def _check_wan_folder(path: Path) -> None:
 
 
 def _looks_like_hub_id(name: str) -> bool:
-    return (
-        name.count("/") == 1
-        and not name.startswith((".", "/", "~"))
-        and not os.path.exists(name)
-    )
+    """``owner/name`` and nothing that reads as a local path.
+
+    A value starting with ``.``, ``/`` or ``~``, holding a backslash or more than one
+    ``/``, or whose first component exists here (``checkpoints/Wan2.1-…`` next to a
+    ``checkpoints`` folder) is a path: when it does not exist the user gets "folder not
+    found", not a download error.
+    """
+    if name.count("/") != 1 or "\\" in name or name.startswith((".", "/", "~")):
+        return False
+    owner = name.split("/", 1)[0]
+    return not os.path.exists(name) and not os.path.exists(owner)
 
 
 class WanBackbone(nn.Module):

@@ -11,11 +11,21 @@ exported adapter folder           a folder with ``adapter_config.json`` (``PILAA
 Every kind yields the adapter's own ``state_dict`` (keys without the ``adapter.`` prefix)
 and, where the checkpoint records it, the adapter config it was trained with. Anything
 else is refused with a message naming the path and what was expected.
+
+No file is unpickled beyond ``torch.load(weights_only=True)``
+(:mod:`pila.stages.safe_load`); DeepSpeed folders are consolidated by the project's own
+reader (:mod:`pila.stages.zero`), not by DeepSpeed's, which unpickles anything.
+:func:`guard_checkpoint_loading` puts the same rules in front of Lightning's own loading
+of ``ckpt_path`` (``pila fit --ckpt_path``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,13 @@ import torch
 from torch import Tensor
 
 from pila.adapter.pretrained import CONFIG_NAME, read_adapter_config, read_adapter_weights
+from pila.stages.safe_load import CheckpointReadError, load_checkpoint_file
+from pila.stages.zero import (
+    ZeroCheckpointError,
+    consolidate_zero_checkpoint,
+    read_client_state,
+    tag_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +90,9 @@ def _adapter_tensors(state_dict: dict[str, Any], path: Path) -> dict[str, Tensor
 
 def _read_lightning(path: Path) -> AdapterCheckpoint:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same advice
-        raise ValueError(f"could not read {path} as a checkpoint ({err}). Expected {KINDS}.") from err
+        ckpt = load_checkpoint_file(path)
+    except CheckpointReadError as err:
+        raise CheckpointReadError(f"{err}. Expected {KINDS}.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'). Expected {KINDS}.")
     meta = ckpt.get(CHECKPOINT_KEY) or {}
@@ -88,31 +105,14 @@ def _read_lightning(path: Path) -> AdapterCheckpoint:
     )
 
 
-def _deepspeed_tag_dir(path: Path) -> Path:
-    latest = path / "latest"
-    if latest.exists():
-        return path / latest.read_text().strip()
-    tags = sorted({p.parent for p in path.glob("*/mp_rank_*_model_states.pt")})
-    if len(tags) != 1:
-        raise ValueError(f"{path}: cannot tell which DeepSpeed tag to read (found {len(tags)}, no 'latest' file)")
-    return tags[0]
-
-
 def _read_deepspeed(path: Path) -> AdapterCheckpoint:
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    tag_dir = _deepspeed_tag_dir(path)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag_dir.name)
-    # Lightning keeps its own checkpoint entries (ours included) as DeepSpeed client state
-    # in the rank-0 model-states file.
-    meta: dict[str, Any] = {}
-    model_states = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
-    if model_states:
-        try:
-            client = torch.load(model_states[0], map_location="cpu", weights_only=True)
-            meta = client.get(CHECKPOINT_KEY) or {}
-        except Exception as err:  # noqa: BLE001 - the weights are still usable without metadata
-            log.warning("could not read the pila metadata of %s (%s); the adapter config is not checked", path, err)
+    try:
+        state = consolidate_zero_checkpoint(path)
+        # Lightning keeps its own checkpoint entries (ours included) as DeepSpeed client
+        # state in the rank-0 model-states file.
+        meta = read_client_state(path).get(CHECKPOINT_KEY) or {}
+    except (ZeroCheckpointError, CheckpointReadError) as err:
+        raise ValueError(f"DeepSpeed checkpoint {path}: {err}. Expected {KINDS}.") from None
     return AdapterCheckpoint(
         state_dict=_adapter_tensors(state, path),
         config=meta.get("adapter_config"),
@@ -137,10 +137,72 @@ def read_adapter_checkpoint(path: str | Path) -> AdapterCheckpoint:
     if p.is_dir():
         if (p / CONFIG_NAME).exists():
             return _read_adapter_folder(p)
-        if (p / "latest").exists() or any(p.glob("*/mp_rank_*_model_states.pt")):
+        if _is_deepspeed_folder(p):
             return _read_deepspeed(p)
         raise ValueError(f"folder {p} is neither an adapter folder nor a DeepSpeed checkpoint. Expected {KINDS}.")
     return _read_lightning(p)
+
+
+def _is_deepspeed_folder(path: Path) -> bool:
+    return (path / "latest").is_file() or any(path.glob("*/*_model_states.pt"))
+
+
+RESUME_KINDS = "a Lightning .ckpt file or a DeepSpeed checkpoint folder written by `pila fit` (or 'last')"
+
+
+def check_resume_checkpoint(path: str | os.PathLike) -> None:
+    """Refuse a ``ckpt_path`` that is not a checkpoint, or whose files need code to load.
+
+    Every file is read as :func:`~pila.stages.safe_load.load_checkpoint_file` reads it, so
+    what Lightning (or DeepSpeed, for a folder) loads next holds tensors and plain values only.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a checkpoint (:class:`CheckpointReadError`), or unsafe
+            (:class:`~pila.stages.safe_load.UnsafeCheckpointError`), naming the file.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist; ckpt_path takes {RESUME_KINDS}")
+    if p.is_dir():
+        if not _is_deepspeed_folder(p):
+            raise CheckpointReadError(f"folder {p} is not a DeepSpeed checkpoint; ckpt_path takes {RESUME_KINDS}")
+        try:
+            files = sorted(tag_folder(p).glob("*.pt"))
+        except ZeroCheckpointError as err:
+            raise CheckpointReadError(f"{err}; ckpt_path takes {RESUME_KINDS}") from None
+        for file in files:
+            load_checkpoint_file(file, mmap=True)
+        return
+    try:
+        ckpt = load_checkpoint_file(p)
+    except CheckpointReadError as err:
+        raise CheckpointReadError(f"{err}; ckpt_path takes {RESUME_KINDS}") from None
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        raise CheckpointReadError(f"{p} is not a Lightning training checkpoint (no state_dict and global_step); ckpt_path takes {RESUME_KINDS}")
+
+
+def guard_checkpoint_loading(strategy: Any) -> None:
+    """Check every path Lightning resumes from (:func:`check_resume_checkpoint`) and load files with ``weights_only=True``.
+
+    Wraps ``strategy.load_checkpoint``, the one call through which the trainer reads
+    ``ckpt_path`` (after resolving ``"last"``/``"best"``) for every strategy, DeepSpeed's included.
+    """
+    original = strategy.load_checkpoint
+    if getattr(original, "_pila_guarded", False):
+        return
+    takes_weights_only = "weights_only" in inspect.signature(original).parameters
+
+    @functools.wraps(original)
+    def load_checkpoint(checkpoint_path, *args, **kwargs):
+        check_resume_checkpoint(checkpoint_path)
+        if takes_weights_only:
+            kwargs.pop("weights_only", None)
+            return original(checkpoint_path, weights_only=True)
+        return original(checkpoint_path, *args, **kwargs)
+
+    load_checkpoint._pila_guarded = True
+    strategy.load_checkpoint = load_checkpoint
 
 
 def load_into_adapter(adapter: torch.nn.Module, ckpt: AdapterCheckpoint, *, strict: bool = True) -> list[str]:

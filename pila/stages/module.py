@@ -32,6 +32,7 @@ from pila.flow import SigmaSampler, noisy_latent
 from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
 from pila.stages.metrics import ResidualMetrics, RouterMetrics
+from pila.stages.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class PILAModule(LightningModule, abc.ABC):
         self._figures: dict[str, Tensor] = {}
         self.nonfinite_consecutive = 0
         self.nonfinite_total = 0
+        self._rng_after_batch: dict[str, Tensor] | None = None
         if init_from:
             self.load_adapter_from(init_from, strict=init_strict)
 
@@ -194,11 +196,52 @@ class PILAModule(LightningModule, abc.ABC):
             "adapter_config": self.adapter.config.to_dict(),
             "stage": self.stage_name,
             "nonfinite_total": self.nonfinite_total,
+            "rng": self._gather_rng_states(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY) or {}
         self.nonfinite_total = int(meta.get("nonfinite_total", 0))
+        self._rng_after_batch = self._rank_rng_state(meta.get("rng"))
+
+    # ------------------------------------------------------------ random states
+    # Exact resume: every training batch starts from the generators' states at the end of
+    # the previous training batch, whatever ran in between (validation, a new epoch's data
+    # iterator). Checkpoints store those states per rank, so a resumed run draws the same σ,
+    # noise and labels as the run it continues.
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_after_batch is not None:
+            restore_rng_state(self._rng_after_batch, self.device)
+        self._rng_after_batch = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._rng_after_batch is None:  # a checkpoint saved at this batch's end already took it
+            self._rng_after_batch = capture_rng_state(self.device)
+
+    def _gather_rng_states(self) -> dict[str, Any]:
+        """Every rank's states after its last training batch, stacked (W, ...) (all ranks call this)."""
+        if self._rng_after_batch is None:
+            self._rng_after_batch = capture_rng_state(self.device)
+        mine = self._rng_after_batch
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world == 1:
+            return {"world_size": 1, **{k: v.unsqueeze(0).clone() for k, v in mine.items()}}
+        gathered = {k: self.all_gather(v.to(self.device)).cpu() for k, v in mine.items()}  # (W, ...)
+        return {"world_size": world, **gathered}
+
+    def _rank_rng_state(self, stored: dict[str, Any] | None) -> dict[str, Tensor] | None:
+        if not stored:
+            return None
+        trainer = self._trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if int(stored.get("world_size", 0)) != world:
+            log.warning(
+                "the checkpoint holds random states for %s processes, this run has %d: the resumed "
+                "run's random draws differ from those of an uninterrupted run", stored.get("world_size"), world,
+            )
+            return None
+        return {k: v[rank] for k, v in stored.items() if k != "world_size"}
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):

@@ -150,6 +150,8 @@ def test_a_corrupt_shard_is_reported_by_name_and_rebuilt_alone(prepared, tmp_pat
     message = str(info.value)
     assert str(target) in message and "shard-00000" not in message
     assert "Delete" in message and "pila prepare" in message
+    # the advice rebuilds the folder that failed, not the one the cache was first built in
+    assert f"--out {cache}" in message and f"--out {out} " not in message and not message.endswith(f"--out {out})")
     untouched = {p.name: p.stat().st_mtime_ns for p in cache.glob("shard-*")}
     rebuilt: list[int] = []
     summary = prepare_cache(
@@ -310,3 +312,22 @@ def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
     (tmp_path / "a.json").write_text("[]")
     assert main([*args, "--llm-labeler", str(tmp_path / "no-model")]) == 2
     assert "prompt-parser model folder" in caplog.text
+
+
+def test_nothing_usable_exits_non_zero_with_the_reasons_and_what_to_check(tmp_path, wisa_fixture, caplog):
+    common = ["--annotations", str(wisa_fixture["annotations"]), "--backbone", "tiny", "--device", "cpu", "--workers", "0",
+              "--num-frames", str(CLIP.num_frames), "--height", str(CLIP.height), "--width", str(CLIP.width), "--fps", str(CLIP.fps)]
+    # every video is missing: found while decoding
+    (tmp_path / "no_videos").mkdir()
+    out = tmp_path / "cache"
+    assert main([*common, "--videos", str(tmp_path / "no_videos"), "--out", str(out)]) == 2
+    assert "no usable records" in caplog.text and "video_missing:" in caplog.text and "--videos" in caplog.text
+    assert (out / "rejected.jsonl").read_text().strip()
+    manifest = read_manifest(out)
+    assert manifest is None or not manifest.get("complete")  # training does not take it for a cache
+    # every record filtered out: found before anything is encoded
+    caplog.clear()
+    out = tmp_path / "filtered"
+    assert main([*common, "--videos", str(wisa_fixture["videos"]), "--out", str(out), "--min-quality", "1e9"]) == 2
+    assert "no usable records" in caplog.text and "low_quality:" in caplog.text and "--min-quality" in caplog.text
+    assert read_manifest(out) is None and not list(out.glob("shard-*"))

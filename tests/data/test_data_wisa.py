@@ -170,3 +170,35 @@ def test_lightning_cli_builds_it_from_yaml(tmp_path, wisa_fixture):
     module = cli.datamodule
     assert isinstance(module, WISA80KDataModule)
     assert module.prepare_settings.clip.num_frames == 17 and module.prepare_settings.clip.short_clip == "loop"
+
+
+def test_a_cache_built_by_another_backbone_is_refused_naming_both(tmp_path, wisa_fixture, tiny_backbone_dir):
+    from types import SimpleNamespace
+
+    from pila.backbone import WanBackbone
+    from pila.datamodules.prepare import backbone_identity
+
+    other = tmp_path / "tiny_seed1"
+    WanBackbone.tiny(seed=1).save_pretrained(other)  # same configs and file sizes, other weights
+    assert backbone_identity(str(other))["fingerprint"] != backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_backbone_dir, moved)
+    assert backbone_identity(str(moved))["fingerprint"] == backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+
+    cache = tmp_path / "cache"
+    built = data_module(wisa_fixture, cache, backbone=str(tiny_backbone_dir), storage_dtype="float32", prepare_workers=0,
+                        prepare_if_missing=True, device="cpu")
+    built.prepare_data()
+    with pytest.raises(CacheMismatchError) as info:
+        data_module(wisa_fixture, cache, backbone=str(other), storage_dtype="float32").setup("fit")
+    message = str(info.value)
+    assert str(tiny_backbone_dir.resolve()) in message and str(other) in message and "allow_backbone_mismatch" in message
+    # the training module's backbone is checked too
+    module = data_module(wisa_fixture, cache, backbone=str(moved), storage_dtype="float32")
+    module.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"backbone": str(other)}), local_rank=0)
+    with pytest.raises(CacheMismatchError, match="training module's backbone"):
+        module.setup("fit")
+    # an explicit override trains on it
+    allowed = data_module(wisa_fixture, cache, backbone=str(other), storage_dtype="float32", allow_backbone_mismatch=True)
+    allowed.setup("fit")
+    assert len(allowed.train_set) + len(allowed.val_set) == 6

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 
 from pila.adapter import AdapterConfig
 
@@ -37,3 +40,29 @@ def batch_of(items: list[dict]) -> dict:
     out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "id"}
     out["id"] = [it["id"] for it in items]
     return out
+
+
+def tiny_fit_config(out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1) -> Path:
+    """The shipped tiny stage config with outputs under ``out``, the shared test data, fewer steps."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "lightning_configs" / "tiny" / f"{stage}.yaml").read_text().replace("outputs/demo", str(out))
+    config = yaml.safe_load(text)
+    trainer = config["trainer"]
+    trainer.update(max_steps=steps, log_every_n_steps=1, val_check_interval=None, check_val_every_n_epoch=1, limit_val_batches=1)
+    for callback in trainer["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["every_n_train_steps"] = every_n_train_steps
+        if callback["class_path"].endswith(("SigmaRangePhases", "RecoveryPhases")):
+            callback["init_args"]["steps_per_phase"] = 2
+        if callback["class_path"].endswith(("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")):
+            callback["init_args"]["steps"] = 3
+        if callback["class_path"].endswith("ExpertImageLogger"):
+            callback["init_args"]["every_n_steps"] = 2
+    config["model"]["init_args"].update(init_from=None, log_every_n_steps=2)
+    config["data"]["init_args"].update(
+        root=str(data_root), num_clips_per_category=1, batch_size=2, num_frames=17, height=32, width=32
+    )
+    path = Path(out) / "configs" / f"{stage}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -55,6 +55,16 @@ def test_resume_mid_epoch_continues_the_data_order(tmp_path):
     assert resumed == reference[12:14]
 
 
+def test_epochs_after_a_mid_epoch_resume_keep_their_length(tmp_path):
+    reference = _run(tmp_path / "ref", 35)  # 3.5 epochs of 10 batches
+    _run(tmp_path / "run", 12)
+    resumed = _run(tmp_path / "run", 35, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"))
+    assert resumed == reference[12:35]  # epochs 2 and 3 have 10 batches, not the 8 left of epoch 1
+    sampler = ResumableSampler(list(range(20)), seed=3)
+    sampler.skip(6)
+    assert len(sampler) == 20 and len(list(sampler)) == 14  # the length is the epoch's, the pass is shorter
+
+
 def test_sampler_shards_without_gaps_and_skips_a_prefix():
     data = list(range(10))
     shards = [list(ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=r)) for r in range(2)]

@@ -130,7 +130,7 @@ def test_init_from_refuses_the_wrong_kind_or_shape(tmp_path):
         StageB(adapter=tiny_adapter_config(), init_from=str(bogus))
     not_ckpt = tmp_path / "notes.txt"
     not_ckpt.write_text("hello")
-    with pytest.raises(ValueError, match="could not read"):
+    with pytest.raises(ValueError, match="notes.txt is not a checkpoint file"):
         StageB(adapter=tiny_adapter_config(), init_from=str(not_ckpt))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         StageB(adapter=tiny_adapter_config(), init_from=str(tmp_path / "missing.ckpt"))
