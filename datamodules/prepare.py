@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pila.categories import CATEGORIES, labels_to_multihot
-from pila.io import write_json_atomic, write_text_atomic
+from pila.io import is_hub_id, write_json_atomic, write_text_atomic
 from pila.parser.category_map import CategoryMap
 
 from .cache import (
@@ -234,6 +234,10 @@ def backbone_identity(spec: str) -> dict[str, Any]:
                 else:
                     digest.update(weights_fingerprint(f).encode())
         return {"source": str(path.resolve()), "fingerprint": "folder:" + digest.hexdigest()[:16]}
+    if not is_hub_id(spec):
+        from pila.backbone.wan import check_wan_folder
+
+        check_wan_folder(path)  # a path that does not exist: "folder not found: …"
     return {"source": spec, "fingerprint": f"hub:{spec}"}
 
 

@@ -139,3 +139,24 @@ def _fps_fraction(fps: float):
     from fractions import Fraction
 
     return Fraction(fps).limit_denominator(1001)
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a hub repository id (``owner/name``) rather than a local path.
+
+    A value starting with ``.``, ``/`` or ``~``, holding a backslash or more than one ``/``,
+    or whose first component exists here (``checkpoints/Wan2.1-…`` next to a ``checkpoints``
+    folder) is a path, so a missing one is reported as "folder not found", not as a failed
+    download. What remains must also be a valid repository id.
+    """
+    if name.count("/") != 1 or "\\" in name or name.startswith((".", "/", "~")):
+        return False
+    if os.path.exists(name) or os.path.exists(name.split("/", 1)[0]):
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True

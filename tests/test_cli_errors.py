@@ -39,7 +39,7 @@ def _predict_config(tmp_path) -> Path:
     config["trainer"]["default_root_dir"] = str(tmp_path)
     config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(tmp_path / "videos")
     config["trainer"]["enable_progress_bar"] = False
-    config["model"]["init_args"].update(num_inference_steps=2, height=16, width=16, num_frames=5)
+    config["model"]["init_args"]["sampling"].update(num_inference_steps=2, height=16, width=16, num_frames=5)
     path = tmp_path / "predict.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -32,14 +32,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from pila.adapter.config import FORMAT_VERSION, AdapterConfig
-from pila.io import atomic_path
+from pila.io import atomic_path, is_hub_id
 
 if TYPE_CHECKING:
     from pila.adapter.adapter import PILAAdapter
@@ -141,17 +139,6 @@ def load_state_checked(module: nn.Module, state: dict[str, Tensor], *, strict: b
 
 
 # -------------------------------------------------------------------------------- hub
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` is a hub repository id (``org/name``) rather than a local path."""
-    if name.count("/") != 1 or name.startswith((".", "/", "~")) or os.path.exists(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
 def resolve_adapter_folder(
     path_or_id: str | os.PathLike,
     *,

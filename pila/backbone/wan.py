@@ -22,6 +22,7 @@ from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from torch import Tensor, nn
 
 from pila.flow import sigma_to_timestep
+from pila.io import is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = 
     return names[dtype]
 
 
-def _check_wan_folder(path: Path) -> None:
+def check_wan_folder(path: Path) -> None:
     """Raise a ``FileNotFoundError`` naming what a diffusers Wan folder lacks."""
     if not path.is_dir():
         raise FileNotFoundError(
@@ -84,20 +85,6 @@ def _check_wan_folder(path: Path) -> None:
             f"{str(path)!r} is not a diffusers Wan folder: missing {', '.join(missing)}. "
             f"Expected layout: {WAN_FOLDER_LAYOUT}."
         )
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    """``owner/name`` and nothing that reads as a local path.
-
-    A value starting with ``.``, ``/`` or ``~``, holding a backslash or more than one
-    ``/``, or whose first component exists here (``checkpoints/Wan2.1-…`` next to a
-    ``checkpoints`` folder) is a path: when it does not exist the user gets "folder not
-    found", not a download error.
-    """
-    if name.count("/") != 1 or "\\" in name or name.startswith((".", "/", "~")):
-        return False
-    owner = name.split("/", 1)[0]
-    return not os.path.exists(name) and not os.path.exists(owner)
 
 
 class WanBackbone(nn.Module):
@@ -165,7 +152,7 @@ class WanBackbone(nn.Module):
                 backbone._cast(target, vae_target)
         else:
             path = Path(name).expanduser()
-            if not path.exists() and _looks_like_hub_id(name):
+            if not path.exists() and is_hub_id(name):
                 log.info("loading Wan backbone %s from the hub", name)
                 try:
                     pipeline = WanPipeline.from_pretrained(name, dtype=dtypes)
@@ -175,7 +162,7 @@ class WanBackbone(nn.Module):
                         f"network access, download it once and pass the local folder ({WAN_FOLDER_LAYOUT})."
                     ) from err
             else:
-                _check_wan_folder(path)
+                check_wan_folder(path)
                 pipeline = WanPipeline.from_pretrained(str(path), dtype=dtypes)
             backbone = cls(pipeline, source=name)
         if device is not None:
