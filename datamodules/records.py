@@ -1,10 +1,20 @@
 """WISA-80K annotation records: parsing, validation, filters, rejections and the split.
 
 The annotation file is a JSON list of records (``data/wisa-80k.json``); the fields this
-project reads are ``video_name``, ``captions``, ``duration`` (required), ``label``,
+project reads are the video key, ``captions``, ``duration`` (required), ``label``,
 ``fps``, ``width``, ``height``, ``motion_score``, ``motion_score_v2``,
 ``visual_quality_score``, ``text_bbox_num`` and ``physical_annotation`` (optional, but
-type-checked when present). A record may also carry ``pila_labels``, a list of category
+type-checked when present). The video key is ``video_name`` (the published annotation
+file) or, as WISA's released loader spells it, ``file`` (a file name or a relative path:
+its last component names the video) or ``video_id`` (the name, ``.mp4`` added when it has
+no extension); see :data:`VIDEO_KEYS`. Counts such as ``text_bbox_num`` may be written as
+integral floats (``0.0``). ``physical_annotation`` holds ``phys_law``, ``q0``–``q4``,
+``n0``–``n2`` and ``quantify_n*``; relabeling reads ``q0``–``q2`` from it.
+
+WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``q4``,
+``label``, no video) are prompts, not clips: each is rejected with reason ``no_video``
+(:func:`is_prompt_side_record`); :func:`pila.datamodules.relabel.wisa_prompt` turns one
+into a caption and labels for generation. A record may also carry ``pila_labels``, a list of category
 names written by ``pila prepare --relabel-only`` (or by hand); when present it is used
 as is instead of the category map. ``pila_description``, a string written next to it
 when an LLM prompt parser labeled the record, is the refined description that
@@ -31,8 +41,9 @@ from pila.categories import CATEGORIES
 REJECTION_REASONS: dict[str, str] = {
     "malformed_record": "the entry is not a JSON object",
     "missing_field": "a required field (or one a filter needs) is absent or null",
+    "no_video": "a prompt-side annotation record (en_caption, no video): a prompt for `pila predict`, not a clip",
     "malformed_field": "a field has the wrong type or an impossible value",
-    "duplicate_record": "an earlier record already has this video_name",
+    "duplicate_record": "an earlier record already names this video",
     "duration_out_of_range": "duration outside [min_duration, max_duration]",
     "too_many_text_boxes": "text_bbox_num above max_text_boxes",
     "low_motion": "motion score below min_motion_score",
@@ -83,7 +94,8 @@ class WisaRecord:
     """A validated WISA-80K record.
 
     Attributes:
-        video_name: file name of the video (``<sha256>.mp4`` in WISA-80K).
+        video_name: file name of the video (``<sha256>.mp4`` in WISA-80K), from whichever
+            of :data:`VIDEO_KEYS` the record uses.
         captions: the text prompt of the clip.
         duration: seconds, as annotated.
         index: position in the annotation file.
@@ -94,6 +106,7 @@ class WisaRecord:
         description: the prompt parser's refined, physics-oriented description of the
             clip (the paper's "refined prompt feeds c"), set when an LLM parser labeled
             the record; empty when the caption itself conditions the adapter.
+        text_boxes: ``text_bbox_num`` as an integer (None when absent).
     """
 
     video_name: str
@@ -103,6 +116,7 @@ class WisaRecord:
     raw: dict[str, Any] = field(repr=False, compare=False)
     labels: tuple[str, ...] = ()
     description: str = ""
+    text_boxes: int | None = None
 
     @property
     def condition_text(self) -> str:
@@ -121,6 +135,46 @@ class WisaRecord:
         return None if value is None else float(value)
 
 
+VIDEO_KEYS: tuple[str, ...] = ("video_name", "file", "video_id")
+"""Fields that name a record's video, in order of preference: ``video_name`` (WISA-80K's
+annotation file), ``file`` and ``video_id`` (WISA's released loader)."""
+
+PROMPT_SIDE_KEY = "en_caption"
+"""The caption field of WISA's prompt-side annotation records (which name no video)."""
+
+DEFAULT_VIDEO_SUFFIX = ".mp4"
+"""Added to a ``video_id`` without an extension (WISA-80K's videos are ``<sha256>.mp4``)."""
+
+
+def is_prompt_side_record(raw: Any) -> bool:
+    """Whether ``raw`` is one of WISA's prompt-side annotation records: an object with an
+    ``en_caption`` and none of the :data:`VIDEO_KEYS`."""
+    return (
+        isinstance(raw, dict)
+        and PROMPT_SIDE_KEY in raw
+        and all(raw.get(key) is None for key in VIDEO_KEYS)
+    )
+
+
+def _video_name(raw: dict[str, Any]) -> tuple[str, Any]:
+    """(the key naming the video, the file name it gives); the name is ``None`` when it is
+    unusable (not a non-empty string, or a path in ``video_name``/``video_id``)."""
+    key = next((k for k in VIDEO_KEYS if raw.get(k) is not None), "")
+    value = raw.get(key)
+    if key == "video_id" and _is_integral(value):
+        value = str(int(value))
+    if not isinstance(value, str) or not value.strip():
+        return key, None
+    value = value.strip()
+    if key == "file":  # a relative path in the released loader: the last component names the video
+        value = value.replace("\\", "/").rsplit("/", 1)[-1]
+    elif "/" in value or "\\" in value:
+        return key, None
+    if key == "video_id" and not Path(value).suffix:
+        value += DEFAULT_VIDEO_SUFFIX
+    return key, value or None
+
+
 _OPTIONAL_NUMBERS = (
     "fps",
     "width",
@@ -134,6 +188,11 @@ _OPTIONAL_NUMBERS = (
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integral(value: Any) -> bool:
+    """An int, or a float with an integral value (``0.0``); never a bool."""
+    return _is_number(value) and float(value).is_integer()
 
 
 def parse_record(raw: Any, index: int) -> WisaRecord:
@@ -152,11 +211,18 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
     placeholder = f"<record {index}>"
     if not isinstance(raw, dict):
         raise RecordError(Rejection(placeholder, "malformed_record", f"got {type(raw).__name__}", index))
-    name = raw.get("video_name")
+    if is_prompt_side_record(raw):
+        raise RecordError(Rejection(
+            placeholder, "no_video",
+            "a prompt-side annotation record (en_caption, phys_law, q0-q4, label; no video_name, file "
+            "or video_id): use the file as a prompt file of `pila predict`, not as training annotations",
+            index,
+        ))  # fmt: skip
+    key, name = _video_name(raw)
+    if not key:
+        raise RecordError(Rejection(placeholder, "missing_field", " or ".join(VIDEO_KEYS), index))
     if name is None:
-        raise RecordError(Rejection(placeholder, "missing_field", "video_name", index))
-    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
-        raise RecordError(Rejection(placeholder, "malformed_field", f"video_name={name!r}", index))
+        raise RecordError(Rejection(placeholder, "malformed_field", f"{key}={raw.get(key)!r}", index))
 
     def reject(reason: str, detail: str) -> RecordError:
         return RecordError(Rejection(name, reason, detail, index))
@@ -176,7 +242,7 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
         if value is not None and (not _is_number(value) or value < 0):
             raise reject("malformed_field", f"{key}={value!r}")
     boxes = raw.get("text_bbox_num")
-    if boxes is not None and (not isinstance(boxes, int) or isinstance(boxes, bool) or boxes < 0):
+    if boxes is not None and (not _is_integral(boxes) or boxes < 0):  # a count; 0.0 is fine
         raise reject("malformed_field", f"text_bbox_num={boxes!r}")
     label = raw.get("label")
     if label is not None and not isinstance(label, str):
@@ -198,6 +264,7 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
         index=index,
         raw=raw,
         description=description.strip(),
+        text_boxes=None if boxes is None else int(boxes),
     )
 
 
@@ -245,7 +312,7 @@ class FilterConfig:
         ):
             return reject("duration_out_of_range", f"duration {d:g} s not in [{self.min_duration}, {self.max_duration}]")
         if self.max_text_boxes is not None:
-            boxes = record.raw.get("text_bbox_num")
+            boxes = record.text_boxes
             if boxes is None:
                 return reject("missing_field", "text_bbox_num (needed by max_text_boxes)")
             if boxes > self.max_text_boxes:
@@ -317,7 +384,7 @@ def select_records(
             rejected.append(err.rejection)
             continue
         if record.video_name in seen:
-            rejected.append(Rejection(record.video_name, "duplicate_record", "video_name seen before", index))
+            rejected.append(Rejection(record.video_name, "duplicate_record", "an earlier record names this video", index))
             continue
         seen.add(record.video_name)
         problem = filters.check(record)
