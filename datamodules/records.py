@@ -273,11 +273,14 @@ class FilterConfig:
     """Which records to keep (WISA's own pipeline keeps 2–10 s clips with ≤ 1 text box).
 
     Args:
-        min_duration: shortest clip in seconds; None disables the bound.
-        max_duration: longest clip in seconds; None disables the bound.
-        max_text_boxes: most ``text_bbox_num`` allowed; None disables the filter.
-        min_motion_score: least motion score; None disables the filter.
-        min_quality: least ``visual_quality_score``; None disables the filter.
+        min_duration: shortest clip in seconds; None disables the bound. [ours: WISA's
+            own pipeline keeps 2–10 s clips; the paper names no filter]
+        max_duration: longest clip in seconds; None disables the bound. [ours: as
+            ``min_duration``]
+        max_text_boxes: most ``text_bbox_num`` allowed; None disables the filter. [ours:
+            WISA's own pipeline drops clips with more than one text box]
+        min_motion_score: least motion score; None disables the filter. [ours: off]
+        min_quality: least ``visual_quality_score``; None disables the filter. [ours: off]
         motion_score_field: which annotation field ``min_motion_score`` tests.
     """
 
