@@ -216,8 +216,8 @@ class SigmaRangePhases(StepSchedule):
     """Stage A's progressively wider σ ranges, each for ``steps_per_phase`` steps.
 
     Args:
-        sigma_max: upper ends of the phases' ranges ((0.25, 0.5, 1.0)). [paper, App. B.2:
-            three progressively wider ranges; ours: their ends, which were lost]
+        sigma_max: upper ends of the phases' ranges ((0.25, 0.5, 1.0)). [ours: the ends
+            were lost; App. B.2 has three progressively wider ranges]
         steps_per_phase: steps of each phase (3000); the last phase lasts to the end.
             [paper, App. B.2: "Each phase runs for 3K steps"]
         sigma_min: the ranges' common lower end (0.0). [ours: lost with the ranges]

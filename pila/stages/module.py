@@ -61,8 +61,8 @@ class PILAModule(LightningModule, abc.ABC):
         init_from: checkpoint to start from (a Lightning ``.ckpt``, a DeepSpeed checkpoint
             folder or an adapter folder); only the adapter's weights are read.
         init_strict: refuse an ``init_from`` checkpoint that lacks some adapter tensors.
-        lr: AdamW learning rate (constant). [paper, App. B.2: AdamW with a constant
-            schedule, the same rate in stages A and C; ours: the value 1e-4, which was lost]
+        lr: AdamW learning rate (constant). [ours: 1e-4; App. B.2 trains with AdamW at a
+            constant rate, the same in stages A and C, whose value was lost]
         encoder_lr_scale: learning-rate factor of the ``encoder`` parameter group (physical
             encoder and AFE heads) when :class:`~pila.callbacks.EncoderFreeze` is not used.
             [ours: 1, the encoder trains at the stage's rate; stage C's 0.1 is ours too]
@@ -77,6 +77,7 @@ class PILAModule(LightningModule, abc.ABC):
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step)
             before the run stops with an error. [ours: a safeguard]
         log_every_n_steps: how often the torchmetrics are computed, logged and reset.
+            [ours: metric cadence]
         compile_residuals: fuse the residual objective (stages B and C) with
             ``torch.compile`` (:class:`pila.physics.fused.ResidualPass`): about 2.7×
             faster per category than evaluating each residual term on its own (CPU,
