@@ -9,16 +9,17 @@ file) or, as WISA's released loader spells it, ``file`` (a file name or a relati
 its last component names the video) or ``video_id`` (the name, ``.mp4`` added when it has
 no extension); see :data:`VIDEO_KEYS`. Counts such as ``text_bbox_num`` may be written as
 integral floats (``0.0``). ``physical_annotation`` holds ``phys_law``, ``q0``–``q4``,
-``n0``–``n2`` and ``quantify_n*``; relabeling reads ``q0``–``q2`` from it.
+``n0``–``n2`` and ``quantify_n*``; relabeling reads ``q0``–``q2`` from it. A record may
+also carry ``pila_labels``, a list of category names written by ``pila prepare
+--relabel-only`` (or by hand); when present it is used as is instead of the category
+map. ``pila_description``, a string written next to it when an LLM prompt parser labeled
+the record, is the refined description that conditions the adapter (see
+:attr:`WisaRecord.description`).
 
 WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``q4``,
 ``label``, no video) are prompts, not clips: each is rejected with reason ``no_video``
 (:func:`is_prompt_side_record`); :func:`pila.datamodules.relabel.wisa_prompt` turns one
-into a caption and labels for generation. A record may also carry ``pila_labels``, a list of category
-names written by ``pila prepare --relabel-only`` (or by hand); when present it is used
-as is instead of the category map. ``pila_description``, a string written next to it
-when an LLM prompt parser labeled the record, is the refined description that
-conditions the adapter (see :attr:`WisaRecord.description`).
+into a caption and labels for generation.
 
 Bad data never stops a run: a record that cannot be used becomes a :class:`Rejection`
 with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
