@@ -66,8 +66,8 @@ class PILAModule(LightningModule, abc.ABC):
         encoder_lr_scale: learning-rate factor of the ``encoder`` parameter group (physical
             encoder and AFE heads) when :class:`~pila.callbacks.EncoderFreeze` is not used.
             [ours: 1, the encoder trains at the stage's rate; stage C's 0.1 is ours too]
-        weight_decay: AdamW weight decay. [ours: 0; the paper names AdamW (App. B.2) but
-            no decay, and the adapter's zero-initialised last layer should stay exact]
+        weight_decay: AdamW weight decay. [ours: 0, no decay; the paper names AdamW (App.
+            B.2) but states no weight decay]
         betas: AdamW betas. [ours: PyTorch's defaults]
         sigma_shift: shift s of the training σ distribution. [ours: not stated in the
             paper; diffusers' value for Wan at 480p]
