@@ -54,7 +54,7 @@ class ClipConfig:
         short_clip: ``"reject"`` or ``"loop"`` for videos shorter than the clip (module
             docstring). [ours: a looped clip has a seam]
         anchor: ``"center"`` or ``"start"``: where in a longer video the clip is taken.
-            [ours: the middle of a clip is least likely to hold a cut or a title]
+            [ours: the video's middle, away from fades at its ends]
     """
 
     num_frames: int = 81
