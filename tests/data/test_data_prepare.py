@@ -287,37 +287,3 @@ def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
     (tmp_path / "a.json").write_text("[]")
     assert main([*args, "--llm-labeler", str(tmp_path / "no-model")]) == 2
     assert "prompt-parser model folder" in caplog.text
-
-
-def test_a_prompt_side_file_gives_every_record_the_no_video_reason(tmp_path, caplog):
-    prompts = [
-        {"en_caption": f"Water boils in a pot ({i}).", "phys_law": "boiling", "q0": "liquid motion",
-         "q1": "vaporization", "q2": "No obvious optical phenomenon", "q3": "no", "q4": "1. no change", "label": "Vaporization"}
-        for i in range(3)
-    ]  # fmt: skip
-    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
-    with caplog.at_level(logging.WARNING, logger="pila"):
-        main(["--annotations", str(tmp_path / "prompts.json"), "--out", str(tmp_path / "out"), "--relabel-only"])
-    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
-    assert [(r["reason"], r["index"]) for r in rejected] == [("no_video", 0), ("no_video", 1), ("no_video", 2)]
-    assert all("pila predict" in r["detail"] for r in rejected)
-    assert "3 of 3 entries" in caplog.text and "prompt file for `pila predict`" in caplog.text
-    assert json.loads((tmp_path / "out" / "annotations.relabeled.json").read_text()) == []
-
-
-def test_records_in_the_released_loader_schema_are_cached(tmp_path, wisa_fixture, tiny_backbone):
-    """``file`` (a nested path), ``video_id`` (no extension) and ``text_bbox_num: 0.0`` find
-    the same videos and give the same clips as ``video_name``."""
-    entries = json.loads(wisa_fixture["annotations"].read_text())
-    by_name = {e["video_name"]: e for e in entries if isinstance(e, dict)}
-    first, second = wisa_fixture["good"][0], wisa_fixture["good"][3]  # one in the zip, one flat
-    as_file = {k: v for k, v in by_name[first].items() if k != "video_name"} | {"file": f"data/videos/0/{first}", "text_bbox_num": 0.0}
-    as_id = {k: v for k, v in by_name[second].items() if k != "video_name"} | {"video_id": second[: -len(".mp4")], "width": 80.0}
-    (tmp_path / "loader.json").write_text(json.dumps([as_file, as_id]))
-    config = prepare_config(wisa_fixture, tmp_path / "cache", annotations=str(tmp_path / "loader.json"))
-    summary = prepare_cache(config, backbone=tiny_backbone)
-    assert (summary.num_clips, summary.rejected) == (2, {})
-    clips = CachedClips(tmp_path / "cache")
-    assert clips.video_names == [first, second]
-    written = json.loads((tmp_path / "cache" / "annotations.relabeled.json").read_text())
-    assert "file" in written[0] and "video_id" in written[1] and all(w["pila_labels"] for w in written)

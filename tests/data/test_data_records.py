@@ -12,7 +12,6 @@ from pila.datamodules.records import (
     FilterConfig,
     RecordError,
     Rejection,
-    is_prompt_side_record,
     load_annotations,
     parse_record,
     select_records,
@@ -156,100 +155,3 @@ def test_split_keeps_one_validation_clip_for_tiny_sets_and_none_when_asked():
     assert split_names(names, 0.0, seed=0) == (names, [])
     with pytest.raises(ValueError, match="val_fraction"):
         split_names(names, 1.0, seed=0)
-
-
-# --------------------------------------------------------------- WISA's released loader schema
-def wisa_loader_record(**key: object) -> dict:
-    """A record as WISA's released loader reads it: ``file``/``video_id`` instead of
-    ``video_name``, ``text_bbox_num`` as a float, the full ``physical_annotation``."""
-    raw = wisa_record("unused.mp4", text_bbox_num=0.0, width=1280.0)
-    del raw["video_name"]
-    raw.update(key)
-    return raw
-
-
-@pytest.mark.parametrize(
-    ("key", "expected"),
-    [
-        ({"file": "e" * 64 + ".mp4"}, "e" * 64 + ".mp4"),
-        ({"file": "data/videos/12/nested/" + "e" * 64 + ".mp4"}, "e" * 64 + ".mp4"),
-        ({"file": "videos\\12\\" + "e" * 64 + ".mp4"}, "e" * 64 + ".mp4"),
-        ({"video_id": "e" * 64}, "e" * 64 + ".mp4"),
-        ({"video_id": "clip.webm"}, "clip.webm"),
-        ({"video_id": 1234}, "1234.mp4"),
-        ({"video_name": "a.mp4", "file": "b.mp4", "video_id": "c"}, "a.mp4"),
-        ({"video_name": None, "file": "b.mp4"}, "b.mp4"),
-    ],
-)
-def test_the_released_loader_schema_parses_with_either_video_key(key, expected):
-    raw = wisa_loader_record(**key)
-    record = parse_record(raw, 0)
-    assert record.video_name == expected and record.id == expected.rsplit(".", 1)[0]
-    assert record.text_boxes == 0 and FilterConfig().check(record) is None
-    assert record.raw is raw and record.raw["physical_annotation"]["quantify_n0"] == [[0.7, 0.7]]
-    assert {"q3", "q4", "n0", "n1", "n2", "quantify_n1", "quantify_n2"} <= set(record.raw["physical_annotation"])
-
-
-def test_integral_float_counts_are_counts_and_others_stay_malformed():
-    def check(boxes):
-        return FilterConfig().check(parse_record(wisa_loader_record(file="x.mp4", text_bbox_num=boxes), 0))
-
-    assert check(0.0) is None and check(1.0) is None
-    assert check(2.0).reason == "too_many_text_boxes" and "text_bbox_num 2 > 1" in check(2.0).detail
-    for bad in (0.5, -1.0, float("inf"), "0"):
-        with pytest.raises(RecordError) as info:
-            check(bad)
-        assert info.value.rejection.reason == "malformed_field" and "text_bbox_num" in info.value.rejection.detail
-
-
-@pytest.mark.parametrize(
-    ("key", "reason", "detail"),
-    [
-        ({}, "missing_field", "video_name or file or video_id"),
-        ({"file": ""}, "malformed_field", "file=''"),
-        ({"file": "videos/"}, "malformed_field", "file="),
-        ({"file": 7}, "malformed_field", "file=7"),
-        ({"video_id": "dir/clip"}, "malformed_field", "video_id="),
-        ({"video_id": True}, "malformed_field", "video_id=True"),
-        ({"video_id": 1.5}, "malformed_field", "video_id=1.5"),
-    ],
-)
-def test_only_an_unusable_video_key_is_rejected(key, reason, detail):
-    with pytest.raises(RecordError) as info:
-        parse_record(wisa_loader_record(**key), 2)
-    assert (info.value.rejection.reason, info.value.rejection.video_name) == (reason, "<record 2>")
-    assert detail in info.value.rejection.detail
-
-
-def test_the_same_video_under_two_key_spellings_is_a_duplicate():
-    name = "f" * 64 + ".mp4"
-    entries = [wisa_record(name), wisa_loader_record(file=f"videos/3/{name}"), wisa_loader_record(video_id="f" * 64)]
-    kept, rejected = select_records(entries, FilterConfig())
-    assert [r.video_name for r in kept] == [name]
-    assert [(r.video_name, r.reason, r.index) for r in rejected] == [(name, "duplicate_record", 1), (name, "duplicate_record", 2)]
-
-
-def wisa_prompt_record(i: int = 0) -> dict:
-    """A prompt-side annotation record as WISA publishes them for inference."""
-    return {
-        "en_caption": f"A glass of water freezes into ice in a freezer ({i}).",
-        "phys_law": "freezing releases latent heat",
-        "q0": "No obvious dynamic phenomenon",
-        "q1": "solidification",
-        "q2": "No obvious optical phenomenon",
-        "q3": "no",
-        "q4": "1. liquid objects appearance\n2. solid objects appearance",
-        "label": "Solidification",
-    }
-
-
-def test_a_prompt_side_record_is_rejected_as_no_video():
-    assert is_prompt_side_record(wisa_prompt_record())
-    assert not is_prompt_side_record(wisa_prompt_record() | {"file": "x.mp4"})
-    assert not is_prompt_side_record(wisa_record("x.mp4"))
-    entries = [wisa_prompt_record(i) for i in range(3)]
-    kept, rejected = select_records(entries, FilterConfig())
-    assert kept == []
-    assert [(r.reason, r.index) for r in rejected] == [("no_video", 0), ("no_video", 1), ("no_video", 2)]
-    assert "pila predict" in rejected[0].detail and "en_caption" in rejected[0].detail
-    assert "no_video" in REJECTION_REASONS

@@ -12,13 +12,11 @@ from pila.datamodules.records import parse_record
 from pila.datamodules.relabel import (
     DEFAULT_CATEGORY_MAP,
     CategoryMap,
-    as_wisa_record,
     category_distribution,
     format_distribution,
     parser_labeler,
     relabel_records,
     relabeled_annotation,
-    wisa_prompt,
 )
 
 # formats.md: "A starting map to the eight PILA categories"
@@ -222,72 +220,3 @@ def test_a_description_is_kept_only_when_it_says_more_than_the_caption(cmap):
     # a labeler that answers with names only keeps the annotated description
     kept, _ = relabel_records(_records(stale), cmap, lambda raw: ["fluid"])
     assert kept[0].description == "an old description"
-
-
-# --------------------------------------------------------------- WISA prompt-side records
-def prompt_side(**changes):
-    record = {
-        "en_caption": "  A candle flame flickers while wax melts and drips.  ",
-        "phys_law": "heat from the flame melts the wax",
-        "q0": "No obvious dynamic phenomenon",
-        "q1": "melting; combustion",
-        "q2": "No obvious optical phenomenon",
-        "q3": "no",
-        "q4": "1. solid objects appearance",
-        "label": "Melting",
-    }
-    record.update(changes)
-    return record
-
-
-def test_a_prompt_side_record_is_labeled_through_the_relabeling_path(cmap):
-    raw = prompt_side()
-    prompt = wisa_prompt(raw, cmap)
-    assert prompt.caption == raw["en_caption"]  # as written; readers normalise
-    # the same record as a training clip gets the same labels from relabel_records
-    clip = {**as_wisa_record(raw), "video_name": "a.mp4", "duration": 3.0}
-    (relabeled,), _ = relabel_records([parse_record(clip, 0)], cmap)
-    assert prompt.labels == relabeled.labels
-    assert clip["physical_annotation"]["q1"] == "melting; combustion" and clip["captions"] == raw["en_caption"]
-    assert set(prompt.labels) == {"phase_change", "thermal", "fluid"}  # q1 + label, "drips" keyword
-    assert prompt.extra["phys_law"] == raw["phys_law"] and prompt.extra["q4"] == raw["q4"]
-    assert "en_caption" not in prompt.extra
-
-
-def test_each_source_of_a_prompt_side_record_counts(cmap):
-    quiet = "A quiet scene."
-    assert wisa_prompt(prompt_side(en_caption=quiet, label="", q1="none"), cmap).labels == ()
-    # only the q-answers: q2 names refraction
-    assert wisa_prompt(prompt_side(en_caption=quiet, label="", q1="none", q2="refraction"), cmap).labels == ("optical",)
-    # only the label field
-    assert wisa_prompt(prompt_side(en_caption=quiet, label="Collision", q1="none"), cmap).labels == ("collision",)
-    # only the caption keywords
-    assert wisa_prompt(prompt_side(en_caption="Smoke rises.", label="", q1="none"), cmap).labels == ("compressible_flow",)
-    # given labels win, in category order
-    given = prompt_side(pila_labels=["optical", "fluid"])
-    assert wisa_prompt(given, cmap).labels == ("fluid", "optical")
-
-
-def test_a_prompt_side_record_follows_a_users_map(tmp_path):
-    data = json.loads(DEFAULT_CATEGORY_MAP.read_text())
-    data["phenomena"]["melting"] = ["phase_change"]
-    data["keywords"] = []
-    data["label_field"] = ""
-    path = tmp_path / "map.json"
-    path.write_text(json.dumps(data))
-    assert wisa_prompt(prompt_side(), CategoryMap.load(path)).labels == ("phase_change", "thermal")  # combustion → thermal
-
-
-@pytest.mark.parametrize(
-    ("record", "match"),
-    [
-        ({"q0": "collision"}, "en_caption"),
-        (prompt_side(en_caption="   "), "en_caption"),
-        (prompt_side(pila_labels=["heat"]), "pila_labels"),
-        (prompt_side(pila_labels="fluid"), "pila_labels"),
-        (["not", "an", "object"], "JSON object"),
-    ],
-)
-def test_an_unusable_prompt_side_record_is_an_error_naming_the_field(cmap, record, match):
-    with pytest.raises(ValueError, match=match):
-        wisa_prompt(record, cmap)
