@@ -100,7 +100,6 @@ def test_predict_configs_instantiate(path, tmp_path):
     copy.write_text(yaml.safe_dump(config))
     cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides])
     assert type(cli.model).__name__ == "PILAPredictModule"
-    assert type(cli.model.parser).__name__ == ("LLMPromptParser" if parser else "NoneType")
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
@@ -132,13 +131,16 @@ def test_paper_predict_configs_parse_with_an_llm_and_tiny_ones_with_rules(path, 
     assert parser["class_path"] == "pila.parser.LLMPromptParser"
     assert parser["init_args"]["model_path"].startswith("checkpoints/")
     assert "Instruct" in path.read_text() and '"w/o Prompt Refine"' in path.read_text()
-    # the offline switch the comment names
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a ball bounces\n")
+    (tmp_path / "llm").mkdir()
     config = yaml.safe_load(path.read_text())
     config.pop("return_predictions")
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(config))
     overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--data.init_args.prompt_file={prompts}"]
+    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, f"--model.init_args.parser.init_args.model_path={tmp_path / 'llm'}"])
+    assert type(cli.model.parser).__name__ == "LLMPromptParser" and cli.model.parser.model_path == str(tmp_path / "llm")
+    # the offline switch the comment names
     cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, "--model.init_args.parser", "null"])
     assert cli.model.parser is None  # → RuleBasedParser in setup
