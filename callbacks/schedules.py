@@ -3,16 +3,19 @@
 Each callback sets one knob of the stage module before every training batch, from the
 optimizer step count (``trainer.global_step``):
 
-==========================  ==========================================  ======================
-callback                    knob on the LightningModule                 default (method doc)
-==========================  ==========================================  ======================
-:class:`PhysicsWarmup`      ``lambda_phys``: 0 → target                 0.30 over 2000 steps
-:class:`ConditioningWarmup` ``cond_scale``: 0 → 1                       1000 steps
-:class:`MaskBlend`          ``mask_blend``: motion (0) → physical (1)   300 steps
-:class:`EncoderFreeze`      the encoder parameter group's learning rate 0 for 1000 steps, then lr × 0.1
-:class:`SigmaRangePhases`   ``sigma_range``: stage A's widening ranges  [0, .25], [0, .5], [0, 1] × 3000
-:class:`RecoveryPhases`     ``phase``: stage B's AFE recovery phase     core → φ → T → J → w × 1000
-==========================  ==========================================  ======================
+==========================  ==========================================  ======================================
+callback                    knob on the LightningModule                 default (provenance)
+==========================  ==========================================  ======================================
+:class:`PhysicsWarmup`      ``lambda_phys``: 0 → target                 0.30 over 2000 steps (paper, App. B.2–B.3)
+:class:`ConditioningWarmup` ``cond_scale``: 0 → 1                       1000 steps (paper, App. B.2–B.3)
+:class:`MaskBlend`          ``mask_blend``: motion (0) → physical (1)   300 steps (paper, App. B.3)
+:class:`EncoderFreeze`      the encoder parameter group's learning rate 0 for 1000 steps (paper, App. B.2),
+                                                                        then lr × 0.1 (ours: the factor was lost)
+:class:`SigmaRangePhases`   ``sigma_range``: stage A's widening ranges  3 phases × 3000 steps (paper, App. B.2);
+                                                                        [0, .25], [0, .5], [0, 1] (ours: lost)
+:class:`RecoveryPhases`     ``phase``: stage B's AFE recovery phase     core → φ → T → J → w (paper, App. A.1,
+                                                                        B.3) × 1000 steps (ours: not stated)
+==========================  ==========================================  ======================================
 
 Because the schedules are functions of the step count, which Lightning restores on
 resume, a resumed run continues each schedule where it stopped. Each callback also saves
@@ -105,8 +108,10 @@ class PhysicsWarmup(StepSchedule):
     """λ_phys of Eq. (11) ramps linearly from 0 to ``target`` over ``steps`` steps.
 
     Args:
-        target: final weight of the routed residual loss (0.30).
-        steps: length of the ramp in optimizer steps (2000).
+        target: final weight of the routed residual loss (0.30). [paper, App. B.3: "the
+            physics weight target is 0.30"]
+        steps: length of the ramp in optimizer steps (2000). [paper, App. B.2 and B.3:
+            "the physics warmup is 2000 steps"]
     """
 
     attribute = "lambda_phys"
@@ -127,7 +132,8 @@ class ConditioningWarmup(StepSchedule):
     """The condition vector c ramps in: ``cond_scale`` goes 0 → 1 over ``steps`` steps.
 
     Args:
-        steps: length of the ramp (1000).
+        steps: length of the ramp (1000). [paper, App. B.2 and B.3: "the conditioning
+            warmup is 1000 steps"]
     """
 
     attribute = "cond_scale"
@@ -148,8 +154,10 @@ class MaskBlend(StepSchedule):
     """The residual mask moves from the motion mask (0) to the physical mask (1).
 
     Args:
-        steps: length of the blend (300).
-        delay: steps at pure motion mask before the blend starts (0).
+        steps: length of the blend (300). [paper, App. B.3: "the motion-mask warmup is
+            300 steps"]
+        delay: steps at pure motion mask before the blend starts (0). [ours: the blend
+            starts with stage C]
     """
 
     attribute = "mask_blend"
@@ -175,8 +183,10 @@ class EncoderFreeze(StepSchedule):
     start-up. The module's ``encoder_lr_factor`` records the current factor.
 
     Args:
-        steps: frozen steps (1000).
-        lr_scale: the encoder's learning-rate factor once unfrozen (0.1).
+        steps: frozen steps (1000). [paper, App. B.2: "freeze the physical encoder for the
+            first 1K full-coupling steps"]
+        lr_scale: the encoder's learning-rate factor once unfrozen (0.1). [ours: App. B.2
+            scales it by a factor that was lost; 0.1 lets the encoder adapt slowly]
         group: name of the optimizer parameter group to drive.
     """
 
@@ -206,9 +216,11 @@ class SigmaRangePhases(StepSchedule):
     """Stage A's progressively wider σ ranges, each for ``steps_per_phase`` steps.
 
     Args:
-        sigma_max: upper ends of the phases' ranges ((0.25, 0.5, 1.0)).
+        sigma_max: upper ends of the phases' ranges ((0.25, 0.5, 1.0)). [ours: the ends
+            were lost; App. B.2 has three progressively wider ranges]
         steps_per_phase: steps of each phase (3000); the last phase lasts to the end.
-        sigma_min: the ranges' common lower end (0.0).
+            [paper, App. B.2: "Each phase runs for 3K steps"]
+        sigma_min: the ranges' common lower end (0.0). [ours: lost with the ranges]
     """
 
     attribute = "sigma_range"
@@ -238,7 +250,9 @@ class RecoveryPhases(StepSchedule):
 
     Args:
         steps_per_phase: steps of each phase (1000); phase 4 (w) lasts to the end.
+            [ours: the paper states no length for stage B]
         num_phases: number of phases (5: core plus the four weakly observed slots).
+            [paper, App. A.1 (Table 5) and App. B.3]
     """
 
     attribute = "phase"

@@ -44,13 +44,17 @@ class ClipConfig:
     """How clips are cut from videos.
 
     Args:
-        num_frames: F, frames per clip (Wan needs 4k + 1; 81 in the paper).
-        fps: frames per second the clip is sampled at (Wan's native rate is 16).
-        height: H_px of the output, after resize and centre crop (480 in the paper).
-        width: W_px of the output (832 in the paper).
-        short_clip: videos shorter than the clip: ``reject`` them, or ``loop`` them from the
-            start (module docstring).
-        anchor: where the clip is taken in a longer video: its ``center`` or its ``start``.
+        num_frames: F, frames per clip (Wan needs 4k + 1). [paper, Sec. 4.2 and App. B.2:
+            81-frame clips]
+        fps: frames per second the clip is sampled at. [ours: Wan's native rate, 16; the
+            paper states none]
+        height: H_px of the output, after resize and centre crop. [ours: Wan 2.1-1.3B's
+            480p size; the paper's resolution was lost (Sec. 4.2, App. B.2)]
+        width: W_px of the output. [ours: as ``height``, 832]
+        short_clip: ``"reject"`` or ``"loop"`` for videos shorter than the clip (module
+            docstring). [ours: a looped clip has a seam]
+        anchor: ``"center"`` or ``"start"``: where in a longer video the clip is taken.
+            [ours: the video's middle, away from fades at its ends]
     """
 
     num_frames: int = 81

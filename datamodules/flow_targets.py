@@ -35,15 +35,23 @@ from torch import Tensor
 class FlowConfig:
     """Farneback settings of the flow targets.
 
+    Farneback is our choice of target: the paper trains stage A on "dense flow/deformation
+    proxy targets" (App. B.3) without naming the method. It needs no model and runs on a
+    CPU core per worker.
+
     Args:
         max_side: frames are shrunk (never enlarged) so their long side is at most this
-            many pixels before the flow is computed (480 × 832 → 148 × 256).
-        pyr_scale: image scale between pyramid levels.
-        levels: pyramid levels.
-        winsize: averaging window in pixels (of the shrunk frames).
-        iterations: iterations per pyramid level.
-        poly_n: neighbourhood of the polynomial expansion (5 or 7).
+            many pixels before the flow is computed (480 × 832 → 148 × 256). [ours: the
+            targets live on the 8× coarser latent grid, finer detail is averaged away]
+        pyr_scale: image scale between pyramid levels. [ours: OpenCV's documented example]
+        levels: pyramid levels. [ours: OpenCV's documented example]
+        winsize: averaging window in pixels (of the shrunk frames). [ours: OpenCV's
+            documented example]
+        iterations: iterations per pyramid level. [ours: OpenCV's documented example]
+        poly_n: neighbourhood of the polynomial expansion (5 or 7). [ours: OpenCV's
+            documented example]
         poly_sigma: Gaussian σ of the polynomial expansion (1.1 for poly_n 5, 1.5 for 7).
+            [ours: OpenCV's documented example]
     """
 
     max_side: int = 256

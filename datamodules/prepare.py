@@ -457,6 +457,13 @@ def load_records(config: PrepareConfig, labeler: Labeler | None = None) -> tuple
         labeler = parser_labeler(parser)
     entries = load_annotations(config.annotations)
     records, rejected = select_records(entries, config.filters)
+    prompt_side = sum(r.reason == "no_video" for r in rejected)
+    if prompt_side:
+        log.warning(
+            "%d of %d entries of %s are WISA prompt-side annotation records (en_caption, no video), rejected "
+            "as no_video: such a file is a prompt file for `pila predict`, not training annotations",
+            prompt_side, len(entries), config.annotations,
+        )  # fmt: skip
     records, unlabeled = relabel_records(records, category_map, labeler)
     rejected = sorted(rejected + unlabeled, key=lambda r: r.index)
     if config.limit is not None:

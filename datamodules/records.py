@@ -1,14 +1,25 @@
 """WISA-80K annotation records: parsing, validation, filters, rejections and the split.
 
 The annotation file is a JSON list of records (``data/wisa-80k.json``); the fields this
-project reads are ``video_name``, ``captions``, ``duration`` (required), ``label``,
+project reads are the video key, ``captions``, ``duration`` (required), ``label``,
 ``fps``, ``width``, ``height``, ``motion_score``, ``motion_score_v2``,
 ``visual_quality_score``, ``text_bbox_num`` and ``physical_annotation`` (optional, but
-type-checked when present). A record may also carry ``pila_labels``, a list of category
-names written by ``pila prepare --relabel-only`` (or by hand); when present it is used
-as is instead of the category map. ``pila_description``, a string written next to it
-when an LLM prompt parser labeled the record, is the refined description that
-conditions the adapter (see :attr:`WisaRecord.description`).
+type-checked when present). The video key is ``video_name`` (the published annotation
+file) or, as WISA's released loader spells it, ``file`` (a file name or a relative path:
+its last component names the video) or ``video_id`` (the name, ``.mp4`` added when it has
+no extension); see :data:`VIDEO_KEYS`. Counts such as ``text_bbox_num`` may be written as
+integral floats (``0.0``). ``physical_annotation`` holds ``phys_law``, ``q0``–``q4``,
+``n0``–``n2`` and ``quantify_n*``; relabeling reads ``q0``–``q2`` from it. A record may
+also carry ``pila_labels``, a list of category names written by ``pila prepare
+--relabel-only`` (or by hand); when present it is used as is instead of the category
+map. ``pila_description``, a string written next to it when an LLM prompt parser labeled
+the record, is the refined description that conditions the adapter (see
+:attr:`WisaRecord.description`).
+
+WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``q4``,
+``label``, no video) are prompts, not clips: each is rejected with reason ``no_video``
+(:func:`is_prompt_side_record`); :func:`wisa_prompt` turns one into a caption and labels
+for generation, through the category map exactly as relabeling labels a clip.
 
 Bad data never stops a run: a record that cannot be used becomes a :class:`Rejection`
 with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
@@ -24,15 +35,19 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pila.categories import CATEGORIES
+
+if TYPE_CHECKING:
+    from .relabel import CategoryMap
 
 REJECTION_REASONS: dict[str, str] = {
     "malformed_record": "the entry is not a JSON object",
     "missing_field": "a required field (or one a filter needs) is absent or null",
+    "no_video": "a prompt-side annotation record (en_caption, no video): a prompt for `pila predict`, not a clip",
     "malformed_field": "a field has the wrong type or an impossible value",
-    "duplicate_record": "an earlier record already has this video_name",
+    "duplicate_record": "an earlier record already names this video",
     "duration_out_of_range": "duration outside [min_duration, max_duration]",
     "too_many_text_boxes": "text_bbox_num above max_text_boxes",
     "low_motion": "motion score below min_motion_score",
@@ -83,7 +98,8 @@ class WisaRecord:
     """A validated WISA-80K record.
 
     Attributes:
-        video_name: file name of the video (``<sha256>.mp4`` in WISA-80K).
+        video_name: file name of the video (``<sha256>.mp4`` in WISA-80K), from whichever
+            of :data:`VIDEO_KEYS` the record uses.
         captions: the text prompt of the clip.
         duration: seconds, as annotated.
         index: position in the annotation file.
@@ -94,6 +110,7 @@ class WisaRecord:
         description: the prompt parser's refined, physics-oriented description of the
             clip (the paper's "refined prompt feeds c"), set when an LLM parser labeled
             the record; empty when the caption itself conditions the adapter.
+        text_boxes: ``text_bbox_num`` as an integer (None when absent).
     """
 
     video_name: str
@@ -103,6 +120,7 @@ class WisaRecord:
     raw: dict[str, Any] = field(repr=False, compare=False)
     labels: tuple[str, ...] = ()
     description: str = ""
+    text_boxes: int | None = None
 
     @property
     def condition_text(self) -> str:
@@ -121,6 +139,118 @@ class WisaRecord:
         return None if value is None else float(value)
 
 
+VIDEO_KEYS: tuple[str, ...] = ("video_name", "file", "video_id")
+"""Fields that name a record's video, in order of preference: ``video_name`` (WISA-80K's
+annotation file), ``file`` and ``video_id`` (WISA's released loader)."""
+
+PROMPT_SIDE_KEY = "en_caption"
+"""The caption field of WISA's prompt-side annotation records (which name no video)."""
+
+DEFAULT_VIDEO_SUFFIX = ".mp4"
+"""Added to a ``video_id`` without an extension (WISA-80K's videos are ``<sha256>.mp4``)."""
+
+
+def is_prompt_side_record(raw: Any) -> bool:
+    """Whether ``raw`` is one of WISA's prompt-side annotation records: an object with an
+    ``en_caption`` and none of the :data:`VIDEO_KEYS`."""
+    return (
+        isinstance(raw, dict)
+        and PROMPT_SIDE_KEY in raw
+        and all(raw.get(key) is None for key in VIDEO_KEYS)
+    )
+
+
+def _video_name(raw: dict[str, Any]) -> tuple[str, Any]:
+    """(the key naming the video, the file name it gives); the name is ``None`` when it is
+    unusable (not a non-empty string, or a path in ``video_name``/``video_id``)."""
+    key = next((k for k in VIDEO_KEYS if raw.get(k) is not None), "")
+    value = raw.get(key)
+    if key == "video_id" and _is_integral(value):
+        value = str(int(value))
+    if not isinstance(value, str) or not value.strip():
+        return key, None
+    value = value.strip()
+    if key == "file":  # a relative path in the released loader: the last component names the video
+        value = value.replace("\\", "/").rsplit("/", 1)[-1]
+    elif "/" in value or "\\" in value:
+        return key, None
+    if key == "video_id" and not Path(value).suffix:
+        value += DEFAULT_VIDEO_SUFFIX
+    return key, value or None
+
+
+PROMPT_SIDE_ANNOTATION_KEYS: tuple[str, ...] = ("phys_law", "q0", "q1", "q2", "q3", "q4")
+"""Fields of a prompt-side record that a WISA-80K record keeps under ``physical_annotation``."""
+
+
+@dataclass(frozen=True)
+class WisaPrompt:
+    """One of WISA's prompt-side annotation records, read for generation.
+
+    Attributes:
+        caption: ``en_caption`` as written (the prompt; a reader may normalise whitespace).
+        labels: the record's categories in :data:`~pila.categories.CATEGORIES` order, from
+            its ``pila_labels`` when given, else from the category map exactly as relabeling
+            labels a clip (``CategoryMap.labels_for_record``); empty when neither finds one
+            (the prompt parser may then decide).
+        extra: the record's other fields (``phys_law``, ``q0``–``q4``, ``label``, …), kept
+            for the video's sidecar.
+    """
+
+    caption: str
+    labels: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+def as_wisa_record(prompt_record: dict[str, Any]) -> dict[str, Any]:
+    """A prompt-side record reshaped as a WISA-80K record: ``en_caption`` → ``captions``,
+    top-level ``phys_law``/``q0``–``q4`` → ``physical_annotation`` (entries already under
+    ``physical_annotation`` win), ``label`` kept."""
+    annotation = {k: prompt_record[k] for k in PROMPT_SIDE_ANNOTATION_KEYS if prompt_record.get(k) is not None}
+    nested = prompt_record.get("physical_annotation")
+    if isinstance(nested, dict):
+        annotation.update(nested)
+    shaped = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, *PROMPT_SIDE_ANNOTATION_KEYS)}
+    shaped["captions"] = prompt_record.get(PROMPT_SIDE_KEY)
+    shaped["physical_annotation"] = annotation
+    return shaped
+
+
+def wisa_prompt(prompt_record: Any, category_map: CategoryMap) -> WisaPrompt:
+    """Caption and labels of one WISA prompt-side annotation record, the relabeling way.
+
+    Args:
+        prompt_record: a JSON object with ``en_caption`` and optionally ``phys_law``,
+            ``q0``–``q4``, ``label`` and ``pila_labels``.
+        category_map: the map relabeling uses (``CategoryMap.load()``); its
+            ``labels_for_record`` reads the reshaped record (:func:`as_wisa_record`): the
+            q-answers through ``answer_fields``, the phenomenon through ``label_field``,
+            the caption through the keyword rules.
+
+    Returns:
+        The :class:`WisaPrompt`.
+
+    Raises:
+        ValueError: the record is not an object, ``en_caption`` is missing or empty, or
+            ``pila_labels`` names an unknown category (the message names the field).
+    """
+    if not isinstance(prompt_record, dict):
+        raise ValueError(f"a WISA prompt record must be a JSON object, got {type(prompt_record).__name__}")
+    caption = prompt_record.get(PROMPT_SIDE_KEY)
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"a WISA prompt record needs a non-empty {PROMPT_SIDE_KEY!r} (fields: {sorted(prompt_record)})")
+    given = prompt_record.get("pila_labels")
+    if given:
+        unknown = [name for name in given if name not in CATEGORIES] if isinstance(given, list) else [given]
+        if unknown:
+            raise ValueError(f"pila_labels={given!r} names unknown categories; valid: {', '.join(CATEGORIES)}")
+        names = set(given)
+    else:
+        names = set(category_map.labels_for_record(as_wisa_record(prompt_record)))
+    extra = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, "pila_labels") and v not in (None, "")}
+    return WisaPrompt(caption=caption, labels=tuple(c for c in CATEGORIES if c in names), extra=extra)
+
+
 _OPTIONAL_NUMBERS = (
     "fps",
     "width",
@@ -134,6 +264,11 @@ _OPTIONAL_NUMBERS = (
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integral(value: Any) -> bool:
+    """An int, or a float with an integral value (``0.0``); never a bool."""
+    return _is_number(value) and float(value).is_integer()
 
 
 def parse_record(raw: Any, index: int) -> WisaRecord:
@@ -152,11 +287,18 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
     placeholder = f"<record {index}>"
     if not isinstance(raw, dict):
         raise RecordError(Rejection(placeholder, "malformed_record", f"got {type(raw).__name__}", index))
-    name = raw.get("video_name")
+    if is_prompt_side_record(raw):
+        raise RecordError(Rejection(
+            placeholder, "no_video",
+            "a prompt-side annotation record (en_caption, phys_law, q0-q4, label; no video_name, file "
+            "or video_id): use the file as a prompt file of `pila predict`, not as training annotations",
+            index,
+        ))  # fmt: skip
+    key, name = _video_name(raw)
+    if not key:
+        raise RecordError(Rejection(placeholder, "missing_field", " or ".join(VIDEO_KEYS), index))
     if name is None:
-        raise RecordError(Rejection(placeholder, "missing_field", "video_name", index))
-    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
-        raise RecordError(Rejection(placeholder, "malformed_field", f"video_name={name!r}", index))
+        raise RecordError(Rejection(placeholder, "malformed_field", f"{key}={raw.get(key)!r}", index))
 
     def reject(reason: str, detail: str) -> RecordError:
         return RecordError(Rejection(name, reason, detail, index))
@@ -176,7 +318,7 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
         if value is not None and (not _is_number(value) or value < 0):
             raise reject("malformed_field", f"{key}={value!r}")
     boxes = raw.get("text_bbox_num")
-    if boxes is not None and (not isinstance(boxes, int) or isinstance(boxes, bool) or boxes < 0):
+    if boxes is not None and (not _is_integral(boxes) or boxes < 0):  # a count; 0.0 is fine
         raise reject("malformed_field", f"text_bbox_num={boxes!r}")
     label = raw.get("label")
     if label is not None and not isinstance(label, str):
@@ -198,6 +340,7 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
         index=index,
         raw=raw,
         description=description.strip(),
+        text_boxes=None if boxes is None else int(boxes),
     )
 
 
@@ -206,11 +349,14 @@ class FilterConfig:
     """Which records to keep (WISA's own pipeline keeps 2–10 s clips with ≤ 1 text box).
 
     Args:
-        min_duration: shortest clip in seconds; None disables the bound.
-        max_duration: longest clip in seconds; None disables the bound.
-        max_text_boxes: most ``text_bbox_num`` allowed; None disables the filter.
-        min_motion_score: least motion score; None disables the filter.
-        min_quality: least ``visual_quality_score``; None disables the filter.
+        min_duration: shortest clip in seconds; None disables the bound. [ours: WISA's
+            own pipeline keeps 2–10 s clips; the paper names no filter]
+        max_duration: longest clip in seconds; None disables the bound. [ours: as
+            ``min_duration``]
+        max_text_boxes: most ``text_bbox_num`` allowed; None disables the filter. [ours:
+            WISA's own pipeline drops clips with more than one text box]
+        min_motion_score: least motion score; None disables the filter. [ours: off]
+        min_quality: least ``visual_quality_score``; None disables the filter. [ours: off]
         motion_score_field: which annotation field ``min_motion_score`` tests.
     """
 
@@ -245,7 +391,7 @@ class FilterConfig:
         ):
             return reject("duration_out_of_range", f"duration {d:g} s not in [{self.min_duration}, {self.max_duration}]")
         if self.max_text_boxes is not None:
-            boxes = record.raw.get("text_bbox_num")
+            boxes = record.text_boxes
             if boxes is None:
                 return reject("missing_field", "text_bbox_num (needed by max_text_boxes)")
             if boxes > self.max_text_boxes:
@@ -317,7 +463,7 @@ def select_records(
             rejected.append(err.rejection)
             continue
         if record.video_name in seen:
-            rejected.append(Rejection(record.video_name, "duplicate_record", "video_name seen before", index))
+            rejected.append(Rejection(record.video_name, "duplicate_record", "an earlier record names this video", index))
             continue
         seen.add(record.video_name)
         problem = filters.check(record)

@@ -57,9 +57,11 @@ class SigmaSampler:
     the shifted-uniform distribution conditioned on the range (the shift is monotone).
 
     Args:
-        shift: schedule shift ``s`` (pila-method.md default 3.0).
-        sigma_min: lower end of the stage's σ range.
-        sigma_max: upper end of the stage's σ range.
+        shift: schedule shift ``s``. [ours: the paper does not state it; 3.0 is
+            diffusers' value for Wan at 480p (5.0 at 720p)]
+        sigma_min: lower end of the stage's σ range. [ours: the full range; the
+            paper's stage ranges were lost (App. B.2)]
+        sigma_max: upper end of the stage's σ range. [ours: as ``sigma_min``]
     """
 
     shift: float = 3.0

@@ -93,6 +93,10 @@ def test_predict_configs_instantiate(path, tmp_path):
         prompts = tmp_path / "prompts.txt"
         prompts.write_text("a ball bounces\n")
         overrides.append(f"--data.init_args.prompt_file={prompts}")
+    parser = config["model"]["init_args"].get("parser")
+    if parser:  # the LLM parser needs its model folder (loaded only in setup)
+        (tmp_path / "llm").mkdir()
+        overrides.append(f"--model.init_args.parser.init_args.model_path={tmp_path / 'llm'}")
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(config))
     cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides])
@@ -132,3 +136,29 @@ def test_ablation_overrides_apply_on_top_of_a_stage(path, tmp_path):
             assert getattr(config, key) == value
     # everything not named keeps the tiny stage's value
     assert config.text_dim == 32 and config.hidden == 32
+
+
+@pytest.mark.parametrize("path", PREDICT_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_paper_predict_configs_parse_with_an_llm_and_tiny_ones_with_rules(path, tmp_path):
+    """The full model's prompts go through the LLM parser (paper Sec. 3.1, App. A.2); the rule
+    parser is Table 4's "w/o Prompt Refine" row and the offline default of the tiny configs."""
+    parser = yaml.safe_load(path.read_text())["model"]["init_args"].get("parser")
+    if path.parent != CONFIGS:
+        assert parser is None
+        return
+    assert parser["class_path"] == "pila.parser.LLMPromptParser"
+    assert parser["init_args"]["model_path"].startswith("checkpoints/")
+    assert "Instruct" in path.read_text() and '"w/o Prompt Refine"' in path.read_text()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a ball bounces\n")
+    (tmp_path / "llm").mkdir()
+    config = yaml.safe_load(path.read_text())
+    config.pop("return_predictions")
+    copy = tmp_path / path.name
+    copy.write_text(yaml.safe_dump(config))
+    overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--data.init_args.prompt_file={prompts}"]
+    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, f"--model.init_args.parser.init_args.model_path={tmp_path / 'llm'}"])
+    assert type(cli.model.parser).__name__ == "LLMPromptParser" and cli.model.parser.model_path == str(tmp_path / "llm")
+    # the offline switch the comment names
+    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, "--model.init_args.parser", "null"])
+    assert cli.model.parser is None  # → RuleBasedParser in setup

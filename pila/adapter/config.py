@@ -2,9 +2,15 @@
 
 The config is a validated dataclass; :meth:`AdapterConfig.to_dict` /
 :meth:`AdapterConfig.from_dict` round-trip it through the ``adapter_config.json`` that
-:meth:`pila.adapter.PILAAdapter.save_pretrained` writes. Defaults are the paper's run
-(pila-method.md): Wan latents of 16 channels, hidden width 128, the 32-channel bank,
-top-4 routing with β = 2, τ = 1, σ-gate floor 0.1.
+:meth:`pila.adapter.PILAAdapter.save_pretrained` writes.
+
+Defaults are the full model. Only some of its numbers survive in the paper's text (hidden
+width 128, the 32-channel bank, top-4 routing, the motion-mask weights 0.55/0.25/0.20 and
+floor 0.08); the rest were lost in extraction or never stated and are our choices. Every
+field's ``Args`` entry ends with its provenance, a mark a test checks:
+
+* ``[paper, <where>]``: the paper states the value (section, appendix, table or equation);
+* ``[ours: <why>]``: our choice, with the reason.
 
 Every variant of the paper's Tables 4, 9, 10, 11 and 14 is one or two fields here; the
 table mapping paper rows to settings is ``docs/ablations.md``.
@@ -33,64 +39,105 @@ def _is_int(value: Any) -> bool:
 class AdapterConfig:
     """Sizes, routing constants, physics settings and ablation switches of the adapter.
 
+    Each entry ends with its provenance: ``[paper, <where>]`` or ``[ours: <why>]``.
+
     Args:
         latent_channels: channels C of the backbone's latents, v_θ and Δv (16 for Wan).
-        hidden: width of the physical feature h and of the decoder (paper: 128).
+            [paper, Sec. 4.2: the Wan 2.1 backbone's VAE has 16 latent channels]
+        hidden: width of the physical feature h and of the decoder.
+            [paper, App. B.2 and B.3: "adapter hidden width is 128"]
         text_dim: width D of the pooled text embedding (4096 for Wan's UMT5-XXL; the
-            tiny preset's text width for tests).
-        cond_dim: width of the condition vector c.
+            tiny preset's text width for tests). [paper, Sec. 4.2: the Wan 2.1
+            backbone's UMT5-XXL encoder is 4096 wide]
+        cond_dim: width of the condition vector c. [ours: equal to the hidden width]
         sigma_embed_dim: size of the sinusoidal embedding of the timestep 1000·σ.
-        encoder_depth: residual conv blocks of the physical encoder E.
-        decoder_depth: residual conv blocks of the decoder D.
-        kernel_size: spatiotemporal kernel of every conv block (odd).
-        norm_groups: GroupNorm groups (divides ``hidden``).
-        expert_width: hidden width of each operator expert.
-        expert_depth: spatiotemporal conv layers inside each expert.
+            [ours: half of cond_dim; it embeds a single number]
+        encoder_depth: residual conv blocks of the physical encoder E. [ours: small,
+            keeping the adapter under 0.5 % of the backbone's parameters
+            (``benchmarks/results/adapter_cost.md``: 0.366 %)]
+        decoder_depth: residual conv blocks of the decoder D. [ours: as the encoder;
+            Sec. 3.3 calls D "a small spatiotemporal projection network"]
+        kernel_size: spatiotemporal kernel of every conv block (odd). [ours: the
+            smallest odd kernel that mixes each cell with its neighbours in T, H and W]
+        norm_groups: GroupNorm groups (divides ``hidden``). [ours: a common setting,
+            16 channels per group at hidden 128]
+        expert_width: hidden width of each operator expert. [ours: half the hidden
+            width, within the same parameter budget as the encoder]
+        expert_depth: spatiotemporal conv layers inside each expert. [ours: one layer,
+            within the same parameter budget]
         expert_dispatch: ``"gather"`` (run each expert on the samples that selected it)
-            or ``"batched"`` (all experts at once, then gather); equal outputs, the
-            default is the faster one at the paper's size (``benchmarks/adapter_cost.py``).
-        top_k: experts selected per sample, 0…8 (Table 14; paper default 4).
-        beta: label-prior strength β of Eq. (22).
-        tau: routing temperature τ of Eq. (23).
-        g_min: floor of the σ-gate g(σ) = g_min + (1 − g_min)(1 − σ)².
+            or ``"batched"`` (all experts at once, then gather); equal outputs.
+            [ours: the faster one at 81 × 480 × 832 (``benchmarks/adapter_cost.py``)]
+        top_k: experts selected per sample, 0…8. [paper, Table 14 and Sec. 4.4: k = 4
+            is the default (Table 14's 0.615 at k = 4 is the full model's average;
+            "adds only 0.008 score … 2.81 s" is k = 4 → 8)]
+        beta: label-prior strength β of Eq. (22). [ours: App. A.2 names β, its value was
+            lost; a bias of 2 logits puts labeled categories first while the learned
+            logits are small, and a strongly learned logit can still outvote a label]
+        tau: routing temperature τ of Eq. (23). [ours: value lost; 1 leaves the
+            softmax over the selected logits untempered]
+        g_min: floor of the σ-gate g(σ) = g_min + (1 − g_min)(1 − σ)² (the quadratic
+            gate with a floor is the paper's, App. B.2). [ours: the floor's value was
+            lost; 0.1 keeps a tenth of the correction at pure noise]
         categories: expert/category order; must be ``pila.categories.CATEGORIES`` (kept in
             the saved config so a folder from another layout is refused).
-        bank_slots: the bank layout; must be ``pila.physics.bank.BANK_SLOTS`` (same reason).
+            [paper, Table 1 and App. B.1: the eight categories in this order]
+        bank_slots: the bank layout; must be ``pila.physics.bank.BANK_SLOTS`` (same
+            reason). [paper, App. A.1 (Eq. 12): ten slots in this order, 32 channels,
+            u, v and w 4 channels wide; the other widths are ours]
         afe: anchored-field-estimation settings, incl. the ``kinematic_anchor`` and
-            ``staged_recovery`` ablation switches (Table 9).
-        residual_scales: latent-scale normalisers of the residuals.
+            ``staged_recovery`` ablation switches (Table 9); each field carries its own
+            mark. [paper, App. A.1: the construction; values per field]
+        residual_scales: latent-scale normalisers of the residuals; each field carries
+            its own mark. [ours: the paper calls them latent-scale normalisers (Sec.
+            3.2); their values were lost]
         loss_weighting: ``"adaptive"`` (λ = 1 / running mean of the term) or ``"fixed"``.
-        loss_momentum: momentum of the adaptive weights' running means.
+            [paper, Sec. 3.2 (Eq. 6): λ_{k,j} is an adaptive weight; its form, the inverse
+            running mean, is ours]
+        loss_momentum: momentum of the adaptive weights' running means. [ours: an average
+            over about 100 steps]
         loss_fixed_weights: optional ``"category/term"`` → fixed weight w_{k,j}
-            (multiplies the adaptive weight; default 1 for every term).
+            (multiplies the adaptive weight; default 1 for every term). [ours: no term
+            favoured]
         mask_weights: motion-mask weights of |∂t v̂|, |∂t x̂0| and |∇v̂|.
-        mask_quantile: per-sample quantile the masks are divided by.
-        mask_floor: lower clamp of the masks.
+            [paper, App. B.3: 55 %, 25 %, 20 %]
+        mask_quantile: per-sample quantile the masks are divided by. [ours: App. B.3
+            says "a per-sample quantile", its value was lost; 0.9 keeps the top tenth at 1]
+        mask_floor: lower clamp of the masks. [paper, App. B.3: "a floor of 0.08"]
         plain_adapter: Table 4 "+ Plain Adapter": a generic conv adapter over
             [x̂0, c, v_θ] with no bank, experts or residuals, capacity-matched to the
             full adapter. Every other physics switch is then irrelevant.
+            [paper, Table 4: the full model has the structured adapter]
         plain_hidden: width of the plain adapter; ``None`` picks the width whose parameter
-            count is closest to the full adapter's.
+            count is closest to the full adapter's. [ours: Table 4 says
+            "capacity-matched"; we match parameter counts]
         use_afe: Table 4 "w/o AFE" when False: no field construction; the 32-channel
             scaffold of a generic conv branch is used directly as the bank.
+            [paper, Table 4: full model]
         moe_operator: Table 4 "w/o MoE operator" when False: no expert updates
             (P̃ = P); routing still weights the residual objective.
+            [paper, Table 4: full model]
         expert_routing: Table 4 "w/o Expert Routing" when False: no router; all experts
             are applied with equal weight 1/E (dense, non-routed experts).
+            [paper, Table 4: full model]
         residual_constraints: Table 4 "w/o Residual Constraints" when False: the adapter
             computes no routed residual objective (stage C trains on the flow loss only).
+            [paper, Table 4: full model]
         flow_correction: Table 4 "w/o Flow correction" when False: the decoder does not
             read the refined bank; Δv comes from c and v_θ alone, while the bank, router
             and experts are still trained by the residual objective.
+            [paper, Table 4: full model]
         residual_families: residual families kept in every residual evaluation (Table 10
             "w/o <family>" drops one; the empty tuple is "proxy-only fields").
+            [paper, App. A.3 and Table 10: all four families]
         prompt_source: which prompt's pooled embedding feeds c: ``"refined"`` (the
             parser's physics-oriented rewrite) or ``"raw"`` (Table 4 "w/o Prompt Refine").
             Honoured by the data and generation side, which build ``pooled_text``.
+            [paper, Sec. 3.1: the refined description is encoded into c]
         label_source: which labels feed y: ``"parsed"`` (annotations in training, the
             parser at inference) or ``"random"`` (Table 11 "w/ Random Label", see
             :func:`pila.adapter.condition.randomize_labels`). Honoured by the data and
-            generation side, which build ``labels``.
+            generation side, which build ``labels``. [paper, Table 11: "w/ LLM label"]
     """
 
     latent_channels: int = 16

@@ -17,7 +17,7 @@ dispatch strategies share them:
   E·W channels (B·E evaluations, fewer kernel launches), then gather the selected ones.
 
 Both return the same (B, K, 32, T, H, W) updates aligned with ``routing.indices``;
-``benchmarks/adapter_cost.py`` times them at the paper's size.
+``benchmarks/adapter_cost.py`` times them at full size (hidden 128, 81 × 480 × 832).
 
 The output projection starts at zero, so a fresh expert leaves the bank unchanged and
 stage C starts from the stage-B bank.

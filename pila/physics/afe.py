@@ -81,7 +81,8 @@ RECOVERY_PHASES: tuple[tuple[str, ...], ...] = (
     ("J",),
     ("w",),
 )
-"""Slots each recovery phase switches on (phase 0 is the core)."""
+"""Slots each recovery phase switches on (phase 0 is the core). [paper, App. A.1 (Table 5)
+and App. B.3: core, then φ, T, J, w, each built from the ones before]"""
 
 NUM_PHASES = len(RECOVERY_PHASES)
 """Recovery phases 0 … 4."""
@@ -104,16 +105,25 @@ def active_slots(phase: int, *, staged_recovery: bool = True) -> tuple[str, ...]
 class AFEConfig:
     """Configuration of :class:`AnchoredFieldEstimator`.
 
+    Each entry ends with its provenance: ``[paper, <where>]`` or ``[ours: <why>]``.
+
     Args:
-        rho_min: density floor ρ_min of Eq. 18.
-        kappa_p: pressure scale κ_p of the stress closure (Eq. 20), fixed.
-        kappa_eps: strain scale κ_ε of the stress closure (Eq. 20), fixed.
-        std_eps: added to std_sample(p) when normalising pressure in Eq. 20.
-        head_width: hidden width of the pointwise quantity heads.
+        rho_min: density floor ρ_min of Eq. 18. [ours: App. A.1 says "a small floor",
+            its value was lost; 1e-3 keeps ρ positive without shifting O(1) densities]
+        kappa_p: pressure scale κ_p of the stress closure (Eq. 20), fixed. [ours: App.
+            A.1 calls κ_p a fixed scale factor, its value was lost; 1 with p̃ normalised]
+        kappa_eps: strain scale κ_ε of the stress closure (Eq. 20), fixed. [ours: value
+            lost, as κ_p; 1]
+        std_eps: added to std_sample(p) when normalising pressure in Eq. 20. [ours: only
+            guards a division by zero]
+        head_width: hidden width of the pointwise quantity heads. [ours: half the hidden
+            width; the heads are pointwise and cheap]
         kinematic_anchor: build the bank from the motion-derived anchor v̂ (False is the
             "w/o kinematic anchor" ablation, see the module docstring).
+            [paper, Table 9: full AFE]
         staged_recovery: switch the weakly observed slots on phase by phase (False is
             the "w/o staged recovery" ablation: all slots active at once).
+            [paper, Table 9: full AFE]
     """
 
     rho_min: float = 1e-3

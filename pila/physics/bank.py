@@ -51,7 +51,9 @@ BANK_SLOTS: tuple[tuple[str, int], ...] = (
     ("J", 4),
     ("w", 4),
 )
-"""Ordered ``(slot name, channel width)`` pairs: the 32-channel layout of the bank."""
+"""Ordered ``(slot name, channel width)`` pairs: the 32-channel layout of the bank.
+[paper, App. A.1 (Eq. 12): the ten slots in this order, 32 channels, u, v and w 4 channels
+wide; ours: the widths of the other slots, which were lost]"""
 
 BANK_CHANNELS = sum(width for _, width in BANK_SLOTS)
 """Total number of bank channels (32)."""

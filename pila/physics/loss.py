@@ -73,8 +73,11 @@ class ResidualLoss(nn.Module):
 
     Args:
         weighting: ``"adaptive"`` (inverse detached running mean) or ``"fixed"``.
+            [paper, Sec. 3.2 (Eq. 6): adaptive weights; their form is ours]
         momentum: running-mean momentum in [0, 1); 0 uses only the current batch.
-        eps: added to the running mean before inverting it.
+            [ours: an average over about 100 steps]
+        eps: added to the running mean before inverting it. [ours: only guards a
+            division by zero]
         fixed_weights: ``"category/term"`` → weight w (default 1 for every term); in
             adaptive mode it multiplies the adaptive weight.
     """

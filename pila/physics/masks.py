@@ -5,6 +5,8 @@
       raw = w_v·|∂t v̂| + w_x·mean_c |∂t x̂0_c| + w_g·|∇v̂|        (w = 0.55, 0.25, 0.20)
       m   = clamp(raw / q_0.9(raw), floor, 1)                   per sample, floor 0.08
 
+  (weights and floor from App. B.3; the quantile's value was lost there, 0.9 is ours)
+
   with |·| the Euclidean norm over components (the 2-vector ∂t v̂, the 4-entry Jacobian
   ∇v̂) and q the per-sample quantile over (T, H, W).
 * Physical mask: the same normalisation applied to the magnitude (root mean square over
@@ -32,13 +34,14 @@ from pila.physics import ops
 from pila.physics.bank import BANK_CHANNELS, slot_mask
 
 MOTION_WEIGHTS: tuple[float, float, float] = (0.55, 0.25, 0.20)
-"""Weights of |∂t v̂|, |∂t x̂0| and |∇v̂| in the motion mask (paper App. B.3)."""
+"""Weights of |∂t v̂|, |∂t x̂0| and |∇v̂| in the motion mask. [paper, App. B.3: 55 %, 25 %, 20 %]"""
 
 MASK_QUANTILE = 0.9
-"""Per-sample quantile that normalises a raw mask to about [0, 1]."""
+"""Per-sample quantile that normalises a raw mask to about [0, 1]. [ours: App. B.3 says
+"a per-sample quantile", its value was lost; 0.9 keeps the most active tenth at 1]"""
 
 MASK_FLOOR = 0.08
-"""Smallest mask value: static regions keep a little weight."""
+"""Smallest mask value: static regions keep a little weight. [paper, App. B.3: "a floor of 0.08"]"""
 
 RECIPE_SLOTS: dict[str, tuple[str, ...]] = {
     "rigid_body": ("u", "v", "strain", "stress"),

@@ -30,7 +30,7 @@ Boundary handling (``boundary=``):
 
 Stencils are applied by slicing (one pass per tap over strided views, accumulated in
 place) rather than by a depthwise ``conv3d`` with a fixed kernel, which spends 27
-multiply-adds per point on a 2- to 5-tap stencil: on the paper's bank (32 × 21 × 60 ×
+multiply-adds per point on a 2- to 5-tap stencil: on a full-size bank (32 × 21 × 60 ×
 104, CPU float32) slicing is about 5× faster (``benchmarks/physics_residuals.py``). In the
 backward pass a stencil is differentiated by its adjoint (written in place into one zero
 tensor eagerly; functionally, so that ``torch.compile`` fuses it, when compiled:

@@ -51,24 +51,31 @@ class ResidualScales:
     """Latent-scale normalisers of the residuals (not material parameters; fixed by default).
 
     Velocities are in latent cells per latent frame, the grid spacing is 1 in space and
-    time. The defaults are our choice (the paper's values were lost in extraction); they
-    keep the explicit updates the residuals encode stable on the unit grid.
+    time. The paper names these scales latent-space normalisers (Sec. 3.2) but their
+    values were lost in extraction: every default is our choice, chosen to keep the
+    explicit updates the residuals encode stable on the unit grid. Each entry ends with
+    its provenance mark.
 
     Args:
-        c: wave speed of the elastic and optical wave anchors (cells/frame). 0.5 is
-            inside the 2-D CFL bound c ≤ 1/√2 of the 5-point Laplacian.
-        nu: viscosity-like diffusion of the fluid momentum balance. 0.1.
-        alpha: thermal diffusivity of heat transport and thermal-phase coupling; 0.1
-            is inside the explicit 2-D diffusion bound α ≤ 1/4.
+        c: wave speed of the elastic and optical wave anchors (cells/frame). [ours: 0.5
+            is inside the 2-D CFL bound c ≤ 1/√2 of the 5-point Laplacian]
+        nu: viscosity-like diffusion of the fluid momentum balance. [ours: 0.1, inside
+            the explicit 2-D diffusion bound ν ≤ 1/4]
+        alpha: thermal diffusivity of heat transport and thermal-phase coupling.
+            [ours: 0.1, inside the explicit 2-D diffusion bound α ≤ 1/4]
         kappa: stiffness of the stress-strain closure σ_s − κ·ε and impulse scale of
-            J − κ·∂t v (one κ, as in the residual table). 1.0, matching AFE's κ_ε.
-        K: bulk-modulus-like coupling of compression dynamics ∂t p + K·div v. 1.0.
-        a: slope of the linear closures p ≈ a·ρ + b and ρ ≈ a·φ + b. 1.0.
-        b: offset of the same closures. 0.0.
+            J − κ·∂t v (one κ, as in the residual table). [ours: 1.0, matching AFE's κ_ε]
+        K: bulk-modulus-like coupling of compression dynamics ∂t p + K·div v. [ours: 1.0,
+            unit coupling of proxies of unit scale]
+        a: slope of the linear closures p ≈ a·ρ + b and ρ ≈ a·φ + b. [ours: 1.0, unit
+            slope]
+        b: offset of the same closures. [ours: 0.0, no offset]
         delta: gradient tolerance of the pressure and temperature regularity priors
-            relu(|∇·| − δ), per cell. 0.1.
-        rho_min: density floor of the density-stability prior; equals AFE's floor. 1e-3.
-        L: latent-heat coupling of the thermal-phase anchor (+L·∂t φ). 1.0.
+            relu(|∇·| − δ), per cell. [ours: 0.1 per cell, a tenth of a unit-scale proxy]
+        rho_min: density floor of the density-stability prior. [ours: equals AFE's floor,
+            1e-3]
+        L: latent-heat coupling of the thermal-phase anchor (+L·∂t φ). [ours: 1.0, unit
+            coupling]
     """
 
     c: float = 0.5

@@ -62,17 +62,23 @@ class PILAModule(LightningModule, abc.ABC):
         init_from: checkpoint to start from (a Lightning ``.ckpt``, a DeepSpeed checkpoint
             folder or an adapter folder); only the adapter's weights are read.
         init_strict: refuse an ``init_from`` checkpoint that lacks some adapter tensors.
-        lr: AdamW learning rate (constant).
+        lr: AdamW learning rate (constant). [ours: 1e-4; App. B.2 trains with AdamW at a
+            constant rate, the same in stages A and C, whose value was lost]
         encoder_lr_scale: learning-rate factor of the ``encoder`` parameter group (physical
             encoder and AFE heads) when :class:`~pila.callbacks.EncoderFreeze` is not used.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        sigma_shift: shift s of the training σ distribution.
+            [ours: 1, the encoder trains at the stage's rate; stage C's 0.1 is ours too]
+        weight_decay: AdamW weight decay. [ours: 0, no decay; the paper names AdamW (App.
+            B.2) but states no weight decay]
+        betas: AdamW betas. [ours: PyTorch's defaults]
+        sigma_shift: shift s of the training σ distribution. [ours: not stated in the
+            paper; diffusers' value for Wan at 480p]
         sigma_range: (σ_min, σ_max) of the training σ (stage A's callback widens it).
-        text_length: text positions fed to the backbone (Wan's pipeline uses 512).
+            [ours: the full range; stage C's range was lost (App. B.2)]
+        text_length: text positions fed to the backbone. [ours: Wan's pipeline uses 512]
         max_nonfinite_steps: consecutive non-finite losses tolerated (each skips its step)
-            before the run stops with an error.
+            before the run stops with an error. [ours: a safeguard]
         log_every_n_steps: how often the torchmetrics are computed, logged and reset.
+            [ours: metric cadence]
         compile_residuals: fuse the residual objective (stages B and C) with
             ``torch.compile`` (:class:`pila.physics.fused.ResidualPass`): about 2.7×
             faster per category than evaluating each residual term on its own (CPU,

@@ -55,8 +55,10 @@ class ObservableAnchorLoss:
     v̂ is still being learned, f is the reliable motion cue.
 
     Args:
-        strain_weight: w_ε.
-        displacement_weight: w_u (displacements add up over frames, hence a smaller default).
+        strain_weight: w_ε. [ours: App. B.3 names "dense flow/deformation proxy targets"
+            but no weights]
+        displacement_weight: w_u. [ours: displacements add up over frames, hence a
+            smaller weight]
     """
 
     def __init__(self, strain_weight: float = 1.0, displacement_weight: float = 0.1) -> None:
@@ -88,9 +90,13 @@ def _check_flow(batch: dict[str, Any], stage: str) -> Tensor:
 class StageA(PILAModule):
     """Stage A: observable attribute-bank pretraining against dense pseudo-flow.
 
+    The σ ranges and steps are :class:`~pila.callbacks.SigmaRangePhases`' (three phases
+    of 3000 steps: paper, App. B.2; the ranges' ends: ours, they were lost).
+
     Args:
-        strain_weight: weight of the strain term of the anchor loss.
-        displacement_weight: weight of the displacement term.
+        strain_weight: weight of the strain term of the anchor loss. [ours: 1]
+        displacement_weight: weight of the displacement term. [ours: 0.1, see
+            :class:`ObservableAnchorLoss`]
         **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
     """
 
@@ -141,11 +147,17 @@ class StageB(PILAModule):
     on every slot it reads — plus ``anchor_weight`` × stage A's observable anchor, so
     the kinematic anchor does not drift while the other slots are fitted.
 
+    The phases are :class:`~pila.callbacks.RecoveryPhases`' (their order: paper, App. A.1
+    and B.3; 1000 steps each: ours, the paper states no length).
+
     Args:
-        terms: ``"category/term"`` names of the recovery residuals.
-        anchor_weight: weight of stage A's observable anchor (0.1).
-        strain_weight: stage A anchor's strain weight.
-        displacement_weight: stage A anchor's displacement weight.
+        terms: ``"category/term"`` names of the recovery residuals. [paper, App. B.3: the
+            families (only-u fluid terms, kinematic consistency, phase/thermal transport,
+            impulse fitting, wave anchors); ours: which terms stand for each]
+        anchor_weight: weight of stage A's observable anchor. [ours: App. B.3 says "a
+            small observable anchor", no value; 0.1]
+        strain_weight: stage A anchor's strain weight. [ours: as stage A]
+        displacement_weight: stage A anchor's displacement weight. [ours: as stage A]
         **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
     """
 
@@ -218,10 +230,14 @@ class StageC(PILAModule):
     """Stage C: physics-to-FM coupling, Eq. (11): ``mean‖v_PILA − v*‖² + λ_phys·L_res``.
 
     λ_phys, the conditioning scale, the mask blend and the encoder's learning rate follow
-    the callbacks of ``lightning_configs/stageC.yaml``.
+    the callbacks of ``lightning_configs/stageC.yaml`` (λ_phys 0 → 0.30 over 2000 steps,
+    c over 1000, the mask over 300, the encoder frozen for 1000: paper, App. B.2–B.3).
+    ``encoder_lr_scale`` defaults to 0.1 here [ours: App. B.2 scales the encoder's rate
+    after the freeze by a factor that was lost].
 
     Args:
         expert_map_sample: index in the batch whose expert maps are kept for TensorBoard.
+            [ours: the first sample]
         **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
     """
 
