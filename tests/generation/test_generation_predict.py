@@ -43,7 +43,7 @@ def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = Non
 def run_predict(tmp_path: Path, config: dict, name: str = "config.yaml") -> int:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
-    return main(["predict", "--config", str(path)])
+    return main(["predict", "--debug", "--config", str(path)])  # --debug: errors raise, with their type
 
 
 def small_model(small: dict, **extra) -> dict:
