@@ -6,8 +6,9 @@ time and a random token into it. A run that finds a claim it does not hold skips
 output; the holder removes the claim once the sidecar is written (or on an error), so a
 video and its sidecar always come from one run.
 
-A claim is *stale* when its holder is gone: its pid is not running on this host, or (for
-another host, whose processes cannot be seen) it is older than ``timeout_s``, or it is
+A claim is *stale* when its holder is gone: its pid is not running on this host, or it is
+older than ``timeout_s`` (the only test for another host, whose processes cannot be seen;
+on this host it covers a pid reused by an unrelated process), or it is
 unreadable and older than :data:`EMPTY_CLAIM_GRACE_S` (a run killed between creating and
 filling it). A stale claim is taken over under an ``flock`` on its folder, after checking
 it again, so two runs never take over the same claim.
@@ -102,9 +103,15 @@ class ClaimBook:
             return age > EMPTY_CLAIM_GRACE_S
         if claim.get("token") == self.token:
             return False
+        try:
+            expired = now - float(claim.get("time", 0.0)) > self.timeout_s
+        except (TypeError, ValueError):
+            expired = True
+        if expired:
+            return True
         if claim.get("host") == self.host and isinstance(claim.get("pid"), int):
             return not _pid_alive(claim["pid"])
-        return now - float(claim.get("time", 0.0)) > self.timeout_s
+        return False
 
     def is_live(self, path: Path) -> bool:
         """A claim exists at ``path`` and is not stale."""

@@ -163,6 +163,7 @@ def write_claim(path: Path, **fields) -> None:
     [
         ({"host": socket.gethostname(), "pid": "dead", "time": "now"}, True),  # crashed run on this host
         ({"host": socket.gethostname(), "pid": os.getpid(), "time": "now"}, False),  # a live run here
+        ({"host": socket.gethostname(), "pid": os.getpid(), "time": "old"}, True),  # a reused pid
         ({"host": "another-host", "pid": 1, "time": "old"}, True),  # another host, past the timeout
         ({"host": "another-host", "pid": 1, "time": "now"}, False),  # another host, recent
     ],
