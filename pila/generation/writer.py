@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "pila-video/1"
 CLAIM_TIMEOUT_S = 7200.0
-"""Ours: another host's claim older than this is stale (about 20× the slowest published
-single-video time, Wan 2.2 A14B at 480p: 327 s on one H100)."""
+"""Ours: a claim older than this is stale (about 20× the slowest published single-video
+time, Wan 2.2 A14B at 480p: 327 s on one H100)."""
 
 
 def items_for_counts(records: Sequence[PromptRecord], counts: dict[int, int], seed: int) -> list[PredictItem]:
@@ -84,8 +84,8 @@ class VideoPredictionWriter(BasePredictionWriter):
         csv_paths: video paths in CSVs, ``absolute`` or ``relative`` to the output folder.
         crf: x264 constant-rate factor (lower is better quality).
         overwrite: regenerate outputs that are already complete.
-        claim_timeout_s: age after which a claim made on another host counts as abandoned
-            (claims of this host are checked by pid).
+        claim_timeout_s: age after which another run's claim counts as abandoned (a claim
+            made on this host is also abandoned as soon as its process is gone).
     """
 
     def __init__(
@@ -332,4 +332,4 @@ class VideoPredictionWriter(BasePredictionWriter):
         return lines
 
 
-__all__ = ["SIDECAR_FORMAT", "VideoPredictionWriter"]
+__all__ = ["CLAIM_TIMEOUT_S", "SIDECAR_FORMAT", "VideoPredictionWriter", "items_for_counts"]
