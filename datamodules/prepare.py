@@ -641,8 +641,9 @@ def prepare_cache(
         device = resolve_device(config.device)
         if backbone is None:
             from pila.backbone import WanBackbone
+            from pila.backbone.wan import ENCODING_COMPONENTS
 
-            backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, device=device)
+            backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, device=device, components=ENCODING_COMPONENTS)
         else:
             backbone.to(device)
         latent_shape = backbone.latent_shape(config.clip.num_frames, config.clip.height, config.clip.width)
