@@ -237,7 +237,11 @@ class WanBackbone(nn.Module):
         return backbone
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``)."""
+        """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``), every
+        component included (those left out are loaded first)."""
+        if self._loader is not None:
+            for name in COMPONENTS:
+                self.load_component(name)
         self.pipeline.save_pretrained(os.fspath(path))
 
     # ------------------------------------------------------------------- freezing
