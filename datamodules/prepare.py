@@ -16,6 +16,12 @@ Examples::
     pila prepare --annotations data/wisa-80k.json --videos data/videos --out cache/wisa \\
         --backbone Wan-AI/Wan2.1-T2V-1.3B-Diffusers --workers 8
     pila prepare --annotations data/wisa-80k.json --out cache/wisa --relabel-only
+
+On several GPUs, shard k goes to rank k mod N and rank 0 writes the manifest when every
+shard is done (``--num-processes N`` on one machine; ``torchrun`` or ``srun`` across)::
+
+    torchrun --nproc-per-node 8 -m pila prepare --annotations data/wisa-80k.json \\
+        --videos data/videos --out cache/wisa --backbone Wan-AI/Wan2.1-T2V-1.3B-Diffusers
 """
 
 from __future__ import annotations
