@@ -16,6 +16,12 @@ Examples::
     pila prepare --annotations data/wisa-80k.json --videos data/videos --out cache/wisa \\
         --backbone Wan-AI/Wan2.1-T2V-1.3B-Diffusers --workers 8
     pila prepare --annotations data/wisa-80k.json --out cache/wisa --relabel-only
+
+On several GPUs, shard k goes to rank k mod N and rank 0 writes the manifest when every
+shard is done (``--num-processes N`` on one machine; ``torchrun`` or ``srun`` across)::
+
+    torchrun --nproc-per-node 8 -m pila prepare --annotations data/wisa-80k.json \\
+        --videos data/videos --out cache/wisa --backbone Wan-AI/Wan2.1-T2V-1.3B-Diffusers
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import shlex
 import sys
@@ -126,6 +133,11 @@ class PrepareConfig:
             (what conditions the adapter in training).
         llm_labeler_cache: JSON file keeping the LLM labeler's answers across runs (a
             resumed run does not ask again).
+        num_processes: processes to spawn on this machine, each building every N-th shard
+            on its own GPU (cuda:0 … cuda:N−1 when there are GPUs) with its own decoding
+            workers (1, this process alone, is our choice). Under ``torchrun`` or ``srun`` the
+            launcher's RANK / WORLD_SIZE / LOCAL_RANK (or SLURM_PROCID / SLURM_NTASKS /
+            SLURM_LOCALID) decide instead.
     """
 
     annotations: str
@@ -149,6 +161,7 @@ class PrepareConfig:
     relabeled_out: str | None = None
     llm_labeler: str | None = None
     llm_labeler_cache: str | None = None
+    num_processes: int = 1
 
     def __post_init__(self) -> None:
         if self.max_sequence_length < 1:
@@ -165,6 +178,8 @@ class PrepareConfig:
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.storage_dtype!r}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be ≥ 1, got {self.num_processes}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be ≥ 1 or None, got {self.limit}")
         if not self.relabel_only and not self.videos:
@@ -196,13 +211,57 @@ class PrepareConfig:
         return " ".join(shlex.quote(w) for w in words)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is a ValueError."""
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is a ValueError.
+
+    A CUDA device is ``cuda:local_rank`` (modulo the GPUs this process sees).
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
+    if device == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Which process of a multi-process ``pila prepare`` this is.
+
+    Shard k is built by rank ``k mod world_size``; rank 0 writes the manifest once every
+    shard is done.
+
+    Attributes:
+        rank: this process's index, 0 … world_size − 1.
+        world_size: processes building the cache together.
+        local_rank: its index on this machine (picks its GPU).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size or self.local_rank < 0:
+            raise ValueError(f"bad process ranks: rank {self.rank}, world size {self.world_size}, local rank {self.local_rank}")
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Ranks:
+        """torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else srun's SLURM_PROCID / SLURM_NTASKS /
+        SLURM_LOCALID, else one process."""
+        env = os.environ if environ is None else environ
+        for rank, world, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+            if rank in env and world in env:
+                try:
+                    return cls(int(env[rank]), int(env[world]), int(env.get(local, env[rank])))
+                except ValueError as err:
+                    raise ValueError(f"{rank}={env[rank]!r}, {world}={env[world]!r}: {err}") from err
+        return cls()
+
+    def owns(self, shard: int) -> bool:
+        """Whether this rank builds shard ``shard``."""
+        return shard % self.world_size == self.rank
 
 
 def backbone_identity(spec: str) -> dict[str, Any]:
@@ -543,12 +602,27 @@ def settings_diff(expected: dict[str, Any], found: dict[str, Any], prefix: str =
     return out
 
 
-def _clean_out_dir(out: Path, manifest: dict[str, Any] | None, overwrite: bool, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """Leftover temporaries go; a manifest with other settings is an error (or, with overwrite, goes)."""
+def _shard_index(path: Path) -> int | None:
+    """The k of ``shard-k.…`` or of its temporary ``.shard-k.…`` (None for other names)."""
+    match = re.match(r"\.?shard-(\d+)\.", path.name)
+    return int(match.group(1)) if match else None
+
+
+def _clean_out_dir(
+    out: Path, manifest: dict[str, Any] | None, overwrite: bool, expected: dict[str, Any], ranks: Ranks = Ranks()
+) -> dict[str, Any] | None:
+    """Leftover temporaries go; a manifest with other settings is an error (or, with overwrite, goes).
+
+    Each rank touches the files of its own shards only (rank 0 the manifest's too), so
+    ranks starting at different moments never remove each other's work.
+    """
     for leftover in out.glob(".shard-*"):
-        leftover.unlink(missing_ok=True)
-    for leftover in out.glob(f".{MANIFEST_NAME}.*"):
-        leftover.unlink(missing_ok=True)
+        index = _shard_index(leftover)
+        if index is not None and ranks.owns(index):
+            leftover.unlink(missing_ok=True)
+    if ranks.rank == 0:
+        for leftover in out.glob(f".{MANIFEST_NAME}.*"):
+            leftover.unlink(missing_ok=True)
     if manifest is None:
         return None
     found = {k: manifest.get(k) for k in expected}
@@ -561,10 +635,43 @@ def _clean_out_dir(out: Path, manifest: dict[str, Any] | None, overwrite: bool, 
             "or pass --overwrite to replace it."
         )
     log.warning("replacing cache %s built with other settings: %s", out, "; ".join(diff))
-    for shard in out.glob("shard-*.safetensors"):
-        shard.unlink()
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for shard in [*out.glob("shard-*.safetensors"), *out.glob(f"shard-*{DONE_SUFFIX}")]:
+        index = _shard_index(shard)
+        if index is not None and ranks.owns(index):
+            shard.unlink(missing_ok=True)
+    if ranks.rank == 0:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
     return None
+
+
+DONE_SUFFIX = ".done.json"
+"""Suffix of a shard's completion marker, ``shard-k.done.json``: the shard's manifest entry and
+the key of the run that wrote it. Every rank writes one per finished shard; rank 0 turns them
+into the manifest and removes them; a resumed run keeps the shards whose markers hold its key."""
+POLL_SECONDS = 1.0
+"""How often rank 0 looks for the other ranks' completion markers (ours)."""
+
+
+def _run_key(expected: dict[str, Any]) -> str:
+    """What a completion marker must hold to count for this run: a hash of the cache's settings."""
+    return hashlib.sha256(json.dumps(expected, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _marker_path(out: Path, shard: int) -> Path:
+    return out / (shard_name(shard).removesuffix(".safetensors") + DONE_SUFFIX)
+
+
+def _read_marker(out: Path, shard: int, key: str) -> dict[str, Any] | None:
+    """The completion marker of ``shard`` when it belongs to this run (``key``), else None."""
+    try:
+        marker = json.loads(_marker_path(out, shard).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("key") == key and marker.get("entry", {}).get("index") == shard else None
+
+
+def _write_marker(out: Path, shard: int, key: str, entry: dict[str, Any], **extra: Any) -> None:
+    write_json_atomic(_marker_path(out, shard), {"key": key, "entry": entry, **extra})
 
 
 def prepare_cache(
@@ -572,8 +679,13 @@ def prepare_cache(
     labeler: Labeler | None = None,
     backbone: Any | None = None,
     on_shard_written: Callable[[int, dict[str, Any]], None] | None = None,
+    ranks: Ranks = Ranks(),
 ) -> PrepareSummary:
-    """Build (or finish) the cache described by ``config``.
+    """Build (or finish) the cache described by ``config``, or this rank's share of it.
+
+    With several ranks, each builds the shards it owns (:meth:`Ranks.owns`) and marks each
+    one done (``shard-k.done.json``); rank 0 then waits for every shard's marker and writes
+    the manifest. Every rank must be given the same ``config``.
 
     Args:
         config: the run's settings.
@@ -581,10 +693,12 @@ def prepare_cache(
         backbone: an already loaded :class:`~pila.backbone.WanBackbone` to use instead of
             loading ``config.backbone`` (it must be that backbone).
         on_shard_written: called with (shard index, manifest entry) after each shard and
-            the manifest that lists it are on disk.
+            its completion marker (one process: and the manifest that lists it) are on disk.
+        ranks: which process this is (default: the only one).
 
     Returns:
-        The run's :class:`PrepareSummary`.
+        The run's :class:`PrepareSummary` (ranks other than 0: the shards they wrote and
+        reused, with no clip counts).
 
     Raises:
         CacheMismatchError: ``config.out`` holds a cache with other settings (and not ``overwrite``).
@@ -612,19 +726,29 @@ def prepare_cache(
         "shard_size": config.shard_size,
         "storage_dtype": config.storage_dtype,
     }
-    manifest = _clean_out_dir(out, read_manifest(out), config.overwrite, expected)
+    key = _run_key(expected)
+    previous = _clean_out_dir(out, read_manifest(out), config.overwrite, expected, ranks)
+    listed = {entry["index"]: entry for entry in (previous or {}).get("shards", [])}
+    num_shards = math.ceil(len(records) / config.shard_size)
+    # This rank's finished shards: listed in the manifest or marked done by this run's settings.
     done: dict[int, dict[str, Any]] = {}
-    for entry in (manifest or {}).get("shards", []):
+    for k in filter(ranks.owns, range(num_shards)):
+        marker = _read_marker(out, k, key)
+        entry = marker["entry"] if marker else listed.get(k)
+        if entry is None:
+            continue
         problem = check_shard(out, entry)
         if problem is None:
-            done[entry["index"]] = entry
+            done[k] = entry
+            if marker is None:
+                _write_marker(out, k, key, entry)
         else:
             log.warning("shard %s %s; recomputing it", out / entry["file"], problem)
-    num_shards = math.ceil(len(records) / config.shard_size)
-    pending = [k for k in range(num_shards) if k not in done]
-    for stray in out.glob("shard-*.safetensors"):
-        if stray.name not in {e["file"] for e in done.values()}:
-            stray.unlink()  # a shard the manifest never listed: its run died before committing it
+    pending = [k for k in range(num_shards) if ranks.owns(k) and k not in done]
+    for stray in [*out.glob("shard-*.safetensors"), *out.glob(f"shard-*{DONE_SUFFIX}")]:
+        index = _shard_index(stray)
+        if index is not None and ranks.owns(index) and index not in done:
+            stray.unlink()  # a shard no finished run listed: its run died before committing it
 
     manifest = {
         **expected,
@@ -634,21 +758,38 @@ def prepare_cache(
         "num_entries": num_entries,
         "num_records": len(records),
         "num_shards": num_shards,
-        "shards": sorted(done.values(), key=lambda e: e["index"]),
+        # other ranks' shards stay listed as they were, so a rank starting later still finds them
+        "shards": sorted([*done.values(), *(e for k, e in listed.items() if not ranks.owns(k))], key=lambda e: e["index"]),
     }
+    for field_name in ("latent_shape", "text_dim"):
+        if previous and field_name in previous:
+            manifest[field_name] = previous[field_name]
     shards_written = 0
+    if ranks.world_size > 1:
+        log.info("rank %d of %d: %d shards to build, %d done", ranks.rank, ranks.world_size, len(pending), len(done))
+        if ranks.rank == 0:
+            write_manifest(out, manifest)  # unfinished: the data modules say so, not "missing"
     if pending:
-        device = resolve_device(config.device)
+        device = resolve_device(config.device, ranks.local_rank)
         if backbone is None:
             from pila.backbone import WanBackbone
+            from pila.backbone.wan import ENCODING_COMPONENTS
 
-            backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, device=device)
+            backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, device=device, components=ENCODING_COMPONENTS)
         else:
             backbone.to(device)
         latent_shape = backbone.latent_shape(config.clip.num_frames, config.clip.height, config.clip.width)
         manifest.update(latent_shape=list(latent_shape), text_dim=backbone.text_dim)
-        write_manifest(out, manifest)
-        shards_written = _encode_pending(config, records, videos, backbone, pending, manifest, on_shard_written)
+        if ranks.world_size == 1:
+            write_manifest(out, manifest)
+        shards_written = _encode_pending(config, records, videos, backbone, pending, manifest, on_shard_written, key, ranks)
+    if ranks.rank != 0:
+        return PrepareSummary(
+            num_entries, len(records), 0, {}, {}, shards_written=shards_written,
+            shards_reused=len(done), seconds=time.perf_counter() - start,
+        )  # fmt: skip
+    if ranks.world_size > 1:
+        _gather_shards(out, manifest, key)
 
     # Every shard is on disk: gather the decode-time rejections and the labels.
     kept_ids: set[str] = set()
@@ -675,6 +816,8 @@ def prepare_cache(
     write_manifest(out, manifest)
     _write_rejected(out / REJECTED_NAME, all_rejections)
     write_json_atomic(out / RELABELED_NAME, relabeled_annotation(r for r in records if r.id in kept_ids), indent=None)
+    for k in range(num_shards):  # the manifest lists every shard now
+        _marker_path(out, k).unlink(missing_ok=True)
 
     summary = PrepareSummary(
         num_entries=num_entries,
@@ -690,6 +833,31 @@ def prepare_cache(
     return summary
 
 
+def _gather_shards(out: Path, manifest: dict[str, Any], key: str, poll_seconds: float = POLL_SECONDS) -> None:
+    """Rank 0: wait until every shard has this run's completion marker; list them all in ``manifest``."""
+    num_shards = manifest["num_shards"]
+    entries: dict[int, dict[str, Any]] = {}
+    last_report = time.monotonic()
+    while True:
+        for k in range(num_shards):
+            if k in entries:
+                continue
+            marker = _read_marker(out, k, key)
+            if marker is not None and (out / marker["entry"]["file"]).is_file():
+                entries[k] = marker["entry"]
+                for field_name in ("latent_shape", "text_dim"):
+                    if field_name in marker:
+                        manifest[field_name] = marker[field_name]
+        missing = [k for k in range(num_shards) if k not in entries]
+        if not missing:
+            break
+        if time.monotonic() - last_report > 60:
+            log.info("waiting for %d shards from the other ranks (first: %s)", len(missing), shard_name(missing[0]))
+            last_report = time.monotonic()
+        time.sleep(poll_seconds)
+    manifest["shards"] = [entries[k] for k in range(num_shards)]
+
+
 def _encode_pending(
     config: PrepareConfig,
     records: Sequence[WisaRecord],
@@ -698,6 +866,8 @@ def _encode_pending(
     pending: Sequence[int],
     manifest: dict[str, Any],
     on_shard_written: Callable[[int, dict[str, Any]], None] | None,
+    key: str,
+    ranks: Ranks,
 ) -> int:
     """Decode, encode and write the pending shards; returns how many were written."""
     out = Path(config.out)
@@ -770,8 +940,10 @@ def _encode_pending(
                 encode(shard)
                 entry = write_shard(out / shard_name(shard), encoded.pop(shard), rejected.pop(shard), config.storage_dtype)
                 entry["index"] = shard
+                _write_marker(out, shard, key, entry, latent_shape=manifest["latent_shape"], text_dim=manifest["text_dim"])
                 manifest["shards"] = sorted([*manifest["shards"], entry], key=lambda e: e["index"])
-                write_manifest(out, manifest)
+                if ranks.world_size == 1:
+                    write_manifest(out, manifest)
                 written += 1
                 if on_shard_written is not None:
                     on_shard_written(shard, entry)
@@ -794,6 +966,66 @@ def _log_summary(summary: PrepareSummary, out: Path) -> None:
     log.info("%s", format_distribution(summary.categories, summary.num_clips))
 
 
+def _run_rank(config: PrepareConfig, ranks: Ranks, log_level: str) -> int:
+    """One process of ``pila prepare`` (spawned by ``--num-processes``, or the only one)."""
+    logger = logging.getLogger("pila")
+    if not logger.handlers:  # a spawned process: give the project's messages a handler
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"[rank {ranks.rank}] %(message)s" if ranks.world_size > 1 else "%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(getattr(logging, log_level))
+    try:
+        if config.relabel_only:
+            if ranks.rank == 0:
+                relabel_only(config)
+        else:
+            prepare_cache(config, ranks=ranks)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+def _spawned_rank(config: PrepareConfig, ranks: Ranks, log_level: str) -> None:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.world_size))
+    raise SystemExit(_run_rank(config, ranks, log_level))
+
+
+def spawn_ranks(config: PrepareConfig, log_level: str = "INFO") -> int:
+    """Run ``config.num_processes`` ranks of ``pila prepare`` as processes on this machine.
+
+    Returns the first non-zero exit status (the other processes are then stopped), else 0.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    world = config.num_processes
+    processes = [
+        context.Process(target=_spawned_rank, args=(config, Ranks(rank, world, rank), log_level), name=f"pila-prepare-{rank}")
+        for rank in range(world)
+    ]
+    for process in processes:
+        process.start()
+    status = 0
+    try:
+        while any(p.is_alive() for p in processes):
+            failed = [p for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                status = failed[0].exitcode
+                break
+            time.sleep(0.2)
+        status = status or next((p.exitcode for p in processes if p.exitcode), 0)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    if status:
+        log.error("a pila prepare process failed (exit status %s); run the same command again to resume", status)
+        return 2 if status > 0 else 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pila prepare``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -801,14 +1033,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pila").setLevel(getattr(logging, args.log_level))
     try:
         config = config_from_args(args)
-        if config.relabel_only:
-            relabel_only(config)
-        else:
-            prepare_cache(config)
+        ranks = Ranks.from_environment()
     except (FileNotFoundError, ValueError, KeyError) as err:
         log.error("%s", err)
         return 2
-    return 0
+    if ranks.world_size > 1:
+        if config.num_processes > 1:
+            log.warning("--num-processes %d ignored: the launcher started %d processes", config.num_processes, ranks.world_size)
+        return _run_rank(config, ranks, args.log_level)
+    if config.num_processes > 1:
+        return spawn_ranks(config, args.log_level)
+    return _run_rank(config, ranks, args.log_level)
 
 
 if __name__ == "__main__":

@@ -338,9 +338,11 @@ class WISA80KDataModule(LightningDataModule):
     def _load_backbone(self):
         if self._backbone is None:
             from pila.backbone import WanBackbone
+            from pila.backbone.wan import ENCODING_COMPONENTS
 
             config = self.prepare_settings
-            self._backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype)
+            # the encoders alone: the training module holds the transformer(s)
+            self._backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, components=ENCODING_COMPONENTS)
         return self._backbone
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:

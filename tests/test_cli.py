@@ -33,6 +33,12 @@ def test_console_script_is_installed_and_answers_help():
     assert "fit" in result.stdout and "prepare" in result.stdout
 
 
+def test_python_dash_m_pila_is_the_pila_command():
+    """So launchers that run modules work: ``torchrun --nproc-per-node 8 -m pila prepare …``."""
+    result = subprocess.run([sys.executable, "-m", "pila", "--help"], capture_output=True, text=True, check=True)
+    assert "fit" in result.stdout and "prepare" in result.stdout
+
+
 def test_unknown_command_is_an_error_listing_the_valid_ones(capsys):
     assert main(["fitt"]) == 2
     err = capsys.readouterr().err

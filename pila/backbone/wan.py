@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,13 @@ WAN_FOLDER_LAYOUT = (
     "(Wan 2.2-A14B adds transformer_2/ and boundary_ratio in model_index.json)"
 )
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
+COMPONENTS: tuple[str, ...] = ("transformer", "text_encoder", "vae")
+"""What a backbone can hold: the frozen transformer (both experts on Wan 2.2-A14B), the text
+encoder and the VAE. A backbone built with fewer loads the rest on first use."""
+TRAINING_COMPONENTS: tuple[str, ...] = ("transformer",)
+"""What a training stage calls when it reads a cache: the transformer(s) alone."""
+ENCODING_COMPONENTS: tuple[str, ...] = ("text_encoder", "vae")
+"""What ``pila prepare`` and on-the-fly encoding call: the text encoder and the VAE."""
 
 
 @dataclass
@@ -90,15 +98,23 @@ def check_wan_folder(path: Path) -> None:
 class WanBackbone(nn.Module):
     """A frozen Wan 2.1 (one transformer) or Wan 2.2-A14B (two, split at a boundary) generator.
 
+    A component the pipeline lacks (``None``: left out by ``components``) is loaded on its
+    first use (:meth:`load_component`) from ``loader``, onto the device the backbone was
+    moved to.
+
     Args:
         pipeline: a diffusers ``WanPipeline``; its modules are frozen in place.
         source: where it came from (a folder, a hub id or ``"tiny"``), recorded in outputs.
+        loader: builds a ``WanPipeline`` holding the named components only (the others
+            ``None``); None: the missing components cannot be loaded.
     """
 
-    def __init__(self, pipeline: WanPipeline, source: str = "in-memory") -> None:
+    def __init__(self, pipeline: WanPipeline, source: str = "in-memory", loader: ComponentLoader | None = None) -> None:
         super().__init__()
         self.pipeline = pipeline
         self.source = source
+        self._loader = loader
+        self._home: torch.device | None = None  # where `.to()` last put the backbone
         # Registered as submodules so `.to()` and `.named_parameters()` see them.
         self.transformer = pipeline.transformer
         self.transformer_2 = getattr(pipeline, "transformer_2", None)
@@ -107,13 +123,58 @@ class WanBackbone(nn.Module):
         self.requires_grad_(False)
         super().train(False)
 
+    # ------------------------------------------------------------ components
+    @property
+    def loaded_components(self) -> tuple[str, ...]:
+        """The components held now (of :data:`COMPONENTS`)."""
+        return tuple(name for name in COMPONENTS if getattr(self, name) is not None)
+
+    def load_component(self, name: str) -> nn.Module:
+        """The component ``name`` (of :data:`COMPONENTS`), loaded now if it was left out.
+
+        ``"transformer"`` loads Wan 2.2's ``transformer_2`` with it. The new modules are
+        frozen, in eval mode, and on the backbone's device.
+        """
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown backbone component {name!r}; use one of {', '.join(COMPONENTS)}")
+        module = getattr(self, name)
+        if module is not None:
+            return module
+        if self._loader is None:
+            raise RuntimeError(f"backbone {self.source!r} was built without its {name} and has no loader for it")
+        log.info("loading the %s of backbone %s on first use", name, self.source)
+        device = self.device
+        loaded = self._loader((name,))
+        names = ("transformer", "transformer_2") if name == "transformer" else (name,)
+        for key in names:
+            part = getattr(loaded, key, None)
+            if part is None:
+                continue
+            part.requires_grad_(False).eval().to(device)
+            self.pipeline.register_modules(**{key: part})
+            setattr(self, key, part)
+        if name == "vae":
+            self.pipeline.vae_scale_factor_temporal = int(self.vae.config.scale_factor_temporal)
+            self.pipeline.vae_scale_factor_spatial = int(self.vae.config.scale_factor_spatial)
+            self.pipeline.video_processor = type(self.pipeline.video_processor)(vae_scale_factor=self.pipeline.vae_scale_factor_spatial)
+        return getattr(self, name)
+
+    def to(self, *args, **kwargs) -> WanBackbone:
+        """``nn.Module.to``, remembering the device for components loaded later."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self._home = torch.device(device)
+        return super().to(*args, **kwargs)
+
     # ----------------------------------------------------------------- construction
     @classmethod
-    def tiny(cls, seed: int = 0, two_stage: bool = False) -> WanBackbone:
-        """The embedded tiny preset (see :mod:`pila.backbone.tiny`); nothing is downloaded."""
-        from pila.backbone.tiny import build_tiny_pipeline
+    def tiny(cls, seed: int = 0, two_stage: bool = False, components: Sequence[str] = COMPONENTS) -> WanBackbone:
+        """The embedded tiny preset (see :mod:`pila.backbone.tiny`); nothing is downloaded.
 
-        return cls(build_tiny_pipeline(seed=seed, two_stage=two_stage), source="tiny")
+        ``components`` left out are built (from the same seed) on first use.
+        """
+        loader = ComponentLoader("tiny", seed=seed, two_stage=two_stage)
+        return cls(loader(_check_components(components)), source="tiny", loader=loader)
 
     @classmethod
     def from_pretrained(
@@ -124,6 +185,7 @@ class WanBackbone(nn.Module):
         vae_dtype: str | torch.dtype = "float32",
         device: str | torch.device | None = None,
         seed: int = 0,
+        components: Sequence[str] = COMPONENTS,
     ) -> WanBackbone:
         """Load a diffusers-format Wan folder, a hub id, or ``"tiny"``.
 
@@ -133,7 +195,11 @@ class WanBackbone(nn.Module):
             vae_dtype: the VAE's dtype (Wan's reference code keeps it in float32).
             device: where to put the modules (default: stay on CPU).
             seed: seed of the tiny preset (ignored otherwise).
+            components: what to load now (of :data:`COMPONENTS`; training from a cache
+                needs :data:`TRAINING_COMPONENTS` only); the rest load on first use. A hub
+                download fetches only these components' weights.
         """
+        components = _check_components(components)
         name = os.fspath(path_or_id)
         target = resolve_dtype(dtype, device)
         vae_target = resolve_dtype(vae_dtype, device)
@@ -147,15 +213,15 @@ class WanBackbone(nn.Module):
             "default": target,
         }
         if name == "tiny":
-            backbone = cls.tiny(seed=seed)
-            if target != torch.float32 or vae_target != torch.float32:
-                backbone._cast(target, vae_target)
+            loader = ComponentLoader("tiny", dtypes, seed=seed)
+            backbone = cls(loader(components), source="tiny", loader=loader)
         else:
             path = Path(name).expanduser()
             if not path.exists() and is_hub_id(name):
                 log.info("loading Wan backbone %s from the hub", name)
+                loader = ComponentLoader(name, dtypes)
                 try:
-                    pipeline = WanPipeline.from_pretrained(name, dtype=dtypes)
+                    pipeline = loader(components)
                 except OSError as err:
                     raise FileNotFoundError(
                         f"could not load Wan backbone {name!r} from the hub ({err}). Without "
@@ -163,20 +229,19 @@ class WanBackbone(nn.Module):
                     ) from err
             else:
                 check_wan_folder(path)
-                pipeline = WanPipeline.from_pretrained(str(path), dtype=dtypes)
-            backbone = cls(pipeline, source=name)
+                loader = ComponentLoader(str(path), dtypes)
+                pipeline = loader(components)
+            backbone = cls(pipeline, source=name, loader=loader)
         if device is not None:
             backbone.to(device)
         return backbone
 
-    def _cast(self, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
-        for module in (self.transformer, self.transformer_2, self.text_encoder):
-            if module is not None:
-                module.to(dtype=dtype)
-        self.vae.to(dtype=vae_dtype)
-
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``)."""
+        """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``), every
+        component included (those left out are loaded first)."""
+        if self._loader is not None:
+            for name in COMPONENTS:
+                self.load_component(name)
         self.pipeline.save_pretrained(os.fspath(path))
 
     # ------------------------------------------------------------------- freezing
@@ -191,19 +256,24 @@ class WanBackbone(nn.Module):
 
     @property
     def latent_channels(self) -> int:
-        return int(self.transformer.config.in_channels)
+        if self.transformer is not None:
+            return int(self.transformer.config.in_channels)
+        return int(self.load_component("vae").config.z_dim)
 
     @property
     def text_dim(self) -> int:
-        return int(self.text_encoder.config.d_model)
+        """D, the text encoder's width (the transformer's ``text_dim`` when it is loaded alone)."""
+        if self.text_encoder is None and self.transformer is not None:
+            return int(self.transformer.config.text_dim)
+        return int(self.load_component("text_encoder").config.d_model)
 
     @property
     def vae_scale_factor_temporal(self) -> int:
-        return int(self.pipeline.vae_scale_factor_temporal)
+        return int(self.load_component("vae").config.scale_factor_temporal)
 
     @property
     def vae_scale_factor_spatial(self) -> int:
-        return int(self.pipeline.vae_scale_factor_spatial)
+        return int(self.load_component("vae").config.scale_factor_spatial)
 
     @property
     def tokenizer(self):
@@ -215,11 +285,15 @@ class WanBackbone(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        """The device of the loaded components (the last ``.to()``'s when none is loaded)."""
+        first = next(self.parameters(), None)
+        if first is not None:
+            return first.device
+        return self._home or torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        return next(self.load_component("transformer").parameters()).dtype
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for ``num_frames`` frames of ``height × width`` pixels."""
@@ -257,7 +331,7 @@ class WanBackbone(nn.Module):
             return_attention_mask=True,
             return_tensors="pt",
         )
-        device = next(self.text_encoder.parameters()).device
+        device = next(self.load_component("text_encoder").parameters()).device
         ids = tokens.input_ids.to(device)
         mask = tokens.attention_mask.to(device).gt(0)  # (B, L)
         hidden = self.text_encoder(ids, mask.long()).last_hidden_state  # (B, L, D)
@@ -268,7 +342,7 @@ class WanBackbone(nn.Module):
 
     # ----------------------------------------------------------------------- VAE
     def _latent_stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        cfg = self.vae.config
+        cfg = self.load_component("vae").config
         shape = (1, cfg.z_dim, 1, 1, 1)
         mean = torch.tensor(cfg.latents_mean, device=like.device, dtype=like.dtype).view(shape)
         std = torch.tensor(cfg.latents_std, device=like.device, dtype=like.dtype).view(shape)
@@ -286,7 +360,7 @@ class WanBackbone(nn.Module):
         Returns:
             (B, C, T, H, W) float32.
         """
-        vae_param = next(self.vae.parameters())
+        vae_param = next(self.load_component("vae").parameters())
         dist = self.vae.encode(video.to(vae_param.device, vae_param.dtype)).latent_dist
         mu = dist.sample(generator) if sample else dist.mode()
         mean, std = self._latent_stats(mu)
@@ -295,7 +369,7 @@ class WanBackbone(nn.Module):
     @torch.no_grad()
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Normalised latents (B, C, T, H, W) → pixels (B, 3, F, H_px, W_px) in [-1, 1]."""
-        vae_param = next(self.vae.parameters())
+        vae_param = next(self.load_component("vae").parameters())
         z = latents.to(vae_param.device, vae_param.dtype)
         mean, std = self._latent_stats(z)
         video = self.vae.decode(z * std + mean, return_dict=False)[0]
@@ -304,6 +378,7 @@ class WanBackbone(nn.Module):
     # ------------------------------------------------------------------ velocity
     def select_transformer(self, timestep: float | Tensor) -> nn.Module:
         """Diffusers' rule: ``transformer`` for t ≥ boundary_ratio·1000 (or always, for Wan 2.1)."""
+        self.load_component("transformer")
         return self.transformer if self.uses_first_transformer(timestep) else self.transformer_2
 
     def uses_first_transformer(self, timestep: float | Tensor) -> bool | Tensor:
@@ -329,6 +404,7 @@ class WanBackbone(nn.Module):
         Returns:
             (B, C, T, H, W) in ``x_t``'s dtype.
         """
+        self.load_component("transformer")
         timestep = sigma_to_timestep(sigma.to(torch.float32)).to(x_t.device)  # (B,)
         first = self.uses_first_transformer(timestep)  # (B,) bool
         out = torch.empty_like(x_t)
@@ -349,6 +425,54 @@ class WanBackbone(nn.Module):
     def forward(self, x_t: Tensor, sigma: Tensor, encoder_hidden_states: Tensor) -> Tensor:
         """Alias of :meth:`velocity`."""
         return self.velocity(x_t, sigma, encoder_hidden_states)
+
+
+def _check_components(components: Sequence[str]) -> tuple[str, ...]:
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or isinstance(components, str):
+        raise ValueError(f"unknown backbone components {unknown or components!r}; use a list of {', '.join(COMPONENTS)}")
+    return tuple(c for c in COMPONENTS if c in components)
+
+
+class ComponentLoader:
+    """Builds a ``WanPipeline`` holding some components of one backbone, the others ``None``.
+
+    A folder or hub id goes through ``WanPipeline.from_pretrained`` with the left-out
+    components passed as ``None`` (diffusers then neither reads nor downloads their
+    weights); ``"tiny"`` builds the preset from its seed and drops the rest. Tokenizer,
+    scheduler and ``model_index.json`` (Wan 2.2's ``boundary_ratio``) always come along.
+
+    Args:
+        source: a diffusers Wan folder, a hub id, or ``"tiny"``.
+        dtypes: per-component dtypes (``transformer``, ``transformer_2``, ``text_encoder``,
+            ``vae``, ``default``), as ``WanPipeline.from_pretrained`` takes them (None:
+            float32 everywhere).
+        seed: the tiny preset's seed.
+        two_stage: the tiny preset's Wan 2.2 layout.
+    """
+
+    def __init__(self, source: str, dtypes: dict[str, torch.dtype] | None = None, seed: int = 0, two_stage: bool = False) -> None:
+        self.source = source
+        self.dtypes = dtypes
+        self.seed = seed
+        self.two_stage = two_stage
+
+    def __call__(self, components: Sequence[str]) -> WanPipeline:
+        left_out = {name: None for name in COMPONENTS if name not in components}
+        if left_out.get("transformer", 1) is None:
+            left_out["transformer_2"] = None
+        if self.source != "tiny":
+            return WanPipeline.from_pretrained(self.source, dtype=self.dtypes or torch.float32, **left_out)
+        from pila.backbone.tiny import build_tiny_pipeline
+
+        pipeline = build_tiny_pipeline(seed=self.seed, two_stage=self.two_stage)
+        for name in ("transformer", "transformer_2", "text_encoder", "vae"):
+            module = getattr(pipeline, name, None)
+            if name in left_out:
+                pipeline.register_modules(**{name: None})
+            elif module is not None and self.dtypes is not None and module.dtype != self.dtypes[name]:
+                module.to(dtype=self.dtypes[name])
+        return pipeline
 
 
 def load_backbone(

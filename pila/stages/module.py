@@ -7,7 +7,10 @@ autograd; then each stage computes its own loss from the adapter (``compute_loss
 
 The backbone is *not* a registered submodule: it is loaded on first use, moved to the
 module's device, and so never enters ``state_dict``, checkpoints, DDP buckets or DeepSpeed
-partitions. Checkpoints hold the adapter alone (plus the config it was built with).
+partitions. It loads the frozen transformer(s) alone: batches bring their latents and text
+embeddings (from the cache, or encoded by the data module), so the text encoder and the VAE
+never reach the training device. Checkpoints hold the adapter alone (plus the config it was
+built with).
 
 Legend: B batch, C latent channels (16), T latent frames, H, W latent height and width,
 L text tokens, D text width, E experts.
@@ -28,6 +31,7 @@ from torch import Tensor
 from pila.adapter import AdapterConfig, PILAAdapter
 from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomize_labels
 from pila.backbone import WanBackbone
+from pila.backbone.wan import TRAINING_COMPONENTS
 from pila.flow import SigmaSampler, noisy_latent
 from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
@@ -148,11 +152,16 @@ class PILAModule(LightningModule, abc.ABC):
     # ------------------------------------------------------------------ backbone
     @property
     def backbone(self) -> WanBackbone:
-        """The frozen generator, loaded on first use and kept on this module's device."""
+        """The frozen generator, loaded on first use and kept on this module's device.
+
+        Only its transformer(s) are loaded (:data:`~pila.backbone.wan.TRAINING_COMPONENTS`);
+        the text encoder and VAE would load on demand, but no stage calls them.
+        """
         if self._backbone is None:
-            log.info("loading the frozen backbone %s", self.hparams.backbone)
+            log.info("loading the frozen transformer(s) of backbone %s", self.hparams.backbone)
             backbone = WanBackbone.from_pretrained(
-                self.hparams.backbone, dtype=self.hparams.backbone_dtype, device=self.device
+                self.hparams.backbone, dtype=self.hparams.backbone_dtype, device=self.device,
+                components=TRAINING_COMPONENTS,
             )
             self.attach_backbone(backbone)
         if self._backbone.device != self.device:
