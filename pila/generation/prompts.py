@@ -476,7 +476,7 @@ def pair_augmented(
             f"augmented prompt file {str(aug)!r} has {len(lines)} prompts but prompt file {str(path)!r} has "
             f"{len(records)}; they pair line by line, so give the augmented file of the same prompt list"
         )
-    return [replace(r, prompt=line, caption=r.evaluator_caption) for r, line in zip(records, lines)]
+    return [replace(r, prompt=line, caption=r.evaluator_caption) for r, line in zip(records, lines, strict=True)]
 
 
 def fold_duplicates(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
