@@ -618,9 +618,9 @@ class PromptDataModule(pl.LightningDataModule):
         prompt_file: the prompt file (see the module docstring for the formats).
         prompts: prompts written inline instead of a file (one record each).
         format: the file's format; ``"auto"`` picks by extension and content.
-        videos_per_prompt: N videos per prompt. [ours: 1]
+        videos_per_prompt: N videos per prompt. [ours: one video per prompt]
         seed: base seed; sample k of prompt i gets ``seed + i·N + k`` unless the file
-            gives the prompt its own seed. [ours: 0]
+            gives the prompt its own seed. [ours: any fixed seed]
         prompt_column: the field that conditions the generator (default ``prompt``, then
             ``caption``; ``en_caption`` for WISA prompt records).
         dimension: VBench-2.0 dimension for every prompt (default for ``vbench2``: the
@@ -630,7 +630,7 @@ class PromptDataModule(pl.LightningDataModule):
             generated from them and still named and captioned by the original prompts.
         category_map: the category map that labels WISA prompt records (None: the shipped one).
         limit: only the first ``limit`` prompts (None: all).
-        batch_size: items per predict step (videos are generated one at a time anyway). [ours: 1]
+        batch_size: items per predict step. [ours: 1, as videos are generated one at a time anyway]
     """
 
     def __init__(
