@@ -473,10 +473,17 @@ def pair_augmented(
     lines = _read_lines(aug, text)
     if len(lines) != len(records):
         raise PromptFileError(
-            f"augmented prompt file {str(aug)!r} has {len(lines)} prompts but prompt file {str(path)!r} has "
+            f"augmented prompt file {str(aug)!r} has {len(lines)} prompts but {_source(path)} has "
             f"{len(records)}; they pair line by line, so give the augmented file of the same prompt list"
         )
     return [replace(r, prompt=line, caption=r.evaluator_caption) for r, line in zip(records, lines, strict=True)]
+
+
+_INLINE = "the inline prompts list"
+
+
+def _source(path: str | os.PathLike) -> str:
+    return _INLINE if str(path) == _INLINE else f"prompt file {str(path)!r}"
 
 
 def fold_duplicates(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
@@ -691,7 +698,7 @@ class PromptDataModule(pl.LightningDataModule):
             texts = [_clean(p) for p in self.prompts if p.strip()]
             records = [PromptRecord(index=i, prompt=t, dimension=self.dimension) for i, t in enumerate(texts)]
             if self.augmented_file is not None:
-                records = pair_augmented(records, "the inline prompts list", self.augmented_file)
+                records = pair_augmented(records, _INLINE, self.augmented_file)
         else:
             records = read_prompt_file(
                 self.prompt_file,

@@ -335,3 +335,12 @@ def read_records():
     from pila.generation.prompts import PromptRecord
 
     return [PromptRecord(index=i, prompt=p) for i, p in enumerate(["a", "b", "c"])]
+
+
+def test_inline_prompts_pair_with_an_augmented_file_too(tmp_path):
+    aug = write(tmp_path / "aug.txt", "A steel spring bounces up and down.\n")
+    dm = PromptDataModule(prompts=["A spring oscillates."], augmented_file=str(aug))
+    dm.setup("predict")
+    assert (dm.records[0].prompt, dm.records[0].evaluator_caption) == ("A steel spring bounces up and down.", "A spring oscillates.")
+    with pytest.raises(PromptFileError, match=r"aug\.txt' has 1 prompts but the inline prompts list has 2"):
+        PromptDataModule(prompts=["a", "b"], augmented_file=str(aug)).setup("predict")
