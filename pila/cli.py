@@ -90,7 +90,7 @@ EXCLUSIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "prompts")
 """Data init args of which one is given: when a config sets one and a later source the
 other (``--data.init_args.prompt_file F`` after a YAML with inline ``prompts``), the later wins."""
 
-CONFIG_RELATIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "augmented_file", "category_map")
+CONFIG_RELATIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "augmented_file")
 """Data init args holding files: a relative path written in a config file names the file
 next to that config file when one is there (else it stays relative to the current directory)."""
 

@@ -635,7 +635,8 @@ class PromptDataModule(pl.LightningDataModule):
         augmented_file: rewritten prompts paired line by line with the prompt list (a
             folder of same-named files for a folder of VBench-2.0 lists): the videos are
             generated from them and still named and captioned by the original prompts.
-        category_map: the category map that labels WISA prompt records (None: the shipped one).
+        category_map: the category map file that labels WISA prompt records (None: the
+            shipped one; a relative path is relative to the current directory).
         limit: only the first ``limit`` prompts (None: all).
         batch_size: items per predict step. [ours: 1, as videos are generated one at a time anyway]
     """

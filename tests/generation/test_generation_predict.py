@@ -220,7 +220,7 @@ def test_data_sources_settle_in_command_line_order(tmp_path):
     with_file.write_text(yaml.safe_dump({"data": {"init_args": {"prompt_file": "prompts.txt"}}}))
 
     def settle(argv, **final):
-        ns = Namespace(**{"prompt_file": None, "prompts": None, "augmented_file": None, "category_map": None, **final})
+        ns = Namespace(**{"prompt_file": None, "prompts": None, "augmented_file": None, **final})
         settle_data_sources(ns, argv)
         return ns.prompt_file, ns.prompts
 
