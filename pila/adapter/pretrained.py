@@ -338,7 +338,7 @@ def check_backbone_sizes(config: AdapterConfig, backbone: WanBackbone, source: s
         problems.append(f"text_dim {config.text_dim} vs the backbone's text-encoder width {backbone.text_dim}")
     if problems:
         raise ValueError(
-            f"adapter {source} does not match the backbone {backbone.source!r}: {'; '.join(problems)}. "
+            f"{source} does not match the backbone {backbone.source!r}: {'; '.join(problems)}. "
             "Use an adapter trained (or exported) for a backbone with the same VAE latents and text encoder, "
             "or load the backbone it was trained with."
         )
@@ -409,7 +409,7 @@ def load_adapter(
     from pila.adapter.adapter import PILAAdapter
 
     folder = resolve_adapter_folder(path_or_id)
-    check_backbone_sizes(read_adapter_config(folder), backbone, repr(os.fspath(path_or_id)))
+    check_backbone_sizes(read_adapter_config(folder), backbone, f"adapter {os.fspath(path_or_id)!r}")
     adapter = PILAAdapter.from_pretrained(folder)
     adapter.requires_grad_(False).eval()
     return adapter.to(device if device is not None else backbone.device)

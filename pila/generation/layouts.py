@@ -10,8 +10,15 @@ index in its file, ``k`` the sample number, N videos per prompt):
     ``<out>/<model>/output_video_{i+1}.mp4`` (what PhyGenBench's evaluator reads). With
     N > 1, sample k > 0 goes to ``<out>/<model>-{k}/``: each folder is a complete run.
 ``vbench2``
-    ``<out>/<dimension>/{prompt[:180]}-{k}.mp4`` (VBench-2.0's naming), the name sanitised
-    by :func:`sanitize_filename` but otherwise faithful.
+    ``<out>/<dimension>/{caption[:180]}-{k}.mp4``, VBench-2.0's own name byte for byte
+    (a trailing space at the cut stays; nothing is normalised or sanitised). ``caption`` is
+    the record's :attr:`~pila.generation.prompts.PromptRecord.evaluator_caption`: the short
+    VBench-2.0 prompt, also when the video is generated from an augmented prompt
+    (``record.prompt``), as VBench-2.0 asks. A prompt whose name no file system can hold
+    (a ``/`` or NUL, or more than :data:`NAME_MAX_BYTES` bytes with the atomic writer's
+    temporary sibling) gets no output: the run says so (:attr:`OutputLayout.unnamed`)
+    instead of writing a name the evaluator will not find. VBench-2.0 expects
+    :meth:`VBench2Layout.required_samples` videos per prompt (3; 20 for Diversity).
 ``videophy2``
     ``<out>/videos/{i:05d}_{slug}_{k}.mp4`` plus the CSV its auto-evaluator reads:
     VideoPhy-2 ``videophy2_input.csv`` with columns ``caption,videopath`` (SA and PC
@@ -26,10 +33,13 @@ An output is complete when its mp4 and its sidecar both exist and the sidecar na
 same prompt and seed (the sidecar is written last, both atomically). CSV indexes are
 rebuilt, atomically, from the complete outputs on disk.
 
-Names derived from prompts go through :func:`sanitize_filename`: no path separators, no
-``..``, no control characters, no leading dot, at most ``max_bytes`` UTF-8 bytes (longer
-names are cut and get a short hash). When two different prompts still map to the same
-name, the later one (in file order) gets a hash suffix, so no output overwrites another.
+Names derived from prompts are one path component under their folder, never ``.``,
+``..`` or a path with a separator. The plain and VideoPhy layouts, whose names are ours,
+use :func:`slugify`; other free text (model and dimension folders) goes through
+:func:`sanitize_filename`: no path separators, no ``..``, no control characters, no
+leading dot, at most ``max_bytes`` UTF-8 bytes (longer names are cut and get a short
+hash). When two different prompts still map to the same name, the later one (in file
+order) gets a hash suffix, so no output overwrites another (:attr:`OutputLayout.renamed`).
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import os
 import re
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -59,7 +69,16 @@ VBENCH_PROMPT_CHARS = 180
 """VBench-2.0 names a video after the first 180 characters of its prompt."""
 MAX_NAME_BYTES = 200
 """Longest file-name stem (UTF-8 bytes) a layout writes; file systems allow 255."""
+NAME_MAX_BYTES = 255
+"""Longest file name (UTF-8 bytes) of the usual Linux file systems (ext4, xfs, btrfs)."""
+TEMP_NAME_EXTRA_BYTES = 10
+"""What :func:`pila.io.atomic_path`'s temporary sibling ``.{name}.{8 hex}{suffix}`` adds
+to a name, besides the suffix."""
 HASH_CHARS = 8
+VBENCH2_SAMPLES = 3
+"""Videos per prompt VBench-2.0's evaluator reads (``-0`` … ``-2``)."""
+VBENCH2_DIVERSITY_SAMPLES = 20
+"""Videos per prompt VBench-2.0's evaluator reads for the Diversity dimension."""
 
 _SEPARATORS = re.compile(r"[/\\]")
 _DOT_RUNS = re.compile(r"\.{2,}")
@@ -114,26 +133,39 @@ def slugify(text: str, max_chars: int = 48) -> str:
     return slug[:max_chars].rstrip("-") or "prompt"
 
 
-def _disambiguate(stems: dict[int, str], records: dict[int, PromptRecord], max_bytes: int) -> dict[int, str]:
-    """Give a hash suffix to every record whose stem an earlier record already uses."""
-    taken: dict[str, int] = {}
-    out: dict[int, str] = {}
-    for index in sorted(stems):
-        stem = stems[index]
-        if stem in taken:
-            suffix = "~" + short_hash(f"{index}:{records[index].prompt}")
-            stem = _truncate_bytes(stem, max_bytes - len(suffix)).rstrip() + suffix
-        taken[stem] = index
-        out[index] = stem
-    return out
-
-
 @dataclass(frozen=True)
 class OutputPaths:
     """The files of one output: the video and its sidecar."""
 
     video: Path
     sidecar: Path
+
+
+def vbench2_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file name written as is (None: it can).
+
+    Only ``/`` and NUL are forbidden in a POSIX file name; the name, and the atomic
+    writer's temporary sibling of its sidecar, must also fit in :data:`NAME_MAX_BYTES`.
+    """
+    if "/" in name:
+        return "it holds '/', a path separator"
+    if "\0" in name:
+        return "it holds a NUL character"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text"
+    # The sidecar's name is one byte longer (.json vs .mp4), and is written atomically.
+    longest = size + 1 + TEMP_NAME_EXTRA_BYTES + len(".json")
+    if longest > NAME_MAX_BYTES:
+        return f"its file name takes {size} UTF-8 bytes; file names hold at most {NAME_MAX_BYTES} with the temporary file's {longest - size}"
+    return None
+
+
+def _check_component(name: str) -> str:
+    """``name`` itself, after checking it is one path component (an internal invariant)."""
+    assert name not in ("", ".", "..") and "/" not in name and "\0" not in name, name
+    return name
 
 
 class OutputLayout(ABC):
@@ -152,24 +184,60 @@ class OutputLayout(ABC):
         self.root = Path(root)
         self._videos: dict[tuple[int, int], Path] = {}
         self._records: dict[int, PromptRecord] = {}
-        self._videos_per_prompt = 1
+        self._counts: dict[int, int] = {}
+        self.unnamed: dict[int, str] = {}
+        """Prompt index → why its videos cannot get the evaluator's name (they get none)."""
+        self.renamed: dict[int, str] = {}
+        """Prompt index → the stem used instead of the evaluator's (a clash with an earlier prompt)."""
 
     # ------------------------------------------------------------------ planning
-    def plan(self, records: Sequence[PromptRecord], videos_per_prompt: int = 1) -> None:
-        """Decide every output's relative video path."""
-        if videos_per_prompt < 1:
-            raise ValueError(f"videos_per_prompt must be at least 1, got {videos_per_prompt}")
+    def samples_for(self, record: PromptRecord, requested: int | None) -> int:
+        """Videos of ``record``: ``requested``, or the layout's default when None (1)."""
+        return 1 if requested is None else requested
+
+    def sample_warnings(self, records: Sequence[PromptRecord], requested: int | None) -> list[str]:
+        """Warnings about a requested sample count the evaluator will not accept (none here)."""
+        return []
+
+    def plan(self, records: Sequence[PromptRecord], videos_per_prompt: int | Mapping[int, int] = 1) -> None:
+        """Decide every output's relative video path.
+
+        Args:
+            records: every record of the run (not only this rank's).
+            videos_per_prompt: one count for every prompt, or prompt index → count.
+        """
         self._records = {r.index: r for r in records}
         if len(self._records) != len(records):
             raise ValueError("prompt records must have distinct indices")
-        self._videos_per_prompt = videos_per_prompt
-        self._videos = self._relative_videos(records, videos_per_prompt)
+        if isinstance(videos_per_prompt, Mapping):
+            counts = {r.index: int(videos_per_prompt[r.index]) for r in records}
+        else:
+            counts = {r.index: int(videos_per_prompt) for r in records}
+        bad = next((c for c in counts.values() if c < 1), None)
+        if bad is not None:
+            raise ValueError(f"videos_per_prompt must be at least 1, got {bad}")
+        self._counts = counts
+        self.unnamed, self.renamed = {}, {}
+        self._videos = {
+            key: Path(*(_check_component(part) for part in rel.parts))
+            for key, rel in self._relative_videos(records, counts).items()
+        }
 
     @abstractmethod
-    def _relative_videos(
-        self, records: Sequence[PromptRecord], videos_per_prompt: int
-    ) -> dict[tuple[int, int], Path]:
-        """(index, sample) → video path relative to ``root``."""
+    def _relative_videos(self, records: Sequence[PromptRecord], counts: dict[int, int]) -> dict[tuple[int, int], Path]:
+        """(index, sample) → video path relative to ``root``; ``counts``: index → videos."""
+
+    def has_output(self, item: PredictItem) -> bool:
+        """Whether ``item`` has a planned output (False for :attr:`unnamed` prompts)."""
+        return item.key in self._videos
+
+    def planned_paths(self) -> list[OutputPaths]:
+        """The files of every planned output."""
+        return [OutputPaths(self.root / rel, self._sidecar_for(rel)) for _, rel in sorted(self._videos.items())]
+
+    def index_paths(self) -> list[Path]:
+        """The index files the layout may write (none by default)."""
+        return []
 
     def _sidecar_for(self, relative_video: Path) -> Path:
         return self.root / META_DIR / relative_video.with_suffix(".json")
@@ -179,6 +247,10 @@ class OutputLayout(ABC):
         try:
             rel = self._videos[item.key]
         except KeyError:
+            if item.record.index in self.unnamed:
+                raise KeyError(
+                    f"prompt {item.record.index} has no output: {self.unnamed[item.record.index]}"
+                ) from None
             raise KeyError(
                 f"no output planned for prompt {item.record.index} sample {item.sample}; call plan() with every record first"
             ) from None
@@ -224,11 +296,11 @@ class PlainLayout(OutputLayout):
 
     name = "plain"
 
-    def _relative_videos(self, records, videos_per_prompt):
+    def _relative_videos(self, records, counts):
         return {
             (r.index, k): Path(f"{r.index:05d}_{slugify(r.prompt)}_{k}.mp4")
             for r in records
-            for k in range(videos_per_prompt)
+            for k in range(counts[r.index])
         }
 
     def _sidecar_for(self, relative_video: Path) -> Path:
@@ -249,19 +321,24 @@ class PhyGenBenchLayout(OutputLayout):
         super().__init__(root)
         self.model_name = sanitize_filename(model_name, max_bytes=100)
 
-    def _relative_videos(self, records, videos_per_prompt):
+    def _relative_videos(self, records, counts):
         def folder(k: int) -> str:
             return self.model_name if k == 0 else f"{self.model_name}-{k}"
 
         return {
             (r.index, k): Path(folder(k)) / f"output_video_{r.index + 1}.mp4"
             for r in records
-            for k in range(videos_per_prompt)
+            for k in range(counts[r.index])
         }
 
 
 class VBench2Layout(OutputLayout):
-    """``<out>/<dimension>/{prompt[:180]}-{k}.mp4``.
+    """``<out>/<dimension>/{caption[:180]}-{k}.mp4``, VBench-2.0's name byte for byte.
+
+    ``caption`` is the record's ``evaluator_caption`` (the short prompt; the video may be
+    generated from an augmented one). Prompts whose name cannot be written are left out
+    and listed in :attr:`unnamed`; a prompt whose name an earlier prompt of the same
+    dimension already takes gets a hash suffix (:attr:`renamed`).
 
     Args:
         root: the output folder.
@@ -274,8 +351,33 @@ class VBench2Layout(OutputLayout):
         super().__init__(root)
         self.dimension = dimension
 
+    @staticmethod
+    def required_samples(dimension: str | None) -> int:
+        """Videos per prompt VBench-2.0's evaluator reads for ``dimension`` (20 for Diversity, else 3)."""
+        return VBENCH2_DIVERSITY_SAMPLES if dimension == "Diversity" else VBENCH2_SAMPLES
+
+    def _raw_dimension(self, record: PromptRecord) -> str | None:
+        return record.dimension or self.dimension
+
+    def samples_for(self, record: PromptRecord, requested: int | None) -> int:
+        """``requested``, or VBench-2.0's count for the record's dimension when None."""
+        return self.required_samples(self._raw_dimension(record)) if requested is None else requested
+
+    def sample_warnings(self, records: Sequence[PromptRecord], requested: int | None) -> list[str]:
+        """One line per dimension whose prompts get fewer videos than VBench-2.0 reads."""
+        if requested is None:
+            return []
+        dims = sorted({self._raw_dimension(r) or "" for r in records})
+        return [
+            f"videos_per_prompt {requested} is below the {self.required_samples(d)} videos per prompt "
+            f"VBench-2.0 reads for {d or 'its dimension'}; its evaluator stops at the first missing video "
+            "(leave videos_per_prompt unset for the evaluator's count)"
+            for d in dims
+            if requested < self.required_samples(d)
+        ]
+
     def _dimension_of(self, record: PromptRecord) -> str:
-        dim = record.dimension or self.dimension
+        dim = self._raw_dimension(record)
         if not dim:
             raise ValueError(
                 f"the vbench2 layout needs a dimension for prompt {record.index} ({record.prompt[:60]!r}): "
@@ -284,20 +386,29 @@ class VBench2Layout(OutputLayout):
             )
         return sanitize_filename(dim, max_bytes=100)
 
-    def _relative_videos(self, records, videos_per_prompt):
-        suffix_room = len(f"-{videos_per_prompt - 1}")
-        max_stem = MAX_NAME_BYTES - suffix_room
-        by_dim: dict[str, dict[int, str]] = {}
+    def _relative_videos(self, records, counts):
+        out: dict[tuple[int, int], Path] = {}
+        taken: dict[tuple[str, str], int] = {}
         for r in records:
-            by_dim.setdefault(self._dimension_of(r), {})[r.index] = sanitize_filename(
-                r.prompt[:VBENCH_PROMPT_CHARS], max_bytes=max_stem
-            )
-        lookup = {r.index: r for r in records}
-        out = {}
-        for dim, stems in by_dim.items():
-            for index, stem in _disambiguate(stems, lookup, max_stem).items():
-                for k in range(videos_per_prompt):
-                    out[(index, k)] = Path(dim) / f"{stem}-{k}.mp4"
+            dim = self._dimension_of(r)
+            stem = r.evaluator_caption[:VBENCH_PROMPT_CHARS]
+            names = [f"{stem}-{k}.mp4" for k in range(counts[r.index])]
+            problem = next((p for p in map(vbench2_name_problem, names) if p is not None), None)
+            if problem is not None:
+                self.unnamed[r.index] = f"VBench-2.0 names its videos {names[0]!r} but {problem}"
+                continue
+            if (dim, stem) in taken:
+                first = taken[(dim, stem)]
+                suffix = "~" + short_hash(f"{r.index}:{r.prompt}")
+                stem = _truncate_bytes(stem, MAX_NAME_BYTES - len(suffix)) + suffix
+                self.renamed[r.index] = (
+                    f"VBench-2.0's name for it, {names[0]!r}, is prompt {first}'s (same first "
+                    f"{VBENCH_PROMPT_CHARS} characters in {dim}); its videos are named {stem!r}-k.mp4"
+                )
+            else:
+                taken[(dim, stem)] = r.index
+            for k in range(counts[r.index]):
+                out[(r.index, k)] = Path(dim) / f"{stem}-{k}.mp4"
         return out
 
 
@@ -323,11 +434,11 @@ class VideoPhy2Layout(OutputLayout):
         self.version = version
         self.csv_paths = csv_paths
 
-    def _relative_videos(self, records, videos_per_prompt):
+    def _relative_videos(self, records, counts):
         return {
             (r.index, k): Path("videos") / f"{r.index:05d}_{slugify(r.prompt)}_{k}.mp4"
             for r in records
-            for k in range(videos_per_prompt)
+            for k in range(counts[r.index])
         }
 
     @property
@@ -337,6 +448,9 @@ class VideoPhy2Layout(OutputLayout):
     @property
     def rule_csv_path(self) -> Path:
         return self.root / "videophy2_rule_input.csv"
+
+    def index_paths(self) -> list[Path]:
+        return [self.csv_path, self.rule_csv_path]
 
     def _video_field(self, video: Path) -> str:
         return str(video.resolve()) if self.csv_paths == "absolute" else video.relative_to(self.root).as_posix()
@@ -356,8 +470,9 @@ class VideoPhy2Layout(OutputLayout):
 
 
 def _write_csv_atomic(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """Every field quoted, so captions keep every character (a lone ``\\r`` included)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
@@ -387,6 +502,9 @@ def make_layout(
 __all__ = [
     "LAYOUTS",
     "META_DIR",
+    "NAME_MAX_BYTES",
+    "VBENCH2_DIVERSITY_SAMPLES",
+    "VBENCH2_SAMPLES",
     "OutputLayout",
     "OutputPaths",
     "PhyGenBenchLayout",
@@ -395,6 +513,7 @@ __all__ = [
     "VideoPhy2Layout",
     "make_layout",
     "read_sidecar",
+    "vbench2_name_problem",
     "sanitize_filename",
     "short_hash",
     "slugify",

@@ -10,13 +10,22 @@ predict batch as soon as it exists:
 
 The sidecar is written last, so an output is complete exactly when both files exist.
 Before prediction starts the writer plans every output path over the whole prompt list
-(:mod:`pila.generation.layouts`) and tells
-:class:`~pila.generation.prompts.PromptDataModule` which items are already complete, so a
-re-run (or a killed run started again) generates only what is missing. A complete output
-made with other settings (its sidecar's ``settings_sha256`` differs) is an error, so a
-benchmark folder never mixes settings. At the end, rank 0 rebuilds the layout's CSV index
+(:mod:`pila.generation.layouts`), removes the temporary files a killed run left next to
+them, and tells :class:`~pila.generation.prompts.PromptDataModule` which items are
+already complete, so a re-run (or a killed run started again) generates only what is
+missing. A complete output made with other settings (its sidecar's ``settings_sha256``
+differs) is an error, so a benchmark folder never mixes settings.
+
+Runs sharing a folder split the work: right before a batch is generated the writer claims
+each of its outputs (:mod:`pila.generation.claims`); an output another live run holds, or
+that became complete meanwhile, is dropped from the batch, and a crashed run's stale claim
+is taken over. The claim is released once the sidecar is written.
+
+Sample counts: the datamodule's ``videos_per_prompt``, or, when it is None, the layout's
+default (VBench-2.0's count per dimension for ``vbench2``, else 1); a count below what
+the evaluator reads is warned about. At the end, rank 0 rebuilds the layout's CSV index
 from the complete outputs on disk (in ``teardown``, after a barrier, so all ranks have
-finished).
+finished) and the run's summary names every prompt that got no evaluator name.
 """
 
 from __future__ import annotations
@@ -34,13 +43,32 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from pila.generation.claims import ClaimBook, claim_path, remove_stale_temporaries
 from pila.generation.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
-from pila.generation.prompts import PromptDataModule
+from pila.generation.prompts import PredictItem, PromptDataModule, PromptRecord
 from pila.io import write_json_atomic, write_video
 
 log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "pila-video/1"
+CLAIM_TIMEOUT_S = 7200.0
+"""Ours: a claim older than this is stale (about 20× the slowest published single-video
+time, Wan 2.2 A14B at 480p: 327 s on one H100)."""
+
+
+def items_for_counts(records: Sequence[PromptRecord], counts: dict[int, int], seed: int) -> list[PredictItem]:
+    """One item per (record, sample) with a count per record, in file order.
+
+    Seeds as :func:`pila.generation.prompts.build_items` with N the largest count:
+    ``record.seed + k``, else ``seed + index·N + k``; with one count for every record the
+    items are exactly ``build_items``'.
+    """
+    stride = max(counts.values(), default=1)
+    items = []
+    for record in records:
+        base = record.seed if record.seed is not None else seed + record.index * stride
+        items += [PredictItem(record=record, sample=k, seed=base + k) for k in range(counts[record.index])]
+    return items
 
 
 class VideoPredictionWriter(BasePredictionWriter):
@@ -56,6 +84,8 @@ class VideoPredictionWriter(BasePredictionWriter):
         csv_paths: video paths in CSVs, ``absolute`` or ``relative`` to the output folder.
         crf: x264 constant-rate factor (lower is better quality).
         overwrite: regenerate outputs that are already complete.
+        claim_timeout_s: age after which another run's claim counts as abandoned (a claim
+            made on this host is also abandoned as soon as its process is gone).
     """
 
     def __init__(
@@ -69,6 +99,7 @@ class VideoPredictionWriter(BasePredictionWriter):
         csv_paths: Literal["absolute", "relative"] = "absolute",
         crf: int = 18,
         overwrite: bool = False,
+        claim_timeout_s: float = CLAIM_TIMEOUT_S,
     ) -> None:
         super().__init__(write_interval="batch")
         if layout not in LAYOUTS:
@@ -89,7 +120,9 @@ class VideoPredictionWriter(BasePredictionWriter):
             videophy_version=videophy_version,
             csv_paths=csv_paths,
         )
+        self.claims = ClaimBook(timeout_s=claim_timeout_s)
         self.written = 0
+        self.held_elsewhere = 0
         self._fingerprint: str | None = None
 
     # ------------------------------------------------------------------ planning
@@ -102,11 +135,37 @@ class VideoPredictionWriter(BasePredictionWriter):
                 f"output names over the whole prompt list), got {type(datamodule).__name__}"
             )
         datamodule.setup(stage)
-        self.layout.plan(datamodule.records, datamodule.videos_per_prompt)
-        if not self.overwrite:
-            datamodule.skip = functools.partial(self.is_done, pl_module)
+        records = datamodule.records
+        requested = datamodule.videos_per_prompt  # None: the layout's default
+        for warning in self.layout.sample_warnings(records, requested):
+            log.warning(warning)
+        counts = {r.index: self.layout.samples_for(r, requested) for r in records}
+        if any(count != requested for count in counts.values()):
+            datamodule.items = items_for_counts(records, counts, datamodule.seed)
+        self.layout.plan(records, counts)
+        for index, reason in sorted(self.layout.unnamed.items()):
+            log.warning("prompt %d gets no video: %s", index, reason)
+        for index, note in sorted(self.layout.renamed.items()):
+            log.warning("prompt %d: %s", index, note)
+        self._remove_stale_temporaries()
+        datamodule.skip = functools.partial(self._needs_no_work, pl_module)
         self._fingerprint = None
         self.written = 0
+        self.held_elsewhere = 0
+
+    def _remove_stale_temporaries(self) -> None:
+        claim_of = {}
+        for paths in self.layout.planned_paths():
+            claim = claim_path(paths.sidecar)
+            claim_of[paths.video] = claim_of[paths.sidecar] = claim
+        files = [*claim_of, *self.layout.index_paths()]
+        for path in remove_stale_temporaries(files, self.claims, claim_of):
+            log.info("removed %s, left by an interrupted run", path)
+
+    def _needs_no_work(self, pl_module: pl.LightningModule, item: PredictItem) -> bool:
+        if not self.layout.has_output(item):
+            return True
+        return not self.overwrite and self.is_done(pl_module, item)
 
     def settings_fingerprint(self, pl_module: pl.LightningModule) -> str:
         """SHA-256 of everything that shapes a video: generation settings, adapter, fps, crf."""
@@ -142,6 +201,29 @@ class VideoPredictionWriter(BasePredictionWriter):
             )
         return True
 
+    # ------------------------------------------------------------------ claiming
+    def on_predict_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Claim the batch's outputs; drop (in place) those another run holds or finished."""
+        kept = []
+        for item in batch:
+            if not self.layout.has_output(item):
+                continue
+            claim = claim_path(self.layout.paths(item).sidecar)
+            if not self.claims.acquire(claim):
+                self.held_elsewhere += 1
+                log.info("%s is being made by another run; skipped", self.layout.paths(item).video)
+                continue
+            if self._needs_no_work(pl_module, item):
+                self.claims.release(claim)
+                continue
+            kept.append(item)
+        batch[:] = kept
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.claims.release_all()
+
     # ------------------------------------------------------------------ writing
     def write_on_batch_end(
         self,
@@ -160,10 +242,18 @@ class VideoPredictionWriter(BasePredictionWriter):
         """Write one result's mp4, then its sidecar; the frames are released afterwards."""
         item, video = result.item, result.video
         paths = self.layout.paths(item)
-        start = time.perf_counter()
-        write_video(paths.video, video.frames, fps=self.fps, crf=self.crf)
-        video.timings["mp4_write"] = time.perf_counter() - start
-        write_json_atomic(paths.sidecar, self.sidecar(result, paths.video, pl_module))
+        claim = claim_path(paths.sidecar)
+        if not self.claims.acquire(claim):  # already held when claimed before the batch
+            log.warning("%s was taken over by another run meanwhile; this run's video is not written", paths.video)
+            video.frames = None
+            return paths.video
+        try:
+            start = time.perf_counter()
+            write_video(paths.video, video.frames, fps=self.fps, crf=self.crf)
+            video.timings["mp4_write"] = time.perf_counter() - start
+            write_json_atomic(paths.sidecar, self.sidecar(result, paths.video, pl_module))
+        finally:
+            self.claims.release(claim)
         video.frames = None  # keep memory flat when Lightning also collects predictions
         self.written += 1
         return paths.video
@@ -210,11 +300,36 @@ class VideoPredictionWriter(BasePredictionWriter):
         """
         if stage != "predict":
             return
+        self.claims.release_all()
         trainer.strategy.barrier("pila_predict_indexes")
         if trainer.is_global_zero:
             for path in self.layout.write_indexes():
                 log.info("wrote %s", path)
         log.info("rank %d wrote %d videos under %s", trainer.global_rank, self.written, self.output_dir)
+        for line in self.summary(unnamed=trainer.is_global_zero):
+            log.warning(line)
+
+    def summary(self, unnamed: bool = True) -> list[str]:
+        """What this run left to others or could not name as the evaluator expects, one line each.
+
+        Args:
+            unnamed: include the prompts without an evaluator name (rank 0 reports them).
+        """
+        lines = []
+        if self.held_elsewhere:
+            lines.append(f"{self.held_elsewhere} videos were left to another run writing into {self.output_dir}")
+        if not unnamed:
+            return lines
+        if self.layout.unnamed:
+            lines.append(
+                f"{len(self.layout.unnamed)} prompts got no video because the {self.layout.name} layout cannot "
+                "give them the evaluator's file name:"
+            )
+            lines += [f"  prompt {i}: {reason}" for i, reason in sorted(self.layout.unnamed.items())]
+        if self.layout.renamed:
+            lines.append(f"{len(self.layout.renamed)} prompts share the evaluator's name with an earlier prompt:")
+            lines += [f"  prompt {i}: {note}" for i, note in sorted(self.layout.renamed.items())]
+        return lines
 
 
-__all__ = ["SIDECAR_FORMAT", "VideoPredictionWriter"]
+__all__ = ["CLAIM_TIMEOUT_S", "SIDECAR_FORMAT", "VideoPredictionWriter", "items_for_counts"]

@@ -105,15 +105,104 @@ def test_vbench2_layout_uses_the_first_180_characters_faithfully(tmp_path):
 
 def test_vbench2_clashing_names_get_a_hash_and_never_overwrite(tmp_path):
     shared = "x" * 180
-    recs = records(shared + " first ending", shared + " second ending", "a/b", "a_b", dimension="Material")
+    recs = records(shared + " first ending", shared + " second ending", "a_b", dimension="Material")
     layout = VBench2Layout(tmp_path)
     layout.plan(recs, videos_per_prompt=1)
     paths = [layout.paths(item).video for item in build_items(recs, 1)]
-    assert len(set(paths)) == 4
+    assert len(set(paths)) == 3
     assert paths[0].name == f"{shared}-0.mp4"  # the first keeps VBench's own name
     assert paths[1].name.startswith(shared[:100]) and "~" in paths[1].name
-    assert paths[2].name == "a_b-0.mp4" and paths[3].name != "a_b-0.mp4"
+    assert paths[2].name == "a_b-0.mp4"
     assert all(p.parent == tmp_path / "Material" for p in paths)
+    assert list(layout.renamed) == [1] and "prompt 0's" in layout.renamed[1]
+
+
+# VBench-2.0: the evaluator opens f"{prompt[:180]}-{i}.mp4" in the dimension's folder, byte for byte.
+def vbench2_expected(prompt: str, i: int) -> str:
+    return f"{prompt[:180]}-{i}.mp4"
+
+
+def test_vbench2_keeps_a_trailing_space_at_the_cut(tmp_path):
+    prompt = "A" * 179 + " ball rolls down a ramp and stops."  # character 180 (index 179) is a space
+    assert prompt[179] == " "
+    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+    recs = records(prompt)
+    layout.plan(recs, 3)
+    names = [layout.paths(item).video.name for item in build_items(recs, 3)]
+    assert names == [vbench2_expected(prompt, i) for i in range(3)]
+    assert names[0].encode() == ("A" * 179 + " -0.mp4").encode()
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "  Two  spaces, a tab\there and a backslash \\ stay.",
+        "...a leading dot and dots... stay",
+        "Caf\u00e9 au lait (e + combining accent: e\u0301) is not normalised",
+        "..",
+    ],
+)
+def test_vbench2_names_are_the_evaluators_byte_for_byte(tmp_path, prompt):
+    layout = VBench2Layout(tmp_path, dimension="Material")
+    recs = records(prompt)
+    layout.plan(recs, 1)
+    (item,) = build_items(recs, 1)
+    video = layout.paths(item).video
+    assert video.name.encode() == vbench2_expected(prompt, 0).encode()
+    assert video.parent == tmp_path / "Material"  # one component: nothing escapes the folder
+    assert layout.unnamed == {}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [
+        ("A ball on a 1/2 inch ramp rolls.", "'/'"),
+        ("A nul \x00 character", "NUL"),
+        ("\u6c34" * 90, "UTF-8 bytes"),  # 180 characters of 3 bytes: 270 bytes, over 255
+    ],
+)
+def test_vbench2_prompts_that_cannot_be_named_get_no_output_and_a_reason(tmp_path, prompt, reason):
+    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+    recs = records("A spring stretches.", prompt)
+    layout.plan(recs, 3)
+    items = build_items(recs, 3)
+    assert [layout.has_output(item) for item in items] == [True] * 3 + [False] * 3
+    assert list(layout.unnamed) == [1] and reason in layout.unnamed[1]
+    with pytest.raises(KeyError, match="prompt 1 has no output"):
+        layout.paths(items[3])
+    assert all(p.video.parent == tmp_path / "Mechanics" for p in layout.planned_paths())
+
+
+def test_vbench2_augmented_prompts_are_named_by_the_short_prompt(tmp_path):
+    short = "A ball rolls down a ramp."
+    augmented = "A heavy steel ball rolls down a long wooden ramp, speeding up under gravity, then stops."
+    recs = [PromptRecord(index=0, prompt=augmented, caption=short, dimension="Mechanics")]
+    layout = VBench2Layout(tmp_path)
+    layout.plan(recs, 3)
+    assert [layout.paths(item).video.name for item in build_items(recs, 3)] == [
+        vbench2_expected(short, i) for i in range(3)
+    ]
+
+
+def test_vbench2_sample_counts_are_the_evaluators(tmp_path):
+    assert VBench2Layout.required_samples("Mechanics") == 3
+    assert VBench2Layout.required_samples("Diversity") == 20
+    layout = VBench2Layout(tmp_path)
+    recs = [
+        PromptRecord(index=0, prompt="A ball rolls.", dimension="Mechanics"),
+        PromptRecord(index=1, prompt="A city street.", dimension="Diversity"),
+    ]
+    assert [layout.samples_for(r, None) for r in recs] == [3, 20]  # unset: the evaluator's count
+    assert [layout.samples_for(r, 5) for r in recs] == [5, 5]  # set: the user's
+    assert layout.sample_warnings(recs, None) == []
+    assert layout.sample_warnings(recs, 20) == []
+    (warning,) = layout.sample_warnings(recs, 4)
+    assert "videos_per_prompt 4 is below the 20 videos per prompt VBench-2.0 reads for Diversity" in warning
+    assert len(layout.sample_warnings(recs, 1)) == 2
+    layout.plan(recs, {0: 3, 1: 20})
+    assert sorted(p.video.name for p in layout.planned_paths())[-1] == "A city street.-9.mp4"
+    assert len(layout.planned_paths()) == 23
+    assert PlainLayout(tmp_path).samples_for(recs[0], None) == 1
 
 
 def test_vbench2_without_a_dimension_is_a_clear_error(tmp_path):
@@ -185,3 +274,25 @@ def test_videophy_v1_csv_is_videopath_caption_with_relative_paths(tmp_path):
 def test_unknown_layout_is_an_error():
     with pytest.raises(ValueError, match="unknown layout 'vbench'; valid: plain, phygenbench, vbench2, videophy2"):
         make_layout("vbench", "out")
+
+
+CAPTIONS = [
+    "Two  spaces,  and a comma.",
+    "  Leading and trailing spaces  ",
+    'A "quoted" word and a line\nbreak',
+    "A carriage\rreturn and a tab\there",
+]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_evaluator_csv_captions_round_trip_unchanged(tmp_path, version):
+    recs = [PromptRecord(index=i, prompt=f"prompt {i}", caption=c) for i, c in enumerate(CAPTIONS)]
+    layout = VideoPhy2Layout(tmp_path, version=version)
+    layout.plan(recs, 1)
+    for item in build_items(recs, 1):
+        complete(layout, item)
+    (path,) = layout.write_indexes()
+    with path.open(newline="", encoding="utf-8") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == (["caption", "videopath"] if version == 2 else ["videopath", "caption"])
+    assert [row[header.index("caption")] for row in rows] == CAPTIONS

@@ -171,7 +171,11 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
         data={"prompts": None, "prompt_file": str(mechanics), "format": "vbench2", "videos_per_prompt": 2},
         writer={"layout": "vbench2"},
     )
+    leftover = tmp_path / "vb" / "Mechanics" / ".A spring: stretched, then released.-0.mp4.0a1b2c3d.mp4"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half an mp4 from a killed run")
     assert run_predict(tmp_path, config, "vb.yaml") == 0
+    assert not leftover.exists() and not list((tmp_path / "vb").rglob("*.claim"))
     names = [p.relative_to(tmp_path / "vb").as_posix() for p in mp4s(tmp_path / "vb")]
     assert names == ["Mechanics/A spring: stretched, then released.-0.mp4", "Mechanics/A spring: stretched, then released.-1.mp4"]
     assert (tmp_path / "vb" / "pila_meta" / "Mechanics" / "A spring: stretched, then released.-1.json").is_file()

@@ -210,8 +210,9 @@ def test_adapter_for_another_text_encoder_is_refused_before_generation(tiny_back
     calls = []
     handle = tiny_backbone.transformer.register_forward_hook(lambda *a: calls.append(1))
     try:
-        with pytest.raises(ValueError, match=r"text_dim 48 vs the backbone's text-encoder width 32"):
+        with pytest.raises(ValueError, match=r"text_dim 48 vs the backbone's text-encoder width 32") as info:
             generate(tiny_backbone, ["a", "b"], adapter=wrong, **small)
+        assert str(info.value).startswith("the adapter does not match the backbone")  # not "adapter the adapter"
     finally:
         handle.remove()
     assert calls == []
@@ -230,7 +231,7 @@ def test_an_adapter_folder_can_be_passed_directly(tiny_backbone, trained_adapter
 def test_load_adapter_checks_the_folder_against_the_backbone(tmp_path, tiny_backbone, adapter_factory):
     folder = tmp_path / "wide_adapter"
     adapter_factory(latent_channels=48, text_dim=32).save_pretrained(folder)
-    with pytest.raises(ValueError, match=r"wide_adapter.*latent_channels 48 vs the backbone's 16"):
+    with pytest.raises(ValueError, match=r"^adapter '[^']*wide_adapter' does not match.*latent_channels 48 vs the backbone's 16"):
         load_adapter(folder, tiny_backbone)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_adapter(tmp_path / "missing", tiny_backbone)

@@ -1,0 +1,136 @@
+"""The lab world's quality, measured with the ruler (issue: the physics lab, part 1).
+
+What it measures, on clips and prompts disjoint from the world's training clips:
+
+1. **VAE**: PSNR of the world's VAE on held-out ground-truth clips, and the ruler's
+   violation on the reconstructions against the originals (the VAE must not break the
+   ruler: a reconstruction of a law-abiding clip should still read as law-abiding).
+2. **Generator**: one video per scene × sampling seed from the held-out clips' prompts
+   (``pila.generate``, no adapter). Scene fidelity (the ruler's probability of the
+   prompted scene, and top-1 accuracy of its scene classifier) and the violation of
+   generated videos against ground truth, per scene. The gap between them is what a
+   physics adapter can close.
+
+Usage::
+
+    .venv/bin/python benchmarks/lab_world.py                      # the shipped world, 8 seeds
+    .venv/bin/python benchmarks/lab_world.py --seeds 2 --heldout 1 --out /tmp/w.md   # quick look
+
+Results: ``benchmarks/results/lab_world.md`` (+ ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pila.backbone import WanBackbone
+from pila.generation import generate
+from pila.io import write_json_atomic, write_text_atomic
+from pila.lab.metrics import measure, scene_probabilities
+from pila.lab.scenes import SCENES, render_scene
+from pila.lab.world import HELDOUT_INDEX_OFFSET
+
+RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
+NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
+
+
+def heldout_clip(scene: str, index: int, seed: int = 0):
+    """Held-out clip ``index`` of ``scene``: the world's rendering rule, indices past the training ones."""
+    rng = np.random.default_rng([seed, list(SCENES).index(scene), HELDOUT_INDEX_OFFSET + index])
+    return render_scene(scene, rng, NUM_FRAMES, SIZE, SIZE)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def reconstruct(backbone: WanBackbone, frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) in [0, 1] → the VAE's reconstruction, same shape."""
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None] * 2 - 1  # (1, 3, F, H, W) in [-1, 1]
+    out = backbone.decode_latents(backbone.encode_video(video.to(backbone.device, torch.float32)))
+    return ((out[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).cpu().numpy()
+
+
+def mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="lab", help="backbone to measure (default: the shipped lab world)")
+    parser.add_argument("--heldout", type=int, default=4, help="held-out clips per scene for the VAE")
+    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps (ours)")
+    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale (ours: WanPipeline's default)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    backbone = WanBackbone.from_pretrained(args.world)
+    rows: dict[str, dict[str, float]] = {}
+    videos = []
+    start = time.perf_counter()
+    for scene in SCENES:
+        gt_v, rec_v, psnrs = [], [], []
+        for i in range(args.heldout):
+            clip = heldout_clip(scene, i)
+            rec = reconstruct(backbone, clip.frames)
+            psnrs.append(psnr(clip.frames, rec))
+            gt_v.append(measure(clip.frames, scene).violation)
+            rec_v.append(measure(rec, scene).violation)
+        gen_v, fid, top1 = [], [], []
+        for s in range(args.seeds):
+            prompt = heldout_clip(scene, s).prompt
+            frames = generate(
+                backbone.pipeline, [prompt], seed=s, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+            )[0]
+            result = measure(frames, scene)
+            probs = scene_probabilities(frames)
+            gen_v.append(result.violation)
+            fid.append(result.fidelity)
+            top1.append(float(max(probs, key=probs.get) == scene))
+            videos.append({"scene": scene, "seed": s, "prompt": prompt, "violation": result.violation, "fidelity": result.fidelity, "top1": probs})
+        rows[scene] = {
+            "psnr": mean(psnrs), "gt_violation": mean(gt_v), "recon_violation": mean(rec_v),
+            "gen_violation": mean(gen_v), "gen_violation_median": float(np.median(gen_v)),
+            "fidelity": mean(fid), "top1": mean(top1),
+        }
+        print(scene, rows[scene], flush=True)
+    seconds = time.perf_counter() - start
+    overall = {k: mean([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# The lab world's quality",
+        "",
+        f"`{' '.join(['benchmarks/lab_world.py', *[f'--{k} {v}' for k, v in vars(args).items() if k != 'out']])}` "
+        f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this machine's CPU.",
+        "",
+        f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); generated: "
+        f"{args.seeds} seeds per scene from held-out prompts, {args.steps} UniPC steps, guidance {args.guidance}, "
+        f"{NUM_FRAMES} × {SIZE} × {SIZE}, no adapter. Violation: the ruler's (0 ≈ the ground truth's typical score); "
+        "fidelity: the ruler's probability of the prompted scene; top-1: its scene classifier's argmax is the prompted scene.",
+        "",
+        "| scene | VAE PSNR (dB) | violation: ground truth | VAE reconstruction | generated (mean) | generated (median) | fidelity | top-1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scene, r in {**rows, "overall": overall}.items():
+        lines.append(
+            f"| {scene} | {r['psnr']:.1f} | {r['gt_violation']:.2f} | {r['recon_violation']:.2f} | "
+            f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | {r['top1']:.2f} |"
+        )
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "seconds": seconds, "commit": commit})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
