@@ -255,6 +255,7 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
     )
     assert run_predict(tmp_path, config, "vb.yaml") == 0
     (video,) = mp4s(tmp_path / "vb")
+    assert video.relative_to(tmp_path / "vb").as_posix() == "Mechanics/A spring oscillates.-0.mp4"  # named by the short prompt
     meta = json.loads((tmp_path / "vb" / "pila_meta" / "Mechanics" / video.with_suffix(".json").name).read_text())
     assert meta["prompt"] == aug.read_text().strip()  # generated from the augmented text
     assert meta["record"]["caption"] == "A spring oscillates."  # the evaluator's name
