@@ -22,8 +22,11 @@ import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
+
+log = logging.getLogger(__name__)
 
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a stage (e.g. pila fit --config lightning_configs/stageC.yaml)",
@@ -55,9 +58,19 @@ class PilaCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then check a ``ckpt_path`` file or folder before Lightning reads its hyperparameters."""
+        """Parse, settle the data sources (:func:`settle_data_sources`), then check a
+        ``ckpt_path`` file or folder before Lightning reads its hyperparameters."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        if isinstance(args, dict) or (args is not None and not isinstance(args, (list, tuple))):
+            argv = None  # a parsed object: no order to read
+        else:
+            argv = list(sys.argv[1:] if args is None else args)
+        data = config.get("data")
+        init_args = data.get("init_args") if data is not None and hasattr(data, "get") else None
+        if argv is not None and init_args is not None:
+            settle_data_sources(init_args, argv)
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
             from pila.stages.checkpoints import check_resume_checkpoint
@@ -71,6 +84,105 @@ class PilaCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         guard_checkpoint_loading(trainer.strategy)
         return trainer
+
+
+EXCLUSIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "prompts")
+"""Data init args of which one is given: when a config sets one and a later source the
+other (``--data.init_args.prompt_file F`` after a YAML with inline ``prompts``), the later wins."""
+
+CONFIG_RELATIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "augmented_file")
+"""Data init args holding files: a relative path written in a config file names the file
+next to that config file when one is there (else it stays relative to the current directory)."""
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _data_source(value: str | None, section: bool) -> tuple[dict[str, Any], Path | None]:
+    """The data init args set by a ``--config`` (``section=True``: its ``data`` entry) or a
+    ``--data`` value (a file or inline YAML), and the folder of its file (None: inline)."""
+    if value is None:
+        return {}, None
+    path = Path(value).expanduser()
+    folder = None
+    if path.is_file():
+        folder = path.resolve().parent
+        mapping = _yaml_mapping(path.read_text(encoding="utf-8"))
+    else:
+        mapping = _yaml_mapping(value)
+    data = mapping.get("data") if section else mapping
+    if not isinstance(data, dict):
+        return {}, folder
+    init_args = data.get("init_args", data)
+    return (init_args if isinstance(init_args, dict) else {}), folder
+
+
+def data_sources(argv: Sequence[str]) -> list[tuple[dict[str, Any], Path | None]]:
+    """For every source on a command line, in order: the data init args it sets and the
+    folder of its config file (None for a value typed on the command line)."""
+    sources = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg.partition("=")
+        if not eq:
+            value = argv[i] if i < len(argv) and not argv[i].startswith("--") else None
+            i += value is not None
+        if key == "--config":
+            sources.append(_data_source(value, section=True))
+        elif key == "--data":
+            sources.append(_data_source(value, section=False))
+        elif key.startswith("--data.") and value is not None:
+            name = key.removeprefix("--data.").removeprefix("init_args.").rstrip("+")
+            parsed = _yaml_mapping(f"v: {value}") if value.strip() else {}
+            sources.append(({name: parsed.get("v", value)}, None))
+    return sources
+
+
+def settle_data_sources(init_args: Any, argv: Sequence[str]) -> None:
+    """Apply the two rules of the data module's file and prompt arguments, in place.
+
+    1. Of :data:`EXCLUSIVE_DATA_ARGS`, the one set by the later source wins: the other is
+       reset to None when both arrive from different sources (both in one source is a
+       conflict left for the data module to report).
+    2. A relative path of :data:`CONFIG_RELATIVE_DATA_ARGS` that comes from a config file
+       becomes the file next to that config file when it exists there.
+
+    Args:
+        init_args: the parsed ``data.init_args`` (a jsonargparse Namespace or a dict).
+        argv: the command line, in order (``--config``, ``--data`` and ``--data.*`` count).
+    """
+    winner = None
+    origin: dict[str, tuple[Any, Path | None]] = {}
+    for values, folder in data_sources(argv):
+        given = [k for k in EXCLUSIVE_DATA_ARGS if values.get(k) is not None]
+        if len(given) == 1:
+            winner = given[0]
+        for key in CONFIG_RELATIVE_DATA_ARGS:
+            if key in values:
+                origin[key] = (values[key], folder)
+    if winner is not None and all(init_args.get(k) is not None for k in EXCLUSIVE_DATA_ARGS):
+        for key in EXCLUSIVE_DATA_ARGS:
+            if key != winner:
+                log.info("data.init_args.%s given later wins over the config's %s", winner, key)
+                init_args[key] = None
+    for key, (value, folder) in origin.items():
+        final = init_args.get(key)
+        if folder is None or not isinstance(final, str) or final != value or Path(final).expanduser().is_absolute():
+            continue
+        beside = folder / final
+        if beside.exists():
+            init_args[key] = str(beside)
 
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")

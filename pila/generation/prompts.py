@@ -8,20 +8,37 @@ Formats (``format=``; ``"auto"`` picks by extension and content):
 ``jsonl`` / ``json`` / ``csv``
     records with a ``prompt`` or ``caption`` field and optional ``seed`` (int),
     ``labels`` (a list of category names, or one string split at ``,``, ``;`` or ``|``),
-    ``refined_prompt`` and ``id``. A ``.json`` file holds a list of records (or of plain
-    strings), or an object with such a list under ``"prompts"``.
+    ``refined_prompt``, ``dimension`` and ``id``. A record that generates from another
+    field than its evaluator's name gives the name in ``name_prompt`` (or ``caption``),
+    which becomes :attr:`PromptRecord.caption`. A ``.json`` file holds a list of records
+    (or of plain strings), or an object with such a list under ``"prompts"``.
 ``phygenbench``
     PhyGenBench's ``prompts.json``: a list of objects with ``caption``,
-    ``physical_laws``, ``sub_category``, ``main_category`` (auto-detected for ``.json``).
+    ``physical_laws``, ``sub_category``, ``main_category`` (auto-detected for ``.json``);
+    ``explicit_prompts.json`` adds ``explicit_caption``, generated from with
+    ``prompt_column: explicit_caption``. The index is always the position in the file,
+    the other captions stay in ``extra``.
 ``videophy`` / ``videophy2``
     the VideoPhy test CSV and the VideoPhy-2 CSV: a ``caption`` column (VideoPhy-2 also
     ``upsampled_caption``, ``action``, ``category``, ``is_hard``). ``prompt_column``
     chooses what conditions the generator (e.g. ``upsampled_caption``); the short
-    ``caption`` is what the evaluator pairs with each video.
+    ``caption`` is what the evaluator pairs with each video. Rows repeating an earlier
+    caption (VideoPhy's test CSV lists each caption once per source model) are folded
+    into the first (:func:`fold_duplicates`; the count is ``PromptDataModule.folded_duplicates``).
 ``vbench2``
     a VBench-2.0 prompt list: plain text, one prompt per line, the dimension taken from the
     file name (``Mechanics.txt`` → ``Mechanics``) unless ``dimension`` is given. A folder of
     such files is read whole (files in name order, indices running on across files).
+``wisa``
+    WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``q4``,
+    ``label``, no video; a JSON list or JSON Lines, auto-detected): ``en_caption`` is the
+    prompt, the labels come from the q-answers through the category map, as relabeling
+    labels a clip (no label: the prompt parser decides).
+
+Augmented prompts (``augmented_file``): a second file, one prompt per line in the same
+order, whose text is generated from while each record's own text stays the name the
+evaluator looks for (VBench-2.0 asks for videos from its augmented lists to be named by
+the short prompts).
 
 Every problem with a prompt file (missing, unreadable, empty, unknown format, a bad
 field) is a :class:`PromptFileError` naming the file, the row and the fix, raised in
@@ -55,10 +72,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from pila.categories import CATEGORIES
+from pila.datamodules.records import is_prompt_side_record, wisa_prompt
+from pila.parser.category_map import CategoryMap
 
 log = logging.getLogger(__name__)
 
-PromptFormat = Literal["auto", "txt", "jsonl", "json", "csv", "phygenbench", "videophy", "videophy2", "vbench2"]
+PromptFormat = Literal["auto", "txt", "jsonl", "json", "csv", "phygenbench", "videophy", "videophy2", "vbench2", "wisa"]
 PROMPT_FORMATS: tuple[str, ...] = (
     "auto",
     "txt",
@@ -69,9 +88,14 @@ PROMPT_FORMATS: tuple[str, ...] = (
     "videophy",
     "videophy2",
     "vbench2",
+    "wisa",
 )
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
 _PROMPT_KEYS = ("prompt", "caption")
+_NAME_KEYS = ("name_prompt", "caption")
+"""Fields naming the evaluator's short prompt when another field is generated from."""
+_FOLDED_FORMATS = ("videophy", "videophy2")
+"""Formats whose evaluators pair videos with captions, so a repeated caption is one prompt."""
 _LABEL_SPLIT = re.compile(r"[,;|]")
 
 
@@ -152,13 +176,17 @@ def _detect_format(path: Path, text: str) -> str:
             f"(one of {', '.join(PROMPT_FORMATS[1:])})",
         )
     fmt = _EXTENSIONS[ext]
-    if fmt == "json":
+    if fmt in ("json", "jsonl"):
         try:
-            data = json.loads(text)
+            data = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError:
-            return "json"  # the json reader reports the error with its position
-        if isinstance(data, list) and data and all(isinstance(d, dict) and "physical_laws" in d for d in data):
+            return fmt  # the reader reports the error with its position
+        if not isinstance(data, list) or not data:
+            return fmt
+        if fmt == "json" and all(isinstance(d, dict) and "physical_laws" in d for d in data):
             return "phygenbench"
+        if all(is_prompt_side_record(d) for d in data):
+            return "wisa"
     return fmt
 
 
@@ -195,24 +223,32 @@ def _clean(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+def _text(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def _record_from_mapping(
     row: dict[str, Any], index: int, path: Path, where: str, prompt_column: str | None
 ) -> PromptRecord:
     keys = (prompt_column,) if prompt_column else _PROMPT_KEYS
-    key = next((k for k in keys if isinstance(row.get(k), str) and row[k].strip()), None)
+    key = next((k for k in keys if _text(row, k)), None)
     if key is None:
         wanted = f"a non-empty {prompt_column!r}" if prompt_column else "a non-empty 'prompt' or 'caption'"
         raise _fail(path, f"{where} has no prompt: every record needs {wanted} field (fields: {sorted(row)})")
-    caption = row.get("caption") if key != "caption" and isinstance(row.get("caption"), str) else None
-    refined = row.get("refined_prompt")
-    known = {key, "seed", "labels", "refined_prompt", "caption"}
+    # The evaluator's short prompt, when the record generates from another field.
+    name_key = next((k for k in _NAME_KEYS if k != key and _text(row, k)), None)
+    refined = _text(row, "refined_prompt")
+    dimension = _text(row, "dimension")
+    known = {key, "seed", "labels", "refined_prompt", "dimension", *([name_key] if name_key else [])}
     return PromptRecord(
         index=index,
         prompt=_clean(row[key]),
         seed=_parse_seed(row.get("seed"), path, where),
         labels=_parse_labels(row.get("labels"), path, where),
-        refined_prompt=_clean(refined) if isinstance(refined, str) and refined.strip() else None,
-        caption=_clean(caption) if caption else None,
+        refined_prompt=_clean(refined) if refined else None,
+        dimension=dimension.strip() if dimension else None,
+        caption=_clean(row[name_key]) if name_key else None,
         extra={k: v for k, v in row.items() if isinstance(k, str) and k not in known and v not in (None, "")},
     )
 
@@ -262,16 +298,56 @@ def _read_json(path: Path, text: str, prompt_column: str | None) -> list[PromptR
     return records
 
 
-def _read_phygenbench(path: Path, text: str) -> list[PromptRecord]:
+def _read_phygenbench(path: Path, text: str, prompt_column: str | None) -> list[PromptRecord]:
+    """PhyGenBench's ``prompts.json`` / ``explicit_prompts.json``: the index is the position
+    in the file; ``prompt_column`` (e.g. ``explicit_caption``) picks the generated text, the
+    short ``caption`` stays the evaluator's and every other field goes to ``extra``."""
     data = _load_json(path, text)
     if not isinstance(data, list):
         raise _fail(path, "PhyGenBench prompts.json must hold a list of objects with a 'caption'")
+    key = prompt_column or "caption"
     records = []
     for i, row in enumerate(data):
-        if not isinstance(row, dict) or not isinstance(row.get("caption"), str) or not row["caption"].strip():
-            raise _fail(path, f"entry {i} needs a non-empty 'caption' (PhyGenBench format)")
-        extra = {k: row[k] for k in ("physical_laws", "sub_category", "main_category") if k in row}
-        records.append(PromptRecord(index=i, prompt=_clean(row["caption"]), extra=extra))
+        if not isinstance(row, dict) or not _text(row, key):
+            fields = sorted(row) if isinstance(row, dict) else type(row).__name__
+            fix = "" if key == "caption" else "; fix data.init_args.prompt_column"
+            raise _fail(path, f"entry {i} needs a non-empty {key!r} (PhyGenBench format; fields: {fields}){fix}")
+        short = _text(row, "caption")
+        records.append(PromptRecord(
+            index=i,
+            prompt=_clean(row[key]),
+            caption=_clean(short) if short and key != "caption" else None,
+            extra={k: v for k, v in row.items() if k != key and v not in (None, "")},
+        ))  # fmt: skip
+    return records
+
+
+def _read_wisa(path: Path, rows: list[Any], prompt_column: str | None, category_map: CategoryMap) -> list[PromptRecord]:
+    """WISA's prompt-side annotation records: ``en_caption`` is the prompt, the labels come
+    from the q-answers through the category map (as relabeling labels a clip); no label
+    leaves the choice to the prompt parser."""
+    records = []
+    for i, row in enumerate(rows):
+        where = f"entry {i}"
+        if not is_prompt_side_record(row):
+            raise _fail(path, f"{where} is not a WISA prompt record (it needs 'en_caption' and names no video)")
+        try:
+            wisa = wisa_prompt(row, category_map)
+        except ValueError as err:
+            raise _fail(path, f"{where}: {err}") from err
+        key = prompt_column or "en_caption"
+        if not _text(row, key):
+            raise _fail(path, f"{where} has no {key!r} (fields: {sorted(row)}); fix data.init_args.prompt_column")
+        extra = {k: v for k, v in wisa.extra.items() if k not in (key, "seed")}
+        if key != "en_caption":
+            extra["en_caption"] = wisa.caption
+        records.append(PromptRecord(
+            index=i,
+            prompt=_clean(row[key]),
+            seed=_parse_seed(row.get("seed"), path, where),
+            labels=wisa.labels or None,
+            extra=extra,
+        ))  # fmt: skip
     return records
 
 
@@ -298,6 +374,8 @@ def read_prompt_file(
     *,
     prompt_column: str | None = None,
     dimension: str | None = None,
+    augmented_file: str | os.PathLike | None = None,
+    category_map: CategoryMap | str | os.PathLike | None = None,
 ) -> list[PromptRecord]:
     """Read a prompt file into records (see the module docstring for the formats).
 
@@ -305,9 +383,15 @@ def read_prompt_file(
         path: the prompt file.
         format: one of :data:`PROMPT_FORMATS`; ``"auto"`` picks by extension and content.
         prompt_column: the field that conditions the generator (default ``prompt``, then
-            ``caption``); e.g. ``upsampled_caption`` for VideoPhy-2's long prompts.
+            ``caption``); e.g. ``upsampled_caption`` for VideoPhy-2's long prompts or
+            ``explicit_caption`` for PhyGenBench's ``explicit_prompts.json``.
         dimension: the VBench-2.0 dimension of every prompt (default for ``vbench2``: the
             file's stem).
+        augmented_file: rewritten prompts paired line by line with ``path`` (a folder of
+            them when ``path`` is a folder): line i is generated from, record i's own
+            text stays the evaluator's name (:func:`pair_augmented`).
+        category_map: the category map WISA prompt records are labeled with (a loaded
+            map or its file; None: the shipped ``category_map.json``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -317,11 +401,13 @@ def read_prompt_file(
     if format not in PROMPT_FORMATS:
         raise PromptFileError(f"unknown prompt format {format!r}; valid: {', '.join(PROMPT_FORMATS)}")
     if format == "vbench2" and p.is_dir():
-        return _read_vbench2_folder(p, dimension)
+        return _read_vbench2_folder(p, dimension, augmented_file)
     text = _read_text(p)
     if not text.strip():
         raise _fail(p, "is empty; write one prompt per line (.txt) or records with a 'prompt' field")
     fmt = _detect_format(p, text) if format == "auto" else format
+    if prompt_column and fmt in ("txt", "vbench2"):
+        log.warning("prompt file %s is plain text (one prompt per line): prompt_column %r does not apply", p, prompt_column)
     if fmt in ("txt", "vbench2"):
         dim = dimension if dimension is not None else (p.stem if fmt == "vbench2" else None)
         records = [PromptRecord(index=i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(p, text))]
@@ -330,7 +416,9 @@ def read_prompt_file(
     elif fmt == "json":
         records = _read_json(p, text, prompt_column)
     elif fmt == "phygenbench":
-        records = _read_phygenbench(p, text)
+        records = _read_phygenbench(p, text, prompt_column)
+    elif fmt == "wisa":
+        records = _read_wisa(p, _load_rows(p, text), prompt_column, _category_map(category_map))
     elif fmt == "csv":
         records = _read_csv(p, text, prompt_column)
     else:  # videophy, videophy2
@@ -339,18 +427,102 @@ def read_prompt_file(
         raise _fail(p, "holds no prompts; write one prompt per line (.txt) or records with a 'prompt' field")
     if dimension is not None and fmt not in ("txt", "vbench2"):
         records = [replace(r, dimension=dimension) for r in records]
+    if augmented_file is not None:
+        records = pair_augmented(records, p, augmented_file)
     return records
 
 
-def _read_vbench2_folder(folder: Path, dimension: str | None) -> list[PromptRecord]:
+def _load_rows(path: Path, text: str) -> list[Any]:
+    """The records of a JSON list or a JSON Lines file."""
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise _fail(path, f"line {lineno} is not valid JSON ({err.msg}); write one JSON object per line") from err
+        return rows
+    data = _load_json(path, text)
+    if not isinstance(data, list):
+        raise _fail(path, "must hold a JSON list of records")
+    return data
+
+
+def _category_map(category_map: CategoryMap | str | os.PathLike | None) -> CategoryMap:
+    if isinstance(category_map, CategoryMap):
+        return category_map
+    return CategoryMap.load(category_map)
+
+
+def pair_augmented(
+    records: Sequence[PromptRecord], path: str | os.PathLike, augmented_file: str | os.PathLike
+) -> list[PromptRecord]:
+    """Generate from rewritten prompts, name by the originals (VBench-2.0's augmented prompts).
+
+    Line i of ``augmented_file`` (one prompt per line, blank lines skipped, as the
+    benchmark's own prompt lists) becomes record i's ``prompt``; the record's evaluator
+    caption (its ``caption``, else its original ``prompt``) becomes its ``caption``, which
+    names the video and pairs it in the evaluator's CSV.
+
+    Raises:
+        PromptFileError: the files hold different numbers of prompts.
+    """
+    aug = Path(augmented_file).expanduser()
+    text = _read_text(aug)
+    lines = _read_lines(aug, text)
+    if len(lines) != len(records):
+        raise PromptFileError(
+            f"augmented prompt file {str(aug)!r} has {len(lines)} prompts but {_source(path)} has "
+            f"{len(records)}; they pair line by line, so give the augmented file of the same prompt list"
+        )
+    return [replace(r, prompt=line, caption=r.evaluator_caption) for r, line in zip(records, lines, strict=True)]
+
+
+_INLINE = "the inline prompts list"
+
+
+def _source(path: str | os.PathLike) -> str:
+    return _INLINE if str(path) == _INLINE else f"prompt file {str(path)!r}"
+
+
+def fold_duplicates(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
+    """One record per distinct (prompt, evaluator caption), first occurrence first.
+
+    VideoPhy's test CSV lists each caption once per source model (3,360 rows for 344
+    captions); its evaluator pairs videos with captions, so each caption is generated once
+    (``videos_per_prompt`` times). Indices are renumbered over the kept records.
+
+    Returns:
+        (kept records, number of rows folded into an earlier one).
+    """
+    seen: set[tuple[str, str]] = set()
+    kept: list[PromptRecord] = []
+    for record in records:
+        key = (record.prompt, record.evaluator_caption)
+        if key not in seen:
+            seen.add(key)
+            kept.append(replace(record, index=len(kept)))
+    return kept, len(records) - len(kept)
+
+
+def _read_vbench2_folder(folder: Path, dimension: str | None, augmented: str | os.PathLike | None) -> list[PromptRecord]:
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise _fail(folder, "holds no .txt prompt lists; VBench-2.0 prompt files are <Dimension>.txt")
+    aug_folder = Path(augmented).expanduser() if augmented is not None else None
+    if aug_folder is not None and not aug_folder.is_dir():
+        raise _fail(folder, f"is a folder, so augmented_file must be a folder of the same <Dimension>.txt files, got {str(aug_folder)!r}")
     records: list[PromptRecord] = []
     for file in files:
         text = _read_text(file)
         dim = dimension if dimension is not None else file.stem
-        records += [PromptRecord(index=len(records) + i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(file, text))]
+        part = [PromptRecord(index=len(records) + i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(file, text))]
+        if aug_folder is not None and part:
+            if not (aug_folder / file.name).is_file():
+                raise _fail(aug_folder, f"has no {file.name} to pair with {file}; augmented files keep the prompt files' names")
+            part = pair_augmented(part, file, aug_folder / file.name)
+        records += part
     if not records:
         raise _fail(folder, "its .txt prompt lists are all empty")
     return records
@@ -441,19 +613,32 @@ def collate_items(items: list[PredictItem]) -> list[PredictItem]:
 class PromptDataModule(pl.LightningDataModule):
     """Prompts for ``pila predict``: one batch of :class:`PredictItem` s per step.
 
+    Give exactly one of ``prompt_file`` and ``prompts``. On the command line the later
+    source wins: ``--data.init_args.prompt_file F`` replaces a config's inline ``prompts``
+    and ``--data.init_args.prompts [...]`` a config's ``prompt_file`` (``pila.cli``
+    settles it before this class is built). A relative ``prompt_file`` or
+    ``augmented_file`` written in a config file is looked up next to that config file
+    first, then in the current directory; one typed on the command line is relative to
+    the current directory.
+
     Args:
         prompt_file: the prompt file (see the module docstring for the formats).
         prompts: prompts written inline instead of a file (one record each).
         format: the file's format; ``"auto"`` picks by extension and content.
-        videos_per_prompt: N videos per prompt.
+        videos_per_prompt: N videos per prompt. [ours: one video per prompt]
         seed: base seed; sample k of prompt i gets ``seed + i·N + k`` unless the file
-            gives the prompt its own seed.
+            gives the prompt its own seed. [ours: any fixed seed]
         prompt_column: the field that conditions the generator (default ``prompt``, then
-            ``caption``).
+            ``caption``; ``en_caption`` for WISA prompt records).
         dimension: VBench-2.0 dimension for every prompt (default for ``vbench2``: the
             file's stem).
+        augmented_file: rewritten prompts paired line by line with the prompt list (a
+            folder of same-named files for a folder of VBench-2.0 lists): the videos are
+            generated from them and still named and captioned by the original prompts.
+        category_map: the category map file that labels WISA prompt records (None: the
+            shipped one; a relative path is relative to the current directory).
         limit: only the first ``limit`` prompts (None: all).
-        batch_size: items per predict step (videos are generated one at a time anyway).
+        batch_size: items per predict step. [ours: 1, as videos are generated one at a time anyway]
     """
 
     def __init__(
@@ -465,12 +650,17 @@ class PromptDataModule(pl.LightningDataModule):
         seed: int = 0,
         prompt_column: str | None = None,
         dimension: str | None = None,
+        augmented_file: str | None = None,
+        category_map: str | None = None,
         limit: int | None = None,
         batch_size: int = 1,
     ) -> None:
         super().__init__()
         if (prompt_file is None) == (prompts is None):
-            raise ValueError("PromptDataModule needs exactly one of prompt_file (a file) or prompts (a list)")
+            raise ValueError(
+                "PromptDataModule needs exactly one of prompt_file (a file) or prompts (a list); "
+                + ("got both: drop one (on the command line the later of the two wins)" if prompts is not None else "got neither")
+            )
         if prompts is not None and not [p for p in prompts if p.strip()]:
             raise ValueError("PromptDataModule: the prompts list is empty; give at least one non-empty prompt")
         if videos_per_prompt < 1:
@@ -488,10 +678,14 @@ class PromptDataModule(pl.LightningDataModule):
         self.seed = seed
         self.prompt_column = prompt_column
         self.dimension = dimension
+        self.augmented_file = augmented_file
+        self.category_map = category_map
         self.limit = limit
         self.batch_size = batch_size
         self.records: list[PromptRecord] = []
         self.items: list[PredictItem] = []
+        self.folded_duplicates = 0
+        """Rows folded into an earlier one with the same caption (VideoPhy's repeated rows)."""
         self.skip: Callable[[PredictItem], bool] | None = None
         """Set by the prediction writer: items it already has complete outputs for."""
         # On a resumed run one rank may have nothing left while the others still work.
@@ -504,14 +698,40 @@ class PromptDataModule(pl.LightningDataModule):
         if self.prompts is not None:
             texts = [_clean(p) for p in self.prompts if p.strip()]
             records = [PromptRecord(index=i, prompt=t, dimension=self.dimension) for i, t in enumerate(texts)]
+            if self.augmented_file is not None:
+                records = pair_augmented(records, _INLINE, self.augmented_file)
         else:
             records = read_prompt_file(
-                self.prompt_file, self.format, prompt_column=self.prompt_column, dimension=self.dimension
+                self.prompt_file,
+                self.format,
+                prompt_column=self.prompt_column,
+                dimension=self.dimension,
+                augmented_file=self.augmented_file,
+                category_map=self.category_map,
             )
+        if self.format in _FOLDED_FORMATS:
+            records, self.folded_duplicates = fold_duplicates(records)
+            if self.folded_duplicates:
+                log.info(
+                    "%s: %d rows repeat an earlier caption and were folded; %d distinct captions remain",
+                    self.prompt_file, self.folded_duplicates, len(records),
+                )  # fmt: skip
         self.records = records[: self.limit] if self.limit is not None else records
         self.items = build_items(self.records, self.videos_per_prompt, self.seed)
         source = self.prompt_file if self.prompt_file is not None else "the inline list"
         log.info("%d prompts × %d videos from %s", len(self.records), self.videos_per_prompt, source)
+
+    def summary(self) -> dict[str, Any]:
+        """What was read, for a run's summary: source, counts and folded duplicate rows."""
+        return {
+            "prompt_file": self.prompt_file,
+            "augmented_file": self.augmented_file,
+            "format": self.format,
+            "prompts": len(self.records),
+            "videos_per_prompt": self.videos_per_prompt,
+            "videos": len(self.items),
+            "folded_duplicates": self.folded_duplicates,
+        }
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         """Batches are work items (strings and ints): nothing to move."""
@@ -540,6 +760,8 @@ __all__ = [
     "RankShardSampler",
     "build_items",
     "collate_items",
+    "fold_duplicates",
+    "pair_augmented",
     "read_prompt_file",
     "shard_indices",
 ]

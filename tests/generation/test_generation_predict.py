@@ -181,6 +181,106 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
     assert (tmp_path / "vb" / "pila_meta" / "Mechanics" / "A spring: stretched, then released.-1.json").is_file()
 
 
+# ------------------------------------------------------------- prompt sources
+def test_a_prompt_file_on_the_command_line_wins_over_the_configs_inline_prompts(tmp_path, small):
+    """The tiny YAML's own comment: `pila predict --config tiny/predict.yaml --data.init_args.prompt_file my.txt`."""
+    mine = tmp_path / "my.txt"
+    mine.write_text("A cup slides off a table.\n")
+    config = tiny_config(tmp_path / "out", model=small_model(small, num_inference_steps=1))
+    assert config["data"]["init_args"]["prompts"]  # the YAML's inline prompts stay in the config
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["predict", "--debug", "--config", str(path), "--data.init_args.prompt_file", str(mine)]) == 0
+    (video,) = mp4s(tmp_path / "out")
+    assert json.loads(video.with_suffix(".json").read_text())["prompt"] == "A cup slides off a table."
+
+
+def test_inline_prompts_on_the_command_line_win_over_the_configs_prompt_file(tmp_path, small):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "prompts.txt").write_text("A ball bounces.\nWater pours.\n")
+    config = tiny_config(tmp_path / "out", model=small_model(small, num_inference_steps=1), data={"prompts": None, "prompt_file": "prompts.txt"})
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["predict", "--debug", "--config", str(path), "--data.init_args.prompts", "[A flag waves.]"]) == 0
+    (video,) = mp4s(tmp_path / "out")
+    assert json.loads(video.with_suffix(".json").read_text())["prompt"] == "A flag waves."
+    # the config's relative prompt_file names the file next to the config, from any directory
+    assert main(["predict", "--debug", "--config", str(path), "--trainer.callbacks.init_args.output_dir", str(tmp_path / "out2")]) == 0
+    assert len(mp4s(tmp_path / "out2")) == 2
+
+
+def test_data_sources_settle_in_command_line_order(tmp_path):
+    from jsonargparse import Namespace
+
+    from pila.cli import settle_data_sources
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "prompts.txt").write_text("a\n")
+    inline = cfg / "inline.yaml"
+    inline.write_text(yaml.safe_dump({"data": {"init_args": {"prompts": ["x"]}}}))
+    with_file = cfg / "file.yaml"
+    with_file.write_text(yaml.safe_dump({"data": {"init_args": {"prompt_file": "prompts.txt"}}}))
+
+    def settle(argv, **final):
+        ns = Namespace(**{"prompt_file": None, "prompts": None, "augmented_file": None, **final})
+        settle_data_sources(ns, argv)
+        return ns.prompt_file, ns.prompts
+
+    assert settle(["--config", str(inline), "--data.init_args.prompt_file=my.txt"], prompt_file="my.txt", prompts=["x"]) == ("my.txt", None)
+    assert settle(["--config", str(with_file), "--data.prompts", "[y]"], prompt_file="prompts.txt", prompts=["y"]) == (None, ["y"])
+    assert settle(["--config", str(with_file)], prompt_file="prompts.txt") == (str(cfg / "prompts.txt"), None)
+    assert settle(["--config", str(with_file), "--config", str(inline)], prompt_file="prompts.txt", prompts=["x"]) == (None, ["x"])
+    # a relative path typed on the command line stays relative to the current directory
+    assert settle(["--config", str(inline), "--data.init_args.prompt_file", "prompts.txt"], prompt_file="prompts.txt", prompts=["x"]) == ("prompts.txt", None)
+    # both in one config file: nothing to order, the data module reports the conflict
+    both = cfg / "both.yaml"
+    both.write_text(yaml.safe_dump({"data": {"init_args": {"prompts": ["x"], "prompt_file": "prompts.txt"}}}))
+    assert settle(["--config", str(both)], prompt_file="prompts.txt", prompts=["x"])[1] == ["x"]
+
+
+@pytest.mark.slow
+def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, small):
+    short = tmp_path / "Mechanics.txt"
+    short.write_text("A spring oscillates.\n")
+    aug = tmp_path / "aug" / "Mechanics.txt"
+    aug.parent.mkdir()
+    aug.write_text("A steel spring bounces up and down on a hook, close-up.\n")
+    config = tiny_config(
+        tmp_path / "vb",
+        model=small_model(small, num_inference_steps=1),
+        data={"prompts": None, "prompt_file": str(short), "format": "vbench2", "augmented_file": str(aug)},
+        writer={"layout": "vbench2"},
+    )
+    assert run_predict(tmp_path, config, "vb.yaml") == 0
+    (video,) = mp4s(tmp_path / "vb")
+    assert video.relative_to(tmp_path / "vb").as_posix() == "Mechanics/A spring oscillates.-0.mp4"  # named by the short prompt
+    meta = json.loads((tmp_path / "vb" / "pila_meta" / "Mechanics" / video.with_suffix(".json").name).read_text())
+    assert meta["prompt"] == aug.read_text().strip()  # generated from the augmented text
+    assert meta["record"]["caption"] == "A spring oscillates."  # the evaluator's name
+
+    wisa = tmp_path / "wisa_prompts.json"
+    wisa.write_text(json.dumps([{"en_caption": "A glass marble bounces on a tiled floor.", "q0": "collision, rigid body motion",
+                                 "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "label": "collision"}]))  # fmt: skip
+    config = tiny_config(tmp_path / "wisa", model=small_model(small, num_inference_steps=1), data={"prompts": None, "prompt_file": str(wisa)})
+    assert run_predict(tmp_path, config, "wisa.yaml") == 0
+    (video,) = mp4s(tmp_path / "wisa")
+    meta = json.loads(video.with_suffix(".json").read_text())
+    assert meta["prompt"] == "A glass marble bounces on a tiled floor." and meta["record"]["extra"]["label"] == "collision"
+
+    videophy = tmp_path / "videophy_test.csv"
+    videophy.write_text("caption,source\nWater flows.,a\nIce melts.,a\nWater flows.,b\nIce melts.,b\n")
+    config = tiny_config(
+        tmp_path / "vp",
+        model=small_model(small, num_inference_steps=1),
+        data={"prompts": None, "prompt_file": str(videophy), "format": "videophy"},
+        writer={"layout": "videophy2", "videophy_version": 1},
+    )
+    assert run_predict(tmp_path, config, "vp.yaml") == 0
+    assert len(mp4s(tmp_path / "vp")) == 2
+
+
 # -------------------------------------------------------------------- bad input
 def test_bad_inputs_fail_before_any_generation(tmp_path, adapter_factory, small):
     empty = tmp_path / "empty.txt"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -101,6 +102,122 @@ def _empty_dir(tmp_path):
     path = tmp_path / "none"
     path.mkdir()
     return path
+
+
+# ------------------------------------------------------- benchmark prompt-file shapes
+def test_phygenbench_explicit_prompts_honour_prompt_column_and_keep_the_index(tmp_path):
+    data = [
+        {"caption": "A ball falls.", "explicit_caption": "A red rubber ball is released and accelerates downward under gravity.",
+         "physical_laws": "gravity", "sub_category": "Gravity", "main_category": "Force"},
+        {"caption": "Light bends.", "explicit_caption": "A laser beam bends as it enters a tank of water.",
+         "physical_laws": "refraction", "sub_category": "Refraction", "main_category": "Light"},
+    ]  # fmt: skip
+    path = write(tmp_path / "explicit_prompts.json", json.dumps(data))
+    short = read_prompt_file(path)
+    assert [r.prompt for r in short] == ["A ball falls.", "Light bends."]
+    assert short[0].extra["explicit_caption"] == data[0]["explicit_caption"]  # the alternative is kept
+    explicit = read_prompt_file(path, prompt_column="explicit_caption")  # auto-detected as PhyGenBench
+    assert [(r.index, r.prompt) for r in explicit] == [(0, data[0]["explicit_caption"]), (1, data[1]["explicit_caption"])]
+    assert explicit[1].evaluator_caption == "Light bends." and explicit[1].extra["caption"] == "Light bends."
+    assert explicit[1].extra["main_category"] == "Light" and "explicit_caption" not in explicit[1].extra
+    with pytest.raises(PromptFileError, match=r"explicit_prompts\.json.*entry 0 needs a non-empty 'long_caption'.*prompt_column"):
+        read_prompt_file(path, prompt_column="long_caption")
+
+
+def test_videophy_test_csv_folds_repeated_captions_in_first_row_order(tmp_path, caplog):
+    captions = ["Water pours into a glass.", "A ball rolls down a ramp.", "Ice melts on a stove."]
+    rows = ["caption,states_of_matter,source_model"]
+    for model in ("lavie", "svd", "pika"):  # the public test layout: every caption once per source model
+        rows += [f"{c},fluid,{model}" for c in captions]
+    path = write(tmp_path / "videophy_test.csv", "\n".join(rows) + "\n")
+    dm = PromptDataModule(prompt_file=str(path), format="videophy", videos_per_prompt=2)
+    with caplog.at_level("INFO", logger="pila.generation.prompts"):
+        dm.setup("predict")
+    assert [(r.index, r.prompt) for r in dm.records] == list(enumerate(captions))
+    assert dm.records[0].extra["source_model"] == "lavie"  # the first row's fields
+    assert len(dm.items) == 6 and dm.folded_duplicates == 6 and dm.summary()["folded_duplicates"] == 6
+    assert "6 rows repeat an earlier caption" in caplog.text
+    plain = PromptDataModule(prompt_file=str(path))  # a generic CSV keeps every row
+    plain.setup("predict")
+    assert len(plain.records) == 9 and plain.folded_duplicates == 0
+
+
+def test_vbench2_augmented_file_is_generated_from_and_named_by_the_short_prompt(tmp_path):
+    short = write(tmp_path / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n")
+    aug_dir = tmp_path / "wanx_aug_prompt"
+    aug_dir.mkdir()
+    aug = write(aug_dir / "Mechanics.txt", "A steel spring bounces up and down, close-up.\nA wooden ball rolls across a table.\n")
+    records = read_prompt_file(short, "vbench2", augmented_file=aug)
+    assert [(r.prompt, r.evaluator_caption, r.dimension) for r in records] == [
+        ("A steel spring bounces up and down, close-up.", "A spring oscillates.", "Mechanics"),
+        ("A wooden ball rolls across a table.", "A ball rolls.", "Mechanics"),
+    ]
+    dm = PromptDataModule(prompt_file=str(short), format="vbench2", augmented_file=str(aug))
+    dm.setup("predict")
+    assert dm.records == records
+    # a folder of lists pairs with a folder of same-named augmented lists
+    folder = tmp_path / "prompt"
+    folder.mkdir()
+    write(folder / "Mechanics.txt", short.read_text())
+    assert read_prompt_file(folder, "vbench2", augmented_file=aug_dir) == records
+    # mismatched line counts: one line naming both files
+    bad = write(tmp_path / "short_aug.txt", "only one line\n")
+    with pytest.raises(PromptFileError, match=r"^augmented prompt file '.*short_aug\.txt' has 1 prompts but prompt file '.*Mechanics\.txt' has 2"):
+        read_prompt_file(short, "vbench2", augmented_file=bad)
+
+
+def test_a_record_names_its_short_prompt_in_name_prompt_or_caption(tmp_path):
+    lines = [
+        {"prompt": "A steel spring bounces up and down.", "name_prompt": "A spring oscillates.", "dimension": "Mechanics"},
+        {"prompt": "A wooden ball rolls across a table.", "caption": "A ball rolls."},
+        {"prompt": "Smoke rises."},
+    ]
+    a, b, c = read_prompt_file(write(tmp_path / "aug.jsonl", "\n".join(json.dumps(x) for x in lines)))
+    assert (a.prompt, a.evaluator_caption, a.dimension, a.extra) == (lines[0]["prompt"], "A spring oscillates.", "Mechanics", {})
+    assert (b.prompt, b.evaluator_caption) == (lines[1]["prompt"], "A ball rolls.")
+    assert c.caption is None and c.evaluator_caption == "Smoke rises."
+    (row,) = read_prompt_file(write(tmp_path / "aug.csv", "prompt,name_prompt\nA long text.,Short.\n"))
+    assert (row.prompt, row.evaluator_caption) == ("A long text.", "Short.")
+
+
+WISA_PROMPTS = [
+    {"en_caption": "A glass marble is dropped onto a tiled floor and bounces several times.",
+     "phys_law": "Collisions conserve momentum.", "q0": "collision, rigid body motion",
+     "q1": "no obvious thermodynamic phenomenon", "q2": "reflection", "q3": "no", "q4": "1. solid objects appearance",
+     "label": "collision"},
+    {"en_caption": "A quiet empty room.", "phys_law": "", "q0": "no obvious dynamic phenomenon",
+     "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "q3": "no", "q4": "", "label": ""},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_wisa_prompt_side_records_are_a_prompt_file_labeled_through_the_category_map(tmp_path, suffix):
+    from pila.datamodules.records import wisa_prompt
+    from pila.parser.category_map import CategoryMap
+
+    text = json.dumps(WISA_PROMPTS) if suffix == ".json" else "\n".join(json.dumps(r) for r in WISA_PROMPTS)
+    marble, room = read_prompt_file(write(tmp_path / f"wisa_prompts{suffix}", text))
+    assert marble.prompt == WISA_PROMPTS[0]["en_caption"]
+    expected = wisa_prompt(WISA_PROMPTS[0], CategoryMap.load()).labels  # the relabeling path
+    assert marble.labels == expected and {"rigid_body", "collision", "optical"} <= set(marble.labels)
+    assert marble.extra["phys_law"] == "Collisions conserve momentum." and marble.extra["q0"].startswith("collision")
+    assert room.labels is None  # no label: the prompt parser decides
+    dm = PromptDataModule(prompt_file=str(tmp_path / f"wisa_prompts{suffix}"))
+    dm.setup("predict")
+    assert [r.prompt for r in dm.records] == [r["en_caption"] for r in WISA_PROMPTS]
+
+
+def test_wisa_prompt_records_use_their_own_category_map(tmp_path):
+    table = json.loads((Path(__file__).resolve().parents[2] / "pila" / "parser" / "category_map.json").read_text())
+    table["phenomena"]["collision"] = ["elastic"]
+    table["keywords"] = []
+    table["answer_fields"] = []
+    custom = write(tmp_path / "my_map.json", json.dumps(table))
+    path = write(tmp_path / "wisa.json", json.dumps(WISA_PROMPTS[:1]))
+    (record,) = read_prompt_file(path, category_map=custom)
+    assert record.labels == ("elastic",)
+    with pytest.raises(PromptFileError, match=r"wisa\.json.*entry 0.*en_caption"):
+        read_prompt_file(write(tmp_path / "wisa.json", json.dumps([{"en_caption": " ", "q0": "x"}])), "wisa")
 
 
 # ----------------------------------------------------------------------- bad input
@@ -218,3 +335,12 @@ def read_records():
     from pila.generation.prompts import PromptRecord
 
     return [PromptRecord(index=i, prompt=p) for i, p in enumerate(["a", "b", "c"])]
+
+
+def test_inline_prompts_pair_with_an_augmented_file_too(tmp_path):
+    aug = write(tmp_path / "aug.txt", "A steel spring bounces up and down.\n")
+    dm = PromptDataModule(prompts=["A spring oscillates."], augmented_file=str(aug))
+    dm.setup("predict")
+    assert (dm.records[0].prompt, dm.records[0].evaluator_caption) == ("A steel spring bounces up and down.", "A spring oscillates.")
+    with pytest.raises(PromptFileError, match=r"aug\.txt' has 1 prompts but the inline prompts list has 2"):
+        PromptDataModule(prompts=["a", "b"], augmented_file=str(aug)).setup("predict")
