@@ -22,7 +22,6 @@ Results: ``benchmarks/results/lab_world.md`` (+ ``.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import time
 from pathlib import Path

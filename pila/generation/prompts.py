@@ -223,6 +223,22 @@ def _clean(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+def _as_written(raw: Any, prompt: str) -> str | None:
+    """The source text as the file wrote it, when cleaning changed it (else None).
+
+    The prompt that conditions the generator is cleaned (whitespace runs collapsed); what
+    an evaluator matches (VBench-2.0's ``prompt[:180]`` names, the captions of VideoPhy's
+    CSVs) must be the source text byte for byte, so it is kept as the record's caption.
+    """
+    text = str(raw)
+    return text if text != prompt else None
+
+
+def _line_record(index: int, line: str, dimension: str | None) -> PromptRecord:
+    prompt = _clean(line)
+    return PromptRecord(index=index, prompt=prompt, dimension=dimension, caption=_as_written(line, prompt))
+
+
 def _text(row: dict[str, Any], key: str) -> str | None:
     value = row.get(key)
     return value if isinstance(value, str) and value.strip() else None
@@ -241,20 +257,22 @@ def _record_from_mapping(
     refined = _text(row, "refined_prompt")
     dimension = _text(row, "dimension")
     known = {key, "seed", "labels", "refined_prompt", "dimension", *([name_key] if name_key else [])}
+    prompt = _clean(row[key])
     return PromptRecord(
         index=index,
-        prompt=_clean(row[key]),
+        prompt=prompt,
         seed=_parse_seed(row.get("seed"), path, where),
         labels=_parse_labels(row.get("labels"), path, where),
         refined_prompt=_clean(refined) if refined else None,
         dimension=dimension.strip() if dimension else None,
-        caption=_clean(row[name_key]) if name_key else None,
+        caption=str(row[name_key]) if name_key else _as_written(row[key], prompt),
         extra={k: v for k, v in row.items() if isinstance(k, str) and k not in known and v not in (None, "")},
     )
 
 
 def _read_lines(path: Path, text: str) -> list[str]:
-    return [_clean(line) for line in text.splitlines() if line.strip()]
+    """The non-blank lines as written (line endings removed, nothing else)."""
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _read_jsonl(path: Path, text: str, prompt_column: str | None) -> list[PromptRecord]:
@@ -316,7 +334,7 @@ def _read_phygenbench(path: Path, text: str, prompt_column: str | None) -> list[
         records.append(PromptRecord(
             index=i,
             prompt=_clean(row[key]),
-            caption=_clean(short) if short and key != "caption" else None,
+            caption=short if short and key != "caption" else _as_written(row[key], _clean(row[key])),
             extra={k: v for k, v in row.items() if k != key and v not in (None, "")},
         ))  # fmt: skip
     return records
@@ -410,7 +428,7 @@ def read_prompt_file(
         log.warning("prompt file %s is plain text (one prompt per line): prompt_column %r does not apply", p, prompt_column)
     if fmt in ("txt", "vbench2"):
         dim = dimension if dimension is not None else (p.stem if fmt == "vbench2" else None)
-        records = [PromptRecord(index=i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(p, text))]
+        records = [_line_record(i, line, dim) for i, line in enumerate(_read_lines(p, text))]
     elif fmt == "jsonl":
         records = _read_jsonl(p, text, prompt_column)
     elif fmt == "json":
@@ -476,7 +494,7 @@ def pair_augmented(
             f"augmented prompt file {str(aug)!r} has {len(lines)} prompts but {_source(path)} has "
             f"{len(records)}; they pair line by line, so give the augmented file of the same prompt list"
         )
-    return [replace(r, prompt=line, caption=r.evaluator_caption) for r, line in zip(records, lines, strict=True)]
+    return [replace(r, prompt=_clean(line), caption=r.evaluator_caption) for r, line in zip(records, lines, strict=True)]
 
 
 _INLINE = "the inline prompts list"
@@ -517,7 +535,7 @@ def _read_vbench2_folder(folder: Path, dimension: str | None, augmented: str | o
     for file in files:
         text = _read_text(file)
         dim = dimension if dimension is not None else file.stem
-        part = [PromptRecord(index=len(records) + i, prompt=line, dimension=dim) for i, line in enumerate(_read_lines(file, text))]
+        part = [_line_record(len(records) + i, line, dim) for i, line in enumerate(_read_lines(file, text))]
         if aug_folder is not None and part:
             if not (aug_folder / file.name).is_file():
                 raise _fail(aug_folder, f"has no {file.name} to pair with {file}; augmented files keep the prompt files' names")
@@ -625,7 +643,8 @@ class PromptDataModule(pl.LightningDataModule):
         prompt_file: the prompt file (see the module docstring for the formats).
         prompts: prompts written inline instead of a file (one record each).
         format: the file's format; ``"auto"`` picks by extension and content.
-        videos_per_prompt: N videos per prompt. [ours: one video per prompt]
+        videos_per_prompt: N videos per prompt; None lets the writer's layout decide: VBench-2.0's
+            own count per dimension under ``vbench2`` (3; 20 for Diversity), else 1. [ours]
         seed: base seed; sample k of prompt i gets ``seed + i·N + k`` unless the file
             gives the prompt its own seed. [ours: any fixed seed]
         prompt_column: the field that conditions the generator (default ``prompt``, then
@@ -646,7 +665,7 @@ class PromptDataModule(pl.LightningDataModule):
         prompt_file: str | None = None,
         prompts: list[str] | None = None,
         format: PromptFormat = "auto",
-        videos_per_prompt: int = 1,
+        videos_per_prompt: int | None = None,
         seed: int = 0,
         prompt_column: str | None = None,
         dimension: str | None = None,
@@ -663,7 +682,7 @@ class PromptDataModule(pl.LightningDataModule):
             )
         if prompts is not None and not [p for p in prompts if p.strip()]:
             raise ValueError("PromptDataModule: the prompts list is empty; give at least one non-empty prompt")
-        if videos_per_prompt < 1:
+        if videos_per_prompt is not None and videos_per_prompt < 1:
             raise ValueError(f"videos_per_prompt must be at least 1, got {videos_per_prompt}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -696,8 +715,7 @@ class PromptDataModule(pl.LightningDataModule):
         if self.records:
             return
         if self.prompts is not None:
-            texts = [_clean(p) for p in self.prompts if p.strip()]
-            records = [PromptRecord(index=i, prompt=t, dimension=self.dimension) for i, t in enumerate(texts)]
+            records = [_line_record(i, p, self.dimension) for i, p in enumerate(q for q in self.prompts if q.strip())]
             if self.augmented_file is not None:
                 records = pair_augmented(records, _INLINE, self.augmented_file)
         else:
@@ -717,9 +735,9 @@ class PromptDataModule(pl.LightningDataModule):
                     self.prompt_file, self.folded_duplicates, len(records),
                 )  # fmt: skip
         self.records = records[: self.limit] if self.limit is not None else records
-        self.items = build_items(self.records, self.videos_per_prompt, self.seed)
+        self.items = build_items(self.records, self.videos_per_prompt or 1, self.seed)
         source = self.prompt_file if self.prompt_file is not None else "the inline list"
-        log.info("%d prompts × %d videos from %s", len(self.records), self.videos_per_prompt, source)
+        log.info("%d prompts × %d videos from %s", len(self.records), self.videos_per_prompt or 1, source)
 
     def summary(self) -> dict[str, Any]:
         """What was read, for a run's summary: source, counts and folded duplicate rows."""

@@ -306,6 +306,9 @@ class VideoPredictionWriter(BasePredictionWriter):
             for path in self.layout.write_indexes():
                 log.info("wrote %s", path)
         log.info("rank %d wrote %d videos under %s", trainer.global_rank, self.written, self.output_dir)
+        folded = getattr(trainer.datamodule, "folded_duplicates", 0) if trainer.is_global_zero else 0
+        if folded:
+            log.info("%d duplicate prompt rows were folded into their first row (one prompt each)", folded)
         for line in self.summary(unnamed=trainer.is_global_zero):
             log.warning(line)
 
