@@ -344,3 +344,18 @@ def test_inline_prompts_pair_with_an_augmented_file_too(tmp_path):
     assert (dm.records[0].prompt, dm.records[0].evaluator_caption) == ("A steel spring bounces up and down.", "A spring oscillates.")
     with pytest.raises(PromptFileError, match=r"aug\.txt' has 1 prompts but the inline prompts list has 2"):
         PromptDataModule(prompts=["a", "b"], augmented_file=str(aug)).setup("predict")
+
+
+def test_the_evaluators_text_is_kept_as_written_while_the_prompt_is_cleaned(tmp_path):
+    """VBench-2.0 names videos by ``prompt[:180]`` of its own lines and VideoPhy's evaluator
+    matches the CSV caption: both are the source text byte for byte, spaces included."""
+    raw = "A ball  falls,   then bounces "
+    lines = tmp_path / "Mechanics.txt"
+    lines.write_text(f"{raw}\nA clean prompt\n", encoding="utf-8")
+    first, second = read_prompt_file(lines, "vbench2")
+    assert first.prompt == "A ball falls, then bounces" and first.evaluator_caption == raw
+    assert second.caption is None and second.evaluator_caption == "A clean prompt"
+    table = tmp_path / "videophy.csv"
+    table.write_text(f'caption\n"{raw}"\n', encoding="utf-8")
+    (row,) = read_prompt_file(table, "videophy")
+    assert row.prompt == "A ball falls, then bounces" and row.evaluator_caption == raw
