@@ -257,7 +257,9 @@ class WanBackbone(nn.Module):
             return_attention_mask=True,
             return_tensors="pt",
         )
-        device = next(self.text_encoder.parameters()).device
+        # The pipeline's execution device: with CPU offloading the encoder's parameters report
+        # the CPU (or meta) while its hooks run it on the accelerator.
+        device = torch.device(self.pipeline._execution_device)
         ids = tokens.input_ids.to(device)
         mask = tokens.attention_mask.to(device).gt(0)  # (B, L)
         hidden = self.text_encoder(ids, mask.long()).last_hidden_state  # (B, L, D)
