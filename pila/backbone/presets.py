@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 WAN21_T2V_1_3B_TRANSFORMER: dict[str, Any] = {
     "patch_size": (1, 2, 2),
     "num_attention_heads": 12,
@@ -31,3 +33,77 @@ PAPER_LATENT_SHAPE: tuple[int, int, int, int] = (16, 21, 60, 104)
 
 WAN_TEXT_TOKENS = 512
 """Text positions WanPipeline feeds the transformer."""
+
+
+def random_wan_backbone(
+    transformer: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+):
+    """A :class:`~pila.backbone.WanBackbone` with a full-size transformer and random weights.
+
+    The transformer is built from ``transformer`` (default: the Wan 2.1-1.3B config); the
+    VAE, tokenizer and scheduler are the tiny preset's (the VAE's latent has Wan's 16
+    channels and 4 × 8 × 8 compression, so shapes are the real ones), and the text encoder
+    is a one-layer UMT5 as wide as the transformer's ``text_dim`` (4096, UMT5-XXL's width).
+    Benchmarks and the real-architecture tests run the project's code paths on it.
+
+    Args:
+        transformer: a ``WanTransformer3DModel`` config (default
+            :data:`WAN21_T2V_1_3B_TRANSFORMER`).
+        seed: seeds the random initialisation.
+        dtype: the transformer's and text encoder's dtype (the VAE stays float32).
+        device: where to build the modules (default: the CPU).
+    """
+    from diffusers import WanTransformer3DModel
+
+    from pila.backbone.tiny import build_tiny_pipeline
+    from pila.backbone.wan import WanBackbone
+
+    config = dict(transformer or WAN21_T2V_1_3B_TRANSFORMER)
+    text_encoder = {"d_model": config["text_dim"], "num_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 64}
+    pipeline = build_tiny_pipeline(seed=seed, text_encoder=text_encoder)
+    # The full-size transformer: built without memory, then filled with U(±1/√fan_in)
+    # (PyTorch's default Linear range). The values are a seeded block of 2^20 uniforms,
+    # rolled per tensor and tiled: drawing 1.3 B fresh numbers takes a minute on two cores.
+    with torch.device("meta"):
+        model = WanTransformer3DModel(**config)
+    target = torch.device(device or "cpu")
+    model.to_empty(device=target)
+    generator = torch.Generator().manual_seed(seed)
+    block = (torch.rand(1 << 20, generator=generator) * 2 - 1).to(target)  # U(-1, 1)
+    with torch.no_grad():
+        for k, (name, param) in enumerate(model.named_parameters()):
+            flat = param.view(-1)
+            if param.ndim >= 2:
+                values = block.roll(7919 * k) * param[0].numel() ** -0.5
+                for start in range(0, flat.numel(), values.numel()):
+                    chunk = flat[start : start + values.numel()]
+                    chunk.copy_(values[: chunk.numel()])
+            elif "norm" in name:
+                flat.fill_(1.0)
+            else:
+                flat.zero_()
+    with target:  # the non-persistent RoPE tables, computed again
+        model.rope = type(model.rope)(**_rope_args(model))
+    keep = tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, module in model.named_modules():
+        if not any(k in name.split(".") for k in keep):
+            for param in module.parameters(recurse=False):
+                param.data = param.data.to(dtype)
+    pipeline.register_modules(transformer=model.eval())
+    backbone = WanBackbone(pipeline, source="random-wan")
+    backbone.text_encoder.to(device=target, dtype=dtype)
+    backbone.vae.to(device=target)
+    return backbone
+
+
+def _rope_args(model: Any) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "attention_head_dim": cfg.attention_head_dim,
+        "patch_size": cfg.patch_size,
+        "max_seq_len": cfg.rope_max_seq_len,
+    }

@@ -331,7 +331,10 @@ class WanBackbone(nn.Module):
             return_attention_mask=True,
             return_tensors="pt",
         )
-        device = next(self.load_component("text_encoder").parameters()).device
+        self.load_component("text_encoder")  # loaded on first use when the backbone was built without it
+        # The pipeline's execution device: with CPU offloading the encoder's parameters report
+        # the CPU (or meta) while its hooks run it on the accelerator.
+        device = torch.device(self.pipeline._execution_device)
         ids = tokens.input_ids.to(device)
         mask = tokens.attention_mask.to(device).gt(0)  # (B, L)
         hidden = self.text_encoder(ids, mask.long()).last_hidden_state  # (B, L, D)

@@ -26,6 +26,13 @@ from torch import nn
 
 from pila.adapter.pretrained import adapter_identity, load_adapter, resolve_adapter_folder
 from pila.backbone import WanBackbone
+from pila.backbone.runtime import (
+    MemoryConfig,
+    apply_memory_options,
+    compile_backbone,
+    execution_device,
+)
+from pila.backbone.wan import resolve_dtype
 from pila.generation.prompts import PredictItem
 from pila.generation.sampling import GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
@@ -54,6 +61,7 @@ class PILAPredictModule(pl.LightningModule):
             backbone: checkpoints/Wan2.1-T2V-1.3B-Diffusers
             adapter: checkpoints/pila-adapter
             sampling: {num_inference_steps: 50, correction_steps: "41-50"}
+            memory: {offload: model, vae_tiling: true}   # Wan 2.2-A14B on a 24 GB card
 
     Args:
         backbone: a diffusers-format Wan folder (Wan 2.1, or Wan 2.2-A14B with
@@ -66,6 +74,12 @@ class PILAPredictModule(pl.LightningModule):
         parser: prompt parser for the adapter's description and labels (None: the
             rule-based parser; ``pila.parser.LLMPromptParser`` for a local LLM).
         backbone_seed: seed of the ``"tiny"`` preset's random weights.
+        memory: CPU offloading (``none``, ``model``, ``sequential``, ``group``) and VAE
+            tiling/slicing (:class:`~pila.backbone.runtime.MemoryConfig`; None: everything
+            on the device, the fastest). They never change the frames.
+        compile_backbone: compile the transformer's repeated blocks
+            (``compile_repeated_blocks``, diffusers' regional compilation); the first
+            step pays the compile time (logged). [ours: False]
     """
 
     def __init__(
@@ -76,6 +90,8 @@ class PILAPredictModule(pl.LightningModule):
         sampling: SamplingConfig | None = None,
         parser: PromptParser | None = None,
         backbone_seed: int = 0,
+        memory: MemoryConfig | None = None,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.backbone_source = backbone
@@ -84,6 +100,8 @@ class PILAPredictModule(pl.LightningModule):
         self.backbone_seed = backbone_seed
         self.sampling = sampling if sampling is not None else SamplingConfig()
         self.parser = parser
+        self.memory = memory if memory is not None else MemoryConfig()
+        self.compile_backbone = compile_backbone
         # Loaded in setup(); a plain dict keeps them out of the module tree (see the module docstring).
         self._frozen: dict[str, nn.Module] = {}
         self._adapter_identity: dict[str, Any] | None = None
@@ -108,9 +126,17 @@ class PILAPredictModule(pl.LightningModule):
         if "backbone" in self._frozen:
             return
         device = self._target_device()
+        offloaded = self.memory.offload != "none"
         backbone = WanBackbone.from_pretrained(
-            self.backbone_source, dtype=self.dtype_name, device=device, seed=self.backbone_seed
+            self.backbone_source,
+            dtype=resolve_dtype(self.dtype_name, device),
+            device=None if offloaded else device,  # offloading keeps the weights on the CPU
+            seed=self.backbone_seed,
         )
+        apply_memory_options(backbone.pipeline, self.memory, device)
+        if self.compile_backbone:
+            compile_backbone([backbone.transformer, backbone.transformer_2])
+        device = execution_device(backbone.pipeline)
         backbone.latent_shape(self.sampling.num_frames, self.sampling.height, self.sampling.width)
         if self.sampling.guidance_scale_2 is not None and backbone.boundary_ratio is None:
             raise ValueError(

@@ -38,6 +38,7 @@ from torch import nn
 from pila.adapter.condition import AdapterCondition, randomize_labels
 from pila.adapter.pretrained import adapter_config, check_adapter_compatible, load_adapter
 from pila.backbone import WanBackbone
+from pila.backbone.runtime import MemoryConfig, apply_memory_options, execution_device
 from pila.categories import labels_to_multihot
 from pila.generation.proxy import (
     AdapterCorrection,
@@ -142,12 +143,17 @@ def generate_video(
     config = config or SamplingConfig()
     backbone = as_backbone(pipeline)
     pipe = backbone.pipeline
-    clock = StepClock(device=backbone.device)
+    # With offloading the transformer's parameters report the CPU (or meta); the pipeline
+    # computes on its execution device, and so does the adapter.
+    device = execution_device(pipe)
+    clock = StepClock(device=device)
     clock.start = clock.now()
     correction: AdapterCorrection | None = None
     text_seconds = 0.0
     if adapter is not None:
         check_adapter_compatible(adapter, backbone)
+        if next(adapter.parameters()).device != device:
+            adapter.to(device)
         if parsed is None:
             parsed = (parser or default_parser()).parse(prompt)
         cond = adapter_condition(backbone, adapter, parsed, seed, config)
@@ -209,6 +215,8 @@ def generate(
     labels: Sequence[Sequence[str]] | None = None,
     refined_prompts: Sequence[str] | None = None,
     progress: bool = False,
+    memory: MemoryConfig | None = None,
+    device: str | torch.device | None = None,
     **settings: Any,
 ) -> list[np.ndarray]:
     """Generate one video per prompt, corrected by a PILA adapter (or not).
@@ -229,6 +237,11 @@ def generate(
         labels: per-prompt category names, overriding the parser's.
         refined_prompts: per-prompt descriptions, overriding the parser's.
         progress: show the pipeline's progress bar.
+        memory: offloading and VAE tiling/slicing (:class:`pila.backbone.runtime.MemoryConfig`),
+            applied to the pipeline in place before the first video; they never change the
+            frames. None leaves the pipeline as it is.
+        device: where the pipeline computes under ``memory`` (default: CUDA when
+            available, else the CPU); ignored without ``memory``.
         **settings: fields of :class:`SamplingConfig` overriding ``config``'s, as keywords:
             ``num_inference_steps``, ``guidance_scale``, ``guidance_scale_2``,
             ``negative_prompt``, ``height``, ``width``, ``num_frames``,
@@ -251,8 +264,11 @@ def generate(
             raise ValueError(f"got {len(given)} {name} for {len(prompt_list)} prompts")
     config = (config or SamplingConfig()).replace(**settings)
     backbone = as_backbone(pipeline)
+    if memory is not None:
+        target = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        apply_memory_options(backbone.pipeline, memory, target)
     if isinstance(adapter, (str, os.PathLike)):
-        adapter = load_adapter(adapter, backbone)
+        adapter = load_adapter(adapter, backbone, device=execution_device(backbone.pipeline))
     if adapter is not None:
         check_adapter_compatible(adapter, backbone)
         parser = parser or default_parser()

@@ -89,6 +89,10 @@ class PILAModule(LightningModule, abc.ABC):
             forward and backward; ``benchmarks/results/physics_residuals.md``), after
             compiling a graph or two per category in the first steps (tens of seconds
             each; a C++ compiler on CPU, Triton on GPU).
+        compile_backbone: compile the frozen transformer's repeated blocks
+            (``compile_repeated_blocks``, diffusers' regional compilation; one
+            ``WanTransformerBlock`` graph serves all blocks); the first step pays the
+            compile time, which is logged. [ours: False]
     """
 
     #: optimizer parameter groups → the adapter's parameter groups
@@ -115,6 +119,7 @@ class PILAModule(LightningModule, abc.ABC):
         max_nonfinite_steps: int = 10,
         log_every_n_steps: int = 10,
         compile_residuals: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         config = adapter if adapter is not None else AdapterConfig()
@@ -171,6 +176,10 @@ class PILAModule(LightningModule, abc.ABC):
     def attach_backbone(self, backbone: WanBackbone) -> None:
         """Use an already loaded backbone (tests, notebooks) instead of loading one."""
         self._check_backbone(backbone)
+        if self.hparams.get("compile_backbone", False):
+            from pila.backbone.runtime import compile_backbone
+
+            compile_backbone([backbone.transformer, backbone.transformer_2])
         # object.__setattr__ keeps it out of nn.Module's registry: not a submodule, so not in
         # state_dict, checkpoints, DDP buckets or DeepSpeed's partitions.
         object.__setattr__(self, "_backbone", backbone)
