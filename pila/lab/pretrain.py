@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transformer-batch", type=int, default=d.transformer_batch, help=f"latents per transformer step (default {d.transformer_batch})")
     p.add_argument("--transformer-layers", type=int, default=None, help="transformer depth (default: the world's)")
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help=f"steps between checkpoints (default {d.steps_per_epoch})")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"learning-rate warm-up steps of each part (default {d.warmup_steps})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -59,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pila lab pretrain``; bad input is a one-line error and exit status 2."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exit_:  # --help, or a one-line usage error
+        return int(exit_.code or 0)
     try:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
@@ -84,9 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             transformer_batch=args.transformer_batch,
             transformer_layers=args.transformer_layers,
             steps_per_epoch=args.steps_per_epoch,
+            warmup_steps=args.warmup_steps,
         )
     except ValueError as err:
-        parser.error(str(err))
+        sys.stderr.write(f"{PROG}: error: {err}\n")
+        return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -49,12 +49,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pila.backbone.tiny import TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, build_tiny_pipeline
 from pila.flow import SigmaSampler, noisy_latent, sigma_to_timestep, velocity_target
+from pila.lab import WORLD_FOLDER
 from pila.lab.scenes import SCENES
 
 log = logging.getLogger(__name__)
 
-WORLD_FOLDER = Path(__file__).resolve().parent / "world"
-"""The shipped world (a ``WanPipeline`` folder), loaded by the backbone name ``lab``."""
+__all__ = ["WORLD_FOLDER", "WorldConfig", "train_world"]
 
 WORLD_VAE_CONFIG: dict[str, Any] = {
     **TINY_VAE_CONFIG,
@@ -269,8 +269,7 @@ class EpochKeys(Sampler):
             tops = rng.integers(0, height - crop + 1, size=self.length)
             lefts = rng.integers(0, width - crop + 1, size=self.length)
         drops = rng.random(self.length) < self.drop
-        for key in zip(order.tolist(), starts.tolist(), tops.tolist(), lefts.tolist(), drops.tolist()):
-            yield key
+        yield from zip(order.tolist(), starts.tolist(), tops.tolist(), lefts.tolist(), drops.tolist(), strict=True)
 
 
 class WindowData(Dataset):
@@ -431,7 +430,8 @@ def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     checkpoint = ModelCheckpoint(dirpath=out / part / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
-    loggers = [CSVLogger(out, name=part, version="logs"), TensorBoardLogger(out, name=part, version="logs")]
+    # one log version per run (logs/version_0, version_1 after a resume, ...): nothing is overwritten
+    loggers = [CSVLogger(out / part, name="logs"), TensorBoardLogger(out / part, name="logs")]
     return L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -441,7 +441,7 @@ def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
         callbacks=[checkpoint],
         deterministic=True,
         gradient_clip_val=1.0,  # our choice
-        log_every_n_steps=5,
+        log_every_n_steps=5 if max_steps >= 100 else 1,  # our choice
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -476,7 +476,7 @@ def reconstruction_psnr(vae: AutoencoderKLWan, clips: ClipSet, batch: int = 4) -
         per_clip += (10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))).tolist()
     result: dict[str, float] = {}
     for scene in dict.fromkeys(clips.scenes):
-        values = [p for p, s in zip(per_clip, clips.scenes) if s == scene]
+        values = [p for p, s in zip(per_clip, clips.scenes, strict=True) if s == scene]
         result[scene] = float(np.mean(values))
     result["overall"] = float(np.mean(per_clip)) if per_clip else float("nan")
     return result
