@@ -344,6 +344,34 @@ class _Part(L.LightningModule):
         self.recent_losses = list(state.get("recent_losses", []))
 
 
+def decode_unclamped(vae: AutoencoderKLWan, z: Tensor) -> Tensor:
+    """``AutoencoderKLWan``'s frame-by-frame decode without its final clamp to [-1, 1].
+
+    The clamp has no gradient where the output leaves [-1, 1], which stalls training
+    from a random start; the loss is taken on the raw output instead.
+
+    Args:
+        z: (B, C, T, H, W) raw (not normalised) latents.
+
+    Returns:
+        (B, 3, F, H_px, W_px).
+    """
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(frames, dim=2)
+
+
+LOGVAR_INIT = -6.0
+"""Initial posterior log-variance (our choice): σ ≈ 0.05 at the start, so the sampled latent
+carries the encoder's signal from the first step (a unit σ drowns it and the decoder learns
+only the mean colour)."""
+
+
 class VAEPart(_Part):
     """Part 1: ``AutoencoderKLWan`` trained on clip windows (reconstruction + small KL).
 
@@ -362,6 +390,9 @@ class VAEPart(_Part):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.vae = AutoencoderKLWan(**vae_config)
+        z_dim = int(self.vae.config.z_dim)
+        with torch.no_grad():
+            self.vae.quant_conv.bias[z_dim:].fill_(LOGVAR_INIT)  # the log-variance half
         self.kl_weight = kl_weight
 
     def parameters_to_train(self):
@@ -374,7 +405,7 @@ class VAEPart(_Part):
         gen = step_generator(self.seed, self.global_step, 1)
         z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen).to(dist.mean)  # (B, C, T, H, W)
         # 2. decode and compare
-        recon = self.vae.decode(z).sample  # (B, 3, F, H_px, W_px)
+        recon = decode_unclamped(self.vae, z)  # (B, 3, F, H_px, W_px)
         mse = F.mse_loss(recon, batch)
         l1 = F.l1_loss(recon, batch)
         kl = 0.5 * (dist.mean.pow(2) + dist.var - 1.0 - dist.logvar).mean()
@@ -431,7 +462,8 @@ def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
 
     checkpoint = ModelCheckpoint(dirpath=out / part / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
     # one log version per run (logs/version_0, version_1 after a resume, ...): nothing is overwritten
-    loggers = [CSVLogger(out / part, name="logs"), TensorBoardLogger(out / part, name="logs")]
+    version = len(list((out / part / "logs").glob("version_*")))
+    loggers = [CSVLogger(out / part, name="logs", version=version), TensorBoardLogger(out / part, name="logs", version=version)]
     return L.Trainer(
         accelerator="cpu",
         devices=1,
