@@ -13,9 +13,9 @@ from pila.lab import WORLD_FOLDER
 from pila.lab.pretrain import main as pretrain_main
 from pila.lab.world import HELDOUT_INDEX_OFFSET, WorldConfig, reconstruction_psnr, render_clips
 
-HELDOUT_PSNR_FLOOR = 20.0
-"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: measured 00.00 dB on one held-out
-clip per scene (seed 0), minus a margin of 2 dB."""
+HELDOUT_PSNR_FLOOR = 13.5
+"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 16.6 dB over two held-out clips per scene; this test reconstructs one
+clip per scene (seed 0); the floor is 3 dB below the card."""
 
 TINY_RUN = [
     "--clips-per-scene", "2",
