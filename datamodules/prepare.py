@@ -107,7 +107,8 @@ class PrepareConfig:
         out: cache folder to write (shards, manifest.json, rejected.jsonl).
         videos: folder with the videos: WISA's <N>.zip shards, their unpacked per-shard
             folders, or one flat folder of .mp4 files; not needed with ``relabel_only``.
-        backbone: diffusers Wan folder, hub id, or ``"tiny"`` (the embedded preset).
+        backbone: diffusers Wan folder, hub id, ``"tiny"`` (the embedded preset) or ``"lab"``
+            (the shipped lab world).
         clip: frames, rate, size and the short-clip rule.
         filters: duration, text-box, motion and quality filters.
         flow: Farneback settings of the flow targets.
@@ -278,7 +279,9 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
         blob = json.dumps({"vae": TINY_VAE_CONFIG, "text_encoder": TINY_TEXT_ENCODER_CONFIG, "seed": 0}, sort_keys=True, default=str)
         return {"source": "tiny", "fingerprint": "tiny:" + hashlib.sha256(blob.encode()).hexdigest()[:16]}
-    path = Path(spec).expanduser()
+    from pila.backbone.wan import WanBackbone
+
+    path = WanBackbone.named_folder(spec) or Path(spec).expanduser()
     if path.is_dir():
         digest = hashlib.sha256()
         for part in ("model_index.json", "vae", "text_encoder", "tokenizer"):

@@ -84,7 +84,7 @@ def check_wan_folder(path: Path) -> None:
         raise FileNotFoundError(
             f"folder not found: {str(path)!r} (the Wan backbone). Pass a diffusers-format Wan "
             f"folder ({WAN_FOLDER_LAYOUT}), a hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers', "
-            "or 'tiny' for the embedded tiny preset."
+            "'tiny' for the embedded tiny preset, or 'lab' for the shipped lab world."
         )
     required = ["model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"]
     missing = [name for name in required if not (path / name).exists()]
@@ -176,6 +176,15 @@ class WanBackbone(nn.Module):
         loader = ComponentLoader("tiny", seed=seed, two_stage=two_stage)
         return cls(loader(_check_components(components)), source="tiny", loader=loader)
 
+    @staticmethod
+    def named_folder(name: str) -> Path | None:
+        """The folder a shipped backbone name stands for (``"lab"``: the lab world), else None."""
+        if name == "lab":
+            from pila.lab import WORLD_FOLDER
+
+            return WORLD_FOLDER
+        return None
+
     @classmethod
     def from_pretrained(
         cls,
@@ -187,10 +196,12 @@ class WanBackbone(nn.Module):
         seed: int = 0,
         components: Sequence[str] = COMPONENTS,
     ) -> WanBackbone:
-        """Load a diffusers-format Wan folder, a hub id, or ``"tiny"``.
+        """Load a diffusers-format Wan folder, a hub id, ``"tiny"`` or ``"lab"``.
 
         Args:
-            path_or_id: local folder, hub id (needs network on first use), or ``"tiny"``.
+            path_or_id: local folder, hub id (needs network on first use), ``"tiny"`` (the
+                embedded random preset) or ``"lab"`` (the lab world shipped in the package,
+                :mod:`pila.lab.world`).
             dtype: transformer and text-encoder dtype; ``"auto"`` is bf16 on CUDA, else float32.
             vae_dtype: the VAE's dtype (Wan's reference code keeps it in float32).
             device: where to put the modules (default: stay on CPU).
@@ -216,7 +227,7 @@ class WanBackbone(nn.Module):
             loader = ComponentLoader("tiny", dtypes, seed=seed)
             backbone = cls(loader(components), source="tiny", loader=loader)
         else:
-            path = Path(name).expanduser()
+            path = WanBackbone.named_folder(name) or Path(name).expanduser()
             if not path.exists() and is_hub_id(name):
                 log.info("loading Wan backbone %s from the hub", name)
                 loader = ComponentLoader(name, dtypes)

@@ -1,0 +1,158 @@
+"""The lab world: the shipped folder loads by name and in diffusers; pretraining runs, resumes, validates."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pila.lab import WORLD_FOLDER
+from pila.lab.pretrain import main as pretrain_main
+from pila.lab.world import HELDOUT_INDEX_OFFSET, WorldConfig, reconstruction_psnr, render_clips
+
+HELDOUT_PSNR_FLOOR = 13.5
+"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 16.6 dB over two held-out clips per scene; this test reconstructs one
+clip per scene (seed 0); the floor is 3 dB below the card."""
+
+TINY_RUN = [
+    "--clips-per-scene", "2",
+    "--heldout-per-scene", "1",
+    "--scenes", "ball_bounce,smoke_puff",
+    "--num-frames", "5",
+    "--height", "32",
+    "--width", "32",
+    "--vae-window", "5",
+    "--vae-crop", "16",
+    "--vae-batch", "2",
+    "--transformer-batch", "4",
+    "--transformer-layers", "1",
+    "--steps-per-epoch", "2",
+    "--warmup-steps", "1",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab_backbone():
+    from pila.backbone import WanBackbone
+
+    return WanBackbone.from_pretrained("lab")
+
+
+def test_lab_loads_by_name(lab_backbone):
+    assert lab_backbone.source == "lab"
+    assert lab_backbone.latent_shape(33, 64, 64) == (16, 9, 8, 8)
+    assert all(not p.requires_grad for p in lab_backbone.parameters())
+    clips = render_clips(WorldConfig(clips_per_scene=1, scenes=("ball_bounce",)))
+    latents = lab_backbone.encode_video(clips.pixels(slice(0, 1)))
+    assert latents.shape == (1, 16, 9, 8, 8)
+    # normalised with the training latents' statistics: roughly zero mean, unit spread
+    assert latents.mean().abs() < 1.0 and 0.3 < latents.std() < 3.0
+    text = lab_backbone.encode_prompt([clips.prompts[0]])
+    v = lab_backbone.velocity(latents, torch.tensor([0.5]), text.embeds)
+    assert v.shape == latents.shape and torch.isfinite(v).all()
+
+
+def test_lab_identity_is_the_shipped_folder():
+    from pila.datamodules.prepare import backbone_identity
+
+    identity = backbone_identity("lab")
+    assert identity["fingerprint"].startswith("folder:")
+    assert Path(identity["source"]) == WORLD_FOLDER
+
+
+def test_diffusers_loads_the_world_folder():
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+
+    pipe = WanPipeline.from_pretrained(str(WORLD_FOLDER))
+    assert isinstance(pipe.vae, AutoencoderKLWan) and isinstance(pipe.transformer, WanTransformer3DModel)
+    assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
+    assert pipe.transformer.dtype == torch.float32
+    video = pipe(
+        prompt="A puff of grey smoke bursts from a nozzle.",
+        num_frames=5,
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames
+    assert video.shape == (1, 5, 32, 32, 3)
+
+
+def test_shipped_card_records_the_training():
+    card = (WORLD_FOLDER / "README.md").read_text(encoding="utf-8")
+    for needle in ("pila lab pretrain", "Seed", "steps", "min", "Quality", "PSNR"):
+        assert needle in card
+    size = sum(f.stat().st_size for f in WORLD_FOLDER.rglob("*.safetensors"))
+    assert size <= 25e6
+
+
+def test_shipped_vae_reconstructs_heldout_clips(lab_backbone):
+    config = WorldConfig(heldout_per_scene=1)
+    clips = render_clips(config, heldout=True)
+    assert min(clips.indices) >= HELDOUT_INDEX_OFFSET
+    psnr = reconstruction_psnr(lab_backbone.vae, clips)
+    assert psnr["overall"] > HELDOUT_PSNR_FLOOR, psnr
+
+
+def _part_state(out: Path, part: str) -> dict:
+    ckpt = torch.load(out / part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return {"step": ckpt["global_step"], "losses": ckpt["world_part"]["recent_losses"], "state": ckpt["state_dict"]}
+
+
+def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
+    out = tmp_path / "run"
+    assert pretrain_main(["--out", str(out), "--vae-steps", "6", "--transformer-steps", "4", *TINY_RUN]) == 0
+    vae = _part_state(out, "vae")
+    assert vae["step"] == 6
+    assert sum(vae["losses"][-2:]) / 2 < vae["losses"][0]
+    assert _part_state(out, "transformer")["step"] == 4
+
+    # resume: the finished VAE is kept, the transformer continues from step 4 to 8
+    assert pretrain_main(["--out", str(out), "--vae-steps", "6", "--transformer-steps", "8", "--ckpt_path", "last", *TINY_RUN]) == 0
+    assert _part_state(out, "vae")["state"].keys() == vae["state"].keys()
+    torch.testing.assert_close(_part_state(out, "vae")["state"], vae["state"])
+    resumed = _part_state(out, "transformer")
+    assert resumed["step"] == 8
+    with open(out / "transformer" / "logs" / "version_1" / "metrics.csv", newline="") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps and min(steps) >= 4  # the resumed run logs from where the first one stopped
+    world = out / "world"
+    assert (world / "model_index.json").is_file() and (world / "README.md").is_file()
+    training = json.loads((world / "training.json").read_text())
+    assert training["transformer"]["steps"] == 8
+
+
+@pytest.mark.slow
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Seeded data order, σ and noise: stopping at step 4 and resuming gives the weights of a straight run."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "4", *TINY_RUN]) == 0
+    assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", "--ckpt_path", "last", *TINY_RUN]) == 0
+    assert pretrain_main(["--out", str(b), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
+    torch.testing.assert_close(_part_state(a, "transformer")["state"], _part_state(b, "transformer")["state"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--vae-steps", "-1"],
+        ["--num-frames", "32"],
+        ["--scenes", "ball_bounce,volcano"],
+        ["--threads", "0"],
+        ["--vae-steps", "many"],
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
+    assert pretrain_main(["--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pila lab pretrain: error:") and "\n" not in err
