@@ -737,7 +737,8 @@ class PromptDataModule(pl.LightningDataModule):
         self.records = records[: self.limit] if self.limit is not None else records
         self.items = build_items(self.records, self.videos_per_prompt or 1, self.seed)
         source = self.prompt_file if self.prompt_file is not None else "the inline list"
-        log.info("%d prompts × %d videos from %s", len(self.records), self.videos_per_prompt or 1, source)
+        count = self.videos_per_prompt or "the layout's count of"  # None: the writer sets it per prompt
+        log.info("%d prompts × %s videos from %s", len(self.records), count, source)
 
     def summary(self) -> dict[str, Any]:
         """What was read, for a run's summary: source, counts and folded duplicate rows."""
