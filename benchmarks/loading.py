@@ -30,7 +30,12 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import PreTrainedModel, UMT5Config, UMT5EncoderModel
 
 from pila.backbone import WanBackbone
-from pila.backbone.presets import WAN21_T2V_1_3B_TRANSFORMER
+from pila.backbone.presets import (
+    UMT5_XXL_ENCODER,
+    WAN21_T2V_1_3B_TRANSFORMER,
+    WAN22_A14B_TRANSFORMER,
+    WAN_VAE,
+)
 from pila.backbone.tiny import (
     TINY_TEXT_ENCODER_CONFIG,
     TINY_TRANSFORMER_CONFIG,
@@ -41,37 +46,8 @@ from pila.io import write_text_atomic
 
 log = logging.getLogger("loading")
 
-WAN22_A14B_TRANSFORMER: dict[str, Any] = {
-    **WAN21_T2V_1_3B_TRANSFORMER,
-    "num_attention_heads": 40,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-}
-"""``transformer/config.json`` (and ``transformer_2/``) of Wan-AI/Wan2.2-T2V-A14B-Diffusers: 40
-layers of width 5120 (40 heads × 128), FFN 13824; the rest as the 1.3B's."""
 
-UMT5_XXL: dict[str, Any] = {
-    "vocab_size": 256384,
-    "d_model": 4096,
-    "d_kv": 64,
-    "d_ff": 10240,
-    "num_layers": 24,
-    "num_heads": 64,
-    "relative_attention_num_buckets": 32,
-    "relative_attention_max_distance": 128,
-    "feed_forward_proj": "gated-gelu",
-    "tie_word_embeddings": False,
-}
-"""``text_encoder/config.json`` of the Wan Diffusers folders (google/umt5-xxl's encoder)."""
 
-WAN_VAE: dict[str, Any] = {
-    "base_dim": 96,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "temperal_downsample": [False, True, True],
-}
-"""``vae/config.json`` of Wan 2.1 and Wan 2.2-A14B (the same VAE)."""
 
 GIB = 1024**3
 
@@ -192,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny_meta = estimate("tiny (meta)", meta_components(TINY_TRANSFORMER_CONFIG, tiny_te, TINY_VAE_CONFIG, 1), torch.float32)
     results = [
         tiny,
-        estimate("Wan 2.1-T2V-1.3B", meta_components(WAN21_T2V_1_3B_TRANSFORMER, UMT5_XXL, WAN_VAE, 1), torch.bfloat16),
-        estimate("Wan 2.2-T2V-A14B (two experts)", meta_components(WAN22_A14B_TRANSFORMER, UMT5_XXL, WAN_VAE, 2), torch.bfloat16),
+        estimate("Wan 2.1-T2V-1.3B", meta_components(WAN21_T2V_1_3B_TRANSFORMER, UMT5_XXL_ENCODER, WAN_VAE, 1), torch.bfloat16),
+        estimate("Wan 2.2-T2V-A14B (two experts)", meta_components(WAN22_A14B_TRANSFORMER, UMT5_XXL_ENCODER, WAN_VAE, 2), torch.bfloat16),
     ]
     text = render(results, (tiny_meta["full"], tiny["full"]))
     write_text_atomic(args.out, text)

@@ -28,6 +28,39 @@ WAN21_T2V_1_3B_TRANSFORMER: dict[str, Any] = {
 }
 """``transformer/config.json`` of Wan-AI/Wan2.1-T2V-1.3B-Diffusers (the paper's backbone)."""
 
+WAN22_A14B_TRANSFORMER: dict[str, Any] = {
+    **WAN21_T2V_1_3B_TRANSFORMER,
+    "num_attention_heads": 40,
+    "ffn_dim": 13824,
+    "num_layers": 40,
+}
+"""``transformer/config.json`` (and ``transformer_2/``) of Wan-AI/Wan2.2-T2V-A14B-Diffusers:
+5120 wide (40 heads × 128), FFN 13824, 40 blocks; the rest as Wan 2.1."""
+
+UMT5_XXL_ENCODER: dict[str, Any] = {
+    "vocab_size": 256384,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "feed_forward_proj": "gated-gelu",
+    "tie_word_embeddings": False,
+    "dropout_rate": 0.0,
+}
+"""``text_encoder/config.json`` of the Wan Diffusers folders (google/umt5-xxl's encoder)."""
+
+WAN_VAE: dict[str, Any] = {
+    "base_dim": 96,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "temperal_downsample": [False, True, True],
+}
+"""``vae/config.json`` of Wan 2.1 and Wan 2.2-A14B (the same VAE; ``AutoencoderKLWan``'s defaults)."""
+
 PAPER_LATENT_SHAPE: tuple[int, int, int, int] = (16, 21, 60, 104)
 """(C, T, H, W) of the Wan VAE latent of an 81-frame 480 × 832 clip."""
 
