@@ -110,18 +110,24 @@ def write_video(
     if pad_h or pad_w:
         data = np.pad(data, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=_fps_fraction(fps))
-            stream.width, stream.height = data.shape[2], data.shape[1]
-            stream.pix_fmt = "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": str(crf)}
-            for frame in data:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+        encode_mp4(str(tmp), data, fps=fps, codec=codec, crf=crf)
     return Path(path)
+
+
+def encode_mp4(target: Any, data: np.ndarray, *, fps: float, codec: str = "libx264", crf: int = 18) -> None:
+    """Encode (F, H, W, 3) uint8 frames (even H and W) as an mp4 into ``target``: a path or a
+    writable binary file object (e.g. ``io.BytesIO`` for an in-memory round trip)."""
+    with av.open(target, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=_fps_fraction(fps))
+        stream.width, stream.height = data.shape[2], data.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf)}
+        for frame in data:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:

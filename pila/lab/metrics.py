@@ -981,20 +981,10 @@ def mp4_round_trip(frames: np.ndarray, crf: int = CALIBRATION_CRF) -> np.ndarray
 
     import av
 
-    from pila.io import frames_to_uint8
+    from pila.io import encode_mp4, frames_to_uint8
 
-    data = frames_to_uint8(np.asarray(frames))
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height = data.shape[2], data.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in data:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    encode_mp4(buf, frames_to_uint8(np.asarray(frames)), fps=16.0, codec="libx264", crf=crf)
     buf.seek(0)
     with av.open(buf) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
