@@ -33,7 +33,7 @@ from pila.backbone import WanBackbone
 from pila.generation import generate
 from pila.io import write_json_atomic, write_text_atomic
 from pila.lab.metrics import measure, scene_probabilities
-from pila.lab.scenes import SCENES, render_scene
+from pila.lab.scenes import SCENES, render_indexed
 from pila.lab.world import HELDOUT_INDEX_OFFSET
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
@@ -42,8 +42,7 @@ NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
 
 def heldout_clip(scene: str, index: int, seed: int = 0):
     """Held-out clip ``index`` of ``scene``: the world's rendering rule, indices past the training ones."""
-    rng = np.random.default_rng([seed, list(SCENES).index(scene), HELDOUT_INDEX_OFFSET + index])
-    return render_scene(scene, rng, NUM_FRAMES, SIZE, SIZE)
+    return render_indexed(scene, HELDOUT_INDEX_OFFSET + index, seed, NUM_FRAMES, SIZE, SIZE)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

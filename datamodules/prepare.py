@@ -49,6 +49,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pila import logs
 from pila.categories import CATEGORIES, labels_to_multihot
 from pila.io import is_hub_id, write_json_atomic, write_text_atomic
 from pila.parser.category_map import CategoryMap
@@ -973,9 +974,7 @@ def _run_rank(config: PrepareConfig, ranks: Ranks, log_level: str) -> int:
     """One process of ``pila prepare`` (spawned by ``--num-processes``, or the only one)."""
     logger = logging.getLogger("pila")
     if not logger.handlers:  # a spawned process: give the project's messages a handler
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(f"[rank {ranks.rank}] %(message)s" if ranks.world_size > 1 else "%(message)s"))
-        logger.addHandler(handler)
+        logs.configure(fmt=f"[rank {ranks.rank}] %(message)s" if ranks.world_size > 1 else "%(message)s")
     logger.setLevel(getattr(logging, log_level))
     try:
         if config.relabel_only:

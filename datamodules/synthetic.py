@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from pila.io import atomic_path, write_json_atomic, write_video
-from pila.lab.scenes import SCENES, SceneClip, render_scene
+from pila.lab.scenes import SCENES, SceneClip, render_indexed
 
 from .wisa import WISA80KDataModule
 
@@ -96,8 +96,7 @@ def clip_name(scene: str, index: int, config: SyntheticConfig) -> str:
 
 def render_clip(scene: str, index: int, config: SyntheticConfig) -> SceneClip:
     """Render clip ``index`` of ``scene`` (deterministic in the seed)."""
-    rng = np.random.default_rng([config.seed, list(SCENES).index(scene), index])
-    return render_scene(scene, rng, config.num_frames, config.height, config.width)
+    return render_indexed(scene, index, config.seed, config.num_frames, config.height, config.width)
 
 
 def wisa_record(name: str, scene: str, index: int, clip: SceneClip, config: SyntheticConfig) -> dict[str, Any]:

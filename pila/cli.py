@@ -26,6 +26,8 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
+from pila import logs
+
 log = logging.getLogger(__name__)
 
 LIGHTNING_COMMANDS: dict[str, str] = {
@@ -262,26 +264,10 @@ def _help() -> str:
     return "\n".join(lines) + "\n"
 
 
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler writing to whatever ``sys.stderr`` is when it emits (tests and notebooks swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
 def _configure_logging() -> None:
     """Show the project's INFO messages (stage initialisation, exports, …) on stderr."""
-    logger = logging.getLogger("pila")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    if not logging.getLogger("pila").handlers:
+        logs.configure()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

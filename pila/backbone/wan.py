@@ -32,6 +32,10 @@ WAN_FOLDER_LAYOUT = (
     "(Wan 2.2-A14B adds transformer_2/ and boundary_ratio in model_index.json)"
 )
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
+
+NAMED_FOLDERS: dict[str, Path] = {"lab": Path(__file__).resolve().parents[1] / "lab" / "world"}
+"""Backbone names that stand for a folder shipped in the package (``lab``: the lab world,
+:data:`pila.lab.WORLD_FOLDER`); a path, not an import, so the backbone does not depend on the lab."""
 COMPONENTS: tuple[str, ...] = ("transformer", "text_encoder", "vae")
 """What a backbone can hold: the frozen transformer (both experts on Wan 2.2-A14B), the text
 encoder and the VAE. A backbone built with fewer loads the rest on first use."""
@@ -179,11 +183,7 @@ class WanBackbone(nn.Module):
     @staticmethod
     def named_folder(name: str) -> Path | None:
         """The folder a shipped backbone name stands for (``"lab"``: the lab world), else None."""
-        if name == "lab":
-            from pila.lab import WORLD_FOLDER
-
-            return WORLD_FOLDER
-        return None
+        return NAMED_FOLDERS.get(name)
 
     @classmethod
     def from_pretrained(

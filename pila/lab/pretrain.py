@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pila import logs
 from pila.lab.world import WorldConfig
 
 PROG = "pila lab pretrain"
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
     from pila.lab.world import train_world
 
     command = shlex.join(["pila", "lab", "pretrain", *args_list])

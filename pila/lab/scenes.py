@@ -620,6 +620,13 @@ SCENES: dict[str, Callable[..., SceneClip]] = {
 }
 """Scene name → generator ``(rng, num_frames, height, width, law=None) → SceneClip``."""
 
+def render_indexed(scene: str, index: int, seed: int, num_frames: int, height: int, width: int, law: Law | None = None) -> SceneClip:
+    """Clip ``index`` of ``scene`` in the world of ``seed``: its rng is ``default_rng([seed, s, index])``
+    with s the scene's position in :data:`SCENES` (the rule every dataset of the lab renders by)."""
+    rng = np.random.default_rng([seed, list(SCENES).index(scene), index])
+    return render_scene(scene, rng, num_frames, height, width, law=law)
+
+
 def render_scene(scene: str, rng: np.random.Generator, num_frames: int, height: int, width: int, law: Law | None = None) -> SceneClip:
     """Render one clip of ``scene`` (a name of :data:`SCENES`), optionally with other law constants."""
     if scene not in SCENES:

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pila.backbone.tiny import TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, build_tiny_pipeline
 from pila.flow import SigmaSampler, noisy_latent, sigma_to_timestep, velocity_target
 from pila.lab import WORLD_FOLDER
-from pila.lab.scenes import SCENES
+from pila.lab.scenes import SCENES, render_indexed
 
 log = logging.getLogger(__name__)
 
@@ -195,15 +195,12 @@ class ClipSet:
 
 def render_clips(config: WorldConfig, heldout: bool = False) -> ClipSet:
     """Render the training (or held-out) clips of every scene, deterministically in the seed."""
-    from pila.datamodules.synthetic import SyntheticConfig, render_clip
-
-    synthetic = SyntheticConfig(seed=config.seed, num_frames=config.num_frames, height=config.height, width=config.width)
     count = config.heldout_per_scene if heldout else config.clips_per_scene
     start = HELDOUT_INDEX_OFFSET if heldout else 0
     videos, prompts, scenes, indices = [], [], [], []
     for scene in config.scenes:
         for index in range(start, start + count):
-            clip = render_clip(scene, index, synthetic)
+            clip = render_indexed(scene, index, config.seed, config.num_frames, config.height, config.width)
             frames = np.clip(np.rint(clip.frames * 255.0), 0, 255).astype(np.uint8)  # (F, H_px, W_px, 3)
             videos.append(torch.from_numpy(frames).permute(3, 0, 1, 2))  # (3, F, H_px, W_px)
             prompts.append(clip.prompt)
