@@ -46,6 +46,7 @@ from pila.backbone.presets import (
 )
 from pila.generation.sampling import generate_video
 from pila.generation.settings import SamplingConfig
+from pila.io import write_json_atomic, write_text_atomic
 from pila.stages import StageC
 
 log = logging.getLogger("gpu_check")
@@ -224,9 +225,8 @@ def main() -> None:
     result["generation"] = generation(backbone, device, config, 1 if dry else args.reps)
     log.info("generation: %s", json.dumps(result["generation"]))
     result["seconds"] = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "gpu.md").write_text(markdown(result))
+    write_json_atomic(args.out / "gpu_check.json", result)
+    write_text_atomic(args.out / "gpu.md", markdown(result))
     print(markdown(result))
 
 

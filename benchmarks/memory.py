@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 import weakref
 from collections.abc import Iterator
@@ -53,6 +52,7 @@ from pila.backbone.presets import (
     WAN_TEXT_TOKENS,
     WAN_VAE,
 )
+from pila.io import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 2**30
@@ -332,9 +332,8 @@ def main() -> None:
         "wan22_a14b": predict_totals(result["wan22_a14b_expert"], 2, result["umt5_xxl"], result["vae_decode"],
                                      result["vae_decode_tiled"], adapter_weights),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "memory.md").write_text(markdown(result))
+    write_json_atomic(args.out / "memory.json", result)
+    write_text_atomic(args.out / "memory.md", markdown(result))
     print(markdown(result))
 
 
