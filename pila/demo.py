@@ -1,18 +1,23 @@
-"""``pila demo``: the main job end to end on the embedded tiny default.
+"""``pila demo``: the main job end to end on the lab world, measured by the lab's ruler.
 
 Runs on a CPU with nothing downloaded and leaves everything in one output folder:
 
-1. synthetic physics clips for all eight categories, written as mp4 with a WISA-80K
+1. synthetic physics clips of the lab's eight scenes, written as mp4 with a WISA-80K
    annotation file, and their latent cache (``SyntheticPhysicsDataModule`` runs the same
    code as ``pila prepare``);
-2. stage A → B → C on the tiny Wan backbone (``lightning_configs/tiny/stage{A,B,C}.yaml``,
-   each stage starting from the previous stage's ``last.ckpt``), with TensorBoard logs;
+2. stage A → B → C on the lab world, the shipped small Wan trained on those scenes
+   (``lightning_configs/lab/stage{A,B,C}.yaml``, each stage starting from the previous
+   stage's ``last.ckpt``), with TensorBoard logs;
 3. the stage C checkpoint exported as an adapter folder (``pila export``);
-4. generation with the adapter (``lightning_configs/tiny/predict.yaml``), mp4 + JSON sidecars.
+4. one video per scene from held-out prompts (``lightning_configs/lab/predict.yaml``),
+   with the adapter and without it (the baseline), mp4 + JSON sidecars;
+5. both sets measured by ``pila lab evaluate`` (violation of each scene's law, scene
+   fidelity), a per-scene table printed, and a strip of frames of every video.
 
-The shipped tiny configs write under ``outputs/demo``; with another ``--out`` the demo
+The shipped configs write under ``outputs/demo``; with another ``--out`` the demo
 writes edited copies of them into ``<out>/configs`` and runs those, so every command it
-ran can be re-run by hand.
+ran can be re-run by hand. ``--configs`` runs another set (e.g. ``lightning_configs/tiny``,
+the random tiny Wan of the unit tests; its videos show no scene and the table stays empty).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pila.io import write_text_atomic
 
 log = logging.getLogger("pila.demo")
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "lightning_configs" / "tiny"
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "lightning_configs" / "lab"
 DEFAULT_OUT = "outputs/demo"
 STAGES = ("stageA", "stageB", "stageC")
 
@@ -36,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument(
-        "--configs", default=None, help="folder with the tiny stage/predict YAMLs (default: the shipped ones)"
+        "--configs", default=None, help="folder with stageA/B/C.yaml and predict.yaml (default: lightning_configs/lab)"
     )
     parser.add_argument("--skip-training", action="store_true", help="only generate (needs a previous run's adapter)")
     return parser
@@ -62,6 +67,7 @@ def _configs_for(out: Path, source: Path) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pila.cli import run_lightning
+    from pila.lab.evaluate import comparison_markdown, evaluate, write_frame_strip
     from pila.stages.export import export_adapter
 
     out = Path(args.out).resolve()
@@ -77,17 +83,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         export_adapter(out / "stageC" / "checkpoints" / "last.ckpt", out / "adapter")
         timings["export"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    predict_args = [
-        "predict", "--config", str(configs["predict"]),
-        "--model.init_args.adapter", str(out / "adapter"),
-        "--trainer.callbacks.init_args.output_dir", str(out / "videos"),
-        "--trainer.default_root_dir", str(out / "videos"),
-    ]  # fmt: skip
-    log.info("── predict: pila %s", " ".join(predict_args))
-    run_lightning(predict_args)
-    timings["predict"] = time.perf_counter() - t0
+    reports = {}
+    for label, adapter, videos in (("adapter", out / "adapter", out / "videos"), ("baseline", None, out / "videos_baseline")):
+        t0 = time.perf_counter()
+        predict_args = [
+            "predict", "--config", str(configs["predict"]),
+            "--model.init_args.adapter", str(adapter) if adapter else "null",
+            "--trainer.callbacks.init_args.output_dir", str(videos),
+            "--trainer.default_root_dir", str(videos),
+        ]  # fmt: skip
+        log.info("── predict (%s): pila %s", label, " ".join(predict_args))
+        run_lightning(predict_args)
+        timings[f"predict {label}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        log.info("── evaluate (%s): pila lab evaluate --videos %s --out %s", label, videos, out / "report" / label)
+        reports[label] = evaluate(videos, out / "report" / label)
+        timings[f"evaluate {label}"] = time.perf_counter() - t0
+    table = comparison_markdown(reports, reference="baseline")
+    write_text_atomic(out / "report" / "comparison.md", table)
+    write_frame_strip(out / "report" / "frames.png", reports)
 
+    log.info("")
+    for line in table.splitlines():
+        log.info("%s", line)
     log.info("")
     log.info("demo finished in %.0f s (%s)", time.perf_counter() - start, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     log.info("outputs in %s:", out)
@@ -97,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("stageB", "stage B checkpoints and TensorBoard logs"),
         ("stageC", "stage C checkpoints and TensorBoard logs"),
         ("adapter", "the trained adapter (adapter_config.json + model.safetensors)"),
-        ("videos", "generated mp4s with JSON sidecars"),
+        ("videos", "videos generated with the adapter: mp4s with JSON sidecars"),
+        ("videos_baseline", "the same prompts and seeds without the adapter"),
+        ("report", "the ruler's reports (adapter/, baseline/), comparison.md, frames.png"),
     ):
-        log.info("  %-8s %s", name + "/", what)
+        log.info("  %-16s %s", name + "/", what)
     log.info("TensorBoard: tensorboard --logdir %s", out)
     return 0

@@ -225,6 +225,82 @@ def report_markdown(report: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def comparison_markdown(reports: dict[str, dict[str, Any]], reference: str) -> str:
+    """Per scene, each report's mean violation and fidelity side by side, and the change from ``reference``.
+
+    ``reports`` maps a label (e.g. ``adapter``, ``baseline``) to a report.json object of the
+    same evaluation set.
+    """
+    labels = list(reports)
+    others = [label for label in labels if label != reference]
+    head = ["scene", "n"] + [f"violation {label}" for label in labels] + [f"Δ {label}" for label in others] + [f"fidelity {label}" for label in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    scenes = [name for name in SCENES if any(name in r["scenes"] for r in reports.values())]
+
+    def cells(block: dict[str, Any] | None) -> tuple[list[str], list[str], list[str]]:
+        viol = [_fmt(block[label]["violation"]["mean"]) if block.get(label) else "–" for label in labels]
+        ref = block.get(reference)
+        delta = []
+        for label in others:
+            mine = block.get(label)
+            if mine and ref and mine["violation"]["mean"] is not None and ref["violation"]["mean"] is not None:
+                delta.append(f"{mine['violation']['mean'] - ref['violation']['mean']:+.2f}")
+            else:
+                delta.append("–")
+        fid = [_fmt(block[label]["fidelity"]["mean"]) if block.get(label) else "–" for label in labels]
+        return viol, delta, fid
+
+    for name in scenes:
+        block = {label: r["scenes"].get(name) for label, r in reports.items()}
+        n = max((b["n"] for b in block.values() if b), default=0)
+        viol, delta, fid = cells(block)
+        lines.append("| " + " | ".join([name, str(n), *viol, *delta, *fid]) + " |")
+    block = {label: r["overall"] if r["overall"]["n"] else None for label, r in reports.items()}
+    n = max((b["n"] for b in block.values() if b), default=0)
+    viol, delta, fid = cells(block)
+    lines.append("| " + " | ".join(["**all**", str(n), *viol, *delta, *fid]) + " |")
+    lines += ["", "Violation: 0 ≈ the scene's own ground truth, lower is better; Δ < 0: more lawful than the "
+              f"{reference}. Fidelity: the probability that the video shows its scene."]  # fmt: skip
+    skipped = sum(len(r["skipped"]) for r in reports.values())
+    if skipped:
+        lines.append(f"{skipped} videos were skipped (see each report.md).")
+    return "\n".join(lines) + "\n"
+
+
+def write_frame_strip(path: Path, reports: dict[str, dict[str, Any]], frames: int = 8) -> None:
+    """A PNG of ``frames`` evenly spaced frames of the first video of every scene, one row per report and scene."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: list[tuple[str, np.ndarray]] = []
+    for name in SCENES:
+        for label, report in reports.items():
+            entry = next((e for e in report["videos"] if e["scene"] == name), None)
+            if entry is None:
+                continue
+            try:
+                video, _ = read_video(Path(report["source"]) / entry["video"])
+            except Exception:  # noqa: BLE001 - a video gone since it was measured: leave its row out
+                continue
+            picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
+            rows.append((f"{name}\n{label}", np.concatenate(list(video[picks]), axis=1)))
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 1, figsize=(frames * 0.9 + 1.2, 0.95 * len(rows)), squeeze=False)
+    for ax, (label, strip) in zip(axes[:, 0], rows, strict=True):
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout(pad=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
 def write_figure(path: Path, traces: dict[str, list[dict[str, Any]]]) -> None:
     """Per scene, each video's measured quantity (solid) against the law (dashed), as a PNG."""
     import matplotlib
@@ -291,6 +367,7 @@ def evaluate(videos: Path, out: Path, scene: str | None = None) -> dict[str, Any
         )
         traces.setdefault(item["scene"], []).append(result.trace)
     report = build_report(entries, skipped)
+    report["source"] = str(videos)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", report_markdown(report, str(videos)))

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Train the lab world on the scenes: the VAE, then the transformer.")
     p.add_argument("--out", required=True, help="output folder (the world goes to OUT/world)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of rendering, initialisation and data order (default {d.seed})")
+    p.add_argument("--vae-frame-steps", type=int, default=d.vae_frame_steps, help=f"VAE steps on single frames before clips (default {d.vae_frame_steps})")
     p.add_argument("--vae-steps", type=int, default=d.vae_steps, help=f"VAE optimiser steps (default {d.vae_steps})")
     p.add_argument("--transformer-steps", type=int, default=d.transformer_steps, help=f"transformer optimiser steps (default {d.transformer_steps})")
     p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None, help="'last' resumes each part from its last checkpoint")
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-batch", type=int, default=d.vae_batch, help=f"clip windows per VAE step (default {d.vae_batch})")
     p.add_argument("--vae-window", type=int, default=d.vae_window, help=f"frames per VAE training window (default {d.vae_window})")
     p.add_argument("--vae-crop", type=int, default=d.vae_crop, help=f"side of the VAE's training crops (default {d.vae_crop})")
+    p.add_argument("--foreground-weight", type=float, default=d.foreground_weight, help=f"VAE loss weight of pixels unlike the frame's median colour (default {d.foreground_weight:g})")
     p.add_argument("--transformer-batch", type=int, default=d.transformer_batch, help=f"latents per transformer step (default {d.transformer_batch})")
     p.add_argument("--transformer-layers", type=int, default=None, help="transformer depth (default: the world's)")
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help=f"steps between checkpoints (default {d.steps_per_epoch})")
@@ -81,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             clips_per_scene=args.clips_per_scene,
             heldout_per_scene=args.heldout_per_scene,
             scenes=tuple(s.strip() for s in args.scenes.split(",") if s.strip()),
+            vae_frame_steps=args.vae_frame_steps,
             vae_steps=args.vae_steps,
             vae_batch=args.vae_batch,
             vae_window=args.vae_window,
             vae_crop=args.vae_crop,
+            foreground_weight=args.foreground_weight,
             transformer_steps=args.transformer_steps,
             transformer_batch=args.transformer_batch,
             transformer_layers=args.transformer_layers,

@@ -1,0 +1,149 @@
+"""``pila lab ablate``: variants, derived configs, the statistics, and a short run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pila.lab import ablate
+from pila.lab.ablate import (
+    BASELINE,
+    FULL,
+    PLAIN,
+    UsageError,
+    aggregate,
+    interval,
+    resolve_variant,
+    stage_config,
+)
+
+LAB = ablate.LAB_CONFIGS
+
+
+def _report(values: dict[str, tuple[str, float, float]]) -> dict:
+    """A report.json with one entry per video name: (scene, violation, fidelity)."""
+    return {"videos": [{"video": f"videos/{k}", "scene": s, "violation": v, "fidelity": f} for k, (s, v, f) in values.items()]}
+
+
+# ------------------------------------------------------------------- variants
+def test_variants_resolve_to_their_stages_and_overrides():
+    assert resolve_variant("baseline").stages == ()
+    assert resolve_variant("full").stages == ablate.STAGES and resolve_variant("full").override is None
+    plain = resolve_variant("plain")  # the plain adapter trains stage C only, from scratch
+    assert plain.name == PLAIN and plain.stages == ("stageC",)
+    wo_afe = resolve_variant("wo_afe")
+    assert wo_afe.stages == ablate.STAGES and wo_afe.override["model"]["init_args"]["adapter"]["use_afe"] is False
+    with pytest.raises(UsageError, match="unknown variant 'volcano'.*baseline, full"):
+        resolve_variant("volcano")
+
+
+def test_stage_configs_chain_the_run_and_share_one_budget(tmp_path):
+    base = yaml.safe_load((LAB / "stageB.yaml").read_text())
+    run, data = tmp_path / "runs" / "full" / "seed2", tmp_path / "data"
+    cfg = stage_config(base, resolve_variant("full"), "stageB", run, data, seed=2, scale=0.5)
+    assert cfg["seed_everything"] == 2
+    assert cfg["model"]["init_args"]["init_from"] == str(run / "stageA" / "checkpoints" / "last.ckpt")
+    assert cfg["trainer"]["max_steps"] == base["trainer"]["max_steps"] // 2
+    phases = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("RecoveryPhases"))
+    assert phases["init_args"]["steps_per_phase"] == 6  # 12 × 0.5: every schedule shrinks with the steps
+    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
+    assert ckpt["init_args"]["dirpath"] == str(run / "stageB" / "checkpoints")
+    assert ckpt["init_args"]["every_n_train_steps"] == cfg["trainer"]["max_steps"]
+    assert cfg["data"]["init_args"]["root"] == str(data)
+
+    plain = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), resolve_variant("plain"), "stageC", run, data, seed=0, scale=1.0)
+    assert plain["model"]["init_args"]["init_from"] is None  # from scratch: there is no stage B
+    assert plain["model"]["init_args"]["adapter"]["plain_adapter"] is True
+    assert plain["model"]["init_args"]["adapter"]["hidden"] == 32  # the lab's sizes are kept under the override
+
+
+# ----------------------------------------------------------------- statistics
+def test_interval_is_students_t():
+    s = interval([1.0, 2.0, 3.0])
+    half = 4.303 * 1.0 / np.sqrt(3)  # t(0.975, 2 df) · sd / √n
+    assert s["mean"] == pytest.approx(2.0) and s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert interval([5.0])["ci95"] is None and interval([])["mean"] is None
+
+
+def test_aggregate_pairs_differences_by_seed_and_by_video():
+    base = _report({"a.mp4": ("ball_bounce", 2.0, 0.9), "b.mp4": ("smoke_puff", 4.0, 1.0)})
+    runs = {
+        BASELINE: {None: base},
+        PLAIN: {s: _report({"a.mp4": ("ball_bounce", 1.5 + s, 1.0), "b.mp4": ("smoke_puff", 4.0, 1.0)}) for s in range(3)},
+        FULL: {s: _report({"a.mp4": ("ball_bounce", 1.0, 1.0), "b.mp4": ("smoke_puff", 3.0 + 0.5 * s, 1.0)}) for s in range(3)},
+    }
+    rows = aggregate(runs)["rows"]
+    # overall = mean over scenes; full's seeds: (1 + 3)/2, (1 + 3.5)/2, (1 + 4)/2
+    full = rows[FULL]
+    assert full["interval_over"] == "training seeds"
+    assert full["violation"]["overall"]["mean"] == pytest.approx(np.mean([2.0, 2.25, 2.5]))
+    # against the baseline's one generation (overall 3.0), paired with every seed
+    assert full["vs_baseline"]["overall"]["mean"] == pytest.approx(np.mean([2.0, 2.25, 2.5]) - 3.0)
+    # against the plain adapter, paired by seed: plain overall per seed (1.5 + s + 4)/2
+    diffs = [(1 + 3 + 0.5 * s) / 2 - (1.5 + s + 4) / 2 for s in range(3)]
+    assert full["vs_plain"]["overall"]["mean"] == pytest.approx(np.mean(diffs))
+    assert full["vs_plain"]["overall"]["ci95"] == pytest.approx(list(interval(diffs)["ci95"]))
+    assert full["vs_baseline"]["ball_bounce"]["mean"] == pytest.approx(-1.0)
+    # the baseline (one run): intervals over its videos, differences paired by video
+    assert rows[BASELINE]["interval_over"] == "evaluation videos"
+    one_seed = aggregate({BASELINE: {None: base}, FULL: {0: runs[FULL][0]}})["rows"][FULL]
+    assert one_seed["vs_baseline"]["overall"]["mean"] == pytest.approx(np.mean([1.0 - 2.0, 3.0 - 4.0]))
+
+
+def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
+    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"]):
+        assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------ end to end
+def _short_configs(folder: Path) -> Path:
+    """The lab configs with one clip per category, batch 2, so a few-step run fits a test."""
+    folder.mkdir(parents=True)
+    for name in (*ablate.STAGES, "predict"):
+        cfg = yaml.safe_load((LAB / f"{name}.yaml").read_text())
+        if name != "predict":
+            cfg["data"]["init_args"].update(num_clips_per_category=1, batch_size=2)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+@pytest.mark.slow
+def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
+    configs = _short_configs(tmp_path / "configs")
+    out = tmp_path / "ablate"
+    argv = [
+        "--out", str(out), "--variants", "baseline,plain", "--seeds", "1", "--eval-seeds", "1",
+        "--steps-scale", "0.02", "--inference-steps", "2", "--scenes", "ball_bounce,smoke_puff",
+        "--configs", str(configs), "--threads", "2",
+    ]  # fmt: skip
+    assert ablate.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["rows"]) == [BASELINE, PLAIN]
+    plain = report["rows"][PLAIN]
+    assert plain["seeds"] == [0] and plain["interval_over"] == "evaluation videos"
+    for key in ("violation", "fidelity", "vs_baseline"):
+        assert set(plain[key]) == {"ball_bounce", "smoke_puff", "overall"}
+        assert plain[key]["overall"]["n"] == 2 and len(plain[key]["overall"]["ci95"]) == 2
+    videos = sorted(p.name for p in (out / "runs" / PLAIN / "seed0" / "videos").rglob("*.mp4"))
+    assert videos == sorted(p.name for p in (out / "runs" / BASELINE / "videos").rglob("*.mp4")) and len(videos) == 2
+    assert (out / "runs" / PLAIN / "seed0" / "adapter" / "adapter_config.json").is_file()
+    assert not (out / "runs" / PLAIN / "seed0" / "stageA").exists()  # stage C only
+    table = (out / "report.md").read_text()
+    assert "| baseline |" in table and "| plain_adapter | 1 |" in table and "Δ vs baseline" in table
+    assert (out / "report.png").stat().st_size > 0
+
+    # a second invocation keeps both finished runs: nothing is trained or generated again
+    def refuse(args):
+        raise AssertionError(f"ran {args} again")
+
+    monkeypatch.setattr("pila.cli.run_lightning", refuse)
+    assert ablate.main(argv) == 0
+    assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
+    # a changed budget is a different experiment: it is not taken for finished
+    assert ablate._done(out / "runs" / PLAIN / "seed0", ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))) is None
