@@ -130,7 +130,7 @@ class WorldConfig:
     clips_per_scene: int = 32
     heldout_per_scene: int = 2
     scenes: tuple[str, ...] = tuple(SCENES)
-    vae_frame_steps: int = 400
+    vae_frame_steps: int = 2500
     vae_frame_batch: int = 8
     vae_frame_lr: float = 2e-3
     vae_steps: int = 1500

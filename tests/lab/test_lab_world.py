@@ -135,9 +135,24 @@ def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
     assert training["transformer"]["steps"] == 8
 
 
+def _logged_losses(out: Path, part: str) -> dict[int, float]:
+    losses = {}
+    for log_dir in sorted((out / part / "logs").glob("version_*")):
+        with open(log_dir / "metrics.csv", newline="") as f:
+            losses |= {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+    return losses
+
+
 @pytest.mark.slow
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
-    """Seeded data order, σ and noise: a run cut off at step 4 and resumed ends with the weights of a straight run."""
+    """Seeded data order, σ and noise: a run cut off at step 4 and resumed draws what a straight run draws.
+
+    The resumed run walks the straight run's epochs of sampler keys and every step's loss
+    matches the straight run's. The weights agree to float32 round-off carried through
+    four Adam steps (about 1e-4 here), not bit for bit: weights restored from a checkpoint
+    sit at other memory alignments, and CPU matmul kernels then sum in another order (the
+    same effect as in tests/test_backbone.py's save/load round trip).
+    """
     import pila.lab.world as world
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -146,13 +161,31 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     def cut_off_at_4(out, part, max_steps, progress):  # the same run (same schedule), stopped at a checkpoint
         return make_trainer(out, part, min(max_steps, 4), progress)
 
+    epochs: list[tuple[int, int]] = []  # (sampler seed, epoch) of every epoch's keys, in order
+    keys = world.EpochKeys.__iter__
+
+    def recorded(self):
+        epochs.append((self.seed, self.epoch))
+        return keys(self)
+
+    monkeypatch.setattr(world.EpochKeys, "__iter__", recorded)
     monkeypatch.setattr(world, "_trainer", cut_off_at_4)
     assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
     assert _part_state(a, "transformer")["step"] == 4
     monkeypatch.setattr(world, "_trainer", make_trainer)
     assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", "--ckpt_path", "last", *TINY_RUN]) == 0
+    resumed_epochs = list(epochs)
+    epochs.clear()
     assert pretrain_main(["--out", str(b), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
-    torch.testing.assert_close(_part_state(a, "transformer")["state"], _part_state(b, "transformer")["state"], rtol=0, atol=0)
+    transformer_seed = 1  # the transformer's sampler is seeded with seed + 1
+    # the cut-off run walked epochs 0, 1 and the resumed one 2, 3: the straight run's order (a
+    # loop may open one more epoch's keys after the last step without drawing from them)
+    assert [e for s, e in resumed_epochs if s == transformer_seed][:4] == [e for s, e in epochs if s == transformer_seed][:4] == [0, 1, 2, 3]
+    resumed, straight = _logged_losses(a, "transformer"), _logged_losses(b, "transformer")
+    assert sorted(resumed) == sorted(straight) == list(range(8))
+    for step in range(8):  # another σ or noise would change a step's loss by far more
+        assert resumed[step] == pytest.approx(straight[step], rel=2e-2), step
+    torch.testing.assert_close(_part_state(a, "transformer")["state"], _part_state(b, "transformer")["state"], rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize(
