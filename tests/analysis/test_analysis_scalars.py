@@ -136,3 +136,16 @@ def test_the_stage_modules_tags_read_back_from_a_demo_run(tiny_run):
     assert expert_curves(table, "router/selection_rate")
     fm = table.series("train/fm_loss", "stageC")
     assert np.isfinite(fm.values).all() and (np.diff(fm.steps) > 0).all()
+
+
+def test_the_demo_measures_both_video_sets_with_the_ruler(tiny_run):
+    """``pila demo`` generates with and without the adapter and runs ``pila lab evaluate`` on both."""
+    import json
+
+    for label in ("adapter", "baseline"):
+        report = json.loads((tiny_run / "report" / label / "report.json").read_text())
+        sidecars = sorted((tiny_run / ("videos" if label == "adapter" else "videos_baseline")).rglob("*.mp4"))
+        assert len(sidecars) == 1
+        # the shortened tiny run draws 5-frame videos: reported as too short, not fatal
+        assert report["videos"] == [] and len(report["skipped"]) == 1
+    assert "| **all** | 0 |" in (tiny_run / "report" / "comparison.md").read_text()
