@@ -106,7 +106,9 @@ def test_shipped_vae_reconstructs_heldout_clips(lab_backbone):
 
 
 def _part_state(out: Path, part: str) -> dict:
-    ckpt = torch.load(out / part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    from pila.stages.safe_load import load_checkpoint_file
+
+    ckpt = load_checkpoint_file(out / part / "checkpoints" / "last.ckpt")
     return {"step": ckpt["global_step"], "losses": ckpt["world_part"]["recent_losses"], "state": ckpt["state_dict"]}
 
 
