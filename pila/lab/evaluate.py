@@ -294,10 +294,9 @@ def write_frame_strip(path: Path, reports: dict[str, dict[str, Any]], frames: in
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=80, format="png", bbox_inches="tight")  # tight: keeps the row labels
     plt.close(fig)
 
 
