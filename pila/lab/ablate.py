@@ -36,6 +36,8 @@ import copy
 import json
 import logging
 import math
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -66,6 +68,21 @@ FIGURE_NAME = "report.png"
 
 class UsageError(Exception):
     """A bad command line: printed as one line, exit status 2."""
+
+
+class RunFailed(RuntimeError):
+    """A stage or the generation of one run failed; finished runs are kept."""
+
+
+def run_pila(args: Sequence[str], threads: int | None = None) -> None:
+    """Run ``pila <args>`` in a child process: each stage and generation gets a fresh
+    LightningCLI and interpreter, and a failure stops this run, not the finished ones."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's CPU threads in the child
+    returncode = subprocess.run([sys.executable, "-m", "pila", *args], env=env, check=False).returncode
+    if returncode != 0:
+        raise RunFailed(f"`pila {' '.join(args)}` failed (exit status {returncode}); finished runs are kept: start the same pila lab ablate again to resume")
 
 
 # -------------------------------------------------------------------- variants
@@ -243,9 +260,8 @@ def _done(folder: Path, plan: Plan) -> dict[str, Any] | None:
     return done if done.get("budget") == plan.budget() else None
 
 
-def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str) -> dict[str, Any]:
+def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str, threads: int | None = None) -> dict[str, Any]:
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished steps."""
-    from pila.cli import run_lightning
     from pila.lab.evaluate import evaluate
     from pila.stages.export import export_adapter
 
@@ -266,7 +282,7 @@ def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str) 
             continue
         log.info("%s: %s, %d steps (pila fit --config %s)", label, stage, cfg["trainer"]["max_steps"], path)
         start = time.perf_counter()
-        run_lightning(["fit", "--config", str(path)])
+        run_pila(["fit", "--config", str(path)], threads)
         timings[stage] = time.perf_counter() - start
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
@@ -275,7 +291,7 @@ def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str) 
     path = _write_yaml(folder / "configs" / "predict.yaml", cfg)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
-    run_lightning(["predict", "--config", str(path)])  # the writer keeps videos a killed run finished
+    run_pila(["predict", "--config", str(path)], threads)  # the writer keeps videos a killed run finished
     timings["predict"] = time.perf_counter() - start
     start = time.perf_counter()
     report = evaluate(folder / "videos", folder / "report")
@@ -555,14 +571,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         sys.stderr.write(f"{PROG}: error: {err}\n")
         return 2
-    table = ablate(out, variants, plan)
+    try:
+        table = ablate(out, variants, plan, threads=args.threads)
+    except RunFailed as err:
+        sys.stderr.write(f"{PROG}: {err}\n")
+        return 1
     sys.stdout.write(table["markdown"])
     sys.stdout.write(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / FIGURE_NAME}\n")
     return 0
 
 
-def ablate(out: Path, variants: Sequence[Variant], plan: Plan) -> dict[str, Any]:
-    """Run (or resume) every variant × seed, then write the report; returns report.json's object."""
+def ablate(out: Path, variants: Sequence[Variant], plan: Plan, threads: int | None = None) -> dict[str, Any]:
+    """Run (or resume) every variant × seed, then write the report; returns report.json's object.
+
+    ``threads``: torch CPU threads of the child processes (None: torch's choice).
+    """
     jobs = [(v, s) for v in variants for s in (plan.seeds if v.trained else plan.seeds[:1])]
     start = time.perf_counter()
     results: dict[str, dict[int, dict[str, Any]]] = {}
@@ -570,7 +593,7 @@ def ablate(out: Path, variants: Sequence[Variant], plan: Plan) -> dict[str, Any]
     for i, (variant, seed) in enumerate(jobs, 1):
         label = f"[{i}/{len(jobs)}] {variant.name}" + (f" seed {seed}" if variant.trained else "")
         t0 = time.perf_counter()
-        done = execute_run(out, variant, seed, plan, label)
+        done = execute_run(out, variant, seed, plan, label, threads)
         elapsed = time.perf_counter() - start
         log.info("%s: done in %.0f s (%.1f min so far; about %.1f min to go)", label, time.perf_counter() - t0, elapsed / 60, elapsed / i * (len(jobs) - i) / 60)
         report = json.loads(Path(done["report"]).read_text(encoding="utf-8"))

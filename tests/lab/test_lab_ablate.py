@@ -139,11 +139,16 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     assert (out / "report.png").stat().st_size > 0
 
     # a second invocation keeps both finished runs: nothing is trained or generated again
-    def refuse(args):
+    def refuse(args, threads=None):
         raise AssertionError(f"ran {args} again")
 
-    monkeypatch.setattr("pila.cli.run_lightning", refuse)
+    monkeypatch.setattr(ablate, "run_pila", refuse)
     assert ablate.main(argv) == 0
     assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
     # a changed budget is a different experiment: it is not taken for finished
     assert ablate._done(out / "runs" / PLAIN / "seed0", ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))) is None
+
+
+def test_a_failing_child_run_is_reported_not_swallowed(tmp_path):
+    with pytest.raises(ablate.RunFailed, match="exit status 2.*resume"):
+        ablate.run_pila(["fit", "--config", str(tmp_path / "missing.yaml")])
