@@ -541,6 +541,22 @@ def reconstruction_psnr(vae: AutoencoderKLWan, clips: ClipSet, batch: int = 4) -
     return result
 
 
+def _window_loader(clips: ClipSet, config: WorldConfig, *, window: int, crop: int, batch: int, seed: int) -> DataLoader:
+    """Batches of ``window``-frame, ``crop``-pixel windows of the clips, drawn per epoch by :class:`EpochKeys`."""
+    return DataLoader(
+        WindowData(clips, window, crop),
+        batch_size=batch,
+        sampler=EpochKeys(
+            len(clips.prompts),
+            config.steps_per_epoch * batch,
+            seed,
+            window=(config.num_frames, window),
+            crop=(config.height, config.width, crop),
+        ),
+        num_workers=0,
+    )
+
+
 def _resolve_ckpt(out: Path, part: str, ckpt_path: str | None) -> str | None:
     if ckpt_path is None:
         return None
@@ -604,18 +620,7 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
     # 2. the VAE: single frames first (cheap; the spatial path), then whole clips (the temporal path)
     frames_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_frame_lr, config.vae_frame_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
     side = min(config.height, config.width)
-    frames_loader = DataLoader(
-        WindowData(train_clips, 1, side),
-        batch_size=config.vae_frame_batch,
-        sampler=EpochKeys(
-            len(train_clips.prompts),
-            config.steps_per_epoch * config.vae_frame_batch,
-            config.seed + 2,
-            window=(config.num_frames, 1),
-            crop=(config.height, config.width, side),
-        ),
-        num_workers=0,
-    )
+    frames_loader = _window_loader(train_clips, config, window=1, crop=side, batch=config.vae_frame_batch, seed=config.seed + 2)
     frames_report = PartReport(steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=float("nan"), seconds_per_step=float("nan"))
     if config.vae_frame_steps:
         trainer = _trainer(base, "vae_frames", config.vae_frame_steps, progress)
@@ -625,18 +630,7 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
     vae_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_lr, config.vae_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
     if config.vae_frame_steps:
         vae_part.vae.load_state_dict(frames_part.vae.state_dict())  # a resumed run restores its checkpoint over this
-    vae_loader = DataLoader(
-        WindowData(train_clips, config.vae_window, config.vae_crop),
-        batch_size=config.vae_batch,
-        sampler=EpochKeys(
-            len(train_clips.prompts),
-            config.steps_per_epoch * config.vae_batch,
-            config.seed,
-            window=(config.num_frames, config.vae_window),
-            crop=(config.height, config.width, config.vae_crop),
-        ),
-        num_workers=0,
-    )
+    vae_loader = _window_loader(train_clips, config, window=config.vae_window, crop=config.vae_crop, batch=config.vae_batch, seed=config.seed)
     trainer = _trainer(base, "vae", config.vae_steps, progress)
     wall = _fit(trainer, vae_part, vae_loader, _resolve_ckpt(base, "vae", ckpt_path))
     vae_report = _report(vae_part, trainer, wall)
