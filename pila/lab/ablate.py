@@ -260,8 +260,13 @@ def _done(folder: Path, plan: Plan) -> dict[str, Any] | None:
     return done if done.get("budget") == plan.budget() else None
 
 
-def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str, threads: int | None = None) -> dict[str, Any]:
-    """Train (unless the baseline), export, generate and evaluate one run; resumes finished steps."""
+def execute_run(
+    out: Path, variant: Variant, seed: int, plan: Plan, label: str, threads: int | None = None, prompt_file: Path | None = None
+) -> dict[str, Any]:
+    """Train (unless the baseline), export, generate and evaluate one run; resumes finished steps.
+
+    ``prompt_file``: the evaluation set's prompt file (:func:`evaluation_prompts`; None: predict.yaml's).
+    """
     from pila.lab.evaluate import evaluate
     from pila.stages.export import export_adapter
 
@@ -287,7 +292,7 @@ def execute_run(out: Path, variant: Variant, seed: int, plan: Plan, label: str, 
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
         adapter = export_adapter(folder / variant.stages[-1] / "checkpoints" / "last.ckpt", folder / "adapter")
-    cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, evaluation_prompts(out, plan))
+    cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file)
     path = _write_yaml(folder / "configs" / "predict.yaml", cfg)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
@@ -586,6 +591,7 @@ def ablate(out: Path, variants: Sequence[Variant], plan: Plan, threads: int | No
 
     ``threads``: torch CPU threads of the child processes (None: torch's choice).
     """
+    prompt_file = evaluation_prompts(out, plan)  # written once for every run
     jobs = [(v, s) for v in variants for s in (plan.seeds if v.trained else plan.seeds[:1])]
     start = time.perf_counter()
     results: dict[str, dict[int, dict[str, Any]]] = {}
@@ -593,7 +599,7 @@ def ablate(out: Path, variants: Sequence[Variant], plan: Plan, threads: int | No
     for i, (variant, seed) in enumerate(jobs, 1):
         label = f"[{i}/{len(jobs)}] {variant.name}" + (f" seed {seed}" if variant.trained else "")
         t0 = time.perf_counter()
-        done = execute_run(out, variant, seed, plan, label, threads)
+        done = execute_run(out, variant, seed, plan, label, threads, prompt_file)
         elapsed = time.perf_counter() - start
         log.info("%s: done in %.0f s (%.1f min so far; about %.1f min to go)", label, time.perf_counter() - t0, elapsed / 60, elapsed / i * (len(jobs) - i) / 60)
         report = json.loads(Path(done["report"]).read_text(encoding="utf-8"))

@@ -328,11 +328,9 @@ class _Part(L.LightningModule):
         self.recent_losses: list[float] = []
         self._tick = 0.0
 
-    def parameters_to_train(self):
-        raise NotImplementedError
-
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters_to_train(), lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        # each part holds exactly the model it trains (the VAE or the transformer)
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, self.warmup_steps, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -419,9 +417,6 @@ class VAEPart(_Part):
             self.vae.quant_conv.bias[z_dim:].fill_(LOGVAR_INIT)  # the log-variance half
         self.kl_weight, self.foreground_weight = kl_weight, foreground_weight
 
-    def parameters_to_train(self):
-        return self.vae.parameters()
-
     def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor]:
         """``batch``: (B, 3, F, H_px, W_px) in [-1, 1]."""
         # 1. encode to the posterior and draw from it
@@ -461,9 +456,6 @@ class TransformerPart(_Part):
             torch.manual_seed(seed + 1)
             self.transformer = WanTransformer3DModel(**transformer_config)
         self.sigmas = SigmaSampler(shift=shift)
-
-    def parameters_to_train(self):
-        return self.transformer.parameters()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``batch``: latents (B, C, T, H, W), prompt embeddings (B, L, D)."""
