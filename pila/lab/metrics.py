@@ -65,7 +65,8 @@ ground-truth spread on average".
 
 **Scene fidelity** (:func:`scene_fidelity`): a Gaussian nearest-prototype classifier over
 simple appearance and motion features (:func:`appearance_features`), prototypes fitted on
-ground-truth clips of the eight scenes (also in the calibration file), plus a
+ground-truth clips of the eight scenes and on blurred, colour-shifted, grainy variants of
+them (:func:`appearance_variant`; also in the calibration file), plus a
 "none of them" class so a video far from every scene (noise, a blank frame) gets low
 fidelity. The fidelity is the posterior probability of the prompted scene.
 """
@@ -997,11 +998,13 @@ def calibrate(count: int = CALIBRATION_CLIPS, seed: int = CALIBRATION_SEED, crf:
     one through an mp4 round trip at ``crf`` (None: none; ground truth is measured both as
     rendered and as a video file holds it), and records for each raw sub-measure its
     median and its scale (95th percentile − median, floored at :data:`MIN_SCALE`), and for
-    the fidelity classifier each scene's feature mean and standard deviation (only when
-    all scenes are calibrated: ``scenes`` None).
+    the fidelity classifier each scene's feature mean and standard deviation over the
+    clips and their appearance variants (:func:`appearance_variant`; only when all scenes
+    are calibrated: ``scenes`` None).
     """
     out: dict[str, Any] = {"settings": {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}, "scenes": {}, "fidelity": {}}
     features: dict[str, list[np.ndarray]] = {}
+    variant_rng = np.random.default_rng([seed, 1])
     for scene in scenes or tuple(SCENES):
         raws: dict[str, list[float]] = {}
         features[scene] = []
@@ -1010,6 +1013,8 @@ def calibrate(count: int = CALIBRATION_CLIPS, seed: int = CALIBRATION_SEED, crf:
             for name, value in SCENE_MEASURES[scene](frames).raw.items():
                 raws.setdefault(name, []).append(value)
             features[scene].append(appearance_features(frames))
+            for _ in range(FIDELITY_VARIANTS):
+                features[scene].append(appearance_features(prepare(appearance_variant(clip, variant_rng))))
         stats = {}
         for name, values in raws.items():
             v = np.asarray(values, float)
@@ -1069,18 +1074,29 @@ NONE_DISTANCE = 9.0
 exceeds 9 (three standard deviations per feature) is more likely none of the scenes."""
 
 
-def appearance_features(frames: np.ndarray) -> np.ndarray:
-    """Simple appearance and motion features of a lab clip (F, 64, 64, 3) → (22,).
+FEATURE_SIZE = 16
+"""Our choice: appearance features are read from frames area-averaged to 16 × 16, so
+texture, grain and a little blur do not change them; the scenes differ at this scale
+(layout, colours, where things move)."""
+FIDELITY_VARIANTS = 2
+"""Our choice: each calibration clip also enters the fidelity prototypes as two
+appearance variants (:func:`appearance_variant`)."""
 
-    The still image (temporal median): its mean colour and colour spread, the mean colour
-    of its four quadrants, its mean chroma; the motion: mean absolute frame difference,
-    the fraction of pixels that change by more than 0.1, and the vertical and horizontal
-    position of the change (difference-weighted centroid, in frame units).
+
+def appearance_features(frames: np.ndarray) -> np.ndarray:
+    """Simple appearance and motion features of a lab clip (F, 64, 64, 3) → (23,).
+
+    Read at :data:`FEATURE_SIZE`. The still image (temporal median): its mean colour and
+    colour spread, the mean colour of its four quadrants, its mean chroma; the motion
+    (differences of frames two apart): mean absolute difference, the fraction of cells
+    that change by more than 0.05, and the vertical and horizontal position of the change
+    (difference-weighted centroid, in frame units).
     """
-    still = np.median(frames, axis=0)
+    small = np.stack([cv2.resize(f, (FEATURE_SIZE, FEATURE_SIZE), interpolation=cv2.INTER_AREA) for f in frames])
+    still = np.median(small, axis=0)
     h, w = still.shape[:2]
     quads = [still[: h // 2, : w // 2], still[: h // 2, w // 2 :], still[h // 2 :, : w // 2], still[h // 2 :, w // 2 :]]
-    diff = np.abs(np.diff(frames, axis=0)).mean(-1)  # (F − 1, H, W)
+    diff = np.abs(small[2:] - small[:-2]).mean(-1)  # (F − 2, h, w)
     change = diff.mean(0)
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     tot = change.sum() + 1e-9
@@ -1090,11 +1106,31 @@ def appearance_features(frames: np.ndarray) -> np.ndarray:
         *np.concatenate([q.reshape(-1, 3).mean(0) for q in quads]),
         float((still.max(-1) - still.min(-1)).mean()),
         float(diff.mean()) * 10,
-        float((diff > 0.1).mean()) * 10,
+        float((diff > 0.05).mean()) * 10,
         float((change * yy).sum() / tot / h),
         float((change * xx).sum() / tot / w),
     ]
     return np.asarray(feats, dtype=float)
+
+
+def appearance_variant(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same clip as an imperfect generator might draw it: blurred, colour-shifted, flickering, grainy.
+
+    Ranges (our choice, to cover what a small VAE or generator does to a clip's look
+    without changing what it shows): Gaussian blur σ ∈ [0.5, 2] px; per channel a gain in
+    [0.85, 1.15] and an offset in [−0.06, 0.06]; per frame a brightness shift in
+    [−0.03, 0.03]; per pixel Gaussian grain of σ ∈ [0, 0.04]. The scene fidelity's
+    prototypes see these variants, so a blurred or off-colour video of a scene still reads
+    as that scene; its law is measured by the violation, not by the fidelity.
+    """
+    sigma = rng.uniform(0.5, 2.0)
+    gain, offset = rng.uniform(0.85, 1.15, 3), rng.uniform(-0.06, 0.06, 3)
+    grain = rng.uniform(0.0, 0.04)
+    out = []
+    for frame in np.asarray(frames, np.float32):
+        f = cv2.GaussianBlur(frame, (0, 0), sigma) * gain + offset + rng.uniform(-0.03, 0.03)
+        out.append(np.clip(f + rng.normal(0.0, grain, f.shape), 0.0, 1.0).astype(np.float32))
+    return np.stack(out)
 
 
 def scene_probabilities(frames: np.ndarray, calibration: dict[str, Any] | None = None) -> dict[str, float]:

@@ -121,6 +121,9 @@ class WorldConfig:
         steps_per_epoch: optimiser steps per epoch (a checkpoint is written at each epoch's end).
         max_sequence_length: text tokens per prompt (``WanPipeline``'s default, 512).
         transformer_layers: override of the transformer depth (None: the world's).
+        vae_from: a world folder (or ``lab``, the shipped world) whose trained VAE is
+            taken instead of training one: both VAE phases are skipped, their records are
+            copied from that world's ``training.json``, and only the transformer trains.
     """
 
     seed: int = 0
@@ -149,6 +152,7 @@ class WorldConfig:
     steps_per_epoch: int = 50
     max_sequence_length: int = 512
     transformer_layers: int | None = None
+    vae_from: str | None = None
 
     def __post_init__(self) -> None:
         if (self.num_frames - 1) % 4 or self.num_frames < 5:
@@ -174,6 +178,14 @@ class WorldConfig:
             raise ValueError(f"unknown or no scenes {list(self.scenes)}; valid: {', '.join(SCENES)}")
         if self.transformer_layers is not None and self.transformer_layers < 1:
             raise ValueError(f"transformer_layers must be ≥ 1, got {self.transformer_layers}")
+        if self.vae_from is not None and not (self.vae_folder() / "config.json").is_file():
+            raise ValueError(f"vae_from {self.vae_from!r} holds no trained VAE (expected a world folder with vae/config.json, or 'lab')")
+
+    def vae_folder(self) -> Path:
+        """The VAE folder of :attr:`vae_from` (``lab`` names the shipped world)."""
+        assert self.vae_from is not None
+        world = WORLD_FOLDER if self.vae_from == "lab" else Path(self.vae_from)
+        return world / "vae"
 
     def transformer_config(self) -> dict[str, Any]:
         cfg = dict(WORLD_TRANSFORMER_CONFIG)
@@ -581,6 +593,39 @@ def _report(module: _Part, trainer: L.Trainer, wall: float) -> PartReport:
     )
 
 
+def _train_vae(base: Path, config: WorldConfig, train_clips: ClipSet, ckpt_path: str | None, progress: bool) -> tuple[AutoencoderKLWan, PartReport, PartReport]:
+    """Both VAE phases; returns the trained VAE (eval mode) and each phase's report."""
+    frames_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_frame_lr, config.vae_frame_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
+    side = min(config.height, config.width)
+    frames_loader = _window_loader(train_clips, config, window=1, crop=side, batch=config.vae_frame_batch, seed=config.seed + 2)
+    frames_report = PartReport(steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=float("nan"), seconds_per_step=float("nan"))
+    if config.vae_frame_steps:
+        trainer = _trainer(base, "vae_frames", config.vae_frame_steps, progress)
+        wall = _fit(trainer, frames_part, frames_loader, _resolve_ckpt(base, "vae_frames", ckpt_path))
+        frames_report = _report(frames_part, trainer, wall)
+
+    vae_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_lr, config.vae_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
+    if config.vae_frame_steps:
+        vae_part.vae.load_state_dict(frames_part.vae.state_dict())  # a resumed run restores its checkpoint over this
+    vae_loader = _window_loader(train_clips, config, window=config.vae_window, crop=config.vae_crop, batch=config.vae_batch, seed=config.seed)
+    trainer = _trainer(base, "vae", config.vae_steps, progress)
+    wall = _fit(trainer, vae_part, vae_loader, _resolve_ckpt(base, "vae", ckpt_path))
+    return vae_part.vae.eval(), frames_report, _report(vae_part, trainer, wall)
+
+
+def _taken_vae(config: WorldConfig) -> tuple[AutoencoderKLWan, PartReport, PartReport]:
+    """The trained VAE of :attr:`WorldConfig.vae_from`, with the phase reports its world recorded (NaN where none)."""
+    folder = config.vae_folder()
+    vae = AutoencoderKLWan.from_pretrained(str(folder)).eval()
+    record_file = folder.parent / "training.json"
+    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    missing = PartReport(steps=0, wall_seconds=float("nan"), train_seconds=float("nan"), final_loss=float("nan"), seconds_per_step=float("nan"))
+    reports = [PartReport(**record[key]) if key in record else missing for key in ("vae_frames", "vae")]
+    log.info("took the trained VAE of %s (not retrained)", folder)
+    return vae, reports[0], reports[1]
+
+
+
 def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str | None = None, progress: bool = True, command: str = "") -> Path:
     """Train the VAE, then the transformer, and write ``out/world`` (a ``WanPipeline`` folder + card).
 
@@ -610,27 +655,15 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
     log.info("rendered %d training and %d held-out clips", len(train_clips.prompts), len(heldout.prompts))
 
     # 2. the VAE: single frames first (cheap; the spatial path), then whole clips (the temporal path)
-    frames_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_frame_lr, config.vae_frame_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
-    side = min(config.height, config.width)
-    frames_loader = _window_loader(train_clips, config, window=1, crop=side, batch=config.vae_frame_batch, seed=config.seed + 2)
-    frames_report = PartReport(steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=float("nan"), seconds_per_step=float("nan"))
-    if config.vae_frame_steps:
-        trainer = _trainer(base, "vae_frames", config.vae_frame_steps, progress)
-        wall = _fit(trainer, frames_part, frames_loader, _resolve_ckpt(base, "vae_frames", ckpt_path))
-        frames_report = _report(frames_part, trainer, wall)
-
-    vae_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_lr, config.vae_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
-    if config.vae_frame_steps:
-        vae_part.vae.load_state_dict(frames_part.vae.state_dict())  # a resumed run restores its checkpoint over this
-    vae_loader = _window_loader(train_clips, config, window=config.vae_window, crop=config.vae_crop, batch=config.vae_batch, seed=config.seed)
-    trainer = _trainer(base, "vae", config.vae_steps, progress)
-    wall = _fit(trainer, vae_part, vae_loader, _resolve_ckpt(base, "vae", ckpt_path))
-    vae_report = _report(vae_part, trainer, wall)
-    vae = vae_part.vae.eval()
+    if config.vae_from is not None:
+        vae, frames_report, vae_report = _taken_vae(config)
+    else:
+        vae, frames_report, vae_report = _train_vae(base, config, train_clips, ckpt_path, progress)
 
     # 3. latent statistics into the VAE config, then the normalised training latents
     latents_file = base / "latents.safetensors"
-    if ckpt_path is not None and latents_file.is_file() and (base / "vae" / "checkpoints" / "last.ckpt").stat().st_mtime <= latents_file.stat().st_mtime:
+    vae_ckpt = base / "vae" / "checkpoints" / "last.ckpt"
+    if ckpt_path is not None and latents_file.is_file() and (not vae_ckpt.is_file() or vae_ckpt.stat().st_mtime <= latents_file.stat().st_mtime):
         stored = load_file(str(latents_file))
         mean, std, latents = stored["mean"], stored["std"], stored["latents"]
     else:
@@ -695,6 +728,11 @@ def write_card(
         f"- Clips: {config.clips_per_scene} per scene × {len(config.scenes)} scenes, {config.num_frames} frames at "
         f"{config.height} × {config.width} (latents 16 × {latent_t} × {config.height // 8} × {config.width // 8}); "
         f"held out: {config.heldout_per_scene} per scene (indices from {HELDOUT_INDEX_OFFSET})",
+        *(
+            [f"- VAE: taken from `{config.vae_from}` (not retrained here); its own training, as that world recorded it:"]
+            if config.vae_from is not None
+            else []
+        ),
         f"- VAE (`AutoencoderKLWan`, {vae_params / 1e6:.2f} M parameters), phase 1: {vae_frames.steps} steps × "
         f"{config.vae_frame_batch} single frames at {config.height} × {config.width} px, peak lr {config.vae_frame_lr:g}; "
         f"wall {vae_frames.wall_seconds / 60:.1f} min this run, {vae_frames.train_seconds / 60:.1f} min of training steps in all "

@@ -74,6 +74,28 @@ def test_fidelity_tells_the_scenes_apart():
     assert correct / total >= 0.95
 
 
+def test_fidelity_reads_blurred_off_colour_clips_as_their_scene():
+    """A video that shows a scene badly (blur, colour shift, grain) is still that scene; a scene is never another."""
+    rng = np.random.default_rng(5)
+    hits = []
+    for scene in SCENES:
+        for i in range(3):
+            variant = M.appearance_variant(C.ground_truth(scene, SEED + 2, i), rng)
+            probs = M.scene_probabilities(M.prepare(variant))
+            hits.append(max(probs, key=probs.get) == scene)
+            assert probs["none"] < 0.5, (scene, i, probs["none"])
+    assert np.mean(hits) >= 0.95
+
+
+def test_appearance_variant_changes_the_look_within_its_ranges():
+    clip = C.ground_truth("cooling_plate", SEED, 0)
+    variant = M.appearance_variant(clip, np.random.default_rng(0))
+    assert variant.shape == clip.shape and variant.dtype == np.float32
+    assert 0.0 <= variant.min() and variant.max() <= 1.0
+    diff = np.abs(variant - clip).mean()
+    assert 0.005 < diff < 0.15, diff
+
+
 @pytest.mark.parametrize("scene", ["ball_bounce", "dye_advection", "cooling_plate", "ripple_reflection"])
 def test_mp4_round_trip_keeps_ground_truth_near_zero(tmp_path, scene):
     frames = C.ground_truth(scene, SEED, 0)

@@ -137,6 +137,21 @@ def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
     assert training["transformer"]["steps"] == 8
 
 
+def test_pretrain_can_take_a_trained_vae_and_train_only_the_transformer(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert pretrain_main(["--out", str(out), "--vae-from", "lab", "--transformer-steps", "2", *TINY_RUN]) == 0
+    assert not (out / "vae").exists() and not (out / "vae_frames").exists()  # no VAE training
+    assert _part_state(out, "transformer")["step"] == 2
+    vae_file = "vae/diffusion_pytorch_model.safetensors"
+    torch.testing.assert_close(load_file(str(out / "world" / vae_file)), load_file(str(WORLD_FOLDER / vae_file)))
+    shipped = json.loads((WORLD_FOLDER / "training.json").read_text())
+    training = json.loads((out / "world" / "training.json").read_text())
+    assert training["vae"] == shipped["vae"] and training["config"]["vae_from"] == "lab"
+    assert "taken from `lab`" in (out / "world" / "README.md").read_text(encoding="utf-8")
+
+
 def _logged_losses(out: Path, part: str) -> dict[int, float]:
     losses = {}
     for log_dir in sorted((out / part / "logs").glob("version_*")):
@@ -198,6 +213,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
         ["--scenes", "ball_bounce,volcano"],
         ["--threads", "0"],
         ["--vae-steps", "many"],
+        ["--vae-from", "/nonexistent/world"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
