@@ -46,6 +46,17 @@ FAMILIES: tuple[str, ...] = ("pde_anchor", "kinematic", "closure", "stabilizer")
 """The four residual families of App. A.3."""
 
 
+READINGS: dict[str, tuple[str, ...]] = {
+    "kinematic_reading": ("central", "midpoint"),
+    "stress_reading": ("linear", "eq20"),
+}
+"""The residual readings the paper leaves open (``design/pila-method.md`` §7, R1 and R2): the
+first choice of each is the default."""
+
+PRESSURE_STD_EPS = 1e-6
+"""ε_p of the ``"eq20"`` stress reading: AFE's ``std_eps`` (so the residual vanishes on AFE's output)."""
+
+
 @dataclass(frozen=True)
 class ResidualScales:
     """Latent-scale normalisers of the residuals (not material parameters; fixed by default).
@@ -76,6 +87,21 @@ class ResidualScales:
             1e-3]
         L: latent-heat coupling of the thermal-phase anchor (+L·∂t φ). [ours: 1.0, unit
             coupling]
+        kinematic_reading: reading R1 of the kinematic terms (``rigid_body``,
+            ``collision``). ``"central"``: ∂t u − v with central differences, which on
+            AFE's own output (u the midpoint integral of v̂, Eq. 19) equals ¼·∂tt v̂, a
+            smoothness penalty. ``"midpoint"``: the residual of the midpoint rule,
+            centred on the interior grid, ∂t u − v − ¼·∂tt v
+            (= ½[(u_{t+1} − u_t − ½(v_t + v_{t+1})) + (u_t − u_{t−1} − ½(v_{t−1} + v_t))]),
+            exactly 0 on AFE's output, so it constrains only what the experts change.
+            [ours: "central" keeps the residual table's ∂t u − v; lab.md §4 measures both]
+        stress_reading: reading R2 of the stress–strain closure (``rigid_body``,
+            ``elastic``). ``"linear"``: σ_s − κ·ε, which on AFE's output equals −p̃·I.
+            ``"eq20"``: σ_s + κ_p·p̃·I − κ·ε with p̃ = p / (std_sample(p) + ε_p), the closure
+            Eq. 20 builds σ_s with (0 on AFE's output when κ, κ_p match AFE's κ_ε, κ_p).
+            [ours: "linear" keeps the residual table's σ_s − κ·ε; lab.md §4 measures both]
+        kappa_p: pressure scale κ_p of the ``"eq20"`` stress reading. [ours: 1.0, matching
+            AFE's κ_p]
     """
 
     c: float = 0.5
@@ -88,9 +114,19 @@ class ResidualScales:
     delta: float = 0.1
     rho_min: float = 1e-3
     L: float = 1.0
+    kinematic_reading: str = "central"
+    stress_reading: str = "linear"
+    kappa_p: float = 1.0
 
     def __post_init__(self) -> None:
+        for name, choices in READINGS.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"ResidualScales.{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}"
+                )
         for field in dataclasses.fields(self):
+            if field.name in READINGS:
+                continue
             value = getattr(self, field.name)
             if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
                 raise ValueError(
@@ -231,8 +267,11 @@ Residual = Callable[[FieldDerivatives, ResidualScales], Tensor]
 
 
 def kinematic_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
-    """∂t u − v (rigid_body, collision): (B, 2, T', H', W')."""
-    return d.dt("u") - d.field("v")
+    """∂t u − v, or with ``kinematic_reading="midpoint"`` ∂t u − v − ¼·∂tt v (rigid_body, collision): (B, 2, T', H', W')."""
+    central = d.dt("u") - d.field("v")
+    if s.kinematic_reading == "midpoint":
+        return central - 0.25 * d.dtt("v")
+    return central
 
 
 def low_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
@@ -241,8 +280,19 @@ def low_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
 
 
 def stress_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
-    """σ_s − κ·ε (rigid_body, elastic): (B, 3, T', H', W')."""
-    return torch.sub(d.field("stress"), d.field("strain"), alpha=s.kappa)
+    """σ_s − κ·ε, or with ``stress_reading="eq20"`` σ_s + κ_p·p̃·I − κ·ε (rigid_body, elastic): (B, 3, T', H', W').
+
+    p̃ is normalised by the per-sample standard deviation of p over the whole grid, as AFE
+    normalises it (Eq. 20).
+    """
+    linear = torch.sub(d.field("stress"), d.field("strain"), alpha=s.kappa)
+    if s.stress_reading != "eq20":
+        return linear
+    p = d.raw("p")
+    std = p.std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1)
+    p_tilde = d.field("p") / (std + PRESSURE_STD_EPS)  # (B, 1, T', H', W')
+    isotropic = torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)  # (B, 3, …)
+    return linear + s.kappa_p * isotropic
 
 
 def rigid_motion_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:

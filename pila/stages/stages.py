@@ -27,7 +27,7 @@ from pila.adapter import AdapterConfig, BankEncoding
 from pila.categories import CATEGORIES
 from pila.flow import velocity_target
 from pila.physics.afe import midpoint_displacement
-from pila.physics.masks import motion_mask
+from pila.physics.masks import blend_masks, motion_mask, physical_mask
 from pila.physics.ops import crop_interior, sym_gradient
 from pila.physics.residuals import (
     RESIDUAL_TERMS,
@@ -158,6 +158,11 @@ class StageB(PILAModule):
             small observable anchor", no value; 0.1]
         strain_weight: stage A anchor's strain weight. [ours: as stage A]
         displacement_weight: stage A anchor's displacement weight. [ours: as stage A]
+        physical_mask_steps: reading R4 (``design/pila-method.md`` §7): App. B.3 blends the
+            residual mask from the motion mask to the physical mask; with N > 0 stage B
+            does so too, linearly over its first N steps (as stage C's ``MaskBlend``);
+            0 keeps the motion mask throughout stage B. [ours: 0, the blend belongs to
+            stage C's warm-ups in App. B.2; lab.md §4 measures both]
         **kwargs: :class:`~pila.stages.module.PILAModule` arguments.
     """
 
@@ -171,9 +176,13 @@ class StageB(PILAModule):
         anchor_weight: float = 0.1,
         strain_weight: float = 1.0,
         displacement_weight: float = 0.1,
+        physical_mask_steps: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if physical_mask_steps < 0:
+            raise ValueError(f"physical_mask_steps must be >= 0, got {physical_mask_steps}")
+        self.physical_mask_steps = int(physical_mask_steps)
         self.terms = self._parse_terms(terms)
         self.anchor_weight = anchor_weight
         self.anchor_loss = ObservableAnchorLoss(strain_weight, displacement_weight)
@@ -200,6 +209,12 @@ class StageB(PILAModule):
             if set(TERM_FIELDS[key]) <= set(active_slots) and TERM_FAMILIES[key] in families
         ]
 
+    def physical_mask_blend(self) -> float:
+        """R4: the motion → physical mask blend factor at the current step (0 when off)."""
+        if not self.physical_mask_steps:
+            return 0.0
+        return min(1.0, (self.global_step + 1) / self.physical_mask_steps)
+
     def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         flow = _check_flow(batch, "stage B")
         cfg = self.adapter.config
@@ -212,7 +227,12 @@ class StageB(PILAModule):
         categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
         mask = motion_mask(
             enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
-        )
+        )  # (B, 1, T, H, W)
+        blend = self.physical_mask_blend()
+        if blend > 0:
+            physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+            mask = blend_masks(mask, physical, blend)
+        logs["mask_blend"] = torch.tensor(blend)
         means = self.adapter.residual_pass(
             categories, enc.fields, mask, cfg.residual_scales, cfg.residual_families
         )  # category → term → mean(m·r²) (B,), one shared pass

@@ -221,3 +221,50 @@ def test_bad_inputs_are_clear_errors():
         AFEConfig(rho_min=0.0)
     with pytest.raises(ValueError, match="AFEConfig.head_width"):
         AFEConfig(head_width=0)
+
+
+# Readings R1 and R2 (design/pila-method.md §7) on AFE's own output ---------------------------------
+
+
+def _afe_terms(scales_kwargs: dict) -> dict[str, dict[str, torch.Tensor]]:
+    from pila.physics.residuals import ResidualScales, residuals_for_categories
+
+    torch.manual_seed(0)
+    afe = AnchoredFieldEstimator(HIDDEN)
+    h, scaffold = inputs(3)
+    with torch.no_grad():
+        out = afe(h, scaffold, phase=4)
+    scales = ResidualScales(**scales_kwargs)
+    return residuals_for_categories(("rigid_body", "elastic"), out.fields, scales), out.fields
+
+
+def test_midpoint_kinematic_reading_vanishes_on_afe_output_and_central_is_a_smoothness_penalty():
+    central, fields = _afe_terms({})
+    midpoint, _ = _afe_terms({"kinematic_reading": "midpoint"})
+    v = fields["v"]
+    torch.testing.assert_close(central["rigid_body"]["kinematic"], 0.25 * ops.d_dtt(v), atol=1e-5, rtol=1e-5)
+    assert central["rigid_body"]["kinematic"].abs().max() > 1e-2
+    assert midpoint["rigid_body"]["kinematic"].abs().max() < 1e-5
+    # the experts' changes are what the midpoint reading sees: u moved alone is a violation
+    from pila.physics.residuals import FieldDerivatives, ResidualScales, kinematic_residual
+
+    moved = dict(fields, u=fields["u"] + 0.1 * torch.randn_like(fields["u"]))
+    assert kinematic_residual(FieldDerivatives(moved), ResidualScales(kinematic_reading="midpoint")).abs().mean() > 0.01
+
+
+def test_eq20_stress_reading_vanishes_on_afe_output_and_linear_is_the_pressure_term():
+    linear, fields = _afe_terms({})
+    eq20, _ = _afe_terms({"stress_reading": "eq20"})
+    p = fields["p"]
+    p_tilde = ops.crop_interior(p / (p.std(dim=(1, 2, 3, 4), keepdim=True, correction=0) + 1e-6))
+    expected = -torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)
+    torch.testing.assert_close(linear["elastic"]["stress_strain"], expected, atol=1e-5, rtol=1e-5)
+    assert eq20["elastic"]["stress_strain"].abs().max() < 1e-4
+
+
+def test_unknown_reading_is_a_clear_error():
+    from pila.physics.residuals import ResidualScales
+
+    with pytest.raises(ValueError, match="kinematic_reading must be one of"):
+        ResidualScales(kinematic_reading="forward")
+    assert ResidualScales.from_overrides(stress_reading="eq20").stress_reading == "eq20"

@@ -58,6 +58,35 @@ def test_stage_losses_reach_only_what_each_stage_trains(tiny_backbone):
     assert not any(p.requires_grad for p in tiny_backbone.parameters())
 
 
+def test_stage_b_physical_mask_reading_blends_the_mask_and_changes_the_loss(tiny_backbone):
+    """R4: with physical_mask_steps the recovery residuals are weighted by a blend toward the physical mask."""
+    batch = batch_of([clip_item(0, (0, 5)), clip_item(1, (2, 6))])
+    from pila.physics.masks import blend_masks, motion_mask, physical_mask
+
+    for steps in (0, 4):
+        torch.manual_seed(0)
+        b = _module(StageB, tiny_backbone, physical_mask_steps=steps)
+        b.phase = 4
+        seen = []
+        inner = b.adapter.residual_pass
+        b.adapter.residual_pass = lambda cats, fields, mask, *rest, _inner=inner: seen.append(mask) or _inner(cats, fields, mask, *rest)
+        step = b.prepare_step(batch)
+        _, logs = b.compute_loss(batch, step)
+        assert float(logs["mask_blend"]) == (0.0 if steps == 0 else 0.25)
+        cfg = b.adapter.config
+        with torch.no_grad():
+            enc = b.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=4)
+            expected = motion_mask(enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+            if steps:
+                physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+                assert not torch.allclose(physical, expected)
+                expected = blend_masks(expected, physical, 0.25)
+        torch.testing.assert_close(seen[0].detach(), expected)
+    assert [StageB(adapter=tiny_adapter_config(), physical_mask_steps=0).physical_mask_blend()] == [0.0]
+    with pytest.raises(ValueError, match="physical_mask_steps"):
+        StageB(adapter=tiny_adapter_config(), physical_mask_steps=-1)
+
+
 def test_stage_b_terms_switch_on_with_the_recovery_phases(tiny_backbone):
     b = _module(StageB, tiny_backbone)
     from pila.physics.afe import active_slots
