@@ -15,6 +15,7 @@ CONFIGS = ROOT / "lightning_configs"
 STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("stage*.yaml"))
 PREDICT_CONFIGS = sorted(p for p in CONFIGS.rglob("predict*.yaml"))
 ABLATIONS = sorted((CONFIGS / "ablations").glob("*.yaml"))
+READINGS = sorted((CONFIGS / "readings").glob("*.yaml"))
 
 # Paper configs name GPUs, DeepSpeed and real Wan folders; these overrides keep their model,
 # data and callbacks but build them for the CPU and the tiny backbone.
@@ -27,7 +28,8 @@ def _instantiate(args: list[str]) -> PilaCLI:
 
 def test_every_config_is_covered():
     found = set(CONFIGS.rglob("*.yaml"))
-    assert found == set(STAGE_CONFIGS) | set(PREDICT_CONFIGS) | set(ABLATIONS)
+    assert found == set(STAGE_CONFIGS) | set(PREDICT_CONFIGS) | set(ABLATIONS) | set(READINGS)
+    assert [p.stem[:2] for p in READINGS] == ["r1", "r2", "r3", "r4", "r5"]
     assert {p.name for p in STAGE_CONFIGS} >= {"stageA.yaml", "stageB.yaml", "stageC.yaml"}
     assert len(ABLATIONS) >= 20
 
@@ -162,3 +164,34 @@ def test_paper_predict_configs_parse_with_an_llm_and_tiny_ones_with_rules(path, 
     # the offline switch the comment names
     cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, "--model.init_args.parser", "null"])
     assert cli.model.parser is None  # → RuleBasedParser in setup
+
+
+@pytest.mark.parametrize("path", READINGS, ids=lambda p: p.stem)
+def test_reading_overrides_apply_where_they_belong(path, tmp_path):
+    """R1, R2, R5 change the adapter of every stage; R4 is a stage B argument; R3 a generation setting."""
+    init_args = yaml.safe_load(path.read_text())["model"]["init_args"]
+    if "sampling" in init_args:
+        config = yaml.safe_load((CONFIGS / "predict.yaml").read_text())
+        config.pop("return_predictions")
+        (tmp_path / "prompts.txt").write_text("a ball bounces\n")
+        config["data"]["init_args"]["prompt_file"] = str(tmp_path / "prompts.txt")
+        (tmp_path / "predict.yaml").write_text(yaml.safe_dump(config))
+        overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", "--model.init_args.parser=null"]
+        cli = _instantiate(["--config", str(tmp_path / "predict.yaml"), "--config", str(path), *CPU_TRAINER, *overrides, f"--trainer.default_root_dir={tmp_path}"])
+        for key, value in init_args["sampling"].items():
+            assert getattr(cli.model.sampling, key) == value
+        assert cli.model.sampling.num_inference_steps == config["model"]["init_args"]["sampling"]["num_inference_steps"]
+        return
+    stage = "stageB" if "physical_mask_steps" in init_args else "stageC"
+    base = CONFIGS / "tiny" / f"{stage}.yaml"
+    cli = _instantiate(["--config", str(base), "--config", str(path), "--model.init_args.init_from=null", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])
+    if stage == "stageB":
+        assert cli.model.physical_mask_steps == init_args["physical_mask_steps"] > 0
+        return
+    config = cli.model.adapter.config
+    for key, value in init_args["adapter"].items():
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                assert getattr(getattr(config, key), sub) == sub_value
+        else:
+            assert getattr(config, key) == value

@@ -28,7 +28,7 @@ from pila.adapter import AdapterConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "lightning_configs"
 PAPER_YAMLS = sorted(
-    [*CONFIGS.glob("stage*.yaml"), *CONFIGS.glob("predict*.yaml"), *(CONFIGS / "ablations").glob("*.yaml")]
+    [*CONFIGS.glob("stage*.yaml"), *CONFIGS.glob("predict*.yaml"), *(CONFIGS / "ablations").glob("*.yaml"), *(CONFIGS / "readings").glob("*.yaml")]
 )
 
 WHERE = r"(?:Sec\.|App\.|Table|Eq\.|Fig\.)"

@@ -33,7 +33,7 @@ from pila.adapter.config import AdapterConfig
 from pila.adapter.decoder import FlowDecoder
 from pila.adapter.encoder import PhysicalEncoder, ScaffoldHead
 from pila.adapter.experts import OperatorExperts
-from pila.adapter.layers import count_parameters
+from pila.adapter.layers import conv3d, count_parameters
 from pila.adapter.objective import routed_residual_objective
 from pila.adapter.plain import PlainAdapterBody, matched_plain_width
 from pila.adapter.pretrained import PretrainedMixin
@@ -189,9 +189,13 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         if cfg.plain_adapter:
             self.plain = PlainAdapterBody(width=plain_width_for(cfg), **_plain_kwargs(cfg))
             return
-        self.encoder = PhysicalEncoder(
-            cfg.latent_channels, cfg.hidden, cfg.encoder_depth, cfg.kernel_size, cfg.norm_groups
-        )
+        if not cfg.use_afe and cfg.wo_afe_reading == "pathway":
+            # R5, Table 12's "w/o AFE": no physical-encoder pathway, a pointwise lift of x̂0
+            self.encoder = conv3d(cfg.latent_channels, cfg.hidden, 1)
+        else:
+            self.encoder = PhysicalEncoder(
+                cfg.latent_channels, cfg.hidden, cfg.encoder_depth, cfg.kernel_size, cfg.norm_groups
+            )
         self.scaffold = ScaffoldHead(cfg.hidden, cfg.bank_channels)
         if cfg.use_afe:
             self.afe = AnchoredFieldEstimator(cfg.hidden, cfg.afe)

@@ -114,6 +114,12 @@ class AdapterConfig:
         use_afe: Table 4 "w/o AFE" when False: no field construction; the 32-channel
             scaffold of a generic conv branch is used directly as the bank.
             [paper, Table 4: full model]
+        wo_afe_reading: reading R5 (``design/pila-method.md`` §7) of "w/o AFE", used when
+            ``use_afe`` is False. ``"fields"``: the physical encoder E is kept and only
+            the field construction is dropped (its scaffold is the bank). ``"pathway"``:
+            Table 12's wording, no physical-encoder pathway before AFE: E is replaced by
+            a pointwise linear lift of x̂0, so the bank is a linear map of x̂0.
+            [ours: "fields"; lab.md §4 measures both]
         moe_operator: Table 4 "w/o MoE operator" when False: no expert updates
             (P̃ = P); routing still weights the residual objective.
             [paper, Table 4: full model]
@@ -169,6 +175,7 @@ class AdapterConfig:
     plain_adapter: bool = False
     plain_hidden: int | None = None
     use_afe: bool = True
+    wo_afe_reading: Literal["fields", "pathway"] = "fields"
     moe_operator: bool = True
     expert_routing: bool = True
     residual_constraints: bool = True
@@ -247,6 +254,10 @@ class AdapterConfig:
         if not isinstance(self.residual_scales, ResidualScales):
             raise ValueError(
                 f"AdapterConfig.residual_scales must be a ResidualScales, got {type(self.residual_scales).__name__}"
+            )
+        if self.wo_afe_reading not in ("fields", "pathway"):
+            raise ValueError(
+                f"AdapterConfig.wo_afe_reading must be 'fields' or 'pathway', got {self.wo_afe_reading!r}"
             )
         if self.loss_weighting not in ("adaptive", "fixed"):
             raise ValueError(

@@ -159,6 +159,42 @@ def top_k_override(adapter: nn.Module | None, top_k: int | None) -> Iterator[Non
             m.top_k = k
 
 
+class ConditionalVelocityTap:
+    """Keeps the conditional branch's velocity of the current denoising step (reading R3).
+
+    ``WanPipeline`` calls its transformer with the prompt first and then, under
+    classifier-free guidance, with the negative prompt; a forward hook on each transformer
+    keeps the first output after every :meth:`take`. Use as a context manager (the hooks
+    are removed on exit).
+
+    Args:
+        transformers: the pipeline's transformers (Wan 2.2-A14B has two).
+    """
+
+    def __init__(self, transformers: Iterable[nn.Module]) -> None:
+        self.transformers = [t for t in transformers if t is not None]
+        self._handles: list[Any] = []
+        self._velocity: Tensor | None = None
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._velocity is None:
+            self._velocity = (output[0] if isinstance(output, tuple) else output.sample).detach()
+
+    def take(self) -> Tensor | None:
+        """The conditional velocity of the step now ending (B, C, T, H, W); the tap resets."""
+        velocity, self._velocity = self._velocity, None
+        return velocity
+
+    def __enter__(self) -> ConditionalVelocityTap:
+        self._handles = [t.register_forward_hook(self._hook) for t in self.transformers]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 class AdapterCorrection:
     """The per-step correction the scheduler proxy applies, with routing bookkeeping.
 
@@ -167,28 +203,36 @@ class AdapterCorrection:
         cond: its ``AdapterCondition`` for this video.
         steps: 1-based steps to correct.
         clock: where adapter time is added up.
+        tap: with a :class:`ConditionalVelocityTap` the adapter reads the conditional
+            velocity and its correction g(σ)·Δv is added to the guided one (reading R3
+            ``"conditional"``); None: it reads and corrects the guided velocity.
     """
 
-    def __init__(self, adapter: nn.Module, cond: Any, steps: Iterable[int], clock: StepClock) -> None:
+    def __init__(self, adapter: nn.Module, cond: Any, steps: Iterable[int], clock: StepClock, tap: ConditionalVelocityTap | None = None) -> None:
         self.adapter = adapter
         self.cond = cond
         self.steps = frozenset(steps)
         self.clock = clock
+        self.tap = tap
         self.weight_sum: Tensor | None = None  # (B, E)
         self.applied: list[int] = []
 
     @torch.no_grad()
     def __call__(self, step: int, x_t: Tensor, sigma: float, velocity: Tensor) -> Tensor:
         """x_t (B, C, T, H, W), σ, v (B, C, T, H, W) → v_PILA in ``v``'s dtype."""
+        conditional = self.tap.take() if self.tap is not None else None  # reset every step
         if step not in self.steps:
             return velocity
+        if self.tap is not None and conditional is None:
+            raise RuntimeError("the conditional velocity was not seen this step: the pipeline did not call a tapped transformer")
         start = self.clock.now()
         param = next(self.adapter.parameters())
         sigma_b = torch.full((x_t.shape[0],), sigma, device=param.device, dtype=torch.float32)  # (B,)
+        read = velocity if conditional is None else conditional
         out = self.adapter(
             x_t.to(param.device, param.dtype),
             sigma_b,
-            velocity.to(param.device, param.dtype),
+            read.to(param.device, param.dtype),
             self.cond,
             residuals=False,  # sampling never needs the residual objective
         )
@@ -197,7 +241,10 @@ class AdapterCorrection:
             weights = routing.weights.detach().float().cpu()  # (B, E)
             self.weight_sum = weights if self.weight_sum is None else self.weight_sum + weights
         self.applied.append(step)
-        corrected = out.v_pila.to(velocity.device, velocity.dtype)
+        if conditional is None:
+            corrected = out.v_pila.to(velocity.device, velocity.dtype)
+        else:  # the guided velocity plus the correction made for the conditional one
+            corrected = velocity + out.correction.to(velocity.device, velocity.dtype)
         self.clock.adapter_seconds += self.clock.now() - start
         return corrected
 
@@ -211,6 +258,7 @@ class AdapterCorrection:
 
 __all__ = [
     "AdapterCorrection",
+    "ConditionalVelocityTap",
     "CorrectingScheduler",
     "StepClock",
     "patched_pipeline",

@@ -26,6 +26,8 @@ labels (:mod:`pila.parser`; the rule-based parser by default). Its config's
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from pila.backbone.runtime import MemoryConfig, apply_memory_options, execution_
 from pila.categories import labels_to_multihot
 from pila.generation.proxy import (
     AdapterCorrection,
+    ConditionalVelocityTap,
     CorrectingScheduler,
     StepClock,
     patched_pipeline,
@@ -149,6 +152,7 @@ def generate_video(
     clock = StepClock(device=device)
     clock.start = clock.now()
     correction: AdapterCorrection | None = None
+    tap: ConditionalVelocityTap | None = None
     text_seconds = 0.0
     if adapter is not None:
         check_adapter_compatible(adapter, backbone)
@@ -158,12 +162,14 @@ def generate_video(
             parsed = (parser or default_parser()).parse(prompt)
         cond = adapter_condition(backbone, adapter, parsed, seed, config)
         text_seconds = clock.now() - clock.start
-        correction = AdapterCorrection(adapter, cond, config.steps, clock)
+        if config.adapter_velocity == "conditional":
+            tap = ConditionalVelocityTap([pipe.transformer, getattr(pipe, "transformer_2", None)])
+        correction = AdapterCorrection(adapter, cond, config.steps, clock, tap=tap)
     scheduler = CorrectingScheduler(
         scheduler_copy(pipe.scheduler, config.shift), correction, clock, on_step=on_step
     )
     call_start = clock.now()
-    with patched_pipeline(pipe, scheduler, progress), top_k_override(adapter, config.top_k):
+    with patched_pipeline(pipe, scheduler, progress), top_k_override(adapter, config.top_k), tap or contextlib.nullcontext():
         result = pipe(
             prompt=prompt,
             negative_prompt=config.negative_prompt,

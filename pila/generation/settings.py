@@ -82,6 +82,10 @@ def resolve_seeds(seed: int | Sequence[int], num_prompts: int) -> list[int]:
     return seeds
 
 
+ADAPTER_VELOCITIES = ("guided", "conditional")
+"""The velocities the adapter may read at sampling (:attr:`SamplingConfig.adapter_velocity`)."""
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """Every generation setting (recorded in each sidecar).
@@ -106,6 +110,12 @@ class SamplingConfig:
         shift: flow-schedule shift (None: the scheduler's configured one).
         max_sequence_length: text tokens per prompt (512: WanPipeline's default).
         cond_scale: scale of the adapter's condition vector (1 after training).
+        adapter_velocity: reading R3 (``design/pila-method.md`` §7), the velocity the
+            adapter reads at sampling. ``"guided"``: the velocity after classifier-free
+            guidance, corrected into v_PILA. ``"conditional"``: the conditional branch's
+            velocity (what training feeds the adapter); its correction g(σ)·Δv is added to
+            the guided velocity. Without guidance (scale ≤ 1) both are the same.
+            [ours: "guided"; the paper does not say; lab.md §4 measures both]
     """
 
     num_inference_steps: int = 50
@@ -120,8 +130,11 @@ class SamplingConfig:
     shift: float | None = None
     max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH
     cond_scale: float = 1.0
+    adapter_velocity: str = "guided"
 
     def __post_init__(self) -> None:
+        if self.adapter_velocity not in ADAPTER_VELOCITIES:
+            raise ValueError(f"adapter_velocity must be one of {', '.join(ADAPTER_VELOCITIES)}, got {self.adapter_velocity!r}")
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
         for name in ("guidance_scale", "guidance_scale_2"):

@@ -56,11 +56,13 @@ PROG = "pila lab ablate"
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
 LAB_CONFIGS = REPO_CONFIGS / "lab"
 ABLATIONS = REPO_CONFIGS / "ablations"
+READINGS = REPO_CONFIGS / "readings"
+"""Override files of the method readings R1–R5 (``design/pila-method.md`` §7); variants too."""
 STAGES = ("stageA", "stageB", "stageC")
 BASELINE, PLAIN, FULL = "baseline", "plain_adapter", "full"
 ALIASES = {"plain": PLAIN, "ours": FULL}
 DEFAULT_VARIANTS = (BASELINE, PLAIN, FULL)
-STEP_KEYS = ("max_steps", "val_check_interval", "every_n_train_steps", "steps_per_phase", "steps")
+STEP_KEYS = ("max_steps", "val_check_interval", "every_n_train_steps", "steps_per_phase", "steps", "physical_mask_steps")
 """Config keys counted in optimiser steps, scaled together by ``--steps-scale``."""
 
 FIGURE_NAME = "report.png"
@@ -94,11 +96,15 @@ class Variant:
         name: the row's name (an override file's stem, ``full`` or ``baseline``).
         override: the override merged into every stage config (None: the full model).
         stages: the stages it trains (empty for the baseline).
+        sampling: generation settings merged into the predict config's
+            ``model.init_args.sampling`` (an override file's ``model.init_args.sampling``:
+            a reading of how the adapter samples, such as R3; None: the config's own).
     """
 
     name: str
     override: dict[str, Any] | None
     stages: tuple[str, ...]
+    sampling: dict[str, Any] | None = None
 
     @property
     def trained(self) -> bool:
@@ -106,8 +112,8 @@ class Variant:
 
 
 def available_variants(ablations: Path = ABLATIONS) -> list[str]:
-    """Every variant name ``--variants`` accepts: baseline, full and the override files."""
-    return [BASELINE, FULL, *sorted(p.stem for p in ablations.glob("*.yaml"))]
+    """Every variant name ``--variants`` accepts: baseline, full and the override files (ablations, readings)."""
+    return [BASELINE, FULL, *sorted(p.stem for folder in (ablations, READINGS) for p in folder.glob("*.yaml"))]
 
 
 def resolve_variant(name: str, ablations: Path = ABLATIONS) -> Variant:
@@ -118,14 +124,19 @@ def resolve_variant(name: str, ablations: Path = ABLATIONS) -> Variant:
     if name == FULL:
         return Variant(FULL, None, STAGES)
     path = Path(name) if name.endswith((".yaml", ".yml")) else ablations / f"{name}.yaml"
+    if not path.is_file() and (READINGS / f"{name}.yaml").is_file():
+        path = READINGS / f"{name}.yaml"
     if not path.is_file():
         raise UsageError(f"unknown variant {name!r}: no {path}; valid: {', '.join(available_variants(ablations))}, or a YAML file")
     override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(override, dict):
         raise UsageError(f"variant file {path} is not a YAML mapping")
     init_args = override.get("model", {}).get("init_args", {})
+    sampling = init_args.pop("sampling", None)  # a predict setting, not a stage argument
+    if sampling is not None and not isinstance(sampling, dict):
+        raise UsageError(f"variant file {path}: model.init_args.sampling must be a mapping of generation settings")
     stages = ("stageC",) if "init_from" in init_args and init_args["init_from"] is None else STAGES
-    return Variant(path.stem, override, stages)
+    return Variant(path.stem, override, stages, sampling)
 
 
 # ---------------------------------------------------------------- derived configs
@@ -154,10 +165,35 @@ def _callbacks(config: dict[str, Any]) -> list[dict[str, Any]]:
     return callbacks if isinstance(callbacks, list) else [callbacks]
 
 
+def stage_arguments(class_path: str) -> set[str]:
+    """The named ``__init__`` arguments of a stage class and of its bases (e.g. ``pila.stages.StageB``)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {"self"}
+
+
 def stage_config(base: dict[str, Any], variant: Variant, stage: str, run: Path, data: Path, seed: int, scale: float) -> dict[str, Any]:
     """The config one stage of one run trains with: the lab stage config, the variant's
-    override, the run's folders and seed, and the step budget."""
-    cfg = scale_steps(deep_merge(base, variant.override or {}), scale)
+    override, the run's folders and seed, and the step budget.
+
+    A stage argument of the override that this stage's class does not take (such as stage
+    B's ``physical_mask_steps``) is left out of this stage's config.
+    """
+    override = copy.deepcopy(variant.override or {})
+    own = override.get("model", {}).get("init_args", {})
+    if own and base.get("model", {}).get("class_path"):
+        accepted = stage_arguments(base["model"]["class_path"])
+        for key in [k for k in own if k not in accepted]:
+            del own[key]
+    cfg = scale_steps(deep_merge(base, override), scale)
     cfg["seed_everything"] = seed
     trainer = cfg.setdefault("trainer", {})
     trainer["default_root_dir"] = str(run / stage)
@@ -177,11 +213,18 @@ def stage_config(base: dict[str, Any], variant: Variant, stage: str, run: Path, 
 
 
 def predict_config(
-    base: dict[str, Any], run: Path, adapter: Path | None, eval_seeds: int, inference_steps: int | None, prompt_file: Path | None = None
+    base: dict[str, Any],
+    run: Path,
+    adapter: Path | None,
+    eval_seeds: int,
+    inference_steps: int | None,
+    prompt_file: Path | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fixed evaluation set's predict config for one run (the same prompts and seeds for every run).
 
-    ``prompt_file`` replaces the config's prompt file (e.g. one restricted to some scenes).
+    ``prompt_file`` replaces the config's prompt file (e.g. one restricted to some scenes);
+    ``sampling`` (a variant's generation settings) is merged into the sampling settings.
     """
     cfg = copy.deepcopy(base)
     cfg["seed_everything"] = 0  # the evaluation set does not depend on the training seed
@@ -191,6 +234,8 @@ def predict_config(
             callback.setdefault("init_args", {})["output_dir"] = str(run / "videos")
     init_args = cfg.setdefault("model", {}).setdefault("init_args", {})
     init_args["adapter"] = None if adapter is None else str(adapter)
+    if sampling:
+        init_args["sampling"] = {**(init_args.get("sampling") or {}), **sampling}
     if inference_steps is not None:
         init_args.setdefault("sampling", {})["num_inference_steps"] = inference_steps
     data = cfg.setdefault("data", {}).setdefault("init_args", {})
@@ -292,7 +337,7 @@ def execute_run(
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
         adapter = export_adapter(folder / variant.stages[-1] / "checkpoints" / "last.ckpt", folder / "adapter")
-    cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file)
+    cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file, variant.sampling)
     path = _write_yaml(folder / "configs" / "predict.yaml", cfg)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()

@@ -57,6 +57,26 @@ def test_without_afe_the_scaffold_is_the_bank() -> None:
     assert out.residual_loss > 0
 
 
+def test_without_afe_pathway_reading_the_bank_is_a_linear_map_of_x0() -> None:
+    """R5: Table 12's "w/o AFE" (no physical-encoder pathway): P = a pointwise affine map of x̂0."""
+    adapter = tiny_adapter(use_afe=False, wo_afe_reading="pathway").eval()
+    kept = tiny_adapter(use_afe=False).eval()
+    assert sum(p.numel() for p in adapter.encoder.parameters()) < sum(p.numel() for p in kept.encoder.parameters())
+    x_t, sigma, v_theta, cond = make_batch()
+    zero = torch.zeros_like(v_theta)
+    with torch.no_grad():
+        banks = [adapter.encode_bank(k * x_t, sigma, zero).bank for k in (0.0, 1.0, 2.0)]  # x̂0 = k·x_t
+        torch.testing.assert_close(banks[2] - banks[1], banks[1] - banks[0], atol=1e-5, rtol=1e-4)
+        moved = x_t.clone()
+        moved[..., 0, 0] += 1.0  # one latent cell: a pointwise map changes that cell only
+        delta = adapter.encode_bank(moved, sigma, zero).bank - banks[1]
+    assert delta[..., 0, 0].abs().sum() > 0 and delta[..., 1:, 1:].abs().max() < 1e-6
+    out = adapter.train()(x_t, sigma, v_theta, cond, residuals=True)
+    assert out.residual_loss > 0
+    with pytest.raises(ValueError, match="wo_afe_reading"):
+        tiny_config(wo_afe_reading="encoder")
+
+
 def test_without_moe_operator_the_bank_is_not_refined() -> None:
     adapter = tiny_adapter(moe_operator=False).train()
     randomize_zero_layers(adapter)

@@ -259,3 +259,50 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     identity = adapter_identity(loaded, trained_adapter_dir)
     assert identity["sha256"] == hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
     assert identity["folder"] == str(trained_adapter_dir.resolve()) and adapter_identity(None) is None
+
+
+# ------------------------------------------------------------- reading R3: which velocity the adapter reads
+def _recorded_run(backbone, adapter, small, **config):
+    """Every transformer output and every velocity the adapter read, in call order."""
+    outputs, read = [], []
+    handles = [
+        t.register_forward_hook(lambda m, a, out: outputs.append(out[0].detach().clone()))
+        for t in (backbone.pipeline.transformer, getattr(backbone.pipeline, "transformer_2", None))
+        if t is not None
+    ]
+    inner = adapter.forward
+    adapter.forward = lambda x_t, sigma, v, cond, **kw: read.append(v.detach().clone()) or inner(x_t, sigma, v, cond, **kw)
+    try:
+        steps, video = trajectory(backbone, "Steam rises.", 2, small, adapter, **config)
+    finally:
+        adapter.forward = inner
+        for handle in handles:
+            handle.remove()
+    return outputs, read, steps, video
+
+
+def test_conditional_reading_feeds_the_adapter_the_conditional_velocity(tiny_backbone, adapter_factory, small):
+    adapter = adapter_factory(trained=True)
+    guidance = 5.0
+    outputs, read, _, guided_video = _recorded_run(tiny_backbone, adapter, small, guidance_scale=guidance, correction_steps=[1])
+    cond, uncond = outputs[0], outputs[1]  # step 1: the prompt first, then the negative prompt
+    torch.testing.assert_close(read[0], uncond + guidance * (cond - uncond))
+    outputs, read, _, conditional_video = _recorded_run(
+        tiny_backbone, adapter, small, guidance_scale=guidance, correction_steps=[1], adapter_velocity="conditional"
+    )
+    torch.testing.assert_close(read[0], outputs[0])
+    assert not np.array_equal(guided_video.frames, conditional_video.frames)
+    assert not tiny_backbone.pipeline.transformer._forward_hooks  # the tap is removed after the call
+
+
+def test_readings_agree_without_guidance_and_wan22_taps_both_transformers(tiny_backbone, tiny_two_stage_dir, adapter_factory, small):
+    adapter = adapter_factory(trained=True)
+    _, guided = trajectory(tiny_backbone, "Ice melts.", 4, small, adapter, guidance_scale=1.0)
+    _, conditional = trajectory(tiny_backbone, "Ice melts.", 4, small, adapter, guidance_scale=1.0, adapter_velocity="conditional")
+    np.testing.assert_array_equal(guided.frames, conditional.frames)
+    backbone = WanBackbone.from_pretrained(tiny_two_stage_dir)
+    outputs, read, _, video = _recorded_run(backbone, adapter, small, correction_steps=[4], adapter_velocity="conditional")
+    assert video.corrected_steps == (4,)
+    torch.testing.assert_close(read[0], outputs[6])  # step 4's first call, on transformer_2
+    with pytest.raises(ValueError, match="adapter_velocity must be one of"):
+        SamplingConfig(adapter_velocity="uncond")

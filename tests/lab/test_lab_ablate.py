@@ -61,6 +61,26 @@ def test_stage_configs_chain_the_run_and_share_one_budget(tmp_path):
     assert plain["model"]["init_args"]["adapter"]["hidden"] == 32  # the lab's sizes are kept under the override
 
 
+def test_readings_are_variants_each_where_it_belongs(tmp_path):
+    """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes generation only."""
+    assert {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"} <= set(ablate.available_variants())
+    run, data = tmp_path / "run", tmp_path / "data"
+    r4 = resolve_variant("r4_stage_b_physical_mask")
+    configs = {stage: stage_config(yaml.safe_load((LAB / f"{stage}.yaml").read_text()), r4, stage, run, data, seed=0, scale=2.0) for stage in ablate.STAGES}
+    assert configs["stageB"]["model"]["init_args"]["physical_mask_steps"] == 60  # 30 × 2: scaled with the budget
+    assert "physical_mask_steps" not in configs["stageA"]["model"]["init_args"]
+    assert "physical_mask_steps" not in configs["stageC"]["model"]["init_args"]
+    r3 = resolve_variant("r3_conditional_velocity")
+    assert r3.stages == ablate.STAGES and r3.sampling == {"adapter_velocity": "conditional"}
+    stage_c = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), r3, "stageC", run, data, seed=0, scale=1.0)
+    assert "sampling" not in stage_c["model"]["init_args"]
+    predict = ablate.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), run, run / "adapter", 2, 5, sampling=r3.sampling)
+    sampling = predict["model"]["init_args"]["sampling"]
+    assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
+    r1 = resolve_variant("r1_midpoint_kinematic")
+    assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {"kinematic_reading": "midpoint"}
+
+
 # ----------------------------------------------------------------- statistics
 def test_interval_is_students_t():
     s = interval([1.0, 2.0, 3.0])
