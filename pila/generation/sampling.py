@@ -27,7 +27,6 @@ labels (:mod:`pila.parser`; the rule-based parser by default). Its config's
 from __future__ import annotations
 
 import contextlib
-
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field

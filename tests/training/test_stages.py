@@ -69,7 +69,7 @@ def test_stage_b_physical_mask_reading_blends_the_mask_and_changes_the_loss(tiny
         b.phase = 4
         seen = []
         inner = b.adapter.residual_pass
-        b.adapter.residual_pass = lambda cats, fields, mask, *rest, _inner=inner: seen.append(mask) or _inner(cats, fields, mask, *rest)
+        b.adapter.residual_pass = lambda cats, fields, mask, *rest, _inner=inner, _seen=seen: _seen.append(mask) or _inner(cats, fields, mask, *rest)
         step = b.prepare_step(batch)
         _, logs = b.compute_loss(batch, step)
         assert float(logs["mask_blend"]) == (0.0 if steps == 0 else 0.25)
