@@ -110,6 +110,14 @@ class Variant:
     def trained(self) -> bool:
         return bool(self.stages)
 
+    @property
+    def trains_as_full(self) -> bool:
+        """It trains exactly as full PILA (a generation reading such as R3): its training is shared with ``full``'s."""
+        def empty(node: Any) -> bool:
+            return isinstance(node, dict) and all(empty(v) for v in node.values())
+
+        return self.name != FULL and self.stages == STAGES and (self.override is None or empty(self.override))
+
 
 def available_variants(ablations: Path = ABLATIONS) -> list[str]:
     """Every variant name ``--variants`` accepts: baseline, full and the override files (ablations, readings)."""
@@ -323,10 +331,12 @@ def execute_run(
     configs = Path(plan.configs)
     timings: dict[str, float] = {}
     adapter = None
-    for stage in variant.stages:
-        stage_done = folder / stage / "finished.json"
-        cfg = stage_config(_read_yaml(configs / f"{stage}.yaml"), variant, stage, folder, out / "data", seed, plan.steps_scale)
-        path = _write_yaml(folder / "configs" / f"{stage}.yaml", cfg)
+    # a generation-only variant trains in (and reuses) full PILA's run of the same seed
+    trainer_variant, train_folder = (resolve_variant(FULL), run_folder(out, resolve_variant(FULL), seed)) if variant.trains_as_full else (variant, folder)
+    for stage in trainer_variant.stages:
+        stage_done = train_folder / stage / "finished.json"
+        cfg = stage_config(_read_yaml(configs / f"{stage}.yaml"), trainer_variant, stage, train_folder, out / "data", seed, plan.steps_scale)
+        path = _write_yaml(train_folder / "configs" / f"{stage}.yaml", cfg)
         if stage_done.is_file() and json.loads(stage_done.read_text(encoding="utf-8")).get("config") == cfg:
             log.info("%s: %s finished before, kept", label, stage)
             continue
@@ -336,7 +346,7 @@ def execute_run(
         timings[stage] = time.perf_counter() - start
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
-        adapter = export_adapter(folder / variant.stages[-1] / "checkpoints" / "last.ckpt", folder / "adapter")
+        adapter = export_adapter(train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt", folder / "adapter")
     cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file, variant.sampling)
     path = _write_yaml(folder / "configs" / "predict.yaml", cfg)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)

@@ -77,6 +77,8 @@ def test_readings_are_variants_each_where_it_belongs(tmp_path):
     predict = ablate.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), run, run / "adapter", 2, 5, sampling=r3.sampling)
     sampling = predict["model"]["init_args"]["sampling"]
     assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
+    assert r3.trains_as_full  # its training is full PILA's (shared with the full run of the same seed)
+    assert not any(resolve_variant(n).trains_as_full for n in ("full", "plain", "baseline", "r1_midpoint_kinematic", "r4_stage_b_physical_mask"))
     r1 = resolve_variant("r1_midpoint_kinematic")
     assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {"kinematic_reading": "midpoint"}
 
