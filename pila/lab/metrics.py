@@ -614,7 +614,7 @@ def smoke_growth(t: np.ndarray) -> np.ndarray:
 def measure_smoke_puff(frames: np.ndarray) -> Measurement:
     """The puff rises (at the world's rate) and widens (with the world's growth time); its mass decays.
 
-    Vision: the smoke's density is the brightening over the row-median background,
+    Vision: the smoke's density is the brightening over the frame's row-median background,
     relative to the room left to white; static structure (the nozzle: density that does
     not change over time) is removed. Mass is the summed density; height and width are the
     centroid row and the standard deviation of the column, weighted by the density of the
@@ -623,8 +623,11 @@ def measure_smoke_puff(frames: np.ndarray) -> Measurement:
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["smoke_puff"]
     lum = frames.mean(axis=-1)
-    bg = np.median(lum, axis=(0, 2))  # (H,)
-    dens = np.clip(lum - bg[None, :, None] - 0.02, 0, None) / np.clip(0.95 - bg, 0.1, None)[None, :, None]
+    # each frame's own row medians: a global brightness flicker (a generator's, a codec's)
+    # shifts the backdrop with the smoke and is not read as smoke appearing or vanishing
+    bg = np.median(lum, axis=2)  # (F, H)
+    room = np.clip(0.95 - np.median(bg, axis=0), 0.1, None)  # (H,) the room left to white, of the clip's backdrop
+    dens = np.clip(lum - bg[:, :, None] - 0.02, 0, None) / room[None, :, None]
     static = (dens.std(axis=0) < 0.01) & (np.median(dens, axis=0) > 0.03)  # our choice: an unchanging brightening is not smoke
     dens[:, static] = 0
     mass = dens.reshape(num_frames, -1).sum(1)
@@ -667,8 +670,8 @@ def measure_smoke_puff(frames: np.ndarray) -> Measurement:
 def measure_elastic_bar(frames: np.ndarray) -> Measurement:
     """The tip oscillates at the world's period with the world's (non-negative) damping.
 
-    Vision: the bar is the saturated colour (chroma = max − min of RGB > 0.12; the wall
-    and backdrop are grey) in regions at least a fifth the size of the largest
+    Vision: the bar is the saturated colour (chroma = max − min of RGB, 0.12 above the
+    clip's median chroma; the wall and backdrop are grey) in regions at least a fifth the size of the largest
     (:func:`significant_components`); its free end is the rightmost column it fills in at least half
     the frames; the tip's height is the mean row of bar pixels in the 4 columns before it.
     The tip height is fitted with the world's law c + e^{−δt}(a·sin ωt + b·cos ωt) (δ and
@@ -678,7 +681,11 @@ def measure_elastic_bar(frames: np.ndarray) -> Measurement:
     num_frames = frames.shape[0]
     law = LAWS["elastic_bar"]
     chroma = frames.max(axis=-1) - frames.min(axis=-1)
-    bar = np.stack([significant_components(m) for m in chroma > 0.12])
+    # chroma above the backdrop's own (the clip's median; the bar covers a small part of the
+    # frame): a colour cast over the whole frame (a generator's, a white balance) tints the
+    # grey backdrop and wall, not only the bar
+    excess = chroma - float(np.median(chroma))
+    bar = np.stack([significant_components(m) for m in excess > 0.12])
     area = bar.reshape(num_frames, -1).sum(1).astype(float)
     t = np.arange(num_frames, dtype=float)
     raw = dict.fromkeys(("law_residual", "period_error", "damping_error", "size_change"), float("nan"))
@@ -734,13 +741,43 @@ def _incandescence_table() -> tuple[np.ndarray, np.ndarray]:
     return temps, _incandescence(temps).astype(np.float32)
 
 
+COLD_PLATE = 0.3
+"""The cold plate's grey (``_incandescence`` at T = 0), the reference :func:`cold_plate_balanced` restores."""
+
+
+def cold_plate_balanced(frames: np.ndarray) -> np.ndarray:
+    """Frames shifted per frame and channel so the cold plate reads its rendered grey again.
+
+    The plate is the brighter class of the still image's luminance (Otsu's threshold; the
+    room around it is darker), its cold colour in each frame the per-channel median over the
+    fifth of the plate that is least red in the still image (the part farthest from the glow). A colour cast or a brightness
+    flicker over the whole frame (a generator's, a codec's) then no longer reads as a
+    change of temperature.
+    """
+    still = np.median(frames, axis=0).mean(axis=-1)
+    level, _ = cv2.threshold(np.round(still * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    plate = still * 255 > level
+    if plate.sum() < 0.1 * plate.size:  # our choice: no plate-sized bright region, nothing to balance against
+        return frames
+    # the cold part: the fifth of the plate least red in the still image (farthest from the
+    # glow in every frame; a cast shifts every pixel's redness alike, so the choice holds)
+    redness = (np.median(frames, axis=0)[..., 0] - np.median(frames, axis=0)[..., 2])[plate]
+    coldest = np.zeros_like(plate)
+    coldest[plate] = redness <= np.quantile(redness, 0.2)
+    cold = np.median(frames[:, coldest], axis=1)  # (F, 3)
+    return np.clip(frames - (cold - COLD_PLATE)[:, None, None, :], 0.0, 1.0)
+
+
 def temperature_map(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Temperature (F, H, W) by inverting the plate's incandescence (nearest colour), and the plate mask (H, W).
+
+    Colours are first balanced on the cold plate (:func:`cold_plate_balanced`).
 
     The plate is where the still image lies within 0.1 of the glow's colour curve (our
     choice: the dark room around it is ≥ 0.3 away); elsewhere the temperature is 0.
     """
     temps, colours = _incandescence_table()
+    frames = cold_plate_balanced(frames)
 
     def nearest(pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # colours to 8 bits (what a video holds), each distinct colour looked up once
