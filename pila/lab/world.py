@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.configuration_utils import FrozenDict
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -143,7 +144,7 @@ class WorldConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
     foreground_weight: float = 4.0
-    transformer_steps: int = 2000
+    transformer_steps: int = 6000
     transformer_batch: int = 8
     transformer_lr: float = 1e-3
     prompt_dropout: float = 0.1
@@ -617,6 +618,8 @@ def _taken_vae(config: WorldConfig) -> tuple[AutoencoderKLWan, PartReport, PartR
     """The trained VAE of :attr:`WorldConfig.vae_from`, with the phase reports its world recorded (NaN where none)."""
     folder = config.vae_folder()
     vae = AutoencoderKLWan.from_pretrained(str(folder)).eval()
+    # the loaded config names the folder it came from; the world written here must not
+    vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
     record_file = folder.parent / "training.json"
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     missing = PartReport(steps=0, wall_seconds=float("nan"), train_seconds=float("nan"), final_loss=float("nan"), seconds_per_step=float("nan"))

@@ -150,6 +150,7 @@ def test_pretrain_can_take_a_trained_vae_and_train_only_the_transformer(tmp_path
     training = json.loads((out / "world" / "training.json").read_text())
     assert training["vae"] == shipped["vae"] and training["config"]["vae_from"] == "lab"
     assert "taken from `lab`" in (out / "world" / "README.md").read_text(encoding="utf-8")
+    assert "_name_or_path" not in json.loads((out / "world" / "vae" / "config.json").read_text())  # no local path leaks
 
 
 def _logged_losses(out: Path, part: str) -> dict[int, float]:
