@@ -32,11 +32,13 @@ import torch
 from pila.backbone import WanBackbone
 from pila.generation import generate
 from pila.io import write_json_atomic, write_text_atomic
+from pila.lab.evaluate import write_strips
 from pila.lab.metrics import measure, scene_probabilities
 from pila.lab.scenes import SCENES, render_indexed
 from pila.lab.world import HELDOUT_INDEX_OFFSET
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
 
 
@@ -70,17 +72,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (ours)")
     parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale (ours: WanPipeline's default)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="ground truth, reconstruction and generated frames per scene")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     backbone = WanBackbone.from_pretrained(args.world)
     rows: dict[str, dict[str, float]] = {}
     videos = []
+    strips: list[tuple[str, np.ndarray]] = []
     start = time.perf_counter()
     for scene in SCENES:
         gt_v, rec_v, psnrs = [], [], []
         for i in range(args.heldout):
             clip = heldout_clip(scene, i)
             rec = reconstruct(backbone, clip.frames)
+            if i == 0:
+                strips += [(f"{scene}\nground truth", clip.frames), (f"{scene}\nVAE", rec)]
             psnrs.append(psnr(clip.frames, rec))
             gt_v.append(measure(clip.frames, scene).violation)
             rec_v.append(measure(rec, scene).violation)
@@ -93,6 +99,8 @@ def main() -> None:
             )[0]
             result = measure(frames, scene)
             probs = scene_probabilities(frames)
+            if s == 0:
+                strips.append((f"{scene}\ngenerated", frames))
             gen_v.append(result.violation)
             fid.append(result.fidelity)
             top1.append(float(max(probs, key=probs.get) == scene))
@@ -104,6 +112,7 @@ def main() -> None:
         }
         print(scene, rows[scene], flush=True)
     seconds = time.perf_counter() - start
+    write_strips(args.figure, strips)
     overall = {k: mean([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [

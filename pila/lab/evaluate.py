@@ -269,11 +269,6 @@ def comparison_markdown(reports: dict[str, dict[str, Any]], reference: str) -> s
 
 def write_frame_strip(path: Path, reports: dict[str, dict[str, Any]], frames: int = 8) -> None:
     """A PNG of ``frames`` evenly spaced frames of the first video of every scene, one row per report and scene."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows: list[tuple[str, np.ndarray]] = []
     for name in SCENES:
         for label, report in reports.items():
@@ -284,12 +279,25 @@ def write_frame_strip(path: Path, reports: dict[str, dict[str, Any]], frames: in
                 video, _ = read_video(Path(report["source"]) / entry["video"])
             except Exception:  # noqa: BLE001 - a video gone since it was measured: leave its row out
                 continue
-            picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
-            rows.append((f"{name}\n{label}", np.concatenate(list(video[picks]), axis=1)))
+            rows.append((f"{name}\n{label}", video))
+    write_strips(path, rows, frames)
+
+
+def write_strips(path: Path, rows: list[tuple[str, np.ndarray]], frames: int = 8) -> None:
+    """A PNG with one labelled row per video (F, H, W, 3): ``frames`` evenly spaced frames side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     if not rows:
         return
-    fig, axes = plt.subplots(len(rows), 1, figsize=(frames * 0.9 + 1.2, 0.95 * len(rows)), squeeze=False)
-    for ax, (label, strip) in zip(axes[:, 0], rows, strict=True):
+    strips = []
+    for label, video in rows:
+        picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
+        strips.append((label, np.concatenate(list(np.asarray(video)[picks]), axis=1)))
+    fig, axes = plt.subplots(len(strips), 1, figsize=(frames * 0.9 + 1.2, 0.95 * len(strips)), squeeze=False)
+    for ax, (label, strip) in zip(axes[:, 0], strips, strict=True):
         ax.imshow(strip, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])

@@ -614,8 +614,9 @@ def _train_vae(base: Path, config: WorldConfig, train_clips: ClipSet, ckpt_path:
     return vae_part.vae.eval(), frames_report, _report(vae_part, trainer, wall)
 
 
-def _taken_vae(config: WorldConfig) -> tuple[AutoencoderKLWan, PartReport, PartReport]:
-    """The trained VAE of :attr:`WorldConfig.vae_from`, with the phase reports its world recorded (NaN where none)."""
+def _taken_vae(config: WorldConfig) -> tuple[AutoencoderKLWan, PartReport, PartReport, WorldConfig]:
+    """The trained VAE of :attr:`WorldConfig.vae_from`, with the phase reports and the config its
+    world recorded (NaN reports and this config where it recorded none)."""
     folder = config.vae_folder()
     vae = AutoencoderKLWan.from_pretrained(str(folder)).eval()
     # the loaded config names the folder it came from; the world written here must not
@@ -624,8 +625,13 @@ def _taken_vae(config: WorldConfig) -> tuple[AutoencoderKLWan, PartReport, PartR
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     missing = PartReport(steps=0, wall_seconds=float("nan"), train_seconds=float("nan"), final_loss=float("nan"), seconds_per_step=float("nan"))
     reports = [PartReport(**record[key]) if key in record else missing for key in ("vae_frames", "vae")]
+    source = config
+    recorded = record.get("vae_config", record.get("config"))  # a world that took its VAE recorded the VAE's own
+    if recorded:
+        fields_ = {k: v for k, v in recorded.items() if k in WorldConfig.__dataclass_fields__ and k != "vae_from"}
+        source = WorldConfig(**{**fields_, "scenes": tuple(fields_.get("scenes", config.scenes))})
     log.info("took the trained VAE of %s (not retrained)", folder)
-    return vae, reports[0], reports[1]
+    return vae, reports[0], reports[1], source
 
 
 
@@ -659,9 +665,10 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
 
     # 2. the VAE: single frames first (cheap; the spatial path), then whole clips (the temporal path)
     if config.vae_from is not None:
-        vae, frames_report, vae_report = _taken_vae(config)
+        vae, frames_report, vae_report, vae_config = _taken_vae(config)
     else:
         vae, frames_report, vae_report = _train_vae(base, config, train_clips, ckpt_path, progress)
+        vae_config = config
 
     # 3. latent statistics into the VAE config, then the normalised training latents
     latents_file = base / "latents.safetensors"
@@ -702,7 +709,7 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
     pipe.register_modules(transformer=tr_part.transformer.eval())
     world = base / "world"
     pipe.save_pretrained(str(world), safe_serialization=True)
-    write_card(world, config, command=command, vae_frames=frames_report, vae=vae_report, transformer=tr_report, psnr=psnr)
+    write_card(world, config, command=command, vae_frames=frames_report, vae=vae_report, transformer=tr_report, psnr=psnr, vae_config=vae_config)
     return world
 
 
@@ -711,12 +718,23 @@ def _size_mb(folder: Path) -> float:
 
 
 def write_card(
-    world: Path, config: WorldConfig, *, command: str, vae_frames: PartReport, vae: PartReport, transformer: PartReport, psnr: dict[str, float]
+    world: Path,
+    config: WorldConfig,
+    *,
+    command: str,
+    vae_frames: PartReport,
+    vae: PartReport,
+    transformer: PartReport,
+    psnr: dict[str, float],
+    vae_config: WorldConfig | None = None,
 ) -> None:
-    """Write ``world/README.md``: how it was trained and how good it is."""
+    """Write ``world/README.md``: how it was trained and how good it is (``vae_config``: the
+    config the VAE was trained with, when it was taken from another world)."""
+    vc = vae_config or config
     vae_params = sum(p.numel() for p in AutoencoderKLWan(**WORLD_VAE_CONFIG).parameters())
     tr_params = sum(p.numel() for p in WanTransformer3DModel(**config.transformer_config()).parameters())
     latent_t = (config.num_frames - 1) // 4 + 1
+    bullet, which = ("  - ", "in that run") if config.vae_from is not None else ("- ", "this run")
     lines = [
         "# The lab world",
         "",
@@ -736,12 +754,12 @@ def write_card(
             if config.vae_from is not None
             else []
         ),
-        f"- VAE (`AutoencoderKLWan`, {vae_params / 1e6:.2f} M parameters), phase 1: {vae_frames.steps} steps × "
-        f"{config.vae_frame_batch} single frames at {config.height} × {config.width} px, peak lr {config.vae_frame_lr:g}; "
-        f"wall {vae_frames.wall_seconds / 60:.1f} min this run, {vae_frames.train_seconds / 60:.1f} min of training steps in all "
+        f"{bullet}VAE (`AutoencoderKLWan`, {vae_params / 1e6:.2f} M parameters), phase 1: {vae_frames.steps} steps × "
+        f"{vc.vae_frame_batch} single frames at {vc.height} × {vc.width} px, peak lr {vc.vae_frame_lr:g}; "
+        f"wall {vae_frames.wall_seconds / 60:.1f} min {which}, {vae_frames.train_seconds / 60:.1f} min of training steps in all "
         f"({vae_frames.seconds_per_step:.2f} s/step); final loss {vae_frames.final_loss:.4f}",
-        f"- VAE, phase 2: {vae.steps} steps × {config.vae_batch} windows of "
-        f"{config.vae_window} frames at {config.vae_crop} × {config.vae_crop} px, foreground-weighted (strength {config.foreground_weight:g}) L1 + MSE + {config.kl_weight:g}·KL, peak lr {config.vae_lr:g}; wall {vae.wall_seconds / 60:.1f} min this run, "
+        f"{bullet}VAE, phase 2: {vae.steps} steps × {vc.vae_batch} windows of "
+        f"{vc.vae_window} frames at {vc.vae_crop} × {vc.vae_crop} px, foreground-weighted (strength {vc.foreground_weight:g}) L1 + MSE + {vc.kl_weight:g}·KL, peak lr {vc.vae_lr:g}; wall {vae.wall_seconds / 60:.1f} min {which}, "
         f"{vae.train_seconds / 60:.1f} min of training steps in all ({vae.seconds_per_step:.2f} s/step); final loss {vae.final_loss:.4f}",
         f"- Transformer (`WanTransformer3DModel`, {tr_params / 1e6:.2f} M parameters): {transformer.steps} steps × "
         f"{config.transformer_batch} latents, flow matching (`pila.flow`, shift {config.shift:g}), "
@@ -763,6 +781,6 @@ def write_card(
     lines += ["", "Ruler-based figures (scene fidelity, violation vs ground truth) are measured with `pila lab evaluate`.", ""]
     (world / "README.md").write_text("\n".join(lines), encoding="utf-8")
     (world / "training.json").write_text(
-        json.dumps({"config": asdict(config), "vae_frames": asdict(vae_frames), "vae": asdict(vae), "transformer": asdict(transformer), "heldout_psnr": psnr}, indent=2),
+        json.dumps({"config": asdict(config), "vae_frames": asdict(vae_frames), "vae": asdict(vae), "vae_config": asdict(vc), "transformer": asdict(transformer), "heldout_psnr": psnr}, indent=2),
         encoding="utf-8",
     )
