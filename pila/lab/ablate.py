@@ -423,8 +423,7 @@ def aggregate(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     """
     rows: dict[str, Any] = {}
     seeds = sorted({s for runs in results.values() for s in runs if s is not None})
-    baseline = results.get(BASELINE, {})
-    plain = results.get(PLAIN, {})
+    references = {"vs_baseline": (BASELINE, results.get(BASELINE, {})), "vs_plain": (PLAIN, results.get(PLAIN, {})), "vs_full": (FULL, results.get(FULL, {}))}
 
     def reference(runs: dict[int, dict[str, Any]], seed: int) -> dict[str, Any] | None:
         if not runs:
@@ -433,7 +432,7 @@ def aggregate(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
 
     for name, runs in results.items():
         by_seed = {s: _per_video(r) for s, r in runs.items()}
-        row: dict[str, Any] = {"seeds": sorted(s for s in runs if s is not None), "violation": {}, "fidelity": {}, "vs_baseline": {}, "vs_plain": {}}
+        row: dict[str, Any] = {"seeds": sorted(s for s in runs if s is not None), "violation": {}, "fidelity": {}, "vs_baseline": {}, "vs_plain": {}, "vs_full": {}}
         scene_names = sorted({e["scene"] for v in by_seed.values() for e in v.values()}) + ["overall"]
         over_seeds = len(by_seed) >= 2
         row["interval_over"] = "training seeds" if over_seeds else "evaluation videos"
@@ -444,10 +443,10 @@ def aggregate(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
                 else:
                     only = next(iter(by_seed.values()), {})
                     row[key][scene] = interval(_video_values(only, key, scene))
-        for ref_name, ref_runs in ((BASELINE, baseline), (PLAIN, plain)):
+        for key, (ref_name, ref_runs) in references.items():
             if name == ref_name or not ref_runs:
                 continue
-            target = row["vs_baseline" if ref_name == BASELINE else "vs_plain"]
+            target = row[key]
             for scene in scene_names:
                 if over_seeds or len(ref_runs) >= 2:
                     diffs = []
@@ -504,13 +503,13 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
         "Brackets: 95 % Student-t intervals (over training seeds; over evaluation videos where a row has one seed). "
         "Δ: violation minus the reference's, paired by seed (by video with one seed); negative is better.",
         "",
-        "| variant | seeds | violation | fidelity | Δ vs baseline | Δ vs plain adapter |",
-        "|---|---|---|---|---|---|",
+        "| variant | seeds | violation | fidelity | Δ vs baseline | Δ vs plain adapter | Δ vs full |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| {name} | {len(row['seeds']) or '–'} | {_ci(row['violation'].get('overall'))} | {_ci(row['fidelity'].get('overall'))} "
-            f"| {_ci(row['vs_baseline'].get('overall'))} | {_ci(row['vs_plain'].get('overall'))} |"
+            f"| {_ci(row['vs_baseline'].get('overall'))} | {_ci(row['vs_plain'].get('overall'))} | {_ci(row.get('vs_full', {}).get('overall'))} |"
         )
     scenes = sorted({s for row in rows.values() for s in row["violation"] if s != "overall"})
     lines += ["", "Violation per scene (mean [95 % interval]):", "", "| variant | " + " | ".join(scenes) + " |", "|---|" + "---|" * len(scenes)]

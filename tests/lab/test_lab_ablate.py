@@ -110,6 +110,8 @@ def test_aggregate_pairs_differences_by_seed_and_by_video():
     assert full["vs_plain"]["overall"]["mean"] == pytest.approx(np.mean(diffs))
     assert full["vs_plain"]["overall"]["ci95"] == pytest.approx(list(interval(diffs)["ci95"]))
     assert full["vs_baseline"]["ball_bounce"]["mean"] == pytest.approx(-1.0)
+    # every other row is also compared with full PILA, paired by seed (the readings' decisions)
+    assert rows[PLAIN]["vs_full"]["overall"]["mean"] == pytest.approx(-np.mean(diffs)) and not full["vs_full"]
     # the baseline (one run): intervals over its videos, differences paired by video
     assert rows[BASELINE]["interval_over"] == "evaluation videos"
     one_seed = aggregate({BASELINE: {None: base}, FULL: {0: runs[FULL][0]}})["rows"][FULL]
