@@ -188,6 +188,19 @@ def stage_arguments(class_path: str) -> set[str]:
     return names - {"self"}
 
 
+def check_stage_arguments(variants: Sequence[Variant], configs: Path) -> None:
+    """A stage argument of an override that no stage takes (a typo) is a usage error, not silently dropped."""
+    accepted: set[str] = set()
+    for stage in STAGES:
+        class_path = _read_yaml(configs / f"{stage}.yaml").get("model", {}).get("class_path")
+        if class_path:
+            accepted |= stage_arguments(class_path)
+    for variant in variants:
+        unknown = sorted(set((variant.override or {}).get("model", {}).get("init_args", {})) - accepted)
+        if unknown:
+            raise UsageError(f"variant {variant.name!r} sets {', '.join(unknown)}, which no stage takes; check the override file's model.init_args")
+
+
 def stage_config(base: dict[str, Any], variant: Variant, stage: str, run: Path, data: Path, seed: int, scale: float) -> dict[str, Any]:
     """The config one stage of one run trains with: the lab stage config, the variant's
     override, the run's folders and seed, and the step budget.
@@ -613,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [s for s in scenes if s not in SCENES]
             if unknown or not scenes:
                 raise UsageError(f"--scenes {args.scenes!r}: unknown or none; valid: {', '.join(SCENES)}")
+        check_stage_arguments(variants, configs)
     except UsageError as err:
         sys.stderr.write(f"{PROG}: error: {err}\n")
         return 2

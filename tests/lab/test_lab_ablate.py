@@ -79,6 +79,11 @@ def test_readings_are_variants_each_where_it_belongs(tmp_path):
     assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
     assert r3.trains_as_full  # its training is full PILA's (shared with the full run of the same seed)
     assert not any(resolve_variant(n).trains_as_full for n in ("full", "plain", "baseline", "r1_midpoint_kinematic", "r4_stage_b_physical_mask"))
+    ablate.check_stage_arguments([r3, r4], LAB)  # every key is taken by some stage
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  init_args:\n    physical_mask_stpes: 30\n")
+    with pytest.raises(UsageError, match="physical_mask_stpes, which no stage takes"):
+        ablate.check_stage_arguments([resolve_variant(str(typo))], LAB)
     r1 = resolve_variant("r1_midpoint_kinematic")
     assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {"kinematic_reading": "midpoint"}
 
