@@ -280,6 +280,18 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         fields = unpack_bank(scaffold)
         return BankEncoding(x0_hat, h, scaffold, scaffold, fields, fields["v"], {}, SLOT_NAMES)
 
+    def residual_mask(self, enc: BankEncoding, blend: float = 0.0) -> Tensor:
+        """The residuals' spatial mask (B, 1, T, H, W): the motion mask of v̂ and x̂0, blended
+        toward the physical mask of the active bank slots by ``blend`` in [0, 1] (App. B.3)."""
+        cfg = self.config
+        mask = motion_mask(
+            enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
+        )
+        if blend > 0:
+            physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+            mask = blend_masks(mask, physical, blend)
+        return mask
+
     def encode_bank(
         self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor, phase: int = 4
     ) -> BankEncoding:
@@ -379,18 +391,7 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         expert_active = mask = None
         if compute_residuals:
             assert self.residual_loss is not None
-            mask = motion_mask(
-                enc.v_hat,
-                x0_hat,
-                weights=cfg.mask_weights,
-                quantile=cfg.mask_quantile,
-                floor=cfg.mask_floor,
-            )  # (B, 1, T, H, W)
-            if cond.mask_blend > 0:
-                physical = physical_mask(
-                    bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor
-                )  # (B, 1, T, H, W)
-                mask = blend_masks(mask, physical, cond.mask_blend)
+            mask = self.residual_mask(enc, cond.mask_blend)  # (B, 1, T, H, W)
             objective = routed_residual_objective(
                 bank,
                 updates,

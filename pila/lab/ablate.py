@@ -345,7 +345,8 @@ def execute_run(
     timings: dict[str, float] = {}
     adapter = None
     # a generation-only variant trains in (and reuses) full PILA's run of the same seed
-    trainer_variant, train_folder = (resolve_variant(FULL), run_folder(out, resolve_variant(FULL), seed)) if variant.trains_as_full else (variant, folder)
+    trainer_variant = resolve_variant(FULL) if variant.trains_as_full else variant
+    train_folder = run_folder(out, trainer_variant, seed)
     for stage in trainer_variant.stages:
         stage_done = train_folder / stage / "finished.json"
         cfg = stage_config(_read_yaml(configs / f"{stage}.yaml"), trainer_variant, stage, train_folder, out / "data", seed, plan.steps_scale)

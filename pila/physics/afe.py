@@ -241,9 +241,13 @@ def stress_closure(
         Stress (B, 3, T, H, W) as (xx, yy, xy).
     """
     std = p.std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1)
-    p_tilde = p / (std + eps)  # (B, 1, T, H, W)
-    isotropic = torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)  # (B, 3, …)
-    return kappa_eps * strain - kappa_p * isotropic
+    return kappa_eps * strain - kappa_p * pressure_identity(p, std, eps)
+
+
+def pressure_identity(p: Tensor, std: Tensor, eps: float) -> Tensor:
+    """p̃·I as (xx, yy, xy) with p̃ = p / (std + eps): p (B, 1, …), std (B, 1, 1, 1, 1) → (B, 3, …)."""
+    p_tilde = p / (std + eps)
+    return torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)
 
 
 # Module -------------------------------------------------------------------------------------------

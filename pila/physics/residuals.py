@@ -40,6 +40,7 @@ from torch import Tensor
 
 from pila.categories import CATEGORIES
 from pila.physics import ops
+from pila.physics.afe import AFEConfig, pressure_identity
 from pila.physics.bank import SLOT_COMPONENTS, SLOT_NAMES
 
 FAMILIES: tuple[str, ...] = ("pde_anchor", "kinematic", "closure", "stabilizer")
@@ -53,7 +54,7 @@ READINGS: dict[str, tuple[str, ...]] = {
 """The residual readings the paper leaves open (``design/pila-method.md`` §7, R1 and R2): the
 first choice of each is the default."""
 
-PRESSURE_STD_EPS = 1e-6
+PRESSURE_STD_EPS = AFEConfig.std_eps
 """ε_p of the ``"eq20"`` stress reading: AFE's ``std_eps`` (so the residual vanishes on AFE's output)."""
 
 
@@ -288,11 +289,8 @@ def stress_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
     linear = torch.sub(d.field("stress"), d.field("strain"), alpha=s.kappa)
     if s.stress_reading != "eq20":
         return linear
-    p = d.raw("p")
-    std = p.std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1)
-    p_tilde = d.field("p") / (std + PRESSURE_STD_EPS)  # (B, 1, T', H', W')
-    isotropic = torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)  # (B, 3, …)
-    return linear + s.kappa_p * isotropic
+    std = d.raw("p").std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1), over the whole grid
+    return linear + s.kappa_p * pressure_identity(d.field("p"), std, PRESSURE_STD_EPS)
 
 
 def rigid_motion_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:

@@ -27,7 +27,7 @@ from pila.adapter import AdapterConfig, BankEncoding
 from pila.categories import CATEGORIES
 from pila.flow import velocity_target
 from pila.physics.afe import midpoint_displacement
-from pila.physics.masks import blend_masks, motion_mask, physical_mask
+from pila.physics.masks import motion_mask
 from pila.physics.ops import crop_interior, sym_gradient
 from pila.physics.residuals import (
     RESIDUAL_TERMS,
@@ -225,13 +225,8 @@ class StageB(PILAModule):
         if not keys:
             return self.anchor_weight * anchor, logs
         categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
-        mask = motion_mask(
-            enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
-        )  # (B, 1, T, H, W)
         blend = self.physical_mask_blend()
-        if blend > 0:
-            physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
-            mask = blend_masks(mask, physical, blend)
+        mask = self.adapter.residual_mask(enc, blend)  # (B, 1, T, H, W)
         logs["mask_blend"] = torch.tensor(blend)
         means = self.adapter.residual_pass(
             categories, enc.fields, mask, cfg.residual_scales, cfg.residual_families
