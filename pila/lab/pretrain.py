@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transformer-batch", type=int, default=d.transformer_batch, help=f"latents per transformer step (default {d.transformer_batch})")
     p.add_argument("--transformer-layers", type=int, default=None, help="transformer depth (default: the world's)")
     p.add_argument("--vae-from", default=None, help="take the trained VAE of this world folder ('lab': the shipped world) and train only the transformer")
+    p.add_argument("--spatial-compression", type=int, default=d.spatial_compression, choices=(4, 8), help=f"pixels per latent side: 4 (the world's) or 8 (Wan's) (default {d.spatial_compression})")
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help=f"steps between checkpoints (default {d.steps_per_epoch})")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"learning-rate warm-up steps of each part (default {d.warmup_steps})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps_per_epoch=args.steps_per_epoch,
             warmup_steps=args.warmup_steps,
             vae_from=args.vae_from,
+            spatial_compression=args.spatial_compression,
         )
     except ValueError as err:
         sys.stderr.write(f"{PROG}: error: {err}\n")

@@ -2,7 +2,7 @@
 
 Shapes: N clips, B batch, F pixel frames, H_px, W_px pixel height and width, C latent
 channels (16), T latent frames (``(F − 1)/4 + 1``), H, W latent height and width
-(pixels / 8), L text tokens, D text width.
+(pixels / :attr:`WorldConfig.spatial_compression`), L text tokens, D text width.
 
 The world is a diffusers ``WanPipeline`` folder, trained in two parts, each a
 ``LightningModule`` fitted by a ``lightning.Trainer``:
@@ -55,17 +55,31 @@ from pila.lab.scenes import SCENES, render_indexed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WORLD_FOLDER", "WorldConfig", "train_world"]
+__all__ = ["WORLD_FOLDER", "WORLD_VAE_CONFIG", "WORLD_VAE_CONFIG_8X", "WorldConfig", "train_world"]
 
 WORLD_VAE_CONFIG: dict[str, Any] = {
     **TINY_VAE_CONFIG,
-    # our choice: ~2.6 M parameters; channels 16 → 32 → 64 → 64. Base width 8 (0.7 M)
-    # trains 1.6× faster per step but stayed below 17 dB on held-out clips
+    # our choice: channels 16 → 32 → 64. Base width 8 trained 1.6× faster per step but
+    # stayed below 17 dB on held-out clips
     "base_dim": 16,
-    "dim_mult": [1, 2, 4, 4],
+    "dim_mult": [1, 2, 4],
     "num_res_blocks": 1,
+    "temperal_downsample": [True, True],
+    "scale_factor_spatial": 4,
 }
-"""``AutoencoderKLWan`` of the world (Wan's 4× temporal, 8× spatial compression, 16 channels)."""
+"""``AutoencoderKLWan`` of the world: Wan's 4× temporal compression and 16 channels, but 4×
+spatial, not Wan's 8× (one resolution level fewer; ~1.9 M parameters). At 64 × 64 pixels,
+8× leaves 8 × 8 latents, and a VAE of this size trained for half an hour on them lost the
+4–6 px balls, the ice block and the ripple rings (the ruler read its reconstructions of
+lawful clips at 16.8 against 0.5 for the clips themselves)."""
+
+WORLD_VAE_CONFIG_8X: dict[str, Any] = {
+    **WORLD_VAE_CONFIG,
+    "dim_mult": [1, 2, 4, 4],
+    "temperal_downsample": [False, True, True],
+    "scale_factor_spatial": 8,
+}
+"""Wan's own 8× spatial layout at the world's width (``--spatial-compression 8``; ~2.6 M parameters)."""
 
 WORLD_TRANSFORMER_CONFIG: dict[str, Any] = {
     **TINY_TRANSFORMER_CONFIG,
@@ -76,7 +90,12 @@ WORLD_TRANSFORMER_CONFIG: dict[str, Any] = {
     "ffn_dim": 512,
     "num_layers": 5,
 }
-"""``WanTransformer3DModel`` of the world (text width = the tiny UMT5's)."""
+"""``WanTransformer3DModel`` of the world (text width = the tiny UMT5's). Its patch follows
+the VAE (:meth:`WorldConfig.transformer_config`) so that both layouts give 4 × 4 tokens per
+latent frame at 64 × 64 pixels."""
+
+PATCH_SIZES = {4: (1, 4, 4), 8: (1, 2, 2)}
+"""Transformer patch per spatial compression (pixels per token side: 16 in both; ours)."""
 
 HELDOUT_INDEX_OFFSET = 100_000
 """Clip indices from here on are held out (our choice: far beyond any training count)."""
@@ -90,7 +109,7 @@ class WorldConfig:
     Args:
         seed: seeds rendering, initialisation, data order, σ and noise.
         num_frames: frames per clip (4k + 1).
-        height: pixel height (multiple of 16).
+        height: pixel height (multiple of 16: the spatial compression × the transformer's patch).
         width: pixel width (multiple of 16).
         clips_per_scene: training clips rendered per scene (indices 0 … n − 1).
         heldout_per_scene: held-out clips per scene (indices from :data:`HELDOUT_INDEX_OFFSET`).
@@ -125,6 +144,8 @@ class WorldConfig:
         vae_from: a world folder (or ``lab``, the shipped world) whose trained VAE is
             taken instead of training one: both VAE phases are skipped, their records are
             copied from that world's ``training.json``, and only the transformer trains.
+        spatial_compression: pixels per latent side, 4 (the world's, :data:`WORLD_VAE_CONFIG`)
+            or 8 (Wan's, :data:`WORLD_VAE_CONFIG_8X`).
     """
 
     seed: int = 0
@@ -134,7 +155,7 @@ class WorldConfig:
     clips_per_scene: int = 32
     heldout_per_scene: int = 2
     scenes: tuple[str, ...] = tuple(SCENES)
-    vae_frame_steps: int = 2500
+    vae_frame_steps: int = 2000
     vae_frame_batch: int = 8
     vae_frame_lr: float = 2e-3
     vae_steps: int = 1500
@@ -144,7 +165,7 @@ class WorldConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
     foreground_weight: float = 4.0
-    transformer_steps: int = 6000
+    transformer_steps: int = 5500
     transformer_batch: int = 8
     transformer_lr: float = 1e-3
     prompt_dropout: float = 0.1
@@ -154,6 +175,7 @@ class WorldConfig:
     max_sequence_length: int = 512
     transformer_layers: int | None = None
     vae_from: str | None = None
+    spatial_compression: int = 4
 
     def __post_init__(self) -> None:
         if (self.num_frames - 1) % 4 or self.num_frames < 5:
@@ -179,8 +201,15 @@ class WorldConfig:
             raise ValueError(f"unknown or no scenes {list(self.scenes)}; valid: {', '.join(SCENES)}")
         if self.transformer_layers is not None and self.transformer_layers < 1:
             raise ValueError(f"transformer_layers must be ≥ 1, got {self.transformer_layers}")
-        if self.vae_from is not None and not (self.vae_folder() / "config.json").is_file():
-            raise ValueError(f"vae_from {self.vae_from!r} holds no trained VAE (expected a world folder with vae/config.json, or 'lab')")
+        if self.spatial_compression not in PATCH_SIZES:
+            raise ValueError(f"spatial_compression must be one of {sorted(PATCH_SIZES)}, got {self.spatial_compression}")
+        if self.vae_from is not None:
+            vae_config = self.vae_folder() / "config.json"
+            if not vae_config.is_file():
+                raise ValueError(f"vae_from {self.vae_from!r} holds no trained VAE (expected a world folder with vae/config.json, or 'lab')")
+            taken = int(json.loads(vae_config.read_text(encoding="utf-8")).get("scale_factor_spatial", 8))
+            if taken != self.spatial_compression:
+                raise ValueError(f"vae_from {self.vae_from!r} compresses {taken}× spatially, not {self.spatial_compression}×; pass --spatial-compression {taken}")
 
     def vae_folder(self) -> Path:
         """The VAE folder of :attr:`vae_from` (``lab`` names the shipped world)."""
@@ -188,8 +217,12 @@ class WorldConfig:
         world = WORLD_FOLDER if self.vae_from == "lab" else Path(self.vae_from)
         return world / "vae"
 
+    def vae_config(self) -> dict[str, Any]:
+        """The ``AutoencoderKLWan`` config of this spatial compression."""
+        return dict(WORLD_VAE_CONFIG if self.spatial_compression == 4 else WORLD_VAE_CONFIG_8X)
+
     def transformer_config(self) -> dict[str, Any]:
-        cfg = dict(WORLD_TRANSFORMER_CONFIG)
+        cfg = {**WORLD_TRANSFORMER_CONFIG, "patch_size": PATCH_SIZES[self.spatial_compression]}
         if self.transformer_layers is not None:
             cfg["num_layers"] = self.transformer_layers
         return cfg
@@ -398,6 +431,36 @@ def foreground_weights(x: Tensor, strength: float) -> Tensor:
     return 1.0 + strength * (x - background).abs().sum(dim=1, keepdim=True)
 
 
+def frame_by_frame_init(vae: AutoencoderKLWan) -> None:
+    """Start ``vae`` as a per-frame codec, so its clip path begins where its frame path is.
+
+    A single frame (the first of every clip, and every sample of the first training phase)
+    reaches only the last temporal tap of each causal 3-D convolution and skips the
+    temporal resamplers: the other taps and the resamplers' ``time_conv`` get no gradient
+    from frames, and at their random initialisation they mix every later frame with noise.
+    So (our choice) those earlier taps start at zero and each ``time_conv`` starts as the
+    identity on its last tap: the encoder keeps the last frame of each temporal stride, the
+    decoder repeats each latent frame. Latent frame k is then the single-frame code of pixel
+    frame 4k, and decoding repeats it; the clip phase learns the temporal mixing from there.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
+
+    time_convs = {id(m.time_conv) for m in vae.modules() if isinstance(m, WanResample) and hasattr(m, "time_conv")}
+    with torch.no_grad():
+        for module in vae.modules():
+            if not isinstance(module, WanCausalConv3d) or module.kernel_size[0] == 1:
+                continue
+            weight = module.weight  # (out, in, kt, kh, kw)
+            if id(module) in time_convs:  # kernel (3, 1, 1); out = in (encoder) or 2 × in (decoder)
+                weight.zero_()
+                module.bias.zero_()
+                eye = torch.eye(weight.shape[1], dtype=weight.dtype)
+                for half in range(weight.shape[0] // weight.shape[1]):
+                    weight[half * weight.shape[1] : (half + 1) * weight.shape[1], :, -1, 0, 0] = eye
+            else:
+                weight[:, :, :-1].zero_()
+
+
 LOGVAR_INIT = -6.0
 """Initial posterior log-variance (our choice): σ ≈ 0.05 at the start, so the sampled latent
 carries the encoder's signal from the first step (a unit σ drowns it and the decoder learns
@@ -425,6 +488,7 @@ class VAEPart(_Part):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.vae = AutoencoderKLWan(**vae_config)
+        frame_by_frame_init(self.vae)
         z_dim = int(self.vae.config.z_dim)
         with torch.no_grad():
             self.vae.quant_conv.bias[z_dim:].fill_(LOGVAR_INIT)  # the log-variance half
@@ -596,7 +660,7 @@ def _report(module: _Part, trainer: L.Trainer, wall: float) -> PartReport:
 
 def _train_vae(base: Path, config: WorldConfig, train_clips: ClipSet, ckpt_path: str | None, progress: bool) -> tuple[AutoencoderKLWan, PartReport, PartReport]:
     """Both VAE phases; returns the trained VAE (eval mode) and each phase's report."""
-    frames_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_frame_lr, config.vae_frame_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
+    frames_part = VAEPart(config.vae_config(), config.seed, config.vae_frame_lr, config.vae_frame_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
     side = min(config.height, config.width)
     frames_loader = _window_loader(train_clips, config, window=1, crop=side, batch=config.vae_frame_batch, seed=config.seed + 2)
     frames_report = PartReport(steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=float("nan"), seconds_per_step=float("nan"))
@@ -605,7 +669,7 @@ def _train_vae(base: Path, config: WorldConfig, train_clips: ClipSet, ckpt_path:
         wall = _fit(trainer, frames_part, frames_loader, _resolve_ckpt(base, "vae_frames", ckpt_path))
         frames_report = _report(frames_part, trainer, wall)
 
-    vae_part = VAEPart(WORLD_VAE_CONFIG, config.seed, config.vae_lr, config.vae_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
+    vae_part = VAEPart(config.vae_config(), config.seed, config.vae_lr, config.vae_steps, config.warmup_steps, config.kl_weight, config.foreground_weight)
     if config.vae_frame_steps:
         vae_part.vae.load_state_dict(frames_part.vae.state_dict())  # a resumed run restores its checkpoint over this
     vae_loader = _window_loader(train_clips, config, window=config.vae_window, crop=config.vae_crop, batch=config.vae_batch, seed=config.seed)
@@ -686,7 +750,7 @@ def train_world(out: str | os.PathLike, config: WorldConfig, *, ckpt_path: str |
     psnr = reconstruction_psnr(vae, heldout) if heldout.prompts else {}
 
     # 4. the pipeline around it: the tiny preset's text encoder, tokenizer and scheduler
-    pipe = build_tiny_pipeline(seed=config.seed, transformer=config.transformer_config(), vae=WORLD_VAE_CONFIG)
+    pipe = build_tiny_pipeline(seed=config.seed, transformer=config.transformer_config(), vae=config.vae_config())
     pipe.register_modules(vae=vae)
     unique = sorted(set(train_clips.prompts))
     text = WanBackbone(pipe).encode_prompt(unique + [""], max_sequence_length=config.max_sequence_length)
@@ -731,7 +795,7 @@ def write_card(
     """Write ``world/README.md``: how it was trained and how good it is (``vae_config``: the
     config the VAE was trained with, when it was taken from another world)."""
     vc = vae_config or config
-    vae_params = sum(p.numel() for p in AutoencoderKLWan(**WORLD_VAE_CONFIG).parameters())
+    vae_params = sum(p.numel() for p in AutoencoderKLWan(**config.vae_config()).parameters())
     tr_params = sum(p.numel() for p in WanTransformer3DModel(**config.transformer_config()).parameters())
     latent_t = (config.num_frames - 1) // 4 + 1
     bullet, which = ("  - ", "in that run") if config.vae_from is not None else ("- ", "this run")
@@ -747,7 +811,7 @@ def write_card(
         f"- Command: `{command}`" if command else "- Command: (called from Python)",
         f"- Seed: {config.seed}; torch threads: {torch.get_num_threads()}",
         f"- Clips: {config.clips_per_scene} per scene × {len(config.scenes)} scenes, {config.num_frames} frames at "
-        f"{config.height} × {config.width} (latents 16 × {latent_t} × {config.height // 8} × {config.width // 8}); "
+        f"{config.height} × {config.width} (latents 16 × {latent_t} × {config.height // config.spatial_compression} × {config.width // config.spatial_compression}, {config.spatial_compression}× spatial compression); "
         f"held out: {config.heldout_per_scene} per scene (indices from {HELDOUT_INDEX_OFFSET})",
         *(
             [f"- VAE: taken from `{config.vae_from}` (not retrained here); its own training, as that world recorded it:"]

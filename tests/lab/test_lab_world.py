@@ -11,7 +11,15 @@ import torch
 
 from pila.lab import WORLD_FOLDER
 from pila.lab.pretrain import main as pretrain_main
-from pila.lab.world import HELDOUT_INDEX_OFFSET, WorldConfig, reconstruction_psnr, render_clips
+from pila.lab.world import (
+    HELDOUT_INDEX_OFFSET,
+    WORLD_VAE_CONFIG,
+    WORLD_VAE_CONFIG_8X,
+    WorldConfig,
+    frame_by_frame_init,
+    reconstruction_psnr,
+    render_clips,
+)
 
 HELDOUT_PSNR_FLOOR = 20.5
 """Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 23.9 dB over two held-out clips per scene; this test reconstructs one
@@ -45,11 +53,11 @@ def lab_backbone():
 
 def test_lab_loads_by_name(lab_backbone):
     assert lab_backbone.source == "lab"
-    assert lab_backbone.latent_shape(33, 64, 64) == (16, 9, 8, 8)
+    assert lab_backbone.latent_shape(33, 64, 64) == (16, 9, 16, 16)  # 4× spatial, 4× temporal
     assert all(not p.requires_grad for p in lab_backbone.parameters())
     clips = render_clips(WorldConfig(clips_per_scene=1, scenes=("ball_bounce",)))
     latents = lab_backbone.encode_video(clips.pixels(slice(0, 1)))
-    assert latents.shape == (1, 16, 9, 8, 8)
+    assert latents.shape == (1, 16, 9, 16, 16)
     # normalised with the training latents' statistics: roughly zero mean, unit spread
     assert latents.mean().abs() < 1.0 and 0.3 < latents.std() < 3.0
     text = lab_backbone.encode_prompt([clips.prompts[0]])
@@ -105,6 +113,34 @@ def test_shipped_vae_reconstructs_heldout_clips(lab_backbone):
     assert psnr["overall"] > HELDOUT_PSNR_FLOOR, psnr
 
 
+@pytest.mark.parametrize("vae_config", [WORLD_VAE_CONFIG, WORLD_VAE_CONFIG_8X], ids=["4x", "8x"])
+def test_frame_by_frame_init_makes_the_clip_path_the_frame_path(vae_config):
+    """After the init, latent frame k is the single-frame code of pixel frame 4k, and decoding
+    repeats each latent frame 4 times: what the first (single-frame) phase trains is what
+    the clip path starts from. Without it, random earlier taps mix frames with noise."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**vae_config).eval()
+    x = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def single_frame_codes(v):
+        return [v.encode(x[:, :, 4 * k : 4 * k + 1]).latent_dist.mean[:, :, 0] for k in range(3)]
+
+    with torch.no_grad():
+        z_random = vae.encode(x).latent_dist.mean
+        assert (z_random[:, :, 1] - single_frame_codes(vae)[1]).abs().max() > 1e-3  # random taps mix frames
+        frame_by_frame_init(vae)
+        z = vae.encode(x).latent_dist.mean  # (1, 16, 3, h, w)
+        for k, code in enumerate(single_frame_codes(vae)):
+            torch.testing.assert_close(z[:, :, k], code, atol=1e-5, rtol=1e-5)
+        decoded = vae.decode(z).sample  # (1, 3, 9, 32, 32)
+        for k in range(3):
+            alone = vae.decode(z[:, :, k : k + 1]).sample[:, :, 0]
+            for f in range(max(0, 4 * k - 3), 4 * k + 1):
+                torch.testing.assert_close(decoded[:, :, f], alone, atol=1e-5, rtol=1e-5)
+
+
 def _part_state(out: Path, part: str) -> dict:
     from pila.stages.safe_load import load_checkpoint_file
 
@@ -135,6 +171,36 @@ def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
     assert (world / "model_index.json").is_file() and (world / "README.md").is_file()
     training = json.loads((world / "training.json").read_text())
     assert training["transformer"]["steps"] == 8
+
+
+def _world_layout(world: Path) -> tuple[int, list[int], int]:
+    vae = json.loads((world / "vae" / "config.json").read_text())
+    transformer = json.loads((world / "transformer" / "config.json").read_text())
+    return vae["scale_factor_spatial"], transformer["patch_size"], len(vae["dim_mult"])
+
+
+def test_pretrain_builds_either_spatial_compression_and_a_taken_vae_must_match(tmp_path, capsys):
+    from pila.backbone import WanBackbone
+
+    run = ["--vae-steps", "1", "--transformer-steps", "1", *TINY_RUN]
+    assert pretrain_main(["--out", str(tmp_path / "x4"), *run]) == 0
+    assert pretrain_main(["--out", str(tmp_path / "x8"), "--spatial-compression", "8", *run]) == 0
+    # both layouts give 16 px per transformer token: 4 px latents × 4 px patches, or 8 × 2
+    assert _world_layout(tmp_path / "x4" / "world") == (4, [1, 4, 4], 3)
+    assert _world_layout(tmp_path / "x8" / "world") == (8, [1, 2, 2], 4)
+    for name, side in (("x4", 8), ("x8", 4)):
+        backbone = WanBackbone.from_pretrained(str(tmp_path / name / "world"))
+        latents = backbone.encode_video(torch.zeros(1, 3, 5, 32, 32))
+        assert latents.shape == (1, 16, 2, side, side)
+        assert backbone.velocity(latents, torch.tensor([0.5]), backbone.encode_prompt(["a ball"]).embeds).shape == latents.shape
+
+    # a taken VAE fixes the layout: an 8× VAE under the default 4× transformer is a usage error
+    capsys.readouterr()
+    assert pretrain_main(["--out", str(tmp_path / "y"), "--vae-from", str(tmp_path / "x8" / "world"), *run]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "compresses 8× spatially" in err and "--spatial-compression 8" in err and "\n" not in err
+    assert pretrain_main(["--out", str(tmp_path / "y"), "--vae-from", str(tmp_path / "x8" / "world"), "--spatial-compression", "8", *run]) == 0
+    assert _world_layout(tmp_path / "y" / "world") == (8, [1, 2, 2], 4)
 
 
 def test_pretrain_can_take_a_trained_vae_and_train_only_the_transformer(tmp_path):
@@ -215,6 +281,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
         ["--threads", "0"],
         ["--vae-steps", "many"],
         ["--vae-from", "/nonexistent/world"],
+        ["--spatial-compression", "2"],
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
