@@ -523,7 +523,7 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
     for name, row in rows.items():
         lines.append(
             f"| {name} | {len(row['seeds']) or '–'} | {_ci(row['violation'].get('overall'))} | {_ci(row['fidelity'].get('overall'))} "
-            f"| {_ci(row['vs_baseline'].get('overall'))} | {_ci(row['vs_plain'].get('overall'))} | {_ci(row.get('vs_full', {}).get('overall'))} |"
+            f"| {_ci(row['vs_baseline'].get('overall'))} | {_ci(row['vs_plain'].get('overall'))} | {_ci(row['vs_full'].get('overall'))} |"
         )
     scenes = sorted({s for row in rows.values() for s in row["violation"] if s != "overall"})
     lines += ["", "Violation per scene (mean [95 % interval]):", "", "| variant | " + " | ".join(scenes) + " |", "|---|" + "---|" * len(scenes)]

@@ -94,6 +94,9 @@ WORLD_TRANSFORMER_CONFIG: dict[str, Any] = {
 the VAE (:meth:`WorldConfig.transformer_config`) so that both layouts give 4 × 4 tokens per
 latent frame at 64 × 64 pixels."""
 
+VAE_CONFIGS = {4: WORLD_VAE_CONFIG, 8: WORLD_VAE_CONFIG_8X}
+"""The VAE config per spatial compression (:attr:`WorldConfig.spatial_compression`)."""
+
 PATCH_SIZES = {4: (1, 4, 4), 8: (1, 2, 2)}
 """Transformer patch per spatial compression (pixels per token side: 16 in both; ours)."""
 
@@ -201,8 +204,8 @@ class WorldConfig:
             raise ValueError(f"unknown or no scenes {list(self.scenes)}; valid: {', '.join(SCENES)}")
         if self.transformer_layers is not None and self.transformer_layers < 1:
             raise ValueError(f"transformer_layers must be ≥ 1, got {self.transformer_layers}")
-        if self.spatial_compression not in PATCH_SIZES:
-            raise ValueError(f"spatial_compression must be one of {sorted(PATCH_SIZES)}, got {self.spatial_compression}")
+        if self.spatial_compression not in VAE_CONFIGS:
+            raise ValueError(f"spatial_compression must be one of {sorted(VAE_CONFIGS)}, got {self.spatial_compression}")
         if self.vae_from is not None:
             vae_config = self.vae_folder() / "config.json"
             if not vae_config.is_file():
@@ -219,7 +222,7 @@ class WorldConfig:
 
     def vae_config(self) -> dict[str, Any]:
         """The ``AutoencoderKLWan`` config of this spatial compression."""
-        return dict(WORLD_VAE_CONFIG if self.spatial_compression == 4 else WORLD_VAE_CONFIG_8X)
+        return dict(VAE_CONFIGS[self.spatial_compression])
 
     def transformer_config(self) -> dict[str, Any]:
         cfg = {**WORLD_TRANSFORMER_CONFIG, "patch_size": PATCH_SIZES[self.spatial_compression]}
