@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pila.backbone import WanBackbone
 from pila.generation import generate
@@ -40,6 +41,8 @@ from pila.lab.world import HELDOUT_INDEX_OFFSET
 RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
+LAB_SAMPLING = yaml.safe_load((Path(__file__).resolve().parents[1] / "lightning_configs" / "lab" / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
+"""The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
 
 
 def heldout_clip(scene: str, index: int, seed: int = 0):
@@ -60,8 +63,37 @@ def reconstruct(backbone: WanBackbone, frames: np.ndarray) -> np.ndarray:
     return ((out[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).cpu().numpy()
 
 
+def arg_text(value) -> str:
+    """A command-line value as it is typed (a list comma-separated)."""
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
+
+
 def mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int) -> tuple[dict[str, float], list[dict], np.ndarray]:
+    """The world's videos of ``scene`` (one per sampling seed, held-out prompts), measured by the ruler.
+
+    Returns the scene's row (violation mean and median, fidelity, top-1), one record per
+    video, and the first video's frames (for the figure).
+    """
+    viol, fid, top1, records, first = [], [], [], [], None
+    for s in range(seeds):
+        prompt = heldout_clip(scene, s).prompt
+        frames = generate(
+            backbone.pipeline, [prompt], seed=s, num_inference_steps=steps, guidance_scale=guidance,
+            num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+        )[0]
+        first = frames if first is None else first
+        result = measure(frames, scene)
+        probs = scene_probabilities(frames)
+        viol.append(result.violation)
+        fid.append(result.fidelity)
+        top1.append(float(max(probs, key=probs.get) == scene))
+        records.append({"scene": scene, "seed": s, "guidance": guidance, "prompt": prompt, "violation": result.violation, "fidelity": result.fidelity, "top1": probs})
+    row = {"gen_violation": mean(viol), "gen_violation_median": float(np.median(viol)), "fidelity": mean(fid), "top1": mean(top1)}
+    return row, records, first
 
 
 def main() -> None:
@@ -69,8 +101,12 @@ def main() -> None:
     parser.add_argument("--world", default="lab", help="backbone to measure (default: the shipped lab world)")
     parser.add_argument("--heldout", type=int, default=4, help="held-out clips per scene for the VAE")
     parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (ours)")
-    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale (ours: WanPipeline's default)")
+    parser.add_argument("--steps", type=int, default=LAB_SAMPLING["num_inference_steps"], help="denoising steps (default: the lab's predict.yaml)")
+    parser.add_argument("--guidance", type=float, default=LAB_SAMPLING["guidance_scale"], help="guidance scale (default: the lab's predict.yaml)")
+    parser.add_argument(
+        "--sweep", type=lambda text: [float(v) for v in text.split(",") if v], default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+        help="guidance scales to compare (fidelity and violation of generated videos per scale); empty: none",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--figure", type=Path, default=FIGURE, help="ground truth, reconstruction and generated frames per scene")
     args = parser.parse_args()
@@ -90,27 +126,24 @@ def main() -> None:
             psnrs.append(psnr(clip.frames, rec))
             gt_v.append(measure(clip.frames, scene).violation)
             rec_v.append(measure(rec, scene).violation)
-        gen_v, fid, top1 = [], [], []
-        for s in range(args.seeds):
-            prompt = heldout_clip(scene, s).prompt
-            frames = generate(
-                backbone.pipeline, [prompt], seed=s, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
-            )[0]
-            result = measure(frames, scene)
-            probs = scene_probabilities(frames)
-            if s == 0:
-                strips.append((f"{scene}\ngenerated", frames))
-            gen_v.append(result.violation)
-            fid.append(result.fidelity)
-            top1.append(float(max(probs, key=probs.get) == scene))
-            videos.append({"scene": scene, "seed": s, "prompt": prompt, "violation": result.violation, "fidelity": result.fidelity, "top1": probs})
-        rows[scene] = {
-            "psnr": mean(psnrs), "gt_violation": mean(gt_v), "recon_violation": mean(rec_v),
-            "gen_violation": mean(gen_v), "gen_violation_median": float(np.median(gen_v)),
-            "fidelity": mean(fid), "top1": mean(top1),
-        }
+        gen, scene_videos, first = generated(backbone, scene, args.guidance, args.seeds, args.steps)
+        strips.append((f"{scene}\ngenerated", first))
+        videos += scene_videos
+        rows[scene] = {"psnr": mean(psnrs), "gt_violation": mean(gt_v), "recon_violation": mean(rec_v), **gen}
         print(scene, rows[scene], flush=True)
+    sweep: dict[float, dict[str, float]] = {}
+    for guidance in sorted(set(args.sweep) | {args.guidance}):
+        if guidance == args.guidance:
+            per_scene = [{k: rows[s][k] for k in ("gen_violation", "fidelity", "top1")} for s in SCENES]
+        else:
+            per_scene = [generated(backbone, s, guidance, args.seeds, args.steps)[0] for s in SCENES]
+        sweep[guidance] = {
+            "gen_violation": mean([r["gen_violation"] for r in per_scene]),
+            "fidelity": mean([r["fidelity"] for r in per_scene]),
+            "top1": mean([r["top1"] for r in per_scene]),
+            "min_scene_fidelity": min(r["fidelity"] for r in per_scene),
+        }
+        print("guidance", guidance, sweep[guidance], flush=True)
     seconds = time.perf_counter() - start
     write_strips(args.figure, strips)
     overall = {k: mean([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
@@ -118,7 +151,7 @@ def main() -> None:
     lines = [
         "# The lab world's quality",
         "",
-        f"`{' '.join(['benchmarks/lab_world.py', *[f'--{k} {v}' for k, v in vars(args).items() if k != 'out']])}` "
+        f"`{' '.join(['benchmarks/lab_world.py', *[f'--{k} {arg_text(v)}' for k, v in vars(args).items() if k != 'out']])}` "
         f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this machine's CPU.",
         "",
         f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); generated: "
@@ -134,8 +167,20 @@ def main() -> None:
             f"| {scene} | {r['psnr']:.1f} | {r['gt_violation']:.2f} | {r['recon_violation']:.2f} | "
             f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | {r['top1']:.2f} |"
         )
+    if len(sweep) > 1:
+        lines += [
+            "",
+            f"Guidance sweep (the same {args.seeds} seeds × 8 scenes, {args.steps} steps; guidance 1 is no classifier-free guidance):",
+            "",
+            "| guidance | fidelity | top-1 | lowest scene fidelity | violation (generated) |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {g:g} | {r['fidelity']:.2f} | {r['top1']:.2f} | {r['min_scene_fidelity']:.2f} | {r['gen_violation']:.2f} |"
+                for g, r in sweep.items()
+            ],
+        ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "seconds": seconds, "commit": commit})
+    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "sweep": {str(g): r for g, r in sweep.items()}, "seconds": seconds, "commit": commit})
     print("\n".join(lines))
 
 

@@ -27,6 +27,9 @@ Output folder::
 
 A killed run resumes where it stopped when started again with the same arguments:
 finished runs (``done.json``) and finished stages are kept, an unfinished stage restarts.
+A run whose predict config changed (``predict.yaml``'s sampling, say) is generated again
+from its kept adapter, and one whose stage was trained again regenerates its videos; the
+videos they replace move to ``superseded/<UTC time>/`` in the run's folder.
 """
 
 from __future__ import annotations
@@ -317,13 +320,36 @@ def run_folder(out: Path, variant: Variant, seed: int) -> Path:
     return out / "runs" / variant.name if not variant.trained else out / "runs" / variant.name / f"seed{seed}"
 
 
-def _done(folder: Path, plan: Plan) -> dict[str, Any] | None:
-    """The run's done.json if it finished under the same budget, else None."""
+def _done(folder: Path, plan: Plan, predict: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The run's done.json if it finished under the same budget (and, given, the same predict config), else None."""
     marker = folder / "done.json"
     if not marker.is_file():
         return None
     done = json.loads(marker.read_text(encoding="utf-8"))
-    return done if done.get("budget") == plan.budget() else None
+    if done.get("budget") != plan.budget() or (predict is not None and done.get("predict") != predict):
+        return None
+    return done
+
+
+def supersede(folder: Path, names: Sequence[str]) -> Path | None:
+    """Move ``folder/<name>`` for each name that exists into ``folder/superseded/<UTC time>/``; returns that folder.
+
+    Videos generated under another predict config or by an adapter since retrained must not
+    be resumed as if finished (the writer keeps what a killed run wrote), and must not be lost.
+    """
+    present = [folder / name for name in names if (folder / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / "superseded" / stamp
+    for n in range(1, 1000):
+        if not target.exists():
+            break
+        target = folder / "superseded" / f"{stamp}-{n}"
+    target.mkdir(parents=True)
+    for path in present:
+        path.rename(target / path.name)
+    return target
 
 
 def execute_run(
@@ -337,13 +363,14 @@ def execute_run(
     from pila.stages.export import export_adapter
 
     folder = run_folder(out, variant, seed)
-    done = _done(folder, plan)
+    configs = Path(plan.configs)
+    adapter = folder / "adapter" if variant.trained else None
+    predict = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file, variant.sampling)
+    done = _done(folder, plan, predict)
     if done is not None:
         log.info("%s: finished before, kept (%s)", label, folder)
         return done
-    configs = Path(plan.configs)
     timings: dict[str, float] = {}
-    adapter = None
     # a generation-only variant trains in (and reuses) full PILA's run of the same seed
     trainer_variant = resolve_variant(FULL) if variant.trains_as_full else variant
     train_folder = run_folder(out, trainer_variant, seed)
@@ -360,9 +387,13 @@ def execute_run(
         timings[stage] = time.perf_counter() - start
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
-        adapter = export_adapter(train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt", folder / "adapter")
-    cfg = predict_config(_read_yaml(configs / "predict.yaml"), folder, adapter, plan.eval_seeds, plan.inference_steps, prompt_file, variant.sampling)
-    path = _write_yaml(folder / "configs" / "predict.yaml", cfg)
+        export_adapter(train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt", adapter)
+    path = folder / "configs" / "predict.yaml"
+    if timings or (path.is_file() and _read_yaml(path) != predict):
+        moved = supersede(folder, ("videos", "report"))
+        if moved is not None:
+            log.info("%s: videos of an earlier adapter or predict config moved to %s", label, moved)
+    _write_yaml(path, predict)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
     run_pila(["predict", "--config", str(path)], threads)  # the writer keeps videos a killed run finished
@@ -374,6 +405,7 @@ def execute_run(
         "variant": variant.name,
         "seed": seed if variant.trained else None,
         "budget": plan.budget(),
+        "predict": predict,
         "seconds": timings,
         "report": str(folder / "report" / "report.json"),
         "overall": report["overall"],

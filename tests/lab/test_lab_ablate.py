@@ -130,6 +130,39 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
         assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_changed_predict_config_regenerates_and_keeps_the_old_videos(tmp_path, monkeypatch):
+    """Videos of another sampling setting are neither resumed as finished nor lost."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    predict = yaml.safe_load((LAB / "predict.yaml").read_text())
+    predict["model"]["init_args"]["sampling"]["guidance_scale"] = 4.0
+    (configs / "predict.yaml").write_text(yaml.safe_dump(predict))
+    out, plan = tmp_path / "ablate", ablate.Plan((BASELINE,), (0,), 1, 1.0, 2, str(configs))
+    folder = out / "runs" / BASELINE
+    calls = []
+
+    def fake_predict(args, threads=None):  # one "video" recording the guidance it was drawn with
+        cfg = yaml.safe_load(Path(args[-1]).read_text())
+        guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
+        calls.append(guidance)
+        videos = folder / "videos"
+        videos.mkdir(parents=True, exist_ok=True)
+        if not (videos / "v.mp4").exists():  # the writer resumes: what exists is kept
+            (videos / "v.mp4").write_text(str(guidance))
+
+    monkeypatch.setattr(ablate, "run_pila", fake_predict)
+    monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"guidance": (videos / "v.mp4").read_text()}})
+    first = ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline")
+    assert calls == [4.0] and first["overall"] == {"guidance": "4.0"}
+    assert ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline") == first and calls == [4.0]
+    predict["model"]["init_args"]["sampling"]["guidance_scale"] = 2.0
+    (configs / "predict.yaml").write_text(yaml.safe_dump(predict))
+    second = ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline")
+    assert calls == [4.0, 2.0] and second["overall"] == {"guidance": "2.0"}  # drawn again, not resumed
+    (old,) = (folder / "superseded").glob("*/videos/v.mp4")
+    assert old.read_text() == "4.0"
+
+
 # ------------------------------------------------------------------ end to end
 def _short_configs(folder: Path) -> Path:
     """The lab configs with one clip per category, batch 2, so a few-step run fits a test."""
