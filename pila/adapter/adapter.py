@@ -275,7 +275,8 @@ class PILAAdapter(nn.Module, PretrainedMixin):
                 out.descriptors,
                 out.active_slots,
             )
-        # "w/o AFE": no field construction; the scaffold of the generic branch is the bank.
+        # "w/o AFE": no field construction; the scaffold of the generic branch (the physical
+        # encoder, or under R5's default reading the pointwise lift of x̂0) is the bank.
         active_slots(phase)  # validates the phase argument
         fields = unpack_bank(scaffold)
         return BankEncoding(x0_hat, h, scaffold, scaffold, fields, fields["v"], {}, SLOT_NAMES)

@@ -47,8 +47,9 @@ def test_without_flow_correction_the_bank_does_not_feed_delta_v() -> None:
     assert first.correction.abs().sum() > 0 and first.residual_loss > 0  # bank still trained
 
 
-def test_without_afe_the_scaffold_is_the_bank() -> None:
-    adapter = tiny_adapter(use_afe=False).eval()
+def test_without_afe_fields_reading_the_scaffold_is_the_bank() -> None:
+    """R5's other reading: the encoder kept, its 32-channel scaffold used as the bank."""
+    adapter = tiny_adapter(use_afe=False, wo_afe_reading="fields").eval()
     assert adapter.afe is None
     x_t, sigma, v_theta, cond = make_batch()
     enc = adapter.encode_bank(x_t, sigma, v_theta)
@@ -58,9 +59,9 @@ def test_without_afe_the_scaffold_is_the_bank() -> None:
 
 
 def test_without_afe_pathway_reading_the_bank_is_a_linear_map_of_x0() -> None:
-    """R5: Table 12's "w/o AFE" (no physical-encoder pathway): P = a pointwise affine map of x̂0."""
-    adapter = tiny_adapter(use_afe=False, wo_afe_reading="pathway").eval()
-    kept = tiny_adapter(use_afe=False).eval()
+    """R5, the default reading: Table 12's "w/o AFE" (no physical-encoder pathway): P = a pointwise affine map of x̂0."""
+    adapter = tiny_adapter(use_afe=False).eval()  # the default reading
+    kept = tiny_adapter(use_afe=False, wo_afe_reading="fields").eval()
     assert sum(p.numel() for p in adapter.encoder.parameters()) < sum(p.numel() for p in kept.encoder.parameters())
     x_t, sigma, v_theta, cond = make_batch()
     zero = torch.zeros_like(v_theta)
