@@ -119,8 +119,8 @@ class AdapterConfig:
             pathway before AFE: E is replaced by a pointwise linear lift of x̂0, so the
             bank is a linear map of x̂0. ``"fields"``: the physical encoder E is kept and
             only the field construction is dropped (its scaffold is the bank).
-            [ours, measured: "pathway", 1.89 [1.58, 2.20] lower violation than "fields"
-            in the lab, paired by seed (benchmarks/results/lab_table4.md)]
+            [ours: "pathway", measured 1.89 (1.58 to 2.20) lower in violation than
+            "fields" in the lab, paired by seed, benchmarks/results/lab_table4.md]
         moe_operator: Table 4 "w/o MoE operator" when False: no expert updates
             (P̃ = P); routing still weights the residual objective.
             [paper, Table 4: full model]
