@@ -369,6 +369,15 @@ def _joined(hashes: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}:{v}" for k, v in sorted(hashes.items())).encode()).hexdigest()
 
 
+def folder_weights_sha256(folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """The SHA-256 identifying an adapter folder's weights, and each ``*.safetensors`` file's.
+
+    One file: that file's hash; several: a hash of their names and hashes.
+    """
+    weights = {p.name: _file_sha256(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+    return (next(iter(weights.values())) if len(weights) == 1 else _joined(weights)), weights
+
+
 def adapter_identity(adapter: nn.Module | None, folder: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """What identifies the adapter in a sidecar: its folder and the SHA-256 of its weights.
 
@@ -384,11 +393,8 @@ def adapter_identity(adapter: nn.Module | None, folder: str | os.PathLike | None
         "top_k": int(getattr(config, "top_k", -1)),
     }
     if folder is not None:
-        root = Path(folder)
-        weights = sorted(root.glob("*.safetensors"))
-        identity["folder"] = str(root.resolve())
-        identity["weights"] = {p.name: _file_sha256(p) for p in weights}
-        identity["sha256"] = identity["weights"][weights[0].name] if len(weights) == 1 else _joined(identity["weights"])
+        identity["folder"] = str(Path(folder).resolve())
+        identity["sha256"], identity["weights"] = folder_weights_sha256(folder)
     else:
         identity["folder"] = None
         identity["sha256"] = _state_sha256(adapter)

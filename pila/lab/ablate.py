@@ -28,8 +28,10 @@ Output folder::
 A killed run resumes where it stopped when started again with the same arguments:
 finished runs (``done.json``) and finished stages are kept, an unfinished stage restarts.
 A run whose predict config changed (``predict.yaml``'s sampling, say) is generated again
-from its kept adapter, and one whose stage was trained again regenerates its videos; the
-videos they replace move to ``superseded/<UTC time>/`` in the run's folder.
+from its kept adapter, and one whose adapter changed (a stage trained again) regenerates
+its videos: ``configs/videos_made_by.json`` records the predict config and the adapter's
+weights hash the videos were made with, and videos made otherwise move to
+``superseded/<UTC time>/`` in the run's folder.
 """
 
 from __future__ import annotations
@@ -341,10 +343,9 @@ def supersede(folder: Path, names: Sequence[str]) -> Path | None:
     if not present:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = folder / "superseded" / stamp
-    for n in range(1, 1000):
-        if not target.exists():
-            break
+    target, n = folder / "superseded" / stamp, 0
+    while target.exists():
+        n += 1
         target = folder / "superseded" / f"{stamp}-{n}"
     target.mkdir(parents=True)
     for path in present:
@@ -359,6 +360,7 @@ def execute_run(
 
     ``prompt_file``: the evaluation set's prompt file (:func:`evaluation_prompts`; None: predict.yaml's).
     """
+    from pila.adapter.pretrained import folder_weights_sha256
     from pila.lab.evaluate import evaluate
     from pila.stages.export import export_adapter
 
@@ -388,12 +390,14 @@ def execute_run(
         write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
     if variant.trained:
         export_adapter(train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt", adapter)
-    path = folder / "configs" / "predict.yaml"
-    if timings or (path.is_file() and _read_yaml(path) != predict):
+    # what the videos are made by; videos of anything else are moved aside, not resumed
+    made_by = {"predict": predict, "adapter_sha256": folder_weights_sha256(adapter)[0] if adapter else None}
+    marker = folder / "configs" / "videos_made_by.json"
+    if (folder / "videos").exists() and (not marker.is_file() or json.loads(marker.read_text(encoding="utf-8")) != made_by):
         moved = supersede(folder, ("videos", "report"))
-        if moved is not None:
-            log.info("%s: videos of an earlier adapter or predict config moved to %s", label, moved)
-    _write_yaml(path, predict)
+        log.info("%s: videos of another adapter or predict config moved to %s", label, moved)
+    write_json_atomic(marker, made_by)
+    path = _write_yaml(folder / "configs" / "predict.yaml", predict)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
     run_pila(["predict", "--config", str(path)], threads)  # the writer keeps videos a killed run finished

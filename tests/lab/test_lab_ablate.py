@@ -130,37 +130,54 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
         assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
 
 
-def test_a_changed_predict_config_regenerates_and_keeps_the_old_videos(tmp_path, monkeypatch):
-    """Videos of another sampling setting are neither resumed as finished nor lost."""
+def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(tmp_path, monkeypatch):
+    """Videos made with other sampling settings or another adapter are neither resumed as finished nor lost."""
     configs = tmp_path / "configs"
     configs.mkdir()
+    (configs / "stageC.yaml").write_text((LAB / "stageC.yaml").read_text())
     predict = yaml.safe_load((LAB / "predict.yaml").read_text())
     predict["model"]["init_args"]["sampling"]["guidance_scale"] = 4.0
     (configs / "predict.yaml").write_text(yaml.safe_dump(predict))
-    out, plan = tmp_path / "ablate", ablate.Plan((BASELINE,), (0,), 1, 1.0, 2, str(configs))
-    folder = out / "runs" / BASELINE
-    calls = []
+    out, plan = tmp_path / "ablate", ablate.Plan((PLAIN,), (0,), 1, 1.0, 2, str(configs))
+    folder = out / "runs" / PLAIN / "seed0"
+    weights, calls = {"bytes": b"A"}, []
 
-    def fake_predict(args, threads=None):  # one "video" recording the guidance it was drawn with
+    def fake_run(args, threads=None):  # fit: nothing; predict: one "video" naming its guidance and adapter
+        if args[0] != "predict":
+            return
         cfg = yaml.safe_load(Path(args[-1]).read_text())
-        guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
-        calls.append(guidance)
-        videos = folder / "videos"
-        videos.mkdir(parents=True, exist_ok=True)
-        if not (videos / "v.mp4").exists():  # the writer resumes: what exists is kept
-            (videos / "v.mp4").write_text(str(guidance))
+        made = f"{cfg['model']['init_args']['sampling']['guidance_scale']}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
+        calls.append(made)
+        (folder / "videos").mkdir(parents=True, exist_ok=True)
+        if not (folder / "videos" / "v.mp4").exists():  # the writer resumes: what exists is kept
+            (folder / "videos" / "v.mp4").write_text(made)
 
-    monkeypatch.setattr(ablate, "run_pila", fake_predict)
-    monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"guidance": (videos / "v.mp4").read_text()}})
-    first = ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline")
-    assert calls == [4.0] and first["overall"] == {"guidance": "4.0"}
-    assert ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline") == first and calls == [4.0]
+    def fake_export(ckpt, target):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        (Path(target) / "model.safetensors").write_bytes(weights["bytes"])
+        return Path(target)
+
+    monkeypatch.setattr(ablate, "run_pila", fake_run)
+    monkeypatch.setattr("pila.stages.export.export_adapter", fake_export)
+    monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}})
+
+    def run() -> str:
+        return ablate.execute_run(out, resolve_variant(PLAIN), 0, plan, "plain")["overall"]["video"]
+
+    def superseded() -> list[str]:
+        return sorted(p.read_text() for p in (folder / "superseded").glob("*/videos/v.mp4"))
+
+    assert run() == "4.0/A" and calls == ["4.0/A"]
+    assert run() == "4.0/A" and calls == ["4.0/A"]  # finished: kept, nothing generated
     predict["model"]["init_args"]["sampling"]["guidance_scale"] = 2.0
     (configs / "predict.yaml").write_text(yaml.safe_dump(predict))
-    second = ablate.execute_run(out, resolve_variant(BASELINE), 0, plan, "baseline")
-    assert calls == [4.0, 2.0] and second["overall"] == {"guidance": "2.0"}  # drawn again, not resumed
-    (old,) = (folder / "superseded").glob("*/videos/v.mp4")
-    assert old.read_text() == "4.0"
+    assert run() == "2.0/A" and superseded() == ["4.0/A"]  # drawn again, the old videos kept aside
+    (folder / "done.json").unlink()  # as if killed while generating: the same videos resume
+    assert run() == "2.0/A" and superseded() == ["4.0/A"]
+    (folder / "done.json").unlink()
+    (folder / "stageC" / "finished.json").unlink()  # stage C trains again, to other weights
+    weights["bytes"] = b"B"
+    assert run() == "2.0/B" and superseded() == ["2.0/A", "4.0/A"]
 
 
 # ------------------------------------------------------------------ end to end
