@@ -33,6 +33,7 @@ import yaml
 from pila.backbone import WanBackbone
 from pila.generation import generate
 from pila.io import write_json_atomic, write_text_atomic
+from pila.lab.ablate import LAB_CONFIGS
 from pila.lab.evaluate import write_strips
 from pila.lab.metrics import measure, scene_probabilities
 from pila.lab.scenes import SCENES, render_indexed
@@ -41,7 +42,7 @@ from pila.lab.world import HELDOUT_INDEX_OFFSET
 RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
-LAB_SAMPLING = yaml.safe_load((Path(__file__).resolve().parents[1] / "lightning_configs" / "lab" / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
+LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
 """The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
 
 

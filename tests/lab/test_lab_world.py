@@ -142,10 +142,11 @@ def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbo
     import yaml
 
     from pila.generation import generate
+    from pila.lab.ablate import LAB_CONFIGS
     from pila.lab.metrics import measure, scene_probabilities
     from pila.lab.scenes import SCENES, render_indexed
 
-    predict = yaml.safe_load((Path(__file__).resolve().parents[2] / "lightning_configs" / "lab" / "predict.yaml").read_text())
+    predict = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())
     sampling = predict["model"]["init_args"]["sampling"]
     fidelity, violation = {}, {}
     for scene in SCENES:
