@@ -75,6 +75,14 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> 
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a UTF-8 JSON file (the counterpart of :func:`write_json_atomic`).
+
+    A malformed file raises ``json.JSONDecodeError``; a missing one ``FileNotFoundError``.
+    """
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
     """Float frames (F, H, W, 3) in [0, 1] → uint8 (values outside are clipped)."""
     if frames.ndim != 4 or frames.shape[-1] != 3:

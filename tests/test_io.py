@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pila.io import atomic_path, read_video, write_json_atomic, write_video
+from pila.io import atomic_path, read_json, read_video, write_json_atomic, write_video
 
 
 def test_video_round_trip_keeps_size_count_fps_and_content(tmp_path):
@@ -40,6 +41,16 @@ def test_failed_write_keeps_the_old_file(tmp_path):
             raise RuntimeError("killed midway")
     assert target.read_text().strip() == '{\n  "v": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
+
+
+def test_json_reads_back_what_was_written_atomically(tmp_path):
+    target = tmp_path / "data.json"
+    obj = {"scene": "ball_bounce", "violation": 1.25, "labels": ["mechanics", "ñ"]}
+    write_json_atomic(target, obj)
+    assert read_json(target) == obj
+    target.write_text('{"v": 2, "trunc', encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):
+        read_json(target)
 
 
 def test_bad_frame_shapes_are_rejected(tmp_path):
