@@ -17,9 +17,9 @@ the record, is the refined description that conditions the adapter (see
 :attr:`WisaRecord.description`).
 
 WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``q4``,
-``label``, no video) are prompts, not clips: each is rejected with reason ``no_video``
-(:func:`is_prompt_side_record`); :func:`wisa_prompt` turns one into a caption and labels
-for generation, through the category map exactly as relabeling labels a clip.
+``label``, no video; :func:`is_prompt_side_record`) are prompts, not clips: building a cache
+rejects each with reason ``no_video``, while relabeling, which needs only the text, keeps
+them (``select_records(..., prompts=True)``). :mod:`.prompt_side` reads them for generation.
 
 Bad data never stops a run: a record that cannot be used becomes a :class:`Rejection`
 with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
@@ -27,7 +27,6 @@ with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,12 +34,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pila.categories import CATEGORIES
-
-if TYPE_CHECKING:
-    from .relabel import CategoryMap
+from pila.io import read_json
 
 REJECTION_REASONS: dict[str, str] = {
     "malformed_record": "the entry is not a JSON object",
@@ -101,7 +98,7 @@ class WisaRecord:
         video_name: file name of the video (``<sha256>.mp4`` in WISA-80K), from whichever
             of :data:`VIDEO_KEYS` the record uses.
         captions: the text prompt of the clip.
-        duration: seconds, as annotated.
+        duration: seconds, as annotated (0 for a prompt-side record, which has no video).
         index: position in the annotation file.
         raw: the record as read (the category map reads ``label``, ``physical_annotation``
             and the caption from it; relabeled annotations are written from it).
@@ -179,78 +176,6 @@ def _video_name(raw: dict[str, Any]) -> tuple[str, Any]:
     return key, value or None
 
 
-PROMPT_SIDE_ANNOTATION_KEYS: tuple[str, ...] = ("phys_law", "q0", "q1", "q2", "q3", "q4")
-"""Fields of a prompt-side record that a WISA-80K record keeps under ``physical_annotation``."""
-
-
-@dataclass(frozen=True)
-class WisaPrompt:
-    """One of WISA's prompt-side annotation records, read for generation.
-
-    Attributes:
-        caption: ``en_caption`` as written (the prompt; a reader may normalise whitespace).
-        labels: the record's categories in :data:`~pila.categories.CATEGORIES` order, from
-            its ``pila_labels`` when given, else from the category map exactly as relabeling
-            labels a clip (``CategoryMap.labels_for_record``); empty when neither finds one
-            (the prompt parser may then decide).
-        extra: the record's other fields (``phys_law``, ``q0``–``q4``, ``label``, …), kept
-            for the video's sidecar.
-    """
-
-    caption: str
-    labels: tuple[str, ...]
-    extra: dict[str, Any]
-
-
-def as_wisa_record(prompt_record: dict[str, Any]) -> dict[str, Any]:
-    """A prompt-side record reshaped as a WISA-80K record: ``en_caption`` → ``captions``,
-    top-level ``phys_law``/``q0``–``q4`` → ``physical_annotation`` (entries already under
-    ``physical_annotation`` win), ``label`` kept."""
-    annotation = {k: prompt_record[k] for k in PROMPT_SIDE_ANNOTATION_KEYS if prompt_record.get(k) is not None}
-    nested = prompt_record.get("physical_annotation")
-    if isinstance(nested, dict):
-        annotation.update(nested)
-    shaped = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, *PROMPT_SIDE_ANNOTATION_KEYS)}
-    shaped["captions"] = prompt_record.get(PROMPT_SIDE_KEY)
-    shaped["physical_annotation"] = annotation
-    return shaped
-
-
-def wisa_prompt(prompt_record: Any, category_map: CategoryMap) -> WisaPrompt:
-    """Caption and labels of one WISA prompt-side annotation record, the relabeling way.
-
-    Args:
-        prompt_record: a JSON object with ``en_caption`` and optionally ``phys_law``,
-            ``q0``–``q4``, ``label`` and ``pila_labels``.
-        category_map: the map relabeling uses (``CategoryMap.load()``); its
-            ``labels_for_record`` reads the reshaped record (:func:`as_wisa_record`): the
-            q-answers through ``answer_fields``, the phenomenon through ``label_field``,
-            the caption through the keyword rules.
-
-    Returns:
-        The :class:`WisaPrompt`.
-
-    Raises:
-        ValueError: the record is not an object, ``en_caption`` is missing or empty, or
-            ``pila_labels`` names an unknown category (the message names the field).
-    """
-    if not isinstance(prompt_record, dict):
-        raise ValueError(f"a WISA prompt record must be a JSON object, got {type(prompt_record).__name__}")
-    caption = prompt_record.get(PROMPT_SIDE_KEY)
-    if not isinstance(caption, str) or not caption.strip():
-        raise ValueError(f"a WISA prompt record needs a non-empty {PROMPT_SIDE_KEY!r} (fields: {sorted(prompt_record)})")
-    given = prompt_record.get("pila_labels")
-    if given:
-        unknown = [name for name in given if name not in CATEGORIES] if isinstance(given, list) else [given]
-        if unknown:
-            raise ValueError(f"pila_labels={given!r} names unknown categories; valid: {', '.join(CATEGORIES)}")
-        names = set(given)
-    else:
-        names = set(category_map.labels_for_record(as_wisa_record(prompt_record)))
-    extra = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, "pila_labels") and v not in (None, "")}
-    return WisaPrompt(caption=caption, labels=tuple(c for c in CATEGORIES if c in names), extra=extra)
-
-
 _OPTIONAL_NUMBERS = (
     "fps",
     "width",
@@ -271,12 +196,15 @@ def _is_integral(value: Any) -> bool:
     return _is_number(value) and float(value).is_integer()
 
 
-def parse_record(raw: Any, index: int) -> WisaRecord:
+def parse_record(raw: Any, index: int, prompts: bool = False) -> WisaRecord:
     """Validate one annotation entry.
 
     Args:
         raw: the JSON value at position ``index`` of the annotation list.
         index: its position (reported in rejections).
+        prompts: keep a prompt-side record (:func:`is_prompt_side_record`) as a record
+            named ``<record N>`` with its ``en_caption`` as caption, for relabeling; when
+            False it is rejected as ``no_video``.
 
     Returns:
         The :class:`WisaRecord`.
@@ -287,15 +215,16 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
     placeholder = f"<record {index}>"
     if not isinstance(raw, dict):
         raise RecordError(Rejection(placeholder, "malformed_record", f"got {type(raw).__name__}", index))
-    if is_prompt_side_record(raw):
+    prompt_side = is_prompt_side_record(raw)
+    if prompt_side and not prompts:
         raise RecordError(Rejection(
             placeholder, "no_video",
             "a prompt-side annotation record (en_caption, phys_law, q0-q4, label; no video_name, file "
             "or video_id): use the file as a prompt file of `pila predict`, not as training annotations",
             index,
         ))  # fmt: skip
-    key, name = _video_name(raw)
-    if not key:
+    key, name = ("", placeholder) if prompt_side else _video_name(raw)
+    if not key and not prompt_side:
         raise RecordError(Rejection(placeholder, "missing_field", " or ".join(VIDEO_KEYS), index))
     if name is None:
         raise RecordError(Rejection(placeholder, "malformed_field", f"{key}={raw.get(key)!r}", index))
@@ -303,15 +232,16 @@ def parse_record(raw: Any, index: int) -> WisaRecord:
     def reject(reason: str, detail: str) -> RecordError:
         return RecordError(Rejection(name, reason, detail, index))
 
-    captions = raw.get("captions")
+    caption_key = PROMPT_SIDE_KEY if prompt_side else "captions"
+    captions = raw.get(caption_key)
     if captions is None:
-        raise reject("missing_field", "captions")
+        raise reject("missing_field", caption_key)
     if not isinstance(captions, str) or not captions.strip():
-        raise reject("malformed_field", "captions must be a non-empty string")
-    duration = raw.get("duration")
+        raise reject("malformed_field", f"{caption_key} must be a non-empty string")
+    duration = 0.0 if prompt_side else raw.get("duration")
     if duration is None:
         raise reject("missing_field", "duration")
-    if not _is_number(duration) or duration <= 0:
+    if not prompt_side and (not _is_number(duration) or duration <= 0):
         raise reject("malformed_field", f"duration={duration!r}")
     for key in _OPTIONAL_NUMBERS:
         value = raw.get(key)
@@ -421,10 +351,9 @@ def load_annotations(path: str | os.PathLike) -> list[Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"annotation file {str(p)!r} does not exist (expected WISA-80K's data/wisa-80k.json)")
-    text = p.read_text(encoding="utf-8")
     if p.suffix == ".jsonl":
         entries: list[Any] = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -434,7 +363,7 @@ def load_annotations(path: str | os.PathLike) -> list[Any]:
                 entries.append({"__unparsable_line__": n, "error": str(err)})
         return entries
     try:
-        data = json.loads(text)
+        data = read_json(p)
     except json.JSONDecodeError as err:
         raise ValueError(f"annotation file {str(p)!r} is not valid JSON: {err}") from err
     if not isinstance(data, list):
@@ -443,9 +372,12 @@ def load_annotations(path: str | os.PathLike) -> list[Any]:
 
 
 def select_records(
-    entries: Sequence[Any], filters: FilterConfig
+    entries: Sequence[Any], filters: FilterConfig, prompts: bool = False
 ) -> tuple[list[WisaRecord], list[Rejection]]:
     """Parse every entry, drop duplicates and apply the filters.
+
+    With ``prompts``, prompt-side records are kept too (see :func:`parse_record`); the
+    filters, which are about videos, do not apply to them.
 
     Returns:
         (kept records in file order, rejections in file order).
@@ -458,7 +390,7 @@ def select_records(
             rejected.append(Rejection(f"<record {index}>", "malformed_record", raw["error"], index))
             continue
         try:
-            record = parse_record(raw, index)
+            record = parse_record(raw, index, prompts)
         except RecordError as err:
             rejected.append(err.rejection)
             continue
@@ -466,7 +398,7 @@ def select_records(
             rejected.append(Rejection(record.video_name, "duplicate_record", "an earlier record names this video", index))
             continue
         seen.add(record.video_name)
-        problem = filters.check(record)
+        problem = None if is_prompt_side_record(raw) else filters.check(record)
         if problem is not None:
             rejected.append(problem)
         else:
@@ -477,30 +409,3 @@ def select_records(
 def rejection_counts(rejections: Iterable[Rejection]) -> dict[str, int]:
     """Number of rejections per reason, most frequent first."""
     return dict(Counter(r.reason for r in rejections).most_common())
-
-
-# ------------------------------------------------------------------------- split
-def split_score(video_name: str, seed: int) -> float:
-    """A uniform number in [0, 1) fixed by the video name and the seed (sha256-based)."""
-    digest = hashlib.sha256(f"{seed}:{video_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def split_names(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic train/val split by a hash of each video name.
-
-    A name goes to validation when its :func:`split_score` is below ``val_fraction``, so
-    a clip's side never depends on which other clips exist. One exception keeps small
-    sets usable: if that leaves validation empty while ``val_fraction > 0`` and there are
-    at least two names, the name with the lowest score goes to validation.
-
-    Returns:
-        (train names, val names), each in the input order.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    scores = {name: split_score(name, seed) for name in names}
-    val = {name for name, s in scores.items() if s < val_fraction}
-    if not val and val_fraction > 0 and len(scores) >= 2:
-        val = {min(scores, key=scores.__getitem__)}
-    return [n for n in names if n not in val], [n for n in names if n in val]

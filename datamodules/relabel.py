@@ -29,7 +29,8 @@ from pila.categories import CATEGORIES
 from pila.parser.base import ordered_labels
 from pila.parser.category_map import CategoryMap, record_field
 
-from .records import Rejection, WisaRecord
+from .prompt_side import as_wisa_record
+from .records import Rejection, WisaRecord, is_prompt_side_record
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,13 @@ def relabel_records(
     kept: list[WisaRecord] = []
     rejected: list[Rejection] = []
     for record in records:
-        given = record.raw.get("pila_labels")
+        # a prompt-side record is read in WISA-80K's shape (en_caption → captions, q0–q4 nested)
+        raw = as_wisa_record(record.raw) if is_prompt_side_record(record.raw) else record.raw
+        given = raw.get("pila_labels")
         labels: list[str] = list(given) if given else []
         description = record.description
         if not labels and labeler is not None:
-            answer = labeler(record.raw)
+            answer = labeler(raw)
             labels = list(getattr(answer, "labels", answer))
             unknown = [name for name in labels if name not in CATEGORIES]
             if unknown:
@@ -94,9 +97,9 @@ def relabel_records(
                 refined = " ".join(refined.split())
                 description = refined if refined and refined != " ".join(record.captions.split()) else ""
         if not labels:
-            labels = category_map.labels_for_record(record.raw)
+            labels = category_map.labels_for_record(raw)
         if not labels:
-            rejected.append(Rejection(record.video_name, "unlabeled", f"label={record.raw.get('label')!r}", record.index))
+            rejected.append(Rejection(record.video_name, "unlabeled", f"label={raw.get('label')!r}", record.index))
             continue
         kept.append(dataclasses.replace(record, labels=tuple(ordered_labels(labels)), description=description))
     return kept, rejected

@@ -24,7 +24,7 @@ Both paths give the same batch (``pad_to`` is ``max_sequence_length``, as in
     flow           (B, 2, T, H, W) float32   pseudo-flow target, latent cells per latent frame, x first
     prompt, id     list[str]
 
-The train/val split is a hash of each video name (:func:`~pila.datamodules.records.split_names`).
+The train/val split is a hash of each video name (:func:`~pila.datamodules.split.split_names`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ from .clips import ClipConfig
 from .collate import ClipCollator
 from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
 from .flow_targets import FlowConfig
-from .prepare import PrepareConfig, backbone_identity, load_records, prepare_cache, settings_diff
-from .records import FilterConfig, split_names
+from .cache_identity import backbone_identity, settings_diff
+from .prepare import load_records, prepare_cache
+from .prepare_config import PrepareConfig
+from .records import FilterConfig
 from .resumable import ResumableSampler, batches_completed_in_epoch
 from .sources import VideoIndex
+from .split import split_names
 
 log = logging.getLogger(__name__)
 

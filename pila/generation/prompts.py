@@ -72,7 +72,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from pila.categories import CATEGORIES
-from pila.datamodules.records import is_prompt_side_record, wisa_prompt
+from pila.datamodules.prompt_side import wisa_prompt
+from pila.datamodules.records import is_prompt_side_record
 from pila.parser.category_map import CategoryMap
 
 log = logging.getLogger(__name__)

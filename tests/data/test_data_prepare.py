@@ -31,14 +31,8 @@ from pila.datamodules.cache import (
 )
 from pila.datamodules.clips import ClipConfig, frames_to_model_range, read_clip
 from pila.datamodules.flow_targets import FlowConfig, flow_target
-from pila.datamodules.prepare import (
-    PrepareConfig,
-    build_parser,
-    config_from_args,
-    main,
-    prepare_cache,
-    prepare_options,
-)
+from pila.datamodules.prepare import PrepareConfig, main, prepare_cache
+from pila.datamodules.prepare_config import canonical_argv, command_line_leaves, parse_command_line
 from pila.datamodules.sources import VideoIndex, open_video
 
 
@@ -243,36 +237,58 @@ def test_shard_metadata_lists_clips_and_decode_rejections(prepared):
     assert seen == manifest["num_records"] == 12
 
 
-def test_help_describes_every_option(capsys):
+def test_help_describes_every_option_from_the_dataclass_docstrings(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
-    out = capsys.readouterr().out
-    for option in prepare_options():
-        assert option.flag in out and option.help[:30] in " ".join(out.split())
-    assert "--relabel-only" in out and "default: 81" in out and "reject" in out and "loop" in out
+    out = " ".join(capsys.readouterr().out.split())
+    for leaf in command_line_leaves():
+        assert f"--{leaf.path} " in out
+    assert "--relabel-only (no value)" in out and "--print_config" in out and "--config CONFIG" in out
+    assert "default: 81" in out and "Wan needs 4k + 1" in out  # ClipConfig's own docstring
+    assert "records per cache shard (our choice)" in out  # PrepareConfig's
 
 
-def test_options_are_generated_from_every_field_and_keep_their_names():
-    options = {o.flag: o for o in prepare_options()}
+def test_every_field_keeps_its_short_spelling():
+    flags = {leaf.flag: leaf for leaf in command_line_leaves()}
     leaves = [f.name for f in dataclasses.fields(PrepareConfig) if f.name not in ("clip", "filters", "flow")]
     nested = [f"clip.{f.name}" for f in dataclasses.fields(ClipConfig)] + [f"flow.{f.name}" for f in dataclasses.fields(FlowConfig)]
-    assert {o.path for o in options.values()} >= set(leaves) | set(nested)
-    assert options["--num-frames"].path == "clip.num_frames" and options["--min-duration"].path == "filters.min_duration"
-    assert options["--flow-winsize"].path == "flow.winsize" and options["--relabel-only"].cast is None
-    assert options["--short-clip"].choices == ("reject", "loop") and options["--limit"].optional
-    assert options["--annotations"].required and options["--out"].required and not options["--videos"].required
-    assert "Wan needs 4k + 1" in options["--num-frames"].help  # the field's own description
+    assert {leaf.path for leaf in flags.values()} >= set(leaves) | set(nested)
+    assert flags["--num-frames"].path == "clip.num_frames" and flags["--min-duration"].path == "filters.min_duration"
+    assert flags["--flow-winsize"].path == "flow.winsize" and flags["--relabel-only"].is_bool
+    assert flags["--limit"].optional and flags["--annotations"].default is dataclasses.MISSING
     # every flag of the former hand-written table is still there
-    assert set(options) >= {
+    assert set(flags) >= {
         "--annotations", "--videos", "--out", "--backbone", "--relabel-only", "--relabeled-out", "--category-map",
         "--llm-labeler", "--llm-labeler-cache", "--num-frames", "--fps", "--height", "--width", "--short-clip",
         "--anchor", "--min-duration", "--max-duration", "--max-text-boxes", "--min-motion-score",
         "--motion-score-field", "--min-quality", "--flow-max-side", "--flow-levels", "--flow-winsize",
         "--flow-iterations", "--flow-pyr-scale", "--flow-poly-n", "--flow-poly-sigma", "--max-sequence-length",
         "--shard-size", "--workers", "--encode-batch-size", "--device", "--dtype", "--storage-dtype", "--limit",
-        "--overwrite",
+        "--overwrite", "--num-processes",
     }  # fmt: skip
+
+
+def test_short_and_dotted_spellings_give_the_same_config():
+    short = ["--annotations", "a.json", "--out", "o", "--videos=v", "--num-frames", "9", "--max-duration", "none",
+             "--flow-winsize=9", "--overwrite", "--category-map", "None", "--log-level", "DEBUG"]  # fmt: skip
+    dotted = ["--annotations", "a.json", "--out", "o", "--videos", "v", "--clip.num_frames", "9",
+              "--filters.max_duration", "null", "--flow.winsize", "9", "--overwrite", "true", "--log_level", "DEBUG"]  # fmt: skip
+    assert canonical_argv(short)[4:6] == ["--clip.num_frames=9", "--filters.max_duration=null"]
+    config, level = parse_command_line(short)
+    assert (config, level) == parse_command_line(dotted)
+    assert (config.clip.num_frames, config.filters.max_duration, config.flow.winsize) == (9, None, 9)
+    assert config.overwrite and config.category_map is None and level == "DEBUG"
+
+
+def test_print_config_writes_a_yaml_that_config_reads_back(tmp_path, capsys):
+    args = ["--annotations", "a.json", "--out", "o", "--videos", "v", "--num-frames", "9", "--min-quality", "4.5"]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--print_config"])
+    assert info.value.code == 0
+    (tmp_path / "prepare.yaml").write_text(capsys.readouterr().out)
+    config, _ = parse_command_line(["--config", str(tmp_path / "prepare.yaml")])
+    assert config == parse_command_line(args)[0] and config.filters.min_quality == 4.5
 
 
 def test_the_suggested_command_rebuilds_the_same_config(tmp_path):
@@ -286,7 +302,7 @@ def test_the_suggested_command_rebuilds_the_same_config(tmp_path):
     config = PrepareConfig(**{**config.__dict__, "filters": FilterConfig(max_duration=None, min_quality=4.5)})
     words = shlex.split(config.command())
     assert words[:2] == ["pila", "prepare"] and "--max-duration" in words
-    assert config_from_args(build_parser().parse_args(words[2:])) == config
+    assert parse_command_line(words[2:])[0] == config
 
 
 def test_relabel_only_writes_the_annotation_and_prints_the_distribution(tmp_path, wisa_fixture, capsys):
@@ -301,7 +317,7 @@ def test_relabel_only_writes_the_annotation_and_prints_the_distribution(tmp_path
     assert reasons == Counter({"duration_out_of_range": 1, "too_many_text_boxes": 1, "missing_field": 1, "malformed_field": 1, "unlabeled": 1, "malformed_record": 1})
 
 
-def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
+def test_bad_arguments_exit_with_a_one_line_message(tmp_path, caplog):
     assert main(["--annotations", str(tmp_path / "missing.json"), "--out", str(tmp_path), "--relabel-only"]) == 2
     assert "does not exist" in caplog.text
     assert main(["--annotations", "a.json", "--out", str(tmp_path)]) == 2
@@ -312,6 +328,10 @@ def test_bad_arguments_exit_with_a_message(tmp_path, caplog):
     (tmp_path / "a.json").write_text("[]")
     assert main([*args, "--llm-labeler", str(tmp_path / "no-model")]) == 2
     assert "prompt-parser model folder" in caplog.text
+    for bad, said in (("--num-frames=x", "clip.num_frames"), ("--bogus", "--bogus"), ("--device=gpu", "device")):
+        caplog.clear()
+        assert main(["--annotations", "a.json", "--out", str(tmp_path), bad]) == 2
+        assert len(caplog.records) == 1 and said in caplog.text and "\n" not in caplog.records[0].getMessage()
 
 
 def test_nothing_usable_exits_non_zero_with_the_reasons_and_what_to_check(tmp_path, wisa_fixture, caplog):

@@ -13,7 +13,7 @@ from data_helpers import CLIP
 
 from pila.datamodules.cache import CacheCorruptError, CacheMismatchError, CacheMissingError
 from pila.datamodules.prepare import main as prepare_main
-from pila.datamodules.records import split_score
+from pila.datamodules.split import split_score
 from pila.datamodules.wisa import WISA80KDataModule
 
 

@@ -1,7 +1,8 @@
 """WISA's own schemas: the released loader's records (``file``/``video_id``, integral-float
 counts, the full ``physical_annotation``) train like ``video_name`` records; prompt-side
-annotation records (``en_caption``, no video) are rejected as ``no_video`` by ``pila
-prepare`` and read by :func:`wisa_prompt` through the relabeling path."""
+annotation records (``en_caption``, no video) are rejected as ``no_video`` when a cache is
+built, relabeled by ``pila prepare --relabel-only``, and read by :func:`wisa_prompt` through
+the relabeling path."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ import pytest
 from data_helpers import prepare_config, wisa_record
 
 from pila.datamodules.cache import CachedClips
+from pila.datamodules.prompt_side import as_wisa_record, wisa_prompt
 from pila.datamodules.prepare import main, prepare_cache
 from pila.datamodules.records import (
     REJECTION_REASONS,
     FilterConfig,
     RecordError,
-    as_wisa_record,
     is_prompt_side_record,
     parse_record,
     select_records,
-    wisa_prompt,
 )
 from pila.datamodules.relabel import CategoryMap, relabel_records
 
@@ -197,20 +197,56 @@ def test_an_unusable_prompt_side_record_is_an_error_naming_the_field(cmap, recor
         wisa_prompt(record, cmap)
 
 
-def test_a_prompt_side_file_gives_every_record_the_no_video_reason(tmp_path, caplog):
+def prompt_file(tmp_path: Path, extra: list | None = None) -> Path:
     prompts = [
         {"en_caption": f"Water boils in a pot ({i}).", "phys_law": "boiling", "q0": "liquid motion",
          "q1": "vaporization", "q2": "No obvious optical phenomenon", "q3": "no", "q4": "1. no change", "label": "Vaporization"}
         for i in range(3)
     ]  # fmt: skip
-    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(prompts + (extra or [])))
+    return path
+
+
+def test_relabel_only_labels_a_prompt_side_file_as_the_prompt_reader_does(tmp_path, cmap, capsys):
+    path = prompt_file(tmp_path, extra=[{"en_caption": "A quiet, empty room.", "label": "none"}, {"en_caption": " "}])
+    assert main(["--annotations", str(path), "--out", str(tmp_path / "out"), "--relabel-only"]) == 0
+    written = json.loads((tmp_path / "out" / "annotations.relabeled.json").read_text())
+    entries = json.loads(path.read_text())
+    # the records as they were (still a prompt file), each with the labels wisa_prompt gives it
+    assert [{k: v for k, v in w.items() if k != "pila_labels"} for w in written] == entries[:3]
+    assert [tuple(w["pila_labels"]) for w in written] == [wisa_prompt(e, cmap).labels for e in entries[:3]]
+    assert all("phase_change" in w["pila_labels"] for w in written)  # q1: vaporization
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["index"]) for r in rejected] == [("unlabeled", 3), ("malformed_field", 4)]
+    assert "category distribution over 3 clips" in capsys.readouterr().out
+    # the relabeled file reads back: pila_labels win, the caption is the prompt
+    again, _ = select_records(written, FilterConfig(), prompts=True)
+    assert [r.captions for r in again] == [e["en_caption"] for e in entries[:3]]
+
+
+def test_a_cache_run_rejects_prompt_side_records_and_exits_2_with_the_reasons(tmp_path, caplog):
+    path = prompt_file(tmp_path)
+    (tmp_path / "videos").mkdir()
+    args = ["--annotations", str(path), "--out", str(tmp_path / "out"), "--videos", str(tmp_path / "videos")]
     with caplog.at_level(logging.WARNING, logger="pila"):
-        main(["--annotations", str(tmp_path / "prompts.json"), "--out", str(tmp_path / "out"), "--relabel-only"])
+        assert main([*args, "--device", "cpu"]) == 2
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert [(r["reason"], r["index"]) for r in rejected] == [("no_video", 0), ("no_video", 1), ("no_video", 2)]
     assert all("pila predict" in r["detail"] for r in rejected)
-    assert "3 of 3 entries" in caplog.text and "prompt file for `pila predict`" in caplog.text
-    assert json.loads((tmp_path / "out" / "annotations.relabeled.json").read_text()) == []
+    assert "3 of 3 entries" in caplog.text and "--relabel-only" in caplog.text
+    assert "no usable records" in caplog.text and "no_video: 3" in caplog.text
+
+
+def test_relabel_only_that_keeps_nothing_exits_2_with_the_reasons(tmp_path, caplog):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([{"en_caption": "A quiet, empty room.", "label": "none"}, 7]))
+    assert main(["--annotations", str(path), "--out", str(tmp_path / "out"), "--relabel-only"]) == 2
+    assert "no usable records: all 2 entries" in caplog.text
+    assert "unlabeled: 1" in caplog.text and "malformed_record: 1" in caplog.text and "--category-map" in caplog.text
+    assert not (tmp_path / "out" / "annotations.relabeled.json").exists()
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert reasons == ["unlabeled", "malformed_record"]
 
 
 def test_records_in_the_released_loader_schema_are_cached(tmp_path, wisa_fixture, tiny_backbone):

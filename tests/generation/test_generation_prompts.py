@@ -192,7 +192,7 @@ WISA_PROMPTS = [
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_wisa_prompt_side_records_are_a_prompt_file_labeled_through_the_category_map(tmp_path, suffix):
-    from pila.datamodules.records import wisa_prompt
+    from pila.datamodules.prompt_side import wisa_prompt
     from pila.parser.category_map import CategoryMap
 
     text = json.dumps(WISA_PROMPTS) if suffix == ".json" else "\n".join(json.dumps(r) for r in WISA_PROMPTS)
