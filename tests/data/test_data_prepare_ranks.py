@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from data_helpers import CLIP, prepare_config
 
 from pila.datamodules.cache import CachedClips, read_manifest
@@ -126,18 +128,51 @@ def test_a_killed_two_process_run_resumes_under_torchrun_variables(prepared, wis
     assert read_manifest(cache)["complete"] and _shards(cache) == _shards(reference)
 
 
-@pytest.mark.slow
-def test_num_processes_spawns_ranks_that_build_the_same_cache(prepared, wisa_fixture, tmp_path):
+def test_the_cache_does_not_depend_on_the_threads_a_process_starts_with(prepared, wisa_fixture, tiny_backbone, tmp_path):
+    """``prepared`` was built by a process with one torch thread, this one has two; the VAE's
+    sums depend on the thread count (``encode_threads=2`` gives other shards), so the caches
+    match byte for byte only because encoding runs with ``encode_threads`` threads."""
     _, _, reference = prepared
-    cache = tmp_path / "cache"
-    result = subprocess.run(
-        [sys.executable, "-m", "pila", *_cli_args(wisa_fixture, cache, "--num-processes", "2")],
-        env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "[rank 1]" in result.stderr
-    assert read_manifest(cache)["complete"] and _shards(cache) == _shards(reference)
-    assert "--num-processes 2" in read_manifest(cache)["command"]
+    torch.set_num_threads(2)  # restored by one_torch_thread
+    prepare_cache(prepare_config(wisa_fixture, tmp_path / "one"), backbone=tiny_backbone)
+    assert torch.get_num_threads() == 2  # restored after encoding
+    assert _shards(tmp_path / "one") == _shards(reference)
+    prepare_cache(prepare_config(wisa_fixture, tmp_path / "two", encode_threads=2), backbone=tiny_backbone)
+    assert read_manifest(tmp_path / "two")["encode_threads"] == 2
+    assert _shards(tmp_path / "two") != _shards(reference)  # the count matters
+
+
+def _same_cache(cache: Path, reference: Path) -> None:
+    """Same shards, rejections and relabeled annotation; same manifest but for the command's --out."""
+    assert _shards(cache) == _shards(reference)
+    for name in ("rejected.jsonl", "annotations.relabeled.json"):
+        assert (cache / name).read_bytes() == (reference / name).read_bytes(), name
+    ours, theirs = read_manifest(cache), read_manifest(reference)
+    assert ours.pop("command").replace(str(cache), str(reference)) == theirs.pop("command")
+    assert ours == theirs
+
+
+@pytest.mark.slow
+def test_torchrun_and_num_processes_build_the_cache_of_one_process(prepared, wisa_fixture, tmp_path):
+    """torchrun starts each rank with one thread (OMP_NUM_THREADS=1), ``--num-processes``
+    with torch's default (one per core); both give the one-process cache."""
+    _, _, reference = prepared
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    for launcher, extra in ((torchrun, ()), ([sys.executable], ("--num-processes", "2"))):
+        cache = tmp_path / ("spawned" if extra else "torchrun")
+        result = subprocess.run(
+            [*launcher, "-m", "pila", *_cli_args(wisa_fixture, cache, *extra)],
+            env={k: v for k, v in SUBPROCESS_ENV.items() if k != "OMP_NUM_THREADS"},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        manifest = read_manifest(cache)
+        assert manifest["complete"] and manifest["encode_threads"] == 1
+        if extra:
+            assert "[rank 1]" in result.stderr and "--num-processes 2" in manifest["command"]
+            manifest["command"] = manifest["command"].replace(" --num-processes 2", "")
+            (cache / "manifest.json").write_text(json.dumps(manifest))
+        _same_cache(cache, reference)
 
 
 def test_a_failing_rank_stops_the_run_with_a_message(wisa_fixture, tmp_path, caplog):
