@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -143,12 +142,13 @@ def test_the_cache_does_not_depend_on_the_threads_a_process_starts_with(prepared
 
 
 def _same_cache(cache: Path, reference: Path) -> None:
-    """Same shards, rejections and relabeled annotation; same manifest but for the command's --out."""
+    """Same shards, rejections and relabeled annotation; the same manifest but for the command
+    (--out, --workers, --num-processes)."""
     assert _shards(cache) == _shards(reference)
     for name in ("rejected.jsonl", "annotations.relabeled.json"):
         assert (cache / name).read_bytes() == (reference / name).read_bytes(), name
     ours, theirs = read_manifest(cache), read_manifest(reference)
-    assert ours.pop("command").replace(str(cache), str(reference)) == theirs.pop("command")
+    assert str(cache) in ours.pop("command") and str(reference) in theirs.pop("command")
     assert ours == theirs
 
 
@@ -170,8 +170,6 @@ def test_torchrun_and_num_processes_build_the_cache_of_one_process(prepared, wis
         assert manifest["complete"] and manifest["encode_threads"] == 1
         if extra:
             assert "[rank 1]" in result.stderr and "--num-processes 2" in manifest["command"]
-            manifest["command"] = manifest["command"].replace(" --num-processes 2", "")
-            (cache / "manifest.json").write_text(json.dumps(manifest))
         _same_cache(cache, reference)
 
 
