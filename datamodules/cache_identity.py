@@ -44,7 +44,8 @@ def backbone_identity(spec: str) -> dict[str, Any]:
 
         configs = {"vae": TINY_VAE_CONFIG, "text_encoder": TINY_TEXT_ENCODER_CONFIG, "seed": 0}
         blob = json.dumps(configs, sort_keys=True, default=str)
-        return {"source": "tiny", "fingerprint": "tiny:" + _sha256(blob.encode())[:16]}
+        fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return {"source": "tiny", "fingerprint": "tiny:" + fingerprint}
     from pila.backbone.wan import WanBackbone
 
     path = WanBackbone.named_folder(spec) or Path(spec).expanduser()
@@ -90,15 +91,13 @@ def weights_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def records_sha256(records: Sequence[WisaRecord]) -> str:
     """A hash of the kept records: video names, captions, labels and parser descriptions."""
     digest = hashlib.sha256()
     for r in records:
-        fields = [r.video_name, r.captions, list(r.labels)] + ([r.description] if r.description else [])
+        fields = [r.video_name, r.captions, list(r.labels)] + (
+            [r.description] if r.description else []
+        )
         digest.update(json.dumps(fields, ensure_ascii=False).encode())
     return digest.hexdigest()
 
@@ -126,7 +125,7 @@ def check_out_dir(
     manifest: dict[str, Any] | None,
     overwrite: bool,
     expected: dict[str, Any],
-    ranks: Ranks = Ranks(),
+    ranks: Ranks | None = None,
 ) -> dict[str, Any] | None:
     """The manifest to resume from: leftover temporaries go; a manifest with another identity
     is an error (or, with ``overwrite``, goes with its shards).
@@ -137,6 +136,7 @@ def check_out_dir(
     Raises:
         CacheMismatchError: ``out`` holds a cache with another identity and not ``overwrite``.
     """
+    ranks = ranks or Ranks()
     for leftover in out.glob(".shard-*"):
         index = shard_index(leftover)
         if index is not None and ranks.owns(index):

@@ -44,8 +44,18 @@ from .cache import (
 )
 from .cache_identity import backbone_identity, check_out_dir
 from .prepare_config import PrepareConfig, parse_command_line
-from .ranks import DONE_SUFFIX, Ranks, gather_shards, marker_path, read_marker, run_key
-from .ranks import resolve_device, shard_index, spawn_ranks, write_marker
+from .ranks import (
+    DONE_SUFFIX,
+    Ranks,
+    gather_shards,
+    marker_path,
+    read_marker,
+    resolve_device,
+    run_key,
+    shard_index,
+    spawn_ranks,
+    write_marker,
+)
 from .records import Rejection, WisaRecord, load_annotations, rejection_counts, select_records
 from .relabel import (
     Labeler,
@@ -139,7 +149,9 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
     _write_rejected(out / REJECTED_NAME, [r.to_json() for r in rejected])
     if not records:
         counts = Counter(r.reason for r in rejected)
-        raise NoUsableRecordsError(nothing_kept_message(config, num_entries, counts, out / REJECTED_NAME))
+        raise NoUsableRecordsError(
+            nothing_kept_message(config, num_entries, counts, out / REJECTED_NAME)
+        )
     target = Path(config.relabeled_out) if config.relabeled_out else out / RELABELED_NAME
     write_json_atomic(target, relabeled_annotation(records), indent=None)
     categories = category_distribution(records)
@@ -181,10 +193,14 @@ REJECTION_ADVICE: dict[str, str] = {
 """What to check for each rejection reason when nothing is left."""
 
 
-def nothing_kept_message(config: PrepareConfig, num_entries: int, counts: Counter, rejected_path: Path) -> str:
+def nothing_kept_message(
+    config: PrepareConfig, num_entries: int, counts: Counter, rejected_path: Path
+) -> str:
     """Why ``pila prepare`` kept no record: the rejections per reason and what to check."""
     reasons = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common())
-    checks = "; ".join(REJECTION_ADVICE[r] for r, _ in counts.most_common() if r in REJECTION_ADVICE)
+    checks = "; ".join(
+        REJECTION_ADVICE[r] for r, _ in counts.most_common() if r in REJECTION_ADVICE
+    )
     return (
         f"no usable records: all {num_entries} entries of {config.annotations} were rejected "
         f"({reasons or 'the annotation file is empty'}); details in {rejected_path}. "
@@ -220,7 +236,7 @@ def prepare_cache(
     labeler: Labeler | None = None,
     backbone: Any | None = None,
     on_shard_written: Callable[[int, dict[str, Any]], None] | None = None,
-    ranks: Ranks = Ranks(),
+    ranks: Ranks | None = None,
 ) -> PrepareSummary:
     """Build (or finish) the cache described by ``config``, or this rank's share of it.
 
@@ -235,19 +251,19 @@ def prepare_cache(
             loading ``config.backbone`` (it must be that backbone).
         on_shard_written: called with (shard index, manifest entry) after each shard and
             its completion marker (one process: and the manifest that lists it) are on disk.
-        ranks: which process this is (default: the only one).
+        ranks: which process this is (None: the only one).
 
     Returns:
         The run's :class:`PrepareSummary` (ranks other than 0: the shards they wrote and
         reused, with no clip counts).
 
     Raises:
-        CacheMismatchError: ``config.out`` holds a cache with other settings (and not ``overwrite``).
+        CacheMismatchError: ``config.out`` holds a cache with other settings (and not
+            ``overwrite``).
         FileNotFoundError: the annotation file, videos folder or backbone is missing.
         NoUsableRecordsError: no record is left to cache (``rejected.jsonl`` says why).
     """
-    start = time.perf_counter()
-    out = Path(config.out)
+    start, ranks, out = time.perf_counter(), ranks or Ranks(), Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     records, record_rejections, num_entries, category_map = load_records(config, labeler)
     if not records:
@@ -269,23 +285,34 @@ def prepare_cache(
     manifest = {
         **expected, "complete": False, "backbone": backbone_identity(config.backbone),
         "command": config.command(), "num_entries": num_entries, "num_records": len(records),
-        "num_shards": num_shards, "shards": sorted([*done.values(), *others], key=lambda e: e["index"]),
+        "num_shards": num_shards,
+        "shards": sorted([*done.values(), *others], key=lambda e: e["index"]),
         **{f: previous[f] for f in ("latent_shape", "text_dim") if f in previous},
     }  # fmt: skip
     if ranks.world_size > 1:
-        log.info("rank %d of %d: %d shards to build, %d done", ranks.rank, ranks.world_size, len(pending), len(done))
+        log.info(
+            "rank %d of %d: %d shards to build, %d done",
+            ranks.rank,
+            ranks.world_size,
+            len(pending),
+            len(done),
+        )
         if ranks.rank == 0:
             write_manifest(out, manifest)  # unfinished: the data modules say so, not "missing"
     # 2. this rank's missing shards, encoded with the same thread count on every rank
     written = 0
     if pending:
         backbone = _encoders(config, backbone, ranks)
-        latent_shape = backbone.latent_shape(config.clip.num_frames, config.clip.height, config.clip.width)
+        latent_shape = backbone.latent_shape(
+            config.clip.num_frames, config.clip.height, config.clip.width
+        )
         manifest.update(latent_shape=list(latent_shape), text_dim=backbone.text_dim)
         if ranks.world_size == 1:
             write_manifest(out, manifest)
         with torch_threads(config.encode_threads):
-            written = encode_shards(config, records, videos, backbone, pending, manifest, key, ranks, on_shard_written)
+            written = encode_shards(
+                config, records, videos, backbone, pending, manifest, key, ranks, on_shard_written
+            )
     if ranks.rank != 0:
         seconds = time.perf_counter() - start
         return PrepareSummary(num_entries, len(records), 0, {}, {}, written, len(done), seconds)
@@ -313,7 +340,9 @@ def _encoders(config: PrepareConfig, backbone: Any | None, ranks: Ranks) -> Any:
     )
 
 
-def _nothing_kept(config: PrepareConfig, num_entries: int, rejections: list[dict[str, Any]]) -> None:
+def _nothing_kept(
+    config: PrepareConfig, num_entries: int, rejections: list[dict[str, Any]]
+) -> None:
     """Write ``rejected.jsonl`` and raise :class:`NoUsableRecordsError` with the reasons."""
     path = Path(config.out) / REJECTED_NAME
     _write_rejected(path, rejections)
@@ -342,14 +371,18 @@ def _complete(
         _nothing_kept(config, manifest["num_entries"], rejections)
     counts = dict(Counter(r["reason"] for r in rejections).most_common())
     category_counts = {c: categories.get(c, 0) for c in CATEGORIES}
-    manifest.update(complete=True, num_clips=len(kept_ids), rejected=counts, categories=category_counts)
+    manifest.update(
+        complete=True, num_clips=len(kept_ids), rejected=counts, categories=category_counts
+    )
     write_manifest(out, manifest)
     _write_rejected(out / REJECTED_NAME, rejections)
     kept = relabeled_annotation(r for r in records if r.id in kept_ids)
     write_json_atomic(out / RELABELED_NAME, kept, indent=None)
     for k in range(manifest["num_shards"]):  # the manifest lists every shard now
         marker_path(out, k).unlink(missing_ok=True)
-    return PrepareSummary(manifest["num_entries"], len(records), len(kept_ids), counts, category_counts)
+    return PrepareSummary(
+        manifest["num_entries"], len(records), len(kept_ids), counts, category_counts
+    )
 
 
 def _log_summary(summary: PrepareSummary, out: Path) -> None:
@@ -372,7 +405,9 @@ def run_rank(config: PrepareConfig, ranks: Ranks, log_level: str) -> int:
     """One process of ``pila prepare`` (spawned by ``--num-processes``, or the only one)."""
     logger = logging.getLogger("pila")
     if not logger.handlers:  # a spawned process: give the project's messages a handler
-        logs.configure(fmt=f"[rank {ranks.rank}] %(message)s" if ranks.world_size > 1 else "%(message)s")
+        logs.configure(
+            fmt=f"[rank {ranks.rank}] %(message)s" if ranks.world_size > 1 else "%(message)s"
+        )
     logger.setLevel(getattr(logging, log_level))
     try:
         if config.relabel_only:
@@ -392,7 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, log_level = parse_command_line(sys.argv[1:] if argv is None else argv)
         ranks = Ranks.from_environment()
     except (ArgumentError, FileNotFoundError, ValueError, KeyError) as err:
-        log.error("pila prepare: %s (pila prepare --help lists the options)", " ".join(str(err).split()))
+        log.error(
+            "pila prepare: %s (pila prepare --help lists the options)", " ".join(str(err).split())
+        )
         return 2
     # `pila` (pila.cli) gives the project's logger its handler; only the level is ours to set.
     logging.getLogger("pila").setLevel(getattr(logging, log_level))

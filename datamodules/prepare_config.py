@@ -187,7 +187,9 @@ class Leaf(typing.NamedTuple):
     is_bool: bool
 
 
-def command_line_leaves(cls: type = PrepareConfig, prefix: str = "", short: str = "") -> Iterator[Leaf]:
+def command_line_leaves(
+    cls: type = PrepareConfig, prefix: str = "", short: str = ""
+) -> Iterator[Leaf]:
     """Every leaf field of :class:`PrepareConfig` (nested settings included), in order."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):

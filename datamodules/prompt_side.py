@@ -42,11 +42,17 @@ def as_wisa_record(prompt_record: dict[str, Any]) -> dict[str, Any]:
     """A prompt-side record reshaped as a WISA-80K record: ``en_caption`` → ``captions``,
     top-level ``phys_law``/``q0``–``q4`` → ``physical_annotation`` (entries already under
     ``physical_annotation`` win), ``label`` kept."""
-    annotation = {k: prompt_record[k] for k in PROMPT_SIDE_ANNOTATION_KEYS if prompt_record.get(k) is not None}
+    annotation = {
+        k: prompt_record[k] for k in PROMPT_SIDE_ANNOTATION_KEYS if prompt_record.get(k) is not None
+    }
     nested = prompt_record.get("physical_annotation")
     if isinstance(nested, dict):
         annotation.update(nested)
-    shaped = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, *PROMPT_SIDE_ANNOTATION_KEYS)}
+    shaped = {
+        k: v
+        for k, v in prompt_record.items()
+        if k not in (PROMPT_SIDE_KEY, *PROMPT_SIDE_ANNOTATION_KEYS)
+    }
     shaped["captions"] = prompt_record.get(PROMPT_SIDE_KEY)
     shaped["physical_annotation"] = annotation
     return shaped
@@ -71,17 +77,34 @@ def wisa_prompt(prompt_record: Any, category_map: CategoryMap) -> WisaPrompt:
             ``pila_labels`` names an unknown category (the message names the field).
     """
     if not isinstance(prompt_record, dict):
-        raise ValueError(f"a WISA prompt record must be a JSON object, got {type(prompt_record).__name__}")
+        raise ValueError(
+            f"a WISA prompt record must be a JSON object, got {type(prompt_record).__name__}"
+        )
     caption = prompt_record.get(PROMPT_SIDE_KEY)
     if not isinstance(caption, str) or not caption.strip():
-        raise ValueError(f"a WISA prompt record needs a non-empty {PROMPT_SIDE_KEY!r} (fields: {sorted(prompt_record)})")
+        raise ValueError(
+            f"a WISA prompt record needs a non-empty {PROMPT_SIDE_KEY!r} "
+            f"(fields: {sorted(prompt_record)})"
+        )
     given = prompt_record.get("pila_labels")
     if given:
-        unknown = [name for name in given if name not in CATEGORIES] if isinstance(given, list) else [given]
+        unknown = (
+            [name for name in given if name not in CATEGORIES]
+            if isinstance(given, list)
+            else [given]
+        )
         if unknown:
-            raise ValueError(f"pila_labels={given!r} names unknown categories; valid: {', '.join(CATEGORIES)}")
+            raise ValueError(
+                f"pila_labels={given!r} names unknown categories; valid: {', '.join(CATEGORIES)}"
+            )
         names = set(given)
     else:
         names = set(category_map.labels_for_record(as_wisa_record(prompt_record)))
-    extra = {k: v for k, v in prompt_record.items() if k not in (PROMPT_SIDE_KEY, "pila_labels") and v not in (None, "")}
-    return WisaPrompt(caption=caption, labels=tuple(c for c in CATEGORIES if c in names), extra=extra)
+    extra = {
+        k: v
+        for k, v in prompt_record.items()
+        if k not in (PROMPT_SIDE_KEY, "pila_labels") and v not in (None, "")
+    }
+    return WisaPrompt(
+        caption=caption, labels=tuple(c for c in CATEGORIES if c in names), extra=extra
+    )

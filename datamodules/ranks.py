@@ -33,7 +33,10 @@ the key of the run that wrote it. Every rank writes one per finished shard; rank
 into the manifest and removes them; a resumed run keeps the shards whose markers hold its key."""
 POLL_SECONDS = 1.0
 """How often rank 0 looks for the other ranks' completion markers (ours)."""
-LAUNCHER_VARIABLES = (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
+LAUNCHER_VARIABLES = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
 """(rank, world size, local rank) variables of torchrun, then of srun."""
 
 
@@ -71,7 +74,9 @@ class Ranks:
                 try:
                     return cls(int(env[rank]), int(env[world]), int(env.get(local, env[rank])))
                 except ValueError as err:
-                    raise ValueError(f"{rank}={env[rank]!r}, {world}={env[world]!r}: {err}") from err
+                    raise ValueError(
+                        f"{rank}={env[rank]!r}, {world}={env[world]!r}: {err}"
+                    ) from err
         return cls()
 
     def owns(self, shard: int) -> bool:
@@ -171,7 +176,8 @@ def spawn_ranks(
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=_spawned, args=(run, config, Ranks(rank, world, rank), log_level),
+            target=_spawned,
+            args=(run, config, Ranks(rank, world, rank), log_level),
             name=f"pila-prepare-{rank}",
         )  # fmt: skip
         for rank in range(world)

@@ -42,7 +42,8 @@ from pila.io import read_json
 REJECTION_REASONS: dict[str, str] = {
     "malformed_record": "the entry is not a JSON object",
     "missing_field": "a required field (or one a filter needs) is absent or null",
-    "no_video": "a prompt-side annotation record (en_caption, no video): a prompt for `pila predict`, not a clip",
+    "no_video": "a prompt-side annotation record (en_caption, no video) while building a cache: "
+    "a prompt for `pila predict` (`--relabel-only` labels it), not a clip",
     "malformed_field": "a field has the wrong type or an impossible value",
     "duplicate_record": "an earlier record already names this video",
     "duration_out_of_range": "duration outside [min_duration, max_duration]",
@@ -76,7 +77,9 @@ class Rejection:
 
     def __post_init__(self) -> None:
         if self.reason not in REJECTION_REASONS:
-            raise ValueError(f"unknown rejection reason {self.reason!r}; valid: {', '.join(REJECTION_REASONS)}")
+            raise ValueError(
+                f"unknown rejection reason {self.reason!r}; valid: {', '.join(REJECTION_REASONS)}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,20 +217,25 @@ def parse_record(raw: Any, index: int, prompts: bool = False) -> WisaRecord:
     """
     placeholder = f"<record {index}>"
     if not isinstance(raw, dict):
-        raise RecordError(Rejection(placeholder, "malformed_record", f"got {type(raw).__name__}", index))
+        raise RecordError(
+            Rejection(placeholder, "malformed_record", f"got {type(raw).__name__}", index)
+        )
     prompt_side = is_prompt_side_record(raw)
     if prompt_side and not prompts:
         raise RecordError(Rejection(
             placeholder, "no_video",
-            "a prompt-side annotation record (en_caption, phys_law, q0-q4, label; no video_name, file "
-            "or video_id): use the file as a prompt file of `pila predict`, not as training annotations",
+            "a prompt-side annotation record (en_caption, phys_law, q0-q4, label; no "
+            "video_name, file or video_id): use the file as a prompt file of `pila predict` "
+            "(`pila prepare --relabel-only` labels it), not as training annotations",
             index,
         ))  # fmt: skip
     key, name = ("", placeholder) if prompt_side else _video_name(raw)
     if not key and not prompt_side:
         raise RecordError(Rejection(placeholder, "missing_field", " or ".join(VIDEO_KEYS), index))
     if name is None:
-        raise RecordError(Rejection(placeholder, "malformed_field", f"{key}={raw.get(key)!r}", index))
+        raise RecordError(
+            Rejection(placeholder, "malformed_field", f"{key}={raw.get(key)!r}", index)
+        )
 
     def reject(reason: str, detail: str) -> RecordError:
         return RecordError(Rejection(name, reason, detail, index))
@@ -259,7 +267,9 @@ def parse_record(raw: Any, index: int, prompts: bool = False) -> WisaRecord:
     labels = raw.get("pila_labels")
     if labels is not None:
         if not isinstance(labels, list) or any(lab not in CATEGORIES for lab in labels):
-            raise reject("malformed_field", f"pila_labels={labels!r} (valid: {', '.join(CATEGORIES)})")
+            raise reject(
+                "malformed_field", f"pila_labels={labels!r} (valid: {', '.join(CATEGORIES)})"
+            )
     description = raw.get("pila_description", "")
     if not isinstance(description, str):
         raise reject("malformed_field", f"pila_description={description!r} (a string)")
@@ -302,12 +312,21 @@ class FilterConfig:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ValueError(f"{key} must be ≥ 0 or None, got {value}")
-        if self.min_duration is not None and self.max_duration is not None and self.min_duration > self.max_duration:
-            raise ValueError(f"min_duration {self.min_duration} exceeds max_duration {self.max_duration}")
+        if (
+            self.min_duration is not None
+            and self.max_duration is not None
+            and self.min_duration > self.max_duration
+        ):
+            raise ValueError(
+                f"min_duration {self.min_duration} exceeds max_duration {self.max_duration}"
+            )
         if self.max_text_boxes is not None and self.max_text_boxes < 0:
             raise ValueError(f"max_text_boxes must be ≥ 0 or None, got {self.max_text_boxes}")
         if self.motion_score_field not in ("motion_score", "motion_score_v2"):
-            raise ValueError(f"motion_score_field must be motion_score or motion_score_v2, got {self.motion_score_field!r}")
+            raise ValueError(
+                "motion_score_field must be motion_score or motion_score_v2, "
+                f"got {self.motion_score_field!r}"
+            )
 
     def check(self, record: WisaRecord) -> Rejection | None:
         """The rejection this record earns, or None when it passes every filter."""
@@ -319,25 +338,36 @@ class FilterConfig:
         if (self.min_duration is not None and d < self.min_duration) or (
             self.max_duration is not None and d > self.max_duration
         ):
-            return reject("duration_out_of_range", f"duration {d:g} s not in [{self.min_duration}, {self.max_duration}]")
+            return reject(
+                "duration_out_of_range",
+                f"duration {d:g} s not in [{self.min_duration}, {self.max_duration}]",
+            )
         if self.max_text_boxes is not None:
             boxes = record.text_boxes
             if boxes is None:
                 return reject("missing_field", "text_bbox_num (needed by max_text_boxes)")
             if boxes > self.max_text_boxes:
-                return reject("too_many_text_boxes", f"text_bbox_num {boxes} > {self.max_text_boxes}")
+                return reject(
+                    "too_many_text_boxes", f"text_bbox_num {boxes} > {self.max_text_boxes}"
+                )
         if self.min_motion_score is not None:
             score = record.number(self.motion_score_field)
             if score is None:
-                return reject("missing_field", f"{self.motion_score_field} (needed by min_motion_score)")
+                return reject(
+                    "missing_field", f"{self.motion_score_field} (needed by min_motion_score)"
+                )
             if score < self.min_motion_score:
-                return reject("low_motion", f"{self.motion_score_field} {score:g} < {self.min_motion_score:g}")
+                return reject(
+                    "low_motion", f"{self.motion_score_field} {score:g} < {self.min_motion_score:g}"
+                )
         if self.min_quality is not None:
             quality = record.number("visual_quality_score")
             if quality is None:
                 return reject("missing_field", "visual_quality_score (needed by min_quality)")
             if quality < self.min_quality:
-                return reject("low_quality", f"visual_quality_score {quality:g} < {self.min_quality:g}")
+                return reject(
+                    "low_quality", f"visual_quality_score {quality:g} < {self.min_quality:g}"
+                )
         return None
 
 
@@ -350,7 +380,9 @@ def load_annotations(path: str | os.PathLike) -> list[Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"annotation file {str(p)!r} does not exist (expected WISA-80K's data/wisa-80k.json)")
+        raise FileNotFoundError(
+            f"annotation file {str(p)!r} does not exist (expected WISA-80K's data/wisa-80k.json)"
+        )
     if p.suffix == ".jsonl":
         entries: list[Any] = []
         for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
@@ -367,7 +399,10 @@ def load_annotations(path: str | os.PathLike) -> list[Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"annotation file {str(p)!r} is not valid JSON: {err}") from err
     if not isinstance(data, list):
-        raise ValueError(f"annotation file {str(p)!r} must hold a JSON list of records, got {type(data).__name__}")
+        raise ValueError(
+            f"annotation file {str(p)!r} must hold a JSON list of records, "
+            f"got {type(data).__name__}"
+        )
     return data
 
 
@@ -395,7 +430,14 @@ def select_records(
             rejected.append(err.rejection)
             continue
         if record.video_name in seen:
-            rejected.append(Rejection(record.video_name, "duplicate_record", "an earlier record names this video", index))
+            rejected.append(
+                Rejection(
+                    record.video_name,
+                    "duplicate_record",
+                    "an earlier record names this video",
+                    index,
+                )
+            )
             continue
         seen.add(record.video_name)
         problem = None if is_prompt_side_record(raw) else filters.check(record)

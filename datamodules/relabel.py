@@ -91,17 +91,29 @@ def relabel_records(
             labels = list(getattr(answer, "labels", answer))
             unknown = [name for name in labels if name not in CATEGORIES]
             if unknown:
-                raise ValueError(f"labeler returned unknown categories {unknown}; valid: {', '.join(CATEGORIES)}")
+                raise ValueError(
+                    f"labeler returned unknown categories {unknown}; valid: {', '.join(CATEGORIES)}"
+                )
             refined = getattr(answer, "refined_prompt", None)
             if isinstance(refined, str):  # the parser's answer replaces any earlier description
                 refined = " ".join(refined.split())
-                description = refined if refined and refined != " ".join(record.captions.split()) else ""
+                description = (
+                    refined if refined and refined != " ".join(record.captions.split()) else ""
+                )
         if not labels:
             labels = category_map.labels_for_record(raw)
         if not labels:
-            rejected.append(Rejection(record.video_name, "unlabeled", f"label={raw.get('label')!r}", record.index))
+            rejected.append(
+                Rejection(
+                    record.video_name, "unlabeled", f"label={raw.get('label')!r}", record.index
+                )
+            )
             continue
-        kept.append(dataclasses.replace(record, labels=tuple(ordered_labels(labels)), description=description))
+        kept.append(
+            dataclasses.replace(
+                record, labels=tuple(ordered_labels(labels)), description=description
+            )
+        )
     return kept, rejected
 
 
@@ -114,7 +126,10 @@ def category_distribution(records: Iterable[WisaRecord]) -> dict[str, int]:
 def format_distribution(counts: dict[str, int], num_clips: int, width: int = 40) -> str:
     """A text bar chart of :func:`category_distribution` (the paper's Fig. 3)."""
     top = max(counts.values(), default=0) or 1
-    lines = [f"category distribution over {num_clips} clips (multi-label: a clip counts in each of its categories)"]
+    lines = [
+        f"category distribution over {num_clips} clips "
+        "(multi-label: a clip counts in each of its categories)"
+    ]
     for name, n in counts.items():
         share = 100.0 * n / num_clips if num_clips else 0.0
         lines.append(f"  {name:<18} {n:>8}  {share:5.1f}%  {'#' * round(width * n / top)}")

@@ -104,10 +104,15 @@ def encode_shards(
                 [r.captions for r in batch_records], config.max_sequence_length,
                 [r.condition_text for r in batch_records],
             )  # fmt: skip
-            encoded[shard] += [_cached_clip(r, item, result, i) for i, (r, item) in enumerate(zip(batch_records, batch))]
+            encoded[shard] += [
+                _cached_clip(r, item, result, i)
+                for i, (r, item) in enumerate(zip(batch_records, batch, strict=True))
+            ]
 
     written = num_rejected = 0
-    with tqdm(total=len(positions), unit="clip", desc="prepare", dynamic_ncols=True, smoothing=0.1) as progress:
+    with tqdm(
+        total=len(positions), unit="clip", desc="prepare", dynamic_ncols=True, smoothing=0.1
+    ) as progress:
         for item in loader:
             position = positions[item["position"]]
             shard = position // n
@@ -124,9 +129,21 @@ def encode_shards(
             if remaining[shard]:
                 continue
             encode(shard)
-            entry = write_shard(out / shard_name(shard), encoded.pop(shard), rejected.pop(shard), config.storage_dtype)
+            entry = write_shard(
+                out / shard_name(shard),
+                encoded.pop(shard),
+                rejected.pop(shard),
+                config.storage_dtype,
+            )
             entry["index"] = shard
-            write_marker(out, shard, key, entry, latent_shape=manifest["latent_shape"], text_dim=manifest["text_dim"])
+            write_marker(
+                out,
+                shard,
+                key,
+                entry,
+                latent_shape=manifest["latent_shape"],
+                text_dim=manifest["text_dim"],
+            )
             manifest["shards"] = sorted([*manifest["shards"], entry], key=lambda e: e["index"])
             if ranks.world_size == 1:
                 write_manifest(out, manifest)

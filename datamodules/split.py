@@ -12,7 +12,9 @@ def split_score(video_name: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_names(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_names(
+    names: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Deterministic train/val split by a hash of each video name.
 
     A name goes to validation when its :func:`split_score` is below ``val_fraction``, so

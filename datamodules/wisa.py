@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader, Dataset
 from pila.parser.category_map import CategoryMap
 
 from .cache import CachedClips, CacheMismatchError, CacheMissingError, read_manifest, verify_cache
+from .cache_identity import backbone_identity, settings_diff
 from .clips import ClipConfig
 from .collate import ClipCollator
 from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
 from .flow_targets import FlowConfig
-from .cache_identity import backbone_identity, settings_diff
 from .prepare import load_records, prepare_cache
 from .prepare_config import PrepareConfig
 from .records import FilterConfig

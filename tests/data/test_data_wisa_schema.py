@@ -14,8 +14,8 @@ import pytest
 from data_helpers import prepare_config, wisa_record
 
 from pila.datamodules.cache import CachedClips
-from pila.datamodules.prompt_side import as_wisa_record, wisa_prompt
 from pila.datamodules.prepare import main, prepare_cache
+from pila.datamodules.prompt_side import as_wisa_record, wisa_prompt
 from pila.datamodules.records import (
     REJECTION_REASONS,
     FilterConfig,
