@@ -2,14 +2,20 @@
 
 Modules, in data-flow order:
 
-- :mod:`.records` WISA-80K records: parsing, filters, rejection reasons, the hash split
+- :mod:`.records` WISA-80K records: parsing, filters, rejection reasons
+- :mod:`.prompt_side` WISA's prompt-side records read for generation
+- :mod:`.split` the train/val split by a hash of each video name
 - :mod:`.relabel` the eight-category relabeling (rules: :mod:`pila.parser.category_map`)
 - :mod:`.sources` finding videos in shard zips, per-shard folders or a flat folder
 - :mod:`.clips` PyAV clip sampling (frames, rate, resize and centre crop, short clips)
 - :mod:`.flow_targets` stage A's Farneback pseudo-flow targets on the latent grid
 - :mod:`.decoded` decode + flow in workers, VAE + text encoding on batches
 - :mod:`.cache` the sharded safetensors cache and its manifest
-- :mod:`.prepare` ``pila prepare``
+- :mod:`.prepare_config` ``pila prepare``'s settings and command line (jsonargparse)
+- :mod:`.cache_identity` what a cache is: settings, records and backbone fingerprints
+- :mod:`.ranks` the processes of a multi-process run, shard ownership, completion markers
+- :mod:`.shard_writer` decode, encode (at a fixed thread count) and write one rank's shards
+- :mod:`.prepare` ``pila prepare``: relabel, then build or resume the cache
 - :mod:`.collate` batching prompts of different lengths
 - :mod:`.wisa` :class:`WISA80KDataModule`
 - :mod:`.synthetic` procedural physics clips and :class:`SyntheticPhysicsDataModule`
@@ -27,7 +33,7 @@ _EXPORTS = {
     "SyntheticConfig": "synthetic",
     "write_synthetic_dataset": "synthetic",
     "relabel_records": "relabel",
-    "PrepareConfig": "prepare",
+    "PrepareConfig": "prepare_config",
     "prepare_cache": "prepare",
     "CachedClips": "cache",
     "CacheCorruptError": "cache",

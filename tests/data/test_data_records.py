@@ -15,9 +15,8 @@ from pila.datamodules.records import (
     load_annotations,
     parse_record,
     select_records,
-    split_names,
-    split_score,
 )
+from pila.datamodules.split import split_names, split_score
 
 
 def test_a_real_format_record_parses_with_every_field_reachable():
