@@ -34,7 +34,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from pila.generation.benchmarks import prompt_formats, read_prompts
-from pila.generation.readers import INLINE, ReadOptions, fold_duplicates, line_record, pair_augmented
+from pila.generation.readers import (
+    INLINE,
+    ReadOptions,
+    fold_duplicates,
+    line_record,
+    pair_augmented,
+)
 from pila.generation.records import PredictItem, PromptRecord
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,8 @@ def build_items(
     items = []
     for record in records:
         for k in range(videos_per_prompt):
-            base = record.seed if record.seed is not None else seed + record.index * videos_per_prompt
+            own = record.seed
+            base = own if own is not None else seed + record.index * videos_per_prompt
             items.append(PredictItem(record=record, sample=k, seed=base + k))
     return items
 
@@ -107,7 +114,9 @@ class RankShardSampler(DistributedSampler):
         world_size: int,
         skip: Callable[[PredictItem], bool] | None = None,
     ) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
+        super().__init__(
+            dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False
+        )
         share = shard_indices(len(dataset), rank, world_size)
         self.indices = [i for i in share if skip is None or not skip(dataset[i])]
         self.skipped = len(share) - len(self.indices)

@@ -227,13 +227,14 @@ def record_from_mapping(
             else "a non-empty 'prompt' or 'caption'"
         )
         raise fail(
-            path, f"{where} has no prompt: every record needs {wanted} field (fields: {sorted(row)})"
+            path,
+            f"{where} has no prompt: every record needs {wanted} field (fields: {sorted(row)})",
         )
     # The evaluator's short prompt, when the record generates from another field.
     name_key = next((k for k in NAME_KEYS if k != key and text_field(row, k)), None)
     refined = text_field(row, "refined_prompt")
     dimension = text_field(row, "dimension")
-    known = {key, "seed", "labels", "refined_prompt", "dimension", *([name_key] if name_key else [])}
+    known = {key, "seed", "labels", "refined_prompt", "dimension"} | ({name_key} - {None})
     prompt = clean(row[key])
     return PromptRecord(
         index=index,

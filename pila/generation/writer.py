@@ -53,9 +53,9 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from pila.generation.claims import ClaimBook, claim_path, remove_stale_temporaries
 from pila.generation.benchmarks import load as load_benchmarks
 from pila.generation.benchmarks.plain import PlainLayout
+from pila.generation.claims import ClaimBook, claim_path, remove_stale_temporaries
 from pila.generation.layouts import OutputLayout, read_sidecar
 from pila.generation.prompts import PromptDataModule
 from pila.generation.records import PredictItem, PromptRecord

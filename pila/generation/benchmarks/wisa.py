@@ -43,7 +43,8 @@ class WisaPromptReader(PromptReader):
             if not is_prompt_side_record(row):
                 raise fail(
                     path,
-                    f"{where} is not a WISA prompt record (it needs 'en_caption' and names no video)",
+                    f"{where} is not a WISA prompt record "
+                    "(it needs 'en_caption' and names no video)",
                 )
             try:
                 wisa = wisa_prompt(row, category_map)
