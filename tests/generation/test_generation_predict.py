@@ -15,6 +15,7 @@ import yaml
 
 from pila.cli import main
 from pila.generation import SamplingConfig
+from pila.generation.benchmarks import read_prompt_file
 from pila.io import read_video
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
@@ -269,6 +270,10 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
     (video,) = mp4s(tmp_path / "wisa")
     meta = json.loads(video.with_suffix(".json").read_text())
     assert meta["prompt"] == "A glass marble bounces on a tiled floor." and meta["record"]["extra"]["label"] == "collision"
+    # the baseline (no adapter, so no parser labels) still records the record's q-answer labels
+    (record,) = read_prompt_file(wisa)
+    assert meta["adapter"] is None and meta["labels"] is None
+    assert meta["record"]["labels"] == list(record.labels) and "collision" in record.labels
 
     videophy = tmp_path / "videophy_test.csv"
     videophy.write_text("caption,source\nWater flows.,a\nIce melts.,a\nWater flows.,b\nIce melts.,b\n")

@@ -302,3 +302,25 @@ def test_a_prompt_the_evaluator_cannot_find_is_in_the_summary_not_on_disk(tmp_pa
     assert "1 prompts got no video" in summary and "prompt 0: VBench-2.0 names its videos 'A ball on a 1" in summary
     videos = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mp4"))
     assert videos == [f"Mechanics/A ball rolls.-{k}.mp4" for k in range(3)]
+
+
+def test_every_sidecar_records_its_prompt_records_labels_also_without_an_adapter(tmp_path):
+    """WISA q-answer labels and a ``labels`` column reach the sidecar of a baseline video."""
+    from pila.generation.benchmarks import read_prompt_file
+
+    table = tmp_path / "prompts.csv"
+    table.write_text('prompt,labels\nA ball bounces.,"collision;rigid_body"\nA calm lake.,\n')
+    wisa = tmp_path / "wisa.json"
+    wisa.write_text(json.dumps([{"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
+                                 "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}]))  # fmt: skip
+    for path, expected in (
+        (table, [["rigid_body", "collision"], None]),
+        (wisa, [list(read_prompt_file(wisa)[0].labels)]),
+    ):
+        out = tmp_path / path.stem
+        writer = VideoPredictionWriter(str(out))
+        generate(writer, start(writer, PromptDataModule(prompt_file=str(path))))
+        metas = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+        assert [m["record"]["labels"] for m in metas] == expected
+        assert all(m["labels"] is None and m["adapter"] is None for m in metas)  # no adapter ran
+    assert "phase_change" in expected[0]
