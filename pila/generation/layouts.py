@@ -173,7 +173,7 @@ class OutputLayout(ABC):
         self.unnamed: dict[int, str] = {}
         """Prompt index → why its videos cannot get the evaluator's name (they get none)."""
         self.renamed: dict[int, str] = {}
-        """Prompt index → the stem used instead of the evaluator's (a clash with an earlier one)."""
+        """Prompt index → the stem used instead of the evaluator's (it clashed with an earlier)."""
 
     def bind(self, root: str | os.PathLike) -> OutputLayout:
         """A copy of this layout writing under ``root``, with nothing planned yet."""

@@ -82,7 +82,11 @@ SCENE_BENCH = textwrap.dedent(
             return self.index_paths()
     '''
 )
-PROMPTS = "#scenes\nbounce | A ball bounces twice. | collision\nmelt | Ice melts in a pan. | phase_change\n"
+PROMPTS = (
+    "#scenes\nbounce | A ball bounces twice. | collision\n"
+    "melt | Ice melts in a pan. | phase_change\n"
+)
+TINY_PREDICT = Path(__file__).resolve().parents[2] / "lightning_configs" / "tiny" / "predict.yaml"
 FRAMES = np.zeros((2, 8, 8, 3), dtype=np.float32)
 
 
@@ -98,7 +102,8 @@ def scene_bench(tmp_path, monkeypatch):
 
 def test_the_shipped_benchmarks_register_their_readers_and_layouts():
     readers = benchmarks.load()
-    assert {"txt", "jsonl", "json", "csv", "phygenbench", "videophy", "videophy2", "vbench2", "wisa"} <= set(readers)
+    shipped = {"txt", "jsonl", "json", "csv", "phygenbench", "videophy", "videophy2", "vbench2"}
+    assert shipped | {"wisa"} <= set(readers)
     assert benchmarks.prompt_formats()[0] == "auto"
     layouts = {cls.name for cls in OutputLayout.__subclasses__()}
     assert {"plain", "phygenbench", "vbench2", "videophy2"} <= layouts
@@ -119,7 +124,8 @@ def test_a_benchmark_written_outside_the_project_runs_through_the_data_module_an
     writer = VideoPredictionWriter(str(out), layout=scene_bench.SceneFolderLayout("index.csv"))
     with caplog.at_level("INFO"):
         writer.setup(SimpleNamespace(datamodule=dm), SimpleNamespace(), "predict")
-    assert dm.read_as == "scene_list" and "read as scene_list (detected from its '#scenes' header)" in caplog.text
+    assert dm.read_as == "scene_list"
+    assert "read as scene_list (detected from its '#scenes' header)" in caplog.text
     for item in dm.items:
         video = GeneratedVideo(frames=FRAMES.copy(), prompt=item.record.prompt, seed=item.seed)
         writer.write_result(PredictionResult(item=item, video=video), SimpleNamespace())
@@ -132,25 +138,32 @@ def test_a_benchmark_written_outside_the_project_runs_through_the_data_module_an
 
 
 @pytest.mark.slow
-def test_a_benchmark_written_outside_the_project_runs_through_pila_predict(tmp_path, scene_bench, small):
+def test_a_benchmark_written_outside_the_project_runs_through_pila_predict(
+    tmp_path, scene_bench, small
+):
     from pila.cli import main
 
     prompts = tmp_path / "list.txt"
     prompts.write_text(PROMPTS)
-    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "lightning_configs" / "tiny" / "predict.yaml").read_text())
+    config = yaml.safe_load(TINY_PREDICT.read_text())
     writer = config["trainer"]["callbacks"][0]["init_args"]
     writer["output_dir"] = str(tmp_path / "out")
-    writer["layout"] = {"class_path": "scene_bench.SceneFolderLayout", "init_args": {"index_name": "all.csv"}}
+    writer["layout"] = {
+        "class_path": "scene_bench.SceneFolderLayout",
+        "init_args": {"index_name": "all.csv"},
+    }
     sampling = config["model"]["init_args"]["sampling"]
     sampling.update({k: small[k] for k in ("num_frames", "height", "width", "max_sequence_length")})
     sampling["num_inference_steps"] = 1
-    config["data"]["init_args"] = {"prompt_file": str(prompts), "format": "scene_list", "videos_per_prompt": 1}
-    config["trainer"].update(default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False)
+    data = {"prompt_file": str(prompts), "format": "scene_list", "videos_per_prompt": 1}
+    config["data"]["init_args"] = data
+    config["trainer"].update(
+        default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False
+    )
     path = tmp_path / "scenes.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["predict", "--debug", "--config", str(path)]) == 0
-    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mp4")) == [
-        "bounce/0-0.mp4",
-        "melt/1-0.mp4",
-    ]
+    out = tmp_path / "out"
+    videos = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))
+    assert videos == ["bounce/0-0.mp4", "melt/1-0.mp4"]
     assert len((tmp_path / "out" / "all.csv").read_text().splitlines()) == 3

@@ -332,7 +332,8 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
         paths.video.write_bytes(b"done before")
         paths.sidecar.parent.mkdir(parents=True, exist_ok=True)
         paths.sidecar.write_text(json.dumps({"prompt": item.record.prompt, "seed": item.seed}))
-    config = tiny_config(out, model=small_model(small), data={"prompts": prompts}, writer={"layout": {"class_path": VIDEOPHY}})
+    writer = {"layout": {"class_path": VIDEOPHY}}
+    config = tiny_config(out, model=small_model(small), data={"prompts": prompts}, writer=writer)
     config["trainer"].update(devices=2, strategy="ddp")
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -140,7 +140,8 @@ def test_videophy_test_csv_folds_repeated_captions_in_first_row_order(tmp_path, 
     auto = PromptDataModule(prompt_file=str(path))  # VideoPhy's columns: read as videophy
     auto.setup("predict")
     assert auto.read_as == "videophy" and len(auto.records) == 3 and auto.folded_duplicates == 6
-    generic = write(tmp_path / "generic.csv", path.read_text().replace("states_of_matter", "medium"))
+    text = path.read_text().replace("states_of_matter", "medium")
+    generic = write(tmp_path / "generic.csv", text)
     plain = PromptDataModule(prompt_file=str(generic))  # a generic CSV keeps every row
     plain.setup("predict")
     assert plain.read_as == "csv" and len(plain.records) == 9 and plain.folded_duplicates == 0
@@ -266,7 +267,8 @@ def test_a_videophy_csv_without_format_is_read_as_its_format_and_folded(
 
 
 def test_videophy_columns_video_url_and_source_mark_it_together_and_not_alone(tmp_path):
-    both = write(tmp_path / "both.csv", "video_url,caption,source\nu1,A cup tips.,m1\nu2,A cup tips.,m2\n")
+    rows = "video_url,caption,source\nu1,A cup tips.,m1\nu2,A cup tips.,m2\n"
+    both = write(tmp_path / "both.csv", rows)
     dm = PromptDataModule(prompt_file=str(both))
     dm.setup("predict")
     assert dm.read_as == "videophy" and len(dm.records) == 1

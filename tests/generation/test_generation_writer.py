@@ -21,7 +21,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pila.generation.benchmarks.phygenbench import PhyGenBenchLayout
 from pila.generation.benchmarks.vbench2 import VBench2Layout
 from pila.generation.benchmarks.videophy import VideoPhy2Layout
 from pila.generation.claims import ClaimBook, claim_path, read_claim
@@ -244,7 +243,8 @@ def test_stale_temporaries_of_planned_files_are_removed_on_start(tmp_path):
     ]
     for path in [*killed, live, *foreign]:
         path.write_bytes(b"partial")
-    start(VideoPredictionWriter(str(out), layout=VBench2Layout()), PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3))
+    dm = PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3)
+    start(VideoPredictionWriter(str(out), layout=VBench2Layout()), dm)
     assert [p.exists() for p in killed] == [False, False]
     assert live.exists()
     assert all(p.exists() for p in foreign)
@@ -311,8 +311,9 @@ def test_every_sidecar_records_its_prompt_records_labels_also_without_an_adapter
     table = tmp_path / "prompts.csv"
     table.write_text('prompt,labels\nA ball bounces.,"collision;rigid_body"\nA calm lake.,\n')
     wisa = tmp_path / "wisa.json"
-    wisa.write_text(json.dumps([{"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
-                                 "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}]))  # fmt: skip
+    record = {"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
+              "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}  # fmt: skip
+    wisa.write_text(json.dumps([record]))
     for path, expected in (
         (table, [["rigid_body", "collision"], None]),
         (wisa, [list(read_prompt_file(wisa)[0].labels)]),
