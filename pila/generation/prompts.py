@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -34,13 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from pila.generation.benchmarks import prompt_formats, read_prompts
-from pila.generation.readers import (
-    INLINE,
-    ReadOptions,
-    fold_duplicates,
-    line_record,
-    pair_augmented,
-)
+from pila.generation.readers import INLINE, ReadOptions, line_record, pair_augmented
 from pila.generation.records import PredictItem, PromptRecord
 
 log = logging.getLogger(__name__)
@@ -63,6 +58,26 @@ def build_items(
             base = own if own is not None else seed + record.index * videos_per_prompt
             items.append(PredictItem(record=record, sample=k, seed=base + k))
     return items
+
+
+def fold_duplicates(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
+    """One record per distinct (prompt, evaluator caption), first occurrence first.
+
+    VideoPhy's test CSV lists each caption once per source model (3,360 rows for 344
+    captions); its evaluator pairs videos with captions, so each caption is generated once
+    (``videos_per_prompt`` times). Indices are renumbered over the kept records.
+
+    Returns:
+        (kept records, number of rows folded into an earlier one).
+    """
+    seen: set[tuple[str, str]] = set()
+    kept: list[PromptRecord] = []
+    for record in records:
+        key = (record.prompt, record.evaluator_caption)
+        if key not in seen:
+            seen.add(key)
+            kept.append(replace(record, index=len(kept)))
+    return kept, len(records) - len(kept)
 
 
 def shard_indices(num_items: int, rank: int, world_size: int) -> list[int]:
@@ -299,5 +314,6 @@ __all__ = [
     "RankShardSampler",
     "build_items",
     "collate_items",
+    "fold_duplicates",
     "shard_indices",
 ]

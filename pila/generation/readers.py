@@ -309,7 +309,7 @@ class PromptReader:
             suffixes ``format="auto"`` gives it when no other reader recognises the file.
         generic: picked by extension alone (``txt``, ``jsonl``, ``json``, ``csv``).
         folds_duplicates: the evaluator pairs videos with captions, so rows repeating a
-            caption are one prompt (:func:`fold_duplicates`).
+            caption are one prompt (:func:`pila.generation.prompts.fold_duplicates`).
     """
 
     name: ClassVar[str]
@@ -370,26 +370,6 @@ def pair_augmented(
     ]
 
 
-def fold_duplicates(records: Sequence[PromptRecord]) -> tuple[list[PromptRecord], int]:
-    """One record per distinct (prompt, evaluator caption), first occurrence first.
-
-    VideoPhy's test CSV lists each caption once per source model (3,360 rows for 344
-    captions); its evaluator pairs videos with captions, so each caption is generated once
-    (``videos_per_prompt`` times). Indices are renumbered over the kept records.
-
-    Returns:
-        (kept records, number of rows folded into an earlier one).
-    """
-    seen: set[tuple[str, str]] = set()
-    kept: list[PromptRecord] = []
-    for record in records:
-        key = (record.prompt, record.evaluator_caption)
-        if key not in seen:
-            seen.add(key)
-            kept.append(replace(record, index=len(kept)))
-    return kept, len(records) - len(kept)
-
-
 __all__ = [
     "INLINE",
     "READERS",
@@ -400,7 +380,6 @@ __all__ = [
     "clean",
     "csv_records",
     "fail",
-    "fold_duplicates",
     "line_record",
     "line_records",
     "pair_augmented",

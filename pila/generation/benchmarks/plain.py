@@ -22,6 +22,7 @@ next to it (``.json``); ``slug`` is the prompt lower-cased, non-alphanumerics fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pila.generation.layouts import OutputLayout, indexed_slug
 from pila.generation.readers import (
@@ -47,6 +48,20 @@ class TextReader(PromptReader):
         return line_records(source, options, options.dimension)
 
 
+def _mapping_records(
+    source: PromptSource, rows: list[tuple[str, Any]], options: ReadOptions, shape: str
+) -> list[PromptRecord]:
+    """Records of (where, row) pairs: a string is a prompt, an object a record."""
+    records = []
+    for i, (where, row) in enumerate(rows):
+        if isinstance(row, str):
+            row = {"prompt": row}
+        if not isinstance(row, dict):
+            raise fail(source.path, f"{where} must be {shape}")
+        records.append(record_from_mapping(row, i, source.path, where, options.prompt_column))
+    return records
+
+
 class JsonLinesReader(PromptReader):
     """``jsonl``: one record (or one prompt string) per line."""
 
@@ -55,18 +70,8 @@ class JsonLinesReader(PromptReader):
     generic = True
 
     def read(self, source: PromptSource, options: ReadOptions) -> list[PromptRecord]:
-        records: list[PromptRecord] = []
-        for lineno, row in source.json_lines():
-            where = f"line {lineno}"
-            if isinstance(row, str):
-                row = {"prompt": row}
-            if not isinstance(row, dict):
-                raise fail(source.path, f"{where} must be a JSON object with a 'prompt' field")
-            index = len(records)
-            records.append(
-                record_from_mapping(row, index, source.path, where, options.prompt_column)
-            )
-        return records
+        rows = [(f"line {lineno}", row) for lineno, row in source.json_lines()]
+        return _mapping_records(source, rows, options, "a JSON object with a 'prompt' field")
 
 
 class JsonReader(PromptReader):
@@ -84,17 +89,9 @@ class JsonReader(PromptReader):
             raise fail(
                 source.path, "must hold a list of records (or an object with a 'prompts' list)"
             )
-        records = []
-        for i, row in enumerate(data):
-            if isinstance(row, str):
-                row = {"prompt": row}
-            if not isinstance(row, dict):
-                raise fail(
-                    source.path, f"entry {i} must be an object with a 'prompt' field or a string"
-                )
-            where = f"entry {i}"
-            records.append(record_from_mapping(row, i, source.path, where, options.prompt_column))
-        return records
+        rows = [(f"entry {i}", row) for i, row in enumerate(data)]
+        shape = "an object with a 'prompt' field or a string"
+        return _mapping_records(source, rows, options, shape)
 
 
 class CsvReader(PromptReader):

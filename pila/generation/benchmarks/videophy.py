@@ -6,7 +6,7 @@ by their ``caption`` column (VideoPhy-2 also has ``upsampled_caption``, ``action
 ``upsampled_caption``); the short ``caption`` is what the evaluator pairs with each video.
 Rows repeating an earlier caption (VideoPhy's test CSV lists each caption once per source
 model) are folded into the first
-(:func:`~pila.generation.readers.fold_duplicates`). Without a ``format`` a ``.csv`` is
+(:func:`~pila.generation.prompts.fold_duplicates`). Without a ``format`` a ``.csv`` is
 recognised by its columns: a ``caption`` with VideoPhy-2's ``upsampled_caption`` or
 ``is_hard`` is ``videophy2``; a ``caption`` with VideoPhy's ``states_of_matter``, or with
 both ``video_url`` and ``source``, is ``videophy``.
