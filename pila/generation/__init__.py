@@ -2,13 +2,16 @@
 
 Modules, in the order a prompt meets them on its way through ``pila predict``:
 
-- :mod:`.prompts` prompt files (txt, jsonl/json/csv, PhyGenBench, VideoPhy, VBench-2.0),
-  work items, the per-rank split and :class:`PromptDataModule`
+- :mod:`.records` prompt records and work items; :mod:`.readers` the prompt readers' base
+  and shared parsing
+- :mod:`.benchmarks` one module per benchmark (plain, PhyGenBench, VBench-2.0, VideoPhy,
+  WISA prompts): its prompt reader and its output layout
+- :mod:`.prompts` :class:`PromptDataModule`, the per-rank split of the work items
 - :mod:`.predict` :class:`PILAPredictModule`, the LightningModule ``pila predict`` runs
 - :mod:`.settings` :class:`SamplingConfig`: every setting that shapes a video
 - :mod:`.sampling` :func:`generate` (``pila.generate``) and :func:`generate_video`
 - :mod:`.proxy` the correcting scheduler proxy: Eq. (10) inside ``WanPipeline``'s own loop
-- :mod:`.layouts` where each video goes, so that each benchmark's evaluator finds it
+- :mod:`.layouts` :class:`OutputLayout`, the base of the benchmarks' layouts
 - :mod:`.writer` :class:`VideoPredictionWriter`: mp4s, JSON sidecars, CSV indexes
 
 The adapter's folder, hub loading and its check against a backbone are the adapter's
@@ -33,13 +36,17 @@ _EXPORTS = {
     "PILAPredictModule": "predict",
     "PredictionResult": "predict",
     "PromptDataModule": "prompts",
-    "PromptFileError": "prompts",
-    "PromptRecord": "prompts",
-    "PredictItem": "prompts",
-    "read_prompt_file": "prompts",
-    "LAYOUTS": "layouts",
-    "make_layout": "layouts",
+    "PromptFileError": "records",
+    "PromptRecord": "records",
+    "PredictItem": "records",
+    "PromptReader": "readers",
+    "read_prompt_file": "benchmarks",
+    "OutputLayout": "layouts",
     "read_sidecar": "layouts",
+    "PlainLayout": "benchmarks.plain",
+    "PhyGenBenchLayout": "benchmarks.phygenbench",
+    "VBench2Layout": "benchmarks.vbench2",
+    "VideoPhy2Layout": "benchmarks.videophy",
     "SIDECAR_FORMAT": "writer",
     "VideoPredictionWriter": "writer",
 }

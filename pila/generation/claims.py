@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pila.io import read_json
+
 log = logging.getLogger(__name__)
 
 CLAIM_SUFFIX = ".claim"
@@ -62,7 +64,7 @@ def _pid_alive(pid: int) -> bool:
 def read_claim(path: Path) -> dict[str, Any] | None:
     """The claim's fields, or None when it is missing, empty or not a claim."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None

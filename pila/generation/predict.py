@@ -24,7 +24,12 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from pila.adapter.pretrained import adapter_identity, load_adapter, resolve_adapter_folder
+from pila.adapter.pretrained import (
+    adapter_config,
+    adapter_identity,
+    load_adapter,
+    resolve_adapter_folder,
+)
 from pila.backbone import WanBackbone
 from pila.backbone.runtime import (
     MemoryConfig,
@@ -33,8 +38,8 @@ from pila.backbone.runtime import (
     execution_device,
 )
 from pila.backbone.wan import resolve_dtype
-from pila.generation.prompts import PredictItem
-from pila.generation.sampling import GeneratedVideo, generate_video
+from pila.generation.records import PredictItem
+from pila.generation.sampling import CheckedAdapter, GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
 from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
@@ -105,6 +110,7 @@ class PILAPredictModule(pl.LightningModule):
         # Loaded in setup(); a plain dict keeps them out of the module tree (see the module docstring).
         self._frozen: dict[str, nn.Module] = {}
         self._adapter_identity: dict[str, Any] | None = None
+        self._checked: CheckedAdapter | None = None
 
     # ------------------------------------------------------------------ loading
     @property
@@ -146,8 +152,9 @@ class PILAPredictModule(pl.LightningModule):
         self._frozen["backbone"] = backbone
         if self.adapter_source is not None:
             folder = resolve_adapter_folder(self.adapter_source)
-            adapter = load_adapter(folder, backbone, device=device)
+            adapter = load_adapter(folder, backbone, device=device)  # checked against the backbone
             self._frozen["adapter"] = adapter
+            self._checked = CheckedAdapter(adapter, adapter_config(adapter))  # once per run
             self._adapter_identity = adapter_identity(adapter, folder)
             self.parser = self.parser or default_parser()
             self.parser.load(str(device))
@@ -200,7 +207,7 @@ class PILAPredictModule(pl.LightningModule):
                 item.record.prompt,
                 seed=item.seed,
                 config=self.sampling,
-                adapter=self.adapter,
+                adapter=self._checked,
                 parsed=self.parsed_prompt(item),
             )
             results.append(PredictionResult(item=item, video=video))

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pila.adapter.pretrained import adapter_config
 from pila.adapter.router import LPMERRouter
 from pila.categories import CATEGORIES
 from pila.generation.settings import StepCallback
@@ -134,18 +133,15 @@ def patched_pipeline(pipeline: Any, scheduler: Any, progress: bool) -> Iterator[
 
 
 @contextlib.contextmanager
-def top_k_override(adapter: nn.Module | None, top_k: int | None) -> Iterator[None]:
+def top_k_override(adapter: nn.Module, config: Any, top_k: int | None) -> Iterator[None]:
     """Run the adapter with ``top_k`` experts per sample for the duration of the block.
 
-    Sets ``config.top_k`` and the ``top_k`` of every ``LPMERRouter`` inside, and restores them.
-    A no-op when either is None.
+    Sets ``config.top_k`` (the adapter's ``AdapterConfig``) and the ``top_k`` of every
+    ``LPMERRouter`` inside, and restores them. A no-op when ``top_k`` is None.
     """
-    if adapter is None or top_k is None:
+    if top_k is None:
         yield
         return
-
-
-    config = adapter_config(adapter)
     routers = [m for m in adapter.modules() if isinstance(m, LPMERRouter)]
     saved = (config.top_k, [m.top_k for m in routers])
     config.top_k = top_k

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from pila.adapter.condition import AdapterCondition, randomize_labels
-from pila.adapter.pretrained import adapter_config, check_adapter_compatible, load_adapter
+from pila.adapter.config import AdapterConfig
+from pila.adapter.pretrained import adapter_config, check_backbone_sizes, load_adapter
 from pila.backbone import WanBackbone
 from pila.backbone.runtime import MemoryConfig, apply_memory_options, execution_device
 from pila.categories import labels_to_multihot
@@ -80,6 +81,26 @@ class GeneratedVideo:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CheckedAdapter:
+    """An adapter checked against its backbone once per run, with its config read once.
+
+    Build it with :func:`check_adapter` (or, for an adapter :func:`~pila.adapter.load_adapter`
+    has already checked, from the adapter and ``adapter_config(adapter)``) and hand it to
+    every :func:`generate_video` call of the run.
+    """
+
+    module: nn.Module
+    config: AdapterConfig
+
+
+def check_adapter(adapter: nn.Module, backbone: WanBackbone) -> CheckedAdapter:
+    """Read the adapter's config and refuse it when it was built for another backbone."""
+    config = adapter_config(adapter)
+    check_backbone_sizes(config, backbone)
+    return CheckedAdapter(adapter, config)
+
+
 def as_backbone(pipeline: Any) -> WanBackbone:
     """A :class:`WanBackbone` for a ``WanPipeline`` (its modules are frozen in place) or itself."""
     if isinstance(pipeline, WanBackbone):
@@ -92,20 +113,24 @@ def as_backbone(pipeline: Any) -> WanBackbone:
 
 
 def adapter_condition(
-    backbone: WanBackbone, adapter: nn.Module, parsed: ParsedPrompt, seed: int, config: SamplingConfig
+    backbone: WanBackbone,
+    adapter: CheckedAdapter,
+    parsed: ParsedPrompt,
+    seed: int,
+    config: SamplingConfig,
 ) -> AdapterCondition:
     """The adapter's condition for one video: pooled text (1, D) and labels (1, E).
 
     The text is the parser's description, or the raw prompt under the ``prompt_source="raw"``
     ablation; ``label_source="random"`` replaces the labels with seeded random ones.
     """
-    acfg = adapter_config(adapter)
+    acfg = adapter.config
     text = parsed.prompt if getattr(acfg, "prompt_source", "refined") == "raw" else parsed.refined_prompt
     pooled = backbone.encode_prompt([text], max_sequence_length=config.max_sequence_length).pooled  # (1, D)
     labels = labels_to_multihot(list(parsed.labels))[None]  # (1, E)
     if getattr(acfg, "label_source", "parsed") == "random":
         labels = randomize_labels(labels, generator=torch.Generator().manual_seed(seed))
-    param = next(adapter.parameters())
+    param = next(adapter.module.parameters())
     return AdapterCondition(
         pooled_text=pooled.to(param.device, param.dtype),
         labels=labels.to(param.device, param.dtype),
@@ -119,7 +144,7 @@ def generate_video(
     *,
     seed: int,
     config: SamplingConfig | None = None,
-    adapter: nn.Module | None = None,
+    adapter: nn.Module | CheckedAdapter | None = None,
     parsed: ParsedPrompt | None = None,
     parser: PromptParser | None = None,
     on_step: StepCallback | None = None,
@@ -132,7 +157,9 @@ def generate_video(
         prompt: the prompt (conditions the generator unchanged).
         seed: seed of the noise generator (``torch.Generator().manual_seed(seed)``).
         config: the settings (default :class:`SamplingConfig`).
-        adapter: a PILA adapter, or None for the uncorrected baseline.
+        adapter: a PILA adapter (checked against the backbone on every call), the
+            :class:`CheckedAdapter` of a run (checked once, by :func:`check_adapter`), or
+            None for the uncorrected baseline.
         parsed: description and labels for the adapter (default: ``parser``'s answer).
         parser: used when ``parsed`` is None and an adapter is given (default: the
             rule-based parser).
@@ -153,22 +180,27 @@ def generate_video(
     correction: AdapterCorrection | None = None
     tap: ConditionalVelocityTap | None = None
     text_seconds = 0.0
-    if adapter is not None:
-        check_adapter_compatible(adapter, backbone)
-        if next(adapter.parameters()).device != device:
-            adapter.to(device)
+    checked = check_adapter(adapter, backbone) if isinstance(adapter, nn.Module) else adapter
+    if checked is not None:
+        if next(checked.module.parameters()).device != device:
+            checked.module.to(device)
         if parsed is None:
             parsed = (parser or default_parser()).parse(prompt)
-        cond = adapter_condition(backbone, adapter, parsed, seed, config)
+        cond = adapter_condition(backbone, checked, parsed, seed, config)
         text_seconds = clock.now() - clock.start
         if config.adapter_velocity == "conditional":
             tap = ConditionalVelocityTap([pipe.transformer, getattr(pipe, "transformer_2", None)])
-        correction = AdapterCorrection(adapter, cond, config.steps, clock, tap=tap)
+        correction = AdapterCorrection(checked.module, cond, config.steps, clock, tap=tap)
     scheduler = CorrectingScheduler(
         scheduler_copy(pipe.scheduler, config.shift), correction, clock, on_step=on_step
     )
     call_start = clock.now()
-    with patched_pipeline(pipe, scheduler, progress), top_k_override(adapter, config.top_k), tap or contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(patched_pipeline(pipe, scheduler, progress))
+        if checked is not None:
+            stack.enter_context(top_k_override(checked.module, checked.config, config.top_k))
+        if tap is not None:
+            stack.enter_context(tap)
         result = pipe(
             prompt=prompt,
             negative_prompt=config.negative_prompt,
@@ -274,13 +306,13 @@ def generate(
         apply_memory_options(backbone.pipeline, memory, target)
     if isinstance(adapter, (str, os.PathLike)):
         adapter = load_adapter(adapter, backbone, device=execution_device(backbone.pipeline))
-    if adapter is not None:
-        check_adapter_compatible(adapter, backbone)
+    checked = check_adapter(adapter, backbone) if adapter is not None else None
+    if checked is not None:
         parser = parser or default_parser()
     videos = []
     for i, prompt in enumerate(prompt_list):
         parsed = None
-        if adapter is not None:
+        if checked is not None:
             parsed = parse_with_given(
                 parser,
                 prompt,
@@ -288,16 +320,25 @@ def generate(
                 refined_prompt=refined_prompts[i] if refined_prompts is not None else None,
             )
         video = generate_video(
-            backbone, prompt, seed=seeds[i], config=config, adapter=adapter, parsed=parsed, parser=parser, progress=progress
+            backbone,
+            prompt,
+            seed=seeds[i],
+            config=config,
+            adapter=checked,
+            parsed=parsed,
+            parser=parser,
+            progress=progress,
         )
         videos.append(video.frames)
     return videos
 
 
 __all__ = [
+    "CheckedAdapter",
     "GeneratedVideo",
     "adapter_condition",
     "as_backbone",
+    "check_adapter",
     "generate",
     "generate_video",
 ]

@@ -9,8 +9,18 @@ predict batch as soon as it exists:
    adapter's identity (folder and SHA-256 of its weights) and the time spent per phase.
 
 The sidecar is written last, so an output is complete exactly when both files exist.
+The writer receives its layout as an object (:class:`~pila.generation.layouts.OutputLayout`;
+the benchmarks' are in :mod:`pila.generation.benchmarks`), in YAML::
+
+    - class_path: pila.generation.VideoPredictionWriter
+      init_args:
+        output_dir: outputs/vbench2
+        layout:
+          class_path: pila.generation.benchmarks.vbench2.VBench2Layout
+          init_args: {dimension: Mechanics}
+
 Before prediction starts the writer plans every output path over the whole prompt list
-(:mod:`pila.generation.layouts`), removes the temporary files a killed run left next to
+(the layout, bound to ``output_dir``), removes the temporary files a killed run left next to
 them, and tells :class:`~pila.generation.prompts.PromptDataModule` which items are
 already complete, so a re-run (or a killed run started again) generates only what is
 missing. A complete output made with other settings (its sidecar's ``settings_sha256``
@@ -38,14 +48,17 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from pila.generation.benchmarks import load as load_benchmarks
+from pila.generation.benchmarks.plain import PlainLayout
 from pila.generation.claims import ClaimBook, claim_path, remove_stale_temporaries
-from pila.generation.layouts import LAYOUTS, LayoutName, OutputLayout, make_layout, read_sidecar
-from pila.generation.prompts import PredictItem, PromptDataModule, PromptRecord
+from pila.generation.layouts import OutputLayout, read_sidecar
+from pila.generation.prompts import PromptDataModule
+from pila.generation.records import PredictItem, PromptRecord
 from pila.io import write_json_atomic, write_video
 
 log = logging.getLogger(__name__)
@@ -56,7 +69,12 @@ CLAIM_TIMEOUT_S = 7200.0
 time, Wan 2.2 A14B at 480p: 327 s on one H100)."""
 
 
-def items_for_counts(records: Sequence[PromptRecord], counts: dict[int, int], seed: int) -> list[PredictItem]:
+load_benchmarks()  # every benchmark's layout class, so YAML may name one by its class name
+
+
+def items_for_counts(
+    records: Sequence[PromptRecord], counts: dict[int, int], seed: int
+) -> list[PredictItem]:
     """One item per (record, sample) with a count per record, in file order.
 
     Seeds as :func:`pila.generation.prompts.build_items` with N the largest count:
@@ -67,8 +85,18 @@ def items_for_counts(records: Sequence[PromptRecord], counts: dict[int, int], se
     items = []
     for record in records:
         base = record.seed if record.seed is not None else seed + record.index * stride
-        items += [PredictItem(record=record, sample=k, seed=base + k) for k in range(counts[record.index])]
+        items += [
+            PredictItem(record=record, sample=k, seed=base + k)
+            for k in range(counts[record.index])
+        ]
     return items
+
+
+def _settings(pl_module: pl.LightningModule) -> dict[str, Any]:
+    """The module's generation settings (none for a module that has no such method)."""
+    if hasattr(pl_module, "generation_settings"):
+        return pl_module.generation_settings()
+    return {}
 
 
 class VideoPredictionWriter(BasePredictionWriter):
@@ -76,12 +104,11 @@ class VideoPredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: the output folder.
-        layout: ``plain``, ``phygenbench``, ``vbench2`` or ``videophy2`` (see :mod:`pila.generation.layouts`).
+        layout: where each video goes (an :class:`~pila.generation.layouts.OutputLayout`:
+            ``PlainLayout``, ``PhyGenBenchLayout(model_name)``, ``VBench2Layout(dimension)``,
+            ``VideoPhy2Layout(version, csv_paths)`` or a benchmark's own); None: the plain
+            layout.
         fps: frame rate of the mp4s.
-        model_name: PhyGenBench's model folder name.
-        dimension: VBench-2.0 dimension for prompts whose file names none.
-        videophy_version: 2 (``caption,videopath``) or 1 (VideoPhy, ``videopath,caption``).
-        csv_paths: video paths in CSVs, ``absolute`` or ``relative`` to the output folder.
         crf: x264 constant-rate factor (lower is better quality).
         overwrite: regenerate outputs that are already complete.
         claim_timeout_s: age after which another run's claim counts as abandoned (a claim
@@ -91,19 +118,13 @@ class VideoPredictionWriter(BasePredictionWriter):
     def __init__(
         self,
         output_dir: str,
-        layout: LayoutName = "plain",
+        layout: OutputLayout | None = None,
         fps: float = 16.0,
-        model_name: str = "pila",
-        dimension: str | None = None,
-        videophy_version: Literal[1, 2] = 2,
-        csv_paths: Literal["absolute", "relative"] = "absolute",
         crf: int = 18,
         overwrite: bool = False,
         claim_timeout_s: float = CLAIM_TIMEOUT_S,
     ) -> None:
         super().__init__(write_interval="batch")
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
         if not 0 <= crf <= 51:
@@ -112,14 +133,13 @@ class VideoPredictionWriter(BasePredictionWriter):
         self.fps = fps
         self.crf = crf
         self.overwrite = overwrite
-        self.layout: OutputLayout = make_layout(
-            layout,
-            self.output_dir,
-            model_name=model_name,
-            dimension=dimension,
-            videophy_version=videophy_version,
-            csv_paths=csv_paths,
-        )
+        if layout is not None and not isinstance(layout, OutputLayout):
+            raise TypeError(
+                f"layout must be an OutputLayout (e.g. pila.generation.benchmarks.plain."
+                f"PlainLayout()), got {type(layout).__name__}"
+            )
+        # A copy bound to this folder: the object given may serve other writers too.
+        self.layout: OutputLayout = (layout or PlainLayout()).bind(self.output_dir)
         self.claims = ClaimBook(timeout_s=claim_timeout_s)
         self.written = 0
         self.held_elsewhere = 0
@@ -170,7 +190,7 @@ class VideoPredictionWriter(BasePredictionWriter):
     def settings_fingerprint(self, pl_module: pl.LightningModule) -> str:
         """SHA-256 of everything that shapes a video: generation settings, adapter, fps, crf."""
         if self._fingerprint is None:
-            settings = pl_module.generation_settings() if hasattr(pl_module, "generation_settings") else {}
+            settings = _settings(pl_module)
             adapter = getattr(pl_module, "adapter_info", None)
             payload = {
                 "settings": settings,
@@ -195,15 +215,20 @@ class VideoPredictionWriter(BasePredictionWriter):
         recorded = (read_sidecar(sidecar) or {}).get("settings_sha256")
         if recorded is not None and recorded != self.settings_fingerprint(pl_module):
             raise ValueError(
-                f"{self.output_dir} already holds {self.layout.paths(item).video.name} made with other "
-                f"generation settings (see {sidecar}); use another output_dir, or set "
+                f"{self.output_dir} already holds {self.layout.paths(item).video.name} made "
+                f"with other generation settings (see {sidecar}); use another output_dir, or set "
                 "overwrite: true on the writer to regenerate everything"
             )
         return True
 
     # ------------------------------------------------------------------ claiming
     def on_predict_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         """Claim the batch's outputs; drop (in place) those another run holds or finished."""
         kept = []
@@ -221,7 +246,9 @@ class VideoPredictionWriter(BasePredictionWriter):
             kept.append(item)
         batch[:] = kept
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self.claims.release_all()
 
     # ------------------------------------------------------------------ writing
@@ -244,7 +271,10 @@ class VideoPredictionWriter(BasePredictionWriter):
         paths = self.layout.paths(item)
         claim = claim_path(paths.sidecar)
         if not self.claims.acquire(claim):  # already held when claimed before the batch
-            log.warning("%s was taken over by another run meanwhile; this run's video is not written", paths.video)
+            log.warning(
+                "%s was taken over by another run meanwhile; this run's video is not written",
+                paths.video,
+            )
             video.frames = None
             return paths.video
         try:
@@ -258,12 +288,14 @@ class VideoPredictionWriter(BasePredictionWriter):
         self.written += 1
         return paths.video
 
-    def sidecar(self, result: Any, video_path: Path, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def sidecar(
+        self, result: Any, video_path: Path, pl_module: pl.LightningModule
+    ) -> dict[str, Any]:
         """The JSON record of one video."""
         item, video = result.item, result.video
         record = item.record
         parsed = video.parsed
-        settings = pl_module.generation_settings() if hasattr(pl_module, "generation_settings") else {}
+        settings = _settings(pl_module)
         return {
             "format": SIDECAR_FORMAT,
             "prompt": record.prompt,
@@ -283,6 +315,7 @@ class VideoPredictionWriter(BasePredictionWriter):
             "routing_weights": video.routing_weights,
             "corrected_steps": list(video.corrected_steps),
             "record": {
+                "labels": list(record.labels) if record.labels is not None else None,
                 "dimension": record.dimension,
                 "caption": record.caption,
                 "extra": record.extra,
@@ -305,10 +338,14 @@ class VideoPredictionWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             for path in self.layout.write_indexes():
                 log.info("wrote %s", path)
-        log.info("rank %d wrote %d videos under %s", trainer.global_rank, self.written, self.output_dir)
-        folded = getattr(trainer.datamodule, "folded_duplicates", 0) if trainer.is_global_zero else 0
-        if folded:
-            log.info("%d duplicate prompt rows were folded into their first row (one prompt each)", folded)
+        rank = trainer.global_rank
+        log.info("rank %d wrote %d videos under %s", rank, self.written, self.output_dir)
+        folded = getattr(trainer.datamodule, "folded_duplicates", 0)
+        if folded and trainer.is_global_zero:
+            log.info(
+                "%d duplicate prompt rows were folded into their first row (one prompt each)",
+                folded,
+            )
         for line in self.summary(unnamed=trainer.is_global_zero):
             log.warning(line)
 
@@ -320,17 +357,23 @@ class VideoPredictionWriter(BasePredictionWriter):
         """
         lines = []
         if self.held_elsewhere:
-            lines.append(f"{self.held_elsewhere} videos were left to another run writing into {self.output_dir}")
+            lines.append(
+                f"{self.held_elsewhere} videos were left to another run writing into "
+                f"{self.output_dir}"
+            )
         if not unnamed:
             return lines
         if self.layout.unnamed:
             lines.append(
-                f"{len(self.layout.unnamed)} prompts got no video because the {self.layout.name} layout cannot "
-                "give them the evaluator's file name:"
+                f"{len(self.layout.unnamed)} prompts got no video because the "
+                f"{self.layout.name} layout cannot give them the evaluator's file name:"
             )
-            lines += [f"  prompt {i}: {reason}" for i, reason in sorted(self.layout.unnamed.items())]
+            lines += [f"  prompt {i}: {why}" for i, why in sorted(self.layout.unnamed.items())]
         if self.layout.renamed:
-            lines.append(f"{len(self.layout.renamed)} prompts share the evaluator's name with an earlier prompt:")
+            lines.append(
+                f"{len(self.layout.renamed)} prompts share the evaluator's name with an "
+                "earlier prompt:"
+            )
             lines += [f"  prompt {i}: {note}" for i, note in sorted(self.layout.renamed.items())]
         return lines
 

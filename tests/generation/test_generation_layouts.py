@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pila.generation.layouts import (
-    META_DIR,
-    PhyGenBenchLayout,
-    PlainLayout,
-    VBench2Layout,
-    VideoPhy2Layout,
-    make_layout,
-    sanitize_filename,
-    slugify,
-)
-from pila.generation.prompts import PromptRecord, build_items
+from pila.generation.benchmarks.phygenbench import PhyGenBenchLayout
+from pila.generation.benchmarks.plain import PlainLayout
+from pila.generation.benchmarks.vbench2 import VBench2Layout
+from pila.generation.benchmarks.videophy import VideoPhy2Layout
+from pila.generation.layouts import META_DIR, sanitize_filename, slugify
+from pila.generation.prompts import build_items
+from pila.generation.records import PromptRecord
 
 
 def records(*prompts: str, dimension: str | None = None, **fields) -> list[PromptRecord]:
@@ -73,7 +69,7 @@ def test_slugify():
 
 # ------------------------------------------------------------------------ layouts
 def test_plain_layout_names_and_sidecar_next_to_the_video(tmp_path):
-    layout = PlainLayout(tmp_path)
+    layout = PlainLayout().bind(tmp_path)
     recs = records("A ball rolls.", "Ice melts!")
     layout.plan(recs, videos_per_prompt=2)
     items = build_items(recs, 2)
@@ -82,7 +78,7 @@ def test_plain_layout_names_and_sidecar_next_to_the_video(tmp_path):
 
 
 def test_phygenbench_layout_is_output_video_i_plus_1_under_the_model(tmp_path):
-    layout = make_layout("phygenbench", tmp_path, model_name="pila_wan21")
+    layout = PhyGenBenchLayout(model_name="pila_wan21").bind(tmp_path)
     recs = records("a", "b", "c")
     layout.plan(recs, videos_per_prompt=2)
     items = build_items(recs, 2)
@@ -96,7 +92,7 @@ def test_phygenbench_layout_is_output_video_i_plus_1_under_the_model(tmp_path):
 def test_vbench2_layout_uses_the_first_180_characters_faithfully(tmp_path):
     long_prompt = "A heavy steel ball rolls " + "slowly " * 40 + "and stops."
     recs = records("A spring: stretched, then released?", long_prompt, dimension="Mechanics")
-    layout = VBench2Layout(tmp_path)
+    layout = VBench2Layout().bind(tmp_path)
     layout.plan(recs, videos_per_prompt=3)
     items = build_items(recs, 3)
     assert layout.paths(items[2]).video == tmp_path / "Mechanics" / "A spring: stretched, then released?-2.mp4"
@@ -106,7 +102,7 @@ def test_vbench2_layout_uses_the_first_180_characters_faithfully(tmp_path):
 def test_vbench2_clashing_names_get_a_hash_and_never_overwrite(tmp_path):
     shared = "x" * 180
     recs = records(shared + " first ending", shared + " second ending", "a_b", dimension="Material")
-    layout = VBench2Layout(tmp_path)
+    layout = VBench2Layout().bind(tmp_path)
     layout.plan(recs, videos_per_prompt=1)
     paths = [layout.paths(item).video for item in build_items(recs, 1)]
     assert len(set(paths)) == 3
@@ -125,7 +121,7 @@ def vbench2_expected(prompt: str, i: int) -> str:
 def test_vbench2_keeps_a_trailing_space_at_the_cut(tmp_path):
     prompt = "A" * 179 + " ball rolls down a ramp and stops."  # character 180 (index 179) is a space
     assert prompt[179] == " "
-    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+    layout = VBench2Layout(dimension="Mechanics").bind(tmp_path)
     recs = records(prompt)
     layout.plan(recs, 3)
     names = [layout.paths(item).video.name for item in build_items(recs, 3)]
@@ -143,7 +139,7 @@ def test_vbench2_keeps_a_trailing_space_at_the_cut(tmp_path):
     ],
 )
 def test_vbench2_names_are_the_evaluators_byte_for_byte(tmp_path, prompt):
-    layout = VBench2Layout(tmp_path, dimension="Material")
+    layout = VBench2Layout(dimension="Material").bind(tmp_path)
     recs = records(prompt)
     layout.plan(recs, 1)
     (item,) = build_items(recs, 1)
@@ -162,7 +158,7 @@ def test_vbench2_names_are_the_evaluators_byte_for_byte(tmp_path, prompt):
     ],
 )
 def test_vbench2_prompts_that_cannot_be_named_get_no_output_and_a_reason(tmp_path, prompt, reason):
-    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+    layout = VBench2Layout(dimension="Mechanics").bind(tmp_path)
     recs = records("A spring stretches.", prompt)
     layout.plan(recs, 3)
     items = build_items(recs, 3)
@@ -177,7 +173,7 @@ def test_vbench2_augmented_prompts_are_named_by_the_short_prompt(tmp_path):
     short = "A ball rolls down a ramp."
     augmented = "A heavy steel ball rolls down a long wooden ramp, speeding up under gravity, then stops."
     recs = [PromptRecord(index=0, prompt=augmented, caption=short, dimension="Mechanics")]
-    layout = VBench2Layout(tmp_path)
+    layout = VBench2Layout().bind(tmp_path)
     layout.plan(recs, 3)
     assert [layout.paths(item).video.name for item in build_items(recs, 3)] == [
         vbench2_expected(short, i) for i in range(3)
@@ -187,7 +183,7 @@ def test_vbench2_augmented_prompts_are_named_by_the_short_prompt(tmp_path):
 def test_vbench2_sample_counts_are_the_evaluators(tmp_path):
     assert VBench2Layout.required_samples("Mechanics") == 3
     assert VBench2Layout.required_samples("Diversity") == 20
-    layout = VBench2Layout(tmp_path)
+    layout = VBench2Layout().bind(tmp_path)
     recs = [
         PromptRecord(index=0, prompt="A ball rolls.", dimension="Mechanics"),
         PromptRecord(index=1, prompt="A city street.", dimension="Diversity"),
@@ -202,19 +198,19 @@ def test_vbench2_sample_counts_are_the_evaluators(tmp_path):
     layout.plan(recs, {0: 3, 1: 20})
     assert sorted(p.video.name for p in layout.planned_paths())[-1] == "A city street.-9.mp4"
     assert len(layout.planned_paths()) == 23
-    assert PlainLayout(tmp_path).samples_for(recs[0], None) == 1
+    assert PlainLayout().bind(tmp_path).samples_for(recs[0], None) == 1
 
 
 def test_vbench2_without_a_dimension_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="vbench2 layout needs a dimension.*format=vbench2"):
-        VBench2Layout(tmp_path).plan(records("a"), 1)
-    layout = VBench2Layout(tmp_path, dimension="Mechanics")
+        VBench2Layout().bind(tmp_path).plan(records("a"), 1)
+    layout = VBench2Layout(dimension="Mechanics").bind(tmp_path)
     layout.plan(records("a"), 1)
     assert layout.paths(build_items(records("a"), 1)[0]).video.parent.name == "Mechanics"
 
 
 def test_complete_means_video_and_sidecar_with_the_same_prompt_and_seed(tmp_path):
-    layout = PlainLayout(tmp_path)
+    layout = PlainLayout().bind(tmp_path)
     recs = records("a", "b")
     layout.plan(recs, 1)
     first, second = build_items(recs, 1)
@@ -240,7 +236,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def test_videophy2_csv_is_rebuilt_from_the_complete_outputs(tmp_path):
     recs = records("A cat jumps, lands.", "Water flows.", "Glass breaks.")
     recs[0] = PromptRecord(index=0, prompt="A long upsampled cat prompt.", caption="A cat jumps, lands.", extra={"rule": "gravity"})
-    layout = VideoPhy2Layout(tmp_path)
+    layout = VideoPhy2Layout().bind(tmp_path)
     layout.plan(recs, 1)
     items = build_items(recs, 1)
     complete(layout, items[0])
@@ -260,7 +256,7 @@ def test_videophy2_csv_is_rebuilt_from_the_complete_outputs(tmp_path):
 
 
 def test_videophy_v1_csv_is_videopath_caption_with_relative_paths(tmp_path):
-    layout = VideoPhy2Layout(tmp_path, version=1, csv_paths="relative")
+    layout = VideoPhy2Layout(version=1, csv_paths="relative").bind(tmp_path)
     recs = records("Water flows.")
     layout.plan(recs, 2)
     for item in build_items(recs, 2):
@@ -271,9 +267,20 @@ def test_videophy_v1_csv_is_videopath_caption_with_relative_paths(tmp_path):
     assert [r["videopath"] for r in rows] == ["videos/00000_water-flows_0.mp4", "videos/00000_water-flows_1.mp4"]
 
 
-def test_unknown_layout_is_an_error():
-    with pytest.raises(ValueError, match="unknown layout 'vbench'; valid: plain, phygenbench, vbench2, videophy2"):
-        make_layout("vbench", "out")
+def test_a_layout_without_a_folder_says_to_bind_it():
+    layout = PlainLayout()
+    layout.plan(records("a"), 1)
+    with pytest.raises(RuntimeError, match=r"no folder; call bind\(output_dir\) first"):
+        layout.planned_paths()
+
+
+def test_bind_gives_a_fresh_copy_and_leaves_the_given_layout_alone(tmp_path):
+    given = VBench2Layout(dimension="Mechanics")
+    a, b = given.bind(tmp_path / "a"), given.bind(tmp_path / "b")
+    a.plan(records("A ball rolls."), 1)
+    assert given.root is None and a.root == tmp_path / "a" and b.dimension == "Mechanics"
+    assert a.has_output(build_items(records("A ball rolls."))[0])
+    assert not b.has_output(build_items(records("A ball rolls."))[0])  # nothing planned in b
 
 
 CAPTIONS = [
@@ -287,7 +294,7 @@ CAPTIONS = [
 @pytest.mark.parametrize("version", [1, 2])
 def test_evaluator_csv_captions_round_trip_unchanged(tmp_path, version):
     recs = [PromptRecord(index=i, prompt=f"prompt {i}", caption=c) for i, c in enumerate(CAPTIONS)]
-    layout = VideoPhy2Layout(tmp_path, version=version)
+    layout = VideoPhy2Layout(version=version).bind(tmp_path)
     layout.plan(recs, 1)
     for item in build_items(recs, 1):
         complete(layout, item)

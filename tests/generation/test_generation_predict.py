@@ -15,12 +15,14 @@ import yaml
 
 from pila.cli import main
 from pila.generation import SamplingConfig
+from pila.generation.benchmarks import read_prompt_file
 from pila.io import read_video
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
 TINY = CONFIGS / "tiny" / "predict.yaml"
 SHIPPED = sorted(CONFIGS.glob("predict*.yaml")) + [TINY]
 SAMPLING_FIELDS = {f.name for f in dataclasses.fields(SamplingConfig)}
+VIDEOPHY = "pila.generation.benchmarks.videophy.VideoPhy2Layout"
 
 
 def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = None, writer: dict | None = None) -> dict:
@@ -154,7 +156,7 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
         tmp_path / "vp",
         model=small_model(small),
         data={"prompts": None, "prompt_file": str(csv_path), "format": "videophy2", "prompt_column": "upsampled_caption"},
-        writer={"layout": "videophy2"},
+        writer={"layout": {"class_path": VIDEOPHY}},
     )
     assert run_predict(tmp_path, config, "vp.yaml") == 0
     with (tmp_path / "vp" / "videophy2_input.csv").open(newline="") as handle:
@@ -169,7 +171,7 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
         tmp_path / "vb",
         model=small_model(small),
         data={"prompts": None, "prompt_file": str(mechanics), "format": "vbench2", "videos_per_prompt": 2},
-        writer={"layout": "vbench2"},
+        writer={"layout": "VBench2Layout"},
     )
     leftover = tmp_path / "vb" / "Mechanics" / ".A spring: stretched, then released.-0.mp4.0a1b2c3d.mp4"
     leftover.parent.mkdir(parents=True)
@@ -251,7 +253,7 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
         tmp_path / "vb",
         model=small_model(small, num_inference_steps=1),
         data={"prompts": None, "prompt_file": str(short), "format": "vbench2", "augmented_file": str(aug)},
-        writer={"layout": "vbench2"},
+        writer={"layout": "VBench2Layout"},
     )
     assert run_predict(tmp_path, config, "vb.yaml") == 0
     (video,) = mp4s(tmp_path / "vb")
@@ -268,6 +270,10 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
     (video,) = mp4s(tmp_path / "wisa")
     meta = json.loads(video.with_suffix(".json").read_text())
     assert meta["prompt"] == "A glass marble bounces on a tiled floor." and meta["record"]["extra"]["label"] == "collision"
+    # the baseline (no adapter, so no parser labels) still records the record's q-answer labels
+    (record,) = read_prompt_file(wisa)
+    assert meta["adapter"] is None and meta["labels"] is None
+    assert meta["record"]["labels"] == list(record.labels) and "collision" in record.labels
 
     videophy = tmp_path / "videophy_test.csv"
     videophy.write_text("caption,source\nWater flows.,a\nIce melts.,a\nWater flows.,b\nIce melts.,b\n")
@@ -275,7 +281,7 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
         tmp_path / "vp",
         model=small_model(small, num_inference_steps=1),
         data={"prompts": None, "prompt_file": str(videophy), "format": "videophy"},
-        writer={"layout": "videophy2", "videophy_version": 1},
+        writer={"layout": {"class_path": VIDEOPHY, "init_args": {"version": 1}}},
     )
     assert run_predict(tmp_path, config, "vp.yaml") == 0
     assert len(mp4s(tmp_path / "vp")) == 2
@@ -310,12 +316,13 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
     import subprocess
     import sys
 
-    from pila.generation.layouts import VideoPhy2Layout
-    from pila.generation.prompts import PromptRecord, build_items
+    from pila.generation.benchmarks.videophy import VideoPhy2Layout
+    from pila.generation.prompts import build_items
+    from pila.generation.records import PromptRecord
 
     prompts = ["a ball", "a wave", "a flame", "a spring", "a mirror"]
     out = tmp_path / "out"
-    layout = VideoPhy2Layout(out)
+    layout = VideoPhy2Layout().bind(out)
     records = [PromptRecord(index=i, prompt=p) for i, p in enumerate(prompts)]
     layout.plan(records, 1)
     items = build_items(records, 1, seed=0)
@@ -325,7 +332,8 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
         paths.video.write_bytes(b"done before")
         paths.sidecar.parent.mkdir(parents=True, exist_ok=True)
         paths.sidecar.write_text(json.dumps({"prompt": item.record.prompt, "seed": item.seed}))
-    config = tiny_config(out, model=small_model(small), data={"prompts": prompts}, writer={"layout": "videophy2"})
+    writer = {"layout": {"class_path": VIDEOPHY}}
+    config = tiny_config(out, model=small_model(small), data={"prompts": prompts}, writer=writer)
     config["trainer"].update(devices=2, strategy="ddp")
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))

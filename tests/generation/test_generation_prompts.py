@@ -9,15 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from pila.generation.benchmarks import read_prompt_file
 from pila.generation.prompts import (
     PromptDataModule,
-    PromptFileError,
     PromptItemDataset,
     RankShardSampler,
     build_items,
-    read_prompt_file,
     shard_indices,
 )
+from pila.generation.records import PromptFileError
 
 
 def write(path, text: str):
@@ -137,9 +137,14 @@ def test_videophy_test_csv_folds_repeated_captions_in_first_row_order(tmp_path, 
     assert dm.records[0].extra["source_model"] == "lavie"  # the first row's fields
     assert len(dm.items) == 6 and dm.folded_duplicates == 6 and dm.summary()["folded_duplicates"] == 6
     assert "6 rows repeat an earlier caption" in caplog.text
-    plain = PromptDataModule(prompt_file=str(path))  # a generic CSV keeps every row
+    auto = PromptDataModule(prompt_file=str(path))  # VideoPhy's columns: read as videophy
+    auto.setup("predict")
+    assert auto.read_as == "videophy" and len(auto.records) == 3 and auto.folded_duplicates == 6
+    text = path.read_text().replace("states_of_matter", "medium")
+    generic = write(tmp_path / "generic.csv", text)
+    plain = PromptDataModule(prompt_file=str(generic))  # a generic CSV keeps every row
     plain.setup("predict")
-    assert len(plain.records) == 9 and plain.folded_duplicates == 0
+    assert plain.read_as == "csv" and len(plain.records) == 9 and plain.folded_duplicates == 0
 
 
 def test_vbench2_augmented_file_is_generated_from_and_named_by_the_short_prompt(tmp_path):
@@ -218,6 +223,60 @@ def test_wisa_prompt_records_use_their_own_category_map(tmp_path):
     assert record.labels == ("elastic",)
     with pytest.raises(PromptFileError, match=r"wisa\.json.*entry 0.*en_caption"):
         read_prompt_file(write(tmp_path / "wisa.json", json.dumps([{"en_caption": " ", "q0": "x"}])), "wisa")
+
+
+# ------------------------------------------------------- formats known by their columns
+VIDEOPHY_TEST_HEADER = "video_url,caption,states_of_matter,complexity,source"
+VIDEOPHY2_HEADER = "caption,upsampled_caption,action,category,is_hard"
+
+
+def videophy_rows(header: str, captions: list[str], repeats: int) -> str:
+    """Each caption ``repeats`` times (VideoPhy's test CSV: once per source model)."""
+    rows = [header]
+    for k in range(repeats):
+        for c in captions:
+            if header == VIDEOPHY_TEST_HEADER:
+                rows.append(f'https://x/{k}.mp4,"{c}",fluid,1,model{k}')
+            else:
+                rows.append(f'"{c}","In detail: {c}",act,cat,{k % 2}')
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected", "marker"),
+    [
+        (VIDEOPHY_TEST_HEADER, "videophy", "states_of_matter"),
+        (VIDEOPHY2_HEADER, "videophy2", "upsampled_caption, is_hard"),
+    ],
+)
+def test_a_videophy_csv_without_format_is_read_as_its_format_and_folded(
+    tmp_path, caplog, header, expected, marker
+):
+    captions = ["Water pours into a glass.", "A ball, thrown, rolls down a ramp."]
+    path = write(tmp_path / "prompts.csv", videophy_rows(header, captions, repeats=3))
+    dm = PromptDataModule(prompt_file=str(path))  # no format
+    with caplog.at_level("INFO"):
+        dm.setup("predict")
+    assert dm.read_as == expected and dm.summary()["read_as"] == expected
+    assert [(r.index, r.evaluator_caption) for r in dm.records] == list(enumerate(captions))
+    assert dm.folded_duplicates == 4
+    assert f"read as {expected} (detected from its columns caption, {marker})" in caplog.text
+    named = PromptDataModule(prompt_file=str(path), format=expected)  # the same as naming it
+    named.setup("predict")
+    assert named.records == dm.records
+
+
+def test_videophy_columns_video_url_and_source_mark_it_together_and_not_alone(tmp_path):
+    rows = "video_url,caption,source\nu1,A cup tips.,m1\nu2,A cup tips.,m2\n"
+    both = write(tmp_path / "both.csv", rows)
+    dm = PromptDataModule(prompt_file=str(both))
+    dm.setup("predict")
+    assert dm.read_as == "videophy" and len(dm.records) == 1
+    for header in ("caption,source", "video_url,caption", "prompt,states_of_matter"):
+        one = write(tmp_path / "one.csv", f"{header}\nA cup tips.,x\nA cup tips.,y\n")
+        dm = PromptDataModule(prompt_file=str(one))
+        dm.setup("predict")
+        assert dm.read_as == "csv" and len(dm.records) == 2, header  # a generic CSV keeps every row
 
 
 # ----------------------------------------------------------------------- bad input
@@ -332,7 +391,7 @@ def test_rank_sampler_is_a_distributed_sampler_lightning_leaves_alone():
 
 
 def read_records():
-    from pila.generation.prompts import PromptRecord
+    from pila.generation.records import PromptRecord
 
     return [PromptRecord(index=i, prompt=p) for i, p in enumerate(["a", "b", "c"])]
 

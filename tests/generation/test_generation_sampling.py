@@ -306,3 +306,63 @@ def test_readings_agree_without_guidance_and_wan22_taps_both_transformers(tiny_b
     torch.testing.assert_close(read[0], outputs[6])  # step 4's first call, on transformer_2
     with pytest.raises(ValueError, match="adapter_velocity must be one of"):
         SamplingConfig(adapter_velocity="uncond")
+
+
+# ------------------------------------------------------------- the adapter, once per run
+@pytest.fixture
+def adapter_reads(monkeypatch):
+    """Counts of the adapter's compatibility checks and config reads, wherever they are called."""
+    import sys
+
+    import pila.adapter.pretrained as pretrained
+
+    counts = {"check": 0, "config": 0}
+
+    def counting(name, key):
+        real = getattr(pretrained, name)
+
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    wrapped = {
+        "check_backbone_sizes": counting("check_backbone_sizes", "check"),
+        "check_adapter_compatible": counting("check_adapter_compatible", "check"),
+        "adapter_config": counting("adapter_config", "config"),
+    }
+    modules = [pretrained] + [m for n, m in sys.modules.items() if n.startswith("pila.generation")]
+    for module in modules:
+        for name, wrapper in wrapped.items():
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, wrapper)
+    return counts
+
+
+def test_generate_checks_the_adapter_once_and_reads_its_config_once(
+    tiny_backbone, adapter_factory, small, adapter_reads
+):
+    adapter = adapter_factory(trained=True)
+    prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
+    generate(tiny_backbone, prompts, adapter=adapter, top_k=2, **small)
+    assert adapter_reads == {"check": 1, "config": 1}
+
+
+def test_predict_checks_the_adapter_once_per_run_not_per_video(
+    trained_adapter_dir, small, adapter_reads
+):
+    from pila.generation.predict import PILAPredictModule
+    from pila.generation.prompts import build_items
+    from pila.generation.records import PromptRecord
+
+    sampling = SamplingConfig(**small, top_k=2)
+    module = PILAPredictModule(backbone="tiny", adapter=str(trained_adapter_dir), sampling=sampling)
+    module.setup("predict")
+    assert adapter_reads["check"] == 1  # load_adapter, from the folder's config
+    after_setup = dict(adapter_reads)
+    records = [PromptRecord(index=i, prompt=p) for i, p in enumerate(["A ball.", "A wave."])]
+    items = build_items(records, videos_per_prompt=2)
+    results = module.predict_step(items)
+    assert len(results) == 4 and all(r.video.corrected_steps for r in results)
+    assert adapter_reads == after_setup  # four videos: no check, no config read

@@ -21,6 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pila.generation.benchmarks.vbench2 import VBench2Layout
+from pila.generation.benchmarks.videophy import VideoPhy2Layout
 from pila.generation.claims import ClaimBook, claim_path, read_claim
 from pila.generation.predict import PredictionResult
 from pila.generation.prompts import PromptDataModule
@@ -101,9 +103,10 @@ SCRIPT = textwrap.dedent(
     from pila.generation.prompts import PromptDataModule
     from pila.generation.sampling import GeneratedVideo
     from pila.generation.writer import VideoPredictionWriter
+    from pila.generation.benchmarks.phygenbench import PhyGenBenchLayout
 
     out, go, ready = sys.argv[1], sys.argv[2], sys.argv[3]
-    writer = VideoPredictionWriter(out, layout="phygenbench")
+    writer = VideoPredictionWriter(out, layout=PhyGenBenchLayout())
     dm = PromptDataModule(prompts=[f"prompt {i}" for i in range(10)])
     writer.setup(SimpleNamespace(datamodule=dm), SimpleNamespace(), "predict")
     open(ready, "w").close()
@@ -219,7 +222,7 @@ def test_stale_temporaries_of_planned_files_are_removed_on_start(tmp_path):
     out = tmp_path / "out"
     folder = vbench2_folder(tmp_path, Mechanics=["A ball rolls.", "A spring stretches."])
     dm = PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3)
-    first = VideoPredictionWriter(str(out), layout="vbench2")
+    first = VideoPredictionWriter(str(out), layout=VBench2Layout())
     items = start(first, dm)
     paths = first.layout.paths(items[0])
     video, sidecar = paths.video, paths.sidecar
@@ -240,7 +243,8 @@ def test_stale_temporaries_of_planned_files_are_removed_on_start(tmp_path):
     ]
     for path in [*killed, live, *foreign]:
         path.write_bytes(b"partial")
-    start(VideoPredictionWriter(str(out), layout="vbench2"), PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3))
+    dm = PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3)
+    start(VideoPredictionWriter(str(out), layout=VBench2Layout()), dm)
     assert [p.exists() for p in killed] == [False, False]
     assert live.exists()
     assert all(p.exists() for p in foreign)
@@ -254,7 +258,7 @@ def test_a_temporary_index_is_removed_only_when_old(tmp_path):
     young.write_text("caption")
     past = time.time() - 3600
     os.utime(old, (past, past))
-    start(VideoPredictionWriter(str(out), layout="videophy2"), datamodule(tmp_path, ["a"]))
+    start(VideoPredictionWriter(str(out), layout=VideoPhy2Layout()), datamodule(tmp_path, ["a"]))
     assert not old.exists() and young.exists()
 
 
@@ -264,7 +268,7 @@ def test_vbench2_defaults_to_the_evaluators_sample_count_per_dimension(tmp_path)
     dm = PromptDataModule(prompt_file=str(folder), format="vbench2")
     dm.setup("predict")
     dm.videos_per_prompt = None  # unset: the layout decides (see the writer's docstring)
-    writer = VideoPredictionWriter(str(tmp_path / "out"), layout="vbench2")
+    writer = VideoPredictionWriter(str(tmp_path / "out"), layout=VBench2Layout())
     items = start(writer, dm)
     per_prompt = {}
     for item in items:
@@ -280,7 +284,7 @@ def test_vbench2_warns_when_fewer_videos_than_the_evaluator_reads(tmp_path, capl
     folder = vbench2_folder(tmp_path, Mechanics=["A ball rolls."])
     dm = PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=1)
     with caplog.at_level(logging.WARNING, logger="pila.generation.writer"):
-        items = start(VideoPredictionWriter(str(tmp_path / "out"), layout="vbench2"), dm)
+        items = start(VideoPredictionWriter(str(tmp_path / "out"), layout=VBench2Layout()), dm)
     assert len(items) == 1  # the user's count is honoured
     assert "videos_per_prompt 1 is below the 3 videos per prompt VBench-2.0 reads for Mechanics" in caplog.text
 
@@ -288,7 +292,7 @@ def test_vbench2_warns_when_fewer_videos_than_the_evaluator_reads(tmp_path, capl
 def test_a_prompt_the_evaluator_cannot_find_is_in_the_summary_not_on_disk(tmp_path, caplog):
     folder = vbench2_folder(tmp_path, Mechanics=["A ball on a 1/2 inch ramp.", "A ball rolls."])
     dm = PromptDataModule(prompt_file=str(folder), format="vbench2", videos_per_prompt=3)
-    writer = VideoPredictionWriter(str(tmp_path / "out"), layout="vbench2")
+    writer = VideoPredictionWriter(str(tmp_path / "out"), layout=VBench2Layout())
     with caplog.at_level(logging.WARNING, logger="pila.generation.writer"):
         items = start(writer, dm)
     assert {item.record.prompt for item in items} == {"A ball rolls."}
@@ -298,3 +302,26 @@ def test_a_prompt_the_evaluator_cannot_find_is_in_the_summary_not_on_disk(tmp_pa
     assert "1 prompts got no video" in summary and "prompt 0: VBench-2.0 names its videos 'A ball on a 1" in summary
     videos = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mp4"))
     assert videos == [f"Mechanics/A ball rolls.-{k}.mp4" for k in range(3)]
+
+
+def test_every_sidecar_records_its_prompt_records_labels_also_without_an_adapter(tmp_path):
+    """WISA q-answer labels and a ``labels`` column reach the sidecar of a baseline video."""
+    from pila.generation.benchmarks import read_prompt_file
+
+    table = tmp_path / "prompts.csv"
+    table.write_text('prompt,labels\nA ball bounces.,"collision;rigid_body"\nA calm lake.,\n')
+    wisa = tmp_path / "wisa.json"
+    record = {"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
+              "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}  # fmt: skip
+    wisa.write_text(json.dumps([record]))
+    for path, expected in (
+        (table, [["rigid_body", "collision"], None]),
+        (wisa, [list(read_prompt_file(wisa)[0].labels)]),
+    ):
+        out = tmp_path / path.stem
+        writer = VideoPredictionWriter(str(out))
+        generate(writer, start(writer, PromptDataModule(prompt_file=str(path))))
+        metas = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+        assert [m["record"]["labels"] for m in metas] == expected
+        assert all(m["labels"] is None and m["adapter"] is None for m in metas)  # no adapter ran
+    assert "phase_change" in expected[0]
