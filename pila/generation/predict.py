@@ -24,7 +24,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from pila.adapter.pretrained import adapter_identity, load_adapter, resolve_adapter_folder
+from pila.adapter.loading import adapter_identity, load_adapter
+from pila.adapter.pretrained import resolve_adapter_folder
 from pila.backbone import WanBackbone
 from pila.backbone.runtime import (
     MemoryConfig,
@@ -36,7 +37,7 @@ from pila.backbone.wan import resolve_dtype
 from pila.generation.prompts import PredictItem
 from pila.generation.sampling import GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
-from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
+from pila.parser import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
 log = logging.getLogger(__name__)
 

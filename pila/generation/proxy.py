@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pila.adapter.pretrained import adapter_config
+from pila.adapter.loading import adapter_config
 from pila.adapter.router import LPMERRouter
 from pila.categories import CATEGORIES
 from pila.generation.settings import StepCallback

@@ -40,3 +40,8 @@ class RuleBasedParser(PromptParser):
             "category_map": self.category_map.source,
             "category_map_sha256": self.category_map.sha256,
         }
+
+
+def default_parser() -> PromptParser:
+    """The parser used wherever none is given: the rule-based one (no model, no download)."""
+    return RuleBasedParser()
