@@ -33,7 +33,7 @@ from pila.backbone.runtime import (
     compile_backbone,
     execution_device,
 )
-from pila.backbone.wan import resolve_dtype
+from pila.backbone import resolve_dtype
 from pila.generation.prompts import PredictItem
 from pila.generation.sampling import GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
