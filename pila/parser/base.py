@@ -76,7 +76,8 @@ def parse_with_given(
     labels: Sequence[str] | None = None,
     refined_prompt: str | None = None,
 ) -> ParsedPrompt:
-    """The adapter's description and labels for ``prompt``: what is given, the parser's answer for the rest.
+    """The adapter's description and labels for ``prompt``: what is given, the parser's answer
+    for the rest.
 
     Args:
         parser: asked only when ``labels`` or ``refined_prompt`` is missing.

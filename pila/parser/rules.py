@@ -32,7 +32,9 @@ class RuleBasedParser(PromptParser):
 
     def parse(self, prompt: str) -> ParsedPrompt:
         text = " ".join(prompt.split())
-        return ParsedPrompt(prompt=prompt, refined_prompt=text, labels=self.labels(text), source="rules")
+        return ParsedPrompt(
+            prompt=prompt, refined_prompt=text, labels=self.labels(text), source="rules"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
