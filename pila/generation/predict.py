@@ -26,14 +26,13 @@ from torch import nn
 
 from pila.adapter.loading import adapter_identity, load_adapter
 from pila.adapter.pretrained import resolve_adapter_folder
-from pila.backbone import WanBackbone
+from pila.backbone import WanBackbone, resolve_dtype
 from pila.backbone.runtime import (
     MemoryConfig,
     apply_memory_options,
     compile_backbone,
     execution_device,
 )
-from pila.backbone import resolve_dtype
 from pila.generation.prompts import PredictItem
 from pila.generation.sampling import GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
