@@ -71,6 +71,7 @@ class ExpertImageLogger(Callback):
         figures = pl_module.latest_figures()
         writer = loggers[0].experiment
         if "coactivation" in figures:
-            writer.add_image("train/router/coactivation", matrix_to_image(figures["coactivation"]), step)
+            image = matrix_to_image(figures["coactivation"])
+            writer.add_image("train/router/coactivation", image, step)
         if "expert_maps" in figures:
             writer.add_image("train/expert_maps", maps_to_image(figures["expert_maps"]), step)

@@ -3,19 +3,24 @@
 Each callback sets one knob of the stage module before every training batch, from the
 optimizer step count (``trainer.global_step``):
 
-==========================  ==========================================  ======================================
+==========================  ==========================================  ============================
 callback                    knob on the LightningModule                 default (provenance)
-==========================  ==========================================  ======================================
-:class:`PhysicsWarmup`      ``lambda_phys``: 0 → target                 0.30 over 2000 steps (paper, App. B.2–B.3)
-:class:`ConditioningWarmup` ``cond_scale``: 0 → 1                       1000 steps (paper, App. B.2–B.3)
+==========================  ==========================================  ============================
+:class:`PhysicsWarmup`      ``lambda_phys``: 0 → target                 0.30 over 2000 steps
+                                                                        (paper, App. B.2–B.3)
+:class:`ConditioningWarmup` ``cond_scale``: 0 → 1                       1000 steps
+                                                                        (paper, App. B.2–B.3)
 :class:`MaskBlend`          ``mask_blend``: motion (0) → physical (1)   300 steps (paper, App. B.3)
-:class:`EncoderFreeze`      the encoder parameter group's learning rate 0 for 1000 steps (paper, App. B.2),
-                                                                        then lr × 0.1 (ours: the factor was lost)
-:class:`SigmaRangePhases`   ``sigma_range``: stage A's widening ranges  3 phases × 3000 steps (paper, App. B.2);
-                                                                        [0, .25], [0, .5], [0, 1] (ours: lost)
-:class:`RecoveryPhases`     ``phase``: stage B's AFE recovery phase     core → φ → T → J → w (paper, App. A.1,
-                                                                        B.3) × 1000 steps (ours: not stated)
-==========================  ==========================================  ======================================
+:class:`EncoderFreeze`      the encoder parameter group's learning rate 0 for 1000 steps (paper,
+                                                                        App. B.2), then lr × 0.1
+                                                                        (ours: the factor was lost)
+:class:`SigmaRangePhases`   ``sigma_range``: stage A's widening ranges  3 phases × 3000 steps
+                                                                        (paper, App. B.2); [0, .25],
+                                                                        [0, .5], [0, 1] (ours: lost)
+:class:`RecoveryPhases`     ``phase``: stage B's AFE recovery phase     core → φ → T → J → w (paper,
+                                                                        App. A.1, B.3) × 1000 steps
+                                                                        (ours: not stated)
+==========================  ==========================================  ============================
 
 Because the schedules are functions of the step count, which Lightning restores on
 resume, a resumed run continues each schedule where it stopped. Each callback also saves
@@ -77,12 +82,14 @@ class StepSchedule(Callback, abc.ABC):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not hasattr(pl_module, self.attribute):
             raise AttributeError(
-                f"{type(self).__name__} drives `{self.attribute}`, which {type(pl_module).__name__} "
-                "does not have; use it with a pila stage module"
+                f"{type(self).__name__} drives `{self.attribute}`, which "
+                f"{type(pl_module).__name__} does not have; use it with a pila stage module"
             )
         self.apply(trainer, pl_module)
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.apply(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
@@ -118,7 +125,9 @@ class PhysicsWarmup(StepSchedule):
 
     def __init__(self, target: float = 0.30, steps: int = 2000) -> None:
         if target < 0 or steps < 0:
-            raise ValueError(f"PhysicsWarmup needs target >= 0 and steps >= 0, got {target}, {steps}")
+            raise ValueError(
+                f"PhysicsWarmup needs target >= 0 and steps >= 0, got {target}, {steps}"
+            )
         self.target, self.steps = target, steps
 
     def settings(self) -> dict[str, Any]:
@@ -232,13 +241,22 @@ class SigmaRangePhases(StepSchedule):
         sigma_min: float = 0.0,
     ) -> None:
         if not sigma_max or any(not sigma_min < s <= 1.0 for s in sigma_max):
-            raise ValueError(f"SigmaRangePhases.sigma_max must lie in ({sigma_min}, 1], got {list(sigma_max)}")
+            raise ValueError(
+                f"SigmaRangePhases.sigma_max must lie in ({sigma_min}, 1], got {list(sigma_max)}"
+            )
         if steps_per_phase <= 0:
-            raise ValueError(f"SigmaRangePhases.steps_per_phase must be positive, got {steps_per_phase}")
-        self.sigma_max, self.steps_per_phase, self.sigma_min = tuple(sigma_max), steps_per_phase, sigma_min
+            raise ValueError(
+                f"SigmaRangePhases.steps_per_phase must be positive, got {steps_per_phase}"
+            )
+        self.sigma_max, self.sigma_min = tuple(sigma_max), sigma_min
+        self.steps_per_phase = steps_per_phase
 
     def settings(self) -> dict[str, Any]:
-        return {"sigma_max": list(self.sigma_max), "steps_per_phase": self.steps_per_phase, "sigma_min": self.sigma_min}
+        return {
+            "sigma_max": list(self.sigma_max),
+            "steps_per_phase": self.steps_per_phase,
+            "sigma_min": self.sigma_min,
+        }
 
     def value_at(self, step: int) -> tuple[float, float]:
         phase = piecewise_phase(step, [self.steps_per_phase] * len(self.sigma_max))
@@ -259,7 +277,9 @@ class RecoveryPhases(StepSchedule):
 
     def __init__(self, steps_per_phase: int = 1000, num_phases: int = 5) -> None:
         if steps_per_phase <= 0 or num_phases <= 0:
-            raise ValueError(f"RecoveryPhases needs positive lengths, got {steps_per_phase}, {num_phases}")
+            raise ValueError(
+                f"RecoveryPhases needs positive lengths, got {steps_per_phase}, {num_phases}"
+            )
         self.steps_per_phase, self.num_phases = steps_per_phase, num_phases
 
     def settings(self) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def backbone_identity(spec: str) -> dict[str, Any]:
                     digest.update(weights_fingerprint(f).encode())
         return {"source": str(path.resolve()), "fingerprint": "folder:" + digest.hexdigest()[:16]}
     if not is_hub_id(spec):
-        from pila.backbone.wan import check_wan_folder
+        from pila.backbone.folders import check_wan_folder
 
         check_wan_folder(path)  # a path that does not exist: "folder not found: …"
     return {"source": spec, "fingerprint": f"hub:{spec}"}

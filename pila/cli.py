@@ -180,7 +180,12 @@ def settle_data_sources(init_args: Any, argv: Sequence[str]) -> None:
                 init_args[key] = None
     for key, (value, folder) in origin.items():
         final = init_args.get(key)
-        if folder is None or not isinstance(final, str) or final != value or Path(final).expanduser().is_absolute():
+        if (
+            folder is None
+            or not isinstance(final, str)
+            or final != value
+            or Path(final).expanduser().is_absolute()
+        ):
             continue
         beside = folder / final
         if beside.exists():
@@ -191,14 +196,21 @@ SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
 """``ckpt_path`` values Lightning resolves itself (checked when it loads them)."""
 
 
-USER_ERROR_TYPES: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERROR_TYPES: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+)
 """Exception types the project's validation raises for a user's mistake (the project's own
-named errors subclass them: ``PromptFileError``, ``CacheMissingError``, ``CheckpointReadError``…)."""
+named errors subclass them: ``PromptFileError``, ``CacheMissingError``,
+``CheckpointReadError``…)."""
 
 
 @cache
 def _project_roots() -> tuple[str, ...]:
-    """Folders of the project's code (``pila``, and ``pila.datamodules``/``pila.callbacks``, which install from elsewhere)."""
+    """Folders of the project's code (``pila``, and ``pila.datamodules``/``pila.callbacks``,
+    which install from elsewhere)."""
     roots = []
     for name in ("pila", "pila.datamodules", "pila.callbacks"):
         spec = importlib.util.find_spec(name)
@@ -285,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError as err:
             if err.name != module_name:
                 raise
-            sys.stderr.write(f"pila {command}: not available in this installation ({module_name} is missing)\n")
+            sys.stderr.write(
+                f"pila {command}: not available in this installation ({module_name} is missing)\n"
+            )
             return 2
         return int(module.main(args[1:]) or 0)
     if command not in LIGHTNING_COMMANDS:
@@ -295,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv is None and debug:
             sys.argv = [sys.argv[0], *args]
-        # With the real command line, let LightningCLI read sys.argv itself (it warns when given both).
+        # With the real command line, let LightningCLI read sys.argv itself (it warns when
+        # given both).
         PilaCLI(args=None if argv is None else args)
     except Exception as err:
         if debug or not is_user_error(err):

@@ -117,11 +117,6 @@ def sigma_to_timestep(sigma: Tensor) -> Tensor:
     return sigma * TIMESTEP_SCALE
 
 
-def timestep_to_sigma(timestep: Tensor) -> Tensor:
-    """Inverse of :func:`sigma_to_timestep`."""
-    return timestep / TIMESTEP_SCALE
-
-
 def sigma_gate(sigma: Tensor, g_min: float = 0.1) -> Tensor:
     """σ-gate of Eq. (10): ``g(σ) = g_min + (1 − g_min)·(1 − σ)²``.
 
@@ -132,7 +127,9 @@ def sigma_gate(sigma: Tensor, g_min: float = 0.1) -> Tensor:
     return g_min + (1.0 - g_min) * (1.0 - sigma) ** 2
 
 
-def apply_correction(v_theta: Tensor, sigma: Tensor, delta_v: Tensor, g_min: float = 0.1) -> tuple[Tensor, Tensor]:
+def apply_correction(
+    v_theta: Tensor, sigma: Tensor, delta_v: Tensor, g_min: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """Eq. (10): ``v_PILA = v_θ + g(σ)·Δv`` with σ (B,) broadcast over (B, C, T, H, W).
 
     Returns:

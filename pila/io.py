@@ -122,7 +122,9 @@ def write_video(
     return Path(path)
 
 
-def encode_mp4(target: Any, data: np.ndarray, *, fps: float, codec: str = "libx264", crf: int = 18) -> None:
+def encode_mp4(
+    target: Any, data: np.ndarray, *, fps: float, codec: str = "libx264", crf: int = 18
+) -> None:
     """Encode (F, H, W, 3) uint8 frames (even H and W) as an mp4 into ``target``: a path or a
     writable binary file object (e.g. ``io.BytesIO`` for an in-memory round trip)."""
     with av.open(target, mode="w", format="mp4") as container:

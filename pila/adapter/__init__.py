@@ -5,20 +5,17 @@ the LPMER router, the masked operator experts and the attribute-to-flow decoder;
 ``forward(x_t, sigma, v_theta, cond)`` returns the corrected velocity and everything
 training logs. ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` write and read
 a folder with ``adapter_config.json`` and ``model.safetensors``, locally or on the hub
-(:mod:`pila.adapter.pretrained`, which also checks an adapter against a backbone).
+(:mod:`pila.adapter.pretrained`); :mod:`pila.adapter.loading` checks an adapter against a
+backbone and loads it for generation.
 """
 
-from pila.adapter.adapter import (
-    PARAMETER_GROUPS,
-    AdapterOutput,
-    BankEncoding,
-    PILAAdapter,
-    describe,
-)
+from pila.adapter.adapter import PARAMETER_GROUPS, PILAAdapter, describe
 from pila.adapter.condition import AdapterCondition, ConditionEncoder, randomize_labels
 from pila.adapter.config import AdapterConfig
+from pila.adapter.interface import AdapterOutput, BankEncoding
+from pila.adapter.loading import load_adapter
 from pila.adapter.objective import RoutedResidual, routed_residual_objective
-from pila.adapter.pretrained import CONFIG_NAME, WEIGHTS_NAME, AdapterLoadError, load_adapter
+from pila.adapter.pretrained import CONFIG_NAME, WEIGHTS_NAME, AdapterLoadError
 from pila.adapter.router import (
     LPMERRouter,
     Routing,

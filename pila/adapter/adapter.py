@@ -12,9 +12,10 @@ One denoising step, as in the paper; each step is numbered by its equation, and
     (6–7) L_res over S∩Y on P + ΔP_k               routed residual objective
     (8)   P̃ = P + Σ_k π_k ΔP_k                     refined bank
     (9)   Δv = D([P̃, c, v_θ])                      attribute-to-flow decoder
-    (10)  v_PILA = v_θ + g(σ)·Δv                   σ-gated correction (:func:`pila.flow.apply_correction`)
+    (10)  v_PILA = v_θ + g(σ)·Δv                   σ-gated correction
 
-The backbone velocity v_θ is detached on entry: no gradient reaches the backbone.
+Step (10) is :func:`pila.flow.apply_correction`. The backbone velocity v_θ is detached on
+entry: no gradient reaches the backbone.
 
 Legend: B batch, C latent channels (16), P bank channels (32), T latent frames, H, W
 latent height and width, E experts (8), K top-k, D text width, Dc condition width.
@@ -22,7 +23,6 @@ latent height and width, E experts (8), K top-k, D text width, Dc condition widt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,11 +33,12 @@ from pila.adapter.config import AdapterConfig
 from pila.adapter.decoder import FlowDecoder
 from pila.adapter.encoder import PhysicalEncoder, ScaffoldHead
 from pila.adapter.experts import OperatorExperts
+from pila.adapter.interface import AdapterOutput, BankEncoding, check_latents
 from pila.adapter.layers import conv3d, count_parameters
 from pila.adapter.objective import routed_residual_objective
 from pila.adapter.plain import PlainAdapterBody, matched_plain_width
 from pila.adapter.pretrained import PretrainedMixin
-from pila.adapter.router import LPMERRouter, Routing, dense_routing
+from pila.adapter.router import LPMERRouter, dense_routing
 from pila.flow import apply_correction, estimate_x0
 from pila.physics.afe import AnchoredFieldEstimator, active_slots
 from pila.physics.bank import SLOT_NAMES, unpack_bank
@@ -57,74 +58,6 @@ PARAMETER_GROUPS: tuple[str, ...] = (
 """Names of :meth:`PILAAdapter.parameter_groups`: E + scaffold head, the kinematic-anchor
 head H_v, the other AFE constructors, the condition encoder, the router, the experts and
 the decoder D."""
-
-
-@dataclass
-class BankEncoding:
-    """Steps (1)–(3) alone: what stages A and B train.
-
-    Attributes:
-        x0_hat: latent estimate x̂0 (B, C, T, H, W).
-        h: physical feature (B, hidden, T, H, W).
-        scaffold: pre-AFE scaffold S (B, 32, T, H, W).
-        bank: attribute bank P (B, 32, T, H, W).
-        fields: slot name → component field (B, K, T, H, W) read from the bank.
-        v_hat: kinematic anchor v̂ (B, 2, T, H, W).
-        descriptors: AFE's kinematic descriptors (empty without AFE).
-        active_slots: slots active in the recovery phase.
-    """
-
-    x0_hat: Tensor
-    h: Tensor
-    scaffold: Tensor
-    bank: Tensor
-    fields: dict[str, Tensor]
-    v_hat: Tensor
-    descriptors: dict[str, Tensor]
-    active_slots: tuple[str, ...]
-
-
-@dataclass
-class AdapterOutput:
-    """Result of :meth:`PILAAdapter.forward`.
-
-    Attributes:
-        v_pila: corrected velocity v_θ + g(σ)·Δv (B, C, T, H, W), in v_θ's dtype.
-        correction: g(σ)·Δv (B, C, T, H, W).
-        delta_v: the ungated decoder output Δv (B, C, T, H, W).
-        cond: the condition vector c (B, Dc).
-        x0_hat: the latent estimate x̂0 (B, C, T, H, W).
-        residual_loss: scalar L_res averaged over the batch (0 when not computed).
-        bank: P (B, 32, T, H, W); None for the plain adapter.
-        refined_bank: P̃ (B, 32, T, H, W); None for the plain adapter.
-        routing: the routing decision (indices (B, K), dense weights (B, E), logits);
-            None for the plain adapter.
-        expert_updates: ΔP (B, K, 32, T, H, W) aligned with ``routing.indices``; None
-            without the MoE operator or for the plain adapter.
-        per_expert_loss: category → L_k (B,), detached, zero where the expert was not
-            selected and labelled (see ``expert_active``).
-        expert_active: (B, E) bool, S∩Y; None when residuals were not computed.
-        per_term: (category, term) → detached batch mean of m·r².
-        mask: the spatial mask m (B, 1, T, H, W) of Eq. 6; None when residuals were not
-            computed.
-        v_hat: kinematic anchor v̂ (B, 2, T, H, W); None for the plain adapter.
-    """
-
-    v_pila: Tensor
-    correction: Tensor
-    delta_v: Tensor
-    cond: Tensor
-    x0_hat: Tensor
-    residual_loss: Tensor
-    bank: Tensor | None = None
-    refined_bank: Tensor | None = None
-    routing: Routing | None = None
-    expert_updates: Tensor | None = None
-    per_expert_loss: dict[str, Tensor] = field(default_factory=dict)
-    expert_active: Tensor | None = None
-    per_term: dict[tuple[str, str], Tensor] = field(default_factory=dict)
-    mask: Tensor | None = None
-    v_hat: Tensor | None = None
 
 
 def plain_width_for(config: AdapterConfig) -> int:
@@ -232,28 +165,6 @@ class PILAAdapter(nn.Module, PretrainedMixin):
     def num_parameters(self) -> int:
         return count_parameters(self)
 
-    # ------------------------------------------------------------------ inputs
-    def _check_latents(self, x_t: Tensor, sigma: Tensor | float, v_theta: Tensor) -> Tensor:
-        """Validate the latent inputs; return σ as a (B,) tensor on x_t's device."""
-        channels = self.config.latent_channels
-        if x_t.ndim != 5 or x_t.shape[1] != channels:
-            raise ValueError(
-                f"x_t must have shape (B, {channels}, T, H, W), got {tuple(x_t.shape)}"
-            )
-        if v_theta.shape != x_t.shape:
-            raise ValueError(
-                f"v_theta {tuple(v_theta.shape)} must have the shape of x_t {tuple(x_t.shape)}"
-            )
-        batch = x_t.shape[0]
-        sigma = torch.as_tensor(sigma, device=x_t.device, dtype=torch.float32)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
-        if sigma.shape != (batch,):
-            raise ValueError(
-                f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}"
-            )
-        return sigma
-
     # ------------------------------------------------------------------ steps 1-3
     def _encode(self, x0_hat: Tensor, phase: int) -> BankEncoding:
         """Steps (2)–(3) from the latent estimate."""
@@ -285,11 +196,12 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         """The residuals' spatial mask (B, 1, T, H, W): the motion mask of v̂ and x̂0, blended
         toward the physical mask of the active bank slots by ``blend`` in [0, 1] (App. B.3)."""
         cfg = self.config
+        quantile, floor = cfg.mask_quantile, cfg.mask_floor
         mask = motion_mask(
-            enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor
+            enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=quantile, floor=floor
         )
         if blend > 0:
-            physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+            physical = physical_mask(enc.bank, enc.active_slots, quantile=quantile, floor=floor)
             mask = blend_masks(mask, physical, blend)
         return mask
 
@@ -307,7 +219,7 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         Returns:
             :class:`BankEncoding` (x̂0, h, S, P, fields, v̂, descriptors, active slots).
         """
-        sigma = self._check_latents(x_t, sigma, v_theta)
+        sigma = check_latents(x_t, sigma, v_theta, self.config.latent_channels)
         x0_hat = estimate_x0(x_t.detach().to(self.dtype), sigma, v_theta.detach().to(self.dtype))
         return self._encode(x0_hat, phase)
 
@@ -339,7 +251,7 @@ class PILAAdapter(nn.Module, PretrainedMixin):
             :class:`AdapterOutput`.
         """
         cfg = self.config
-        sigma = self._check_latents(x_t, sigma, v_theta)
+        sigma = check_latents(x_t, sigma, v_theta, self.config.latent_channels)
         if cond.batch_size != x_t.shape[0]:
             raise ValueError(
                 f"the condition has batch {cond.batch_size} but x_t has batch {x_t.shape[0]}"
@@ -360,7 +272,9 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         if self.plain is not None:
             # "+ Plain Adapter": a generic branch, no bank, routing or residuals.
             delta_v = self.plain(x0_hat, c, v)  # (B, C, T, H, W)
-            v_pila, correction = apply_correction(v_theta.detach(), sigma, delta_v, cfg.g_min)  # (B, C, T, H, W)
+            v_pila, correction = apply_correction(
+                v_theta.detach(), sigma, delta_v, cfg.g_min
+            )  # (B, C, T, H, W)
             return AdapterOutput(
                 v_pila=v_pila,
                 correction=correction,
@@ -422,7 +336,9 @@ class PILAAdapter(nn.Module, PretrainedMixin):
         delta_v = self.decoder(refined if cfg.flow_correction else None, c, v)  # (B, C, T, H, W)
 
         # (10) σ-gated composition v_PILA = v_θ + g(σ)·Δv
-        v_pila, correction = apply_correction(v_theta.detach(), sigma, delta_v, cfg.g_min)  # (B, C, T, H, W)
+        v_pila, correction = apply_correction(
+            v_theta.detach(), sigma, delta_v, cfg.g_min
+        )  # (B, C, T, H, W)
         return AdapterOutput(
             v_pila=v_pila,
             correction=correction,

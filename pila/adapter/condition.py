@@ -25,7 +25,10 @@ from pila.flow import sigma_to_timestep
 
 
 def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Transformer-style sinusoidal embedding of a scalar per sample: (B,) → (B, dim), [cos | sin]."""
+    """Transformer-style sinusoidal embedding of a scalar per sample.
+
+    Shapes: (B,) → (B, dim), laid out as [cos | sin].
+    """
     if dim < 2 or dim % 2 != 0:
         raise ValueError(f"the sinusoidal embedding size must be a positive even number, got {dim}")
     half = dim // 2
@@ -37,7 +40,7 @@ def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> T
 
 
 def randomize_labels(labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Random labels with the same number of active categories per sample (Table 11, "w/ Random Label").
+    """Random labels with as many active categories per sample (Table 11, "w/ Random Label").
 
     Each sample keeps its label count but the categories are drawn uniformly without
     replacement, breaking the correspondence between prompt and routed experts.
@@ -98,7 +101,8 @@ class AdapterCondition:
             )
         if self.pooled_text.ndim != 2:
             raise ValueError(
-                f"AdapterCondition.pooled_text must have shape (B, D), got {tuple(self.pooled_text.shape)}"
+                "AdapterCondition.pooled_text must have shape (B, D), got "
+                f"{tuple(self.pooled_text.shape)}"
             )
         if self.labels.ndim != 2 or self.labels.shape[1] != NUM_CATEGORIES:
             raise ValueError(

@@ -220,11 +220,13 @@ class AdapterConfig:
             )
         if self.hidden % self.norm_groups:
             raise ValueError(
-                f"AdapterConfig.hidden={self.hidden} must be divisible by norm_groups={self.norm_groups}"
+                f"AdapterConfig.hidden={self.hidden} must be divisible by "
+                f"norm_groups={self.norm_groups}"
             )
         if self.expert_dispatch not in ("gather", "batched"):
             raise ValueError(
-                f"AdapterConfig.expert_dispatch must be 'gather' or 'batched', got {self.expert_dispatch!r}"
+                "AdapterConfig.expert_dispatch must be 'gather' or 'batched', got "
+                f"{self.expert_dispatch!r}"
             )
         if self.categories != CATEGORIES:
             raise ValueError(
@@ -238,7 +240,8 @@ class AdapterConfig:
             )
         if not _is_int(self.top_k) or not 0 <= self.top_k <= len(CATEGORIES):
             raise ValueError(
-                f"AdapterConfig.top_k must be an integer in [0, {len(CATEGORIES)}], got {self.top_k!r}"
+                f"AdapterConfig.top_k must be an integer in [0, {len(CATEGORIES)}], got "
+                f"{self.top_k!r}"
             )
         if not self.beta >= 0:
             raise ValueError(
@@ -254,15 +257,18 @@ class AdapterConfig:
             )
         if not isinstance(self.residual_scales, ResidualScales):
             raise ValueError(
-                f"AdapterConfig.residual_scales must be a ResidualScales, got {type(self.residual_scales).__name__}"
+                "AdapterConfig.residual_scales must be a ResidualScales, got "
+                f"{type(self.residual_scales).__name__}"
             )
         if self.wo_afe_reading not in ("fields", "pathway"):
             raise ValueError(
-                f"AdapterConfig.wo_afe_reading must be 'fields' or 'pathway', got {self.wo_afe_reading!r}"
+                "AdapterConfig.wo_afe_reading must be 'fields' or 'pathway', got "
+                f"{self.wo_afe_reading!r}"
             )
         if self.loss_weighting not in ("adaptive", "fixed"):
             raise ValueError(
-                f"AdapterConfig.loss_weighting must be 'adaptive' or 'fixed', got {self.loss_weighting!r}"
+                "AdapterConfig.loss_weighting must be 'adaptive' or 'fixed', got "
+                f"{self.loss_weighting!r}"
             )
         if not 0.0 <= self.loss_momentum < 1.0:
             raise ValueError(
@@ -283,7 +289,8 @@ class AdapterConfig:
             not _is_int(self.plain_hidden) or self.plain_hidden < 1
         ):
             raise ValueError(
-                f"AdapterConfig.plain_hidden must be None or a positive integer, got {self.plain_hidden!r}"
+                "AdapterConfig.plain_hidden must be None or a positive integer, got "
+                f"{self.plain_hidden!r}"
             )
         unknown = [f for f in self.residual_families if f not in FAMILIES]
         if unknown or len(set(self.residual_families)) != len(self.residual_families):
@@ -293,11 +300,13 @@ class AdapterConfig:
             )
         if self.prompt_source not in ("refined", "raw"):
             raise ValueError(
-                f"AdapterConfig.prompt_source must be 'refined' or 'raw', got {self.prompt_source!r}"
+                "AdapterConfig.prompt_source must be 'refined' or 'raw', got "
+                f"{self.prompt_source!r}"
             )
         if self.label_source not in ("parsed", "random"):
             raise ValueError(
-                f"AdapterConfig.label_source must be 'parsed' or 'random', got {self.label_source!r}"
+                "AdapterConfig.label_source must be 'parsed' or 'random', got "
+                f"{self.label_source!r}"
             )
 
     # ---------------------------------------------------------------- derived
@@ -331,7 +340,8 @@ class AdapterConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(
-                f"unknown AdapterConfig field(s) {', '.join(unknown)}; valid fields are: {', '.join(sorted(names))}"
+                f"unknown AdapterConfig field(s) {', '.join(unknown)}; valid fields are: "
+                f"{', '.join(sorted(names))}"
             )
         data = dict(data)
         if isinstance(data.get("afe"), dict):
@@ -339,7 +349,8 @@ class AdapterConfig:
             bad = sorted(set(data["afe"]) - afe_names)
             if bad:
                 raise ValueError(
-                    f"unknown AFEConfig field(s) {', '.join(bad)}; valid fields are: {', '.join(sorted(afe_names))}"
+                    f"unknown AFEConfig field(s) {', '.join(bad)}; valid fields are: "
+                    f"{', '.join(sorted(afe_names))}"
                 )
         return cls(**data)
 

@@ -68,17 +68,8 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def as_5d(name: str, tensor: Tensor, channels: int | None = None) -> Tensor:
-    """Check that ``tensor`` is (B, C, T, H, W) (with C = ``channels`` if given)."""
-    if tensor.ndim != 5 or (channels is not None and tensor.shape[1] != channels):
-        want = f"(B, {channels}, T, H, W)" if channels is not None else "(B, C, T, H, W)"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(tensor.shape)}")
-    return tensor
-
-
 __all__ = [
     "ResidualConvBlock",
-    "as_5d",
     "broadcast_bias",
     "conv3d",
     "count_parameters",

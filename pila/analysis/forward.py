@@ -32,7 +32,10 @@ from pila.stages.module import pad_text
 
 def check_sigmas(sigmas: float | Sequence[float]) -> tuple[float, ...]:
     """σ values as a non-empty tuple of floats in [0, 1] (a clear ``ValueError`` otherwise)."""
-    values = (float(sigmas),) if isinstance(sigmas, int | float) else tuple(float(s) for s in sigmas)
+    if isinstance(sigmas, int | float):
+        values: tuple[float, ...] = (float(sigmas),)
+    else:
+        values = tuple(float(s) for s in sigmas)
     if not values:
         raise ValueError("sigmas is empty; pass at least one noise level in [0, 1]")
     bad = [s for s in values if not 0.0 <= s <= 1.0]
@@ -42,7 +45,7 @@ def check_sigmas(sigmas: float | Sequence[float]) -> tuple[float, ...]:
 
 
 def clip_batches(clips: Dataset, batch_size: int = 8) -> Iterator[dict[str, Any]]:
-    """Batches of cached clips in dataset order (see :func:`pila.datamodules.collate.collate_clips`).
+    """Batches of cached clips in dataset order (:func:`pila.datamodules.collate.collate_clips`).
 
     Args:
         clips: a :class:`~pila.datamodules.cache.CachedClips` (or any dataset of clip dicts).
@@ -70,7 +73,9 @@ def adapter_condition(
     if adapter.config.label_source == "random":
         labels = randomize_labels(labels, generator=generator)
     return AdapterCondition(
-        pooled_text=batch_pooled_text(batch, adapter.config.prompt_source).to(param.device, torch.float32),
+        pooled_text=batch_pooled_text(batch, adapter.config.prompt_source).to(
+            param.device, torch.float32
+        ),
         labels=labels.to(param.device),
         cond_scale=cond_scale,
         phase=4,
@@ -94,7 +99,8 @@ def adapter_step(
         adapter: the trained adapter (left in the train/eval mode it came in).
         backbone: the frozen backbone the adapter was trained with, on the adapter's device.
         batch: clip batch with ``latents`` (B, C, T, H, W), ``prompt_embeds`` (B, L, D),
-            ``pooled`` (B, D) (or ``pooled_refined``, see :func:`adapter_condition`) and ``labels`` (B, E).
+            ``pooled`` (B, D) (or ``pooled_refined``, see :func:`adapter_condition`) and
+            ``labels`` (B, E).
         sigma: noise level σ ∈ [0, 1] for every clip of the batch.
         text_length: text positions fed to the backbone (the training config's ``text_length``).
         generator: source of the noise ε (and of random labels for ``label_source="random"``).

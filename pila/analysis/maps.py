@@ -87,14 +87,22 @@ def collect_expert_maps(
         :class:`ExpertMaps` (maps on the CPU: N·E·T·H·W floats).
     """
     if adapter.experts is None:
-        raise ValueError("this adapter has no MoE operator experts (moe_operator=False or the plain adapter)")
+        raise ValueError(
+            "this adapter has no MoE operator experts (moe_operator=False or the plain adapter)"
+        )
     generator = torch.Generator().manual_seed(seed)
     ids: list[str] = []
     prompts: list[str] = []
     parts: dict[str, list[Tensor]] = {"labels": [], "maps": [], "weights": [], "selected": []}
     for batch in clip_batches(clips, batch_size):
         out = adapter_step(
-            adapter, backbone, batch, sigma, text_length=text_length, generator=generator, cond_scale=cond_scale
+            adapter,
+            backbone,
+            batch,
+            sigma,
+            text_length=text_length,
+            generator=generator,
+            cond_scale=cond_scale,
         )
         routing = out.routing
         maps = expert_update_maps(
@@ -112,7 +120,15 @@ def collect_expert_maps(
     if not ids:
         raise ValueError("no clips to map: the clip set is empty")
     joined = {name: torch.cat(values) for name, values in parts.items()}
-    return ExpertMaps(ids, prompts, joined["labels"], float(sigma), joined["maps"], joined["weights"], joined["selected"])
+    return ExpertMaps(
+        ids,
+        prompts,
+        joined["labels"],
+        float(sigma),
+        joined["maps"],
+        joined["weights"],
+        joined["selected"],
+    )
 
 
 def latent_frame_times(num_latent_frames: int, temporal_factor: int = 4) -> list[int]:
@@ -121,7 +137,8 @@ def latent_frame_times(num_latent_frames: int, temporal_factor: int = 4) -> list
     """
     if num_latent_frames < 1 or temporal_factor < 1:
         raise ValueError(
-            f"need num_latent_frames >= 1 and temporal_factor >= 1, got {num_latent_frames}, {temporal_factor}"
+            f"need num_latent_frames >= 1 and temporal_factor >= 1, got {num_latent_frames}, "
+            f"{temporal_factor}"
         )
     return [temporal_factor * t for t in range(num_latent_frames)]
 
@@ -139,7 +156,9 @@ def pick_clips(labels: Tensor, ids: Sequence[str], categories: Sequence[int]) ->
         ``{category index: clip id}``; a category with no clip left is absent.
     """
     if labels.ndim != 2 or labels.shape[0] != len(ids):
-        raise ValueError(f"labels must have shape ({len(ids)}, C) to match ids, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape ({len(ids)}, C) to match ids, got {tuple(labels.shape)}"
+        )
     chosen: dict[int, str] = {}
     for c in categories:
         for row, clip_id in enumerate(ids):

@@ -34,7 +34,9 @@ def pretty(name: str) -> str:
 
 
 def _array(x: Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=float)
+    if isinstance(x, Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -81,10 +83,11 @@ def plot_category_table(
     rows = [pretty(c) for c in CATEGORIES[: values.shape[0]]]
     if counts is not None:
         rows = [f"{r} ({int(n)})" for r, n in zip(rows, _array(counts), strict=True)]
-    ax.set_xticks(range(values.shape[1]), [pretty(c) for c in CATEGORIES[: values.shape[1]]], rotation=45, ha="right")
+    columns = [pretty(c) for c in CATEGORIES[: values.shape[1]]]
+    ax.set_xticks(range(values.shape[1]), columns, rotation=45, ha="right")
     ax.set_yticks(range(values.shape[0]), rows)
     ax.set_xlabel("expert")
-    ax.set_ylabel("ground-truth category (clips)" if counts is not None else "ground-truth category")
+    ax.set_ylabel("ground-truth category" + (" (clips)" if counts is not None else ""))
     ax.set_title(title)
     low, high = image.get_clim()
     middle = low + 0.6 * (high - low)
@@ -101,7 +104,9 @@ def plot_selection_rates(
     ax: Axes | None = None,
 ) -> Figure:
     """Fig. 6 left: :func:`~pila.analysis.routing.selection_rate_by_category` (C × E) on [0, 1]."""
-    return plot_category_table(rates, counts, title=title, cbar_label="selection rate", vmin=0.0, vmax=1.0, ax=ax)
+    return plot_category_table(
+        rates, counts, title=title, cbar_label="selection rate", vmin=0.0, vmax=1.0, ax=ax
+    )
 
 
 def plot_correlation(
@@ -192,7 +197,8 @@ def plot_expert_maps(
     Args:
         maps: (E, T, H, W) update magnitudes of one clip (zero for unselected experts).
         frames: (F, H_px, W_px, 3) uint8 pixel frames of the clip, drawn as a first row.
-        frame_times: pixel frame of each latent frame (:func:`~pila.analysis.maps.latent_frame_times`).
+        frame_times: pixel frame of each latent frame
+            (:func:`~pila.analysis.maps.latent_frame_times`).
         weights: (E,) routing weights, shown in the row labels.
         experts: the rows to draw (default: the experts with a nonzero map, else all).
         normalize: divide each expert's map by its own maximum over the clip (shows *where*
@@ -211,7 +217,9 @@ def plot_expert_maps(
         values = values / np.where(peaks > 0, peaks, 1.0)[:, None, None, None]
     show_frames = frames is not None
     if show_frames and frame_times is None:
-        raise ValueError("frame_times is required with frames (latent frame t ↔ pixel frame frame_times[t])")
+        raise ValueError(
+            "frame_times is required with frames (latent frame t ↔ pixel frame frame_times[t])"
+        )
     rows = len(experts) + int(show_frames)
     fig, axes = plt.subplots(
         rows, t, figsize=(1.15 * t + 1.8, 1.15 * rows + 0.6), squeeze=False, layout="constrained"
@@ -226,7 +234,9 @@ def plot_expert_maps(
             ax.set_title(f"t = {col}", fontsize=8)
         for r, k in enumerate(experts):
             ax = axes[r + int(show_frames), col]
-            image = ax.imshow(values[k, col], cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
+            image = ax.imshow(
+                values[k, col], cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest"
+            )
             if not show_frames and r == 0:
                 ax.set_title(f"t = {col}", fontsize=8)
     for ax in axes.flat:
@@ -258,7 +268,10 @@ def plot_expert_curves(
     logy: bool = False,
     ax: Axes | None = None,
 ) -> Figure:
-    """One line per expert (``{category: Series}``, e.g. from :func:`~pila.analysis.scalars.expert_curves`)."""
+    """One line per expert (``{category: Series}``).
+
+    The curves come e.g. from :func:`~pila.analysis.scalars.expert_curves`.
+    """
     fig, ax = _axes(ax, (6.4, 4.0))
     for name, series in curves.items():
         ax.plot(series.steps, series.values, marker=".", markersize=3, label=pretty(name),
@@ -286,7 +299,9 @@ def plot_residual_curves(
     for (category, term), series in curves.items():
         by_category.setdefault(category, []).append((term, series))
     nrows = max(1, math.ceil(len(by_category) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols, 2.7 * nrows), squeeze=False, layout="constrained"
+    )
     for ax, (category, terms) in zip(axes.flat, by_category.items(), strict=False):
         for term, series in terms:
             ax.plot(series.steps, series.values, marker=".", markersize=3, label=term)
@@ -300,7 +315,10 @@ def plot_residual_curves(
             ax.legend(fontsize=6)
             ax.grid(alpha=0.3)
         else:
-            ax.text(0.5, 0.5, "never routed", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.text(
+                0.5, 0.5, "never routed",
+                ha="center", va="center", transform=ax.transAxes, color="grey",
+            )  # fmt: skip
     for ax in list(axes.flat)[len(by_category):]:
         ax.set_visible(False)
     fig.suptitle(title)

@@ -65,9 +65,12 @@ class ClipRouting:
 
     def __post_init__(self) -> None:
         if len(self.routing) != len(self.sigmas):
-            raise ValueError(f"{len(self.routing)} routing decisions for {len(self.sigmas)} noise levels")
+            raise ValueError(
+                f"{len(self.routing)} routing decisions for {len(self.sigmas)} noise levels"
+            )
         n = len(self.ids)
-        if self.labels.shape != (n, NUM_CATEGORIES) or any(r.weights.shape[0] != n for r in self.routing):
+        covered = all(r.weights.shape[0] == n for r in self.routing)
+        if self.labels.shape != (n, NUM_CATEGORIES) or not covered:
             raise ValueError(f"labels and every routing decision must cover the {n} clips")
 
     def _levels(self, sigma: float | None) -> list[int]:
@@ -91,7 +94,7 @@ class ClipRouting:
         return self.labels.repeat(len(self._levels(sigma)), 1)
 
     def statistics(self, sigma: float | None = None) -> RoutingStatistics:
-        """Selection counts, weights, label agreement, entropy and co-activation (as training logs)."""
+        """Selection counts, weights, label agreement, entropy and co-activation (as logged)."""
         levels = self._levels(sigma)
         stats = routing_statistics(self.routing[levels[0]], self.labels)
         for i in levels[1:]:
@@ -136,7 +139,9 @@ def collect_routing(
         :class:`ClipRouting`.
     """
     if adapter.plain is not None:
-        raise ValueError("the plain adapter (AdapterConfig.plain_adapter=True) has no router to analyse")
+        raise ValueError(
+            "the plain adapter (AdapterConfig.plain_adapter=True) has no router to analyse"
+        )
     levels = check_sigmas(sigmas)
     ids: list[str] = []
     prompts: list[str] = []
@@ -154,12 +159,19 @@ def collect_routing(
             )  # fmt: skip
             r = out.routing
             per_level[i].append(
-                Routing(as_cpu(r.logits), as_cpu(r.scores), as_cpu(r.indices), as_cpu(r.topk_weights), as_cpu(r.weights))
+                Routing(
+                    as_cpu(r.logits),
+                    as_cpu(r.scores),
+                    as_cpu(r.indices),
+                    as_cpu(r.topk_weights),
+                    as_cpu(r.weights),
+                )
             )
     if not ids:
         raise ValueError("no clips to route: the clip set is empty")
     log.info("routed %d clips at sigma %s", len(ids), ", ".join(f"{s:g}" for s in levels))
-    return ClipRouting(ids, prompts, torch.cat(labels), levels, [_concat_routing(p) for p in per_level])
+    routing = [_concat_routing(p) for p in per_level]
+    return ClipRouting(ids, prompts, torch.cat(labels), levels, routing)
 
 
 def _check_pair(values: Tensor, labels: Tensor, what: str) -> None:
@@ -205,13 +217,19 @@ def selection_rate_by_category(selected: Tensor, labels: Tensor) -> Tensor:
 
 
 def mean_weight_by_category(weights: Tensor, labels: Tensor) -> Tensor:
-    """(C, E) mean routing weight π_k over the samples labelled c (zeros of unselected experts count)."""
+    """(C, E) mean routing weight π_k over the samples labelled c.
+
+    The zero weights of unselected experts count.
+    """
     _check_pair(weights, labels, "weights")
     return mean_by_category(weights, labels)
 
 
 def coactivation_counts(selected: Tensor) -> Tensor:
-    """(E, E) number of samples that selected experts i and j together (diagonal: selection counts)."""
+    """(E, E) number of samples that selected experts i and j together.
+
+    The diagonal holds the selection counts.
+    """
     if selected.ndim != 2:
         raise ValueError(f"selected must have shape (N, E), got {tuple(selected.shape)}")
     s = (selected != 0).double()  # (N, E)
@@ -257,7 +275,9 @@ def read_generated_routing(videos_dir: str | os.PathLike) -> GeneratedRouting:
 
     root = Path(videos_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"videos folder {str(root)!r} does not exist; `pila predict` writes it")
+        raise FileNotFoundError(
+            f"videos folder {str(root)!r} does not exist; `pila predict` writes it"
+        )
     videos: list[str] = []
     prompts: list[str] = []
     labels: list[Tensor] = []

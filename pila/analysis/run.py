@@ -76,8 +76,9 @@ class RunFolder:
                 f"run folder {str(self.root)!r} does not exist; run `pila demo --out {root}` "
                 "(or `make demo` for outputs/demo) first"
             )
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "data" / "cache"
-        self.videos_dir = Path(videos_dir) if videos_dir is not None else self.root / "data" / "videos"
+        data = self.root / "data"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else data / "cache"
+        self.videos_dir = Path(videos_dir) if videos_dir is not None else data / "videos"
         self.stage = stage
 
     def __repr__(self) -> str:
@@ -110,7 +111,9 @@ class RunFolder:
         init = (config.get("model") or {}).get("init_args") or {}
         missing = [k for k in ("backbone", "text_length") if k not in init]
         if missing:
-            raise ValueError(f"{path} has no model.init_args.{' or '.join(missing)}; it is not a stage config")
+            raise ValueError(
+                f"{path} has no model.init_args.{' or '.join(missing)}; it is not a stage config"
+            )
         return TrainingSettings(
             backbone=str(init["backbone"]),
             backbone_dtype=str(init.get("backbone_dtype", "auto")),
@@ -150,7 +153,9 @@ class RunFolder:
             raise KeyError(f"clip {clip_id!r} is not in {clips.cache_dir}")
         ref = self._video_index.get(names[clip_id])
         if ref is None:
-            raise FileNotFoundError(f"video {names[clip_id]!r} of clip {clip_id!r} is not under {self.videos_dir}")
+            raise FileNotFoundError(
+                f"video {names[clip_id]!r} of clip {clip_id!r} is not under {self.videos_dir}"
+            )
         clip_settings = (clips.manifest.get("settings") or {}).get("clip")
         if not clip_settings:
             raise ValueError(f"the manifest of {clips.cache_dir} records no clip settings")

@@ -69,13 +69,17 @@ class ScalarTable:
     wall_time: np.ndarray
 
     def __post_init__(self) -> None:
-        lengths = {len(self.stage), len(self.tag), len(self.step), len(self.value), len(self.wall_time)}
+        columns = (self.stage, self.tag, self.step, self.value, self.wall_time)
+        lengths = {len(column) for column in columns}
         if len(lengths) != 1:
-            raise ValueError(f"ScalarTable columns must have one length, got lengths {sorted(lengths)}")
+            raise ValueError(
+                f"ScalarTable columns must have one length, got lengths {sorted(lengths)}"
+            )
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> ScalarTable:
-        """Build from dicts with keys ``stage``, ``tag``, ``step``, ``value`` (``wall_time`` optional).
+        """Build from dicts with keys ``stage``, ``tag``, ``step``, ``value`` and, optionally,
+        ``wall_time``.
 
         Rows are sorted by (stage, tag, step); for a repeated (stage, tag, step) the row
         with the latest ``wall_time`` is kept (the later one in input order on a tie).
@@ -112,7 +116,9 @@ class ScalarTable:
         """The table as ``[{"stage", "tag", "step", "value", "wall_time"}, …]``."""
         return [
             {"stage": s, "tag": t, "step": int(n), "value": float(v), "wall_time": float(w)}
-            for s, t, n, v, w in zip(self.stage, self.tag, self.step, self.value, self.wall_time, strict=True)
+            for s, t, n, v, w in zip(
+                self.stage, self.tag, self.step, self.value, self.wall_time, strict=True
+            )
         ]
 
     def where(
@@ -130,9 +136,8 @@ class ScalarTable:
             keep &= self.tag == tag
         if prefix is not None:
             keep &= np.array([t.startswith(prefix) for t in self.tag], dtype=bool)
-        return ScalarTable(
-            self.stage[keep], self.tag[keep], self.step[keep], self.value[keep], self.wall_time[keep]
-        )
+        columns = (self.stage, self.tag, self.step, self.value, self.wall_time)
+        return ScalarTable(*(column[keep] for column in columns))
 
     def series(self, tag: str, stage: str | None = None) -> Series:
         """The curve of ``tag`` in ``stage`` (which may be omitted when only one stage logs it).
@@ -147,7 +152,9 @@ class ScalarTable:
             known = self.where(stage=stage).tags if stage is not None else self.tags
             raise KeyError(f"no scalar {tag!r}{where}; tags present: {', '.join(known) or 'none'}")
         if len(rows.stages) > 1:
-            raise ValueError(f"{tag!r} is logged by stages {rows.stages}; pass stage= to choose one")
+            raise ValueError(
+                f"{tag!r} is logged by stages {rows.stages}; pass stage= to choose one"
+            )
         return Series(rows.step.copy(), rows.value.copy())
 
 

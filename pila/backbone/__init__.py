@@ -1,20 +1,24 @@
-"""The frozen Wan generator (diffusers folders, hub ids, or the embedded tiny preset)."""
+"""The frozen Wan generator (diffusers folders, hub ids, or the embedded tiny preset).
 
-from pila.backbone.tiny import build_tiny_pipeline, build_tiny_tokenizer
-from pila.backbone.wan import (
-    WAN_FOLDER_LAYOUT,
-    PromptEmbedding,
-    WanBackbone,
-    load_backbone,
-    resolve_dtype,
-)
+Names are imported on first use, so that reading a folder's name
+(:data:`pila.backbone.folders.LAB_WORLD_FOLDER`) does not load diffusers.
+"""
 
-__all__ = [
-    "WAN_FOLDER_LAYOUT",
-    "PromptEmbedding",
-    "WanBackbone",
-    "build_tiny_pipeline",
-    "build_tiny_tokenizer",
-    "load_backbone",
-    "resolve_dtype",
-]
+from __future__ import annotations
+
+from pila.lazy import lazy_exports
+
+_EXPORTS = {
+    "WAN_FOLDER_LAYOUT": "folders",
+    "PromptEmbedding": "wan",
+    "WanBackbone": "wan",
+    "build_tiny_pipeline": "tiny",
+    "build_tiny_tokenizer": "tiny",
+    "load_backbone": "wan",
+    "resolve_dtype": "loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

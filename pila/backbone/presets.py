@@ -59,7 +59,8 @@ WAN_VAE: dict[str, Any] = {
     "num_res_blocks": 2,
     "temperal_downsample": [False, True, True],
 }
-"""``vae/config.json`` of Wan 2.1 and Wan 2.2-A14B (the same VAE; ``AutoencoderKLWan``'s defaults)."""
+"""``vae/config.json`` of Wan 2.1 and Wan 2.2-A14B (the same VAE; ``AutoencoderKLWan``'s
+defaults)."""
 
 PAPER_LATENT_SHAPE: tuple[int, int, int, int] = (16, 21, 60, 104)
 """(C, T, H, W) of the Wan VAE latent of an 81-frame 480 × 832 clip."""
@@ -96,7 +97,13 @@ def random_wan_backbone(
     from pila.backbone.wan import WanBackbone
 
     config = dict(transformer or WAN21_T2V_1_3B_TRANSFORMER)
-    text_encoder = {"d_model": config["text_dim"], "num_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 64}
+    text_encoder = {
+        "d_model": config["text_dim"],
+        "num_layers": 1,
+        "num_heads": 2,
+        "d_kv": 8,
+        "d_ff": 64,
+    }
     pipeline = build_tiny_pipeline(seed=seed, text_encoder=text_encoder)
     # The full-size transformer: built without memory, then filled with U(±1/√fan_in)
     # (PyTorch's default Linear range). The values are a seeded block of 2^20 uniforms,

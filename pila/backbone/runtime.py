@@ -60,7 +60,9 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         if self.offload not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
+            raise ValueError(
+                f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}"
+            )
         if self.group_blocks < 1:
             raise ValueError(f"group_blocks must be at least 1, got {self.group_blocks}")
 
@@ -132,7 +134,12 @@ def log_first_call(model: nn.Module, what: str) -> None:
 
     def post(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         seconds = time.perf_counter() - module._pila_first_call  # type: ignore[attr-defined]
-        log.info("%s: first forward of %s took %.1f s (compilation included)", what, type(module).__name__, seconds)
+        log.info(
+            "%s: first forward of %s took %.1f s (compilation included)",
+            what,
+            type(module).__name__,
+            seconds,
+        )
         handles[0].remove()
         handles[1].remove()
 

@@ -22,23 +22,20 @@ from diffusers import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from torch import Tensor, nn
 
+from pila.backbone.folders import NAMED_FOLDERS
+from pila.backbone.loading import (
+    COMPONENTS,
+    ComponentLoader,
+    check_components,
+    component_dtypes,
+    open_pipeline,
+)
 from pila.flow import sigma_to_timestep
-from pila.io import is_hub_id
 
 log = logging.getLogger(__name__)
 
-WAN_FOLDER_LAYOUT = (
-    "model_index.json, scheduler/, text_encoder/, tokenizer/, transformer/, vae/ "
-    "(Wan 2.2-A14B adds transformer_2/ and boundary_ratio in model_index.json)"
-)
 DEFAULT_MAX_SEQUENCE_LENGTH = 512
 
-NAMED_FOLDERS: dict[str, Path] = {"lab": Path(__file__).resolve().parents[1] / "lab" / "world"}
-"""Backbone names that stand for a folder shipped in the package (``lab``: the lab world,
-:data:`pila.lab.WORLD_FOLDER`); a path, not an import, so the backbone does not depend on the lab."""
-COMPONENTS: tuple[str, ...] = ("transformer", "text_encoder", "vae")
-"""What a backbone can hold: the frozen transformer (both experts on Wan 2.2-A14B), the text
-encoder and the VAE. A backbone built with fewer loads the rest on first use."""
 TRAINING_COMPONENTS: tuple[str, ...] = ("transformer",)
 """What a training stage calls when it reads a cache: the transformer(s) alone."""
 ENCODING_COMPONENTS: tuple[str, ...] = ("text_encoder", "vae")
@@ -61,44 +58,6 @@ class PromptEmbedding:
     pooled: Tensor
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
-    """``"auto"`` → bf16 on CUDA, float32 elsewhere; names such as ``"bf16"`` → torch dtypes."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-        "fp32": torch.float32,
-        "float32": torch.float32,
-    }
-    if dtype == "auto":
-        dev = torch.device(device) if device is not None else None
-        on_cuda = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
-        return torch.bfloat16 if on_cuda else torch.float32
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
-    return names[dtype]
-
-
-def check_wan_folder(path: Path) -> None:
-    """Raise a ``FileNotFoundError`` naming what a diffusers Wan folder lacks."""
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"folder not found: {str(path)!r} (the Wan backbone). Pass a diffusers-format Wan "
-            f"folder ({WAN_FOLDER_LAYOUT}), a hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers', "
-            "'tiny' for the embedded tiny preset, or 'lab' for the shipped lab world."
-        )
-    required = ["model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"]
-    missing = [name for name in required if not (path / name).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{str(path)!r} is not a diffusers Wan folder: missing {', '.join(missing)}. "
-            f"Expected layout: {WAN_FOLDER_LAYOUT}."
-        )
-
-
 class WanBackbone(nn.Module):
     """A frozen Wan 2.1 (one transformer) or Wan 2.2-A14B (two, split at a boundary) generator.
 
@@ -113,7 +72,12 @@ class WanBackbone(nn.Module):
             ``None``); None: the missing components cannot be loaded.
     """
 
-    def __init__(self, pipeline: WanPipeline, source: str = "in-memory", loader: ComponentLoader | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: WanPipeline,
+        source: str = "in-memory",
+        loader: ComponentLoader | None = None,
+    ) -> None:
         super().__init__()
         self.pipeline = pipeline
         self.source = source
@@ -140,12 +104,16 @@ class WanBackbone(nn.Module):
         frozen, in eval mode, and on the backbone's device.
         """
         if name not in COMPONENTS:
-            raise ValueError(f"unknown backbone component {name!r}; use one of {', '.join(COMPONENTS)}")
+            raise ValueError(
+                f"unknown backbone component {name!r}; use one of {', '.join(COMPONENTS)}"
+            )
         module = getattr(self, name)
         if module is not None:
             return module
         if self._loader is None:
-            raise RuntimeError(f"backbone {self.source!r} was built without its {name} and has no loader for it")
+            raise RuntimeError(
+                f"backbone {self.source!r} was built without its {name} and has no loader for it"
+            )
         log.info("loading the %s of backbone %s on first use", name, self.source)
         device = self.device
         loaded = self._loader((name,))
@@ -158,9 +126,11 @@ class WanBackbone(nn.Module):
             self.pipeline.register_modules(**{key: part})
             setattr(self, key, part)
         if name == "vae":
-            self.pipeline.vae_scale_factor_temporal = int(self.vae.config.scale_factor_temporal)
-            self.pipeline.vae_scale_factor_spatial = int(self.vae.config.scale_factor_spatial)
-            self.pipeline.video_processor = type(self.pipeline.video_processor)(vae_scale_factor=self.pipeline.vae_scale_factor_spatial)
+            pipe = self.pipeline
+            pipe.vae_scale_factor_temporal = int(self.vae.config.scale_factor_temporal)
+            pipe.vae_scale_factor_spatial = int(self.vae.config.scale_factor_spatial)
+            processor = type(pipe.video_processor)
+            pipe.video_processor = processor(vae_scale_factor=pipe.vae_scale_factor_spatial)
         return getattr(self, name)
 
     def to(self, *args, **kwargs) -> WanBackbone:
@@ -172,13 +142,15 @@ class WanBackbone(nn.Module):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def tiny(cls, seed: int = 0, two_stage: bool = False, components: Sequence[str] = COMPONENTS) -> WanBackbone:
+    def tiny(
+        cls, seed: int = 0, two_stage: bool = False, components: Sequence[str] = COMPONENTS
+    ) -> WanBackbone:
         """The embedded tiny preset (see :mod:`pila.backbone.tiny`); nothing is downloaded.
 
         ``components`` left out are built (from the same seed) on first use.
         """
         loader = ComponentLoader("tiny", seed=seed, two_stage=two_stage)
-        return cls(loader(_check_components(components)), source="tiny", loader=loader)
+        return cls(loader(check_components(components)), source="tiny", loader=loader)
 
     @staticmethod
     def named_folder(name: str) -> Path | None:
@@ -210,39 +182,10 @@ class WanBackbone(nn.Module):
                 needs :data:`TRAINING_COMPONENTS` only); the rest load on first use. A hub
                 download fetches only these components' weights.
         """
-        components = _check_components(components)
         name = os.fspath(path_or_id)
-        target = resolve_dtype(dtype, device)
-        vae_target = resolve_dtype(vae_dtype, device)
-        # Per-component dtypes at load time keep diffusers' float32-only submodules
-        # (norms, time embedding, RoPE) in float32.
-        dtypes = {
-            "transformer": target,
-            "transformer_2": target,
-            "text_encoder": target,
-            "vae": vae_target,
-            "default": target,
-        }
-        if name == "tiny":
-            loader = ComponentLoader("tiny", dtypes, seed=seed)
-            backbone = cls(loader(components), source="tiny", loader=loader)
-        else:
-            path = WanBackbone.named_folder(name) or Path(name).expanduser()
-            if not path.exists() and is_hub_id(name):
-                log.info("loading Wan backbone %s from the hub", name)
-                loader = ComponentLoader(name, dtypes)
-                try:
-                    pipeline = loader(components)
-                except OSError as err:
-                    raise FileNotFoundError(
-                        f"could not load Wan backbone {name!r} from the hub ({err}). Without "
-                        f"network access, download it once and pass the local folder ({WAN_FOLDER_LAYOUT})."
-                    ) from err
-            else:
-                check_wan_folder(path)
-                loader = ComponentLoader(str(path), dtypes)
-                pipeline = loader(components)
-            backbone = cls(pipeline, source=name, loader=loader)
+        dtypes = component_dtypes(dtype, vae_dtype, device)
+        pipeline, loader = open_pipeline(name, dtypes, components, seed=seed)
+        backbone = cls(pipeline, source=name, loader=loader)
         if device is not None:
             backbone.to(device)
         return backbone
@@ -342,7 +285,8 @@ class WanBackbone(nn.Module):
             return_attention_mask=True,
             return_tensors="pt",
         )
-        self.load_component("text_encoder")  # loaded on first use when the backbone was built without it
+        # loaded on first use when the backbone was built without it
+        self.load_component("text_encoder")
         # The pipeline's execution device: with CPU offloading the encoder's parameters report
         # the CPU (or meta) while its hooks run it on the accelerator.
         device = torch.device(self.pipeline._execution_device)
@@ -363,7 +307,9 @@ class WanBackbone(nn.Module):
         return mean, std
 
     @torch.no_grad()
-    def encode_video(self, video: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def encode_video(
+        self, video: Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Pixels → normalised latents, ``z = (μ − latents_mean) / latents_std``.
 
         Args:
@@ -399,7 +345,9 @@ class WanBackbone(nn.Module):
         """True where ``transformer`` (the high-noise expert) handles ``timestep``."""
         ratio = self.boundary_ratio
         if ratio is None or self.transformer_2 is None:
-            return True if not isinstance(timestep, Tensor) else torch.ones_like(timestep, dtype=torch.bool)
+            if not isinstance(timestep, Tensor):
+                return True
+            return torch.ones_like(timestep, dtype=torch.bool)
         boundary = ratio * self.scheduler.config.num_train_timesteps
         return timestep >= boundary
 
@@ -441,54 +389,6 @@ class WanBackbone(nn.Module):
         return self.velocity(x_t, sigma, encoder_hidden_states)
 
 
-def _check_components(components: Sequence[str]) -> tuple[str, ...]:
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or isinstance(components, str):
-        raise ValueError(f"unknown backbone components {unknown or components!r}; use a list of {', '.join(COMPONENTS)}")
-    return tuple(c for c in COMPONENTS if c in components)
-
-
-class ComponentLoader:
-    """Builds a ``WanPipeline`` holding some components of one backbone, the others ``None``.
-
-    A folder or hub id goes through ``WanPipeline.from_pretrained`` with the left-out
-    components passed as ``None`` (diffusers then neither reads nor downloads their
-    weights); ``"tiny"`` builds the preset from its seed and drops the rest. Tokenizer,
-    scheduler and ``model_index.json`` (Wan 2.2's ``boundary_ratio``) always come along.
-
-    Args:
-        source: a diffusers Wan folder, a hub id, or ``"tiny"``.
-        dtypes: per-component dtypes (``transformer``, ``transformer_2``, ``text_encoder``,
-            ``vae``, ``default``), as ``WanPipeline.from_pretrained`` takes them (None:
-            float32 everywhere).
-        seed: the tiny preset's seed.
-        two_stage: the tiny preset's Wan 2.2 layout.
-    """
-
-    def __init__(self, source: str, dtypes: dict[str, torch.dtype] | None = None, seed: int = 0, two_stage: bool = False) -> None:
-        self.source = source
-        self.dtypes = dtypes
-        self.seed = seed
-        self.two_stage = two_stage
-
-    def __call__(self, components: Sequence[str]) -> WanPipeline:
-        left_out = {name: None for name in COMPONENTS if name not in components}
-        if left_out.get("transformer", 1) is None:
-            left_out["transformer_2"] = None
-        if self.source != "tiny":
-            return WanPipeline.from_pretrained(self.source, dtype=self.dtypes or torch.float32, **left_out)
-        from pila.backbone.tiny import build_tiny_pipeline
-
-        pipeline = build_tiny_pipeline(seed=self.seed, two_stage=self.two_stage)
-        for name in ("transformer", "transformer_2", "text_encoder", "vae"):
-            module = getattr(pipeline, name, None)
-            if name in left_out:
-                pipeline.register_modules(**{name: None})
-            elif module is not None and self.dtypes is not None and module.dtype != self.dtypes[name]:
-                module.to(dtype=self.dtypes[name])
-        return pipeline
-
-
 def load_backbone(
     path_or_id: str,
     *,
@@ -498,4 +398,6 @@ def load_backbone(
     seed: int = 0,
 ) -> WanBackbone:
     """Functional form of :meth:`WanBackbone.from_pretrained`."""
-    return WanBackbone.from_pretrained(path_or_id, dtype=dtype, vae_dtype=vae_dtype, device=device, seed=seed)
+    return WanBackbone.from_pretrained(
+        path_or_id, dtype=dtype, vae_dtype=vae_dtype, device=device, seed=seed
+    )

@@ -24,24 +24,19 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from pila.adapter.pretrained import (
-    adapter_config,
-    adapter_identity,
-    load_adapter,
-    resolve_adapter_folder,
-)
-from pila.backbone import WanBackbone
+from pila.adapter.loading import adapter_config, adapter_identity, load_adapter
+from pila.adapter.pretrained import resolve_adapter_folder
+from pila.backbone import WanBackbone, resolve_dtype
 from pila.backbone.runtime import (
     MemoryConfig,
     apply_memory_options,
     compile_backbone,
     execution_device,
 )
-from pila.backbone.wan import resolve_dtype
 from pila.generation.records import PredictItem
 from pila.generation.sampling import CheckedAdapter, GeneratedVideo, generate_video
 from pila.generation.settings import SamplingConfig
-from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
+from pila.parser import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from pila.adapter.condition import AdapterCondition, randomize_labels
 from pila.adapter.config import AdapterConfig
-from pila.adapter.pretrained import adapter_config, check_backbone_sizes, load_adapter
+from pila.adapter.loading import adapter_config, check_backbone_sizes, load_adapter
 from pila.backbone import WanBackbone
 from pila.backbone.runtime import MemoryConfig, apply_memory_options, execution_device
 from pila.categories import labels_to_multihot
@@ -52,7 +52,7 @@ from pila.generation.proxy import (
     top_k_override,
 )
 from pila.generation.settings import SamplingConfig, StepCallback, resolve_seeds
-from pila.parser.base import ParsedPrompt, PromptParser, default_parser, parse_with_given
+from pila.parser import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
 
 # ----------------------------------------------------------------------------- outputs

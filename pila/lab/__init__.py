@@ -1,6 +1,6 @@
 """The physics lab: scenes with closed-form physics, the lab world, the ruler, experiments."""
 
-from pathlib import Path
+from pila.backbone.folders import LAB_WORLD_FOLDER
 
-WORLD_FOLDER = Path(__file__).resolve().parent / "world"
+WORLD_FOLDER = LAB_WORLD_FOLDER
 """The shipped lab world (a diffusers ``WanPipeline`` folder), loaded by the backbone name ``lab``."""

@@ -360,7 +360,7 @@ def execute_run(
 
     ``prompt_file``: the evaluation set's prompt file (:func:`evaluation_prompts`; None: predict.yaml's).
     """
-    from pila.adapter.pretrained import folder_weights_sha256
+    from pila.adapter.loading import folder_weights_sha256
     from pila.lab.evaluate import evaluate
     from pila.stages.export import export_adapter
 

@@ -9,7 +9,6 @@ back to the rules when the model's answer cannot be used.
 from pila.parser.base import (
     ParsedPrompt,
     PromptParser,
-    default_parser,
     ordered_labels,
     parse_with_given,
 )
@@ -23,7 +22,7 @@ from pila.parser.llm import (
     parse_json_answer,
     validate_categories,
 )
-from pila.parser.rules import RuleBasedParser
+from pila.parser.rules import RuleBasedParser, default_parser
 
 __all__ = [
     "DEFAULT_TEMPLATES",

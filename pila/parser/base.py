@@ -61,22 +61,12 @@ class PromptParser(ABC):
     def parse(self, prompt: str) -> ParsedPrompt:
         """Parse one prompt."""
 
-    def parse_many(self, prompts: list[str]) -> list[ParsedPrompt]:
-        return [self.parse(p) for p in prompts]
-
     def load(self, device: str | None = None) -> None:  # noqa: B027 - optional hook
         """Load whatever the parser needs (a model) before generation starts; no-op by default."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """The parser's identity and settings, recorded in every sidecar."""
-
-
-def default_parser() -> PromptParser:
-    """The parser used wherever none is given: the rule-based one (no model, no download)."""
-    from pila.parser.rules import RuleBasedParser
-
-    return RuleBasedParser()
 
 
 def parse_with_given(
@@ -86,7 +76,8 @@ def parse_with_given(
     labels: Sequence[str] | None = None,
     refined_prompt: str | None = None,
 ) -> ParsedPrompt:
-    """The adapter's description and labels for ``prompt``: what is given, the parser's answer for the rest.
+    """The adapter's description and labels for ``prompt``: what is given, the parser's answer
+    for the rest.
 
     Args:
         parser: asked only when ``labels`` or ``refined_prompt`` is missing.

@@ -112,7 +112,8 @@ class CategoryMap:
         p = Path(path) if path is not None else DEFAULT_CATEGORY_MAP
         if not p.is_file():
             raise FileNotFoundError(
-                f"category map {str(p)!r} does not exist; omit it to use the shipped one ({DEFAULT_CATEGORY_MAP})"
+                f"category map {str(p)!r} does not exist; omit it to use the shipped one "
+                f"({DEFAULT_CATEGORY_MAP})"
             )
         text = p.read_text(encoding="utf-8")
         try:
@@ -122,7 +123,9 @@ class CategoryMap:
         return cls.from_dict(data, source=str(p), sha256=hashlib.sha256(text.encode()).hexdigest())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<in-memory>", sha256: str = "") -> CategoryMap:
+    def from_dict(
+        cls, data: dict[str, Any], source: str = "<in-memory>", sha256: str = ""
+    ) -> CategoryMap:
         """Build a map from the parsed JSON (validated; errors name ``source`` and the entry)."""
 
         def fail(what: str) -> ValueError:
@@ -133,7 +136,9 @@ class CategoryMap:
                 raise fail(f"{where} must be a non-empty list of categories")
             bad = [v for v in value if v not in CATEGORIES]
             if bad:
-                raise fail(f"{where} names unknown categories {bad}; valid: {', '.join(CATEGORIES)}")
+                raise fail(
+                    f"{where} names unknown categories {bad}; valid: {', '.join(CATEGORIES)}"
+                )
             return tuple(_ordered(value))
 
         def compile_(pattern: Any, where: str) -> re.Pattern[str]:
@@ -152,7 +157,8 @@ class CategoryMap:
         if not isinstance(raw_phenomena, dict):
             raise fail("'phenomena' must map phenomenon names to category lists")
         phenomena = {
-            str(name).strip().lower(): categories(cats, f"phenomena[{name!r}]") for name, cats in raw_phenomena.items()
+            str(name).strip().lower(): categories(cats, f"phenomena[{name!r}]")
+            for name, cats in raw_phenomena.items()
         }
         fields = {}
         for key in ("answer_fields", "keyword_fields"):
@@ -166,14 +172,17 @@ class CategoryMap:
         separators = data.get("answer_separators", ",;\n")
         if not isinstance(separators, str) or not separators:
             raise fail("'answer_separators' must be a non-empty string")
-        ignore = tuple(compile_(p, f"ignore_answers[{i}]") for i, p in enumerate(data.get("ignore_answers", [])))
+        ignore = tuple(
+            compile_(p, f"ignore_answers[{i}]")
+            for i, p in enumerate(data.get("ignore_answers", []))
+        )
         rules = []
         for i, rule in enumerate(data.get("keywords", [])):
             if not isinstance(rule, dict):
                 raise fail(f"keywords[{i}] must be an object with 'pattern' and 'categories'")
-            rules.append(
-                KeywordRule(compile_(rule.get("pattern"), f"keywords[{i}].pattern"), categories(rule.get("categories"), f"keywords[{i}].categories"))
-            )
+            pattern = compile_(rule.get("pattern"), f"keywords[{i}].pattern")
+            cats = categories(rule.get("categories"), f"keywords[{i}].categories")
+            rules.append(KeywordRule(pattern, cats))
         return cls(
             phenomena=phenomena,
             label_field=label_field,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pila.categories import CATEGORIES
-from pila.io import write_json_atomic
+from pila.io import read_json, write_json_atomic
 from pila.parser.base import ParsedPrompt, PromptParser, ordered_labels
 from pila.parser.rules import RuleBasedParser
 
@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE_FILES = {"refine": "refine.txt", "categories": "categories.txt", "retry": "retry.txt"}
-TEMPLATE_PLACEHOLDERS = {"refine": ("{prompt}",), "categories": ("{description}", "{categories}"), "retry": ()}
+TEMPLATE_PLACEHOLDERS = {
+    "refine": ("{prompt}",),
+    "categories": ("{description}", "{categories}"),
+    "retry": (),
+}
 
 CompletionFn = Callable[[str], str]
 """Text in, the model's continuation out."""
@@ -131,19 +135,24 @@ class Templates:
             text = path.read_text(encoding="utf-8")
             missing = [p for p in TEMPLATE_PLACEHOLDERS[name] if p not in text]
             if missing:
-                raise ValueError(f"prompt-parser template {str(path)!r} lacks the placeholder(s) {', '.join(missing)}")
+                raise ValueError(
+                    f"prompt-parser template {str(path)!r} lacks the placeholder(s) "
+                    f"{', '.join(missing)}"
+                )
             texts[name] = text
         return cls(folder=str(root), **texts)
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256("\0".join((self.refine, self.categories, self.retry)).encode()).hexdigest()
+        joined = "\0".join((self.refine, self.categories, self.retry))
+        return hashlib.sha256(joined.encode()).hexdigest()
 
     def refine_prompt(self, prompt: str) -> str:
         return self.refine.replace("{prompt}", prompt)
 
     def categories_prompt(self, description: str) -> str:
-        return self.categories.replace("{categories}", ", ".join(CATEGORIES)).replace("{description}", description)
+        text = self.categories.replace("{categories}", ", ".join(CATEGORIES))
+        return text.replace("{description}", description)
 
 
 class LLMPromptParser(PromptParser):
@@ -181,11 +190,14 @@ class LLMPromptParser(PromptParser):
         category_map: str | None = None,
     ) -> None:
         if (model_path is None) == (completion_fn is None):
-            raise ValueError("LLMPromptParser needs exactly one of model_path (a local model folder) or completion_fn")
+            raise ValueError(
+                "LLMPromptParser needs exactly one of model_path (a local model folder) "
+                "or completion_fn"
+            )
         if model_path is not None and not Path(model_path).expanduser().is_dir():
             raise FileNotFoundError(
-                f"prompt-parser model folder {model_path!r} does not exist; pass a local folder holding a "
-                "transformers causal LM (config.json, weights, tokenizer files)"
+                f"prompt-parser model folder {model_path!r} does not exist; pass a local folder "
+                "holding a transformers causal LM (config.json, weights, tokenizer files)"
             )
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -204,7 +216,13 @@ class LLMPromptParser(PromptParser):
         self._model = None
         self._tokenizer = None
         self.cache: dict[str, dict[str, Any]] = self._read_cache()
-        self.stats = {"completions": 0, "retries": 0, "fallbacks": 0, "dropped_labels": 0, "cache_hits": 0}
+        self.stats = {
+            "completions": 0,
+            "retries": 0,
+            "fallbacks": 0,
+            "dropped_labels": 0,
+            "cache_hits": 0,
+        }
 
     # --------------------------------------------------------------------- model
     def load(self, device: str | None = None) -> None:
@@ -234,17 +252,24 @@ class LLMPromptParser(PromptParser):
         import torch
 
         tok, model = self._tokenizer, self._model
-        chat = self.use_chat_template if self.use_chat_template is not None else bool(getattr(tok, "chat_template", None))
+        chat = self.use_chat_template
+        if chat is None:
+            chat = bool(getattr(tok, "chat_template", None))
         if chat:
             ids = tok.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+                [{"role": "user", "content": text}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             )
         else:
             ids = tok(text, return_tensors="pt")
         ids = {k: v.to(model.device) for k, v in ids.items()}
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
+            out = model.generate(
+                **ids, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad
+            )
         return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def _ask(self, text: str, key: str, kind: type) -> Any:
@@ -276,9 +301,13 @@ class LLMPromptParser(PromptParser):
         if self.cache_file is None or not self.cache_file.is_file():
             return {}
         try:
-            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
+            data = read_json(self.cache_file)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            log.warning("prompt-parser cache %s is unreadable (%s); starting an empty cache", self.cache_file, err)
+            log.warning(
+                "prompt-parser cache %s is unreadable (%s); starting an empty cache",
+                self.cache_file,
+                err,
+            )
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -302,10 +331,14 @@ class LLMPromptParser(PromptParser):
     def _parse_uncached(self, prompt: str) -> ParsedPrompt:
         # 1. rewrite into a physics-oriented description
         try:
-            description = " ".join(self._ask(self.templates.refine_prompt(prompt), "description", str).split())
+            answer = self._ask(self.templates.refine_prompt(prompt), "description", str)
+            description = " ".join(answer.split())
         except MalformedAnswer:
             self.stats["fallbacks"] += 1
-            log.warning("prompt parser: no usable description for %r; using the rule-based parser", prompt[:60])
+            log.warning(
+                "prompt parser: no usable description for %r; using the rule-based parser",
+                prompt[:60],
+            )
             rules = self.fallback.parse(prompt)
             return ParsedPrompt(prompt, rules.refined_prompt, rules.labels, "rules-fallback")
         # 2. description → active categories
@@ -313,7 +346,10 @@ class LLMPromptParser(PromptParser):
             names = self._ask(self.templates.categories_prompt(description), "categories", list)
         except MalformedAnswer:
             self.stats["fallbacks"] += 1
-            log.warning("prompt parser: no usable categories for %r; using the rule-based labels", prompt[:60])
+            log.warning(
+                "prompt parser: no usable categories for %r; using the rule-based labels",
+                prompt[:60],
+            )
             return ParsedPrompt(prompt, description, self.fallback.labels(prompt), "llm+rules")
         labels, dropped = validate_categories(names)
         if dropped:

@@ -32,7 +32,9 @@ class RuleBasedParser(PromptParser):
 
     def parse(self, prompt: str) -> ParsedPrompt:
         text = " ".join(prompt.split())
-        return ParsedPrompt(prompt=prompt, refined_prompt=text, labels=self.labels(text), source="rules")
+        return ParsedPrompt(
+            prompt=prompt, refined_prompt=text, labels=self.labels(text), source="rules"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -40,3 +42,8 @@ class RuleBasedParser(PromptParser):
             "category_map": self.category_map.source,
             "category_map_sha256": self.category_map.sha256,
         }
+
+
+def default_parser() -> PromptParser:
+    """The parser used wherever none is given: the rule-based one (no model, no download)."""
+    return RuleBasedParser()

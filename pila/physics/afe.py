@@ -245,7 +245,10 @@ def stress_closure(
 
 
 def pressure_identity(p: Tensor, std: Tensor, eps: float) -> Tensor:
-    """p̃·I as (xx, yy, xy) with p̃ = p / (std + eps): p (B, 1, …), std (B, 1, 1, 1, 1) → (B, 3, …)."""
+    """p̃·I as (xx, yy, xy) with p̃ = p / (std + eps).
+
+    Shapes: p (B, 1, …), std (B, 1, 1, 1, 1) → (B, 3, …).
+    """
     p_tilde = p / (std + eps)
     return torch.cat([p_tilde, p_tilde, torch.zeros_like(p_tilde)], dim=1)
 
@@ -308,7 +311,8 @@ class AnchoredFieldEstimator(nn.Module):
             raise ValueError(f"h must have shape (B, {self.hidden}, T, H, W), got {tuple(h.shape)}")
         if scaffold.ndim != 5 or scaffold.shape[1] != BANK_CHANNELS:
             raise ValueError(
-                f"scaffold must have shape (B, {BANK_CHANNELS}, T, H, W), got {tuple(scaffold.shape)}"
+                f"scaffold must have shape (B, {BANK_CHANNELS}, T, H, W), got "
+                f"{tuple(scaffold.shape)}"
             )
         if (h.shape[0], *h.shape[2:]) != (scaffold.shape[0], *scaffold.shape[2:]):
             raise ValueError(

@@ -12,8 +12,8 @@ offers two executions of that same function (:class:`ResidualPass`):
 * compiled: the same Python function under ``torch.compile(fullgraph=True)``. The
   stencils are shifted views and their adjoints are functional under the compiler, so
   it fuses the whole pass, the masked means and the backward pass into a few loops. On
-  the full-size latent (16 × 21 × 60 × 104; CPU, one thread), all 29 terms in one call, this runs about
-  4× faster forward and 5× faster forward + backward than the eager naive per-term
+  the full-size latent (16 × 21 × 60 × 104; CPU, one thread), all 29 terms in one call,
+  this runs about 4× faster forward and 5× faster forward + backward than the eager naive per-term
   evaluation (2.7× when called once per category, as stage C does); the naive evaluation
   compiled the same way comes within 1.2×, because the compiler also removes repeated
   derivatives: the gain is fusion (``benchmarks/results/physics_residuals.md``).

@@ -53,7 +53,10 @@ class ResidualLossOutput:
 
 
 def masked_square_mean(residual: Tensor, mask: Tensor) -> Tensor:
-    """mean over (C, T, H, W) of m·r² per sample: r (B, C_r, T', H', W'), m (B, 1, T', H', W') → (B,)."""
+    """mean over (C, T, H, W) of m·r² per sample.
+
+    Shapes: r (B, C_r, T', H', W'), m (B, 1, T', H', W') → (B,).
+    """
     if residual.dtype in (torch.float16, torch.bfloat16):
         residual = residual.float()  # accumulate squares of low-precision residuals in float32
     if torch.compiler.is_compiling():
@@ -125,7 +128,8 @@ class ResidualLoss(nn.Module):
             updated = self.momentum * self.running_mean[i] + (1.0 - self.momentum) * value
             # A non-finite step (which training skips) must not poison the statistics.
             finite = torch.isfinite(value)
-            self.running_mean[i] = torch.where(finite, torch.where(seen, updated, value), self.running_mean[i])
+            step = torch.where(seen, updated, value)
+            self.running_mean[i] = torch.where(finite, step, self.running_mean[i])
             self.num_updates[i] += finite.to(self.num_updates.dtype)
             scale = self.running_mean[i]
         elif int(self.num_updates[i]) > 0:

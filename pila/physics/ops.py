@@ -311,7 +311,10 @@ def curl2d(v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
 
 
 def jacobian(v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
-    """∇v of a 2-vector as (∂x v_x, ∂y v_x, ∂x v_y, ∂y v_y): (B, 2, T, H, W) → (B, 4, T', H', W')."""
+    """∇v of a 2-vector as (∂x v_x, ∂y v_x, ∂x v_y, ∂y v_y).
+
+    Shapes: (B, 2, T, H, W) → (B, 4, T', H', W').
+    """
     _check_vector(v, "jacobian")
     return gradient(v, boundary=boundary)
 
@@ -323,7 +326,10 @@ def sym_gradient(v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
 
 
 def grad_div(v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
-    """∇(div v) = (∂xx v_x + ∂xy v_y, ∂xy v_x + ∂yy v_y), compact: (B, 2, …) → (B, 2, T', H', W')."""
+    """∇(div v) = (∂xx v_x + ∂xy v_y, ∂xy v_x + ∂yy v_y), compact.
+
+    Shapes: (B, 2, …) → (B, 2, T', H', W').
+    """
     _check_vector(v, "grad_div")
     cross = d_dxy(v, boundary=boundary)  # (B, 2, T', H', W')
     gx = d_dxx(v[:, 0:1], boundary=boundary) + cross[:, 1:2]
@@ -332,14 +338,20 @@ def grad_div(v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
 
 
 def advection(v: Tensor, f: Tensor, *, boundary: Boundary = "interior") -> Tensor:
-    """Advective derivative (v·∇)f per channel of f: v (B, 2, …), f (B, C, …) → (B, C, T', H', W')."""
+    """Advective derivative (v·∇)f per channel of f.
+
+    Shapes: v (B, 2, …), f (B, C, …) → (B, C, T', H', W').
+    """
     _check_vector(v, "advection")
     fx, fy = d_dx(f, boundary=boundary), d_dy(f, boundary=boundary)
     return advection_from_partials(at_points(v, boundary), fx, fy)
 
 
 def div_flux(f: Tensor, v: Tensor, *, boundary: Boundary = "interior") -> Tensor:
-    """Conservative div(f·v) = ∂x(f v_x) + ∂y(f v_y): f (B, C, …), v (B, 2, …) → (B, C, T', H', W')."""
+    """Conservative div(f·v) = ∂x(f v_x) + ∂y(f v_y).
+
+    Shapes: f (B, C, …), v (B, 2, …) → (B, C, T', H', W').
+    """
     _check_vector(v, "div_flux")
     _check_field(f, "div_flux")
     return d_dx(f * v[:, 0:1], boundary=boundary) + d_dy(f * v[:, 1:2], boundary=boundary)

@@ -55,7 +55,8 @@ READINGS: dict[str, tuple[str, ...]] = {
 first choice of each is the default."""
 
 PRESSURE_STD_EPS = AFEConfig.std_eps
-"""ε_p of the ``"eq20"`` stress reading: AFE's ``std_eps`` (so the residual vanishes on AFE's output)."""
+"""ε_p of the ``"eq20"`` stress reading: AFE's ``std_eps`` (so the residual vanishes on AFE's
+output)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ class ResidualScales:
         for name, choices in READINGS.items():
             if getattr(self, name) not in choices:
                 raise ValueError(
-                    f"ResidualScales.{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}"
+                    f"ResidualScales.{name} must be one of {', '.join(map(repr, choices))}, got "
+                    f"{getattr(self, name)!r}"
                 )
         for field in dataclasses.fields(self):
             if field.name in READINGS:
@@ -148,7 +150,8 @@ class ResidualScales:
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             raise ValueError(
-                f"unknown residual scale(s) {', '.join(unknown)}; valid scales are: {', '.join(names)}"
+                f"unknown residual scale(s) {', '.join(unknown)}; valid scales are: "
+                f"{', '.join(names)}"
             )
         return cls(**overrides)
 
@@ -268,7 +271,10 @@ Residual = Callable[[FieldDerivatives, ResidualScales], Tensor]
 
 
 def kinematic_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
-    """∂t u − v, or with ``kinematic_reading="midpoint"`` ∂t u − v − ¼·∂tt v (rigid_body, collision): (B, 2, T', H', W')."""
+    """∂t u − v, or with ``kinematic_reading="midpoint"`` ∂t u − v − ¼·∂tt v.
+
+    rigid_body, collision: (B, 2, T', H', W').
+    """
     central = d.dt("u") - d.field("v")
     if s.kinematic_reading == "midpoint":
         return central - 0.25 * d.dtt("v")
@@ -281,15 +287,16 @@ def low_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
 
 
 def stress_strain_residual(d: FieldDerivatives, s: ResidualScales) -> Tensor:
-    """σ_s − κ·ε, or with ``stress_reading="eq20"`` σ_s + κ_p·p̃·I − κ·ε (rigid_body, elastic): (B, 3, T', H', W').
+    """σ_s − κ·ε, or with ``stress_reading="eq20"`` σ_s + κ_p·p̃·I − κ·ε.
 
-    p̃ is normalised by the per-sample standard deviation of p over the whole grid, as AFE
-    normalises it (Eq. 20).
+    rigid_body, elastic: (B, 3, T', H', W'). p̃ is normalised by the per-sample standard
+    deviation of p over the whole grid, as AFE normalises it (Eq. 20).
     """
     linear = torch.sub(d.field("stress"), d.field("strain"), alpha=s.kappa)
     if s.stress_reading != "eq20":
         return linear
-    std = d.raw("p").std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1), over the whole grid
+    # over the whole grid
+    std = d.raw("p").std(dim=(1, 2, 3, 4), keepdim=True, correction=0)  # (B, 1, 1, 1, 1)
     return linear + s.kappa_p * pressure_identity(d.field("p"), std, PRESSURE_STD_EPS)
 
 

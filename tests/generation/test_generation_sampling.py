@@ -250,7 +250,7 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     import hashlib
 
     from pila.adapter import PILAAdapter
-    from pila.adapter.pretrained import adapter_identity
+    from pila.adapter.loading import adapter_identity
 
     fresh, trained = adapter_factory(), adapter_factory(trained=True)
     assert adapter_identity(fresh)["sha256"] == adapter_identity(adapter_factory())["sha256"]
