@@ -314,12 +314,12 @@ def adapter_reads(monkeypatch):
     """Counts of the adapter's compatibility checks and config reads, wherever they are called."""
     import sys
 
-    import pila.adapter.pretrained as pretrained
+    import pila.adapter.loading as loading
 
     counts = {"check": 0, "config": 0}
 
     def counting(name, key):
-        real = getattr(pretrained, name)
+        real = getattr(loading, name)
 
         def wrapper(*args, **kwargs):
             counts[key] += 1
@@ -332,7 +332,7 @@ def adapter_reads(monkeypatch):
         "check_adapter_compatible": counting("check_adapter_compatible", "check"),
         "adapter_config": counting("adapter_config", "config"),
     }
-    modules = [pretrained] + [m for n, m in sys.modules.items() if n.startswith("pila.generation")]
+    modules = [loading] + [m for n, m in sys.modules.items() if n.startswith("pila.generation")]
     for module in modules:
         for name, wrapper in wrapped.items():
             if hasattr(module, name):
