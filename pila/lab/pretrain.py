@@ -5,111 +5,400 @@ with its card, ``README.md``), each part's checkpoints and CSV/TensorBoard logs 
 ``DIR/vae`` and ``DIR/transformer``, and the encoded training latents. ``--ckpt_path
 last`` resumes both parts where their last checkpoints left them. The shipped world
 (:data:`pila.lab.world.WORLD_FOLDER`) was made this way; its card records the command.
+
+:func:`train_world` is the same from Python: the world's config and clips are
+:mod:`pila.lab.world`, its two parts :mod:`pila.lab.world_parts`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import shlex
-import sys
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
+import lightning as L
+import numpy as np
 import torch
+from diffusers import AutoencoderKLWan
+from diffusers.configuration_utils import FrozenDict
+from torch.utils.data import DataLoader
 
 from pila import logs
-from pila.lab.world import WorldConfig
+from pila.backbone.tiny import build_tiny_pipeline
+from pila.io import atomic_path, write_json_atomic
+from pila.lab.cli import ArgumentParser, UsageError, run_command
+from pila.lab.world import ClipSet, WorldConfig, render_clips
+from pila.lab.world_card import PartReport, read_record, write_card
+from pila.lab.world_parts import (
+    EpochKeys,
+    LatentData,
+    TransformerPart,
+    VAEPart,
+    WindowData,
+    WorldPart,
+    encode_clips,
+    reconstruction_psnr,
+)
+
+log = logging.getLogger(__name__)
 
 PROG = "pila lab pretrain"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2)."""
+# ----------------------------------------------------------------- training
+def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
+    checkpoint = ModelCheckpoint(
+        dirpath=out / part / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    )
+    # one log version per run (logs/version_0, version_1 after a resume, ...): none overwritten
+    version = len(list((out / part / "logs").glob("version_*")))
+    loggers = [
+        CSVLogger(out / part, name="logs", version=version),
+        TensorBoardLogger(out / part, name="logs", version=version),
+    ]
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=loggers,
+        callbacks=[checkpoint],
+        deterministic=True,
+        gradient_clip_val=1.0,  # our choice
+        log_every_n_steps=5 if max_steps >= 100 else 1,  # our choice
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out),
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _fit(
+    trainer: L.Trainer, module: WorldPart, loader: DataLoader, ckpt_path: str | None
+) -> float:
+    """Fit; returns the wall seconds of this call."""
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    return time.perf_counter() - start
+
+
+def _window_loader(
+    clips: ClipSet, config: WorldConfig, *, window: int, crop: int, batch: int, seed: int
+) -> DataLoader:
+    """Batches of ``window``-frame, ``crop``-pixel windows of the clips, drawn per epoch by
+    :class:`~pila.lab.world_parts.EpochKeys`."""
+    return DataLoader(
+        WindowData(clips, window, crop),
+        batch_size=batch,
+        sampler=EpochKeys(
+            len(clips.prompts),
+            config.steps_per_epoch * batch,
+            seed,
+            window=(config.num_frames, window),
+            crop=(config.height, config.width, crop),
+        ),
+        num_workers=0,
+    )
+
+
+def _resolve_ckpt(out: Path, part: str, ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        last = out / part / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return ckpt_path
+
+
+def _report(module: WorldPart, trainer: L.Trainer, wall: float) -> PartReport:
+    recent = module.recent_losses[-20:]
+    steps = int(trainer.global_step)
+    return PartReport(
+        steps=steps,
+        wall_seconds=wall,
+        train_seconds=module.train_seconds,
+        final_loss=float(np.mean(recent)) if recent else float("nan"),
+        seconds_per_step=module.train_seconds / steps if steps else float("nan"),
+    )
+
+
+def _vae_part(config: WorldConfig, lr: float, steps: int) -> VAEPart:
+    return VAEPart(
+        config.vae_config(),
+        config.seed,
+        lr,
+        steps,
+        config.warmup_steps,
+        config.kl_weight,
+        config.foreground_weight,
+    )
+
+
+def _train_vae(
+    base: Path, config: WorldConfig, train_clips: ClipSet, ckpt_path: str | None, progress: bool
+) -> tuple[AutoencoderKLWan, PartReport, PartReport]:
+    """Both VAE phases; returns the trained VAE (eval mode) and each phase's report."""
+    frames_part = _vae_part(config, config.vae_frame_lr, config.vae_frame_steps)
+    frames_loader = _window_loader(
+        train_clips,
+        config,
+        window=1,
+        crop=min(config.height, config.width),
+        batch=config.vae_frame_batch,
+        seed=config.seed + 2,
+    )
+    nan = float("nan")
+    frames_report = PartReport(
+        steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=nan, seconds_per_step=nan
+    )
+    if config.vae_frame_steps:
+        trainer = _trainer(base, "vae_frames", config.vae_frame_steps, progress)
+        resume = _resolve_ckpt(base, "vae_frames", ckpt_path)
+        wall = _fit(trainer, frames_part, frames_loader, resume)
+        frames_report = _report(frames_part, trainer, wall)
+
+    vae_part = _vae_part(config, config.vae_lr, config.vae_steps)
+    if config.vae_frame_steps:
+        # a resumed run restores its checkpoint over this
+        vae_part.vae.load_state_dict(frames_part.vae.state_dict())
+    vae_loader = _window_loader(
+        train_clips,
+        config,
+        window=config.vae_window,
+        crop=config.vae_crop,
+        batch=config.vae_batch,
+        seed=config.seed,
+    )
+    trainer = _trainer(base, "vae", config.vae_steps, progress)
+    wall = _fit(trainer, vae_part, vae_loader, _resolve_ckpt(base, "vae", ckpt_path))
+    return vae_part.vae.eval(), frames_report, _report(vae_part, trainer, wall)
+
+
+def _taken_vae(
+    config: WorldConfig,
+) -> tuple[AutoencoderKLWan, PartReport, PartReport, WorldConfig]:
+    """The trained VAE of :attr:`WorldConfig.vae_from`, with the phase reports and the config
+    its world recorded (:func:`~pila.lab.world_card.read_record`)."""
+    folder = config.vae_folder()
+    vae = AutoencoderKLWan.from_pretrained(str(folder)).eval()
+    # the loaded config names the folder it came from; the world written here must not
+    vae._internal_dict = FrozenDict({k: v for k, v in vae.config.items() if k != "_name_or_path"})
+    frames_report, vae_report, source = read_record(folder.parent, config)
+    log.info("took the trained VAE of %s (not retrained)", folder)
+    return vae, frames_report, vae_report, source
+
+
+def train_world(
+    out: str | os.PathLike,
+    config: WorldConfig,
+    *,
+    ckpt_path: str | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> Path:
+    """Train the VAE, then the transformer, and write ``out/world`` (a ``WanPipeline`` folder
+    + card).
+
+    Args:
+        out: the output folder (checkpoints and logs per part, latents, the world).
+        config: what to train.
+        ckpt_path: ``"last"`` resumes each part from its last checkpoint (a finished part
+            is not retrained); a path resumes the part it belongs to; None starts afresh.
+        progress: show Lightning's progress bars.
+        command: the command line, recorded in the card.
+
+    Returns:
+        The world folder.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from pila.backbone.wan import WanBackbone
+
+    base = Path(out)
+    base.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(base / "config.json", asdict(config))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+
+    # 1. clips
+    train_clips = render_clips(config)
+    heldout = render_clips(config, heldout=True)
+    log.info(
+        "rendered %d training and %d held-out clips", len(train_clips.prompts), len(heldout.prompts)
+    )
+
+    # 2. the VAE: single frames first (cheap; the spatial path), then whole clips (temporal)
+    if config.vae_from is not None:
+        vae, frames_report, vae_report, vae_config = _taken_vae(config)
+    else:
+        vae, frames_report, vae_report = _train_vae(base, config, train_clips, ckpt_path, progress)
+        vae_config = config
+
+    # 3. latent statistics into the VAE config, then the normalised training latents
+    latents_file = base / "latents.safetensors"
+    vae_ckpt = base / "vae" / "checkpoints" / "last.ckpt"
+    latents_current = latents_file.is_file() and (
+        not vae_ckpt.is_file() or vae_ckpt.stat().st_mtime <= latents_file.stat().st_mtime
+    )
+    if ckpt_path is not None and latents_current:
+        stored = load_file(str(latents_file))
+        mean, std, latents = stored["mean"], stored["std"], stored["latents"]
+    else:
+        mu = encode_clips(vae, train_clips)  # (N, C, T, H, W)
+        mean = mu.mean(dim=(0, 2, 3, 4))  # (C,)
+        std = mu.std(dim=(0, 2, 3, 4)).clamp_min(1e-4)  # (C,)
+        latents = (mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+        with atomic_path(latents_file) as tmp:
+            save_file({"mean": mean, "std": std, "latents": latents.contiguous()}, str(tmp))
+    vae.register_to_config(
+        latents_mean=[round(float(v), 6) for v in mean],
+        latents_std=[round(float(v), 6) for v in std],
+    )
+    psnr = reconstruction_psnr(vae, heldout) if heldout.prompts else {}
+
+    # 4. the pipeline around it: the tiny preset's text encoder, tokenizer and scheduler
+    pipe = build_tiny_pipeline(
+        seed=config.seed, transformer=config.transformer_config(), vae=config.vae_config()
+    )
+    pipe.register_modules(vae=vae)
+    unique = sorted(set(train_clips.prompts))
+    backbone = WanBackbone(pipe)
+    text = backbone.encode_prompt(unique + [""], max_sequence_length=config.max_sequence_length)
+    embeds = text.embeds  # (U + 1, L, D); the last row is the empty prompt
+    prompt_ids = torch.tensor([unique.index(p) for p in train_clips.prompts])
+
+    # 5. the transformer
+    tr_part = TransformerPart(
+        config.transformer_config(),
+        config.seed,
+        config.transformer_lr,
+        config.transformer_steps,
+        config.warmup_steps,
+        config.shift,
+    )
+    keys = EpochKeys(
+        len(train_clips.prompts),
+        config.steps_per_epoch * config.transformer_batch,
+        config.seed + 1,
+        drop=config.prompt_dropout,
+    )
+    tr_loader = DataLoader(
+        LatentData(latents, prompt_ids, embeds, empty_id=len(unique)),
+        batch_size=config.transformer_batch,
+        sampler=keys,
+        num_workers=0,
+    )
+    trainer = _trainer(base, "transformer", config.transformer_steps, progress)
+    wall = _fit(trainer, tr_part, tr_loader, _resolve_ckpt(base, "transformer", ckpt_path))
+    tr_report = _report(tr_part, trainer, wall)
+
+    # 6. the world folder and its card
+    pipe.register_modules(transformer=tr_part.transformer.eval())
+    world = base / "world"
+    pipe.save_pretrained(str(world), safe_serialization=True)
+    reports = {"vae_frames": frames_report, "vae": vae_report, "transformer": tr_report}
+    write_card(world, config, command=command, psnr=psnr, vae_config=vae_config, **reports)
+    return world
+
+
+# ------------------------------------------------------------------ the command
+def build_parser() -> ArgumentParser:
     d = WorldConfig()
-    p = _Parser(prog=PROG, description="Train the lab world on the scenes: the VAE, then the transformer.")
+    p = ArgumentParser(
+        prog=PROG, description="Train the lab world on the scenes: the VAE, then the transformer."
+    )
+
+    def option(name: str, text: str, **kwargs) -> None:
+        """``--name`` for the :class:`WorldConfig` field ``name``, with its default."""
+        value = getattr(d, name)
+        shown = f"{value:g}" if isinstance(value, float) else value
+        flag = "--" + name.replace("_", "-")
+        text = f"{text} (default {shown})"
+        p.add_argument(flag, type=type(value), default=value, help=text, **kwargs)
+
     p.add_argument("--out", required=True, help="output folder (the world goes to OUT/world)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of rendering, initialisation and data order (default {d.seed})")
-    p.add_argument("--vae-frame-steps", type=int, default=d.vae_frame_steps, help=f"VAE steps on single frames before clips (default {d.vae_frame_steps})")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps, help=f"VAE optimiser steps (default {d.vae_steps})")
-    p.add_argument("--transformer-steps", type=int, default=d.transformer_steps, help=f"transformer optimiser steps (default {d.transformer_steps})")
-    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None, help="'last' resumes each part from its last checkpoint")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--clips-per-scene", type=int, default=d.clips_per_scene, help=f"training clips per scene (default {d.clips_per_scene})")
-    p.add_argument("--heldout-per-scene", type=int, default=d.heldout_per_scene, help=f"held-out clips per scene (default {d.heldout_per_scene})")
-    p.add_argument("--scenes", default=",".join(d.scenes), help="comma-separated scene names (default: all eight)")
-    p.add_argument("--num-frames", type=int, default=d.num_frames, help=f"frames per clip, 4k + 1 (default {d.num_frames})")
-    p.add_argument("--height", type=int, default=d.height, help=f"pixel height (default {d.height})")
-    p.add_argument("--width", type=int, default=d.width, help=f"pixel width (default {d.width})")
-    p.add_argument("--vae-batch", type=int, default=d.vae_batch, help=f"clip windows per VAE step (default {d.vae_batch})")
-    p.add_argument("--vae-window", type=int, default=d.vae_window, help=f"frames per VAE training window (default {d.vae_window})")
-    p.add_argument("--vae-crop", type=int, default=d.vae_crop, help=f"side of the VAE's training crops (default {d.vae_crop})")
-    p.add_argument("--foreground-weight", type=float, default=d.foreground_weight, help=f"VAE loss weight of pixels unlike the frame's median colour (default {d.foreground_weight:g})")
-    p.add_argument("--transformer-batch", type=int, default=d.transformer_batch, help=f"latents per transformer step (default {d.transformer_batch})")
-    p.add_argument("--transformer-layers", type=int, default=None, help="transformer depth (default: the world's)")
-    p.add_argument("--vae-from", default=None, help="take the trained VAE of this world folder ('lab': the shipped world) and train only the transformer")
-    p.add_argument("--spatial-compression", type=int, default=d.spatial_compression, choices=(4, 8), help=f"pixels per latent side: 4 (the world's) or 8 (Wan's) (default {d.spatial_compression})")
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help=f"steps between checkpoints (default {d.steps_per_epoch})")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"learning-rate warm-up steps of each part (default {d.warmup_steps})")
+    option("seed", "seed of rendering, initialisation and data order")
+    option("vae_frame_steps", "VAE steps on single frames before clips")
+    option("vae_steps", "VAE optimiser steps")
+    option("transformer_steps", "transformer optimiser steps")
+    p.add_argument(
+        "--ckpt_path",
+        "--ckpt-path",
+        dest="ckpt_path",
+        default=None,
+        help="'last' resumes each part from its last checkpoint",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    option("clips_per_scene", "training clips per scene")
+    option("heldout_per_scene", "held-out clips per scene")
+    p.add_argument(
+        "--scenes",
+        default=",".join(d.scenes),
+        help="comma-separated scene names (default: all eight)",
+    )
+    option("num_frames", "frames per clip, 4k + 1")
+    option("height", "pixel height")
+    option("width", "pixel width")
+    option("vae_batch", "clip windows per VAE step")
+    option("vae_window", "frames per VAE training window")
+    option("vae_crop", "side of the VAE's training crops")
+    option("foreground_weight", "VAE loss weight of pixels unlike the frame's median colour")
+    option("transformer_batch", "latents per transformer step")
+    p.add_argument(
+        "--transformer-layers",
+        type=int,
+        default=None,
+        help="transformer depth (default: the world's)",
+    )
+    p.add_argument(
+        "--vae-from",
+        default=None,
+        help="take the trained VAE of this world folder ('lab': the shipped world) and train "
+        "only the transformer",
+    )
+    sides = "pixels per latent side: 4 (the world's) or 8 (Wan's)"
+    option("spatial_compression", sides, choices=(4, 8))
+    option("steps_per_epoch", "steps between checkpoints")
+    option("warmup_steps", "learning-rate warm-up steps of each part")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pila lab pretrain``; bad input is a one-line error and exit status 2."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exit_:  # --help, or a one-line usage error
-        return int(exit_.code or 0)
-    try:
-        if args.threads is not None and args.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
-        if args.ckpt_path not in (None, "last"):
-            from pathlib import Path
+    return run_command(PROG, _run, argv)
 
-            if not Path(args.ckpt_path).is_file():
-                raise ValueError(f"--ckpt_path must be 'last' or an existing checkpoint, got {args.ckpt_path!r}")
-        config = WorldConfig(
-            seed=args.seed,
-            num_frames=args.num_frames,
-            height=args.height,
-            width=args.width,
-            clips_per_scene=args.clips_per_scene,
-            heldout_per_scene=args.heldout_per_scene,
-            scenes=tuple(s.strip() for s in args.scenes.split(",") if s.strip()),
-            vae_frame_steps=args.vae_frame_steps,
-            vae_steps=args.vae_steps,
-            vae_batch=args.vae_batch,
-            vae_window=args.vae_window,
-            vae_crop=args.vae_crop,
-            foreground_weight=args.foreground_weight,
-            transformer_steps=args.transformer_steps,
-            transformer_batch=args.transformer_batch,
-            transformer_layers=args.transformer_layers,
-            steps_per_epoch=args.steps_per_epoch,
-            warmup_steps=args.warmup_steps,
-            vae_from=args.vae_from,
-            spatial_compression=args.spatial_compression,
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.ckpt_path not in (None, "last") and not Path(args.ckpt_path).is_file():
+        raise UsageError(
+            f"--ckpt_path must be 'last' or an existing checkpoint, got {args.ckpt_path!r}"
         )
-    except ValueError as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        return 2
+    given = {k: v for k, v in vars(args).items() if k in WorldConfig.__dataclass_fields__}
+    scenes = tuple(s.strip() for s in args.scenes.split(",") if s.strip())
+    try:
+        config = WorldConfig(**{**given, "scenes": scenes})
+    except ValueError as err:  # the config's own checks name the value and what it must be
+        raise UsageError(str(err)) from err
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
-    from pila.lab.world import train_world
-
-    command = shlex.join(["pila", "lab", "pretrain", *args_list])
-    world = train_world(args.out, config, ckpt_path=args.ckpt_path, progress=not args.no_progress, command=command)
-    logging.getLogger(__name__).info("wrote the world to %s", world)
+    command = shlex.join(["pila", "lab", "pretrain", *argv])
+    world = train_world(
+        args.out, config, ckpt_path=args.ckpt_path, progress=not args.no_progress, command=command
+    )
+    log.info("wrote the world to %s", world)
     return 0
 
 

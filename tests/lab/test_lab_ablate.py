@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import yaml
 
-from pila.lab import ablate
+from pila.lab import ablate, ablate_runs, ablate_variants
 from pila.lab.ablate import (
     BASELINE,
     FULL,
     PLAIN,
     UsageError,
     aggregate,
-    interval,
     resolve_variant,
     stage_config,
 )
+from pila.lab.stats import interval
 
 LAB = ablate.LAB_CONFIGS
 
@@ -63,7 +63,8 @@ def test_stage_configs_chain_the_run_and_share_one_budget(tmp_path):
 
 def test_readings_are_variants_each_where_it_belongs(tmp_path):
     """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes generation only."""
-    assert {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"} <= set(ablate.available_variants())
+    readings = {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"}
+    assert readings <= set(ablate_variants.available_variants())
     run, data = tmp_path / "run", tmp_path / "data"
     r4 = resolve_variant("r4_stage_b_physical_mask")
     configs = {stage: stage_config(yaml.safe_load((LAB / f"{stage}.yaml").read_text()), r4, stage, run, data, seed=0, scale=2.0) for stage in ablate.STAGES}
@@ -74,16 +75,17 @@ def test_readings_are_variants_each_where_it_belongs(tmp_path):
     assert r3.stages == ablate.STAGES and r3.sampling == {"adapter_velocity": "conditional"}
     stage_c = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), r3, "stageC", run, data, seed=0, scale=1.0)
     assert "sampling" not in stage_c["model"]["init_args"]
-    predict = ablate.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), run, run / "adapter", 2, 5, sampling=r3.sampling)
+    base = yaml.safe_load((LAB / "predict.yaml").read_text())
+    predict = ablate_variants.predict_config(base, run, run / "adapter", 2, 5, sampling=r3.sampling)
     sampling = predict["model"]["init_args"]["sampling"]
     assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
     assert r3.trains_as_full  # its training is full PILA's (shared with the full run of the same seed)
     assert not any(resolve_variant(n).trains_as_full for n in ("full", "plain", "baseline", "r1_midpoint_kinematic", "r4_stage_b_physical_mask"))
-    ablate.check_stage_arguments([r3, r4], LAB)  # every key is taken by some stage
+    ablate_variants.check_stage_arguments([r3, r4], LAB)  # every key is taken by some stage
     typo = tmp_path / "typo.yaml"
     typo.write_text("model:\n  init_args:\n    physical_mask_stpes: 30\n")
     with pytest.raises(UsageError, match="physical_mask_stpes, which no stage takes"):
-        ablate.check_stage_arguments([resolve_variant(str(typo))], LAB)
+        ablate_variants.check_stage_arguments([resolve_variant(str(typo))], LAB)
     r1 = resolve_variant("r1_midpoint_kinematic")
     assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {"kinematic_reading": "midpoint"}
 
@@ -91,7 +93,7 @@ def test_readings_are_variants_each_where_it_belongs(tmp_path):
 # ----------------------------------------------------------------- statistics
 def test_interval_is_students_t():
     s = interval([1.0, 2.0, 3.0])
-    half = 4.303 * 1.0 / np.sqrt(3)  # t(0.975, 2 df) · sd / √n
+    half = 4.302652729749 * 1.0 / np.sqrt(3)  # t(0.975, 2 df) · sd / √n
     assert s["mean"] == pytest.approx(2.0) and s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
     assert interval([5.0])["ci95"] is None and interval([])["mean"] is None
 
@@ -157,12 +159,13 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
         (Path(target) / "model.safetensors").write_bytes(weights["bytes"])
         return Path(target)
 
-    monkeypatch.setattr(ablate, "run_pila", fake_run)
+    monkeypatch.setattr(ablate_runs, "run_pila", fake_run)
     monkeypatch.setattr("pila.stages.export.export_adapter", fake_export)
     monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}})
 
     def run() -> str:
-        return ablate.execute_run(out, resolve_variant(PLAIN), 0, plan, "plain")["overall"]["video"]
+        done = ablate_runs.execute_run(out, resolve_variant(PLAIN), 0, plan, "plain")
+        return done["overall"]["video"]
 
     def superseded() -> list[str]:
         return sorted(p.read_text() for p in (folder / "superseded").glob("*/videos/v.mp4"))
@@ -221,13 +224,14 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     def refuse(args, threads=None):
         raise AssertionError(f"ran {args} again")
 
-    monkeypatch.setattr(ablate, "run_pila", refuse)
+    monkeypatch.setattr(ablate_runs, "run_pila", refuse)
     assert ablate.main(argv) == 0
     assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
     # a changed budget is a different experiment: it is not taken for finished
-    assert ablate._done(out / "runs" / PLAIN / "seed0", ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))) is None
+    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))
+    assert ablate_runs._done(out / "runs" / PLAIN / "seed0", changed) is None
 
 
 def test_a_failing_child_run_is_reported_not_swallowed(tmp_path):
-    with pytest.raises(ablate.RunFailed, match="exit status 2.*resume"):
-        ablate.run_pila(["fit", "--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ablate_runs.RunFailed, match="exit status 2.*resume"):
+        ablate_runs.run_pila(["fit", "--config", str(tmp_path / "missing.yaml")])

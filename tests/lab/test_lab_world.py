@@ -16,10 +16,9 @@ from pila.lab.world import (
     WORLD_VAE_CONFIG,
     WORLD_VAE_CONFIG_8X,
     WorldConfig,
-    frame_by_frame_init,
-    reconstruction_psnr,
     render_clips,
 )
+from pila.lab.world_parts import frame_by_frame_init, reconstruction_psnr
 
 HELDOUT_PSNR_FLOOR = 28.0
 """Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 31.2 dB over two held-out clips per scene; this test reconstructs one
@@ -289,26 +288,27 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     sit at other memory alignments, and CPU matmul kernels then sum in another order (the
     same effect as in tests/test_backbone.py's save/load round trip).
     """
-    import pila.lab.world as world
+    import pila.lab.pretrain as pretrain
+    import pila.lab.world_parts as parts
 
     a, b = tmp_path / "a", tmp_path / "b"
-    make_trainer = world._trainer
+    make_trainer = pretrain._trainer
 
     def cut_off_at_4(out, part, max_steps, progress):  # the same run (same schedule), stopped at a checkpoint
         return make_trainer(out, part, min(max_steps, 4), progress)
 
     epochs: list[tuple[int, int]] = []  # (sampler seed, epoch) of every epoch's keys, in order
-    keys = world.EpochKeys.__iter__
+    keys = parts.EpochKeys.__iter__
 
     def recorded(self):
         epochs.append((self.seed, self.epoch))
         return keys(self)
 
-    monkeypatch.setattr(world.EpochKeys, "__iter__", recorded)
-    monkeypatch.setattr(world, "_trainer", cut_off_at_4)
+    monkeypatch.setattr(parts.EpochKeys, "__iter__", recorded)
+    monkeypatch.setattr(pretrain, "_trainer", cut_off_at_4)
     assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
     assert _part_state(a, "transformer")["step"] == 4
-    monkeypatch.setattr(world, "_trainer", make_trainer)
+    monkeypatch.setattr(pretrain, "_trainer", make_trainer)
     assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", "--ckpt_path", "last", *TINY_RUN]) == 0
     resumed_epochs = list(epochs)
     epochs.clear()

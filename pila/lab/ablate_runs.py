@@ -1,0 +1,213 @@
+"""One run of ``pila lab ablate``: a variant's stages trained for one seed, its adapter
+exported, the evaluation set generated and measured, each step resumed where it stopped.
+
+Every stage and generation is ``pila fit|predict`` in a child process (:func:`run_pila`)
+with the YAML :mod:`pila.lab.ablate_variants` derives, written into the run's
+``configs/`` so it can be re-run by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pila.io import read_json, write_json_atomic, write_text_atomic
+from pila.lab.ablate_variants import (
+    FULL,
+    REPO_CONFIGS,
+    Plan,
+    Variant,
+    predict_config,
+    read_yaml,
+    resolve_variant,
+    stage_config,
+    write_yaml,
+)
+from pila.lab.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A stage or the generation of one run failed; finished runs are kept."""
+
+
+def run_pila(args: Sequence[str], threads: int | None = None) -> None:
+    """Run ``pila <args>`` in a child process: each stage and generation gets a fresh
+    LightningCLI and interpreter, and a failure stops this run, not the finished ones."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's CPU threads in the child
+    command = [sys.executable, "-m", "pila", *args]
+    returncode = subprocess.run(command, env=env, check=False).returncode
+    if returncode != 0:
+        raise RunFailed(
+            f"`pila {' '.join(args)}` failed (exit status {returncode}); finished runs are "
+            "kept: start the same pila lab ablate again to resume"
+        )
+
+
+def evaluation_prompts(out: Path, plan: Plan) -> Path | None:
+    """The predict config's prompt file restricted to ``plan.scenes`` (written once into
+    ``out``), or None for all."""
+    if not plan.scenes:
+        return None
+    base = read_yaml(Path(plan.configs) / "predict.yaml")
+    source = Path(base["data"]["init_args"]["prompt_file"])
+    source = source if source.is_absolute() else REPO_CONFIGS.parent / source
+    lines = source.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    kept = [r for r in records if r.get("scene") in plan.scenes]
+    missing = sorted(set(plan.scenes) - {r["scene"] for r in kept})
+    if missing:
+        raise UsageError(f"--scenes {', '.join(missing)}: {source} has no prompt of that scene")
+    target = out / "eval_prompts.jsonl"
+    write_text_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return target
+
+
+def run_folder(out: Path, variant: Variant, seed: int) -> Path:
+    folder = out / "runs" / variant.name
+    return folder / f"seed{seed}" if variant.trained else folder
+
+
+def _done(
+    folder: Path, plan: Plan, predict: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The run's done.json if it finished under the same budget (and, given, the same
+    predict config), else None."""
+    marker = folder / "done.json"
+    if not marker.is_file():
+        return None
+    done = read_json(marker)
+    if done.get("budget") != plan.budget():
+        return None
+    if predict is not None and done.get("predict") != predict:
+        return None
+    return done
+
+
+def supersede(folder: Path, names: Sequence[str]) -> Path | None:
+    """Move ``folder/<name>`` for each name that exists into
+    ``folder/superseded/<UTC time>/``; returns that folder.
+
+    Videos generated under another predict config or by an adapter since retrained must not
+    be resumed as if finished (the writer keeps what a killed run wrote), and must not be lost.
+    """
+    present = [folder / name for name in names if (folder / name).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = folder / "superseded" / stamp, 0
+    while target.exists():
+        n += 1
+        target = folder / "superseded" / f"{stamp}-{n}"
+    target.mkdir(parents=True)
+    for path in present:
+        path.rename(target / path.name)
+    return target
+
+
+def _train(
+    out: Path, variant: Variant, seed: int, plan: Plan, label: str, threads: int | None
+) -> tuple[Path, dict[str, float]]:
+    """Train the variant's stages of one run (finished stages kept); returns the folder the
+    stages are in and the seconds of each stage trained now."""
+    # a generation-only variant trains in (and reuses) full PILA's run of the same seed
+    trainer_variant = resolve_variant(FULL) if variant.trains_as_full else variant
+    train_folder = run_folder(out, trainer_variant, seed)
+    timings: dict[str, float] = {}
+    for stage in trainer_variant.stages:
+        stage_done = train_folder / stage / "finished.json"
+        base = read_yaml(Path(plan.configs) / f"{stage}.yaml")
+        cfg = stage_config(
+            base, trainer_variant, stage, train_folder, out / "data", seed, plan.steps_scale
+        )
+        path = write_yaml(train_folder / "configs" / f"{stage}.yaml", cfg)
+        if stage_done.is_file() and read_json(stage_done).get("config") == cfg:
+            log.info("%s: %s finished before, kept", label, stage)
+            continue
+        steps = cfg["trainer"]["max_steps"]
+        log.info("%s: %s, %d steps (pila fit --config %s)", label, stage, steps, path)
+        start = time.perf_counter()
+        run_pila(["fit", "--config", str(path)], threads)
+        timings[stage] = time.perf_counter() - start
+        write_json_atomic(stage_done, {"config": cfg, "seconds": timings[stage]})
+    return train_folder, timings
+
+
+def execute_run(
+    out: Path,
+    variant: Variant,
+    seed: int,
+    plan: Plan,
+    label: str,
+    threads: int | None = None,
+    prompt_file: Path | None = None,
+) -> dict[str, Any]:
+    """Train (unless the baseline), export, generate and evaluate one run; resumes finished
+    steps.
+
+    ``prompt_file``: the evaluation set's prompt file (:func:`evaluation_prompts`; None:
+    predict.yaml's).
+    """
+    from pila.adapter.loading import folder_weights_sha256
+    from pila.lab.evaluate import evaluate
+    from pila.stages.export import export_adapter
+
+    folder = run_folder(out, variant, seed)
+    adapter = folder / "adapter" if variant.trained else None
+    predict = predict_config(
+        read_yaml(Path(plan.configs) / "predict.yaml"),
+        folder,
+        adapter,
+        plan.eval_seeds,
+        plan.inference_steps,
+        prompt_file,
+        variant.sampling,
+    )
+    done = _done(folder, plan, predict)
+    if done is not None:
+        log.info("%s: finished before, kept (%s)", label, folder)
+        return done
+    train_folder, timings = _train(out, variant, seed, plan, label, threads)
+    if variant.trained:
+        last = train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt"
+        export_adapter(last, adapter)
+    # what the videos are made by; videos of anything else are moved aside, not resumed
+    made_by = {
+        "predict": predict,
+        "adapter_sha256": folder_weights_sha256(adapter)[0] if adapter else None,
+    }
+    marker = folder / "configs" / "videos_made_by.json"
+    if (folder / "videos").exists() and (not marker.is_file() or read_json(marker) != made_by):
+        moved = supersede(folder, ("videos", "report"))
+        log.info("%s: videos of another adapter or predict config moved to %s", label, moved)
+    write_json_atomic(marker, made_by)
+    path = write_yaml(folder / "configs" / "predict.yaml", predict)
+    log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
+    start = time.perf_counter()
+    # the writer keeps the videos a killed run finished
+    run_pila(["predict", "--config", str(path)], threads)
+    timings["predict"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report = evaluate(folder / "videos", folder / "report")
+    timings["evaluate"] = time.perf_counter() - start
+    done = {
+        "variant": variant.name,
+        "seed": seed if variant.trained else None,
+        "budget": plan.budget(),
+        "predict": predict,
+        "seconds": timings,
+        "report": str(folder / "report" / "report.json"),
+        "overall": report["overall"],
+    }
+    write_json_atomic(folder / "done.json", done)
+    return done
