@@ -1,4 +1,4 @@
-"""``pila lab evaluate``: the ruler (:mod:`pila.lab.metrics`) over a folder of videos.
+"""``pila lab evaluate``: the ruler (:mod:`pila.lab.ruler`) over a folder of videos.
 
     pila lab evaluate --videos DIR --out REPORT_DIR [--scene NAME]
 
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from pila.io import atomic_path, read_video, write_json_atomic, write_text_atomic
-from pila.lab import metrics
+from pila.lab import ruler as metrics
 from pila.lab.scenes import SCENES, render_scene
 
 log = logging.getLogger(__name__)

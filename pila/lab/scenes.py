@@ -22,7 +22,7 @@ Every scene is a pure function of a ``numpy`` generator (so of the seed) and of 
 world's **law constants** (:data:`LAWS`): gravity, restitution, oscillation period and
 damping, vortex angular speed, expansion, rise and dissipation, melt rate, diffusivity and
 cooling, wave speed. The constants are the same for every clip of a world, so a model
-trained on the scenes can learn them and the ruler (:mod:`pila.lab.metrics`) reads the
+trained on the scenes can learn them and the ruler (:mod:`pila.lab.ruler`) reads the
 law it checks from this same table. What varies per clip (colours, sizes, start
 positions and velocities, phases) is drawn from the ranges written in each scene. A
 scene renders with other constants when given ``law={...}`` (e.g. gravity × 2), which is
@@ -522,7 +522,7 @@ def ball_collision(rng: np.random.Generator, num_frames: int, height: int, width
     )
 
 
-def _incandescence(temperature: np.ndarray) -> np.ndarray:
+def incandescence(temperature: np.ndarray) -> np.ndarray:
     """Colour of a plate at normalised temperature in [0, 1]: dull grey → red → orange → yellow."""
     t = np.clip(temperature, 0, 1)[..., None]
     glow = np.concatenate([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1) * 0.6], axis=-1)
@@ -546,7 +546,7 @@ def cooling_plate(rng: np.random.Generator, num_frames: int, height: int, width:
     for k in range(num_frames):
         var = sigma0**2 + 2 * diffusivity * k
         temperature = (sigma0**2 / var) * np.exp(-r2 / (2 * var)) * math.exp(-cooling * k)
-        frames.append(_composite(bg, _incandescence(temperature), plate))
+        frames.append(_composite(bg, incandescence(temperature), plate))
     return SceneClip(
         frames=np.stack(frames).astype(np.float32),
         displacement=np.zeros((num_frames - 1, 2, height, width), np.float32),

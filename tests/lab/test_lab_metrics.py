@@ -10,7 +10,8 @@ import pytest
 
 from pila.io import read_video, write_video
 from pila.lab import corruptions as C
-from pila.lab import metrics as M
+from pila.lab import ruler as M
+from pila.lab.ruler import fluids, heat, mechanics
 from pila.lab.scenes import SCENES
 
 SEED = 101  # disjoint from the calibration's seed (1234) and the benchmark's (2024)
@@ -50,17 +51,17 @@ def test_reversal_is_only_a_corruption_where_time_has_an_arrow():
 
 def test_law_constants_measured_on_ground_truth():
     """The fitted constants match the world's: g, restitution, period, ω, wave speed, diffusivity."""
-    bounce = M.measure_ball_bounce(M.prepare(C.ground_truth("ball_bounce", SEED, 0))).raw
+    bounce = mechanics.measure_ball_bounce(M.prepare(C.ground_truth("ball_bounce", SEED, 0))).raw
     assert bounce["gravity_error"] < 0.03 and bounce["restitution_error"] < 0.03
-    assert M.measure_elastic_bar(M.prepare(C.ground_truth("elastic_bar", SEED, 0))).raw["period_error"] < 0.02
-    assert M.measure_dye_advection(M.prepare(C.ground_truth("dye_advection", SEED, 0))).raw["rotation_rate_error"] < 0.06
-    assert M.measure_ripple_reflection(M.prepare(C.ground_truth("ripple_reflection", SEED, 0))).raw["speed_error"] < 0.1
-    assert M.measure_cooling_plate(M.prepare(C.ground_truth("cooling_plate", SEED, 0))).raw["variance_rate_error"] < 0.05
-    collision = M.measure_ball_collision(M.prepare(C.ground_truth("ball_collision", SEED, 0))).raw
+    assert mechanics.measure_elastic_bar(M.prepare(C.ground_truth("elastic_bar", SEED, 0))).raw["period_error"] < 0.02
+    assert fluids.measure_dye_advection(M.prepare(C.ground_truth("dye_advection", SEED, 0))).raw["rotation_rate_error"] < 0.06
+    assert fluids.measure_ripple_reflection(M.prepare(C.ground_truth("ripple_reflection", SEED, 0))).raw["speed_error"] < 0.1
+    assert heat.measure_cooling_plate(M.prepare(C.ground_truth("cooling_plate", SEED, 0))).raw["variance_rate_error"] < 0.05
+    collision = mechanics.measure_ball_collision(M.prepare(C.ground_truth("ball_collision", SEED, 0))).raw
     assert collision["restitution_error"] < 0.05 and collision["momentum_error"] < 0.2
     # a changed constant is measured as changed
-    assert M.measure_ball_bounce(M.prepare(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0))).raw["gravity_error"] > 0.5
-    assert M.measure_ripple_reflection(M.prepare(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0))).raw["speed_error"] > 0.5
+    assert mechanics.measure_ball_bounce(M.prepare(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0))).raw["gravity_error"] > 0.5
+    assert fluids.measure_ripple_reflection(M.prepare(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0))).raw["speed_error"] > 0.5
 
 
 def test_fidelity_tells_the_scenes_apart():
