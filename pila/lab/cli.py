@@ -14,6 +14,7 @@ LAB_COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pila.lab.pretrain", "train the lab world (VAE, then transformer) on the scenes"),
     "evaluate": ("pila.lab.evaluate", "measure physical law from pixels: a predict folder or scene clips"),
     "ablate": ("pila.lab.ablate", "train and compare adapter variants on the lab world"),
+    "calibrate": ("pila.lab.calibrate", "rewrite the ruler's calibration from the renderer"),
 }
 
 

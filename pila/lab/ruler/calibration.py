@@ -171,7 +171,8 @@ def write_calibration(
         scenes = check_scenes(scenes)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no calibration at {path} to update; calibrate every scene first (no scenes)"
+                f"no calibration at {path} to update; calibrate every scene first "
+                "(`pila lab calibrate` without --scenes)"
             )
         result = read_json(path)
         wanted = {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}
