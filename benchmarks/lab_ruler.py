@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from pila.lab import corruptions as C
-from pila.lab import metrics as M
+from pila.lab import ruler as M
+from pila.lab.ruler.calibration import mp4_round_trip
 from pila.lab.scenes import SCENES
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--mp4", action="store_true")
     parser.add_argument("--scenes", nargs="*", default=list(SCENES))
     args = parser.parse_args()
-    prep = (lambda f: M.mp4_round_trip(f)) if args.mp4 else (lambda f: f)
+    prep = (lambda f: mp4_round_trip(f)) if args.mp4 else (lambda f: f)
     start = time.perf_counter()
     rows, correct, total = [], 0, 0
     for scene in args.scenes:

@@ -10,7 +10,7 @@ from the calibration's), the mean violation of:
 - ``colour``: a colour cast, per-channel gain (1.10, 0.92, 1.05) and offset (+0.04, −0.03, +0.02);
 - ``flicker``: a per-frame brightness offset, uniform in ±0.03;
 - ``grain``: per-pixel Gaussian grain, σ = 0.03;
-- ``all``: :func:`pila.lab.metrics.appearance_variant` (each of them at once, random strengths);
+- ``all``: :func:`pila.lab.ruler.appearance_variant` (each of them at once, random strengths);
 
 and, for scale, the lowest violation any of the scene's law corruptions
 (:mod:`pila.lab.corruptions`) scores on two clips. The sizes are our choice: about what the
@@ -35,7 +35,8 @@ import numpy as np
 
 from pila.io import write_json_atomic, write_text_atomic
 from pila.lab import corruptions as C
-from pila.lab import metrics as M
+from pila.lab import ruler as M
+from pila.lab.ruler.calibration import ground_truth_clips
 from pila.lab.scenes import SCENES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lab_ruler_robustness.md"
@@ -65,7 +66,7 @@ def main() -> None:
     start = time.perf_counter()
     rows: dict[str, dict[str, float]] = {}
     for scene in SCENES:
-        clips = M.ground_truth_clips(scene, args.clips, CLIP_SEED)
+        clips = ground_truth_clips(scene, args.clips, CLIP_SEED)
         rows[scene] = {name: float(np.mean([M.measure(change(c), scene).violation for c in clips])) for name, change in changes.items()}
         corrupted = {n: min(M.measure(C.corrupt(scene, n, 7, i), scene).violation for i in range(2)) for n in C.corruption_names(scene)}
         weakest = min(corrupted, key=corrupted.get)

@@ -35,7 +35,7 @@ from pila.generation import generate
 from pila.io import write_json_atomic, write_text_atomic
 from pila.lab.ablate import LAB_CONFIGS
 from pila.lab.evaluate import write_strips
-from pila.lab.metrics import measure, scene_probabilities
+from pila.lab.ruler import measure, scene_probabilities
 from pila.lab.scenes import SCENES, render_indexed
 from pila.lab.world import HELDOUT_INDEX_OFFSET
 

@@ -22,6 +22,7 @@ LAB_COMMANDS: dict[str, tuple[str, str]] = {
         "measure physical law from pixels: a predict folder or scene clips",
     ),
     "ablate": ("pila.lab.ablate", "train and compare adapter variants on the lab world"),
+    "calibrate": ("pila.lab.calibrate", "rewrite the ruler's calibration from the renderer"),
 }
 
 

@@ -44,14 +44,31 @@ ARROW_OF_TIME: tuple[str, ...] = tuple(s for s in SCENES if s != "dye_advection"
 """Scenes whose law is not time-symmetric (reversal breaks it)."""
 
 LAW_CHANGES: dict[str, dict[str, dict[str, float]]] = {
-    "ball_bounce": {"gravity_x2": {"gravity": 2 * LAWS["ball_bounce"]["gravity"]}, "restitution_1.2": {"restitution": 1.2}},
-    "ball_collision": {"restitution_1.3": {"restitution": 1.3}, "restitution_0.5": {"restitution": 0.5}},
+    "ball_bounce": {
+        "gravity_x2": {"gravity": 2 * LAWS["ball_bounce"]["gravity"]},
+        "restitution_1.2": {"restitution": 1.2},
+    },
+    "ball_collision": {
+        "restitution_1.3": {"restitution": 1.3},
+        "restitution_0.5": {"restitution": 0.5},
+    },
     "melting_block": {"melt_x2.5": {"melt_rate": 2.5 * LAWS["melting_block"]["melt_rate"]}},
     "dye_advection": {"omega_x2": {"omega": 2 * LAWS["dye_advection"]["omega"]}},
-    "smoke_puff": {"sinks": {"rise": -LAWS["smoke_puff"]["rise"]}, "mass_grows": {"dissipation": -0.02}},
-    "elastic_bar": {"period_x1.5": {"period": 1.5 * LAWS["elastic_bar"]["period"]}, "amplitude_grows": {"damping": -0.015}},
-    "cooling_plate": {"diffusivity_x3": {"diffusivity": 3 * LAWS["cooling_plate"]["diffusivity"]}, "heats_up": {"cooling": -0.03}},
-    "ripple_reflection": {"wave_speed_x2": {"wave_speed": 2 * LAWS["ripple_reflection"]["wave_speed"]}},
+    "smoke_puff": {
+        "sinks": {"rise": -LAWS["smoke_puff"]["rise"]},
+        "mass_grows": {"dissipation": -0.02},
+    },
+    "elastic_bar": {
+        "period_x1.5": {"period": 1.5 * LAWS["elastic_bar"]["period"]},
+        "amplitude_grows": {"damping": -0.015},
+    },
+    "cooling_plate": {
+        "diffusivity_x3": {"diffusivity": 3 * LAWS["cooling_plate"]["diffusivity"]},
+        "heats_up": {"cooling": -0.03},
+    },
+    "ripple_reflection": {
+        "wave_speed_x2": {"wave_speed": 2 * LAWS["ripple_reflection"]["wave_speed"]}
+    },
 }
 """Scene → corruption name → law constants to render with (each breaks the world's law)."""
 
@@ -66,7 +83,8 @@ def shuffled(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def frozen_jump(frames: np.ndarray, at: int = FREEZE_AT, length: int = FREEZE_FRAMES) -> np.ndarray:
-    """Frame ``at`` held for ``length`` frames, then the clip resumes at its true time (a stall and a jump)."""
+    """Frame ``at`` held for ``length`` frames, then the clip resumes at its true time (a stall
+    and a jump)."""
     out = frames.copy()
     out[at : at + length] = frames[at]
     return out
@@ -77,7 +95,14 @@ def reversed_time(frames: np.ndarray) -> np.ndarray:
     return frames[::-1].copy()
 
 
-def time_jump(scene: str, rng: np.random.Generator, num_frames: int, size: int, at: int = JUMP_AT, skip: int = JUMP_FRAMES) -> np.ndarray:
+def time_jump(
+    scene: str,
+    rng: np.random.Generator,
+    num_frames: int,
+    size: int,
+    at: int = JUMP_AT,
+    skip: int = JUMP_FRAMES,
+) -> np.ndarray:
     """The clip rendered ``skip`` frames longer with frames ``at`` … ``at + skip − 1`` dropped."""
     longer = render_scene(scene, rng, num_frames + skip, size, size).frames
     return np.concatenate([longer[:at], longer[at + skip :]])
@@ -96,7 +121,8 @@ def _row_fill(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _row_distance(frames: np.ndarray) -> np.ndarray:
-    """RGB distance of each pixel to its row's median colour (over frames and columns), (F, H, W)."""
+    """RGB distance of each pixel to its row's median colour (over frames and columns),
+    (F, H, W)."""
     return np.linalg.norm(frames - np.median(frames, axis=(0, 2))[None, :, None], axis=-1)
 
 
@@ -113,7 +139,8 @@ def _dilate(mask: np.ndarray, steps: int = 1) -> np.ndarray:
 
 
 def matter_mask(scene: str, frames: np.ndarray) -> np.ndarray:
-    """Where the scene's matter is, (F, H, W) bool, by a simple rule per scene (for building corruptions)."""
+    """Where the scene's matter is, (F, H, W) bool, by a simple rule per scene (for building
+    corruptions)."""
     chroma = frames.max(-1) - frames.min(-1)
     if scene in ("ball_bounce", "ball_collision"):
         return _dilate(_row_distance(frames) > 0.1)
@@ -126,7 +153,9 @@ def matter_mask(scene: str, frames: np.ndarray) -> np.ndarray:
         lum = frames.mean(-1)
         return _dilate(lum - np.median(lum, axis=(0, 2))[None, :, None] > 0.03)
     if scene == "cooling_plate":
-        return frames[..., 0] - frames[..., 2] > 0.02  # glowing: red above blue; the cold plate is grey
+        return (
+            frames[..., 0] - frames[..., 2] > 0.02
+        )  # glowing: red above blue; the cold plate is grey
     if scene == "dye_advection":
         still = np.median(frames, axis=0)
         water = np.median(still[still[..., 2] > still[..., 0] + 0.2], axis=0)
@@ -144,7 +173,9 @@ def erased(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.ndarray
     mask = matter_mask(scene, frames)
     if scene == "ball_collision":  # only the right-hand ball
         for k in range(len(frames)):
-            count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask[k].astype(np.uint8), connectivity=8)
+            count, labels, stats, centroids = cv2.connectedComponentsWithStats(
+                mask[k].astype(np.uint8), connectivity=8
+            )
             if count <= 1:
                 continue
             big = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= 10]
@@ -152,7 +183,9 @@ def erased(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.ndarray
                 right = max(big, key=lambda i: centroids[i][0])
                 mask[k] = labels == right
             else:
-                mask[k] &= np.arange(frames.shape[2])[None, :] > (centroids[big[0]][0] if big else 0)
+                mask[k] &= np.arange(frames.shape[2])[None, :] > (
+                    centroids[big[0]][0] if big else 0
+                )
     if scene == "dye_advection":
         still = np.median(frames, axis=0)
         fill = np.median(still[still[..., 2] > still[..., 0] + 0.2], axis=0)
@@ -181,10 +214,13 @@ DUPLICATE_SHIFT: dict[str, tuple[int, int]] = {
 
 
 def duplicated(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.ndarray:
-    """From ``start`` on a shifted copy of the scene's matter appears (for the ripple, a second ring)."""
+    """From ``start`` on a shifted copy of the scene's matter appears (for the ripple, a second
+    ring)."""
     out = frames.copy()
     dy, dx = DUPLICATE_SHIFT[scene]
-    if scene == "ripple_reflection":  # a second ring from the same centre, started at ``start`` without a cause
+    if (
+        scene == "ripple_reflection"
+    ):  # a second ring from the same centre, started at ``start`` without a cause
         change = frames - np.median(frames, axis=0)
         out[start:] = np.clip(frames[start:] + change[: len(frames) - start], 0, 1)
         return out
@@ -199,7 +235,9 @@ def duplicated(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.nda
     if scene == "cooling_plate":  # glow adds up
         plate = np.linalg.norm(frames - 0.3, axis=-1) < 0.9
         heat = np.clip(rolled - 0.3, 0, None) * np.roll(mask, (dy, dx), axis=(1, 2))[..., None]
-        out[start:] = np.where(plate[start:, ..., None], np.clip(frames[start:] + heat[start:], 0, 1), frames[start:])
+        out[start:] = np.where(
+            plate[start:, ..., None], np.clip(frames[start:] + heat[start:], 0, 1), frames[start:]
+        )
         return out
     out[start:] = np.where(moved[start:, ..., None], rolled[start:], frames[start:])
     return out
@@ -220,12 +258,16 @@ def _rng(scene: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, list(SCENES).index(scene), index])
 
 
-def ground_truth(scene: str, seed: int, index: int, num_frames: int = 33, size: int = 64) -> np.ndarray:
+def ground_truth(
+    scene: str, seed: int, index: int, num_frames: int = 33, size: int = 64
+) -> np.ndarray:
     """Clip ``index`` of ``scene`` for ``seed`` (``default_rng([seed, scene number, index])``)."""
     return render_scene(scene, _rng(scene, seed, index), num_frames, size, size).frames
 
 
-def corrupt(scene: str, name: str, seed: int, index: int, num_frames: int = 33, size: int = 64) -> np.ndarray:
+def corrupt(
+    scene: str, name: str, seed: int, index: int, num_frames: int = 33, size: int = 64
+) -> np.ndarray:
     """Corruption ``name`` of clip ``index`` (the same draw as :func:`ground_truth`)."""
     if name == "time_jump":
         return time_jump(scene, _rng(scene, seed, index), num_frames, size)
@@ -241,7 +283,9 @@ def corrupt(scene: str, name: str, seed: int, index: int, num_frames: int = 33, 
         "duplicated": lambda: duplicated(scene, frames),
     }
     if name not in simple:
-        raise ValueError(f"unknown corruption {name!r}; valid for {scene}: {', '.join(corruption_names(scene))}")
+        raise ValueError(
+            f"unknown corruption {name!r}; valid for {scene}: {', '.join(corruption_names(scene))}"
+        )
     return simple[name]()
 
 

@@ -1,4 +1,4 @@
-"""``pila lab evaluate``: the ruler (:mod:`pila.lab.metrics`) over a folder of videos.
+"""``pila lab evaluate``: the ruler (:mod:`pila.lab.ruler`) over a folder of videos.
 
     pila lab evaluate --videos DIR --out REPORT_DIR [--scene NAME]
 
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pila.io import read_json, read_video, write_json_atomic, write_text_atomic
-from pila.lab import metrics
+from pila.lab import ruler
 from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.evaluate_report import (
     build_report,
@@ -209,7 +209,7 @@ def evaluate(videos: Path, out: Path, scene: str | None = None) -> dict[str, Any
     items, skipped = discover(videos, scene)
     entries: list[dict[str, Any]] = []
     traces: dict[str, list[dict[str, Any]]] = {}
-    calibration = metrics.load_calibration()
+    calibration = ruler.load_calibration()
     for item in items:
         try:
             frames, _ = read_video(item["path"])
@@ -217,11 +217,11 @@ def evaluate(videos: Path, out: Path, scene: str | None = None) -> dict[str, Any
             why = f"unreadable: {type(err).__name__}: {err}".strip()
             skipped.append({"video": item["video"], "reason": why})
             continue
-        if len(frames) < metrics.MIN_FRAMES:
-            why = f"too short: {len(frames)} frames (the ruler needs {metrics.MIN_FRAMES})"
+        if len(frames) < ruler.MIN_FRAMES:
+            why = f"too short: {len(frames)} frames (the ruler needs {ruler.MIN_FRAMES})"
             skipped.append({"video": item["video"], "reason": why})
             continue
-        result = metrics.measure(frames, item["scene"], calibration)
+        result = ruler.measure(frames, item["scene"], calibration)
         entries.append(
             {
                 "video": item["video"],

@@ -10,7 +10,8 @@ import pytest
 
 from pila.io import read_video, write_video
 from pila.lab import corruptions as C
-from pila.lab import metrics as M
+from pila.lab import ruler as M
+from pila.lab.ruler import fluids, heat, mechanics
 from pila.lab.scenes import SCENES
 
 SEED = 101  # disjoint from the calibration's seed (1234) and the benchmark's (2024)
@@ -48,19 +49,32 @@ def test_reversal_is_only_a_corruption_where_time_has_an_arrow():
     assert all(any(n.startswith("law:") for n in C.corruption_names(s)) for s in SCENES)
 
 
+def _raw(scene: str, corruption: str | None = None) -> dict[str, float]:
+    """The scene's own measure on clip 0 of ``SEED`` (or on a corruption of it): raw values."""
+    if corruption is None:
+        frames = C.ground_truth(scene, SEED, 0)
+    else:
+        frames = C.corrupt(scene, corruption, SEED, 0)
+    return M.SCENE_MEASURES[scene](M.prepare(frames)).raw
+
+
 def test_law_constants_measured_on_ground_truth():
-    """The fitted constants match the world's: g, restitution, period, ω, wave speed, diffusivity."""
-    bounce = M.measure_ball_bounce(M.prepare(C.ground_truth("ball_bounce", SEED, 0))).raw
+    """The fitted constants match the world's: g, restitution, period, ω, wave speed,
+    diffusivity."""
+    assert M.SCENE_MEASURES["ball_bounce"] is mechanics.measure_ball_bounce
+    assert M.SCENE_MEASURES["dye_advection"] is fluids.measure_dye_advection
+    assert M.SCENE_MEASURES["cooling_plate"] is heat.measure_cooling_plate
+    bounce = _raw("ball_bounce")
     assert bounce["gravity_error"] < 0.03 and bounce["restitution_error"] < 0.03
-    assert M.measure_elastic_bar(M.prepare(C.ground_truth("elastic_bar", SEED, 0))).raw["period_error"] < 0.02
-    assert M.measure_dye_advection(M.prepare(C.ground_truth("dye_advection", SEED, 0))).raw["rotation_rate_error"] < 0.06
-    assert M.measure_ripple_reflection(M.prepare(C.ground_truth("ripple_reflection", SEED, 0))).raw["speed_error"] < 0.1
-    assert M.measure_cooling_plate(M.prepare(C.ground_truth("cooling_plate", SEED, 0))).raw["variance_rate_error"] < 0.05
-    collision = M.measure_ball_collision(M.prepare(C.ground_truth("ball_collision", SEED, 0))).raw
+    assert _raw("elastic_bar")["period_error"] < 0.02
+    assert _raw("dye_advection")["rotation_rate_error"] < 0.06
+    assert _raw("ripple_reflection")["speed_error"] < 0.1
+    assert _raw("cooling_plate")["variance_rate_error"] < 0.05
+    collision = _raw("ball_collision")
     assert collision["restitution_error"] < 0.05 and collision["momentum_error"] < 0.2
     # a changed constant is measured as changed
-    assert M.measure_ball_bounce(M.prepare(C.corrupt("ball_bounce", "law:gravity_x2", SEED, 0))).raw["gravity_error"] > 0.5
-    assert M.measure_ripple_reflection(M.prepare(C.corrupt("ripple_reflection", "law:wave_speed_x2", SEED, 0))).raw["speed_error"] > 0.5
+    assert _raw("ball_bounce", "law:gravity_x2")["gravity_error"] > 0.5
+    assert _raw("ripple_reflection", "law:wave_speed_x2")["speed_error"] > 0.5
 
 
 def test_fidelity_tells_the_scenes_apart():

@@ -119,7 +119,7 @@ scene (ground truth 0.47; the earlier 8× VAE 16.79)."""
 
 
 def test_shipped_vae_keeps_what_the_ruler_reads(lab_backbone):
-    from pila.lab.metrics import measure
+    from pila.lab.ruler import measure
 
     clips = render_clips(WorldConfig(heldout_per_scene=1), heldout=True)
     violations = {}
@@ -142,7 +142,7 @@ def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbo
 
     from pila.generation import generate
     from pila.lab.ablate import LAB_CONFIGS
-    from pila.lab.metrics import measure, scene_probabilities
+    from pila.lab.ruler import measure, scene_probabilities
     from pila.lab.scenes import SCENES, render_indexed
 
     predict = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())

@@ -1,0 +1,239 @@
+"""Measures of the heat scenes: ``melting_block`` and ``cooling_plate``.
+
+Legend: F frames, H, W pixel height and width (64 × 64), t the frame index.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from pila.lab.ruler.vision import (
+    MIN_FRAMES,
+    Measurement,
+    law_trace,
+    line_fit,
+    moving_median,
+    positive_steps,
+)
+from pila.lab.scenes import LAWS, incandescence
+
+
+# ---------------------------------------------------------------------- melting_block
+def melt_law(t: np.ndarray) -> np.ndarray:
+    """The world's ice area relative to its start: (1 − r·t)(1 − a·r·t), the melt clipped at
+    95 %."""
+    law = LAWS["melting_block"]
+    shrink = np.clip(law["melt_rate"] * t, 0, 0.95)
+    return (1 - shrink) * (1 - law["melt_aspect"] * shrink)
+
+
+def measure_melting_block(frames: np.ndarray) -> Measurement:
+    """Ice area never grows, ice + water area is conserved, the puddle spreads, melt at the
+    world's rate.
+
+    Vision: colour rules on blueness (blue − red): water is strongly blue (> 0.25), ice
+    faintly blue (0.02–0.25) and bright (luminance > 0.45) in rows without water or next to it (the
+    puddle's pale anti-aliased edges are not ice); the warm plate and the beige wall are
+    not blue. Areas are pixel counts; the puddle's width is its extent in columns.
+    Conservation is checked only in frames where the puddle does not reach the frame's
+    edge (the rest of it is out of view).
+    """
+    num_frames, width = frames.shape[0], frames.shape[2]
+    blueness = frames[..., 2] - frames[..., 0]
+    lum = frames.mean(axis=-1)
+    water = blueness > 0.25
+    candidates = (blueness > 0.02) & (blueness <= 0.25) & (lum > 0.45)
+    wet_rows = water.any(axis=2)  # (F, H)
+    wet_rows = wet_rows | np.roll(wet_rows, 1, axis=1) | np.roll(wet_rows, -1, axis=1)
+    ice = (
+        candidates & ~wet_rows[..., None]
+    )  # rows holding water and their neighbours: the puddle's pale edges are not ice
+    ice_area = ice.reshape(num_frames, -1).sum(1).astype(float)
+    # water coverage, soft: blueness between the dry surface (the non-blue pixels' median)
+    # and full water
+    dry = np.median(blueness[~water & ~candidates]) if (~water & ~candidates).any() else 0.0
+    full = np.median(blueness[water]) if water.any() else 0.5
+    coverage = np.clip((blueness - dry) / max(full - dry, 1e-3), 0, 1) * ~ice
+    coverage[coverage < 0.25] = (
+        0  # our choice: faint tints (the block's own blue, noise) are not water
+    )
+    water_area = coverage.reshape(num_frames, -1).sum(1)
+    cols = water.any(axis=1)  # (F, W)
+    has_water = cols.any(axis=1)
+    left = np.where(has_water, cols.argmax(axis=1), 0)
+    right = np.where(has_water, width - 1 - cols[:, ::-1].argmax(axis=1), 0)
+    pud_width = np.where(has_water, right - left + 1, 0).astype(float)
+    t = np.arange(num_frames, dtype=float)
+    model = melt_law(t)
+    raw = dict.fromkeys(
+        ("ice_growth", "conservation", "puddle_shrink", "melt_residual", "melt_step"), float("nan")
+    )
+    if ice_area.max() < 10:  # our choice: under ten pixels there is no block to measure
+        return Measurement(raw, law_trace("ice area / start", t, ice_area * np.nan, model))
+    a0 = float((ice_area * model).sum() / (model**2).sum())
+    raw["ice_growth"] = positive_steps(moving_median(ice_area)) / a0
+    inside = has_water & (left > 0) & (right < width - 1)
+    if inside.sum() >= 3:
+        # the ruler does not know the water layer's depth in pixels: one factor κ ∈ [0.5, 2]
+        # (our choice) turns water pixels into ice pixels, the one that keeps the sum most
+        # constant
+        ice_in, water_in = ice_area[inside], water_area[inside]
+        var_w = np.var(water_in)
+        kappa = (
+            float(np.clip(-np.cov(ice_in, water_in, bias=True)[0, 1] / var_w, 0.5, 2.0))
+            if var_w > 0
+            else 1.0
+        )
+        total = ice_in + kappa * water_in
+        raw["conservation"] = float((total.max() - total.min()) / max(np.median(total), 1.0))
+    raw["puddle_shrink"] = positive_steps(-pud_width)
+    raw["melt_residual"] = float(np.sqrt(np.mean((ice_area / a0 - model) ** 2)))
+    raw["melt_step"] = float(np.abs(np.diff(ice_area) / a0 - np.diff(model)).max())
+    return Measurement(raw, law_trace("ice area / start", t, ice_area / a0, model))
+
+
+# --------------------------------------------------------------------- cooling_plate
+@lru_cache(maxsize=1)
+def _incandescence_table() -> tuple[np.ndarray, np.ndarray]:
+    """Temperatures (N,) and the colours (N, 3) the scene gives them (for inverting the glow)."""
+    temps = np.linspace(0, 1, 201)
+    return temps, incandescence(temps).astype(np.float32)
+
+
+COLD_PLATE = 0.3
+"""The cold plate's grey (:func:`~pila.lab.scenes.incandescence` at T = 0), the reference
+:func:`cold_plate_balanced` restores."""
+
+
+def cold_plate_balanced(frames: np.ndarray) -> np.ndarray:
+    """Frames shifted per frame and channel so the cold plate reads its rendered grey again.
+
+    The plate is the brighter class of the still image's luminance (Otsu's threshold; the
+    room around it is darker), its cold colour in each frame the per-channel median over the
+    fifth of the plate that is least red in the still image (the part farthest from the
+    glow). A colour cast or a brightness flicker over the whole frame (a generator's, a
+    codec's) then no longer reads as a change of temperature.
+    """
+    still = np.median(frames, axis=0).mean(axis=-1)
+    level, _ = cv2.threshold(
+        np.round(still * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+    )
+    plate = still * 255 > level
+    if (
+        plate.sum() < 0.1 * plate.size
+    ):  # our choice: no plate-sized bright region, nothing to balance against
+        return frames
+    # the cold part: the fifth of the plate least red in the still image (farthest from the
+    # glow in every frame; a cast shifts every pixel's redness alike, so the choice holds)
+    redness = (np.median(frames, axis=0)[..., 0] - np.median(frames, axis=0)[..., 2])[plate]
+    coldest = np.zeros_like(plate)
+    coldest[plate] = redness <= np.quantile(redness, 0.2)
+    cold = np.median(frames[:, coldest], axis=1)  # (F, 3)
+    return np.clip(frames - (cold - COLD_PLATE)[:, None, None, :], 0.0, 1.0)
+
+
+def temperature_map(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Temperature (F, H, W) by inverting the plate's incandescence (nearest colour), and the
+    plate mask (H, W).
+
+    Colours are first balanced on the cold plate (:func:`cold_plate_balanced`).
+
+    The plate is where the still image lies within 0.1 of the glow's colour curve (our
+    choice: the dark room around it is ≥ 0.3 away); elsewhere the temperature is 0.
+    """
+    temps, colours = _incandescence_table()
+    frames = cold_plate_balanced(frames)
+
+    def nearest(pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # colours to 8 bits (what a video holds), each distinct colour looked up once
+        codes = np.round(pix * 255).astype(np.int32) @ np.array([65536, 256, 1], np.int32)
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        rgb = (
+            np.stack([uniq // 65536, (uniq // 256) % 256, uniq % 256], axis=1).astype(np.float32)
+            / 255
+        )
+        d2 = (rgb**2).sum(1)[:, None] - 2 * rgb @ colours.T + (colours**2).sum(1)[None]  # (U, T)
+        idx = np.argmin(d2, axis=1)
+        dist = np.sqrt(np.clip(d2[np.arange(len(rgb)), idx], 0, None))
+        return idx[inverse.ravel()], dist[inverse.ravel()]
+
+    _, still_dist = nearest(np.median(frames, axis=0).reshape(-1, 3))
+    plate = still_dist.reshape(frames.shape[1:3]) < 0.1
+    temp = np.zeros(frames.shape[:3])
+    # a glow is redder than it is blue (red − blue = 3T at low T); greyer pixels are cold
+    # (T < 0.004)
+    glowing = plate[None] & (frames[..., 0] - frames[..., 2] > 0.01)
+    if glowing.any():
+        idx, _ = nearest(frames[glowing])
+        temp[glowing] = temps[idx]
+    return temp, plate
+
+
+def measure_cooling_plate(frames: np.ndarray) -> Measurement:
+    """The peak never rises, the spot's variance grows at the world's 2D, the heat decays at
+    the world's rate.
+
+    Vision: temperatures from the glow's colour (:func:`temperature_map`); per frame a
+    Gaussian is fitted to the hot spot (log-temperature against squared distance from the
+    spot's centroid, pixels above 5 % of the peak, weighted by temperature), giving its
+    peak A(t) and per-axis variance V(t); the heat is A·V (∝ the integral of a Gaussian).
+    """
+    num_frames, size = frames.shape[0], frames.shape[1]
+    law = LAWS["cooling_plate"]
+    two_d = 2 * law["diffusivity"] * size**2  # px² per frame
+    temp, _ = temperature_map(frames)
+    t = np.arange(num_frames, dtype=float)
+    flat = temp.reshape(num_frames, -1)
+    peak = np.sort(flat, axis=1)[:, -4:].mean(
+        axis=1
+    )  # our choice: the mean of the 4 hottest pixels resists noise
+    raw = dict.fromkeys(
+        ("peak_rise", "variance_rate_error", "variance_residual", "heat_step", "fit_residual"),
+        float("nan"),
+    )
+    if peak.max() < 0.05:  # our choice: no pixel above 5 % of full glow is no hot spot
+        return Measurement(raw, law_trace("spot variance (px²)", t, t * np.nan, t * np.nan))
+    raw["peak_rise"] = positive_steps(moving_median(peak)) / max(float(peak[0]), 0.05)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    var = np.full(num_frames, np.nan)
+    amp = np.full(num_frames, np.nan)
+    resid = np.full(num_frames, np.nan)
+    for k in range(num_frames):
+        tk = temp[k]
+        if peak[k] < 0.02:
+            continue
+        hot = tk > 0.5 * peak[k]
+        cx, cy = (tk * hot * xx).sum() / (tk * hot).sum(), (tk * hot * yy).sum() / (tk * hot).sum()
+        use = tk > max(0.05 * peak[k], 0.01)
+        if use.sum() < 6:
+            continue
+        r2 = ((xx - cx) ** 2 + (yy - cy) ** 2)[use]
+        logt = np.log(tk[use])
+        wts = tk[use]
+        design = np.stack([np.ones_like(r2), r2], axis=1) * wts[:, None]
+        coef, *_ = np.linalg.lstsq(design, logt * wts, rcond=None)
+        if coef[1] >= 0:
+            continue
+        var[k], amp[k] = -1 / (2 * coef[1]), math.exp(coef[0])
+        resid[k] = float(np.sqrt(np.average((logt - coef[0] - coef[1] * r2) ** 2, weights=wts)))
+    ok = np.isfinite(var)
+    law_var = np.full(num_frames, np.nan)
+    if ok.sum() < MIN_FRAMES // 2:
+        return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
+    a, slope, rms = line_fit(t[ok], var[ok])
+    raw["variance_rate_error"] = float(abs(slope / two_d - 1))
+    raw["variance_residual"] = rms / two_d
+    heat = np.log(amp * var)
+    step = np.abs(np.diff(heat) + law["cooling"])
+    step = np.where(
+        np.isfinite(step), step, 5.0
+    )  # our choice: a step that loses the spot counts as e⁵
+    raw["heat_step"] = float(step.max())
+    raw["fit_residual"] = float(np.nanmean(resid))
+    offset = float(np.mean(var[ok] - two_d * t[ok]))
+    law_var[ok] = offset + two_d * t[ok]
+    return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
