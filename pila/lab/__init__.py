@@ -1,6 +1,5 @@
-"""The physics lab: scenes with closed-form physics, the lab world, the ruler, experiments."""
+"""The physics lab: scenes with closed-form physics, the lab world, the ruler, experiments.
 
-from pila.backbone.folders import LAB_WORLD_FOLDER
-
-WORLD_FOLDER = LAB_WORLD_FOLDER
-"""The shipped lab world (a diffusers ``WanPipeline`` folder), loaded by the backbone name ``lab``."""
+The shipped world's folder is named once, in :data:`pila.backbone.folders.LAB_WORLD_FOLDER`
+(the backbone name ``lab``); :data:`pila.lab.world.WORLD_FOLDER` is the same path.
+"""

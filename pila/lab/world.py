@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pila.backbone.folders import LAB_WORLD_FOLDER as WORLD_FOLDER
 from pila.backbone.tiny import TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG
 from pila.io import read_json
-from pila.lab import WORLD_FOLDER
 from pila.lab.scenes import SCENES, render_indexed
 
 log = logging.getLogger(__name__)

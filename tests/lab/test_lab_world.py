@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pila.lab import WORLD_FOLDER
 from pila.lab.pretrain import main as pretrain_main
 from pila.lab.world import (
     HELDOUT_INDEX_OFFSET,
+    WORLD_FOLDER,
     WORLD_VAE_CONFIG,
     WORLD_VAE_CONFIG_8X,
     WorldConfig,
