@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.ruler.calibration import (
     CALIBRATION_CLIPS,
     CALIBRATION_CRF,
@@ -34,17 +35,16 @@ def crf(text: str) -> int | None:
         return None
     value = int(text)
     if not 0 <= value <= 51:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text}: an H.264 quality is 0 … 51, or none")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; errors are raised (``exit_on_error=False``), not printed."""
-    parser = argparse.ArgumentParser(
+    """The command line; its errors raise :class:`~pila.lab.cli.UsageError`."""
+    parser = ArgumentParser(
         prog=PROG,
         description="Rewrite the ruler's calibration (normalisers, fidelity prototypes) "
         "from ground-truth clips of the scenes.",
-        exit_on_error=False,
     )
     parser.add_argument(
         "--scenes",
@@ -67,26 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pila lab calibrate``: 0, or 2 with a one-line error for a bad command line."""
+def calibrate_command(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.count < 2:
+        raise UsageError(f"--count {args.count}: at least 2 clips per scene")
+    scenes = None
     try:
-        args, extra = build_parser().parse_known_args(argv)
-        if extra:
-            raise ValueError(f"unrecognized arguments: {' '.join(extra)}")
-        if args.count < 2:
-            raise ValueError(f"--count {args.count}: at least 2 clips per scene")
-        scenes = None
         if args.scenes is not None:
             scenes = check_scenes([s.strip() for s in args.scenes.split(",") if s.strip()])
         path = write_calibration(
             args.out, scenes=scenes, count=args.count, seed=args.seed, crf=args.crf
         )
-    except (argparse.ArgumentError, ValueError, FileNotFoundError) as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        return 2
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
     which = "every scene and the fidelity prototypes" if scenes is None else ", ".join(scenes)
     sys.stdout.write(f"wrote {path} ({which})\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pila lab calibrate``: 0, or 2 with a one-line error for a bad command line."""
+    return run_command(PROG, calibrate_command, argv)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ BAD = [
     ("evaluate", ["--videos", ".", "--out", "x", "--scene", "volcano"], "volcano"),
     ("ablate", ["--out", "x", "--seeds", "0"], "--seeds"),
     ("ablate", ["--out", "x", "--variants", "volcano"], "volcano"),
+    ("calibrate", ["--crf", "99"], "99"),
+    ("calibrate", ["--scenes", "volcano", "--out", "x.json"], "volcano"),
 ]
 
 
