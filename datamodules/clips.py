@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from .records import RecordError, Rejection, WisaRecord
+from .records import WisaRecord
+from .rejections import RecordError, Rejection
 from .sources import VideoRef, open_video
 
 DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, LookupError, RuntimeError, zipfile.BadZipFile)

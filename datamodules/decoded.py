@@ -26,7 +26,8 @@ from pila.categories import labels_to_multihot
 
 from .clips import ClipConfig, load_record_clip
 from .flow_targets import FlowConfig, flow_target
-from .records import RecordError, WisaRecord
+from .records import WisaRecord
+from .rejections import RecordError
 from .sources import VideoIndex
 
 log = logging.getLogger(__name__)
