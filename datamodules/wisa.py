@@ -209,10 +209,8 @@ class WISA80KDataModule(LightningDataModule):
         config = self.prepare_settings
         manifest = read_manifest(config.out)
         if manifest is None or not manifest.get("complete"):
-            if manifest is None:
-                state = "does not exist"
-            else:
-                state = "is unfinished (a prepare run stopped early)"
+            unfinished = "is unfinished (a prepare run stopped early)"
+            state = "does not exist" if manifest is None else unfinished
             raise CacheMissingError(
                 f"the training cache {config.out!r} {state}. Build it with:\n\n"
                 f"    {config.command()}\n\n"
@@ -391,11 +389,8 @@ class WISA80KDataModule(LightningDataModule):
         backbone = self._load_backbone()
         if backbone.device != video.device:
             backbone.to(video.device)
-        conditions = batch.get("condition_text")
-        encoded = encode_clips(
-            backbone, video, batch["prompt"], self.max_sequence_length, conditions
-        )
-        batch.update(encoded)
+        prompts, conditions = batch["prompt"], batch.get("condition_text")
+        batch.update(encode_clips(backbone, video, prompts, self.max_sequence_length, conditions))
         for key in ("latents", "prompt_embeds", "prompt_mask", "pooled", "pooled_refined"):
             batch[key] = batch[key].to(video.device)
         return batch
