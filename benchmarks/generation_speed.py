@@ -48,7 +48,7 @@ from pila.backbone import WanBackbone
 from pila.backbone.presets import PAPER_LATENT_SHAPE, WAN21_T2V_1_3B_TRANSFORMER, WAN_TEXT_TOKENS
 from pila.backbone.tiny import TINY_TEXT_DIM
 from pila.categories import labels_to_multihot
-from pila.generation.sampling import generate_video
+from pila.generation.sampling import check_adapter, generate_video
 from pila.generation.settings import SamplingConfig
 from pila.io import write_text_atomic, write_video
 from pila.parser import RuleBasedParser
@@ -83,19 +83,26 @@ def time_tiny(
     """Median seconds per video and phase on the tiny preset, for each variant.
 
     The variants run interleaved (one video of each per repetition), so a busy machine
-    slows them alike; one warm-up repetition is discarded.
+    slows them alike; one warm-up repetition is discarded. Each adapter is checked against
+    the backbone once, as :func:`pila.generate` does for a run.
     """
     backbone = WanBackbone.tiny(seed=0).to(device)
+    checked = {
+        name: None if adapter is None else check_adapter(adapter, backbone)
+        for name, adapter in variants.items()
+    }
     parser = RuleBasedParser()
     config = SamplingConfig(**TINY_SETTINGS)
     samples = {name: {phase: [] for phase in (*PHASES, "total")} for name in variants}
     for rep in range(reps + 1):
         prompt = PROMPTS[rep % len(PROMPTS)]
-        for name, adapter in variants.items():
+        for name, adapter in checked.items():
             start = time.perf_counter()
             parsed = parser.parse(prompt) if adapter is not None else None
             parse_seconds = time.perf_counter() - start
-            video = generate_video(backbone, prompt, seed=rep, config=config, adapter=adapter, parsed=parsed)
+            video = generate_video(
+                backbone, prompt, seed=rep, config=config, adapter=adapter, parsed=parsed
+            )
             start = time.perf_counter()
             write_video(workdir / f"{name}_{rep}.mp4", video.frames, fps=TINY_FPS)
             write_seconds = time.perf_counter() - start

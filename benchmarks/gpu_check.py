@@ -44,7 +44,7 @@ from pila.backbone.presets import (
     WAN_TEXT_TOKENS,
     random_wan_backbone,
 )
-from pila.generation.sampling import generate_video
+from pila.generation.sampling import as_backbone, check_adapter, generate_video
 from pila.generation.settings import SamplingConfig
 from pila.io import write_json_atomic, write_text_atomic
 from pila.stages import StageC
@@ -128,13 +128,16 @@ def stage_c(backbone, device: torch.device, latent: tuple[int, ...], text_tokens
 def generation(backbone, device: torch.device, config: SamplingConfig, reps: int) -> dict[str, Any]:
     """Seconds per denoising step without and with the paper's adapter (alternating)."""
     adapter = PILAAdapter(AdapterConfig()).to(device).eval().requires_grad_(False)
+    checked = check_adapter(adapter, as_backbone(backbone))  # once per run, as `generate` does
     per_step: dict[str, list[float]] = {"without": [], "with": []}
     adapter_seconds: list[float] = []
     peaks: dict[str, float | None] = {}
     for rep in range(reps + 1):  # the first round warms up
-        for name, a in (("without", None), ("with", adapter)):
+        for name, a in (("without", None), ("with", checked)):
             _peak_reset(device)
-            video = generate_video(backbone, "a ball falls onto a table", seed=rep, config=config, adapter=a)
+            video = generate_video(
+                backbone, "a ball falls onto a table", seed=rep, config=config, adapter=a
+            )
             t = video.timings
             if rep:
                 per_step[name].append((t["denoise_backbone"] + t["adapter"]) / config.num_inference_steps)

@@ -1,8 +1,9 @@
-"""Training data: WISA-80K, the synthetic default, relabeling, the latent cache and ``pila prepare``.
+"""Training data: WISA-80K, the synthetic default, relabeling, the latent cache, ``pila prepare``.
 
 Modules, in data-flow order:
 
-- :mod:`.records` WISA-80K records: parsing, filters, rejection reasons
+- :mod:`.rejections` why a record or video was skipped, ``rejected.jsonl``, what to check
+- :mod:`.records` WISA-80K records: parsing, filters
 - :mod:`.prompt_side` WISA's prompt-side records read for generation
 - :mod:`.split` the train/val split by a hash of each video name
 - :mod:`.relabel` the eight-category relabeling (rules: :mod:`pila.parser.category_map`)
@@ -44,7 +45,7 @@ _EXPORTS = {
     "FlowConfig": "flow_targets",
     "flow_target": "flow_targets",
     "FilterConfig": "records",
-    "REJECTION_REASONS": "records",
+    "REJECTION_REASONS": "rejections",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pila.io import atomic_path, write_json_atomic
+from pila.io import atomic_path, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 23) -> str:
     return digest.hexdigest()
 
 
-def write_shard(path: str | os.PathLike, clips: Sequence[dict[str, Any]], rejected: Sequence[dict[str, Any]], storage_dtype: str) -> dict[str, Any]:
+def write_shard(
+    path: str | os.PathLike,
+    clips: Sequence[dict[str, Any]],
+    rejected: Sequence[dict[str, Any]],
+    storage_dtype: str,
+) -> dict[str, Any]:
     """Write one shard atomically.
 
     Args:
@@ -116,14 +121,19 @@ def write_shard(path: str | os.PathLike, clips: Sequence[dict[str, Any]], reject
         for key in ("latents", "flow", "prompt_embeds", "pooled", "pooled_refined"):
             if key in clip:
                 tensors[f"{i}.{key}"] = clip[key].detach().to("cpu", dtype).contiguous()
-        if f"{i}.pooled_refined" in tensors and tensors[f"{i}.pooled_refined"].data_ptr() == tensors[f"{i}.pooled"].data_ptr():
-            tensors[f"{i}.pooled_refined"] = tensors[f"{i}.pooled_refined"].clone()  # safetensors refuses shared storage
+        refined = tensors.get(f"{i}.pooled_refined")
+        if refined is not None and refined.data_ptr() == tensors[f"{i}.pooled"].data_ptr():
+            tensors[f"{i}.pooled_refined"] = refined.clone()  # safetensors refuses shared storage
         tensors[f"{i}.labels"] = clip["labels"].detach().to("cpu", torch.uint8).contiguous()
-        entry = {"id": clip["id"], "video_name": clip["video_name"], "prompt": clip["prompt"], "labels": clip["label_names"]}
+        entry = {
+            "id": clip["id"], "video_name": clip["video_name"], "prompt": clip["prompt"],
+            "labels": clip["label_names"],
+        }  # fmt: skip
         if clip.get("description"):
             entry["description"] = clip["description"]
         info.append(entry)
-    metadata = {METADATA_KEY: json.dumps({"clips": info, "rejected": list(rejected)}, ensure_ascii=False)}
+    shard_info = {"clips": info, "rejected": list(rejected)}
+    metadata = {METADATA_KEY: json.dumps(shard_info, ensure_ascii=False)}
     final = Path(path)
     with atomic_path(final) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -135,9 +145,17 @@ def write_shard(path: str | os.PathLike, clips: Sequence[dict[str, Any]], reject
 def read_shard_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``"pila"`` metadata of a shard: ``{"clips": [...], "rejected": [...]}``."""
     with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
+        return shard_metadata(handle, path)
+
+
+def shard_metadata(handle: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The ``"pila"`` metadata of the shard open in ``handle`` (a ``safe_open`` handle of
+    ``path``), as :func:`read_shard_metadata` gives it."""
+    meta = handle.metadata() or {}
     if METADATA_KEY not in meta:
-        raise CacheCorruptError(f"{path} has no '{METADATA_KEY}' metadata; delete it and run `pila prepare` again")
+        raise CacheCorruptError(
+            f"{path} has no '{METADATA_KEY}' metadata; delete it and run `pila prepare` again"
+        )
     return json.loads(meta[METADATA_KEY])
 
 
@@ -151,14 +169,18 @@ def read_manifest(cache_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_json(path)
     except json.JSONDecodeError as err:
-        raise CacheCorruptError(f"{path} is not valid JSON ({err}); delete the cache folder and run `pila prepare` again") from err
+        raise CacheCorruptError(
+            f"{path} is not valid JSON ({err}); delete the cache folder and run `pila prepare` "
+            "again"
+        ) from err
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise CacheCorruptError(f"{path} is not a {CACHE_FORMAT} manifest")
     if manifest.get("version") != CACHE_VERSION:
         raise CacheMismatchError(
-            f"{path} has cache version {manifest.get('version')}, this code reads {CACHE_VERSION}; run `pila prepare` into a new folder"
+            f"{path} has cache version {manifest.get('version')}, this code reads "
+            f"{CACHE_VERSION}; run `pila prepare` into a new folder"
         )
     return manifest
 
@@ -247,17 +269,22 @@ class CachedClips(Dataset):
         manifest = manifest if manifest is not None else read_manifest(self.cache_dir)
         if manifest is None or not manifest.get("complete"):
             state = "has no manifest" if manifest is None else "is unfinished"
-            raise CacheMissingError(f"cache {str(self.cache_dir)!r} {state}; run `pila prepare` to build it")
+            raise CacheMissingError(
+                f"cache {str(self.cache_dir)!r} {state}; run `pila prepare` to build it"
+            )
         if verify:
             verify_cache(self.cache_dir, manifest)
         self.manifest = manifest
-        self._locations: dict[str, tuple[str, int, str]] = {}  # id → (shard file, slot, video name)
+        # id → (shard file, slot, video name)
+        self._locations: dict[str, tuple[str, int, str]] = {}
         for entry in manifest["shards"]:
             if entry["num_clips"] == 0:
                 continue
             path = self.cache_dir / entry["file"]
             if not path.is_file():
-                raise CacheCorruptError(f"cache shard {path} is missing; run `pila prepare` again to rebuild it")
+                raise CacheCorruptError(
+                    f"cache shard {path} is missing; run `pila prepare` again to rebuild it"
+                )
             for slot, clip in enumerate(read_shard_metadata(path)["clips"]):
                 self._locations[clip["id"]] = (entry["file"], slot, clip["video_name"])
         self._select(list(self._locations) if ids is None else ids)
@@ -293,7 +320,7 @@ class CachedClips(Dataset):
         if handle is None:
             path = self.cache_dir / name
             handle = safe_open(str(path), framework="pt")
-            self._metadata[name] = json.loads(handle.metadata()[METADATA_KEY])["clips"]
+            self._metadata[name] = shard_metadata(handle, path)["clips"]
             self._keys[name] = set(handle.keys())
             self._warn_if_descriptions_missing(name)
             self._handles[name] = handle
@@ -310,12 +337,13 @@ class CachedClips(Dataset):
         conditions training on the captions, not on the parser's descriptions."""
         if self._warned or not self.manifest.get("settings", {}).get("llm_labeler"):
             return
-        if self._metadata[name] and not any(k.endswith(".pooled_refined") for k in self._keys[name]):
+        refined = any(k.endswith(".pooled_refined") for k in self._keys[name])
+        if self._metadata[name] and not refined:
             log.warning(
-                "cache %s was labeled by an LLM parser but its shards hold no refined descriptions "
-                "(written by an older pila prepare): training conditions the adapter on the captions. "
-                "Rebuild it with the same `pila prepare` command and --overwrite to condition on the "
-                "descriptions, as generation does",
+                "cache %s was labeled by an LLM parser but its shards hold no refined "
+                "descriptions (written by an older pila prepare): training conditions the "
+                "adapter on the captions. Rebuild it with the same `pila prepare` command and "
+                "--overwrite to condition on the descriptions, as generation does",
                 self.cache_dir,
             )
             self._warned = True
@@ -327,7 +355,8 @@ class CachedClips(Dataset):
         embeds = handle.get_tensor(f"{slot}.prompt_embeds").float()  # (L_i, D)
         pooled = handle.get_tensor(f"{slot}.pooled").float()  # (D,)
         refined_key = f"{slot}.pooled_refined"
-        refined = handle.get_tensor(refined_key).float() if refined_key in self._keys[name] else pooled
+        has_refined = refined_key in self._keys[name]
+        refined = handle.get_tensor(refined_key).float() if has_refined else pooled
         return {
             "latents": handle.get_tensor(f"{slot}.latents").float(),  # (C, T, H, W)
             "flow": handle.get_tensor(f"{slot}.flow").float(),  # (2, T, H, W)

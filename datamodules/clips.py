@@ -32,10 +32,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
-from .records import RecordError, Rejection, WisaRecord
+from .records import WisaRecord
+from .rejections import RecordError, Rejection
 from .sources import VideoRef, open_video
 
-DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, LookupError, RuntimeError, zipfile.BadZipFile)
+DECODE_ERRORS = (
+    av.FFmpegError, OSError, ValueError, EOFError, LookupError, RuntimeError, zipfile.BadZipFile,
+)  # fmt: skip
 """Exceptions that mean "this file cannot be decoded" (a rejection, never a crash)."""
 
 
@@ -124,7 +127,8 @@ def plan_frame_indices(num_source_frames: int, source_fps: float, config: ClipCo
 
 
 def resize_center_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (h, w, 3) keeping the aspect ratio until it covers height × width, then centre-crop."""
+    """Resize (h, w, 3) keeping the aspect ratio until it covers height × width, then crop the
+    centre."""
     h, w = frame.shape[:2]
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
@@ -182,7 +186,9 @@ def _decode_indices(
     return out, decoded
 
 
-def read_clip(source: str | io.BytesIO, config: ClipConfig, fallback_fps: float | None = None) -> np.ndarray:
+def read_clip(
+    source: str | io.BytesIO, config: ClipConfig, fallback_fps: float | None = None
+) -> np.ndarray:
     """Sample one clip from a video with PyAV.
 
     The frame count comes from the container header (or a packet count); when fewer
@@ -220,7 +226,9 @@ def frames_to_model_range(frames: np.ndarray | Tensor) -> Tensor:
     """uint8 frames (F, H_px, W_px, 3) → float32 video (3, F, H_px, W_px) in [-1, 1]."""
     video = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
     if video.dtype != torch.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames (F, H, W, 3), got {video.dtype} {tuple(video.shape)}")
+        raise ValueError(
+            f"expected uint8 frames (F, H, W, 3), got {video.dtype} {tuple(video.shape)}"
+        )
     return video.permute(3, 0, 1, 2).float().div(127.5).sub(1.0)  # (3, F, H_px, W_px)
 
 

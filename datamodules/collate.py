@@ -21,7 +21,9 @@ STACKED_KEYS = ("latents", "flow", "pooled", "pooled_refined", "labels", "video"
 """Per-clip tensors of equal shape that are stacked along a new batch axis."""
 
 
-def pad_prompts(embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_prompts(
+    embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], pad_to: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad prompt embeddings (L_i, D) to (B, L, D) with a (B, L) bool mask.
 
     Args:
@@ -36,7 +38,10 @@ def pad_prompts(embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], p
     longest = max(e.shape[0] for e in embeds)
     length = longest if pad_to is None else pad_to
     if longest > length:
-        raise ValueError(f"a prompt has {longest} tokens, more than pad_to={length}; raise max_sequence_length")
+        raise ValueError(
+            f"a prompt has {longest} tokens, more than pad_to={length}; "
+            "raise max_sequence_length"
+        )
     dim = embeds[0].shape[1]
     out = embeds[0].new_zeros(len(embeds), length, dim)  # (B, L, D)
     mask = torch.zeros(len(embeds), length, dtype=torch.bool)  # (B, L)
@@ -67,9 +72,9 @@ def collate_clips(items: Sequence[dict[str, Any]], pad_to: int | None = None) ->
         if key in items[0]:
             batch[key] = torch.stack([item[key] for item in items])
     if "prompt_embeds" in items[0]:
-        batch["prompt_embeds"], batch["prompt_mask"] = pad_prompts(
-            [item["prompt_embeds"] for item in items], [item["prompt_mask"] for item in items], pad_to
-        )
+        embeds = [item["prompt_embeds"] for item in items]
+        masks = [item["prompt_mask"] for item in items]
+        batch["prompt_embeds"], batch["prompt_mask"] = pad_prompts(embeds, masks, pad_to)
     batch["prompt"] = [item["prompt"] for item in items]
     if "condition_text" in items[0]:
         batch["condition_text"] = [item["condition_text"] for item in items]

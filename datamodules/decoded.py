@@ -26,7 +26,8 @@ from pila.categories import labels_to_multihot
 
 from .clips import ClipConfig, load_record_clip
 from .flow_targets import FlowConfig, flow_target
-from .records import RecordError, WisaRecord
+from .records import WisaRecord
+from .rejections import RecordError
 from .sources import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,14 @@ class DecodedClips(Dataset):
     def __getitem__(self, position: int) -> dict[str, Any]:
         record = self.records[position]
         try:
-            frames = load_record_clip(record, self.videos.get(record.video_name), self.clip)  # (F, H_px, W_px, 3)
+            video_ref = self.videos.get(record.video_name)
+            frames = load_record_clip(record, video_ref, self.clip)  # (F, H_px, W_px, 3)
         except RecordError as err:
             return {"position": position, "rejection": err.rejection.to_json()}
-        flow = flow_target(frames, self.flow, self.temporal_factor, self.spatial_factor)  # (2, T, H, W)
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()  # (3, F, H_px, W_px) uint8
+        # (2, T, H, W)
+        flow = flow_target(frames, self.flow, self.temporal_factor, self.spatial_factor)
+        # (3, F, H_px, W_px) uint8
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()
         return {"position": position, "video": video, "flow": flow}
 
 
@@ -130,8 +134,15 @@ class OnTheFlyClips(Dataset):
                     "condition_text": record.condition_text,
                     "id": record.id,
                 }
-            log.warning("skipping %s: %s (%s)", item["rejection"]["video_name"], item["rejection"]["reason"], item["rejection"]["detail"])
-        raise RuntimeError(f"{self.max_skips + 1} consecutive records from position {index} could not be decoded; check the videos folder")
+            rejection = item["rejection"]
+            log.warning(
+                "skipping %s: %s (%s)",
+                rejection["video_name"], rejection["reason"], rejection["detail"],
+            )  # fmt: skip
+        raise RuntimeError(
+            f"{self.max_skips + 1} consecutive records from position {index} could not be "
+            "decoded; check the videos folder"
+        )
 
 
 def video_to_model_range(video: Tensor) -> Tensor:
@@ -171,9 +182,12 @@ def encode_clips(
     if condition_texts is not None:
         if len(condition_texts) != len(prompts):
             raise ValueError(f"{len(condition_texts)} condition texts for {len(prompts)} prompts")
-        differ = [i for i, (c, p) in enumerate(zip(condition_texts, prompts, strict=True)) if c != p]
+        pairs = zip(condition_texts, prompts, strict=True)
+        differ = [i for i, (c, p) in enumerate(pairs) if c != p]
         if differ:  # encode only the descriptions that are not the caption itself
-            described = backbone.encode_prompt([condition_texts[i] for i in differ], max_sequence_length=max_sequence_length)
+            described = backbone.encode_prompt(
+                [condition_texts[i] for i in differ], max_sequence_length=max_sequence_length
+            )
             refined = pooled.clone()
             refined[differ] = described.pooled.float().to(refined.device)
     return {

@@ -68,7 +68,9 @@ class FlowConfig:
         if not 0.0 < self.pyr_scale < 1.0:
             raise ValueError(f"pyr_scale must be in (0, 1), got {self.pyr_scale}")
         if self.levels < 1 or self.iterations < 1:
-            raise ValueError(f"levels and iterations must be ≥ 1, got {self.levels}, {self.iterations}")
+            raise ValueError(
+                f"levels and iterations must be ≥ 1, got {self.levels}, {self.iterations}"
+            )
         if self.winsize < 3:
             raise ValueError(f"winsize must be ≥ 3, got {self.winsize}")
         if self.poly_n not in (5, 7):
@@ -106,7 +108,8 @@ def pixel_pair_flows(frames: np.ndarray, config: FlowConfig) -> np.ndarray:
         raise ValueError(f"expected uint8 frames (F, H, W, 3), got {frames.dtype} {frames.shape}")
     grey = _grey_small(frames, config.max_side)  # (F, h, w)
     h, w = grey.shape[1:]
-    to_full = np.array([frames.shape[2] / w, frames.shape[1] / h], dtype=np.float32).reshape(2, 1, 1)
+    scale_xy = [frames.shape[2] / w, frames.shape[1] / h]
+    to_full = np.array(scale_xy, dtype=np.float32).reshape(2, 1, 1)
     flows = np.empty((len(grey) - 1, 2, h, w), dtype=np.float32)
     for k in range(1, len(grey)):
         d = cv2.calcOpticalFlowFarneback(
@@ -142,7 +145,8 @@ def group_pair_flows(pair_flows: np.ndarray, temporal_factor: int) -> np.ndarray
             f"{steps + 1} pixel frames do not map onto latent frames: need "
             f"{temporal_factor}·k + 1 frames"
         )
-    grouped = pair_flows.reshape(steps // temporal_factor, temporal_factor, *pair_flows.shape[1:]).mean(axis=1)
+    groups = pair_flows.reshape(steps // temporal_factor, temporal_factor, *pair_flows.shape[1:])
+    grouped = groups.mean(axis=1)  # (T − 1, 2, h, w)
     return np.concatenate([pair_flows[:1], grouped], axis=0)  # (T, 2, h, w)
 
 
@@ -186,14 +190,19 @@ def flow_target(
     """
     _, h_px, w_px, _ = frames.shape
     if h_px % spatial_factor or w_px % spatial_factor:
-        raise ValueError(f"frame size {h_px} × {w_px} is not divisible by the VAE's factor {spatial_factor}")
+        raise ValueError(
+            f"frame size {h_px} × {w_px} is not divisible by the VAE's factor {spatial_factor}"
+        )
     pairs = pixel_pair_flows(frames, config)  # (F − 1, 2, h, w)
     grouped = group_pair_flows(pairs, temporal_factor)  # (T, 2, h, w)
-    latent = to_latent_grid(grouped, (h_px // spatial_factor, w_px // spatial_factor), temporal_factor, spatial_factor)
+    latent_size = (h_px // spatial_factor, w_px // spatial_factor)  # (H, W)
+    latent = to_latent_grid(grouped, latent_size, temporal_factor, spatial_factor)
     return torch.from_numpy(latent).permute(1, 0, 2, 3).contiguous()  # (2, T, H, W)
 
 
-def displacement_to_target(displacement: np.ndarray, temporal_factor: int = 4, spatial_factor: int = 8) -> Tensor:
+def displacement_to_target(
+    displacement: np.ndarray, temporal_factor: int = 4, spatial_factor: int = 8
+) -> Tensor:
     """A known per-pixel displacement field in the target's units (for ground truth).
 
     Args:
@@ -206,5 +215,6 @@ def displacement_to_target(displacement: np.ndarray, temporal_factor: int = 4, s
     """
     _, _, h_px, w_px = displacement.shape
     grouped = group_pair_flows(displacement.astype(np.float32), temporal_factor)
-    latent = to_latent_grid(grouped, (h_px // spatial_factor, w_px // spatial_factor), temporal_factor, spatial_factor)
+    latent_size = (h_px // spatial_factor, w_px // spatial_factor)  # (H, W)
+    latent = to_latent_grid(grouped, latent_size, temporal_factor, spatial_factor)
     return torch.from_numpy(latent).permute(1, 0, 2, 3).contiguous()  # (2, T, H, W)

@@ -12,12 +12,12 @@ and prints the category distribution.
 
 The command line is :mod:`.prepare_config`'s (jsonargparse, from :class:`PrepareConfig`);
 several processes share the shards as :mod:`.ranks` says; what makes a cache folder
-reusable is in :mod:`.cache_identity`.
+reusable is in :mod:`.cache_identity`; why a record was skipped, and what to check when
+none is left, in :mod:`.rejections`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -31,7 +31,7 @@ from typing import Any
 
 from pila import logs
 from pila.categories import CATEGORIES
-from pila.io import write_json_atomic, write_text_atomic
+from pila.io import write_json_atomic
 from pila.parser.category_map import CategoryMap
 
 from .cache import (
@@ -50,13 +50,19 @@ from .ranks import (
     gather_shards,
     marker_path,
     read_marker,
-    resolve_device,
     run_key,
     shard_index,
     spawn_ranks,
     write_marker,
 )
-from .records import Rejection, WisaRecord, load_annotations, rejection_counts, select_records
+from .records import WisaRecord, load_annotations, select_records
+from .rejections import (
+    NoUsableRecordsError,
+    Rejection,
+    nothing_kept_message,
+    rejection_counts,
+    write_rejected,
+)
 from .relabel import (
     Labeler,
     category_distribution,
@@ -65,7 +71,7 @@ from .relabel import (
     relabel_records,
     relabeled_annotation,
 )
-from .shard_writer import encode_shards, torch_threads
+from .shard_writer import encode_shards, load_encoders, torch_threads
 from .sources import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -133,10 +139,6 @@ def load_records(
     return records, rejected, len(entries), category_map
 
 
-def _write_rejected(path: Path, rejections: Sequence[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejections))
-
-
 def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> PrepareSummary:
     """Write the relabeled annotation and ``rejected.jsonl``; print the category distribution.
 
@@ -146,12 +148,9 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
     start = time.perf_counter()
     records, rejected, num_entries, _ = load_records(config, labeler)
     out = Path(config.out)
-    _write_rejected(out / REJECTED_NAME, [r.to_json() for r in rejected])
     if not records:
-        counts = Counter(r.reason for r in rejected)
-        raise NoUsableRecordsError(
-            nothing_kept_message(config, num_entries, counts, out / REJECTED_NAME)
-        )
+        _nothing_kept(config, num_entries, [r.to_json() for r in rejected])
+    write_rejected(out / REJECTED_NAME, [r.to_json() for r in rejected])
     target = Path(config.relabeled_out) if config.relabeled_out else out / RELABELED_NAME
     write_json_atomic(target, relabeled_annotation(records), indent=None)
     categories = category_distribution(records)
@@ -164,48 +163,6 @@ def relabel_only(config: PrepareConfig, labeler: Labeler | None = None) -> Prepa
         num_entries, len(records), 0, rejection_counts(rejected), categories,
         seconds=time.perf_counter() - start,
     )  # fmt: skip
-
-
-class NoUsableRecordsError(ValueError):
-    """Every record of the annotation file was rejected: there is nothing to cache or label."""
-
-
-REJECTION_ADVICE: dict[str, str] = {
-    "malformed_record": "that --annotations is a WISA-format annotation file (a JSON list of "
-    "records, or JSON Lines)",
-    "missing_field": "that the records have the fields WISA-80K's have (video_name, captions, "
-    "duration, …)",
-    "no_video": "that --annotations names videos (a WISA prompt file is labeled by "
-    "--relabel-only and generated from by `pila predict`)",
-    "malformed_field": "the records' field types (see rejected.jsonl for each one)",
-    "duplicate_record": "for repeated video_name values in --annotations",
-    "duration_out_of_range": "--min-duration / --max-duration ('none' lifts a bound)",
-    "too_many_text_boxes": "--max-text-boxes ('none' lifts the filter)",
-    "low_motion": "--min-motion-score ('none' lifts the filter)",
-    "low_quality": "--min-quality ('none' lifts the filter)",
-    "unlabeled": "--category-map (or --llm-labeler): no record got a category",
-    "video_missing": "--videos (the folder with the <N>.zip shards, their per-shard folders or "
-    "the .mp4 files) and that the video names match",
-    "video_empty": "the video files: they are empty",
-    "video_undecodable": "the video files: they are truncated, corrupt or not videos",
-    "video_too_short": "--num-frames / --fps, or --short-clip loop",
-}
-"""What to check for each rejection reason when nothing is left."""
-
-
-def nothing_kept_message(
-    config: PrepareConfig, num_entries: int, counts: Counter, rejected_path: Path
-) -> str:
-    """Why ``pila prepare`` kept no record: the rejections per reason and what to check."""
-    reasons = "; ".join(f"{reason}: {count}" for reason, count in counts.most_common())
-    checks = "; ".join(
-        REJECTION_ADVICE[r] for r, _ in counts.most_common() if r in REJECTION_ADVICE
-    )
-    return (
-        f"no usable records: all {num_entries} entries of {config.annotations} were rejected "
-        f"({reasons or 'the annotation file is empty'}); details in {rejected_path}. "
-        f"Check {checks or 'the annotation file'}"
-    )
 
 
 def _reusable_shards(
@@ -292,17 +249,14 @@ def prepare_cache(
     if ranks.world_size > 1:
         log.info(
             "rank %d of %d: %d shards to build, %d done",
-            ranks.rank,
-            ranks.world_size,
-            len(pending),
-            len(done),
-        )
+            ranks.rank, ranks.world_size, len(pending), len(done),
+        )  # fmt: skip
         if ranks.rank == 0:
             write_manifest(out, manifest)  # unfinished: the data modules say so, not "missing"
     # 2. this rank's missing shards, encoded with the same thread count on every rank
     written = 0
     if pending:
-        backbone = _encoders(config, backbone, ranks)
+        backbone = load_encoders(config, backbone, ranks)
         latent_shape = backbone.latent_shape(
             config.clip.num_frames, config.clip.height, config.clip.width
         )
@@ -326,28 +280,16 @@ def prepare_cache(
     return summary
 
 
-def _encoders(config: PrepareConfig, backbone: Any | None, ranks: Ranks) -> Any:
-    """The backbone's VAE and text encoder on this rank's device (loaded unless given)."""
-    device = resolve_device(config.device, ranks.local_rank)
-    if backbone is not None:
-        backbone.to(device)
-        return backbone
-    from pila.backbone import WanBackbone
-    from pila.backbone.wan import ENCODING_COMPONENTS
-
-    return WanBackbone.from_pretrained(
-        config.backbone, dtype=config.dtype, device=device, components=ENCODING_COMPONENTS
-    )
-
-
 def _nothing_kept(
     config: PrepareConfig, num_entries: int, rejections: list[dict[str, Any]]
 ) -> None:
     """Write ``rejected.jsonl`` and raise :class:`NoUsableRecordsError` with the reasons."""
     path = Path(config.out) / REJECTED_NAME
-    _write_rejected(path, rejections)
+    write_rejected(path, rejections)
     counts = Counter(r["reason"] for r in rejections)
-    raise NoUsableRecordsError(nothing_kept_message(config, num_entries, counts, path))
+    raise NoUsableRecordsError(
+        nothing_kept_message(config.annotations, num_entries, counts, path)
+    )
 
 
 def _complete(
@@ -375,7 +317,7 @@ def _complete(
         complete=True, num_clips=len(kept_ids), rejected=counts, categories=category_counts
     )
     write_manifest(out, manifest)
-    _write_rejected(out / REJECTED_NAME, rejections)
+    write_rejected(out / REJECTED_NAME, rejections)
     kept = relabeled_annotation(r for r in records if r.id in kept_ids)
     write_json_atomic(out / RELABELED_NAME, kept, indent=None)
     for k in range(manifest["num_shards"]):  # the manifest lists every shard now

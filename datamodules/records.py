@@ -21,8 +21,8 @@ WISA's prompt-side annotation records (``en_caption``, ``phys_law``, ``q0``–``
 rejects each with reason ``no_video``, while relabeling, which needs only the text, keeps
 them (``select_records(..., prompts=True)``). :mod:`.prompt_side` reads them for generation.
 
-Bad data never stops a run: a record that cannot be used becomes a :class:`Rejection`
-with one of the :data:`REJECTION_REASONS`, written to ``rejected.jsonl``.
+Bad data never stops a run: a record that cannot be used becomes a
+:class:`~.rejections.Rejection` (:mod:`.rejections`), written to ``rejected.jsonl``.
 """
 
 from __future__ import annotations
@@ -30,67 +30,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pila.categories import CATEGORIES
 from pila.io import read_json
 
-REJECTION_REASONS: dict[str, str] = {
-    "malformed_record": "the entry is not a JSON object",
-    "missing_field": "a required field (or one a filter needs) is absent or null",
-    "no_video": "a prompt-side annotation record (en_caption, no video) while building a cache: "
-    "a prompt for `pila predict` (`--relabel-only` labels it), not a clip",
-    "malformed_field": "a field has the wrong type or an impossible value",
-    "duplicate_record": "an earlier record already names this video",
-    "duration_out_of_range": "duration outside [min_duration, max_duration]",
-    "too_many_text_boxes": "text_bbox_num above max_text_boxes",
-    "low_motion": "motion score below min_motion_score",
-    "low_quality": "visual_quality_score below min_quality",
-    "unlabeled": "the category map (or labeler) gave no category",
-    "video_missing": "no video file of that name under the videos folder",
-    "video_empty": "the video file has zero bytes",
-    "video_undecodable": "the file (or zip member) is truncated, corrupt or not a video",
-    "video_too_short": "fewer frames than the clip needs and short_clip='reject'",
-}
-"""Every reason a record or video can be rejected for, with its meaning."""
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One skipped record: a line of ``rejected.jsonl``.
-
-    Attributes:
-        video_name: the record's ``video_name`` (or ``"<record N>"`` when it has none).
-        reason: one of :data:`REJECTION_REASONS`.
-        detail: a human-readable explanation (which field, which value, the decoder's error).
-        index: position of the record in the annotation file.
-    """
-
-    video_name: str
-    reason: str
-    detail: str = ""
-    index: int = -1
-
-    def __post_init__(self) -> None:
-        if self.reason not in REJECTION_REASONS:
-            raise ValueError(
-                f"unknown rejection reason {self.reason!r}; valid: {', '.join(REJECTION_REASONS)}"
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class RecordError(Exception):
-    """A record that cannot be used; carries the :class:`Rejection` that describes why."""
-
-    def __init__(self, rejection: Rejection) -> None:
-        super().__init__(f"{rejection.video_name}: {rejection.reason} ({rejection.detail})")
-        self.rejection = rejection
+from .rejections import RecordError, Rejection
 
 
 @dataclass(frozen=True)
@@ -447,7 +395,3 @@ def select_records(
             kept.append(record)
     return kept, rejected
 
-
-def rejection_counts(rejections: Iterable[Rejection]) -> dict[str, int]:
-    """Number of rejections per reason, most frequent first."""
-    return dict(Counter(r.reason for r in rejections).most_common())

@@ -30,7 +30,8 @@ from pila.parser.base import ordered_labels
 from pila.parser.category_map import CategoryMap, record_field
 
 from .prompt_side import as_wisa_record
-from .records import Rejection, WisaRecord, is_prompt_side_record
+from .records import WisaRecord, is_prompt_side_record
+from .rejections import Rejection
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Decode, encode and write the shards of one ``pila prepare`` rank.
 
 Clips are decoded and their flow computed in DataLoader workers; the frozen VAE and text
-encoder run over batches in this process (:func:`encode_shards`) with a fixed number of
-torch threads (:func:`torch_threads`), so the bytes of a shard never depend on the launcher,
-the number of processes or the machine's cores.
+encoder (:func:`load_encoders`, on the rank's device) run over batches in this process
+(:func:`encode_shards`) with a fixed number of torch threads (:func:`torch_threads`), so
+the bytes of a shard never depend on the launcher, the number of processes or the
+machine's cores.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pila.categories import labels_to_multihot
 from .cache import shard_name, write_manifest, write_shard
 from .decoded import DecodedClips, encode_clips, keep_item, worker_init
 from .prepare_config import PrepareConfig
-from .ranks import Ranks, write_marker
+from .ranks import Ranks, resolve_device, write_marker
 from .records import WisaRecord
 from .sources import VideoIndex
 
@@ -43,6 +44,20 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def load_encoders(config: PrepareConfig, backbone: Any | None, ranks: Ranks) -> Any:
+    """The backbone's VAE and text encoder on this rank's device (loaded unless given)."""
+    device = resolve_device(config.device, ranks.local_rank)
+    if backbone is not None:
+        backbone.to(device)
+        return backbone
+    from pila.backbone import WanBackbone
+    from pila.backbone.wan import ENCODING_COMPONENTS
+
+    return WanBackbone.from_pretrained(
+        config.backbone, dtype=config.dtype, device=device, components=ENCODING_COMPONENTS
+    )
 
 
 def _cached_clip(record: WisaRecord, item: dict[str, Any], encoded: dict[str, Any], i: int) -> dict:

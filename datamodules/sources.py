@@ -59,7 +59,9 @@ class VideoIndex:
         unreadable: zips that could not be opened (their videos are reported missing).
     """
 
-    def __init__(self, refs: dict[str, VideoRef], duplicates: int = 0, unreadable: list[str] | None = None) -> None:
+    def __init__(
+        self, refs: dict[str, VideoRef], duplicates: int = 0, unreadable: list[str] | None = None
+    ) -> None:
         self.refs = refs
         self.duplicates = duplicates
         self.unreadable = unreadable or []
@@ -87,19 +89,16 @@ class VideoIndex:
                 full = os.path.join(dirpath, filename)
                 lower = filename.lower()
                 if lower.endswith(".zip"):
-                    shard = Path(filename).stem if not rel.parts else f"{folder_shard}/{Path(filename).stem}"
+                    stem = Path(filename).stem
+                    shard = f"{folder_shard}/{stem}" if rel.parts else stem
                     try:
-                        with zipfile.ZipFile(full) as archive:
-                            for info in archive.infolist():
-                                member_name = info.filename.rsplit("/", 1)[-1]
-                                if info.is_dir() or not member_name.lower().endswith(VIDEO_SUFFIXES):
-                                    continue
-                                found.append(VideoRef(member_name, shard, full, info.filename, info.file_size))
+                        found += _zip_videos(full, shard)
                     except (zipfile.BadZipFile, OSError) as err:
                         log.warning("skipping unreadable zip %s: %s", full, err)
                         unreadable.append(full)
                 elif lower.endswith(VIDEO_SUFFIXES) and not filename.startswith("."):
-                    found.append(VideoRef(filename, folder_shard, full, None, os.path.getsize(full)))
+                    size = os.path.getsize(full)
+                    found.append(VideoRef(filename, folder_shard, full, None, size))
         found.sort(key=lambda r: (r.shard, r.path, r.member or ""))
         refs: dict[str, VideoRef] = {}
         duplicates = 0
@@ -109,7 +108,10 @@ class VideoIndex:
             else:
                 refs[ref.name] = ref
         if duplicates:
-            log.info("%d video names occur in more than one shard; the first shard's copy is used", duplicates)
+            log.info(
+                "%d video names occur in more than one shard; the first shard's copy is used",
+                duplicates,
+            )
         return cls(refs, duplicates, unreadable)
 
     def __len__(self) -> int:
@@ -125,6 +127,18 @@ class VideoIndex:
 # Zip handles are cached per process: a handle inherited through fork shares its file
 # offset with the parent, so each worker opens its own.
 _ZIP_HANDLES: dict[str, tuple[int, zipfile.ZipFile]] = {}
+
+
+def _zip_videos(path: str, shard: str) -> list[VideoRef]:
+    """The video members of the zip at ``path`` (a shard named ``shard``), in archive order."""
+    found = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            member_name = info.filename.rsplit("/", 1)[-1]
+            if info.is_dir() or not member_name.lower().endswith(VIDEO_SUFFIXES):
+                continue
+            found.append(VideoRef(member_name, shard, path, info.filename, info.file_size))
+    return found
 
 
 def _zip_handle(path: str) -> zipfile.ZipFile:

@@ -67,13 +67,17 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if self.num_clips_per_category < 1:
-            raise ValueError(f"num_clips_per_category must be ≥ 1, got {self.num_clips_per_category}")
+            raise ValueError(
+                f"num_clips_per_category must be ≥ 1, got {self.num_clips_per_category}"
+            )
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be ≥ 2, got {self.num_frames}")
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.height < 16 or self.width < 16 or self.height % 2 or self.width % 2:
-            raise ValueError(f"height and width must be even and ≥ 16, got {self.height} × {self.width}")
+            raise ValueError(
+                f"height and width must be even and ≥ 16, got {self.height} × {self.width}"
+            )
         unknown = [s for s in self.scenes if s not in SCENES]
         if unknown:
             raise ValueError(f"unknown scenes {unknown}; valid: {', '.join(SCENES)}")
@@ -90,7 +94,8 @@ def video_codec() -> str:
 
 def clip_name(scene: str, index: int, config: SyntheticConfig) -> str:
     """A WISA-style ``<sha256>.mp4`` name, fixed by the scene, index and settings."""
-    key = f"pila-synthetic:{scene}:{index}:{config.seed}:{config.num_frames}x{config.height}x{config.width}@{config.fps:g}"
+    size = f"{config.num_frames}x{config.height}x{config.width}@{config.fps:g}"
+    key = f"pila-synthetic:{scene}:{index}:{config.seed}:{size}"
     return hashlib.sha256(key.encode()).hexdigest() + ".mp4"
 
 
@@ -99,7 +104,9 @@ def render_clip(scene: str, index: int, config: SyntheticConfig) -> SceneClip:
     return render_indexed(scene, index, config.seed, config.num_frames, config.height, config.width)
 
 
-def wisa_record(name: str, scene: str, index: int, clip: SceneClip, config: SyntheticConfig) -> dict[str, Any]:
+def wisa_record(
+    name: str, scene: str, index: int, clip: SceneClip, config: SyntheticConfig
+) -> dict[str, Any]:
     """The WISA-80K-format annotation record of a rendered clip."""
     speed = float(np.sqrt((clip.displacement**2).sum(axis=1)).mean())
     return {
@@ -127,7 +134,8 @@ def wisa_record(name: str, scene: str, index: int, clip: SceneClip, config: Synt
 
 
 def _stamp(config: SyntheticConfig) -> dict[str, Any]:
-    return {"format": "pila-synthetic", "version": 1, "config": {**config.__dict__, "scenes": list(config.scenes)}}
+    settings = {**config.__dict__, "scenes": list(config.scenes)}
+    return {"format": "pila-synthetic", "version": 1, "config": settings}
 
 
 def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) -> Path:
@@ -150,8 +158,8 @@ def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) ->
         if found == stamp and annotation.is_file():
             return annotation
         raise ValueError(
-            f"{str(base)!r} holds synthetic clips made with other settings ({found.get('config')}); "
-            "choose another root or delete that folder"
+            f"{str(base)!r} holds synthetic clips made with other settings "
+            f"({found.get('config')}); choose another root or delete that folder"
         )
     videos = base / VIDEO_FOLDER
     videos.mkdir(parents=True, exist_ok=True)
@@ -166,7 +174,10 @@ def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) ->
                 save_file(
                     {"displacement": np.ascontiguousarray(clip.displacement)},
                     str(tmp),
-                    metadata={"units": "pixels per frame", "layout": "(F-1, 2, H, W), x first; entry k-1 moves frame k-1 to frame k"},
+                    metadata={
+                        "units": "pixels per frame",
+                        "layout": "(F-1, 2, H, W), x first; entry k-1 moves frame k-1 to frame k",
+                    },
                 )
             records.append(wisa_record(name, scene, index, clip, config))
     write_json_atomic(annotation, records)
@@ -243,7 +254,8 @@ class SyntheticPhysicsDataModule(WISA80KDataModule):
         allow_backbone_mismatch: bool = False,
     ) -> None:
         self.synthetic = SyntheticConfig(
-            num_clips_per_category=num_clips_per_category, seed=seed, num_frames=num_frames, fps=fps, height=height, width=width
+            num_clips_per_category=num_clips_per_category, seed=seed, num_frames=num_frames,
+            fps=fps, height=height, width=width,
         )
         base = Path(root)
         super().__init__(

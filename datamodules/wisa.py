@@ -21,7 +21,8 @@ Both paths give the same batch (``pad_to`` is ``max_sequence_length``, as in
     pooled_refined (B, D) float32            the same for the parser's refined description
                                              (conditions the adapter; = pooled without one)
     labels         (B, 8) float32            multi-hot, pila.categories.CATEGORIES order
-    flow           (B, 2, T, H, W) float32   pseudo-flow target, latent cells per latent frame, x first
+    flow           (B, 2, T, H, W) float32   pseudo-flow target, latent cells per latent frame,
+                                             x first
     prompt, id     list[str]
 
 The train/val split is a hash of each video name (:func:`~pila.datamodules.split.split_names`).
@@ -80,7 +81,8 @@ class WISA80KDataModule(LightningDataModule):
         llm_labeler: local causal-LM folder the cache was relabeled with
             (``pila prepare --llm-labeler``); None: the category map alone.
         val_fraction: share of clips (by video-name hash) held out for validation.
-        split_seed: seed of the split hash and of the training order (a resumed run keeps its place in it).
+        split_seed: seed of the split hash and of the training order (a resumed run keeps its
+            place in it).
         max_sequence_length: text tokens per prompt; batches are padded to it.
         flow_max_side: long side in pixels of the frames Farneback sees.
         encode_on_the_fly: decode and encode every batch instead of reading the cache.
@@ -144,7 +146,10 @@ class WISA80KDataModule(LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if cache_dir is None and not encode_on_the_fly:
-            raise ValueError("cache_dir is required unless encode_on_the_fly=True (it is where `pila prepare` writes)")
+            raise ValueError(
+                "cache_dir is required unless encode_on_the_fly=True "
+                "(it is where `pila prepare` writes)"
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
@@ -163,7 +168,10 @@ class WISA80KDataModule(LightningDataModule):
             videos=videos,
             out=cache_dir or "",
             backbone=backbone,
-            clip=ClipConfig(num_frames=num_frames, fps=fps, height=height, width=width, short_clip=short_clip, anchor=anchor),
+            clip=ClipConfig(
+                num_frames=num_frames, fps=fps, height=height, width=width,
+                short_clip=short_clip, anchor=anchor,
+            ),  # fmt: skip
             filters=FilterConfig(
                 min_duration=min_duration,
                 max_duration=max_duration,
@@ -201,9 +209,11 @@ class WISA80KDataModule(LightningDataModule):
         config = self.prepare_settings
         manifest = read_manifest(config.out)
         if manifest is None or not manifest.get("complete"):
-            state = "does not exist" if manifest is None else "is unfinished (a prepare run stopped early)"
+            unfinished = "is unfinished (a prepare run stopped early)"
+            state = "does not exist" if manifest is None else unfinished
             raise CacheMissingError(
-                f"the training cache {config.out!r} {state}. Build it with:\n\n    {config.command()}\n\n"
+                f"the training cache {config.out!r} {state}. Build it with:\n\n"
+                f"    {config.command()}\n\n"
                 "(or set prepare_if_missing: true on the data module to build it before training, "
                 "or encode_on_the_fly: true to train without a cache)"
             )
@@ -216,12 +226,14 @@ class WISA80KDataModule(LightningDataModule):
             raise CacheMismatchError(
                 f"the cache {config.out!r} was built with other settings than this data module's "
                 f"({'; '.join(diff)}). Build a matching one into a new folder with:\n\n    "
-                f"{config.command()} --overwrite\n\n(drop --overwrite and change --out to keep the old cache)"
+                f"{config.command()} --overwrite\n\n"
+                "(drop --overwrite and change --out to keep the old cache)"
             )
         return manifest
 
     def _check_backbones(self, manifest: dict[str, Any]) -> None:
-        """The cache's VAE and text encoder are the data module's and the training module's backbone's.
+        """The cache's VAE and text encoder are the data module's and the training module's
+        backbone's.
 
         Raises:
             CacheMismatchError: naming the backbone that built the cache and the one asked
@@ -230,8 +242,10 @@ class WISA80KDataModule(LightningDataModule):
         built = manifest.get("backbone") or {}
         built_fp = manifest.get("settings", {}).get("backbone", built.get("fingerprint"))
         wanted = [("the data module's backbone", self.prepare_settings.backbone)]
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        module_backbone = (getattr(module, "hparams", None) or {}).get("backbone") if module is not None else None
+        trainer = self.trainer
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        hparams = (getattr(module, "hparams", None) or {}) if module is not None else {}
+        module_backbone = hparams.get("backbone")
         if isinstance(module_backbone, str) and module_backbone != self.prepare_settings.backbone:
             wanted.append(("the training module's backbone", module_backbone))
         for role, spec in wanted:
@@ -239,16 +253,18 @@ class WISA80KDataModule(LightningDataModule):
             if identity["fingerprint"] == built_fp:
                 continue
             message = (
-                f"the cache {self.prepare_settings.out!r} was built by backbone {built.get('source', '?')!r} "
-                f"(fingerprint {built_fp}), but {role} is {spec!r} (fingerprint {identity['fingerprint']}): their VAE "
-                "or text-encoder weights differ, so the cached latents and text embeddings are not what it makes"
+                f"the cache {self.prepare_settings.out!r} was built by backbone "
+                f"{built.get('source', '?')!r} (fingerprint {built_fp}), but {role} is {spec!r} "
+                f"(fingerprint {identity['fingerprint']}): their VAE or text-encoder weights "
+                "differ, so the cached latents and text embeddings are not what it makes"
             )
             if self.allow_backbone_mismatch:
                 log.warning("%s; training on it anyway (allow_backbone_mismatch)", message)
                 continue
             raise CacheMismatchError(
-                f"{message}. Build a cache with this backbone (`pila prepare ... --backbone {spec} --out NEW_FOLDER`), "
-                "or set allow_backbone_mismatch: true on the data module if you mean to train on this one"
+                f"{message}. Build a cache with this backbone (`pila prepare ... --backbone {spec} "
+                "--out NEW_FOLDER`), or set allow_backbone_mismatch: true on the data module if "
+                "you mean to train on this one"
             )
 
     # ------------------------------------------------------------------- setup
@@ -271,22 +287,31 @@ class WISA80KDataModule(LightningDataModule):
             verify_cache(self.prepare_settings.out, manifest)
         everything = CachedClips(self.prepare_settings.out, verify=False, manifest=manifest)
         if len(everything) == 0:
-            raise ValueError(f"the cache {self.prepare_settings.out!r} holds no clips; see its rejected.jsonl")
+            raise ValueError(
+                f"the cache {self.prepare_settings.out!r} holds no clips; see its rejected.jsonl"
+            )
         names = everything.video_names
         train_names, val_names = split_names(names, self.val_fraction, self.split_seed)
         by_name = dict(zip(names, everything.ids, strict=True))
         self.train_set = everything.subset([by_name[n] for n in train_names])
         self.val_set = everything.subset([by_name[n] for n in val_names])
-        log.info("cache %s: %d training and %d validation clips", self.prepare_settings.out, len(self.train_set), len(self.val_set))
+        log.info(
+            "cache %s: %d training and %d validation clips",
+            self.prepare_settings.out, len(self.train_set), len(self.val_set),
+        )  # fmt: skip
 
     def _setup_on_the_fly(self) -> None:
         config = self.prepare_settings
         records, rejected, num_entries, _ = load_records(config)
         if not records:
-            raise ValueError(f"no usable records in {config.annotations!r} ({len(rejected)} of {num_entries} rejected)")
+            raise ValueError(
+                f"no usable records in {config.annotations!r} "
+                f"({len(rejected)} of {num_entries} rejected)"
+            )
         backbone = self._load_backbone()
         videos = VideoIndex.scan(config.videos)
-        train_names, val_names = split_names([r.video_name for r in records], self.val_fraction, self.split_seed)
+        names = [r.video_name for r in records]
+        train_names, val_names = split_names(names, self.val_fraction, self.split_seed)
         by_name = {r.video_name: r for r in records}
 
         def dataset(names: list[str]) -> OnTheFlyClips | list:
@@ -299,7 +324,10 @@ class WISA80KDataModule(LightningDataModule):
             return OnTheFlyClips(decoded)
 
         self.train_set, self.val_set = dataset(train_names), dataset(val_names)
-        log.info("on-the-fly encoding: %d training and %d validation records (%d rejected)", len(train_names), len(val_names), len(rejected))
+        log.info(
+            "on-the-fly encoding: %d training and %d validation records (%d rejected)",
+            len(train_names), len(val_names), len(rejected),
+        )  # fmt: skip
 
     # ------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
@@ -309,7 +337,9 @@ class WISA80KDataModule(LightningDataModule):
         if train:
             # Each epoch's order comes from (split_seed, epoch) alone, sharded by rank; a run
             # resumed mid-epoch skips the batches its checkpoint had already trained on.
-            sampler = ResumableSampler(dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last)
+            sampler = ResumableSampler(
+                dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last
+            )
             sampler.skip(batches_completed_in_epoch(self.trainer) * self.batch_size)
         return DataLoader(
             dataset,
@@ -345,19 +375,22 @@ class WISA80KDataModule(LightningDataModule):
 
             config = self.prepare_settings
             # the encoders alone: the training module holds the transformer(s)
-            self._backbone = WanBackbone.from_pretrained(config.backbone, dtype=config.dtype, components=ENCODING_COMPONENTS)
+            self._backbone = WanBackbone.from_pretrained(
+                config.backbone, dtype=config.dtype, components=ENCODING_COMPONENTS
+            )
         return self._backbone
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """With ``encode_on_the_fly``, turn ``video`` (B, 3, F, H_px, W_px) uint8 into the cached fields."""
+        """With ``encode_on_the_fly``, turn ``video`` (B, 3, F, H_px, W_px) uint8 into the cached
+        fields."""
         if "video" not in batch:
             return batch
         video = batch.pop("video")
         backbone = self._load_backbone()
         if backbone.device != video.device:
             backbone.to(video.device)
-        conditions = batch.get("condition_text")
-        batch.update(encode_clips(backbone, video, batch["prompt"], self.max_sequence_length, conditions))
+        prompts, conditions = batch["prompt"], batch.get("condition_text")
+        batch.update(encode_clips(backbone, video, prompts, self.max_sequence_length, conditions))
         for key in ("latents", "prompt_embeds", "prompt_mask", "pooled", "pooled_refined"):
             batch[key] = batch[key].to(video.device)
         return batch

@@ -2,8 +2,11 @@
 
 ``pila fit|validate|test|predict`` are Lightning's subcommands (:class:`PilaCLI`, a
 ``LightningCLI``: ``--config FILE.yaml``, ``--print_config``, dotted overrides). The
-project's own subcommands (``prepare``, ``export``, ``demo``) are plain argparse programs,
-each a ``main(argv) -> int`` in its own module, registered in :data:`PROJECT_COMMANDS`.
+project's own subcommands are each a ``main(argv) -> int`` in its own module, registered
+in :data:`PROJECT_COMMANDS`: ``prepare`` parses its typed settings with jsonargparse
+(``--config``, ``--print_config``, ``--help`` from the dataclasses' docstrings;
+:mod:`pila.datamodules.prepare_config`), ``export`` and ``demo`` are plain argparse
+programs, and ``lab`` dispatches to the lab's own.
 
 A user mistake (a missing file, a value the project's validation refuses, a corrupt
 cache, a file that is not a checkpoint) ends a Lightning subcommand with its one message

@@ -176,7 +176,9 @@ class ClaimBook:
             self.release(path)
 
 
-def remove_stale_temporaries(files: Iterable[Path], claims: ClaimBook, claim_of: dict[Path, Path]) -> list[Path]:
+def remove_stale_temporaries(
+    files: Iterable[Path], claims: ClaimBook, claim_of: dict[Path, Path]
+) -> list[Path]:
     """Delete the temporary siblings that killed runs left next to ``files``.
 
     Only names of the atomic writers' pattern ``.{name}.{8 hex}{suffix}`` whose ``name``
@@ -200,7 +202,9 @@ def remove_stale_temporaries(files: Iterable[Path], claims: ClaimBook, claim_of:
             continue
         for entry in entries:
             match = _TEMPORARY.match(entry.name)
-            if match is None or match["name"] not in names or not entry.is_file(follow_symlinks=False):
+            if match is None or match["name"] not in names:
+                continue
+            if not entry.is_file(follow_symlinks=False):
                 continue
             final = folder / match["name"]
             if match["suffix"] != final.suffix:

@@ -102,7 +102,8 @@ class PILAPredictModule(pl.LightningModule):
         self.parser = parser
         self.memory = memory if memory is not None else MemoryConfig()
         self.compile_backbone = compile_backbone
-        # Loaded in setup(); a plain dict keeps them out of the module tree (see the module docstring).
+        # Loaded in setup(); a plain dict keeps them out of the module tree (see the module
+        # docstring).
         self._frozen: dict[str, nn.Module] = {}
         self._adapter_identity: dict[str, Any] | None = None
         self._checked: CheckedAdapter | None = None
@@ -111,7 +112,9 @@ class PILAPredictModule(pl.LightningModule):
     @property
     def backbone(self) -> WanBackbone:
         if "backbone" not in self._frozen:
-            raise RuntimeError("the backbone is loaded in setup(); call module.setup('predict') first")
+            raise RuntimeError(
+                "the backbone is loaded in setup(); call module.setup('predict') first"
+            )
         return self._frozen["backbone"]  # type: ignore[return-value]
 
     @property
@@ -141,8 +144,8 @@ class PILAPredictModule(pl.LightningModule):
         backbone.latent_shape(self.sampling.num_frames, self.sampling.height, self.sampling.width)
         if self.sampling.guidance_scale_2 is not None and backbone.boundary_ratio is None:
             raise ValueError(
-                f"guidance_scale_2 is set but the backbone {self.backbone_source!r} has one transformer "
-                "(Wan 2.1); leave guidance_scale_2 unset or load a Wan 2.2-A14B folder"
+                f"guidance_scale_2 is set but the backbone {self.backbone_source!r} has one "
+                "transformer (Wan 2.1); leave guidance_scale_2 unset or load a Wan 2.2-A14B folder"
             )
         self._frozen["backbone"] = backbone
         if self.adapter_source is not None:
@@ -169,16 +172,19 @@ class PILAPredictModule(pl.LightningModule):
         """Every setting that shaped the videos, for the sidecars."""
         backbone = self.backbone
         scheduler = backbone.scheduler
-        configured_shift = scheduler.config.get("flow_shift", scheduler.config.get("shift"))
+        shift = self.sampling.shift
+        if shift is None:  # the scheduler's own
+            shift = scheduler.config.get("flow_shift", scheduler.config.get("shift"))
+        parses = self.parser is not None and self.adapter is not None
         return {
             **self.sampling.to_json(),
-            "shift_used": self.sampling.shift if self.sampling.shift is not None else configured_shift,
+            "shift_used": shift,
             "backbone": self.backbone_source,
             "backbone_dtype": str(backbone.dtype).removeprefix("torch."),
             "boundary_ratio": backbone.boundary_ratio,
             "two_stage": backbone.transformer_2 is not None,
             "scheduler": type(scheduler).__name__,
-            "parser": self.parser.describe() if (self.parser is not None and self.adapter is not None) else None,
+            "parser": self.parser.describe() if parses else None,
         }
 
     @property
@@ -191,7 +197,9 @@ class PILAPredictModule(pl.LightningModule):
         if self.adapter is None:
             return None
         record = item.record
-        return parse_with_given(self.parser, record.prompt, labels=record.labels, refined_prompt=record.refined_prompt)
+        return parse_with_given(
+            self.parser, record.prompt, labels=record.labels, refined_prompt=record.refined_prompt
+        )
 
     def predict_step(self, batch: list[PredictItem], batch_idx: int = 0) -> list[PredictionResult]:
         """Generate every item of the batch, one at a time with its own seed."""

@@ -87,7 +87,9 @@ class CorrectingScheduler:
         self._step = 0
         return self._inner.set_timesteps(*args, **kwargs)
 
-    def step(self, model_output: Tensor, timestep: Any, sample: Tensor, *args: Any, **kwargs: Any) -> Any:
+    def step(
+        self, model_output: Tensor, timestep: Any, sample: Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
         index = self._step
         self._step += 1
         if self._correct is not None:
@@ -111,12 +113,15 @@ def scheduler_copy(scheduler: Any, shift: float | None) -> Any:
         return type(scheduler).from_config(config, flow_shift=shift)
     if "shift" in config:
         return type(scheduler).from_config(config, shift=shift)
-    raise ValueError(f"scheduler {type(scheduler).__name__} has no flow shift to set; leave shift=None")
+    raise ValueError(
+        f"scheduler {type(scheduler).__name__} has no flow shift to set; leave shift=None"
+    )
 
 
 @contextlib.contextmanager
 def patched_pipeline(pipeline: Any, scheduler: Any, progress: bool) -> Iterator[None]:
-    """Swap the pipeline's scheduler (bypassing its config registry) and progress bar for one call."""
+    """Swap the pipeline's scheduler (bypassing its config registry) and progress bar for one
+    call."""
     saved_scheduler = pipeline.__dict__["scheduler"]
     had_bar = "_progress_bar_config" in pipeline.__dict__
     saved_bar = pipeline.__dict__.get("_progress_bar_config")
@@ -204,7 +209,14 @@ class AdapterCorrection:
             ``"conditional"``); None: it reads and corrects the guided velocity.
     """
 
-    def __init__(self, adapter: nn.Module, cond: Any, steps: Iterable[int], clock: StepClock, tap: ConditionalVelocityTap | None = None) -> None:
+    def __init__(
+        self,
+        adapter: nn.Module,
+        cond: Any,
+        steps: Iterable[int],
+        clock: StepClock,
+        tap: ConditionalVelocityTap | None = None,
+    ) -> None:
         self.adapter = adapter
         self.cond = cond
         self.steps = frozenset(steps)
@@ -220,10 +232,14 @@ class AdapterCorrection:
         if step not in self.steps:
             return velocity
         if self.tap is not None and conditional is None:
-            raise RuntimeError("the conditional velocity was not seen this step: the pipeline did not call a tapped transformer")
+            raise RuntimeError(
+                "the conditional velocity was not seen this step: the pipeline did not call a "
+                "tapped transformer"
+            )
         start = self.clock.now()
         param = next(self.adapter.parameters())
-        sigma_b = torch.full((x_t.shape[0],), sigma, device=param.device, dtype=torch.float32)  # (B,)
+        batch = x_t.shape[0]
+        sigma_b = torch.full((batch,), sigma, device=param.device, dtype=torch.float32)  # (B,)
         read = velocity if conditional is None else conditional
         out = self.adapter(
             x_t.to(param.device, param.dtype),

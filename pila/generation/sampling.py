@@ -108,7 +108,10 @@ def as_backbone(pipeline: Any) -> WanBackbone:
     from diffusers import WanPipeline
 
     if not isinstance(pipeline, WanPipeline):
-        raise TypeError(f"expected a diffusers WanPipeline or a pila WanBackbone, got {type(pipeline).__name__}")
+        raise TypeError(
+            "expected a diffusers WanPipeline or a pila WanBackbone, "
+            f"got {type(pipeline).__name__}"
+        )
     return WanBackbone(pipeline)
 
 
@@ -125,8 +128,10 @@ def adapter_condition(
     ablation; ``label_source="random"`` replaces the labels with seeded random ones.
     """
     acfg = adapter.config
-    text = parsed.prompt if getattr(acfg, "prompt_source", "refined") == "raw" else parsed.refined_prompt
-    pooled = backbone.encode_prompt([text], max_sequence_length=config.max_sequence_length).pooled  # (1, D)
+    raw = getattr(acfg, "prompt_source", "refined") == "raw"
+    text = parsed.prompt if raw else parsed.refined_prompt
+    embedding = backbone.encode_prompt([text], max_sequence_length=config.max_sequence_length)
+    pooled = embedding.pooled  # (1, D)
     labels = labels_to_multihot(list(parsed.labels))[None]  # (1, E)
     if getattr(acfg, "label_source", "parsed") == "random":
         labels = randomize_labels(labels, generator=torch.Generator().manual_seed(seed))
@@ -218,7 +223,8 @@ def generate_video(
     if len(scheduler.timesteps) != config.num_inference_steps:
         raise RuntimeError(
             f"the scheduler ran {len(scheduler.timesteps)} steps for num_inference_steps="
-            f"{config.num_inference_steps}; correction_steps assume one scheduler step per denoising step"
+            f"{config.num_inference_steps}; correction_steps assume one scheduler step per "
+            "denoising step"
         )
     denoise_start = clock.denoise_start if clock.denoise_start is not None else call_start
     denoise_end = clock.denoise_end if clock.denoise_end is not None else end

@@ -49,16 +49,23 @@ def resolve_correction_steps(
             try:
                 spec = (int(first), int(last))
             except ValueError:
-                raise ValueError(f"correction_steps {spec!r}: write a range as 'first-last', e.g. '41-50'") from None
+                raise ValueError(
+                    f"correction_steps {spec!r}: write a range as 'first-last', e.g. '41-50'"
+                ) from None
         else:
             try:
                 spec = [int(s) for s in text.split(",") if s]
             except ValueError:
-                raise ValueError(f"correction_steps {spec!r}: write steps as '1,3,5' or a range '41-50'") from None
+                raise ValueError(
+                    f"correction_steps {spec!r}: write steps as '1,3,5' or a range '41-50'"
+                ) from None
     if isinstance(spec, tuple) and len(spec) == 2:
         first, last = (int(v) for v in spec)
         if first > last:
-            raise ValueError(f"correction_steps range {spec} is reversed; write (first, last) with first <= last")
+            raise ValueError(
+                f"correction_steps range {spec} is reversed; write (first, last) with "
+                "first <= last"
+            )
         steps = set(range(first, last + 1))
     else:
         steps = {int(s) for s in spec}
@@ -66,7 +73,10 @@ def resolve_correction_steps(
         raise ValueError("correction_steps is empty; pass None to correct every step")
     bad = sorted(s for s in steps if not 1 <= s <= n)
     if bad:
-        raise ValueError(f"correction_steps {bad} outside [1, {n}] (num_inference_steps={n}); steps are 1-based")
+        raise ValueError(
+            f"correction_steps {bad} outside [1, {n}] (num_inference_steps={n}); "
+            "steps are 1-based"
+        )
     return tuple(sorted(steps))
 
 
@@ -78,7 +88,10 @@ def resolve_seeds(seed: int | Sequence[int], num_prompts: int) -> list[int]:
         return [seed + i for i in range(num_prompts)]
     seeds = [int(s) for s in seed]
     if len(seeds) != num_prompts:
-        raise ValueError(f"got {len(seeds)} seeds for {num_prompts} prompts; pass one seed per prompt or a single int")
+        raise ValueError(
+            f"got {len(seeds)} seeds for {num_prompts} prompts; pass one seed per prompt "
+            "or a single int"
+        )
     return seeds
 
 
@@ -134,9 +147,14 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.adapter_velocity not in ADAPTER_VELOCITIES:
-            raise ValueError(f"adapter_velocity must be one of {', '.join(ADAPTER_VELOCITIES)}, got {self.adapter_velocity!r}")
+            raise ValueError(
+                f"adapter_velocity must be one of {', '.join(ADAPTER_VELOCITIES)}, "
+                f"got {self.adapter_velocity!r}"
+            )
         if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
+            raise ValueError(
+                f"num_inference_steps must be at least 1, got {self.num_inference_steps}"
+            )
         for name in ("guidance_scale", "guidance_scale_2"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -148,11 +166,17 @@ class SamplingConfig:
             if value < 16 or value % 16:
                 raise ValueError(f"{name} must be a positive multiple of 16, got {value}")
         if self.top_k is not None and not 0 <= self.top_k <= len(CATEGORIES):
-            raise ValueError(f"top_k must lie in [0, {len(CATEGORIES)}] or be None, got {self.top_k}")
+            raise ValueError(
+                f"top_k must lie in [0, {len(CATEGORIES)}] or be None, got {self.top_k}"
+            )
         if self.shift is not None and not self.shift > 0:
-            raise ValueError(f"shift must be positive (or None for the scheduler's own), got {self.shift}")
+            raise ValueError(
+                f"shift must be positive (or None for the scheduler's own), got {self.shift}"
+            )
         if self.max_sequence_length < 1:
-            raise ValueError(f"max_sequence_length must be at least 1, got {self.max_sequence_length}")
+            raise ValueError(
+                f"max_sequence_length must be at least 1, got {self.max_sequence_length}"
+            )
         if not 0.0 <= self.cond_scale <= 1.0:
             raise ValueError(f"cond_scale must lie in [0, 1], got {self.cond_scale}")
         # Canonical, unambiguous form: "first-last" for a range, "a,b,c" for explicit steps.
@@ -174,7 +198,10 @@ class SamplingConfig:
         names = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise TypeError(f"unknown generation settings {unknown}; the settings are {', '.join(sorted(names))}")
+            raise TypeError(
+                f"unknown generation settings {unknown}; "
+                f"the settings are {', '.join(sorted(names))}"
+            )
         return dataclasses.replace(self, **changes)
 
     @property

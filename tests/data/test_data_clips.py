@@ -19,7 +19,8 @@ from pila.datamodules.clips import (
     read_clip,
     resize_center_crop,
 )
-from pila.datamodules.records import RecordError, parse_record
+from pila.datamodules.records import parse_record
+from pila.datamodules.rejections import RecordError
 from pila.datamodules.sources import VideoIndex, open_video
 
 

@@ -8,14 +8,12 @@ import pytest
 from data_helpers import wisa_record
 
 from pila.datamodules.records import (
-    REJECTION_REASONS,
     FilterConfig,
-    RecordError,
-    Rejection,
     load_annotations,
     parse_record,
     select_records,
 )
+from pila.datamodules.rejections import REJECTION_REASONS, RecordError, Rejection
 from pila.datamodules.split import split_names, split_score
 
 

@@ -17,13 +17,12 @@ from pila.datamodules.cache import CachedClips
 from pila.datamodules.prepare import main, prepare_cache
 from pila.datamodules.prompt_side import as_wisa_record, wisa_prompt
 from pila.datamodules.records import (
-    REJECTION_REASONS,
     FilterConfig,
-    RecordError,
     is_prompt_side_record,
     parse_record,
     select_records,
 )
+from pila.datamodules.rejections import REJECTION_REASONS, RecordError
 from pila.datamodules.relabel import CategoryMap, relabel_records
 
 
