@@ -14,7 +14,7 @@ dye_advection       dye carried by a swirling vortex flow         fluid
 smoke_puff          a smoke puff expands and rises                compressible_flow
 melting_block       an ice block melts into a spreading puddle    fluid, phase_change, thermal
 ball_collision      two balls collide head-on and rebound         rigid_body, collision
-cooling_plate       a hot spot on a plate spreads and cools       thermal, optical
+cooling_plate       a hot spot on a plate spreads and cools       thermal
 ripple_reflection   ripples distort a lamp's reflection           fluid, optical
 ==================  ============================================  ==============================
 
@@ -551,7 +551,7 @@ def cooling_plate(rng: np.random.Generator, num_frames: int, height: int, width:
         frames=np.stack(frames).astype(np.float32),
         displacement=np.zeros((num_frames - 1, 2, height, width), np.float32),
         prompt="A metal plate glows orange-hot at one spot, the glow spreading and fading as the plate cools.",
-        labels=["thermal", "optical"],
+        labels=["thermal"],  # glowing heat spread: thermal, not an optical effect (App. C)
         wisa_label="unnatural light source",
         answers={"q0": NO_DYNAMICS, "q1": NO_THERMO, "q2": "unnatural light source"},
         phys_law="Heat diffuses from the hot spot (the heat equation's Gaussian kernel) while the plate loses heat; hot metal glows by incandescence.",

@@ -96,8 +96,9 @@ class PILAModule(LightningModule, abc.ABC):
             compile time, which is logged. [ours: False]
         grad_log_every_n_steps: how often stages B and C log the gradient norm of each
             loss part on each parameter group and their ratio
-            (:mod:`pila.stages.gradients`); 0 never. [ours: 50, under 5 % of a step's
-            time (``benchmarks/results/grad_diagnostics.md``)]
+            (:mod:`pila.stages.gradients`); 0 never. A multiple of the trainer's
+            ``log_every_n_steps``, or some are not written. [ours: 50, under 5 % of a
+            step's time (``benchmarks/results/grad_diagnostics.md``)]
     """
 
     #: optimizer parameter groups → the adapter's parameter groups
@@ -395,7 +396,8 @@ class PILAModule(LightningModule, abc.ABC):
     def _maybe_log_gradients(self) -> None:
         """Every ``grad_log_every_n_steps`` steps: each loss part's gradient norm per group."""
         every, parts = self.hparams.get("grad_log_every_n_steps", 0), self.loss_parts
-        if every and self.grad_parts and set(self.grad_parts) <= set(parts) and self.global_step % every == 0:
+        due = every and (self.global_step + 1) % every == 0  # as the metrics: a logged step
+        if due and self.grad_parts and set(self.grad_parts) <= set(parts):
             norms = gradient_norms(parts, self.adapter.parameter_groups())
             self.log_dict(gradient_scalars(norms, *self.grad_parts), on_step=True, rank_zero_only=True)
         self.loss_parts = {}

@@ -61,7 +61,7 @@ def _fit(module, root, steps):
 
 def test_grad_balanced_holds_the_physics_gradient_within_rho_on_the_shared_groups(tiny_backbone, tmp_path):
     torch.manual_seed(0)
-    rho = 0.05
+    rho = 0.05  # well under the unscaled ratio, so the bound binds
     c = _module(StageC, tiny_backbone, loss_weighting="grad_balanced", loss_balance_ratio=rho)
     c.lambda_phys = 0.3
     measured: list[tuple[float, float]] = []  # (scaled ratio, unscaled ratio) per step
@@ -77,11 +77,11 @@ def test_grad_balanced_holds_the_physics_gradient_within_rho_on_the_shared_group
         return loss, logs
 
     c.compute_loss = watched
-    _fit(c, tmp_path, steps=5)
-    assert len(measured) == 5
+    _fit(c, tmp_path, steps=3)
+    assert len(measured) == 3
     assert all(scaled <= rho * (1 + 1e-4) for scaled, _ in measured)
     assert max(raw for _, raw in measured) > rho  # the bound did bind: the run measured something
-    assert 0 < c.balance.scale < 1 and c.balance.updates == 5
+    assert 0 < c.balance.scale < 1 and c.balance.updates == 3
     # the scale travels with the training checkpoint (exact resume)
     ckpt: dict = {}
     c.on_save_checkpoint(ckpt)
@@ -100,20 +100,24 @@ def test_diagnostic_steps_log_every_part_on_every_trained_group(cls, tiny_backbo
     logged: dict[int, set[str]] = {}
     log_dict = module.log_dict
 
-    def record(values, *args, **kwargs):
-        logged.setdefault(module.global_step, set()).update(values)
-        return log_dict(values, *args, **kwargs)
+    values: dict[str, float] = {}
+
+    def record(step_values, *args, **kwargs):
+        logged.setdefault(module.global_step, set()).update(step_values)
+        values.update(step_values)
+        return log_dict(step_values, *args, **kwargs)
 
     module.log_dict = record
     _fit(module, tmp_path, steps=3)
     main, aux = module.grad_parts
     tags = set().union(*logged.values())
     grad_steps = sorted(s for s, t in logged.items() if any(k.startswith("train/grad_norm/") for k in t))
-    assert grad_steps == [0, 2]
+    assert grad_steps == [1]  # (step + 1) a multiple of 2, like the metrics
     trained = {"B": ("encoder", "anchor", "afe"), "C": ("encoder", "afe", "router", "experts", "decoder")}
     for group in trained[module.stage_name]:
         assert {f"train/grad_norm/{main}/{group}", f"train/grad_norm/{aux}/{group}"} <= tags
     assert "train/grad_ratio/encoder" in tags
     if cls is StageC:  # L_res never reaches the decoder
-        assert "train/grad_ratio/decoder" not in tags or True
+        assert values["train/grad_norm/residual/decoder"] == 0.0 and values["train/grad_ratio/decoder"] == 0.0
+        assert values["train/grad_norm/residual/experts"] > 0
     assert module.loss_parts == {}  # the graph is not kept past the step
