@@ -13,7 +13,6 @@ Legend: B batch, E experts (8, one per category), K top-k, Dc condition width.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from pila.stages import StageB, StageC
 from pila.stages.gradients import GradientBalance, gradient_norms, gradient_scalars, worst_ratio
 
-from .helpers import batch_of, clip_item, tiny_adapter_config
+from .helpers import clip_item, tiny_adapter_config
 
 
 def _module(cls, tiny_backbone, **changes):
