@@ -21,7 +21,7 @@ It reports
 
 Variants: the readings of the adaptive weights (``AdapterConfig.loss_weighting``) under
 the lab's optimiser settings, and today's reading under the paper configs' optimiser
-settings (lr 1e-4, gradient clipping at 1.0).
+settings (lr 1e-4, gradient clipping at 1.0) and with the lab's lr and that clipping.
 
     pila demo --out /tmp/demo                       # configs, data, stage B and C checkpoints
     python benchmarks/grad_diagnostics.py --demo /tmp/demo --regime late
@@ -57,6 +57,7 @@ VARIANTS: dict[str, tuple[str, float | None, float | None]] = {
     "category_mean": ("category_mean", None, None),
     "grad_balanced": ("grad_balanced", None, None),
     "paper_optimiser": ("inverse_running_mean", 1e-4, 1.0),
+    "lab_lr_clipped": ("inverse_running_mean", None, 1.0),
 }
 
 
