@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ def run_variant(demo: Path, work: Path, name: str, steps: int, every: int, regim
     }
     if "train/balance_scale" in table.tags:
         out["balance_scale_last"] = float(table.series("train/balance_scale").values[-1])
+    out["commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent
+    ).stdout.strip()
     write_json_atomic(work / f"{name}.json", out)
     return out
 
@@ -159,16 +163,28 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"of the last third (steps ≥ {meta['steps'] - meta['steps'] // 3}); flow "
         "loss mean of the first and last tenth of the steps; validation flow loss at the end.",
         "",
-        "| variant | " + " | ".join(groups) + " | fm first | fm last | val fm | s/step |",
-        "|---|" + "---:|" * (len(groups) + 4),
+        "| variant | " + " | ".join(groups) + " | fm first | fm last | val fm | s/step | wall s | s (balance) |",
+        "|---|" + "---:|" * (len(groups) + 6),
     ]
     for name, r in results.items():
         cells = [f"{r['grad_ratio_late'][g]:.3g}" if g in r["grad_ratio_late"] else "–" for g in groups]
         lines.append(
             f"| {name} | " + " | ".join(cells)
             + f" | {r['fm_loss_first']:.4f} | {r['fm_loss_last']:.4f} | {r['val_fm_loss']:.4f}"
-            f" | {r['step_s_median']:.2f} |"
+            f" | {r['step_s_median']:.2f} | {r['wall_s']:.0f} | "
+            + (f"{r['balance_scale_last']:.2g} |" if "balance_scale_last" in r else "– |")
         )
+    lines += [
+        "",
+        f"DIR made by `pila demo --out DIR`; measured with the code of commit "
+        f"{', '.join(meta['commits'])}. The decoder's ratio is 0: L_res does not reach it.",
+    ]
+    if meta["regime"] == "late" and "frozen" in results:
+        lines += [
+            "`frozen` starts here from the checkpoint's scales, most of them already past "
+            "`loss_freeze_steps` values, and holds them: over a short run it reads as today's. "
+            "Its difference shows from the start of training.",
+        ]
     base = results.get("inverse_running_mean")
     if base:
         extra = base["diagnostic_step_s_median"] - base["step_s_median"]
@@ -192,7 +208,9 @@ def main() -> None:
     parser.add_argument("--regime", choices=("start", "late"), default="late")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--every", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated; empty: only rebuild the table"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
@@ -208,6 +226,7 @@ def main() -> None:
         "command": f"python benchmarks/grad_diagnostics.py --demo DIR --regime {args.regime} "
         f"--steps {args.steps} --every {args.every} --threads {args.threads}",
         "regime": args.regime,
+        "commits": sorted({r.get("commit", "?") for r in results.values()}),
         "start": "trained stage C" if args.regime == "late" else "stage B",
         "steps": args.steps,
         "every": args.every,

@@ -121,3 +121,20 @@ def test_diagnostic_steps_log_every_part_on_every_trained_group(cls, tiny_backbo
         assert values["train/grad_norm/residual/decoder"] == 0.0 and values["train/grad_ratio/decoder"] == 0.0
         assert values["train/grad_norm/residual/experts"] > 0
     assert module.loss_parts == {}  # the graph is not kept past the step
+
+
+def test_diagnostic_steps_change_nothing_the_run_computes(tiny_backbone, tmp_path):
+    """Same seed, diagnostics on every step or never: the same weights and random streams."""
+    finals = []
+    for every in (1, 0):
+        torch.manual_seed(0)
+        module = _module(StageC, tiny_backbone)
+        module.hparams.grad_log_every_n_steps = every
+        module.lambda_phys = 0.3
+        _fit(module, tmp_path / str(every), steps=2)
+        finals.append(({k: v.clone() for k, v in module.adapter.state_dict().items()}, torch.rand(3)))
+    (weights_on, draw_on), (weights_off, draw_off) = finals
+    assert weights_on.keys() == weights_off.keys()
+    for key in weights_on:
+        torch.testing.assert_close(weights_on[key], weights_off[key], rtol=0, atol=0, msg=key)
+    assert torch.equal(draw_on, draw_off)
