@@ -97,8 +97,9 @@ class PILAModule(LightningModule, abc.ABC):
         grad_log_every_n_steps: how often stages B and C log the gradient norm of each
             loss part on each parameter group and their ratio
             (:mod:`pila.stages.gradients`); 0 never. A multiple of the trainer's
-            ``log_every_n_steps``, or some are not written. [ours: 50, under 5 % of a
-            step's time (``benchmarks/results/grad_diagnostics.md``)]
+            ``log_every_n_steps``, or some are not written. [ours: 50; a diagnostic step
+            adds 0.7–0.9 of a step in the lab, so 1.3–1.8 % of training
+            (``benchmarks/results/grad_diagnostics_late.md``)]
     """
 
     #: optimizer parameter groups → the adapter's parameter groups
