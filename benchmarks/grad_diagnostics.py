@@ -83,14 +83,20 @@ def variant_config(demo: Path, work: Path, name: str, steps: int, every: int, re
     trainer = config["trainer"]
     shrink = steps / trainer["max_steps"]  # start: the lab's schedules, compressed to the run
     for callback in trainer["callbacks"]:
-        if callback["class_path"].endswith(("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")):
+        if callback["class_path"].endswith(
+            ("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")
+        ):
             late = 0 if callback["class_path"].endswith("EncoderFreeze") else 1
             start = max(1, round(callback["init_args"]["steps"] * shrink))
             callback["init_args"]["steps"] = late if regime == "late" else start
-    trainer.update(max_steps=steps, log_every_n_steps=every, val_check_interval=steps, limit_val_batches=2)
+    trainer.update(
+        max_steps=steps, log_every_n_steps=every, val_check_interval=steps, limit_val_batches=2
+    )
     trainer["enable_checkpointing"] = False
     trainer["callbacks"] = [
-        c for c in trainer["callbacks"] if not c["class_path"].endswith(("ModelCheckpoint", "ExpertImageLogger"))
+        c
+        for c in trainer["callbacks"]
+        if not c["class_path"].endswith(("ModelCheckpoint", "ExpertImageLogger"))
     ]
     trainer["logger"]["init_args"].update(save_dir=str(work), name=name, version="")
     if clip is not None:
@@ -108,7 +114,9 @@ def variant_config(demo: Path, work: Path, name: str, steps: int, every: int, re
     return path
 
 
-def run_variant(demo: Path, work: Path, name: str, steps: int, every: int, regime: str) -> dict[str, Any]:
+def run_variant(
+    demo: Path, work: Path, name: str, steps: int, every: int, regime: str
+) -> dict[str, Any]:
     from pila.analysis import read_scalars
     from pila.cli import PilaCLI
 
@@ -133,7 +141,9 @@ def run_variant(demo: Path, work: Path, name: str, steps: int, every: int, regim
     diagnostic = [t for s, t in timer.times.items() if (s + 1) % every == 0 and s > 0]
     plain = [t for s, t in timer.times.items() if (s + 1) % every and s > 0]
     out: dict[str, Any] = {
-        "settings": dict(zip(("loss_weighting", "lr", "gradient_clip_val"), VARIANTS[name], strict=True)),
+        "settings": dict(
+            zip(("loss_weighting", "lr", "gradient_clip_val"), VARIANTS[name], strict=True)
+        ),
         "grad_ratio_late": ratios,
         "fm_loss_first": float(fm.values[:tenth].mean()),
         "fm_loss_last": float(fm.values[-tenth:].mean()),
@@ -163,13 +173,18 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"of the last third (steps ≥ {meta['steps'] - meta['steps'] // 3}); flow "
         "loss mean of the first and last tenth of the steps; validation flow loss at the end.",
         "",
-        "| variant | " + " | ".join(groups) + " | fm first | fm last | val fm | s/step | wall s | s (balance) |",
+        "| variant | "
+        + " | ".join(groups)
+        + " | fm first | fm last | val fm | s/step | wall s | s (balance) |",
         "|---|" + "---:|" * (len(groups) + 6),
     ]
     for name, r in results.items():
-        cells = [f"{r['grad_ratio_late'][g]:.3g}" if g in r["grad_ratio_late"] else "–" for g in groups]
+        cells = [
+            f"{r['grad_ratio_late'][g]:.3g}" if g in r["grad_ratio_late"] else "–" for g in groups
+        ]
         lines.append(
-            f"| {name} | " + " | ".join(cells)
+            f"| {name} | "
+            + " | ".join(cells)
             + f" | {r['fm_loss_first']:.4f} | {r['fm_loss_last']:.4f} | {r['val_fm_loss']:.4f}"
             f" | {r['step_s_median']:.2f} | {r['wall_s']:.0f} | "
             + (f"{r['balance_scale_last']:.2g} |" if "balance_scale_last" in r else "– |")
@@ -193,10 +208,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             "",
             "## Cost of the diagnostics",
             "",
-            f"inverse_running_mean run: a step takes {base['step_s_median']:.3f} s (median), a step with "
-            f"the diagnostics {base['diagnostic_step_s_median']:.3f} s: +{share:.0%} on that step, so "
-            f"{share / DEFAULT_EVERY:.2%} of the training time at the default "
-            f"grad_log_every_n_steps = {DEFAULT_EVERY}.",
+            f"inverse_running_mean run: a step takes {base['step_s_median']:.3f} s (median), "
+            f"a step with the diagnostics {base['diagnostic_step_s_median']:.3f} s: "
+            f"+{share:.0%} on that step, so {share / DEFAULT_EVERY:.2%} of the training time "
+            f"at the default grad_log_every_n_steps = {DEFAULT_EVERY}.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -204,12 +219,16 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, required=True, help="a `pila demo --out DIR` folder")
-    parser.add_argument("--work", type=Path, default=None, help="logs and configs (default: DEMO/grad_diagnostics)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="logs and configs (default: DEMO/grad_diagnostics)"
+    )
     parser.add_argument("--regime", choices=("start", "late"), default="late")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated; empty: only rebuild the table"
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated; empty: only rebuild the table",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()

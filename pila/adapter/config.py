@@ -287,7 +287,8 @@ class AdapterConfig:
         self.loss_weighting = canonical_weighting(self.loss_weighting)
         if not _is_int(self.loss_freeze_steps) or self.loss_freeze_steps < 1:
             raise ValueError(
-                f"AdapterConfig.loss_freeze_steps must be an integer >= 1, got {self.loss_freeze_steps}"
+                "AdapterConfig.loss_freeze_steps must be an integer >= 1, got "
+                f"{self.loss_freeze_steps}"
             )
         if not self.loss_balance_ratio > 0:
             raise ValueError(

@@ -77,7 +77,9 @@ def gradient_scalars(
         for group, norm in by_group.items():
             values[f"{prefix}/grad_norm/{part}/{group}"] = float(norm)
     for group, main_norm in norms[main].items():
-        ratio = float(norms[auxiliary][group]) / float(main_norm) if float(main_norm) > 0 else math.nan
+        ratio = (
+            float(norms[auxiliary][group]) / float(main_norm) if float(main_norm) > 0 else math.nan
+        )
         values[f"{prefix}/grad_ratio/{group}"] = ratio
     return {k: v for k, v in values.items() if math.isfinite(v)}
 
@@ -109,7 +111,9 @@ class GradientBalance:
 
     def __init__(self, ratio: float, smoothing: float) -> None:
         if not ratio > 0 or not 0 < smoothing <= 1:
-            raise ValueError(f"GradientBalance needs ratio > 0 and smoothing in (0, 1], got {ratio}, {smoothing}")
+            raise ValueError(
+                f"GradientBalance needs ratio > 0 and smoothing in (0, 1], got {ratio}, {smoothing}"
+            )
         self.ratio, self.smoothing = float(ratio), float(smoothing)
         self.scale = 1.0
         self.updates = 0
@@ -119,7 +123,11 @@ class GradientBalance:
         if not math.isfinite(worst):
             return self.scale  # a non-finite step (skipped by training) leaves s alone
         bound = 1.0 if worst <= self.ratio else self.ratio / worst
-        averaged = bound if self.updates == 0 else (1 - self.smoothing) * self.scale + self.smoothing * bound
+        averaged = (
+            bound
+            if self.updates == 0
+            else (1 - self.smoothing) * self.scale + self.smoothing * bound
+        )
         self.scale = min(bound, averaged)
         self.updates += 1
         return self.scale

@@ -139,7 +139,8 @@ class PILAModule(LightningModule, abc.ABC):
             raise ValueError(f"lr must be > 0 and encoder_lr_scale >= 0, got {lr}, {encoder_lr_scale}")
         if max_nonfinite_steps < 1 or log_every_n_steps < 1 or grad_log_every_n_steps < 0:
             raise ValueError(
-                "max_nonfinite_steps and log_every_n_steps must be >= 1, grad_log_every_n_steps >= 0"
+                "max_nonfinite_steps and log_every_n_steps must be >= 1, "
+                "grad_log_every_n_steps >= 0"
             )
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["adapter"])
@@ -298,7 +299,7 @@ class PILAModule(LightningModule, abc.ABC):
         )
 
     def optimizer_class(self) -> type[torch.optim.Optimizer]:
-        """AdamW, or DeepSpeed's CPU AdamW under ZeRO-Offload (:func:`pila.stages.optim.adamw_class`)."""
+        """AdamW, or DeepSpeed's CPU AdamW under ZeRO-Offload (:func:`.optim.adamw_class`)."""
         return adamw_class(getattr(self._trainer, "strategy", None))
 
     # --------------------------------------------------------------- shared step
@@ -386,7 +387,8 @@ class PILAModule(LightningModule, abc.ABC):
             return
         if self.router_metrics.update_count:
             stats = self.router_metrics.compute()
-            self.log_dict(stats.as_log_dict("train/router"), on_step=True, on_epoch=False, rank_zero_only=True)
+            values = stats.as_log_dict("train/router")
+            self.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
             self._figures["coactivation"] = stats.coactivation.detach().cpu()
             self.router_metrics.reset()
         if self.residual_metrics.update_count:
@@ -400,7 +402,8 @@ class PILAModule(LightningModule, abc.ABC):
         due = every and (self.global_step + 1) % every == 0  # as the metrics: a logged step
         if due and self.grad_parts and set(self.grad_parts) <= set(parts):
             norms = gradient_norms(parts, self.adapter.parameter_groups())
-            self.log_dict(gradient_scalars(norms, *self.grad_parts), on_step=True, rank_zero_only=True)
+            values = gradient_scalars(norms, *self.grad_parts)
+            self.log_dict(values, on_step=True, rank_zero_only=True)
         self.loss_parts = {}
 
     def latest_figures(self) -> dict[str, Tensor]:

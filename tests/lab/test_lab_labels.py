@@ -36,7 +36,9 @@ def test_the_lab_prompt_file_parses_to_each_scenes_training_labels():
     records = read_prompt_file(PROMPTS)
     assert sorted(r.extra["scene"] for r in records) == sorted(SCENES)
     for record in records:
-        assert generation_labels(record.prompt, record.labels) == training_labels(record.extra["scene"]), record.prompt
+        assert generation_labels(record.prompt, record.labels) == training_labels(
+            record.extra["scene"]
+        ), record.prompt
 
 
 @pytest.mark.parametrize("scene", list(SCENES))

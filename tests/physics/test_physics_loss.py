@@ -206,7 +206,8 @@ def test_category_mean_makes_l_k_independent_of_the_number_of_terms():
     mask = torch.ones(2, 1, 5, 6, 6)
     r = torch.full((2, 1, 3, 4, 4), 0.7)
     two = {"thermal": {t: r for t in ("heat_transport", "thermal_regularity")}}
-    four = {"fluid": {t: r.clone() for t in ("continuity", "momentum", "pressure_regularity", "density_stability")}}
+    fluid_terms = ("continuity", "momentum", "pressure_regularity", "density_stability")
+    four = {"fluid": {t: r.clone() for t in fluid_terms}}
     from pila.physics.residuals import RESIDUAL_TERMS
 
     assert set(two["thermal"]) == set(RESIDUAL_TERMS["thermal"])

@@ -28,7 +28,10 @@ def test_gradient_norms_are_each_parts_own_gradient_and_leave_grads_alone():
     norms = gradient_norms(losses, {"x": [a], "y": [b], "z": [frozen]})
     assert set(norms["main"]) == {"x", "y"}  # no trainable parameter in z
     assert float(norms["main"]["x"]) == pytest.approx(5.0) and float(norms["main"]["y"]) == 0.0
-    assert float(norms["aux"]["x"]) == pytest.approx(3 * math.sqrt(2)) and float(norms["aux"]["y"]) == 3.0
+    assert (
+        float(norms["aux"]["x"]) == pytest.approx(3 * math.sqrt(2))
+        and float(norms["aux"]["y"]) == 3.0
+    )
     assert a.grad is None and b.grad is None  # .grad untouched
     sum(losses.values()).backward()  # the graph is still there for the step's own backward
     scalars = gradient_scalars(norms, "main", "aux")
@@ -56,10 +59,14 @@ def _fit(module, root, steps):
         max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_checkpointing=False, default_root_dir=root,
     )  # fmt: skip
-    trainer.fit(module, DataLoader([clip_item(i, (i % 8, (i + 3) % 8)) for i in range(8)], batch_size=2))
+    trainer.fit(
+        module, DataLoader([clip_item(i, (i % 8, (i + 3) % 8)) for i in range(8)], batch_size=2)
+    )
 
 
-def test_grad_balanced_holds_the_physics_gradient_within_rho_on_the_shared_groups(tiny_backbone, tmp_path):
+def test_grad_balanced_holds_the_physics_gradient_within_rho_on_the_shared_groups(
+    tiny_backbone, tmp_path
+):
     torch.manual_seed(0)
     rho = 0.05  # well under the unscaled ratio, so the bound binds
     c = _module(StageC, tiny_backbone, loss_weighting="grad_balanced", loss_balance_ratio=rho)
@@ -70,7 +77,9 @@ def test_grad_balanced_holds_the_physics_gradient_within_rho_on_the_shared_group
     def watched(batch, step):
         loss, logs = original(batch, step)
         if c.training:
-            groups = {g: p for g, p in c.adapter.parameter_groups().items() if g in c.balance_groups()}
+            groups = {
+                g: p for g, p in c.adapter.parameter_groups().items() if g in c.balance_groups()
+            }
             norms = gradient_norms(c.loss_parts, groups)
             scaled = worst_ratio(norms["fm"], norms["residual"], norms["fm"])
             measured.append((scaled, scaled / float(logs["balance_scale"])))
@@ -111,14 +120,22 @@ def test_diagnostic_steps_log_every_part_on_every_trained_group(cls, tiny_backbo
     _fit(module, tmp_path, steps=3)
     main, aux = module.grad_parts
     tags = set().union(*logged.values())
-    grad_steps = sorted(s for s, t in logged.items() if any(k.startswith("train/grad_norm/") for k in t))
+    grad_steps = sorted(
+        s for s, t in logged.items() if any(k.startswith("train/grad_norm/") for k in t)
+    )
     assert grad_steps == [1]  # (step + 1) a multiple of 2, like the metrics
-    trained = {"B": ("encoder", "anchor", "afe"), "C": ("encoder", "afe", "router", "experts", "decoder")}
+    trained = {
+        "B": ("encoder", "anchor", "afe"),
+        "C": ("encoder", "afe", "router", "experts", "decoder"),
+    }
     for group in trained[module.stage_name]:
         assert {f"train/grad_norm/{main}/{group}", f"train/grad_norm/{aux}/{group}"} <= tags
     assert "train/grad_ratio/encoder" in tags
     if cls is StageC:  # L_res never reaches the decoder
-        assert values["train/grad_norm/residual/decoder"] == 0.0 and values["train/grad_ratio/decoder"] == 0.0
+        assert (
+            values["train/grad_norm/residual/decoder"] == 0.0
+            and values["train/grad_ratio/decoder"] == 0.0
+        )
         assert values["train/grad_norm/residual/experts"] > 0
     assert module.loss_parts == {}  # the graph is not kept past the step
 
@@ -132,7 +149,9 @@ def test_diagnostic_steps_change_nothing_the_run_computes(tiny_backbone, tmp_pat
         module.hparams.grad_log_every_n_steps = every
         module.lambda_phys = 0.3
         _fit(module, tmp_path / str(every), steps=2)
-        finals.append(({k: v.clone() for k, v in module.adapter.state_dict().items()}, torch.rand(3)))
+        finals.append(
+            ({k: v.clone() for k, v in module.adapter.state_dict().items()}, torch.rand(3))
+        )
     (weights_on, draw_on), (weights_off, draw_off) = finals
     assert weights_on.keys() == weights_off.keys()
     for key in weights_on:
