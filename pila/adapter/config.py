@@ -204,6 +204,12 @@ class AdapterConfig:
     prompt_source: Literal["refined", "raw"] = "refined"
     label_source: Literal["parsed", "random"] = "parsed"
 
+    def shape_differences(self, other: AdapterConfig) -> list[str]:
+        """``"field: mine vs other"`` for each field that shapes the weights and differs."""
+        fields = ("latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter")
+        return [f"{f}: {getattr(other, f)} vs {getattr(self, f)}" for f in fields
+                if getattr(other, f) != getattr(self, f)]  # fmt: skip
+
     def __post_init__(self) -> None:
         # Normalise containers coming from YAML/JSON (lists) before validating.
         self.categories = tuple(self.categories)

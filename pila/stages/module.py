@@ -212,17 +212,12 @@ class PILAModule(LightningModule, abc.ABC):
     def load_adapter_from(self, path: str, *, strict: bool = True) -> None:
         """Load adapter weights from a previous stage (any checkpoint kind), checking the config."""
         ckpt = read_adapter_checkpoint(path)
-        if ckpt.config is not None:
-            saved = AdapterConfig.from_dict(ckpt.config)
-            mine = self.adapter.config
-            shape_fields = ("latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter")
-            differ = [f for f in shape_fields if getattr(saved, f) != getattr(mine, f)]
-            if differ:
-                raise ValueError(
-                    f"{ckpt.path} was trained with a different adapter ("
-                    + ", ".join(f"{f}: {getattr(saved, f)} vs {getattr(mine, f)}" for f in differ)
-                    + "); use the same adapter settings as the previous stage"
-                )
+        saved = AdapterConfig.from_dict(ckpt.config) if ckpt.config is not None else None
+        if saved is not None and (differ := self.adapter.config.shape_differences(saved)):
+            raise ValueError(
+                f"{ckpt.path} was trained with a different adapter ({', '.join(differ)}); "
+                "use the same adapter settings as the previous stage"
+            )
         missing = load_into_adapter(self.adapter, ckpt, strict=strict)
         log.info(
             "%s: adapter initialised from %s checkpoint %s (stage %s)%s",
@@ -385,16 +380,17 @@ class PILAModule(LightningModule, abc.ABC):
         """Every ``log_every_n_steps`` steps: compute (all-reduced), log and reset the metrics."""
         if (self.global_step + 1) % self.hparams.log_every_n_steps:
             return
+        values: dict[str, float] = {}
         if self.router_metrics.update_count:
             stats = self.router_metrics.compute()
-            values = stats.as_log_dict("train/router")
-            self.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
+            values.update(stats.as_log_dict("train/router"))
             self._figures["coactivation"] = stats.coactivation.detach().cpu()
-            self.router_metrics.reset()
         if self.residual_metrics.update_count:
-            values = self.residual_metrics.log_dict("train")
+            values.update(self.residual_metrics.log_dict("train"))
+        if values:
             self.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
-            self.residual_metrics.reset()
+        self.router_metrics.reset()
+        self.residual_metrics.reset()
 
     def _maybe_log_gradients(self) -> None:
         """Every ``grad_log_every_n_steps`` steps: each loss part's gradient norm per group."""
