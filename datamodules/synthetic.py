@@ -127,7 +127,8 @@ def wisa_record(name: str, scene: str, index: int, clip: SceneClip, config: Synt
 
 
 def _stamp(config: SyntheticConfig) -> dict[str, Any]:
-    return {"format": "pila-synthetic", "version": 1, "config": {**config.__dict__, "scenes": list(config.scenes)}}
+    # version 2: the cooling plate's clips are labelled thermal only (were thermal + optical)
+    return {"format": "pila-synthetic", "version": 2, "config": {**config.__dict__, "scenes": list(config.scenes)}}
 
 
 def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) -> Path:
