@@ -128,7 +128,8 @@ def wisa_record(name: str, scene: str, index: int, clip: SceneClip, config: Synt
 
 def _stamp(config: SyntheticConfig) -> dict[str, Any]:
     # version 2: the cooling plate's clips are labelled thermal only (were thermal + optical)
-    return {"format": "pila-synthetic", "version": 2, "config": {**config.__dict__, "scenes": list(config.scenes)}}
+    settings = {**config.__dict__, "scenes": list(config.scenes)}
+    return {"format": "pila-synthetic", "version": 2, "config": settings}
 
 
 def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) -> Path:
