@@ -206,7 +206,9 @@ class AdapterConfig:
 
     def shape_differences(self, other: AdapterConfig) -> list[str]:
         """``"field: mine vs other"`` for each field that shapes the weights and differs."""
-        fields = ("latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter")
+        fields = (
+            "latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter"
+        )
         return [f"{f}: {getattr(other, f)} vs {getattr(self, f)}" for f in fields
                 if getattr(other, f) != getattr(self, f)]  # fmt: skip
 
