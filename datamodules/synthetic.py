@@ -134,8 +134,9 @@ def wisa_record(
 
 
 def _stamp(config: SyntheticConfig) -> dict[str, Any]:
+    # version 2: the cooling plate's clips are labelled thermal only (were thermal + optical)
     settings = {**config.__dict__, "scenes": list(config.scenes)}
-    return {"format": "pila-synthetic", "version": 1, "config": settings}
+    return {"format": "pila-synthetic", "version": 2, "config": settings}
 
 
 def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) -> Path:

@@ -29,7 +29,8 @@ def _instantiate(args: list[str]) -> PilaCLI:
 def test_every_config_is_covered():
     found = set(CONFIGS.rglob("*.yaml"))
     assert found == set(STAGE_CONFIGS) | set(PREDICT_CONFIGS) | set(ABLATIONS) | set(READINGS)
-    assert [p.stem[:2] for p in READINGS] == ["r1", "r2", "r3", "r4", "r5", "r5"]  # R5: both readings spelled out
+    # R5: both readings spelled out; R6: three readings of the adaptive weights
+    assert [p.stem[:2] for p in READINGS] == ["r1", "r2", "r3", "r4", "r5", "r5", "r6", "r6", "r6"]
     assert {p.name for p in STAGE_CONFIGS} >= {"stageA.yaml", "stageB.yaml", "stageC.yaml"}
     assert len(ABLATIONS) >= 20
 
@@ -168,7 +169,8 @@ def test_paper_predict_configs_parse_with_an_llm_and_tiny_ones_with_rules(path, 
 
 @pytest.mark.parametrize("path", READINGS, ids=lambda p: p.stem)
 def test_reading_overrides_apply_where_they_belong(path, tmp_path):
-    """R1, R2, R5 change the adapter of every stage; R4 is a stage B argument; R3 a generation setting."""
+    """R1, R2, R5, R6 change the adapter of every stage; R4 is a stage B argument; R3 a
+    generation setting."""
     init_args = yaml.safe_load(path.read_text())["model"]["init_args"]
     if "sampling" in init_args:
         config = yaml.safe_load((CONFIGS / "predict.yaml").read_text())

@@ -153,7 +153,10 @@ class PILAAdapter(nn.Module, PretrainedMixin):
             cfg.norm_groups,
         )
         self.residual_loss = ResidualLoss(
-            cfg.loss_weighting, cfg.loss_momentum, fixed_weights=cfg.loss_fixed_weights
+            cfg.loss_weighting,
+            cfg.loss_momentum,
+            fixed_weights=cfg.loss_fixed_weights,
+            freeze_steps=cfg.loss_freeze_steps,
         )
 
     # ------------------------------------------------------------------ properties

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pila.categories import CATEGORIES
 from pila.physics.afe import AFEConfig
 from pila.physics.bank import BANK_SLOTS
+from pila.physics.loss import LEGACY_WEIGHTINGS, WEIGHTINGS, Weighting, canonical_weighting
 from pila.physics.residuals import FAMILIES, ResidualScales
 
 FORMAT_VERSION = 1
@@ -91,14 +92,29 @@ class AdapterConfig:
         residual_scales: latent-scale normalisers of the residuals; each field carries
             its own mark. [ours: the paper calls them latent-scale normalisers (Sec.
             3.2); their values were lost]
-        loss_weighting: ``"adaptive"`` (λ = 1 / running mean of the term) or ``"fixed"``.
-            [paper, Sec. 3.2 (Eq. 6): λ_{k,j} is an adaptive weight; its form, the inverse
-            running mean, is ours]
+        loss_weighting: the reading of the adaptive weights λ_{k,j} (reading R6,
+            :mod:`pila.physics.loss`): ``"inverse_running_mean"`` (λ = 1 / running mean
+            of the term; ``"adaptive"`` is its earlier spelling), ``"frozen"`` (scales
+            measured over the first ``loss_freeze_steps`` values, then fixed),
+            ``"category_mean"`` (L_k the mean over its terms, not the sum),
+            ``"grad_balanced"`` (stage C holds the physics gradient on the shared
+            parameters at most ``loss_balance_ratio`` times the flow gradient) or
+            ``"fixed"``. [paper, Sec. 3.2 (Eq. 6): λ_{k,j} is an adaptive weight; its
+            form, the inverse running mean, is ours]
         loss_momentum: momentum of the adaptive weights' running means. [ours: an average
             over about 100 steps]
         loss_fixed_weights: optional ``"category/term"`` → fixed weight w_{k,j}
             (multiplies the adaptive weight; default 1 for every term). [ours: no term
             favoured]
+        loss_freeze_steps: ``"frozen"``: the values of a term its scale averages before it
+            is fixed. [ours: 100, the running mean's window]
+        loss_balance_ratio: ``"grad_balanced"``: ρ, the most the gradient norm of
+            λ_phys·L_res may be, as a multiple of the flow-matching one, on each shared
+            parameter group (condition, encoder, anchor, AFE, router, experts). [ours: 1,
+            the physics never pulls harder than the flow]
+        loss_balance_smoothing: ``"grad_balanced"``: weight α of the newest measured
+            scale in its moving average, s ← (1 − α)·s + α·ŝ; the scale used never exceeds
+            the newest bound. [ours: α = 0.9, Wang et al. 2021's learning-rate annealing]
         mask_weights: motion-mask weights of |∂t v̂|, |∂t x̂0| and |∇v̂|.
             [paper, App. B.3: 55 %, 25 %, 20 %]
         mask_quantile: per-sample quantile the masks are divided by. [ours: App. B.3
@@ -167,9 +183,12 @@ class AdapterConfig:
     bank_slots: tuple[tuple[str, int], ...] = BANK_SLOTS
     afe: AFEConfig = field(default_factory=AFEConfig)
     residual_scales: ResidualScales = field(default_factory=ResidualScales)
-    loss_weighting: Literal["adaptive", "fixed"] = "adaptive"
+    loss_weighting: Weighting = "inverse_running_mean"
     loss_momentum: float = 0.99
     loss_fixed_weights: dict[str, float] | None = None
+    loss_freeze_steps: int = 100
+    loss_balance_ratio: float = 1.0
+    loss_balance_smoothing: float = 0.9
     mask_weights: tuple[float, float, float] = (0.55, 0.25, 0.20)
     mask_quantile: float = 0.9
     mask_floor: float = 0.08
@@ -184,6 +203,14 @@ class AdapterConfig:
     residual_families: tuple[str, ...] = FAMILIES
     prompt_source: Literal["refined", "raw"] = "refined"
     label_source: Literal["parsed", "random"] = "parsed"
+
+    def shape_differences(self, other: AdapterConfig) -> list[str]:
+        """``"field: mine vs other"`` for each field that shapes the weights and differs."""
+        fields = (
+            "latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter"
+        )
+        return [f"{f}: {getattr(other, f)} vs {getattr(self, f)}" for f in fields
+                if getattr(other, f) != getattr(self, f)]  # fmt: skip
 
     def __post_init__(self) -> None:
         # Normalise containers coming from YAML/JSON (lists) before validating.
@@ -265,10 +292,25 @@ class AdapterConfig:
                 "AdapterConfig.wo_afe_reading must be 'fields' or 'pathway', got "
                 f"{self.wo_afe_reading!r}"
             )
-        if self.loss_weighting not in ("adaptive", "fixed"):
+        if LEGACY_WEIGHTINGS.get(self.loss_weighting, self.loss_weighting) not in WEIGHTINGS:
             raise ValueError(
-                "AdapterConfig.loss_weighting must be 'adaptive' or 'fixed', got "
-                f"{self.loss_weighting!r}"
+                f"AdapterConfig.loss_weighting must be one of {', '.join(WEIGHTINGS)}, "
+                f"got {self.loss_weighting!r}"
+            )
+        self.loss_weighting = canonical_weighting(self.loss_weighting)
+        if not _is_int(self.loss_freeze_steps) or self.loss_freeze_steps < 1:
+            raise ValueError(
+                "AdapterConfig.loss_freeze_steps must be an integer >= 1, got "
+                f"{self.loss_freeze_steps}"
+            )
+        if not self.loss_balance_ratio > 0:
+            raise ValueError(
+                f"AdapterConfig.loss_balance_ratio must be > 0, got {self.loss_balance_ratio}"
+            )
+        if not 0.0 < self.loss_balance_smoothing <= 1.0:
+            raise ValueError(
+                "AdapterConfig.loss_balance_smoothing must lie in (0, 1], got "
+                f"{self.loss_balance_smoothing}"
             )
         if not 0.0 <= self.loss_momentum < 1.0:
             raise ValueError(

@@ -12,6 +12,7 @@ Legend: B batch, E experts (8, one per category), K top-k, Dc condition width.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -172,7 +173,11 @@ class RoutingStatistics:
         return self.entropy_sum / max(self.num_samples, 1)
 
     def as_log_dict(self, prefix: str = "router") -> dict[str, float]:
-        """Flat ``{name: value}`` for a logger, one entry per expert where per-expert."""
+        """Flat ``{name: value}`` for a logger, one entry per expert where per-expert.
+
+        The tags training logs (``train/router/…``, read back by :mod:`pila.analysis`); a
+        statistic without samples (NaN) is left out.
+        """
         out = {
             f"{prefix}/label_precision": self.label_precision,
             f"{prefix}/label_recall": self.label_recall,
@@ -181,7 +186,7 @@ class RoutingStatistics:
         for k, name in enumerate(CATEGORIES[: self.selection_counts.numel()]):
             out[f"{prefix}/selection_rate/{name}"] = float(self.selection_rate[k])
             out[f"{prefix}/mean_weight/{name}"] = float(self.mean_weight[k])
-        return out
+        return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def routing_statistics(routing: Routing, labels: Tensor) -> RoutingStatistics:

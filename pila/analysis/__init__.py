@@ -10,7 +10,8 @@ What the paper's Figs. 6–7 show, computed from a run's output folder:
 - :mod:`pila.analysis.maps` — per-expert spatial update magnitude over frames
   (:func:`expert_update_maps`, :func:`collect_expert_maps`);
 - :mod:`pila.analysis.scalars` — TensorBoard event files as a tidy table
-  (:func:`read_scalars`) and its per-term residual and per-expert curves;
+  (:func:`read_scalars`) and its per-term residual, per-expert and per-group
+  gradient curves;
 - :mod:`pila.analysis.run` — the output folder of ``pila demo`` (:class:`RunFolder`);
 - :mod:`pila.analysis.plots` — matplotlib figures of all of the above.
 
@@ -46,6 +47,7 @@ from pila.analysis.scalars import (
     align_curves,
     event_files,
     expert_curves,
+    gradient_curves,
     read_scalars,
     residual_curves,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "event_files",
     "expert_curves",
     "expert_update_maps",
+    "gradient_curves",
     "latent_frame_times",
     "mean_by_category",
     "mean_weight_by_category",

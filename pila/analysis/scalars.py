@@ -14,6 +14,8 @@ The pivots name the tags the stage modules log (``pila.stages.metrics``)::
     <split>/expert_loss/<category>             each expert's loss L_k
     <split>/router/selection_rate/<category>   share of samples that selected expert k
     <split>/router/mean_weight/<category>      mean routing weight π_k
+    train/grad_norm/<part>/<group>             ‖∇ of one loss part‖ on one parameter group
+    train/grad_ratio/<group>                   auxiliary over main part's norm (stages B, C)
 
 Legend: N rows, S steps of one curve, K curves.
 """
@@ -29,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from pila.adapter import PARAMETER_GROUPS
 from pila.categories import CATEGORIES
 from pila.stages.metrics import TERM_KEYS
 
@@ -269,6 +272,29 @@ def expert_curves(
         for name in CATEGORIES
         if f"{split}/{metric}/{name}" in present
     }
+
+
+def gradient_curves(
+    table: ScalarTable, stage: str = "stageC", part: str | None = None
+) -> dict[str, Series]:
+    """Per-group gradient curves of one stage (:mod:`pila.stages.gradients`), in
+    :data:`~pila.adapter.PARAMETER_GROUPS` order.
+
+    Args:
+        table: from :func:`read_scalars`.
+        stage: the stage whose curves to take (``"stageB"`` or ``"stageC"``).
+        part: ``None`` for the ratios ``train/grad_ratio/<group>`` (the auxiliary part's
+            norm over the main part's: λ_phys·L_res over flow matching in stage C,
+            recovery over anchor in stage B), or a loss part (``"fm"``, ``"residual"``,
+            ``"anchor"``, ``"recovery"``) for its norms ``train/grad_norm/<part>/<group>``.
+
+    Returns:
+        ``{group: Series}`` for the groups that were logged.
+    """
+    prefix = "train/grad_ratio/" if part is None else f"train/grad_norm/{part}/"
+    stage_rows = table.where(stage=stage, prefix=prefix)
+    present = set(stage_rows.tag.tolist())
+    return {g: stage_rows.series(prefix + g) for g in PARAMETER_GROUPS if prefix + g in present}
 
 
 class CurveMatrix(NamedTuple):

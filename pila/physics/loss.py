@@ -7,14 +7,24 @@ vector the adapter can weight per sample with the routing weights (Eq. 7). ``m``
 spatial mask (B, 1, T, H, W), cropped here to the interior points where every residual
 lives.
 
-Weights λ_{k,j}:
+Weights λ_{k,j} and the sum over terms, one setting each (design/pila-method.md R6: the
+paper says only "its adaptive weight"):
 
-* ``"adaptive"`` (default): λ = w_{k,j} / (μ_{k,j} + eps), with μ a running mean of the
-  term's batch value ``mean(m·r²)``, detached. The first training update sets μ to the
-  observed value, later ones follow ``μ ← momentum·μ + (1 − momentum)·value``; μ is
-  updated before it is used, so every term enters at O(1) from the first step. Running
-  means live in buffers and are saved in checkpoints; they change only in training mode.
-  A term never seen in training is normalised by its current detached value in eval.
+* ``"inverse_running_mean"`` (default; also spelled ``"adaptive"``): λ = w_{k,j} /
+  (μ_{k,j} + eps), with μ a running mean of the term's batch value ``mean(m·r²)``,
+  detached. The first training update sets μ to the observed value, later ones follow
+  ``μ ← momentum·μ + (1 − momentum)·value``; μ is updated before it is used, so every
+  term enters at O(1) from the first step. Running means live in buffers and are saved in
+  checkpoints; they change only in training mode. A term never seen in training is
+  normalised by its current detached value in eval.
+* ``"frozen"``: λ = w_{k,j} / (μ_{k,j} + eps) with μ the plain mean of the term's first
+  ``freeze_steps`` values, fixed afterwards, so a term that falls below its early scale
+  stops pulling at O(1).
+* ``"category_mean"``: λ as ``"inverse_running_mean"``, and L_k is the mean over the
+  category's terms instead of their sum, so no category weighs more for having more terms.
+* ``"grad_balanced"``: λ as ``"inverse_running_mean"`` here; stage C scales λ_phys·L_res
+  so that on the shared parameters its gradient stays at most ρ times the flow-matching
+  gradient (:class:`pila.stages.gradients.GradientBalance`).
 * ``"fixed"``: λ = w_{k,j}.
 
 w_{k,j} are the optional fixed per-term weights (default 1).
@@ -34,7 +44,23 @@ from torch import Tensor, nn
 from pila.physics.ops import crop_interior
 from pila.physics.residuals import TERM_KEYS
 
-WEIGHTINGS: tuple[str, ...] = ("adaptive", "fixed")
+Weighting = Literal[
+    "inverse_running_mean", "frozen", "category_mean", "grad_balanced", "fixed", "adaptive"
+]
+WEIGHTINGS: tuple[str, ...] = (
+    "inverse_running_mean", "frozen", "category_mean", "grad_balanced", "fixed"
+)
+"""The readings of the adaptive weights λ_{k,j} (module docstring)."""
+LEGACY_WEIGHTINGS: dict[str, str] = {"adaptive": "inverse_running_mean"}
+"""Earlier spellings still accepted, and the setting each stands for."""
+
+
+def canonical_weighting(weighting: str) -> str:
+    """The setting ``weighting`` names (an earlier spelling mapped to today's), checked."""
+    weighting = LEGACY_WEIGHTINGS.get(weighting, weighting)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return weighting
 
 
 @dataclass
@@ -75,33 +101,39 @@ class ResidualLoss(nn.Module):
     """Weighted masked mean of squared residuals per category, with adaptive term weights.
 
     Args:
-        weighting: ``"adaptive"`` (inverse detached running mean) or ``"fixed"``.
-            [paper, Sec. 3.2 (Eq. 6): adaptive weights; their form is ours]
+        weighting: the reading of the adaptive weights (module docstring); ``"adaptive"``
+            is the earlier spelling of ``"inverse_running_mean"``. [paper, Sec. 3.2 (Eq.
+            6): adaptive weights; their form is ours: ``"inverse_running_mean"``]
         momentum: running-mean momentum in [0, 1); 0 uses only the current batch.
             [ours: an average over about 100 steps]
         eps: added to the running mean before inverting it. [ours: only guards a
             division by zero]
-        fixed_weights: ``"category/term"`` → weight w (default 1 for every term); in
-            adaptive mode it multiplies the adaptive weight.
+        fixed_weights: ``"category/term"`` → weight w (default 1 for every term); in the
+            adaptive readings it multiplies the adaptive weight.
+        freeze_steps: with ``"frozen"``, how many of a term's values its scale averages
+            before it is fixed. [ours: 100, the window of the running mean's momentum]
     """
 
     def __init__(
         self,
-        weighting: Literal["adaptive", "fixed"] = "adaptive",
+        weighting: Weighting = "inverse_running_mean",
         momentum: float = 0.99,
         eps: float = 1e-8,
         fixed_weights: Mapping[str, float] | None = None,
+        freeze_steps: int = 100,
     ) -> None:
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        weighting = canonical_weighting(weighting)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
         if eps <= 0:
             raise ValueError(f"eps must be positive, got {eps}")
+        if freeze_steps < 1:
+            raise ValueError(f"freeze_steps must be >= 1, got {freeze_steps}")
         self.weighting = weighting
         self.momentum = momentum
         self.eps = eps
+        self.freeze_steps = int(freeze_steps)
         self.index = {key: i for i, key in enumerate(TERM_KEYS)}
         names = {term_key(*key): i for key, i in self.index.items()}
         weights = torch.ones(len(TERM_KEYS))
@@ -118,19 +150,31 @@ class ResidualLoss(nn.Module):
         self.register_buffer("running_mean", torch.zeros(len(TERM_KEYS)), persistent=True)
         self.register_buffer("num_updates", torch.zeros(len(TERM_KEYS), dtype=torch.long))
 
+    def _update(self, i: int, value: Tensor) -> None:
+        """One training update of term ``i``'s scale from its batch value (detached scalar)."""
+        seen = self.num_updates[i] > 0
+        if self.weighting == "frozen":
+            # the plain mean of the first freeze_steps values, then nothing moves
+            count = self.num_updates[i].to(value.dtype)
+            updated = self.running_mean[i] + (value - self.running_mean[i]) / (count + 1)
+            measuring = self.num_updates[i] < self.freeze_steps
+        else:
+            updated = self.momentum * self.running_mean[i] + (1.0 - self.momentum) * value
+            measuring = torch.ones((), dtype=torch.bool, device=value.device)
+        # A non-finite step (which training skips) must not poison the statistics.
+        take = torch.isfinite(value) & measuring
+        self.running_mean[i] = torch.where(
+            take, torch.where(seen, updated, value), self.running_mean[i]
+        )
+        self.num_updates[i] += take.to(self.num_updates.dtype)
+
     def _weight(self, key: tuple[str, str], value: Tensor) -> Tensor:
-        """λ for one term, updating its running mean in training mode (value: detached scalar)."""
+        """λ for one term, updating its scale in training mode (value: detached scalar)."""
         i = self.index[key]
         if self.weighting == "fixed":
             return self.fixed_weight[i]
         if self.training:
-            seen = self.num_updates[i] > 0
-            updated = self.momentum * self.running_mean[i] + (1.0 - self.momentum) * value
-            # A non-finite step (which training skips) must not poison the statistics.
-            finite = torch.isfinite(value)
-            step = torch.where(seen, updated, value)
-            self.running_mean[i] = torch.where(finite, step, self.running_mean[i])
-            self.num_updates[i] += finite.to(self.num_updates.dtype)
+            self._update(i, value)
             scale = self.running_mean[i]
         elif int(self.num_updates[i]) > 0:
             scale = self.running_mean[i]
@@ -189,6 +233,8 @@ class ResidualLoss(nn.Module):
                 total = weight * value if total is None else total + weight * value
                 per_term[key] = batch_value
                 weights[key] = weight
+            if total is not None and self.weighting == "category_mean":
+                total = total / len(terms)  # L_k: the mean over the category's terms
             per_category[category] = total if total is not None else self._zeros(means, batch_size)
         return ResidualLossOutput(per_category=per_category, per_term=per_term, weights=weights)
 

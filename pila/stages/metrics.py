@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from pila.adapter.router import Routing, routing_statistics
+from pila.adapter.router import Routing, RoutingStatistics, routing_statistics
 from pila.categories import CATEGORIES, NUM_CATEGORIES
 from pila.physics.residuals import TERM_KEYS
 
@@ -54,18 +54,20 @@ class RouterMetrics(Metric):
         self.entropy_sum += stats.entropy_sum
         self.coactivation += stats.coactivation.to(device, torch.float64)
 
-    def compute(self) -> dict[str, Tensor]:
-        n = self.num_samples.clamp_min(1)
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=n.device)
-        return {
-            "selection_rate": self.selection_counts / n,  # (E,)
-            "mean_weight": self.weight_sums / n,  # (E,)
-            "label_precision": self.selected_labelled / self.selected_total if self.selected_total > 0 else nan,
-            "label_recall": self.selected_labelled / self.labels_total if self.labels_total > 0 else nan,
-            "entropy": self.entropy_sum / n,
-            "coactivation": self.coactivation,  # (E, E) counts
-            "num_samples": self.num_samples,
-        }
+    def compute(self) -> RoutingStatistics:
+        """The sums of every update since the last reset (all processes'), as
+        :class:`~pila.adapter.router.RoutingStatistics`: its rates and its log dict are the
+        one definition of the router statistics, shared with :mod:`pila.analysis`."""
+        return RoutingStatistics(
+            num_samples=int(self.num_samples),
+            selection_counts=self.selection_counts.cpu(),  # (E,)
+            weight_sums=self.weight_sums.cpu(),  # (E,)
+            selected_labelled=int(self.selected_labelled),
+            selected_total=int(self.selected_total),
+            labels_total=int(self.labels_total),
+            entropy_sum=float(self.entropy_sum),
+            coactivation=self.coactivation.cpu(),  # (E, E) counts
+        )
 
 
 def coactivation_correlation(coactivation: Tensor, num_samples: Tensor | float) -> Tensor:

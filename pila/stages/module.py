@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import math
 from typing import Any
 
 import torch
@@ -35,7 +34,9 @@ from pila.backbone.wan import TRAINING_COMPONENTS
 from pila.flow import SigmaSampler, noisy_latent
 from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
+from pila.stages.gradients import gradient_norms, gradient_scalars
 from pila.stages.metrics import ResidualMetrics, RouterMetrics
+from pila.stages.optim import adamw_class, optimizer_param_groups
 from pila.stages.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,12 @@ class PILAModule(LightningModule, abc.ABC):
             (``compile_repeated_blocks``, diffusers' regional compilation; one
             ``WanTransformerBlock`` graph serves all blocks); the first step pays the
             compile time, which is logged. [ours: False]
+        grad_log_every_n_steps: how often stages B and C log the gradient norm of each
+            loss part on each parameter group and their ratio
+            (:mod:`pila.stages.gradients`); 0 never. A multiple of the trainer's
+            ``log_every_n_steps``, or some are not written. [ours: 50; a diagnostic step
+            adds 0.7–0.9 of a step in the lab, so 1.3–1.8 % of training
+            (``benchmarks/results/grad_diagnostics_late.md``)]
     """
 
     #: optimizer parameter groups → the adapter's parameter groups
@@ -101,6 +108,8 @@ class PILAModule(LightningModule, abc.ABC):
     optimizer_groups: dict[str, tuple[str, ...]] = {}
     #: name recorded in checkpoints
     stage_name: str = "base"
+    #: (main, auxiliary) parts of ``loss_parts`` the gradient diagnostics compare; () none
+    grad_parts: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -120,6 +129,7 @@ class PILAModule(LightningModule, abc.ABC):
         log_every_n_steps: int = 10,
         compile_residuals: bool = False,
         compile_backbone: bool = False,
+        grad_log_every_n_steps: int = 50,
     ) -> None:
         super().__init__()
         config = adapter if adapter is not None else AdapterConfig()
@@ -127,8 +137,11 @@ class PILAModule(LightningModule, abc.ABC):
             config = AdapterConfig.from_dict(config)
         if lr <= 0 or encoder_lr_scale < 0:
             raise ValueError(f"lr must be > 0 and encoder_lr_scale >= 0, got {lr}, {encoder_lr_scale}")
-        if max_nonfinite_steps < 1 or log_every_n_steps < 1:
-            raise ValueError("max_nonfinite_steps and log_every_n_steps must be >= 1")
+        if max_nonfinite_steps < 1 or log_every_n_steps < 1 or grad_log_every_n_steps < 0:
+            raise ValueError(
+                "max_nonfinite_steps and log_every_n_steps must be >= 1, "
+                "grad_log_every_n_steps >= 0"
+            )
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["adapter"])
         self.hparams["adapter"] = config.to_dict()
@@ -148,6 +161,8 @@ class PILAModule(LightningModule, abc.ABC):
         self.router_metrics = RouterMetrics()
         self.residual_metrics = ResidualMetrics()
         self._figures: dict[str, Tensor] = {}
+        #: the last step's loss parts with their graphs (``grad_parts``), set by compute_loss
+        self.loss_parts: dict[str, Tensor] = {}
         self.nonfinite_consecutive = 0
         self.nonfinite_total = 0
         self._rng_after_batch: dict[str, Tensor] | None = None
@@ -197,17 +212,12 @@ class PILAModule(LightningModule, abc.ABC):
     def load_adapter_from(self, path: str, *, strict: bool = True) -> None:
         """Load adapter weights from a previous stage (any checkpoint kind), checking the config."""
         ckpt = read_adapter_checkpoint(path)
-        if ckpt.config is not None:
-            saved = AdapterConfig.from_dict(ckpt.config)
-            mine = self.adapter.config
-            shape_fields = ("latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter")
-            differ = [f for f in shape_fields if getattr(saved, f) != getattr(mine, f)]
-            if differ:
-                raise ValueError(
-                    f"{ckpt.path} was trained with a different adapter ("
-                    + ", ".join(f"{f}: {getattr(saved, f)} vs {getattr(mine, f)}" for f in differ)
-                    + "); use the same adapter settings as the previous stage"
-                )
+        saved = AdapterConfig.from_dict(ckpt.config) if ckpt.config is not None else None
+        if saved is not None and (differ := self.adapter.config.shape_differences(saved)):
+            raise ValueError(
+                f"{ckpt.path} was trained with a different adapter ({', '.join(differ)}); "
+                "use the same adapter settings as the previous stage"
+            )
         missing = load_into_adapter(self.adapter, ckpt, strict=strict)
         log.info(
             "%s: adapter initialised from %s checkpoint %s (stage %s)%s",
@@ -269,22 +279,10 @@ class PILAModule(LightningModule, abc.ABC):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        groups = self.adapter.parameter_groups()
-        param_groups = []
-        for name, parts in self.optimizer_groups.items():
-            unknown = set(parts) - set(groups)
-            if unknown:
-                raise ValueError(f"{self.stage_name}: unknown adapter parameter groups {sorted(unknown)}; known: {sorted(groups)}")
-            params = [p for part in parts for p in groups[part] if p.requires_grad]
-            if not params:
-                continue
-            factor = self.encoder_lr_factor if name == "encoder" else 1.0
-            param_groups.append({"params": params, "name": name, "lr": self.hparams.lr * factor, "base_lr": self.hparams.lr})
-        if not param_groups:
-            raise ValueError(
-                f"{self.stage_name}: nothing to train (adapter groups {sorted(self.optimizer_groups)} are empty; "
-                "the plain adapter trains in stage C only)"
-            )
+        param_groups = optimizer_param_groups(
+            self.adapter.parameter_groups(), self.optimizer_groups,
+            lr=self.hparams.lr, encoder_lr_factor=self.encoder_lr_factor, stage=self.stage_name,
+        )  # fmt: skip
         optimizer_cls = self.optimizer_class()
         kwargs = {"adamw_mode": True} if optimizer_cls.__name__ == "DeepSpeedCPUAdam" else {}
         return optimizer_cls(
@@ -296,21 +294,8 @@ class PILAModule(LightningModule, abc.ABC):
         )
 
     def optimizer_class(self) -> type[torch.optim.Optimizer]:
-        """AdamW; DeepSpeed's CPU AdamW when the strategy offloads the optimizer to the CPU.
-
-        ZeRO-Offload refuses other optimizers (``zero_force_ds_cpu_optimizer``), and its
-        vectorised CPU AdamW is what makes the offloaded step fast.
-        """
-        trainer = self._trainer
-        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
-        config = getattr(strategy, "config", None)
-        if strategy is not None and type(strategy).__name__ == "DeepSpeedStrategy" and isinstance(config, dict):
-            offload = config.get("zero_optimization", {}).get("offload_optimizer") or {}
-            if offload.get("device") == "cpu":
-                from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-                return DeepSpeedCPUAdam
-        return torch.optim.AdamW
+        """AdamW, or DeepSpeed's CPU AdamW under ZeRO-Offload (:func:`.optim.adamw_class`)."""
+        return adamw_class(getattr(self._trainer, "strategy", None))
 
     # --------------------------------------------------------------- shared step
     def prepare_step(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -376,6 +361,7 @@ class PILAModule(LightningModule, abc.ABC):
             self.log(f"train/{name}", value.detach().float(), on_step=True, batch_size=batch_size, sync_dist=True)
         self.log("train/lambda_phys", float(self.lambda_phys), on_step=True, batch_size=batch_size)
         self._maybe_log_metrics()
+        self._maybe_log_gradients()
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -394,26 +380,27 @@ class PILAModule(LightningModule, abc.ABC):
         """Every ``log_every_n_steps`` steps: compute (all-reduced), log and reset the metrics."""
         if (self.global_step + 1) % self.hparams.log_every_n_steps:
             return
+        values: dict[str, float] = {}
         if self.router_metrics.update_count:
             stats = self.router_metrics.compute()
-            from pila.categories import CATEGORIES
-
-            values = {
-                "train/router/label_precision": stats["label_precision"],
-                "train/router/label_recall": stats["label_recall"],
-                "train/router/entropy": stats["entropy"],
-            }
-            for k, name in enumerate(CATEGORIES):
-                values[f"train/router/selection_rate/{name}"] = stats["selection_rate"][k]
-                values[f"train/router/mean_weight/{name}"] = stats["mean_weight"][k]
-            finite = {k: v.float() for k, v in values.items() if math.isfinite(float(v))}
-            self.log_dict(finite, on_step=True, on_epoch=False, rank_zero_only=True)
-            self._figures["coactivation"] = stats["coactivation"].detach().cpu()
-            self.router_metrics.reset()
+            values.update(stats.as_log_dict("train/router"))
+            self._figures["coactivation"] = stats.coactivation.detach().cpu()
         if self.residual_metrics.update_count:
-            values = self.residual_metrics.log_dict("train")
+            values.update(self.residual_metrics.log_dict("train"))
+        if values:
             self.log_dict(values, on_step=True, on_epoch=False, rank_zero_only=True)
-            self.residual_metrics.reset()
+        self.router_metrics.reset()
+        self.residual_metrics.reset()
+
+    def _maybe_log_gradients(self) -> None:
+        """Every ``grad_log_every_n_steps`` steps: each loss part's gradient norm per group."""
+        every, parts = self.hparams.get("grad_log_every_n_steps", 0), self.loss_parts
+        due = every and (self.global_step + 1) % every == 0  # as the metrics: a logged step
+        if due and self.grad_parts and set(self.grad_parts) <= set(parts):
+            norms = gradient_norms(parts, self.adapter.parameter_groups())
+            values = gradient_scalars(norms, *self.grad_parts)
+            self.log_dict(values, on_step=True, rank_zero_only=True)
+        self.loss_parts = {}
 
     def latest_figures(self) -> dict[str, Tensor]:
         """The most recent co-activation matrix and expert maps (for ``ExpertImageLogger``)."""

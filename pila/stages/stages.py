@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pila.adapter import AdapterConfig, BankEncoding
+from pila.adapter import PARAMETER_GROUPS, AdapterConfig, BankEncoding
 from pila.categories import CATEGORIES
 from pila.flow import velocity_target
 from pila.physics.afe import midpoint_displacement
@@ -34,6 +34,8 @@ from pila.physics.residuals import (
     TERM_FAMILIES,
     TERM_FIELDS,
 )
+from pila.stages.checkpoints import CHECKPOINT_KEY
+from pila.stages.gradients import GradientBalance, gradient_norms, worst_ratio
 from pila.stages.metrics import expert_update_maps
 from pila.stages.module import PILAModule
 
@@ -168,6 +170,7 @@ class StageB(PILAModule):
 
     stage_name = "B"
     optimizer_groups = {"encoder": ENCODER_SIDE}
+    grad_parts = ("anchor", "recovery")
 
     def __init__(
         self,
@@ -223,7 +226,7 @@ class StageB(PILAModule):
         keys = self.active_terms(enc.active_slots)
         logs: dict[str, Tensor] = {"anchor": anchor.detach(), "phase": torch.tensor(float(self.phase))}
         if not keys:
-            return self.anchor_weight * anchor, logs
+            return self.anchor_weight * anchor, logs  # one part: nothing to compare
         categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
         blend = self.physical_mask_blend()
         mask = self.adapter.residual_mask(enc, blend)  # (B, 1, T, H, W)
@@ -238,6 +241,7 @@ class StageB(PILAModule):
         if self.training:
             self.residual_metrics.update(out.per_term)
         logs["recovery"] = recovery.detach()
+        self.loss_parts = {"anchor": self.anchor_weight * anchor, "recovery": recovery}
         return recovery + self.anchor_weight * anchor, logs
 
 
@@ -258,12 +262,51 @@ class StageC(PILAModule):
 
     stage_name = "C"
     optimizer_groups = {"encoder": ENCODER_SIDE, "heads": HEAD_SIDE}
+    grad_parts = ("fm", "residual")
 
     def __init__(self, *args: Any, expert_map_sample: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("encoder_lr_scale", 0.1)
         super().__init__(*args, **kwargs)
         self.expert_map_sample = expert_map_sample
         self.phase = 4
+        cfg = self.adapter.config
+        self.balance: GradientBalance | None = None
+        if cfg.loss_weighting == "grad_balanced":
+            self.balance = GradientBalance(cfg.loss_balance_ratio, cfg.loss_balance_smoothing)
+
+    def balance_groups(self) -> list[str]:
+        """The shared groups ``"grad_balanced"`` watches: every group L_res reaches (all but
+        the decoder), without the encoder side while :class:`~pila.callbacks.EncoderFreeze`
+        holds it at learning rate 0."""
+        frozen = ENCODER_SIDE if self.encoder_lr_factor == 0 else ()
+        return [g for g in PARAMETER_GROUPS if g != "decoder" and g not in frozen]
+
+    def balance_scale(self, fm: Tensor, physics: Tensor) -> float:
+        """``"grad_balanced"``: the scale s of λ_phys·L_res for this training step
+        (:class:`~pila.stages.gradients.GradientBalance`), from both parts' gradient norms
+        on :meth:`balance_groups`, averaged over processes."""
+        assert self.balance is not None
+        groups = self.adapter.parameter_groups()
+        shared = {g: groups[g] for g in self.balance_groups()}
+        norms = gradient_norms({"fm": fm, "residual": physics}, shared)
+        names = list(norms["fm"])
+        if self.trainer is not None and self.trainer.world_size > 1 and names:
+            stacked = torch.stack([norms[p][g] for p in ("fm", "residual") for g in names])
+            stacked = self.trainer.strategy.reduce(stacked.to(self.device), reduce_op="mean").cpu()
+            norms = {p: dict(zip(names, stacked[i * len(names):(i + 1) * len(names)], strict=True))
+                     for i, p in enumerate(("fm", "residual"))}  # fmt: skip
+        return self.balance.update(worst_ratio(norms["fm"], norms["residual"], names))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.balance is not None:
+            checkpoint[CHECKPOINT_KEY]["gradient_balance"] = self.balance.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = (checkpoint.get(CHECKPOINT_KEY) or {}).get("gradient_balance")
+        if self.balance is not None and state:
+            self.balance.load_state_dict(state)
 
     def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         cond = self.condition(batch, phase=4)
@@ -271,8 +314,15 @@ class StageC(PILAModule):
         target = velocity_target(step["x0"], step["noise"])  # (B, C, T, H, W)
         fm = F.mse_loss(out.v_pila.float(), target.float())
         residual = out.residual_loss.float() if out.residual_loss is not None else fm.new_zeros(())
-        loss = fm + float(self.lambda_phys) * residual
+        physics = float(self.lambda_phys) * residual  # λ_phys·L_res
         logs = {"fm_loss": fm.detach(), "residual_loss": residual.detach(), "cond_scale": torch.tensor(float(self.cond_scale))}
+        if self.balance is not None:
+            measure = self.training and physics.requires_grad and self.lambda_phys > 0
+            scale = self.balance_scale(fm, physics) if measure else self.balance.scale
+            physics = scale * physics
+            logs["balance_scale"] = torch.tensor(scale)
+        self.loss_parts = {"fm": fm, "residual": physics}
+        loss = fm + physics
         if self.training and out.routing is not None:
             self.router_metrics.update(out.routing, cond.labels)
             per_expert = {}

@@ -106,3 +106,10 @@ adapter:
     assert adapter.config.top_k == 2 and adapter.router.top_k == 2
     assert adapter.config.residual_families == ("pde_anchor", "closure")
     assert adapter.afe.anchor_head is None  # "w/o kinematic anchor" reached the AFE
+
+
+def test_shape_differences_name_the_fields_that_shape_the_weights():
+    mine = AdapterConfig()
+    assert mine.shape_differences(AdapterConfig(hidden=64)) == ["hidden: 64 vs 128"]
+    # a reading of the adaptive weights changes no tensor: a stage may switch it
+    assert mine.shape_differences(AdapterConfig(loss_weighting="grad_balanced")) == []

@@ -35,6 +35,8 @@ def _shortened(name: str, folder: Path) -> Path:
             if callback["class_path"].endswith("ExpertImageLogger"):
                 args["every_n_steps"] = 2
         config["model"]["init_args"]["log_every_n_steps"] = 2
+        if name != "stageA":
+            config["model"]["init_args"]["grad_log_every_n_steps"] = 1  # gradient curves to plot
         config["data"]["init_args"].update(num_clips_per_category=1, batch_size=4, num_frames=17, height=32, width=32)
     else:  # predict: one short video
         config["model"]["init_args"]["sampling"].update(num_inference_steps=2, num_frames=5, height=32, width=32)

@@ -23,7 +23,7 @@ FIGURES = {
     )), "expert_update_by_category.png"],  # fmt: skip
     "residual_curves": [
         "residual_curves_stageC.png", "residual_matrix_stageC.png", "residual_curves_stageB.png",
-        "expert_curves_stageC.png", "stage_losses.png",
+        "expert_curves_stageC.png", "stage_losses.png", "grad_ratio.png",
     ],  # fmt: skip
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

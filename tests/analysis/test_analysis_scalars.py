@@ -13,6 +13,7 @@ from pila.analysis import (
     Series,
     align_curves,
     expert_curves,
+    gradient_curves,
     read_scalars,
     residual_curves,
 )
@@ -128,6 +129,23 @@ def test_missing_or_empty_log_folders_say_what_to_pass(tmp_path):
 
 
 @pytest.mark.slow
+def test_gradient_curves_pivot_ratios_and_norms_in_the_group_order(tmp_path):
+    _write(tmp_path / "stageC", {
+        "train/grad_ratio/decoder": [(4, 0.0)],
+        "train/grad_ratio/encoder": [(4, 120.0), (9, 80.0)],
+        "train/grad_norm/fm/encoder": [(4, 0.01)],
+        "train/grad_norm/residual/encoder": [(4, 1.2)],
+    })  # fmt: skip
+    _write(tmp_path / "stageB", {"train/grad_ratio/afe": [(1, 3.0)]})
+    table = read_scalars(tmp_path)
+    ratios = gradient_curves(table)
+    assert list(ratios) == ["encoder", "decoder"]  # PARAMETER_GROUPS order
+    assert ratios["encoder"].values.tolist() == [120.0, 80.0]
+    assert gradient_curves(table, part="residual")["encoder"].values.tolist() == [f32(1.2)]
+    assert gradient_curves(table, "stageB") == {"afe": gradient_curves(table, "stageB")["afe"]}
+    assert gradient_curves(table, part="recovery") == {}
+
+
 def test_the_stage_modules_tags_read_back_from_a_demo_run(tiny_run):
     table = read_scalars(tiny_run)
     assert table.stages == ["stageA", "stageB", "stageC"]
@@ -136,6 +154,10 @@ def test_the_stage_modules_tags_read_back_from_a_demo_run(tiny_run):
     assert expert_curves(table, "router/selection_rate")
     fm = table.series("train/fm_loss", "stageC")
     assert np.isfinite(fm.values).all() and (np.diff(fm.steps) > 0).all()
+    for stage, parts in (("stageB", ("anchor", "recovery")), ("stageC", ("fm", "residual"))):
+        assert "encoder" in gradient_curves(table, stage)
+        for part in parts:
+            assert np.isfinite(gradient_curves(table, stage, part)["encoder"].values).all()
 
 
 def test_the_demo_measures_both_video_sets_with_the_ruler(tiny_run):

@@ -53,8 +53,13 @@ def test_every_scene_renders_valid_frames_motion_and_map_consistent_labels(scene
     assert np.abs(np.diff(clip.frames, axis=0)).mean() > 1e-3  # something changes
     record = wisa_record(clip_name(scene, 0, config), scene, 0, clip, config)
     parse_record(record, 0)  # a valid WISA record
-    # the shipped category map, reading the record as it would any WISA record, agrees
-    assert CategoryMap.load().labels_for_record(record) == clip.labels == [c for c in CATEGORIES if c in clip.labels]
+    # what trains: the record's own labels, in category order
+    assert record["pila_labels"] == clip.labels == [c for c in CATEGORIES if c in clip.labels]
+    # the shipped category map, reading the record as it would any WISA record, agrees, except
+    # for the cooling plate: WISA's nearest phenomenon, "unnatural light source", maps to
+    # optical, while the paper's category table files glowing heat spread under thermal alone
+    mapped = CategoryMap.load().labels_for_record(record)
+    assert mapped == (["thermal", "optical"] if scene == "cooling_plate" else clip.labels)
 
 
 def test_the_eight_scenes_cover_the_eight_categories_and_couple_mechanisms():

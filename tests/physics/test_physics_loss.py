@@ -166,3 +166,63 @@ def test_a_non_finite_step_leaves_the_running_means_untouched():
     before = loss.running_mean.clone(), loss.num_updates.clone()
     loss({"optical": {"wave": torch.full((1, 1, 3, 4, 4), float("nan"))}}, mask)
     assert torch.equal(loss.running_mean, before[0]) and torch.equal(loss.num_updates, before[1])
+
+
+# ---------------------------------------------------------------- readings of λ_{k,j} (R6)
+def _one_term(value: float) -> dict:
+    """optical/wave with mean(m·r²) = value for every sample (all-ones mask)."""
+    return {"optical": {"wave": torch.full((2, 1, 3, 4, 4), value**0.5)}}
+
+
+def test_the_earlier_spelling_adaptive_is_the_inverse_running_mean():
+    assert ResidualLoss(weighting="adaptive").weighting == "inverse_running_mean"
+    from pila.adapter import AdapterConfig
+
+    assert AdapterConfig(loss_weighting="adaptive").loss_weighting == "inverse_running_mean"
+    assert AdapterConfig().loss_weighting == "inverse_running_mean"  # the default stays
+
+
+def test_frozen_scales_stop_changing_after_the_measured_steps():
+    mask = torch.ones(2, 1, 5, 6, 6)
+    frozen = ResidualLoss(weighting="frozen", freeze_steps=3).train()
+    running = ResidualLoss(weighting="inverse_running_mean", momentum=0.0).train()
+    i = frozen.index[("optical", "wave")]
+    values = [4.0, 2.0, 3.0, 1e-6, 1e-6, 1e-6]
+    seen = []
+    for v in values:
+        frozen(_one_term(v), mask)
+        running(_one_term(v), mask)
+        seen.append(float(frozen.running_mean[i]))
+    # the scale is the plain mean of the first three values, then fixed
+    assert seen[2] == pytest.approx(3.0, rel=1e-5) and seen[3:] == [seen[2]] * 3
+    assert int(frozen.num_updates[i]) == 3
+    # a satisfied term no longer enters at O(1): its loss falls with it
+    small = frozen(_one_term(1e-6), mask).per_category["optical"]
+    torch.testing.assert_close(small, torch.full((2,), 1e-6 / 3.0), rtol=1e-4, atol=0)
+    assert float(running(_one_term(1e-6), mask).per_category["optical"][0]) > 0.5  # today's
+
+
+def test_category_mean_makes_l_k_independent_of_the_number_of_terms():
+    mask = torch.ones(2, 1, 5, 6, 6)
+    r = torch.full((2, 1, 3, 4, 4), 0.7)
+    two = {"thermal": {t: r for t in ("heat_transport", "thermal_regularity")}}
+    fluid_terms = ("continuity", "momentum", "pressure_regularity", "density_stability")
+    four = {"fluid": {t: r.clone() for t in fluid_terms}}
+    from pila.physics.residuals import RESIDUAL_TERMS
+
+    assert set(two["thermal"]) == set(RESIDUAL_TERMS["thermal"])
+    assert set(four["fluid"]) == set(RESIDUAL_TERMS["fluid"])
+    for weighting in ("category_mean", "inverse_running_mean"):
+        loss = ResidualLoss(weighting=weighting).train()
+        out = loss({**two, **four}, mask).per_category
+        ratio = float(out["fluid"][0] / out["thermal"][0])
+        assert ratio == pytest.approx(1.0 if weighting == "category_mean" else 2.0, rel=1e-5)
+    fixed_mean = ResidualLoss(weighting="category_mean").eval()
+    torch.testing.assert_close(fixed_mean(four, mask).per_category["fluid"], torch.ones(2))
+
+
+def test_unknown_weightings_are_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="grad_balanced"):
+        ResidualLoss(weighting="learned")
+    with pytest.raises(ValueError, match="freeze_steps"):
+        ResidualLoss(weighting="frozen", freeze_steps=0)

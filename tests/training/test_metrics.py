@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from pila.adapter.router import route, routing_statistics
@@ -24,13 +25,26 @@ def test_router_metrics_accumulate_like_the_summed_statistics():
         metric.update(routing, labels)
     total = routing_statistics(*parts[0]) + routing_statistics(*parts[1]) + routing_statistics(*parts[2])
     out = metric.compute()
-    torch.testing.assert_close(out["selection_rate"].float(), total.selection_rate.float())
-    torch.testing.assert_close(out["mean_weight"].float(), total.mean_weight.float())
-    assert math.isclose(float(out["label_precision"]), total.label_precision, rel_tol=1e-9)
-    assert math.isclose(float(out["label_recall"]), total.label_recall, rel_tol=1e-9)
-    assert math.isclose(float(out["entropy"]), total.mean_entropy, rel_tol=1e-6)
-    torch.testing.assert_close(out["coactivation"].float(), total.coactivation.float())
-    assert float(out["selection_rate"].sum()) == 3.0  # top-3 per sample
+    torch.testing.assert_close(out.selection_rate.float(), total.selection_rate.float())
+    torch.testing.assert_close(out.mean_weight.float(), total.mean_weight.float())
+    assert math.isclose(out.label_precision, total.label_precision, rel_tol=1e-9)
+    assert math.isclose(out.label_recall, total.label_recall, rel_tol=1e-9)
+    assert math.isclose(out.mean_entropy, total.mean_entropy, rel_tol=1e-6)
+    torch.testing.assert_close(out.coactivation.float(), total.coactivation.float())
+    assert float(out.selection_rate.sum()) == 3.0  # top-3 per sample
+    # the tags training logs are the statistics' own log dict, NaN-free
+    logged = out.as_log_dict("train/router")
+    assert logged == pytest.approx(total.as_log_dict("train/router"), rel=1e-6)
+    assert len(logged) == 3 + 2 * 8
+
+
+def test_router_statistics_without_labels_leave_label_recall_out_of_the_logs():
+    metric = RouterMetrics()
+    routing, labels = _routing(0)
+    metric.update(routing, torch.zeros_like(labels))
+    logged = metric.compute().as_log_dict("train/router")
+    assert "train/router/label_recall" not in logged
+    assert logged["train/router/label_precision"] == 0.0
 
 
 def test_coactivation_correlation_matches_numpy_on_the_indicators():

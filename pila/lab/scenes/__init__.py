@@ -14,7 +14,7 @@ dye_advection       dye carried by a swirling vortex flow         fluid
 smoke_puff          a smoke puff expands and rises                compressible_flow
 melting_block       an ice block melts into a spreading puddle    fluid, phase_change, thermal
 ball_collision      two balls collide head-on and rebound         rigid_body, collision
-cooling_plate       a hot spot on a plate spreads and cools       thermal, optical
+cooling_plate       a hot spot on a plate spreads and cools       thermal
 ripple_reflection   ripples distort a lamp's reflection           fluid, optical
 ==================  ============================================  ==============================
 

@@ -124,7 +124,7 @@ def cooling_plate(
             "A metal plate glows orange-hot at one spot, the glow spreading and fading as the "
             "plate cools."
         ),
-        labels=["thermal", "optical"],
+        labels=["thermal"],  # glowing heat spread: thermal, not an optical effect (App. C)
         wisa_label="unnatural light source",
         answers={"q0": NO_DYNAMICS, "q1": NO_THERMO, "q2": "unnatural light source"},
         phys_law=(
