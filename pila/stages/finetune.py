@@ -192,6 +192,15 @@ class WorldFinetune(LightningModule):
 
 
 # ---------------------------------------------------------------------- export and use
+def is_world_finetune_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a Lightning checkpoint file written by :class:`WorldFinetune`."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    hparams = load_checkpoint_file(path).get("hyper_parameters", {})
+    return isinstance(hparams, dict) and "lora_rank" in hparams
+
+
 def export_lora(ckpt_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write a ``WorldFinetune`` checkpoint's LoRA as a diffusers LoRA folder.
 
@@ -199,6 +208,7 @@ def export_lora(ckpt_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     ``world_finetune.json`` (the backbone, rank, α and targets it was trained with).
     """
     checkpoint = load_checkpoint_file(Path(ckpt_path))
+    log.info("exporting the world_finetune LoRA of %s to %s", ckpt_path, out)
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     if "lora_rank" not in hparams:
         raise ValueError(f"{ckpt_path} is not a world_finetune checkpoint (no lora_rank)")

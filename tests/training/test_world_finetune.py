@@ -10,10 +10,10 @@ import yaml
 
 from pila.adapter import AdapterConfig, PILAAdapter
 from pila.backbone import WanBackbone
+from pila.stages.export import main as export_main
 from pila.stages.finetune import (
     LORA_TARGETS,
     WorldFinetune,
-    export_lora,
     load_transformer_lora,
     lora_parameter_count,
 )
@@ -75,7 +75,8 @@ def test_checkpoint_holds_the_lora_alone_and_export_reproduces_the_trained_veloc
     assert set(checkpoint["state_dict"]) == set(module.lora_parameters())
     torch.save(checkpoint, tmp_path / "last.ckpt")
 
-    folder = export_lora(tmp_path / "last.ckpt", tmp_path / "lora")
+    assert export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+    folder = tmp_path / "lora"
     assert (folder / "pytorch_lora_weights.safetensors").is_file()
     backbone = WanBackbone.from_pretrained("lab", dtype="float32", components=("transformer",))
     load_transformer_lora(backbone, folder)
