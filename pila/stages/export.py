@@ -3,6 +3,8 @@
 Reads a Lightning ``.ckpt`` or a DeepSpeed ZeRO checkpoint folder written by a pila stage
 (or re-exports an adapter folder), rebuilds the adapter from the config recorded in the
 checkpoint, loads its weights and writes ``adapter_config.json`` + ``model.safetensors``.
+A ``WorldFinetune`` checkpoint (the lab's capacity control) is written as a diffusers LoRA
+folder instead (:func:`pila.stages.finetune.export_lora`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from pila.adapter import AdapterConfig, PILAAdapter
 from pila.stages.checkpoints import load_into_adapter, read_adapter_checkpoint
+from pila.stages.finetune import export_lora, is_world_finetune_checkpoint
 
 log = logging.getLogger("pila.export")
 
@@ -36,14 +39,18 @@ def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="Lightning .ckpt file, DeepSpeed checkpoint folder or adapter folder")
-    parser.add_argument("--out", required=True, help="folder to write adapter_config.json and model.safetensors into")
+    parser.add_argument("--out", required=True, help="folder to write adapter_config.json and model.safetensors into "
+        "(a world_finetune checkpoint: its LoRA, pytorch_lora_weights.safetensors)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        export_adapter(args.ckpt, args.out)
+        if is_world_finetune_checkpoint(args.ckpt):
+            export_lora(args.ckpt, args.out)
+        else:
+            export_adapter(args.ckpt, args.out)
     except (FileNotFoundError, ValueError) as err:
         log.error("pila export: %s", err)
         return 2
