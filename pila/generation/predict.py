@@ -80,6 +80,11 @@ class PILAPredictModule(pl.LightningModule):
         compile_backbone: compile the transformer's repeated blocks
             (``compile_repeated_blocks``, diffusers' regional compilation); the first
             step pays the compile time (logged). [ours: False]
+        transformer_lora: a LoRA folder of a fine-tuned transformer (``pila export`` of a
+            :class:`~pila.stages.finetune.WorldFinetune` checkpoint, the lab's capacity
+            control), fused into the backbone's transformer before generation; the videos
+            are then made exactly as the baseline's, with the fine-tuned weights. Not
+            together with ``adapter``.
     """
 
     def __init__(
@@ -92,8 +97,15 @@ class PILAPredictModule(pl.LightningModule):
         backbone_seed: int = 0,
         memory: MemoryConfig | None = None,
         compile_backbone: bool = False,
+        transformer_lora: str | None = None,
     ) -> None:
         super().__init__()
+        if transformer_lora is not None and adapter is not None:
+            raise ValueError(
+                "transformer_lora (a fine-tuned world) and adapter are two different "
+                "corrections of the backbone; give one of them"
+            )
+        self.transformer_lora = transformer_lora
         self.backbone_source = backbone
         self.adapter_source = adapter
         self.dtype_name = dtype
@@ -137,6 +149,10 @@ class PILAPredictModule(pl.LightningModule):
             device=None if offloaded else device,  # offloading keeps the weights on the CPU
             seed=self.backbone_seed,
         )
+        if self.transformer_lora is not None:
+            from pila.stages.finetune import load_transformer_lora
+
+            load_transformer_lora(backbone, self.transformer_lora)  # fused: the baseline's path
         apply_memory_options(backbone.pipeline, self.memory, device)
         if self.compile_backbone:
             compile_backbone([backbone.transformer, backbone.transformer_2])
@@ -185,6 +201,7 @@ class PILAPredictModule(pl.LightningModule):
             "two_stage": backbone.transformer_2 is not None,
             "scheduler": type(scheduler).__name__,
             "parser": self.parser.describe() if parses else None,
+            "transformer_lora": self.transformer_lora,
         }
 
     @property

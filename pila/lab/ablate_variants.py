@@ -205,8 +205,10 @@ def check_stage_arguments(variants: Sequence[Variant], configs: Path) -> None:
         if class_path:
             accepted |= stage_arguments(class_path)
     for variant in variants:
-        own = (variant.override or {}).get("model", {}).get("init_args", {})
-        unknown = sorted(set(own) - accepted)
+        model = (variant.override or {}).get("model", {})
+        own = model.get("init_args", {})
+        takes = stage_arguments(model["class_path"]) if model.get("class_path") else accepted
+        unknown = sorted(set(own) - takes - {"init_from"})
         if unknown:
             raise UsageError(
                 f"variant {variant.name!r} sets {', '.join(unknown)}, which no stage takes; "
@@ -230,12 +232,17 @@ def stage_config(
     B's ``physical_mask_steps``) is left out of this stage's config.
     """
     override = copy.deepcopy(variant.override or {})
-    own = override.get("model", {}).get("init_args", {})
-    if own and base.get("model", {}).get("class_path"):
-        accepted = stage_arguments(base["model"]["class_path"])
-        for key in [k for k in own if k not in accepted]:
-            del own[key]
+    model = override.get("model", {})
+    # an override of another model (world_finetune) is judged by its own class's arguments
+    class_path = model.get("class_path") or base.get("model", {}).get("class_path")
+    if class_path and model.get("init_args"):
+        accepted = stage_arguments(class_path)
+        model["init_args"] = {k: v for k, v in model["init_args"].items() if k in accepted}
     cfg = scale_steps(deep_merge(base, override), scale)
+    if model.get("class_path"):  # the stage's own arguments that this model does not take go
+        accepted = stage_arguments(model["class_path"])
+        init_args = cfg["model"].get("init_args", {})
+        cfg["model"]["init_args"] = {k: v for k, v in init_args.items() if k in accepted}
     cfg["seed_everything"] = seed
     trainer = cfg.setdefault("trainer", {})
     trainer["default_root_dir"] = str(run / stage)
@@ -256,6 +263,12 @@ def stage_config(
         init_args["init_from"] = str(run / previous / "checkpoints" / "last.ckpt")
     cfg.setdefault("data", {}).setdefault("init_args", {})["root"] = str(data)
     return cfg
+
+
+def is_lora_folder(folder: Path) -> bool:
+    """Whether an exported run folder holds a fine-tuned transformer's LoRA
+    (``world_finetune``), not an adapter."""
+    return (Path(folder) / "world_finetune.json").is_file()
 
 
 def predict_config(
@@ -280,7 +293,11 @@ def predict_config(
         if callback.get("class_path", "").endswith("VideoPredictionWriter"):
             callback.setdefault("init_args", {})["output_dir"] = str(run / "videos")
     init_args = cfg.setdefault("model", {}).setdefault("init_args", {})
-    init_args["adapter"] = None if adapter is None else str(adapter)
+    if adapter is not None and is_lora_folder(adapter):  # world_finetune: the world, retrained
+        init_args["adapter"] = None
+        init_args["transformer_lora"] = str(adapter)
+    else:
+        init_args["adapter"] = None if adapter is None else str(adapter)
     if sampling:
         init_args["sampling"] = {**(init_args.get("sampling") or {}), **sampling}
     if inference_steps is not None:

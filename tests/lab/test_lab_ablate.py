@@ -61,6 +61,42 @@ def test_stage_configs_chain_the_run_and_share_one_budget(tmp_path):
     assert plain["model"]["init_args"]["adapter"]["hidden"] == 32  # the lab's sizes are kept under the override
 
 
+def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_baseline(tmp_path):
+    from pila.cli import PilaCLI
+    from pila.stages.finetune import WorldFinetune
+
+    control = resolve_variant("world_finetune")
+    assert control.stages == ("stageC",)  # from the shipped world, as the plain adapter
+    base = yaml.safe_load((LAB / "stageC.yaml").read_text())
+    run, data = tmp_path / "run", tmp_path / "data"
+    cfg = stage_config(base, control, "stageC", run, data, seed=1, scale=0.5)
+    plain = stage_config(base, resolve_variant("plain"), "stageC", run, data, seed=1, scale=0.5)
+    init_args = cfg["model"]["init_args"]
+    assert cfg["model"]["class_path"] == "pila.stages.finetune.WorldFinetune"
+    assert init_args == {
+        "backbone": "lab", "lr": plain["model"]["init_args"]["lr"], "sigma_shift": 3.0,
+        "text_length": 512, "lora_rank": 19,
+    }
+    for key in ("max_steps", "seed_everything"):
+        assert cfg["trainer"].get(key, cfg.get(key)) == plain["trainer"].get(key, plain.get(key))
+    assert cfg["data"] == plain["data"]  # the same clips
+    kinds = [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]]
+    assert kinds == ["ModelCheckpoint", "LearningRateMonitor"]
+    ckpt_path = tmp_path / "cfg.yaml"
+    ckpt_path.write_text(yaml.safe_dump(cfg))
+    cli = PilaCLI(args=["--config", str(ckpt_path), "--trainer.logger=false"], run=False)
+    assert isinstance(cli.model, WorldFinetune)
+
+    lora = tmp_path / "adapter"
+    lora.mkdir()
+    (lora / "world_finetune.json").write_text("{}")
+    predict = ablate_variants.predict_config(
+        yaml.safe_load((LAB / "predict.yaml").read_text()), run, lora, 2, None
+    )
+    assert predict["model"]["init_args"]["adapter"] is None
+    assert predict["model"]["init_args"]["transformer_lora"] == str(lora)
+
+
 def test_readings_are_variants_each_where_it_belongs(tmp_path):
     """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes generation only."""
     readings = {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"}

@@ -95,3 +95,27 @@ def test_a_checkpoint_of_another_rank_and_a_two_transformer_backbone_are_refused
     WanBackbone.tiny(two_stage=True).pipeline.save_pretrained(folder)
     with pytest.raises(ValueError, match="has two"):
         WorldFinetune(backbone=str(folder))
+
+
+def test_pila_predict_fuses_the_lora_into_the_world_and_refuses_it_beside_an_adapter(tmp_path):
+    from pila.generation import PILAPredictModule
+
+    module = WorldFinetune(backbone="lab", lr=1e-2)
+    optimizer = module.configure_optimizers()
+    optimizer.zero_grad()
+    module.flow_loss(lab_batch(), generator=torch.Generator().manual_seed(2)).backward()
+    optimizer.step()
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    assert export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+
+    predict = PILAPredictModule(backbone="lab", dtype="float32", transformer_lora=str(tmp_path / "lora"))
+    predict.setup("predict")
+    assert predict.generation_settings()["transformer_lora"] == str(tmp_path / "lora")
+    world = WanBackbone.from_pretrained("lab", dtype="float32", components=("transformer",))
+    tuned = dict(predict.backbone.transformer.named_parameters())
+    changed = [n for n, p in world.transformer.named_parameters() if not torch.equal(p, tuned[n])]
+    assert changed and all(".attn" in n or ".ffn" in n for n in changed)
+    with pytest.raises(ValueError, match="give one of them"):
+        PILAPredictModule(backbone="lab", adapter=str(tmp_path), transformer_lora=str(tmp_path))
