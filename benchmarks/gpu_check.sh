@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one prepared script, about 9 minutes on one H200, everything under $OUT.
+# The GPU check: one prepared script, about 10 minutes on one H200, everything under $OUT.
 #
 #   1. pytest -m gpu (CUDA tests; tests/training/test_gpu.py holds the DeepSpeed ZeRO-2 +
 #      CPU-offload stage C run exported to an adapter, and tests/generation/
@@ -8,6 +8,11 @@
 #      Wan 2.1-1.3B architecture (random weights, bf16, compile_residuals on Triton) with
 #      the adapter's forward+backward share; generation at 81 x 480 x 832 with and without
 #      the adapter; torch.cuda.max_memory_allocated for each  -> $OUT/gpu.md, $OUT/gpu_check.json
+#   3. benchmarks/gpu_resume_check.py: the tiny stage C config in bf16 (DeepSpeed ZeRO-2 +
+#      CPU offload when DeepSpeed is installed) run twice uninterrupted and once stopped
+#      mid-epoch and resumed; the largest adapter-weight difference between the two
+#      uninterrupted runs and between an uninterrupted and the resumed run
+#                                                          -> $OUT/resume.md, $OUT/resume.json
 #
 # Targets (GPU, ratios from one run): adapter fwd+bwd <= 10 % of the frozen forward;
 # generation with the adapter <= 1.02 x without.
@@ -47,5 +52,7 @@ else
   "$PY" -m pytest -m gpu -q -p no:cacheprovider --collect-only tests >"$OUT/pytest_gpu.log" 2>&1 || status=1
 fi
 timeout 360 "$PY" benchmarks/gpu_check.py $DRY --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log" || status=1
+timeout 180 "$PY" benchmarks/gpu_resume_check.py $DRY --out "$OUT" >"$OUT/resume.log" 2>&1 || status=1
+tail -n 8 "$OUT/resume.log"
 echo "gpu_check: exit $status; results in $OUT"
 exit $status

@@ -3,8 +3,12 @@
 Lightning restores the step count and the position inside the epoch from a checkpoint,
 but iterates a fresh dataloader from its start. :class:`ResumableSampler` draws each
 epoch's order from ``(seed, epoch)`` alone and can start part-way through it, and
-:func:`batches_completed_in_epoch` reads how far the restored run had come, so a run
-killed after batch k of an epoch resumes with batch k + 1 of the same order.
+:func:`resume_position` reads which epoch the restored run was in and how far it had
+come, so a run killed after batch k of an epoch resumes with batch k + 1 of the same order.
+
+The epoch is set when the loader is built, not only by Lightning's ``set_epoch`` before
+each epoch: Lightning creates the first iterator before that call, and a loader with
+workers draws its first indices as soon as its iterator exists.
 
 It subclasses ``DistributedSampler`` (sharding by rank, ``set_epoch``), so Lightning
 does not wrap it in another distributed sampler.
@@ -12,7 +16,6 @@ does not wrap it in another distributed sampler.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sized
 
 import torch.distributed as dist
@@ -62,6 +65,25 @@ class ResumableSampler(DistributedSampler):
             raise ValueError(f"cannot skip a negative number of samples ({num_samples})")
         self.start_index = num_samples if num_samples < self.num_samples else 0
 
+    def resume(self, epoch: int, batches_done: int, batch_size: int, drop_last_batch: bool = False) -> None:
+        """Start the next iteration where a run that trained ``batches_done`` batches of
+        ``epoch`` goes on: that epoch's order after those batches, or the next epoch's order
+        from its start when they were the whole epoch (a checkpoint written at its last batch).
+
+        Args:
+            epoch: the epoch in progress (:func:`resume_position`).
+            batches_done: its batches already trained.
+            batch_size: samples per batch on this rank.
+            drop_last_batch: the loader drops a last, incomplete batch.
+        """
+        if epoch < 0 or batches_done < 0 or batch_size < 1:
+            raise ValueError(f"cannot resume at epoch {epoch}, batch {batches_done} of size {batch_size}")
+        left = self.num_samples - batches_done * batch_size
+        if batches_done and (left <= 0 or (drop_last_batch and left < batch_size)):
+            epoch, batches_done = epoch + 1, 0
+        self.set_epoch(epoch)
+        self.skip(batches_done * batch_size)
+
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
         start, self.start_index = self.start_index, 0
@@ -71,6 +93,22 @@ class ResumableSampler(DistributedSampler):
         # The whole epoch, also while a skip is pending: Lightning sizes every epoch from the
         # length it reads once, and counts the skipped batches of a resumed epoch as done.
         return self.num_samples
+
+
+def resume_position(trainer) -> tuple[int, int]:
+    """The epoch a fit is in and how many of its batches a restored run had already trained
+    on: ``(0, 0)`` outside a fit, ``(epoch, 0)`` at an epoch's start.
+
+    Args:
+        trainer: the Lightning ``Trainer`` (``None`` outside a fit).
+    """
+    fit_loop = getattr(trainer, "fit_loop", None) if trainer is not None else None
+    if fit_loop is None:
+        return 0, 0
+    epochs = fit_loop.epoch_progress.current
+    if not fit_loop.restarting or epochs.processed == epochs.ready:  # not inside an epoch
+        return int(epochs.processed), 0
+    return int(epochs.processed), batches_completed_in_epoch(trainer)
 
 
 def batches_completed_in_epoch(trainer) -> int:
@@ -88,8 +126,3 @@ def batches_completed_in_epoch(trainer) -> int:
     # a training batch has that batch `processed` but not yet `completed`.
     progress = fit_loop.epoch_loop.batch_progress.current
     return int(progress.processed)
-
-
-def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
-    """Batches a loader of ``num_samples`` makes."""
-    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)

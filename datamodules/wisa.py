@@ -45,7 +45,7 @@ from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
 from .flow_targets import FlowConfig
 from .prepare import PrepareConfig, backbone_identity, load_records, prepare_cache, settings_diff
 from .records import FilterConfig, split_names
-from .resumable import ResumableSampler, batches_completed_in_epoch
+from .resumable import ResumableSampler, resume_position
 from .sources import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ class WISA80KDataModule(LightningDataModule):
             # Each epoch's order comes from (split_seed, epoch) alone, sharded by rank; a run
             # resumed mid-epoch skips the batches its checkpoint had already trained on.
             sampler = ResumableSampler(dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last)
-            sampler.skip(batches_completed_in_epoch(self.trainer) * self.batch_size)
+            sampler.resume(*resume_position(self.trainer), self.batch_size, drop_last_batch=self.drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
