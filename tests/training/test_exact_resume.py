@@ -3,7 +3,7 @@ uninterrupted run (CPU): weights, optimizer state, random states and loop progre
 shipped stage config (``tiny/``, ``lab/`` and the paper's on the tiny backbone).
 
 The test clips make epochs of 3 batches (6 training clips, batch 2). The uninterrupted run
-takes 7 steps and writes a checkpoint every 2. Two ways to stop, both inside epoch 1:
+takes 8 steps and writes a checkpoint every 2. Two ways to stop, both inside epoch 1:
 
 - ``periodic``: the run went on past its step-4 checkpoint (written by
   ``every_n_train_steps``) and was killed; the resumed run starts from that file.
@@ -22,7 +22,7 @@ from pila.cli import main
 
 from .helpers import shipped_fit_config
 
-STEPS, EVERY, BATCHES_PER_EPOCH = 7, 2, 3
+STEPS, EVERY, BATCHES_PER_EPOCH = 8, 2, 3
 STOPS = {"periodic": 4, "max_steps": 5}
 # stage C with both stops; stages A and B (fewer callbacks) with the max_steps one
 CASES = [("stageC", "periodic"), ("stageC", "max_steps"), ("stageA", "max_steps"), ("stageB", "max_steps")]
@@ -92,9 +92,10 @@ def _resume_and_compare(family: str, stage: str, stop: str, data_root, straight:
         start = _checkpoints(straight, stage) / f"epoch={step // BATCHES_PER_EPOCH}-step={step}.ckpt"
         config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY)
     else:
-        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=step)
-        assert main(["fit", "--config", str(config), "--trainer.max_steps", str(step)]) == 0
+        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=step, every_n_train_steps=step)
+        assert main(["fit", "--config", str(config)]) == 0
         start = _checkpoints(resumed, stage) / "last.ckpt"
+        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY)
     first = _load(start)
     assert first["global_step"] == step and first["epoch"] == step // BATCHES_PER_EPOCH
     assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == step % BATCHES_PER_EPOCH - 1

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from pila.datamodules.resumable import ResumableSampler, batches_completed_in_epoch
+from pila.datamodules.resumable import ResumableSampler, resume_position
 
 
 class _Recorder(L.LightningModule):
@@ -27,21 +27,25 @@ class _Recorder(L.LightningModule):
 class _Data(L.LightningDataModule):
     """Uses the sampler the way WISA80KDataModule's loader does."""
 
+    def __init__(self, num_workers: int = 0):
+        super().__init__()
+        self.num_workers = num_workers
+
     def train_dataloader(self):
         data = torch.arange(20)
         sampler = ResumableSampler(data, shuffle=True, seed=3)
-        sampler.skip(batches_completed_in_epoch(self.trainer) * 2)
-        return DataLoader(data, batch_size=2, sampler=sampler)
+        sampler.resume(*resume_position(self.trainer), 2)
+        return DataLoader(data, batch_size=2, sampler=sampler, num_workers=self.num_workers)
 
 
-def _run(tmp_path, max_steps, ckpt_path=None):
+def _run(tmp_path, max_steps, ckpt_path=None, num_workers=0):
     module = _Recorder()
     trainer = L.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path,
         callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1)],
     )
-    trainer.fit(module, datamodule=_Data(), ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=_Data(num_workers), ckpt_path=ckpt_path)
     return module.seen
 
 
@@ -73,3 +77,30 @@ def test_sampler_shards_without_gaps_and_skips_a_prefix():
     sampler.skip(2)
     assert list(sampler) == shards[0][2:] and len(sampler) == 5  # skipping applies to one pass only
     assert list(sampler) == shards[0]
+
+
+def test_a_loader_with_workers_resumes_in_the_order_of_its_epoch(tmp_path):
+    # Workers take their first indices when the iterator is made, before Lightning sets the
+    # sampler's epoch: the loader sets it itself.
+    reference = _run(tmp_path / "ref", 14)
+    _run(tmp_path / "run", 12, num_workers=1)
+    resumed = _run(tmp_path / "run", 14, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"), num_workers=1)
+    assert resumed == reference[12:14]
+
+
+def test_resume_continues_the_epoch_or_starts_the_next():
+    def order(epoch):
+        sampler = ResumableSampler(list(range(10)), seed=1)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0) != order(1)
+    sampler = ResumableSampler(list(range(10)), seed=1)
+    sampler.resume(1, 2, 3)
+    assert list(sampler) == order(1)[6:]
+    sampler.resume(1, 4, 3)  # 4 batches of 3 were the whole epoch (its last one short)
+    assert list(sampler) == order(2)
+    sampler.resume(1, 3, 3, drop_last_batch=True)  # the short batch is dropped: epoch over
+    assert list(sampler) == order(2)
+    sampler.resume(1, 0, 3)
+    assert list(sampler) == order(1)
