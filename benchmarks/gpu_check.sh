@@ -52,7 +52,8 @@ else
   "$PY" -m pytest -m gpu -q -p no:cacheprovider --collect-only tests >"$OUT/pytest_gpu.log" 2>&1 || status=1
 fi
 timeout 360 "$PY" benchmarks/gpu_check.py $DRY --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log" || status=1
-timeout 180 "$PY" benchmarks/gpu_resume_check.py $DRY --out "$OUT" >"$OUT/resume.log" 2>&1 || status=1
+timeout 180 "$PY" benchmarks/gpu_resume_check.py $DRY --out "$OUT" >"$OUT/resume.log" 2>&1 \
+  || status=1
 tail -n 8 "$OUT/resume.log"
 echo "gpu_check: exit $status; results in $OUT"
 exit $status

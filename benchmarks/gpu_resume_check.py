@@ -42,16 +42,37 @@ DATA = {"num_clips_per_category": 1, "batch_size": 2, "num_frames": 17, "height"
 """The test clips: 8 clips, 6 for training, epochs of 3 batches."""
 
 
-def _fit(out: Path, steps: int, *, device: str, deepspeed: bool, data_root: Path, ckpt: Path | None = None) -> None:
+def _fit(
+    out: Path,
+    steps: int,
+    *,
+    device: str,
+    deepspeed: bool,
+    data_root: Path,
+    ckpt: Path | None = None,
+) -> None:
     config = out / "stageC.yaml"
     if not config.exists():
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(config, CONFIG.read_text().replace("outputs/demo", str(out)))
     argv = [
-        "fit", "--config", str(config), "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
-        "--trainer.val_check_interval", "null", "--trainer.precision", "bf16-mixed",
-        "--trainer.accelerator", device, "--model.init_args.init_from", "null",
-        "--data.init_args.root", str(data_root),
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.val_check_interval",
+        "null",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.accelerator",
+        device,
+        "--model.init_args.init_from",
+        "null",
+        "--data.init_args.root",
+        str(data_root),
         *[arg for key, value in DATA.items() for arg in (f"--data.init_args.{key}", str(value))],
     ]
     if deepspeed:
@@ -103,10 +124,15 @@ def run(out: Path, steps: int, stop: int, dry: bool) -> dict[str, Any]:
         "steps": steps,
         "stop": stop,
         "max_abs_weight_difference": {
-            "straight_vs_straight": _max_difference(_last(runs["straight"]), _last(runs["straight_again"])),
+            "straight_vs_straight": _max_difference(
+                _last(runs["straight"]), _last(runs["straight_again"])
+            ),
             "straight_vs_resumed": _max_difference(_last(runs["straight"]), _last(runs["resumed"])),
         },
-        "progress": {"straight": _progress(_last(runs["straight"])), "resumed": _progress(_last(runs["resumed"]))},
+        "progress": {
+            "straight": _progress(_last(runs["straight"])),
+            "resumed": _progress(_last(runs["resumed"])),
+        },
         "seconds": time.perf_counter() - start,
     }
 
@@ -115,7 +141,8 @@ def markdown(result: dict[str, Any]) -> str:
     d = result["max_abs_weight_difference"]
     return (
         f"## Resume ({result['device']}, {result['strategy']}, {result['precision']})\n\n"
-        f"`{result['config']}`, {result['steps']} steps; the resumed run stopped at step {result['stop']}.\n\n"
+        f"`{result['config']}`, {result['steps']} steps; the resumed run stopped at step "
+        f"{result['stop']}.\n\n"
         "| adapter weights | max abs difference |\n|---|---:|\n"
         f"| uninterrupted vs uninterrupted | {d['straight_vs_straight']:.3g} |\n"
         f"| uninterrupted vs resumed | {d['straight_vs_resumed']:.3g} |\n"
@@ -124,10 +151,16 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for resume.json, resume.md and the runs")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for resume.json, resume.md and the runs"
+    )
     parser.add_argument("--dry-run", action="store_true", help="on the CPU")
-    parser.add_argument("--steps", type=int, default=8, help="steps of each run (ours: 2 epochs and a bit)")
-    parser.add_argument("--stop", type=int, default=4, help="where the interrupted run stops (inside epoch 1)")
+    parser.add_argument(
+        "--steps", type=int, default=8, help="steps of each run (ours: 2 epochs and a bit)"
+    )
+    parser.add_argument(
+        "--stop", type=int, default=4, help="where the interrupted run stops (inside epoch 1)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     dry = args.dry_run or not torch.cuda.is_available()

@@ -65,7 +65,9 @@ class ResumableSampler(DistributedSampler):
             raise ValueError(f"cannot skip a negative number of samples ({num_samples})")
         self.start_index = num_samples if num_samples < self.num_samples else 0
 
-    def resume(self, epoch: int, batches_done: int, batch_size: int, drop_last_batch: bool = False) -> None:
+    def resume(
+        self, epoch: int, batches_done: int, batch_size: int, drop_last_batch: bool = False
+    ) -> None:
         """Start the next iteration where a run that trained ``batches_done`` batches of
         ``epoch`` goes on: that epoch's order after those batches, or the next epoch's order
         from its start when they were the whole epoch (a checkpoint written at its last batch).
@@ -77,7 +79,9 @@ class ResumableSampler(DistributedSampler):
             drop_last_batch: the loader drops a last, incomplete batch.
         """
         if epoch < 0 or batches_done < 0 or batch_size < 1:
-            raise ValueError(f"cannot resume at epoch {epoch}, batch {batches_done} of size {batch_size}")
+            raise ValueError(
+                f"cannot resume at epoch {epoch}, batch {batches_done} of size {batch_size}"
+            )
         left = self.num_samples - batches_done * batch_size
         if batches_done and (left <= 0 or (drop_last_batch and left < batch_size)):
             epoch, batches_done = epoch + 1, 0

@@ -307,7 +307,8 @@ class WISA80KDataModule(LightningDataModule):
             # Each epoch's order comes from (split_seed, epoch) alone, sharded by rank; a run
             # resumed mid-epoch skips the batches its checkpoint had already trained on.
             sampler = ResumableSampler(dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last)
-            sampler.resume(*resume_position(self.trainer), self.batch_size, drop_last_batch=self.drop_last)
+            position = resume_position(self.trainer)
+            sampler.resume(*position, self.batch_size, drop_last_batch=self.drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

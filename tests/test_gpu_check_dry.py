@@ -1,4 +1,5 @@
-"""``benchmarks/gpu_check.sh --dry-run`` runs end to end on the CPU (about 3 min on 2 cores: slow)."""
+"""``benchmarks/gpu_check.sh --dry-run`` runs end to end on the CPU (about 3 min on 2 cores:
+slow)."""
 
 from __future__ import annotations
 
@@ -26,5 +27,7 @@ def test_gpu_check_dry_run_writes_its_results(tmp_path):
     assert set(result["generation"]["seconds_per_step"]) == {"without", "with"}
     assert (tmp_path / "gpu.md").is_file() and (tmp_path / "pytest_gpu.log").is_file()
     resume = json.loads((tmp_path / "resume.json").read_text())  # on the CPU the resume is exact
-    assert resume["max_abs_weight_difference"] == {"straight_vs_straight": 0.0, "straight_vs_resumed": 0.0}
-    assert resume["progress"]["straight"] == resume["progress"]["resumed"] == {"global_step": 8, "epoch": 2}
+    differences = resume["max_abs_weight_difference"]
+    assert differences == {"straight_vs_straight": 0.0, "straight_vs_resumed": 0.0}
+    progress = resume["progress"]
+    assert progress["straight"] == progress["resumed"] == {"global_step": 8, "epoch": 2}

@@ -42,13 +42,23 @@ def batch_of(items: list[dict]) -> dict:
     return out
 
 
-def tiny_fit_config(out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1) -> Path:
+def tiny_fit_config(
+    out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1
+) -> Path:
     """The shipped tiny stage config with outputs under ``out``, the shared test data, fewer steps."""
-    return shipped_fit_config("tiny", out, data_root, stage=stage, steps=steps, every_n_train_steps=every_n_train_steps)
+    return shipped_fit_config(
+        "tiny", out, data_root, stage=stage, steps=steps, every_n_train_steps=every_n_train_steps
+    )
 
 
 def shipped_fit_config(
-    family: str, out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1,
+    family: str,
+    out,
+    data_root,
+    *,
+    stage: str = "stageC",
+    steps: int = 4,
+    every_n_train_steps: int = 1,
     keep_checkpoints: bool = False,
 ) -> Path:
     """A shipped stage config shrunk for a CPU test, written under ``out``.
@@ -57,7 +67,8 @@ def shipped_fit_config(
     (``lightning_configs/<stage>.yaml`` on the tiny backbone: one CPU process instead of
     DeepSpeed on 8 GPUs, residuals not compiled, the tiny adapter widths, the test clips with
     two loader workers and 2 clips a batch (as the other families); everything else,
-    bf16-mixed and gradient clipping included, as shipped). Schedules are shortened to a few steps so they change within the run.
+    bf16-mixed and gradient clipping included, as shipped). Schedules are shortened to a few
+    steps so they change within the run.
     """
     root = Path(__file__).resolve().parents[2]
     if family == "paper":
@@ -80,15 +91,20 @@ def shipped_fit_config(
             callback["init_args"]["every_n_steps"] = 2
     model = config["model"]["init_args"]
     model.update(init_from=None, log_every_n_steps=2)
-    data = {"root": str(data_root), "num_clips_per_category": 1, "batch_size": 2, "num_frames": 17, "height": 32, "width": 32}
+    data = {"root": str(data_root), "num_clips_per_category": 1, "batch_size": 2}
+    data.update(num_frames=17, height=32, width=32)
     if family == "paper":
         for key in ("strategy", "num_nodes", "max_epochs"):
             trainer.pop(key, None)
         trainer.update(accelerator="cpu", devices=1)
         model.update(backbone="tiny", compile_residuals=False, text_length=128)
-        model["adapter"].update(text_dim=TEXT_DIM, hidden=16, cond_dim=16, expert_width=8, norm_groups=4, sigma_embed_dim=16)
+        model["adapter"].update(
+            text_dim=TEXT_DIM, hidden=16, cond_dim=16, expert_width=8, norm_groups=4,
+            sigma_embed_dim=16,
+        )
         data.update(num_workers=2, max_sequence_length=128)
-        config["data"] = {"class_path": "pila.datamodules.SyntheticPhysicsDataModule", "init_args": data}
+        synthetic = "pila.datamodules.SyntheticPhysicsDataModule"
+        config["data"] = {"class_path": synthetic, "init_args": data}
     else:
         config["data"]["init_args"].update(data)
     path = Path(out) / "configs" / f"{stage}.yaml"

@@ -25,7 +25,12 @@ from .helpers import shipped_fit_config
 STEPS, EVERY, BATCHES_PER_EPOCH = 8, 2, 3
 STOPS = {"periodic": 4, "max_steps": 5}
 # stage C with both stops; stages A and B (fewer callbacks) with the max_steps one
-CASES = [("stageC", "periodic"), ("stageC", "max_steps"), ("stageA", "max_steps"), ("stageB", "max_steps")]
+CASES = [
+    ("stageC", "periodic"),
+    ("stageC", "max_steps"),
+    ("stageA", "max_steps"),
+    ("stageB", "max_steps"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,13 @@ def lab_data_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lab_data")
     SyntheticPhysicsDataModule(
-        root=str(root), backbone="lab", num_clips_per_category=1, batch_size=2, num_frames=17, height=32, width=32,
+        root=str(root),
+        backbone="lab",
+        num_clips_per_category=1,
+        batch_size=2,
+        num_frames=17,
+        height=32,
+        width=32,
         max_sequence_length=512,
     ).prepare_data()
     return root
@@ -50,7 +61,13 @@ def straight_runs(tmp_path_factory):
         if (family, stage) not in runs:
             out = tmp_path_factory.mktemp(f"{family}_{stage}_straight")
             config = shipped_fit_config(
-                family, out, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY, keep_checkpoints=True
+                family,
+                out,
+                data_root,
+                stage=stage,
+                steps=STEPS,
+                every_n_train_steps=EVERY,
+                keep_checkpoints=True,
             )
             assert main(["fit", "--config", str(config)]) == 0
             runs[family, stage] = out
@@ -84,25 +101,44 @@ def _assert_same(a, b, where: str = "") -> None:
         assert a == b, where
 
 
-def _resume_and_compare(family: str, stage: str, stop: str, data_root, straight: Path, tmp_path: Path) -> None:
+def _resume_and_compare(
+    family: str, stage: str, stop: str, data_root, straight: Path, tmp_path: Path
+) -> None:
     step = STOPS[stop]
     assert step % BATCHES_PER_EPOCH != 0  # the stop falls inside an epoch
     resumed = tmp_path / "resumed"
     if stop == "periodic":
-        start = _checkpoints(straight, stage) / f"epoch={step // BATCHES_PER_EPOCH}-step={step}.ckpt"
-        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY)
+        start = (
+            _checkpoints(straight, stage) / f"epoch={step // BATCHES_PER_EPOCH}-step={step}.ckpt"
+        )
+        config = shipped_fit_config(
+            family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY
+        )
     else:
-        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=step, every_n_train_steps=step)
+        config = shipped_fit_config(
+            family, resumed, data_root, stage=stage, steps=step, every_n_train_steps=step
+        )
         assert main(["fit", "--config", str(config)]) == 0
         start = _checkpoints(resumed, stage) / "last.ckpt"
-        config = shipped_fit_config(family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY)
+        config = shipped_fit_config(
+            family, resumed, data_root, stage=stage, steps=STEPS, every_n_train_steps=EVERY
+        )
     first = _load(start)
     assert first["global_step"] == step and first["epoch"] == step // BATCHES_PER_EPOCH
-    assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == step % BATCHES_PER_EPOCH - 1
+    assert (
+        first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+        == step % BATCHES_PER_EPOCH - 1
+    )
     assert main(["fit", "--config", str(config), "--ckpt_path", str(start)]) == 0
 
-    a, b = _load(_checkpoints(straight, stage) / "last.ckpt"), _load(_checkpoints(resumed, stage) / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == STEPS and a["epoch"] == b["epoch"] == STEPS // BATCHES_PER_EPOCH
+    a, b = (
+        _load(_checkpoints(straight, stage) / "last.ckpt"),
+        _load(_checkpoints(resumed, stage) / "last.ckpt"),
+    )
+    assert (
+        a["global_step"] == b["global_step"] == STEPS
+        and a["epoch"] == b["epoch"] == STEPS // BATCHES_PER_EPOCH
+    )
     _assert_same(a["state_dict"], b["state_dict"], "state_dict")
     _assert_same(a["optimizer_states"], b["optimizer_states"], "optimizer_states")
     _assert_same(a["pila"]["rng"], b["pila"]["rng"], "rng")
@@ -113,16 +149,27 @@ def _resume_and_compare(family: str, stage: str, stop: str, data_root, straight:
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "stop"), CASES)
 def test_tiny_configs_resume_bit_identical(stage, stop, tiny_data_root, straight_runs, tmp_path):
-    _resume_and_compare("tiny", stage, stop, tiny_data_root, straight_runs("tiny", stage, tiny_data_root), tmp_path)
+    _resume_and_compare(
+        "tiny", stage, stop, tiny_data_root, straight_runs("tiny", stage, tiny_data_root), tmp_path
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "stop"), CASES)
 def test_lab_configs_resume_bit_identical(stage, stop, lab_data_root, straight_runs, tmp_path):
-    _resume_and_compare("lab", stage, stop, lab_data_root, straight_runs("lab", stage, lab_data_root), tmp_path)
+    _resume_and_compare(
+        "lab", stage, stop, lab_data_root, straight_runs("lab", stage, lab_data_root), tmp_path
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "stop"), CASES)
 def test_paper_configs_resume_bit_identical(stage, stop, tiny_data_root, straight_runs, tmp_path):
-    _resume_and_compare("paper", stage, stop, tiny_data_root, straight_runs("paper", stage, tiny_data_root), tmp_path)
+    _resume_and_compare(
+        "paper",
+        stage,
+        stop,
+        tiny_data_root,
+        straight_runs("paper", stage, tiny_data_root),
+        tmp_path,
+    )

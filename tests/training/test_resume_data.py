@@ -84,7 +84,8 @@ def test_a_loader_with_workers_resumes_in_the_order_of_its_epoch(tmp_path):
     # sampler's epoch: the loader sets it itself.
     reference = _run(tmp_path / "ref", 14)
     _run(tmp_path / "run", 12, num_workers=1)
-    resumed = _run(tmp_path / "run", 14, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"), num_workers=1)
+    last = tmp_path / "run" / "ckpt" / "last.ckpt"
+    resumed = _run(tmp_path / "run", 14, ckpt_path=str(last), num_workers=1)
     assert resumed == reference[12:14]
 
 
