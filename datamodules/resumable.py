@@ -17,6 +17,7 @@ does not wrap it in another distributed sampler.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
@@ -130,3 +131,33 @@ def batches_completed_in_epoch(trainer) -> int:
     # a training batch has that batch `processed` but not yet `completed`.
     progress = fit_loop.epoch_loop.batch_progress.current
     return int(progress.processed)
+
+
+def reopen_stopped_epoch(checkpoint: dict[str, Any], trainer) -> None:
+    """Record an epoch that a stop cut short as still open in a checkpoint being written.
+
+    When ``max_steps`` (or ``trainer.should_stop``) ends a run inside an epoch, Lightning
+    closes the epoch in its progress counters before ``on_train_end``, where
+    ``ModelCheckpoint`` writes ``last.ckpt`` if it has written none. Resumed from that file,
+    Lightning would start the next epoch: a new data order for the batches the epoch had left,
+    and an epoch count one ahead of an uninterrupted run. Here the epoch stays open, with its
+    trained batches done, as in a checkpoint written inside it.
+
+    Args:
+        checkpoint: the dict Lightning is saving (its ``loops`` and ``epoch`` are changed).
+        trainer: the Lightning ``Trainer`` (``None`` outside a fit: nothing to do).
+    """
+    fit_loop = getattr(trainer, "fit_loop", None) if trainer is not None else None
+    state = checkpoint.get("loops", {}).get("fit_loop")
+    if fit_loop is None or state is None or "epoch_progress" not in state:
+        return
+    batches = fit_loop.epoch_loop.batch_progress.current.completed
+    if batches == 0 or batches >= trainer.num_training_batches:
+        return  # no batch of a new epoch yet, or the epoch ran to its end
+    progress = state["epoch_progress"]
+    counts = [progress[part] for part in ("total", "current")]
+    if any(len({c["ready"], c["started"], c["processed"], c["completed"]}) != 1 for c in counts):
+        return  # the epoch is still open: a checkpoint written inside it
+    for c in counts:
+        c["processed"] = c["completed"] = c["ready"] - 1
+    checkpoint["epoch"] = progress["current"]["completed"]

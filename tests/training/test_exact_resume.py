@@ -7,8 +7,12 @@ takes 8 steps and writes a checkpoint every 2. Two ways to stop, both inside epo
 
 - ``periodic``: the run went on past its step-4 checkpoint (written by
   ``every_n_train_steps``) and was killed; the resumed run starts from that file.
-- ``max_steps``: a first run ends at ``max_steps`` 5, where ``every_n_train_steps`` 5
-  writes its checkpoint; the resumed run starts from its ``last.ckpt``.
+- ``max_steps``: a first run ends at ``max_steps`` 5 before any periodic checkpoint, so
+  ``last.ckpt`` is written when training ends (Lightning has closed the cut-short epoch
+  by then; the module's checkpoint hook reopens it); the resumed run starts from it.
+
+Both runs' step-8 checkpoints (written by ``every_n_train_steps`` at the same point of the
+step) are compared.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pila.cli import main
 from .helpers import shipped_fit_config
 
 STEPS, EVERY, BATCHES_PER_EPOCH = 8, 2, 3
+NEVER = 100  # every_n_train_steps of a run that writes only its last.ckpt
 STOPS = {"periodic": 4, "max_steps": 5}
 # stage C with both stops; stages A and B (fewer callbacks) with the max_steps one
 CASES = [
@@ -116,7 +121,7 @@ def _resume_and_compare(
         )
     else:
         config = shipped_fit_config(
-            family, resumed, data_root, stage=stage, steps=step, every_n_train_steps=step
+            family, resumed, data_root, stage=stage, steps=step, every_n_train_steps=NEVER
         )
         assert main(["fit", "--config", str(config)]) == 0
         start = _checkpoints(resumed, stage) / "last.ckpt"
@@ -125,16 +130,13 @@ def _resume_and_compare(
         )
     first = _load(start)
     assert first["global_step"] == step and first["epoch"] == step // BATCHES_PER_EPOCH
-    assert (
-        first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
-        == step % BATCHES_PER_EPOCH - 1
-    )
+    batches = first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    # written at a batch's end (periodic) or after the run's last batch (max_steps)
+    assert batches["completed"] == step % BATCHES_PER_EPOCH - (stop == "periodic")
     assert main(["fit", "--config", str(config), "--ckpt_path", str(start)]) == 0
 
-    a, b = (
-        _load(_checkpoints(straight, stage) / "last.ckpt"),
-        _load(_checkpoints(resumed, stage) / "last.ckpt"),
-    )
+    end = f"epoch={STEPS // BATCHES_PER_EPOCH}-step={STEPS}.ckpt"
+    a, b = _load(_checkpoints(straight, stage) / end), _load(_checkpoints(resumed, stage) / end)
     assert (
         a["global_step"] == b["global_step"] == STEPS
         and a["epoch"] == b["epoch"] == STEPS // BATCHES_PER_EPOCH

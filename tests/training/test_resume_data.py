@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from pila.datamodules.resumable import ResumableSampler, resume_position
+from pila.datamodules.resumable import ResumableSampler, reopen_stopped_epoch, resume_position
 
 
 class _Recorder(L.LightningModule):
@@ -22,6 +22,9 @@ class _Recorder(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def on_save_checkpoint(self, checkpoint):
+        reopen_stopped_epoch(checkpoint, self.trainer)  # as the pila stage modules do
 
 
 class _Data(L.LightningDataModule):
@@ -38,12 +41,17 @@ class _Data(L.LightningDataModule):
         return DataLoader(data, batch_size=2, sampler=sampler, num_workers=self.num_workers)
 
 
-def _run(tmp_path, max_steps, ckpt_path=None, num_workers=0):
+def _run(tmp_path, max_steps, ckpt_path=None, num_workers=0, every_n_train_steps=1):
     module = _Recorder()
     trainer = L.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path,
-        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1)],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=every_n_train_steps,
+                save_top_k=-1,
+            )
+        ],
     )
     trainer.fit(module, datamodule=_Data(num_workers), ckpt_path=ckpt_path)
     return module.seen
@@ -105,3 +113,12 @@ def test_resume_continues_the_epoch_or_starts_the_next():
     assert list(sampler) == order(2)
     sampler.resume(1, 0, 3)
     assert list(sampler) == order(1)
+
+
+def test_a_last_checkpoint_written_when_max_steps_ends_the_run_resumes_in_its_epoch(tmp_path):
+    reference = _run(tmp_path / "ref", 14)
+    _run(tmp_path / "run", 12, every_n_train_steps=100)  # last.ckpt only, written at the end
+    last = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12 and last["epoch"] == 1  # epoch 1 is still open
+    resumed = _run(tmp_path / "run", 14, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"))
+    assert resumed == reference[12:14]  # epoch 1's batches 3 and 4, not epoch 2's first two
