@@ -48,7 +48,7 @@ from .flow_targets import FlowConfig
 from .prepare import load_records, prepare_cache
 from .prepare_config import PrepareConfig
 from .records import FilterConfig
-from .resumable import ResumableSampler, batches_completed_in_epoch
+from .resumable import ResumableSampler, resume_position
 from .sources import VideoIndex
 from .split import split_names
 
@@ -340,7 +340,8 @@ class WISA80KDataModule(LightningDataModule):
             sampler = ResumableSampler(
                 dataset, shuffle=True, seed=self.split_seed, drop_last=self.drop_last
             )
-            sampler.skip(batches_completed_in_epoch(self.trainer) * self.batch_size)
+            position = resume_position(self.trainer)
+            sampler.resume(*position, self.batch_size, drop_last_batch=self.drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

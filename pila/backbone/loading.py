@@ -108,6 +108,14 @@ class ComponentLoader:
         self.two_stage = two_stage
 
     def __call__(self, components: Sequence[str]) -> WanPipeline:
+        # Loading must not move the caller's random streams: diffusers draws from the global
+        # CPU generator while it builds a component (the lab world's folder does), and a
+        # training run loads its backbone at its first step, which in a resumed run is a
+        # different step than in the run it continues.
+        with torch.random.fork_rng(devices=[]):
+            return self._load(components)
+
+    def _load(self, components: Sequence[str]) -> WanPipeline:
         left_out = {name: None for name in COMPONENTS if name not in components}
         if left_out.get("transformer", 1) is None:
             left_out["transformer_2"] = None

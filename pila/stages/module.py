@@ -31,6 +31,7 @@ from pila.adapter import AdapterConfig, PILAAdapter
 from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomize_labels
 from pila.backbone import WanBackbone
 from pila.backbone.wan import TRAINING_COMPONENTS
+from pila.datamodules.resumable import reopen_stopped_epoch
 from pila.flow import SigmaSampler, noisy_latent
 from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
@@ -232,6 +233,7 @@ class PILAModule(LightningModule, abc.ABC):
             "nonfinite_total": self.nonfinite_total,
             "rng": self._gather_rng_states(),
         }
+        reopen_stopped_epoch(checkpoint, self._trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY) or {}
