@@ -53,12 +53,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pila import configs as packaged_configs
 from pila.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 PROG = "pila lab ablate"
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
+REPO_CONFIGS = packaged_configs.ROOT  # the shipped configs, found through the package
 LAB_CONFIGS = REPO_CONFIGS / "lab"
 ABLATIONS = REPO_CONFIGS / "ablations"
 READINGS = REPO_CONFIGS / "readings"
