@@ -3,24 +3,19 @@
 A room is a top-level subpackage or module of ``pila`` (``pila.generation``,
 ``pila.stages``, ``pila.parser``, ``pila.datamodules``, …). The walk reads every
 ``import`` of every file with :mod:`ast` (function-level and ``TYPE_CHECKING`` imports
-included, relative imports resolved) and follows pyproject's ``package-dir`` mapping, so
+included, relative imports resolved) and follows ``setup.py``'s ``package-dir`` mapping, so
 ``datamodules/`` counts as ``pila.datamodules`` and ``callbacks/`` as ``pila.callbacks``.
 """
 
 from __future__ import annotations
 
 import ast
-import sys
+import importlib.util
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,8 +130,11 @@ def assert_no_room_cycles(root: Path, package_dir: dict[str, str], package: str)
 
 
 def _project_package_dir() -> dict[str, str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return dict(config["tool"]["setuptools"]["package-dir"])
+    """``setup.py``'s ``PACKAGE_DIR`` (read, not run: ``setup()`` is called only as a script)."""
+    spec = importlib.util.spec_from_file_location("pila_setup", ROOT / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.PACKAGE_DIR)
 
 
 def test_no_import_loop_between_rooms():

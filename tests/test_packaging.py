@@ -141,6 +141,19 @@ def test_the_import_scan_maps_import_names_to_distributions():
     assert "pytest" not in declared_distributions()  # dev tools do not count for the library
 
 
+# ------------------------------------------------------------------ licenses
+def test_the_license_file_the_world_card_and_pyproject_agree():
+    from pila.lab.world import WEIGHTS_LICENSE
+
+    license_id = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]
+    assert license_id == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it
+    card = (ROOT / "pila" / "lab" / "world" / "README.md").read_text(encoding="utf-8")
+    assert "\n".join(WEIGHTS_LICENSE) in card and f"(`{license_id}`)" in card
+
+
 # ------------------------------------------------------------ recorded results
 ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'`(=\[,])((?:/[\w.+-]+){2,}/?|[A-Za-z]:\\[\w\\. -]+|~/[\w./-]+)""", re.M)
 """An absolute path (POSIX with two or more parts, Windows, or a home folder) standing alone."""

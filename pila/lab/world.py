@@ -784,6 +784,18 @@ def _size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*.safetensors")) / 1e6
 
 
+WEIGHTS_LICENSE = (
+    "## License",
+    "",
+    "The weights and the files beside them are released under the Apache License 2.0",
+    "(`Apache-2.0`), as the pila package is (its `LICENSE`). They were trained from scratch by",
+    "`pila lab pretrain` on clips the lab renders itself (`pila.lab.scenes`); the text encoder is",
+    "a seeded random UMT5 and the tokenizer is built in code: no third-party weights or data are in them.",
+    "",
+)
+"""The card's license section: the weights are the package's, Apache-2.0 (``pyproject.toml``)."""
+
+
 def write_card(
     world: Path,
     config: WorldConfig,
@@ -809,6 +821,7 @@ def write_card(
         "(`pila.lab.scenes`), in the diffusers `WanPipeline` layout. Load it with",
         "`WanBackbone.from_pretrained(\"lab\")` or `diffusers.WanPipeline.from_pretrained(<this folder>)`.",
         "",
+        *WEIGHTS_LICENSE,
         "## Training",
         "",
         f"- Command: `{command}`" if command else "- Command: (called from Python)",
