@@ -152,6 +152,11 @@ def test_the_license_file_the_world_card_and_pyproject_agree():
     assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it
     card = (ROOT / "pila" / "lab" / "world" / "README.md").read_text(encoding="utf-8")
     assert "\n".join(WEIGHTS_LICENSE) in card and f"(`{license_id}`)" in card
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    citing = readme.split("## Citing", 1)[1].split("\n## ", 1)[0]
+    title = "Physics-Informed Video Generation via Mixture-of-Experts Latent Alignment"
+    assert "@misc{pila," in citing and f"title = {{{title}}}" in citing
+    assert f"{license_id} ([LICENSE](LICENSE))" in readme
 
 
 # ------------------------------------------------------------ recorded results
