@@ -17,9 +17,9 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from packaging import requirements
 
 tomllib = pytest.importorskip("tomllib")
-requirements = pytest.importorskip("packaging.requirements")
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = {"pila": "pila", "datamodules": "pila.datamodules", "callbacks": "pila.callbacks"}
