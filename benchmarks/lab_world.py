@@ -39,8 +39,9 @@ from pila.lab.ruler import measure, scene_probabilities
 from pila.lab.scenes import SCENES, render_indexed
 from pila.lab.world import HELDOUT_INDEX_OFFSET
 
-RESULTS = Path(__file__).resolve().parent / "results" / "lab_world.md"
-FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lab_vae_reconstructions.png"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "lab_world.md"
+FIGURE = REPO / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
 LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
 """The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
@@ -64,9 +65,16 @@ def reconstruct(backbone: WanBackbone, frames: np.ndarray) -> np.ndarray:
     return ((out[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).cpu().numpy()
 
 
+def portable(value) -> str:
+    """A value as recorded: a path inside the repository relative to it (results name no machine)."""
+    if isinstance(value, Path) and value.resolve().is_relative_to(REPO):
+        return value.resolve().relative_to(REPO).as_posix()
+    return str(value)
+
+
 def arg_text(value) -> str:
     """A command-line value as it is typed (a list comma-separated)."""
-    return ",".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, list) else portable(value)
 
 
 def mean(values: list[float]) -> float:
@@ -181,7 +189,7 @@ def main() -> None:
             ],
         ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: str(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "sweep": {str(g): r for g, r in sweep.items()}, "seconds": seconds, "commit": commit})
+    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: portable(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "sweep": {str(g): r for g, r in sweep.items()}, "seconds": seconds, "commit": commit})
     print("\n".join(lines))
 
 

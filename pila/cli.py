@@ -1,12 +1,13 @@
 """The ``pila`` command.
 
 ``pila fit|validate|test|predict`` are Lightning's subcommands (:class:`PilaCLI`, a
-``LightningCLI``: ``--config FILE.yaml``, ``--print_config``, dotted overrides). The
-project's own subcommands are each a ``main(argv) -> int`` in its own module, registered
-in :data:`PROJECT_COMMANDS`: ``prepare`` parses its typed settings with jsonargparse
-(``--config``, ``--print_config``, ``--help`` from the dataclasses' docstrings;
-:mod:`pila.datamodules.prepare_config`), ``export`` and ``demo`` are plain argparse
-programs, and ``lab`` dispatches to the lab's own.
+``LightningCLI``: ``--config FILE.yaml``, ``--print_config``, dotted overrides); ``--config``
+also takes the name of a config shipped in the package (``lab/stageC.yaml``, see
+:mod:`pila.configs`). The project's own subcommands are each a ``main(argv) -> int`` in its
+own module, registered in :data:`PROJECT_COMMANDS`: ``prepare`` parses its typed settings
+with jsonargparse (``--config``, ``--print_config``, ``--help`` from the dataclasses'
+docstrings; :mod:`pila.datamodules.prepare_config`), ``export``, ``demo`` and ``configs``
+are plain argparse programs, and ``lab`` dispatches to the lab's own.
 
 A user mistake (a missing file, a value the project's validation refuses, a corrupt
 cache, a file that is not a checkpoint) ends a Lightning subcommand with its one message
@@ -27,17 +28,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+import lightning.pytorch as pl
+from jsonargparse import ActionConfigFile
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from pila import logs
+from pila import configs, logs
 
 log = logging.getLogger(__name__)
 
 LIGHTNING_COMMANDS: dict[str, str] = {
-    "fit": "train a stage (e.g. pila fit --config lightning_configs/stageC.yaml)",
+    "fit": "train a stage (e.g. pila fit --config lab/stageC.yaml, a config shipped in pila)",
     "validate": "run one validation pass of a stage",
     "test": "run one test pass of a stage",
-    "predict": "batch-generate videos (e.g. pila predict --config lightning_configs/predict.yaml)",
+    "predict": "batch-generate videos (e.g. pila predict --config lab/predict.yaml)",
 }
 
 PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,7 +48,19 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("pila.stages.export", "turn a training checkpoint into an adapter folder"),
     "demo": ("pila.demo", "run the main job end to end on the embedded tiny default"),
     "lab": ("pila.lab.cli", "the physics lab: pretrain the lab world, evaluate videos, ablate"),
+    "configs": ("pila.configs", "list the configs shipped in the package, copy them out to edit"),
 }
+
+
+class PackagedConfigFile(ActionConfigFile):
+    """``--config``: a YAML file, inline YAML, or the name of a config shipped in the package
+    (``lab/stageC.yaml``) when no such file exists (:func:`pila.configs.config_path`)."""
+
+    def __call__(self, parser, cfg, values, option_string=None):
+        path = configs.config_path(values)
+        if path.endswith((".yaml", ".yml")) and not Path(path).expanduser().is_file():
+            raise TypeError(f"no file {path} here and no such config in the package (`pila configs` lists them)")
+        super().__call__(parser, cfg, path, option_string)
 
 
 class PilaCLI(LightningCLI):
@@ -61,6 +76,13 @@ class PilaCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Lightning's parser, with a ``--config`` that also finds the packaged configs."""
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={pl.__version__}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=PackagedConfigFile, help=PackagedConfigFile.__doc__)
+        return parser
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, settle the data sources (:func:`settle_data_sources`), then check a
@@ -97,7 +119,8 @@ other (``--data.init_args.prompt_file F`` after a YAML with inline ``prompts``),
 
 CONFIG_RELATIVE_DATA_ARGS: tuple[str, ...] = ("prompt_file", "augmented_file")
 """Data init args holding files: a relative path written in a config file names the file
-next to that config file when one is there (else it stays relative to the current directory)."""
+next to that config file when one is there, or a packaged file
+(:func:`pila.configs.resolve_named_file`); else it stays relative to the current directory."""
 
 
 def _yaml_mapping(text: str) -> dict[str, Any]:
@@ -111,27 +134,28 @@ def _yaml_mapping(text: str) -> dict[str, Any]:
 
 
 def _data_source(value: str | None, section: bool) -> tuple[dict[str, Any], Path | None]:
-    """The data init args set by a ``--config`` (``section=True``: its ``data`` entry) or a
-    ``--data`` value (a file or inline YAML), and the folder of its file (None: inline)."""
+    """The data init args set by a ``--config`` (``section=True``: its ``data`` entry; a
+    packaged config's name counts) or a ``--data`` value (a file or inline YAML), and its
+    file (None: inline)."""
     if value is None:
         return {}, None
-    path = Path(value).expanduser()
-    folder = None
+    path = Path(configs.config_path(value) if section else value).expanduser()
+    source = None
     if path.is_file():
-        folder = path.resolve().parent
+        source = path.resolve()
         mapping = _yaml_mapping(path.read_text(encoding="utf-8"))
     else:
         mapping = _yaml_mapping(value)
     data = mapping.get("data") if section else mapping
     if not isinstance(data, dict):
-        return {}, folder
+        return {}, source
     init_args = data.get("init_args", data)
-    return (init_args if isinstance(init_args, dict) else {}), folder
+    return (init_args if isinstance(init_args, dict) else {}), source
 
 
 def data_sources(argv: Sequence[str]) -> list[tuple[dict[str, Any], Path | None]]:
-    """For every source on a command line, in order: the data init args it sets and the
-    folder of its config file (None for a value typed on the command line)."""
+    """For every source on a command line, in order: the data init args it sets and its
+    config file (None for a value typed on the command line)."""
     sources = []
     i = 0
     while i < len(argv):
@@ -161,7 +185,8 @@ def settle_data_sources(init_args: Any, argv: Sequence[str]) -> None:
        reset to None when both arrive from different sources (both in one source is a
        conflict left for the data module to report).
     2. A relative path of :data:`CONFIG_RELATIVE_DATA_ARGS` that comes from a config file
-       becomes the file next to that config file when it exists there.
+       becomes the file next to that config file when it exists there, or the packaged file
+       it names (:func:`pila.configs.resolve_named_file`).
 
     Args:
         init_args: the parsed ``data.init_args`` (a jsonargparse Namespace or a dict).
@@ -169,30 +194,25 @@ def settle_data_sources(init_args: Any, argv: Sequence[str]) -> None:
     """
     winner = None
     origin: dict[str, tuple[Any, Path | None]] = {}
-    for values, folder in data_sources(argv):
+    for values, source in data_sources(argv):
         given = [k for k in EXCLUSIVE_DATA_ARGS if values.get(k) is not None]
         if len(given) == 1:
             winner = given[0]
         for key in CONFIG_RELATIVE_DATA_ARGS:
             if key in values:
-                origin[key] = (values[key], folder)
+                origin[key] = (values[key], source)
     if winner is not None and all(init_args.get(k) is not None for k in EXCLUSIVE_DATA_ARGS):
         for key in EXCLUSIVE_DATA_ARGS:
             if key != winner:
                 log.info("data.init_args.%s given later wins over the config's %s", winner, key)
                 init_args[key] = None
-    for key, (value, folder) in origin.items():
+    for key, (value, source) in origin.items():
         final = init_args.get(key)
-        if (
-            folder is None
-            or not isinstance(final, str)
-            or final != value
-            or Path(final).expanduser().is_absolute()
-        ):
+        if source is None or not isinstance(final, str) or final != value:
             continue
-        beside = folder / final
-        if beside.exists():
-            init_args[key] = str(beside)
+        named = configs.resolve_named_file(final, source)
+        if named is not None:
+            init_args[key] = str(named)
 
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")

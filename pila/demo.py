@@ -14,25 +14,32 @@ Runs on a CPU with nothing downloaded and leaves everything in one output folder
 5. both sets measured by ``pila lab evaluate`` (violation of each scene's law, scene
    fidelity), a per-scene table printed, and a strip of frames of every video.
 
-The shipped configs write under ``outputs/demo``; with another ``--out`` the demo
-writes edited copies of them into ``<out>/configs`` and runs those, so every command it
-ran can be re-run by hand. ``--configs`` runs another set (e.g. ``lightning_configs/tiny``,
-the random tiny Wan of the unit tests; its videos show no scene and the table stays empty).
+The configs are the ones shipped in the package (``lab/``, found through :mod:`pila.configs`,
+so the demo runs from any directory). They write under ``outputs/demo``; with another
+``--out`` the demo writes edited copies of them into ``<out>/configs`` (the files they name,
+such as the prompts, by absolute path) and runs those, so every command it ran can be re-run
+by hand. ``--configs`` runs another set: a folder, or a packaged one by name (``tiny``, the
+random tiny Wan of the unit tests; its videos show no scene and the table stays empty).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
+from pila import configs as packaged_configs
 from pila.io import write_text_atomic
 
 log = logging.getLogger("pila.demo")
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "lightning_configs" / "lab"
+CONFIG_ROOT = packaged_configs.ROOT / "lab"
 DEFAULT_OUT = "outputs/demo"
 STAGES = ("stageA", "stageB", "stageC")
 
@@ -41,10 +48,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument(
-        "--configs", default=None, help="folder with stageA/B/C.yaml and predict.yaml (default: lightning_configs/lab)"
+        "--configs",
+        default=None,
+        help="folder with stageA/B/C.yaml and predict.yaml, or a packaged one by name (default: lab)",
     )
     parser.add_argument("--skip-training", action="store_true", help="only generate (needs a previous run's adapter)")
     return parser
+
+
+def config_folder(name: str | None) -> Path:
+    """The folder ``--configs`` names: a folder here, else a packaged one (``tiny``)."""
+    if name is None:
+        return CONFIG_ROOT.resolve()
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        folder = packaged_configs.packaged(name) or folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--configs {name}: no such folder here or in the package (`pila configs`)")
+    return folder.resolve()
+
+
+def _named_files_absolute(text: str, source: Path) -> str:
+    """``text`` (the YAML ``source``) with each relative file it names as data (a prompt
+    file) written as the absolute path it resolves to from ``source``."""
+    from pila.cli import CONFIG_RELATIVE_DATA_ARGS
+
+    data = (yaml.safe_load(text) or {}).get("data") or {}
+    init_args = data.get("init_args") or {}
+    for key in CONFIG_RELATIVE_DATA_ARGS:
+        value = init_args.get(key)
+        named = packaged_configs.resolve_named_file(value, source) if isinstance(value, str) else None
+        if named is not None:
+            path = str(named.resolve())
+            line = re.compile(rf"^(\s*{key}:\s*){re.escape(value)}(\s*(#.*)?)$", re.MULTILINE)
+            text = line.sub(lambda m, p=path: m.group(1) + p + m.group(2), text)
+    return text
 
 
 def _configs_for(out: Path, source: Path) -> dict[str, Path]:
@@ -53,12 +91,13 @@ def _configs_for(out: Path, source: Path) -> dict[str, Path]:
     missing = [n for n in names if not (source / f"{n}.yaml").exists()]
     if missing:
         raise FileNotFoundError(f"{source} lacks {', '.join(f'{n}.yaml' for n in missing)}")
-    if out == Path(DEFAULT_OUT).resolve() and source == CONFIG_ROOT:
+    if out == Path(DEFAULT_OUT).resolve() and source == CONFIG_ROOT.resolve():
         return {n: source / f"{n}.yaml" for n in names}
     target = out / "configs"
     configs = {}
     for n in names:
         text = (source / f"{n}.yaml").read_text().replace(DEFAULT_OUT, str(out))
+        text = _named_files_absolute(text, source / f"{n}.yaml")
         write_text_atomic(target / f"{n}.yaml", text)
         configs[n] = target / f"{n}.yaml"
     return configs
@@ -71,7 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pila.stages.export import export_adapter
 
     out = Path(args.out).resolve()
-    configs = _configs_for(out, Path(args.configs).resolve() if args.configs else CONFIG_ROOT)
+    try:
+        configs = _configs_for(out, config_folder(args.configs))
+    except FileNotFoundError as err:
+        sys.stderr.write(f"pila demo: error: {err}\n")
+        return 2
     start = time.perf_counter()
     timings: dict[str, float] = {}
     if not args.skip_training:

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from pila import configs as packaged_configs
 from pila.io import write_text_atomic
 from pila.lab.cli import UsageError
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
+REPO_CONFIGS = packaged_configs.ROOT  # the shipped configs, found through the package
 ABLATIONS = REPO_CONFIGS / "ablations"
 READINGS = REPO_CONFIGS / "readings"
 """Override files of the method readings R1–R5 (``design/pila-method.md`` §7); variants too."""

@@ -15,6 +15,17 @@ from pila.io import read_json, write_json_atomic, write_text_atomic
 from pila.lab.world import HELDOUT_INDEX_OFFSET, WorldConfig
 
 RECORD_NAME = "training.json"
+WEIGHTS_LICENSE = (
+    "## License",
+    "",
+    "The weights and the files beside them are released under the Apache License 2.0",
+    "(`Apache-2.0`), as the pila package is (its `LICENSE`). They were trained from scratch by",
+    "`pila lab pretrain` on clips the lab renders itself (`pila.lab.scenes`); the text encoder",
+    "is a seeded random UMT5 and the tokenizer is built in code: no third-party weights or data",
+    "are in them.",
+    "",
+)
+"""The card's license section: the weights are the package's, Apache-2.0 (``pyproject.toml``)."""
 PHASES = ("vae_frames", "vae")
 """The VAE's two training phases, as the record names them."""
 
@@ -78,6 +89,7 @@ def write_card(
         "`WanBackbone.from_pretrained(\"lab\")` or "
         "`diffusers.WanPipeline.from_pretrained(<this folder>)`.",
         "",
+        *WEIGHTS_LICENSE,
         "## Training",
         "",
         f"- Command: `{command}`" if command else "- Command: (called from Python)",
