@@ -41,9 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     parser.add_argument(
-        "--configs", default=None, help="folder with stageA/B/C.yaml and predict.yaml (default: lightning_configs/lab)"
+        "--configs",
+        default=None,
+        help="folder with stageA/B/C.yaml and predict.yaml (default: lightning_configs/lab)",
     )
-    parser.add_argument("--skip-training", action="store_true", help="only generate (needs a previous run's adapter)")
+    parser.add_argument(
+        "--skip-training",
+        action="store_true",
+        help="only generate (needs a previous run's adapter)",
+    )
     return parser
 
 
@@ -84,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_adapter(out / "stageC" / "checkpoints" / "last.ckpt", out / "adapter")
         timings["export"] = time.perf_counter() - t0
     reports = {}
-    for label, adapter, videos in (("adapter", out / "adapter", out / "videos"), ("baseline", None, out / "videos_baseline")):
+    runs = (
+        ("adapter", out / "adapter", out / "videos"),
+        ("baseline", None, out / "videos_baseline"),
+    )
+    for label, adapter, videos in runs:
         t0 = time.perf_counter()
         predict_args = [
             "predict", "--config", str(configs["predict"]),
@@ -96,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_lightning(predict_args)
         timings[f"predict {label}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        log.info("── evaluate (%s): pila lab evaluate --videos %s --out %s", label, videos, out / "report" / label)
+        log.info(
+            "── evaluate (%s): pila lab evaluate --videos %s --out %s",
+            label,
+            videos,
+            out / "report" / label,
+        )
         reports[label] = evaluate(videos, out / "report" / label)
         timings[f"evaluate {label}"] = time.perf_counter() - t0
     table = comparison_markdown(reports, reference="baseline")
@@ -107,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in table.splitlines():
         log.info("%s", line)
     log.info("")
-    log.info("demo finished in %.0f s (%s)", time.perf_counter() - start, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    log.info(
+        "demo finished in %.0f s (%s)",
+        time.perf_counter() - start,
+        ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+    )
     log.info("outputs in %s:", out)
     for name, what in (
         ("data", "synthetic clips, annotation and latent cache"),

@@ -34,7 +34,9 @@ def capture_rng_state(device: torch.device | None = None) -> dict[str, Tensor]:
         "numpy_has_gauss": torch.tensor(int(has_gauss), dtype=torch.int64),
         "numpy_gauss": torch.tensor(float(gauss), dtype=torch.float64),
         "python": torch.tensor(internal, dtype=torch.int64),
-        "python_gauss": torch.tensor(math.nan if py_gauss is None else py_gauss, dtype=torch.float64),
+        "python_gauss": torch.tensor(
+            math.nan if py_gauss is None else py_gauss, dtype=torch.float64
+        ),
     }
     if device is not None and device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -48,7 +50,14 @@ def restore_rng_state(state: dict[str, Tensor], device: torch.device | None = No
         torch.cuda.set_rng_state(state["cuda"].to("cpu", torch.uint8), device)
     keys = state["numpy_keys"].cpu().numpy().astype(np.uint32)
     np.random.set_state(
-        ("MT19937", keys, int(state["numpy_pos"]), int(state["numpy_has_gauss"]), float(state["numpy_gauss"]))
+        (
+            "MT19937",
+            keys,
+            int(state["numpy_pos"]),
+            int(state["numpy_has_gauss"]),
+            float(state["numpy_gauss"]),
+        )
     )
     gauss = float(state["python_gauss"])
-    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), None if math.isnan(gauss) else gauss))
+    internal = tuple(int(v) for v in state["python"].tolist())
+    random.setstate((3, internal, None if math.isnan(gauss) else gauss))
