@@ -207,7 +207,7 @@ def _merge_zero3(
     world_size: int,
     tag_dir: Path,
 ) -> None:
-    """ZeRO-3: each parameter is split into ``ceil(numel / world)`` pieces, one per rank, in order."""
+    """ZeRO-3: each parameter is cut into ``ceil(numel / world)`` pieces, one per rank, in order."""
     frozen = models[0].get("frozen_param_shapes") or {}
     for name, shape in frozen.items():
         numel = math.prod(shape)
