@@ -4,17 +4,23 @@ A training step draws σ, the noise and (with ``label_source="random"``) the lab
 the global generators. :func:`capture_rng_state` packs the torch (CPU and, on a GPU, the
 device's), NumPy and Python ``random`` states into a dict of tensors, which a checkpoint
 stores without pickling anything (``torch.load(weights_only=True)`` reads it back);
-:func:`restore_rng_state` puts them back.
+:func:`restore_rng_state` puts them back. Under several processes each rank's states are
+stacked (:func:`stack_rank_states`) and each rank takes its own back (:func:`rank_rng_state`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 def capture_rng_state(device: torch.device | None = None) -> dict[str, Tensor]:
@@ -61,3 +67,36 @@ def restore_rng_state(state: dict[str, Tensor], device: torch.device | None = No
     gauss = float(state["python_gauss"])
     internal = tuple(int(v) for v in state["python"].tolist())
     random.setstate((3, internal, None if math.isnan(gauss) else gauss))
+
+
+def stack_rank_states(
+    state: dict[str, Tensor], world_size: int, all_gather: Callable[[Tensor], Tensor]
+) -> dict[str, Any]:
+    """Every rank's ``state`` stacked (W, ...), with ``world_size`` (all ranks call this).
+
+    ``all_gather`` stacks one tensor over the ranks (``LightningModule.all_gather``).
+    """
+    if world_size == 1:
+        return {"world_size": 1, **{k: v.unsqueeze(0).clone() for k, v in state.items()}}
+    gathered = {k: all_gather(v).cpu() for k, v in state.items()}  # (W, ...)
+    return {"world_size": world_size, **gathered}
+
+
+def rank_rng_state(
+    stored: dict[str, Any] | None, world_size: int, rank: int
+) -> dict[str, Tensor] | None:
+    """This rank's states out of a :func:`stack_rank_states` record.
+
+    None when nothing is stored, or when it was stored by another number of processes (warned).
+    """
+    if not stored:
+        return None
+    if int(stored.get("world_size", 0)) != world_size:
+        log.warning(
+            "the checkpoint holds random states for %s processes, this run has %d: the resumed "
+            "run's random draws differ from those of an uninterrupted run",
+            stored.get("world_size"),
+            world_size,
+        )
+        return None
+    return {k: v[rank] for k, v in stored.items() if k != "world_size"}
