@@ -52,7 +52,12 @@ class ResumableSampler(DistributedSampler):
         if rank is None:
             rank = dist.get_rank() if distributed else 0
         super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
         )
         self.start_index = 0
 

@@ -1,4 +1,7 @@
-"""``python -m pila``: the ``pila`` command (so ``torchrun --nproc-per-node 8 -m pila prepare …`` works)."""
+"""``python -m pila``: the ``pila`` command.
+
+So ``torchrun --nproc-per-node 8 -m pila prepare …`` works.
+"""
 
 from pila.cli import main
 

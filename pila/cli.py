@@ -59,7 +59,10 @@ class PackagedConfigFile(ActionConfigFile):
     def __call__(self, parser, cfg, values, option_string=None):
         path = configs.config_path(values)
         if path.endswith((".yaml", ".yml")) and not Path(path).expanduser().is_file():
-            raise TypeError(f"no file {path} here and no such config in the package (`pila configs` lists them)")
+            raise TypeError(
+                f"no file {path} here and no such config in the package "
+                "(`pila configs` lists them)"
+            )
         super().__call__(parser, cfg, path, option_string)
 
 
@@ -81,7 +84,9 @@ class PilaCLI(LightningCLI):
         """Lightning's parser, with a ``--config`` that also finds the packaged configs."""
         kwargs.setdefault("dump_header", [f"lightning.pytorch=={pl.__version__}"])
         parser = self.parser_class(**kwargs)
-        parser.add_argument("-c", "--config", action=PackagedConfigFile, help=PackagedConfigFile.__doc__)
+        parser.add_argument(
+            "-c", "--config", action=PackagedConfigFile, help=PackagedConfigFile.__doc__
+        )
         return parser
 
     def parse_arguments(self, parser, args) -> None:

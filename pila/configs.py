@@ -32,7 +32,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PACKAGE = "pila.lightning_configs"
-"""The package holding the configs: the repository's ``lightning_configs/``, mapped by ``setup.py``."""
+"""The package holding the configs: the repository's ``lightning_configs/``, mapped by
+``setup.py``."""
 PREFIX = "lightning_configs"
 """The folder's name in the repository; a name may start with it (``lightning_configs/lab/…``)."""
 SUFFIXES = (".yaml", ".jsonl")
@@ -58,7 +59,8 @@ def _exists(path: Path) -> bool:
 
 
 def packaged(name: str | os.PathLike) -> Path | None:
-    """The packaged file or folder ``name`` names (``lab/stageC.yaml``, ``lightning_configs/lab``), or None."""
+    """The packaged file or folder ``name`` names (``lab/stageC.yaml``,
+    ``lightning_configs/lab``), or None."""
     path = Path(name)
     if path.is_absolute() or ".." in path.parts:
         return None

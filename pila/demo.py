@@ -50,9 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--configs",
         default=None,
-        help="folder with stageA/B/C.yaml and predict.yaml, or a packaged one by name (default: lab)",
+        help="folder with stageA/B/C.yaml and predict.yaml, or a packaged one by name "
+        "(default: lab)",
     )
-    parser.add_argument("--skip-training", action="store_true", help="only generate (needs a previous run's adapter)")
+    parser.add_argument(
+        "--skip-training",
+        action="store_true",
+        help="only generate (needs a previous run's adapter)",
+    )
     return parser
 
 
@@ -64,7 +69,9 @@ def config_folder(name: str | None) -> Path:
     if not folder.is_dir():
         folder = packaged_configs.packaged(name) or folder
     if not folder.is_dir():
-        raise FileNotFoundError(f"--configs {name}: no such folder here or in the package (`pila configs`)")
+        raise FileNotFoundError(
+            f"--configs {name}: no such folder here or in the package (`pila configs`)"
+        )
     return folder.resolve()
 
 
@@ -77,7 +84,9 @@ def _named_files_absolute(text: str, source: Path) -> str:
     init_args = data.get("init_args") or {}
     for key in CONFIG_RELATIVE_DATA_ARGS:
         value = init_args.get(key)
-        named = packaged_configs.resolve_named_file(value, source) if isinstance(value, str) else None
+        named = (
+            packaged_configs.resolve_named_file(value, source) if isinstance(value, str) else None
+        )
         if named is not None:
             path = str(named.resolve())
             line = re.compile(rf"^(\s*{key}:\s*){re.escape(value)}(\s*(#.*)?)$", re.MULTILINE)
@@ -127,7 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_adapter(out / "stageC" / "checkpoints" / "last.ckpt", out / "adapter")
         timings["export"] = time.perf_counter() - t0
     reports = {}
-    for label, adapter, videos in (("adapter", out / "adapter", out / "videos"), ("baseline", None, out / "videos_baseline")):
+    runs = (
+        ("adapter", out / "adapter", out / "videos"),
+        ("baseline", None, out / "videos_baseline"),
+    )
+    for label, adapter, videos in runs:
         t0 = time.perf_counter()
         predict_args = [
             "predict", "--config", str(configs["predict"]),
@@ -139,7 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_lightning(predict_args)
         timings[f"predict {label}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        log.info("── evaluate (%s): pila lab evaluate --videos %s --out %s", label, videos, out / "report" / label)
+        log.info(
+            "── evaluate (%s): pila lab evaluate --videos %s --out %s",
+            label,
+            videos,
+            out / "report" / label,
+        )
         reports[label] = evaluate(videos, out / "report" / label)
         timings[f"evaluate {label}"] = time.perf_counter() - t0
     table = comparison_markdown(reports, reference="baseline")
@@ -150,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in table.splitlines():
         log.info("%s", line)
     log.info("")
-    log.info("demo finished in %.0f s (%s)", time.perf_counter() - start, ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    log.info(
+        "demo finished in %.0f s (%s)",
+        time.perf_counter() - start,
+        ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+    )
     log.info("outputs in %s:", out)
     for name, what in (
         ("data", "synthetic clips, annotation and latent cache"),

@@ -3,9 +3,11 @@
 Wan 2.1/2.2 are rectified-flow generators: a clean latent ``x0`` and Gaussian noise ``ε``
 are joined by the straight path ``x_t = (1 − σ)·x0 + σ·ε`` and the network predicts the
 velocity ``v = ε − x0`` along it. Diffusers calls the transformer with ``timestep =
-1000·σ`` (after the scheduler's shift).
+1000·σ`` (after the scheduler's shift) and text embeddings padded to a fixed length
+(:func:`pad_text`).
 
-Shapes: B batch, C latent channels (16), T latent frames, H, W latent height and width.
+Shapes: B batch, C latent channels (16), T latent frames, H, W latent height and width,
+L text tokens, D text width.
 Every function here is pure; σ is a (B,) tensor unless said otherwise.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 TIMESTEP_SCALE = 1000.0
@@ -138,3 +141,18 @@ def apply_correction(
     """
     correction = _expand(sigma_gate(sigma, g_min), delta_v) * delta_v  # (B, C, T, H, W)
     return v_theta + correction.to(v_theta.dtype), correction
+
+
+def pad_text(embeds: Tensor, length: int) -> Tensor:
+    """Zero-pad (or refuse to truncate) text embeddings (B, L, D) to (B, length, D).
+
+    Wan's transformer attends to every text position, padding included, and
+    ``WanPipeline`` always feeds ``max_sequence_length`` positions; training pads the same
+    way so v_θ sees what it sees at sampling time.
+    """
+    if embeds.shape[1] > length:
+        raise ValueError(
+            f"prompt embeddings have {embeds.shape[1]} tokens but text_length is {length}; "
+            "raise text_length or re-run `pila prepare` with a shorter --max-sequence-length"
+        )
+    return F.pad(embeds, (0, 0, 0, length - embeds.shape[1]))

@@ -26,8 +26,7 @@ from pila.adapter import AdapterOutput, PILAAdapter
 from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomize_labels
 from pila.backbone import WanBackbone
 from pila.datamodules.collate import ClipCollator
-from pila.flow import noisy_latent
-from pila.stages.module import pad_text
+from pila.flow import noisy_latent, pad_text
 
 
 def check_sigmas(sigmas: float | Sequence[float]) -> tuple[float, ...]:

@@ -5,7 +5,7 @@ kind                              recognised by
 ================================  ===============================================================
 Lightning ``.ckpt`` file          a file; ``torch.load(weights_only=True)`` gives ``state_dict``
 DeepSpeed checkpoint folder       a folder with ``latest`` or ``*/mp_rank_*_model_states.pt``
-exported adapter folder           a folder with ``adapter_config.json`` (``PILAAdapter.save_pretrained``)
+exported adapter folder           a folder with ``adapter_config.json``, from ``save_pretrained``
 ================================  ===============================================================
 
 Every kind yields the adapter's own ``state_dict`` (keys without the ``adapter.`` prefix)
@@ -82,8 +82,8 @@ def _adapter_tensors(state_dict: dict[str, Any], path: Path) -> dict[str, Tensor
     if not tensors:
         sample = ", ".join(list(state_dict)[:5]) or "none"
         raise ValueError(
-            f"{path} holds no PILA adapter weights (no '{ADAPTER_PREFIX}*' tensors; first keys: {sample}). "
-            f"Expected {KINDS}."
+            f"{path} holds no PILA adapter weights (no '{ADAPTER_PREFIX}*' tensors; "
+            f"first keys: {sample}). Expected {KINDS}."
         )
     return tensors
 
@@ -94,7 +94,9 @@ def _read_lightning(path: Path) -> AdapterCheckpoint:
     except CheckpointReadError as err:
         raise CheckpointReadError(f"{err}. Expected {KINDS}.") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'). Expected {KINDS}.")
+        raise ValueError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'). Expected {KINDS}."
+        )
     meta = ckpt.get(CHECKPOINT_KEY) or {}
     return AdapterCheckpoint(
         state_dict=_adapter_tensors(ckpt["state_dict"], path),
@@ -125,7 +127,11 @@ def _read_deepspeed(path: Path) -> AdapterCheckpoint:
 def _read_adapter_folder(path: Path) -> AdapterCheckpoint:
     config = read_adapter_config(path)
     return AdapterCheckpoint(
-        state_dict=read_adapter_weights(path), config=config.to_dict(), kind="adapter_folder", stage=None, path=path
+        state_dict=read_adapter_weights(path),
+        config=config.to_dict(),
+        kind="adapter_folder",
+        stage=None,
+        path=path,
     )
 
 
@@ -139,7 +145,10 @@ def read_adapter_checkpoint(path: str | Path) -> AdapterCheckpoint:
             return _read_adapter_folder(p)
         if _is_deepspeed_folder(p):
             return _read_deepspeed(p)
-        raise ValueError(f"folder {p} is neither an adapter folder nor a DeepSpeed checkpoint. Expected {KINDS}.")
+        raise ValueError(
+            f"folder {p} is neither an adapter folder nor a DeepSpeed checkpoint. "
+            f"Expected {KINDS}."
+        )
     return _read_lightning(p)
 
 
@@ -147,7 +156,9 @@ def _is_deepspeed_folder(path: Path) -> bool:
     return (path / "latest").is_file() or any(path.glob("*/*_model_states.pt"))
 
 
-RESUME_KINDS = "a Lightning .ckpt file or a DeepSpeed checkpoint folder written by `pila fit` (or 'last')"
+RESUME_KINDS = (
+    "a Lightning .ckpt file or a DeepSpeed checkpoint folder written by `pila fit` (or 'last')"
+)
 
 
 def check_resume_checkpoint(path: str | os.PathLike) -> None:
@@ -163,10 +174,14 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
     """
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist; ckpt_path takes {RESUME_KINDS}")
+        raise FileNotFoundError(
+            f"checkpoint {str(p)!r} does not exist; ckpt_path takes {RESUME_KINDS}"
+        )
     if p.is_dir():
         if not _is_deepspeed_folder(p):
-            raise CheckpointReadError(f"folder {p} is not a DeepSpeed checkpoint; ckpt_path takes {RESUME_KINDS}")
+            raise CheckpointReadError(
+                f"folder {p} is not a DeepSpeed checkpoint; ckpt_path takes {RESUME_KINDS}"
+            )
         try:
             files = sorted(tag_folder(p).glob("*.pt"))
         except ZeroCheckpointError as err:
@@ -179,11 +194,16 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
     except CheckpointReadError as err:
         raise CheckpointReadError(f"{err}; ckpt_path takes {RESUME_KINDS}") from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        raise CheckpointReadError(f"{p} is not a Lightning training checkpoint (no state_dict and global_step); ckpt_path takes {RESUME_KINDS}")
+        raise CheckpointReadError(
+            f"{p} is not a Lightning training checkpoint (no state_dict and global_step); "
+            f"ckpt_path takes {RESUME_KINDS}"
+        )
 
 
 def guard_checkpoint_loading(strategy: Any) -> None:
-    """Check every path Lightning resumes from (:func:`check_resume_checkpoint`) and load files with ``weights_only=True``.
+    """Check every path Lightning resumes from and load its files with ``weights_only=True``.
+
+    Each path is checked with :func:`check_resume_checkpoint`.
 
     Wraps ``strategy.load_checkpoint``, the one call through which the trainer reads
     ``ckpt_path`` (after resolving ``"last"``/``"best"``) for every strategy, DeepSpeed's included.
@@ -205,7 +225,9 @@ def guard_checkpoint_loading(strategy: Any) -> None:
     strategy.load_checkpoint = load_checkpoint
 
 
-def load_into_adapter(adapter: torch.nn.Module, ckpt: AdapterCheckpoint, *, strict: bool = True) -> list[str]:
+def load_into_adapter(
+    adapter: torch.nn.Module, ckpt: AdapterCheckpoint, *, strict: bool = True
+) -> list[str]:
     """Copy checkpoint tensors into ``adapter``, naming every mismatch.
 
     Args:
@@ -233,7 +255,8 @@ def load_into_adapter(adapter: torch.nn.Module, ckpt: AdapterCheckpoint, *, stri
         problems.append("missing from the checkpoint: " + ", ".join(missing[:10]))
     if problems:
         raise ValueError(
-            f"{ckpt.kind} checkpoint {ckpt.path} does not fit this adapter ({' | '.join(problems)}). "
+            f"{ckpt.kind} checkpoint {ckpt.path} does not fit this adapter "
+            f"({' | '.join(problems)}). "
             "Build the adapter with the config the checkpoint was trained with."
         )
     adapter.load_state_dict({**own, **ckpt.state_dict}, strict=True)

@@ -32,15 +32,29 @@ def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
     adapter = PILAAdapter(AdapterConfig.from_dict(ckpt.config))
     load_into_adapter(adapter, ckpt, strict=True)
     folder = adapter.save_pretrained(out)
-    log.info("exported the stage-%s adapter of %s (%s) to %s", ckpt.stage or "?", ckpt.path, ckpt.kind, folder)
+    log.info(
+        "exported the stage-%s adapter of %s (%s) to %s",
+        ckpt.stage or "?",
+        ckpt.path,
+        ckpt.kind,
+        folder,
+    )
     return folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila export", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="Lightning .ckpt file, DeepSpeed checkpoint folder or adapter folder")
-    parser.add_argument("--out", required=True, help="folder to write adapter_config.json and model.safetensors into "
-        "(a world_finetune checkpoint: its LoRA, pytorch_lora_weights.safetensors)")
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="Lightning .ckpt file, DeepSpeed checkpoint folder or adapter folder",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="folder to write adapter_config.json and model.safetensors into "
+        "(a world_finetune checkpoint: its LoRA, pytorch_lora_weights.safetensors)",
+    )
     return parser
 
 

@@ -32,8 +32,7 @@ from torch import Tensor
 
 from pila.backbone import WanBackbone
 from pila.backbone.wan import TRAINING_COMPONENTS
-from pila.flow import SigmaSampler, noisy_latent, sigma_to_timestep, velocity_target
-from pila.stages.module import pad_text
+from pila.flow import SigmaSampler, noisy_latent, pad_text, sigma_to_timestep, velocity_target
 from pila.stages.safe_load import load_checkpoint_file
 
 log = logging.getLogger(__name__)

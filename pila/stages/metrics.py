@@ -31,15 +31,18 @@ class RouterMetrics(Metric):
     def __init__(self, num_experts: int = len(CATEGORIES), **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_experts = num_experts
-        self.add_state("num_samples", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("selection_counts", torch.zeros(num_experts, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("weight_sums", torch.zeros(num_experts, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("selected_labelled", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("selected_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("labels_total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("entropy_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        f64 = torch.float64
+        self.add_state("num_samples", torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
         self.add_state(
-            "coactivation", torch.zeros(num_experts, num_experts, dtype=torch.float64), dist_reduce_fx="sum"
+            "selection_counts", torch.zeros(num_experts, dtype=f64), dist_reduce_fx="sum"
+        )
+        self.add_state("weight_sums", torch.zeros(num_experts, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("selected_labelled", torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("selected_total", torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("labels_total", torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("entropy_sum", torch.tensor(0.0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state(
+            "coactivation", torch.zeros(num_experts, num_experts, dtype=f64), dist_reduce_fx="sum"
         )
 
     def update(self, routing: Routing, labels: Tensor) -> None:  # type: ignore[override]
@@ -102,10 +105,11 @@ class ResidualMetrics(Metric):
         self.term_index = {key: i for i, key in enumerate(TERM_KEYS)}
         self.expert_index = {cat: i for i, cat in enumerate(CATEGORIES)}
         n_terms, n_experts = len(TERM_KEYS), len(CATEGORIES)
-        self.add_state("term_sums", torch.zeros(n_terms, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("term_counts", torch.zeros(n_terms, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("expert_sums", torch.zeros(n_experts, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("expert_counts", torch.zeros(n_experts, dtype=torch.float64), dist_reduce_fx="sum")
+        f64 = torch.float64
+        self.add_state("term_sums", torch.zeros(n_terms, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("term_counts", torch.zeros(n_terms, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("expert_sums", torch.zeros(n_experts, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("expert_counts", torch.zeros(n_experts, dtype=f64), dist_reduce_fx="sum")
 
     def update(  # type: ignore[override]
         self,
@@ -133,13 +137,20 @@ class ResidualMetrics(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         nan = torch.full_like(self.term_sums, float("nan"))
-        terms = torch.where(self.term_counts > 0, self.term_sums / self.term_counts.clamp_min(1), nan)
+        terms = torch.where(
+            self.term_counts > 0, self.term_sums / self.term_counts.clamp_min(1), nan
+        )
         nan_e = torch.full_like(self.expert_sums, float("nan"))
-        experts = torch.where(self.expert_counts > 0, self.expert_sums / self.expert_counts.clamp_min(1), nan_e)
+        experts = torch.where(
+            self.expert_counts > 0, self.expert_sums / self.expert_counts.clamp_min(1), nan_e
+        )
         return {"terms": terms, "experts": experts}
 
     def log_dict(self, prefix: str = "train") -> dict[str, float]:
-        """``{prefix}/residual/<category>/<term>`` and ``{prefix}/expert_loss/<category>`` (seen entries only)."""
+        """``{prefix}/residual/<category>/<term>`` and ``{prefix}/expert_loss/<category>``.
+
+        Only entries seen so far are included.
+        """
         values = self.compute()
         out: dict[str, float] = {}
         for (cat, term), v in zip(TERM_KEYS, values["terms"].tolist(), strict=True):
@@ -172,14 +183,22 @@ def expert_update_maps(
         (B, E, T, H, W) float32, zero for the experts a sample did not select.
     """
     if expert_updates.ndim != 6:
-        raise ValueError(f"expert_updates must have shape (B, K, P, T, H, W), got {tuple(expert_updates.shape)}")
+        raise ValueError(
+            "expert_updates must have shape (B, K, P, T, H, W), "
+            f"got {tuple(expert_updates.shape)}"
+        )
     b, k = expert_updates.shape[:2]
     if indices.shape != (b, k):
-        raise ValueError(f"indices must have shape ({b}, {k}) to match expert_updates, got {tuple(indices.shape)}")
+        raise ValueError(
+            f"indices must have shape ({b}, {k}) to match expert_updates, "
+            f"got {tuple(indices.shape)}"
+        )
     magnitude = expert_updates.detach().float().abs().mean(dim=2)  # (B, K, T, H, W)
     if topk_weights is not None:
         if topk_weights.shape != (b, k):
-            raise ValueError(f"topk_weights must have shape ({b}, {k}), got {tuple(topk_weights.shape)}")
+            raise ValueError(
+                f"topk_weights must have shape ({b}, {k}), got {tuple(topk_weights.shape)}"
+            )
         magnitude = magnitude * topk_weights.detach().float()[:, :, None, None, None]
     maps = magnitude.new_zeros(b, num_experts, *magnitude.shape[2:])  # (B, E, T, H, W)
     rows = torch.arange(b, device=indices.device)[:, None].expand(b, k)  # (B, K)

@@ -23,7 +23,6 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
@@ -32,30 +31,20 @@ from pila.adapter.condition import AdapterCondition, batch_pooled_text, randomiz
 from pila.backbone import WanBackbone
 from pila.backbone.wan import TRAINING_COMPONENTS
 from pila.datamodules.resumable import reopen_stopped_epoch
-from pila.flow import SigmaSampler, noisy_latent
+from pila.flow import SigmaSampler, noisy_latent, pad_text
 from pila.physics.fused import ResidualPass
 from pila.stages.checkpoints import CHECKPOINT_KEY, load_into_adapter, read_adapter_checkpoint
 from pila.stages.gradients import gradient_norms, gradient_scalars
 from pila.stages.metrics import ResidualMetrics, RouterMetrics
 from pila.stages.optim import adamw_class, optimizer_param_groups
-from pila.stages.rng import capture_rng_state, restore_rng_state
+from pila.stages.rng import (
+    capture_rng_state,
+    rank_rng_state,
+    restore_rng_state,
+    stack_rank_states,
+)
 
 log = logging.getLogger(__name__)
-
-
-def pad_text(embeds: Tensor, length: int) -> Tensor:
-    """Zero-pad (or refuse to truncate) text embeddings (B, L, D) to (B, length, D).
-
-    Wan's transformer attends to every text position, padding included, and
-    ``WanPipeline`` always feeds ``max_sequence_length`` positions; training pads the same
-    way so v_θ sees what it sees at sampling time.
-    """
-    if embeds.shape[1] > length:
-        raise ValueError(
-            f"prompt embeddings have {embeds.shape[1]} tokens but text_length is {length}; "
-            "raise text_length or re-run `pila prepare` with a shorter --max-sequence-length"
-        )
-    return F.pad(embeds, (0, 0, 0, length - embeds.shape[1]))
 
 
 class PILAModule(LightningModule, abc.ABC):
@@ -137,7 +126,9 @@ class PILAModule(LightningModule, abc.ABC):
         if isinstance(config, dict):
             config = AdapterConfig.from_dict(config)
         if lr <= 0 or encoder_lr_scale < 0:
-            raise ValueError(f"lr must be > 0 and encoder_lr_scale >= 0, got {lr}, {encoder_lr_scale}")
+            raise ValueError(
+                f"lr must be > 0 and encoder_lr_scale >= 0, got {lr}, {encoder_lr_scale}"
+            )
         if max_nonfinite_steps < 1 or log_every_n_steps < 1 or grad_log_every_n_steps < 0:
             raise ValueError(
                 "max_nonfinite_steps and log_every_n_steps must be >= 1, "
@@ -204,9 +195,10 @@ class PILAModule(LightningModule, abc.ABC):
         cfg = self.adapter.config
         if backbone.latent_channels != cfg.latent_channels or backbone.text_dim != cfg.text_dim:
             raise ValueError(
-                f"the adapter expects latents of {cfg.latent_channels} channels and text of width "
-                f"{cfg.text_dim}, but backbone {backbone.source!r} has {backbone.latent_channels} and "
-                f"{backbone.text_dim}; set adapter.latent_channels / adapter.text_dim to match"
+                f"the adapter expects latents of {cfg.latent_channels} channels and text of "
+                f"width {cfg.text_dim}, but backbone {backbone.source!r} has "
+                f"{backbone.latent_channels} and {backbone.text_dim}; "
+                "set adapter.latent_channels / adapter.text_dim to match"
             )
 
     # --------------------------------------------------------------- checkpoints
@@ -238,7 +230,9 @@ class PILAModule(LightningModule, abc.ABC):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY) or {}
         self.nonfinite_total = int(meta.get("nonfinite_total", 0))
-        self._rng_after_batch = self._rank_rng_state(meta.get("rng"))
+        trainer = self._trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self._rng_after_batch = rank_rng_state(meta.get("rng"), world, rank)
 
     # ------------------------------------------------------------ random states
     # Exact resume: every training batch starts from the generators' states at the end of
@@ -255,29 +249,13 @@ class PILAModule(LightningModule, abc.ABC):
             self._rng_after_batch = capture_rng_state(self.device)
 
     def _gather_rng_states(self) -> dict[str, Any]:
-        """Every rank's states after its last training batch, stacked (W, ...) (all ranks call this)."""
+        """Every rank's states after its last training batch, stacked (all ranks call this)."""
         if self._rng_after_batch is None:
             self._rng_after_batch = capture_rng_state(self.device)
-        mine = self._rng_after_batch
-        trainer = self._trainer
-        world = trainer.world_size if trainer is not None else 1
-        if world == 1:
-            return {"world_size": 1, **{k: v.unsqueeze(0).clone() for k, v in mine.items()}}
-        gathered = {k: self.all_gather(v.to(self.device)).cpu() for k, v in mine.items()}  # (W, ...)
-        return {"world_size": world, **gathered}
-
-    def _rank_rng_state(self, stored: dict[str, Any] | None) -> dict[str, Tensor] | None:
-        if not stored:
-            return None
-        trainer = self._trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if int(stored.get("world_size", 0)) != world:
-            log.warning(
-                "the checkpoint holds random states for %s processes, this run has %d: the resumed "
-                "run's random draws differ from those of an uninterrupted run", stored.get("world_size"), world,
-            )
-            return None
-        return {k: v[rank] for k, v in stored.items() if k != "world_size"}
+        world = self._trainer.world_size if self._trainer is not None else 1
+        return stack_rank_states(
+            self._rng_after_batch, world, lambda v: self.all_gather(v.to(self.device))
+        )
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
@@ -300,13 +278,18 @@ class PILAModule(LightningModule, abc.ABC):
         return adamw_class(getattr(self._trainer, "strategy", None))
 
     # --------------------------------------------------------------- shared step
-    def prepare_step(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def prepare_step(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """σ, noise, x_t and the frozen v_θ for a batch (no autograd through the backbone)."""
         x0 = batch["latents"].float()  # (B, C, T, H, W)
         b = x0.shape[0]
         sampler = self.sigma_sampler.with_range(*self.sigma_range)
         sigma = sampler.sample(b, generator=generator).to(self.device)  # (B,)
-        noise = torch.randn(x0.shape, generator=generator).to(self.device) if generator else torch.randn_like(x0)
+        if generator:
+            noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        else:
+            noise = torch.randn_like(x0)
         x_t = noisy_latent(x0, noise, sigma)  # (B, C, T, H, W)
         text = pad_text(batch["prompt_embeds"], self.hparams.text_length)  # (B, L, D)
         with torch.no_grad():
@@ -332,12 +315,15 @@ class PILAModule(LightningModule, abc.ABC):
         )
 
     @abc.abstractmethod
-    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The stage's loss and the scalars to log (``name → value``), from :meth:`prepare_step`'s output."""
+    def compute_loss(
+        self, batch: dict[str, Any], step: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The stage's loss and scalars to log (``name → value``) from :meth:`prepare_step`."""
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         step = self.prepare_step(batch)
         loss, logs = self.compute_loss(batch, step)
+        batch_size = step["x0"].shape[0]
         finite = bool(torch.isfinite(loss).all())
         if self.trainer is not None and self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
@@ -350,17 +336,19 @@ class PILAModule(LightningModule, abc.ABC):
             )
             if self.nonfinite_consecutive >= self.hparams.max_nonfinite_steps:
                 raise RuntimeError(
-                    f"{self.nonfinite_consecutive} consecutive non-finite losses in {self.stage_name} "
-                    f"(last at step {self.global_step}); lower the learning rate, check the data cache "
-                    "(`pila prepare` verifies checksums), or resume from an earlier checkpoint"
+                    f"{self.nonfinite_consecutive} consecutive non-finite losses in "
+                    f"{self.stage_name} (last at step {self.global_step}); lower the learning "
+                    "rate, check the data cache (`pila prepare` verifies checksums), or resume "
+                    "from an earlier checkpoint"
                 )
-            self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True, batch_size=step["x0"].shape[0])
+            nonfinite = float(self.nonfinite_total)
+            self.log("train/nonfinite_steps", nonfinite, on_step=True, batch_size=batch_size)
             return None
         self.nonfinite_consecutive = 0
-        batch_size = step["x0"].shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        opts = {"on_step": True, "batch_size": batch_size, "sync_dist": True}
+        self.log("train/loss", loss.detach(), prog_bar=True, **opts)
         for name, value in logs.items():
-            self.log(f"train/{name}", value.detach().float(), on_step=True, batch_size=batch_size, sync_dist=True)
+            self.log(f"train/{name}", value.detach().float(), **opts)
         self.log("train/lambda_phys", float(self.lambda_phys), on_step=True, batch_size=batch_size)
         self._maybe_log_metrics()
         self._maybe_log_gradients()
@@ -372,9 +360,10 @@ class PILAModule(LightningModule, abc.ABC):
         step = self.prepare_step(batch, generator=generator)
         loss, logs = self.compute_loss(batch, step)
         batch_size = step["x0"].shape[0]
-        self.log("val/loss", loss, on_epoch=True, batch_size=batch_size, sync_dist=True, prog_bar=True)
+        opts = {"on_epoch": True, "batch_size": batch_size, "sync_dist": True}
+        self.log("val/loss", loss, prog_bar=True, **opts)
         for name, value in logs.items():
-            self.log(f"val/{name}", value.float(), on_epoch=True, batch_size=batch_size, sync_dist=True)
+            self.log(f"val/{name}", value.float(), **opts)
         return loss
 
     # ------------------------------------------------------------------- logging

@@ -31,7 +31,7 @@ class CheckpointReadError(ValueError):
 
 
 class InertObject:
-    """Stands in for a DeepSpeed object inside a checkpoint: holds its pickled state, does nothing."""
+    """Stands in for a DeepSpeed object in a checkpoint: holds its pickled state, does nothing."""
 
     def __init__(self, *args: Any) -> None:
         self.args = args
@@ -78,7 +78,8 @@ def load_checkpoint_file(path: str | os.PathLike, *, mmap: bool = False) -> Any:
             return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         reason = _unpickler_reason(str(err))
-        if any(word in reason for word in ("GLOBAL", "unrecognized function", "allowlisted", "Can only")):
+        refusals = ("GLOBAL", "unrecognized function", "allowlisted", "Can only")
+        if any(word in reason for word in refusals):
             match = _GLOBAL_PATTERN.search(reason)
             found = next((g for g in match.groups() if g), "an object") if match else "an object"
             raise UnsafeCheckpointError(
@@ -86,10 +87,15 @@ def load_checkpoint_file(path: str | os.PathLike, *, mmap: bool = False) -> Any:
                 "the DeepSpeed records a pila checkpoint holds; it is refused (pila never "
                 "unpickles code from a checkpoint). Use a checkpoint written by `pila fit`."
             ) from None
-        raise CheckpointReadError(f"{p} is not a checkpoint file torch can read ({reason})") from None
-    except Exception as err:  # noqa: BLE001 - garbage makes the unpickler fail in any way (KeyError, EOFError…)
+        raise CheckpointReadError(
+            f"{p} is not a checkpoint file torch can read ({reason})"
+        ) from None
+    # garbage makes the unpickler fail in any way (KeyError, EOFError…)
+    except Exception as err:  # noqa: BLE001
         reason = f"{type(err).__name__}: {_first_line(str(err))}"
-        raise CheckpointReadError(f"{p} is not a checkpoint file torch can read ({reason})") from None
+        raise CheckpointReadError(
+            f"{p} is not a checkpoint file torch can read ({reason})"
+        ) from None
 
 
 def _unpickler_reason(text: str) -> str:

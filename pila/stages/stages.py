@@ -1,12 +1,14 @@
 """The three training stages of paper App. B.2–B.3, one LightningModule each.
 
-=====  ===========================================  ==============================  ==========================
-stage  trains                                       loss                            schedule (callbacks)
-=====  ===========================================  ==============================  ==========================
-A      encoder E + scaffold, kinematic anchor H_v   observable anchor vs flow f     σ-range phases
-B      E, H_v and the AFE constructors              recovery residuals + 0.1·A      recovery phases core → w
-C      everything (E at lr × 0.1 after a freeze)    Eq. 11: FM + λ_phys·L_res        λ_phys, c, mask, E freeze
-=====  ===========================================  ==============================  ==========================
+=====  ================================  ===========================  =========================
+stage  trains                            loss                         schedule (callbacks)
+=====  ================================  ===========================  =========================
+A      encoder E + scaffold,             observable anchor vs flow f  σ-range phases
+       kinematic anchor H_v
+B      E, H_v and the AFE constructors   recovery residuals + 0.1·A   recovery phases core → w
+C      everything (E at lr × 0.1         Eq. 11: FM + λ_phys·L_res    λ_phys, c, mask, E freeze
+       after a freeze)
+=====  ================================  ===========================  =========================
 
 Each stage starts from the previous one with ``init_from``.
 
@@ -65,25 +67,39 @@ class ObservableAnchorLoss:
 
     def __init__(self, strain_weight: float = 1.0, displacement_weight: float = 0.1) -> None:
         if strain_weight < 0 or displacement_weight < 0:
-            raise ValueError(f"anchor loss weights must be >= 0, got {strain_weight}, {displacement_weight}")
+            raise ValueError(
+                f"anchor loss weights must be >= 0, got {strain_weight}, {displacement_weight}"
+            )
         self.strain_weight, self.displacement_weight = strain_weight, displacement_weight
 
     def __call__(self, enc: BankEncoding, flow: Tensor, config: AdapterConfig) -> dict[str, Tensor]:
         f = flow.to(enc.v_hat.dtype)  # (B, 2, T, H, W)
         mask = motion_mask(
-            f, enc.x0_hat, weights=config.mask_weights, quantile=config.mask_quantile, floor=config.mask_floor
+            f,
+            enc.x0_hat,
+            weights=config.mask_weights,
+            quantile=config.mask_quantile,
+            floor=config.mask_floor,
         )  # (B, 1, T, H, W)
         velocity = _masked_mean((enc.v_hat - f).square(), mask)
-        strain = _masked_mean((sym_gradient(enc.v_hat) - sym_gradient(f)).square(), crop_interior(mask))
-        displacement = _masked_mean((midpoint_displacement(enc.v_hat) - midpoint_displacement(f)).square(), mask)
+        strain_error = (sym_gradient(enc.v_hat) - sym_gradient(f)).square()
+        strain = _masked_mean(strain_error, crop_interior(mask))
+        displacement_error = (midpoint_displacement(enc.v_hat) - midpoint_displacement(f)).square()
+        displacement = _masked_mean(displacement_error, mask)
         total = velocity + self.strain_weight * strain + self.displacement_weight * displacement
-        return {"anchor": total, "anchor_velocity": velocity, "anchor_strain": strain, "anchor_displacement": displacement}
+        return {
+            "anchor": total,
+            "anchor_velocity": velocity,
+            "anchor_strain": strain,
+            "anchor_displacement": displacement,
+        }
 
 
 def _check_flow(batch: dict[str, Any], stage: str) -> Tensor:
     if "flow" not in batch:
         raise KeyError(
-            f"{stage} needs the dense flow targets ('flow' in the batch); build the cache with `pila prepare` "
+            f"{stage} needs the dense flow targets ('flow' in the batch); "
+            "build the cache with `pila prepare` "
             "(it computes them) or use a datamodule that provides them"
         )
     return batch["flow"].float()
@@ -105,13 +121,21 @@ class StageA(PILAModule):
     stage_name = "A"
     optimizer_groups = {"encoder": ("encoder", "anchor")}
 
-    def __init__(self, *args: Any, strain_weight: float = 1.0, displacement_weight: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        strain_weight: float = 1.0,
+        displacement_weight: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.anchor_loss = ObservableAnchorLoss(strain_weight, displacement_weight)
         self.phase = 0
         self.encoder_lr_factor = 1.0  # the encoder is what stage A trains
 
-    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_loss(
+        self, batch: dict[str, Any], step: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         flow = _check_flow(batch, "stage A")
         enc = self.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=0)
         terms = self.anchor_loss(enc, flow, self.adapter.config)
@@ -199,7 +223,9 @@ class StageB(PILAModule):
             category, _, term = name.partition("/")
             if category not in RESIDUAL_TERMS or term not in RESIDUAL_TERMS[category]:
                 valid = ", ".join(f"{c}/{t}" for c in CATEGORIES for t in RESIDUAL_TERMS[c])
-                raise ValueError(f"unknown residual term {name!r} for stage B; valid terms: {valid}")
+                raise ValueError(
+                    f"unknown residual term {name!r} for stage B; valid terms: {valid}"
+                )
             parsed.append((category, term))
         return tuple(parsed)
 
@@ -218,13 +244,20 @@ class StageB(PILAModule):
             return 0.0
         return min(1.0, (self.global_step + 1) / self.physical_mask_steps)
 
-    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_loss(
+        self, batch: dict[str, Any], step: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         flow = _check_flow(batch, "stage B")
         cfg = self.adapter.config
-        enc = self.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=int(self.phase))
+        enc = self.adapter.encode_bank(
+            step["x_t"], step["sigma"], step["v_theta"], phase=int(self.phase)
+        )
         anchor = self.anchor_loss(enc, flow, cfg)["anchor"]
         keys = self.active_terms(enc.active_slots)
-        logs: dict[str, Tensor] = {"anchor": anchor.detach(), "phase": torch.tensor(float(self.phase))}
+        logs: dict[str, Tensor] = {
+            "anchor": anchor.detach(),
+            "phase": torch.tensor(float(self.phase)),
+        }
         if not keys:
             return self.anchor_weight * anchor, logs  # one part: nothing to compare
         categories = sorted({c for c, _ in keys}, key=CATEGORIES.index)
@@ -308,14 +341,20 @@ class StageC(PILAModule):
         if self.balance is not None and state:
             self.balance.load_state_dict(state)
 
-    def compute_loss(self, batch: dict[str, Any], step: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_loss(
+        self, batch: dict[str, Any], step: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         cond = self.condition(batch, phase=4)
         out = self.adapter(step["x_t"], step["sigma"], step["v_theta"], cond, residuals=True)
         target = velocity_target(step["x0"], step["noise"])  # (B, C, T, H, W)
         fm = F.mse_loss(out.v_pila.float(), target.float())
         residual = out.residual_loss.float() if out.residual_loss is not None else fm.new_zeros(())
         physics = float(self.lambda_phys) * residual  # λ_phys·L_res
-        logs = {"fm_loss": fm.detach(), "residual_loss": residual.detach(), "cond_scale": torch.tensor(float(self.cond_scale))}
+        logs = {
+            "fm_loss": fm.detach(),
+            "residual_loss": residual.detach(),
+            "cond_scale": torch.tensor(float(self.cond_scale)),
+        }
         if self.balance is not None:
             measure = self.training and physics.requires_grad and self.lambda_phys > 0
             scale = self.balance_scale(fm, physics) if measure else self.balance.scale
@@ -330,15 +369,18 @@ class StageC(PILAModule):
                 for k, name in enumerate(CATEGORIES):
                     if name in out.per_expert_loss:
                         value = out.per_expert_loss[name].detach().float()
-                        per_expert[name] = torch.where(out.expert_active[:, k], value, torch.full_like(value, float("nan")))
+                        nan = torch.full_like(value, float("nan"))
+                        per_expert[name] = torch.where(out.expert_active[:, k], value, nan)
             self.residual_metrics.update(out.per_term, per_expert)
-            if out.expert_updates is not None and (self.global_step + 1) % self.hparams.log_every_n_steps == 0:
-                self._figures["expert_maps"] = self.expert_maps(out, min(self.expert_map_sample, out.v_pila.shape[0] - 1))
+            log_now = (self.global_step + 1) % self.hparams.log_every_n_steps == 0
+            if out.expert_updates is not None and log_now:
+                sample = min(self.expert_map_sample, out.v_pila.shape[0] - 1)
+                self._figures["expert_maps"] = self.expert_maps(out, sample)
         return loss, logs
 
     @staticmethod
     def expert_maps(out, sample: int) -> Tensor:
-        """Where each expert changes the bank: mean |ΔP_k| over channels for one sample (E, T, H, W).
+        """Where each expert changes the bank: mean |ΔP_k| over channels, one sample (E, T, H, W).
 
         Unselected experts get zero maps (:func:`pila.stages.metrics.expert_update_maps`).
         """

@@ -11,12 +11,13 @@ checkpoint folder (``latest`` names the tag folder)::
                                                      and the trainer's client state (Lightning's)
     <folder>/<tag>/zero_pp_rank_{r}_mp_rank_00_model_states.pt    ZeRO-3: one per rank
     <folder>/<tag>/[bf16_]zero_pp_rank_{r}_mp_rank_00_optim_states.pt
-                                                     optimizer_state_dict: zero_stage, partition_count,
-                                                     rank r's part of the fp32 master weights:
-                                                     single_partition_of_fp32_groups (ZeRO-1/2, one
-                                                     flat tensor per group, the ranks' parts
-                                                     concatenated in rank order) or fp32_flat_groups
-                                                     (ZeRO-3, each parameter split over the ranks)
+                                                     optimizer_state_dict: zero_stage,
+                                                     partition_count, rank r's part of the fp32
+                                                     master weights: single_partition_of_fp32_groups
+                                                     (ZeRO-1/2, one flat tensor per group, the
+                                                     ranks' parts concatenated in rank order) or
+                                                     fp32_flat_groups (ZeRO-3, each parameter split
+                                                     over the ranks)
 
 Only data-parallel checkpoints (``mp_rank_00``, no pipeline or tensor parallelism) are read.
 """
@@ -49,11 +50,16 @@ def tag_folder(folder: Path) -> Path:
     if latest.is_file():
         tag = latest.read_text(encoding="utf-8").strip()
         if not tag or "/" in tag or "\\" in tag or tag in (".", ".."):
-            raise ZeroCheckpointError(f"{latest} does not name a tag folder inside {folder} (it reads {tag!r})")
+            raise ZeroCheckpointError(
+                f"{latest} does not name a tag folder inside {folder} (it reads {tag!r})"
+            )
         return folder / tag
     tags = sorted({p.parent for p in folder.glob("*/*_model_states.pt")})
     if len(tags) != 1:
-        raise ZeroCheckpointError(f"{folder}: cannot tell which DeepSpeed tag to read (found {len(tags)}, no 'latest' file)")
+        raise ZeroCheckpointError(
+            f"{folder}: cannot tell which DeepSpeed tag to read "
+            f"(found {len(tags)}, no 'latest' file)"
+        )
     return tags[0]
 
 
@@ -69,12 +75,16 @@ def read_client_state(folder: Path) -> dict[str, Any]:
     tag_dir = tag_folder(folder)
     state = load_checkpoint_file(model_state_files(tag_dir)[0])
     if not isinstance(state, Mapping):
-        raise ZeroCheckpointError(f"{model_state_files(tag_dir)[0]} is not a DeepSpeed model-states file")
+        raise ZeroCheckpointError(
+            f"{model_state_files(tag_dir)[0]} is not a DeepSpeed model-states file"
+        )
     return dict(state)
 
 
 def consolidate_zero_checkpoint(folder: str | Path) -> dict[str, Tensor]:
-    """The fp32 ``state_dict`` a ZeRO-1/2/3 checkpoint folder holds (buffers, frozen and trained parameters).
+    """The fp32 ``state_dict`` a ZeRO-1/2/3 checkpoint folder holds.
+
+    It has the buffers, the frozen and the trained parameters.
 
     Raises:
         UnsafeCheckpointError: a file needs more than tensors and plain values to load.
@@ -84,18 +94,26 @@ def consolidate_zero_checkpoint(folder: str | Path) -> dict[str, Tensor]:
     model_files = model_state_files(tag_dir)
     optim_files = sorted(tag_dir.glob("*_optim_states.pt"), key=_natural_key)
     if not optim_files:
-        raise ZeroCheckpointError(f"{tag_dir} holds no *_optim_states.pt file (the fp32 weights of a ZeRO checkpoint)")
+        raise ZeroCheckpointError(
+            f"{tag_dir} holds no *_optim_states.pt file "
+            "(the fp32 weights of a ZeRO checkpoint)"
+        )
     models = [load_checkpoint_file(f) for f in model_files]
     for path, state in zip(model_files, models, strict=True):
         for key in ("buffer_names", "param_shapes", "module"):
             if not isinstance(state, Mapping) or key not in state:
-                raise ZeroCheckpointError(f"{path} is not a DeepSpeed model-states file (no {key!r})")
+                raise ZeroCheckpointError(
+                    f"{path} is not a DeepSpeed model-states file (no {key!r})"
+                )
     optims = []
     for path in optim_files:
         state = load_checkpoint_file(path, mmap=True)
         inner = state.get("optimizer_state_dict") if isinstance(state, Mapping) else None
         if not isinstance(inner, Mapping) or "zero_stage" not in inner:
-            raise ZeroCheckpointError(f"{path} is not a ZeRO optimizer-states file (no optimizer_state_dict.zero_stage)")
+            raise ZeroCheckpointError(
+                f"{path} is not a ZeRO optimizer-states file "
+                "(no optimizer_state_dict.zero_stage)"
+            )
         optims.append(inner)
 
     stage = int(optims[0]["zero_stage"])
@@ -103,7 +121,8 @@ def consolidate_zero_checkpoint(folder: str | Path) -> dict[str, Tensor]:
     world_size = max(counts) if isinstance(counts, (list, tuple)) else int(counts)
     if world_size != len(optims):
         raise ZeroCheckpointError(
-            f"{tag_dir} was written by {world_size} ranks but holds {len(optims)} *_optim_states.pt files; "
+            f"{tag_dir} was written by {world_size} ranks but holds {len(optims)} "
+            "*_optim_states.pt files; "
             "the checkpoint is incomplete (a rank did not finish writing it?)"
         )
     first = models[0]
@@ -114,14 +133,26 @@ def consolidate_zero_checkpoint(folder: str | Path) -> dict[str, Tensor]:
             value = module[name]
             state_dict[name] = value.float() if value.is_floating_point() else value
     if stage <= 2:
-        _merge_zero2(state_dict, first, [o["single_partition_of_fp32_groups"] for o in optims], world_size,
-                     optims[0].get("param_alignment_paddings"), tag_dir)
+        _merge_zero2(
+            state_dict,
+            first,
+            [o["single_partition_of_fp32_groups"] for o in optims],
+            world_size,
+            optims[0].get("param_alignment_paddings"),
+            tag_dir,
+        )
     elif stage == 3:
         if len(models) != world_size:
-            raise ZeroCheckpointError(f"{tag_dir}: ZeRO-3 needs one model-states file per rank ({world_size}), found {len(models)}")
-        _merge_zero3(state_dict, models, [o["fp32_flat_groups"] for o in optims], world_size, tag_dir)
+            raise ZeroCheckpointError(
+                f"{tag_dir}: ZeRO-3 needs one model-states file per rank ({world_size}), "
+                f"found {len(models)}"
+            )
+        flat_groups = [o["fp32_flat_groups"] for o in optims]
+        _merge_zero3(state_dict, models, flat_groups, world_size, tag_dir)
     else:
-        raise ZeroCheckpointError(f"{optim_files[0]} records ZeRO stage {stage}, which this reader does not know")
+        raise ZeroCheckpointError(
+            f"{optim_files[0]} records ZeRO stage {stage}, which this reader does not know"
+        )
     for alias, target in (first.get("shared_params") or {}).items():
         if target in state_dict:
             state_dict[alias] = state_dict[target]
@@ -136,12 +167,18 @@ def _merge_zero2(
     paddings: list[list[int]] | None,
     tag_dir: Path,
 ) -> None:
-    """ZeRO-1/2: each group's flat fp32 vector is the ranks' parts in rank order; parameters lie in it in order."""
+    """ZeRO-1/2: each group's flat fp32 vector is the ranks' parts in rank order.
+
+    The group's parameters lie in that vector in order.
+    """
     for name, tensor in (model.get("frozen_param_fragments") or {}).items():
         state_dict[name] = tensor.float() if tensor.is_floating_point() else tensor
     shapes = model["param_shapes"]
     if len(flat_groups[0]) != len(shapes):
-        raise ZeroCheckpointError(f"{tag_dir}: {len(shapes)} parameter groups in the model states, {len(flat_groups[0])} in the optimizer states")
+        raise ZeroCheckpointError(
+            f"{tag_dir}: {len(shapes)} parameter groups in the model states, "
+            f"{len(flat_groups[0])} in the optimizer states"
+        )
     for group, group_shapes in enumerate(shapes):
         flat = torch.cat([rank[group].reshape(-1) for rank in flat_groups])  # (N,)
         offset = 0
@@ -149,13 +186,18 @@ def _merge_zero2(
         for index, (name, shape) in enumerate(group_shapes.items()):
             numel = math.prod(shape)
             if offset + numel > flat.numel():
-                raise ZeroCheckpointError(f"{tag_dir}: the fp32 weights of group {group} end before parameter {name}")
+                raise ZeroCheckpointError(
+                    f"{tag_dir}: the fp32 weights of group {group} end before parameter {name}"
+                )
             state_dict[name] = flat.narrow(0, offset, numel).view(tuple(shape)).clone()
             offset += numel + (group_paddings[index] if group_paddings is not None else 0)
         # DeepSpeed aligns each group to 2 × world size elements
         align = 2 * world_size
         if math.ceil(offset / align) * align != math.ceil(flat.numel() / align) * align:
-            raise ZeroCheckpointError(f"{tag_dir}: group {group} holds {flat.numel()} fp32 values, its parameters use {offset}")
+            raise ZeroCheckpointError(
+                f"{tag_dir}: group {group} holds {flat.numel()} fp32 values, "
+                f"its parameters use {offset}"
+            )
 
 
 def _merge_zero3(
@@ -165,7 +207,7 @@ def _merge_zero3(
     world_size: int,
     tag_dir: Path,
 ) -> None:
-    """ZeRO-3: every parameter is split into ``ceil(numel / world)`` pieces, one per rank, in order."""
+    """ZeRO-3: each parameter is cut into ``ceil(numel / world)`` pieces, one per rank, in order."""
     frozen = models[0].get("frozen_param_shapes") or {}
     for name, shape in frozen.items():
         numel = math.prod(shape)
