@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from pila.categories import CATEGORIES
-from pila.generation.prompts import read_prompt_file
+from pila.generation.benchmarks import read_prompt_file
 from pila.lab.scenes import SCENES, render_indexed
-from pila.parser.base import default_parser, parse_with_given
+from pila.parser import default_parser, parse_with_given
 
 PROMPTS = Path(__file__).resolve().parents[2] / "lightning_configs" / "lab" / "prompts.jsonl"
 
