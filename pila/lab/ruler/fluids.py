@@ -17,6 +17,7 @@ from pila.lab.ruler.vision import (
     largest_component,
     law_trace,
     line_fit,
+    moving_median,
     polar,
     positive_steps,
 )
@@ -137,19 +138,35 @@ def smoke_growth(t: np.ndarray) -> np.ndarray:
     return 1 - np.exp(-t / LAWS["smoke_puff"]["growth_time"])
 
 
+SMOKE_SMOOTH = 1.5
+"""Our choice: the Gaussian (px) the smoke's luminance is smoothed with before its density is
+read (the puff is ≥ 6 px across; grain of σ 0.03 falls below the density threshold)."""
+
+
+SMOKE_TREND = 5
+"""Our choice: the frames of the moving median the puff's width and mass are smoothed with
+before their trends (never narrowing, never gaining) are read: grain and codec noise wobble
+them by a frame or two, a law break lasts longer."""
+
+
 def measure_smoke_puff(frames: np.ndarray) -> Measurement:
     """The puff rises (at the world's rate) and widens (with the world's growth time); its
     mass decays.
 
-    Vision: the smoke's density is the brightening over the frame's row-median background,
+    Vision: the smoke's density is the brightening of the smoothed luminance
+    (:data:`SMOKE_SMOOTH`) over the frame's row-median background,
     relative to the room left to white; static structure (the nozzle: density that does
     not change over time) is removed. Mass is the summed density; height and width are the
     centroid row and the standard deviation of the column, weighted by the density of the
-    puff's body (above a tenth of the frame's densest).
+    puff's body (above a tenth of the frame's densest). The height, width and mass are
+    smoothed over :data:`SMOKE_TREND` frames before their trends and steps are read (all
+    but the growth fit).
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["smoke_puff"]
-    lum = frames.mean(axis=-1)
+    # smoothed (σ = SMOKE_SMOOTH px): grain and codec blocks average out, the summed density
+    # (mass) and the puff's centroid keep their values
+    lum = np.stack([cv2.GaussianBlur(f, (0, 0), SMOKE_SMOOTH) for f in frames.mean(axis=-1)])
     # each frame's own row medians: a global brightness flicker (a generator's, a codec's)
     # shifts the backdrop with the smoke and is not read as smoke appearing or vanishing
     bg = np.median(lum, axis=2)  # (F, H)
@@ -183,18 +200,19 @@ def measure_smoke_puff(frames: np.ndarray) -> Measurement:
         )
     )
     tv = t[ok]
-    raw["sinking"] = positive_steps(cy[ok])
+    raw["sinking"] = positive_steps(moving_median(cy[ok], SMOKE_TREND))
     rise = law["rise"] * size
-    height = -cy[ok]
+    height = -moving_median(cy[ok], SMOKE_TREND)
     offset = float(np.mean(height - rise * tv))
     raw["rise_residual"] = float(np.sqrt(np.mean((height - offset - rise * tv) ** 2)))
-    raw["narrowing"] = positive_steps(-sx[ok])
+    raw["narrowing"] = positive_steps(-moving_median(sx[ok], SMOKE_TREND))
     shape = smoke_growth(tv)
     design = np.stack([np.ones_like(tv), shape], axis=1)
     coef, *_ = np.linalg.lstsq(design, sx[ok], rcond=None)
     raw["growth_residual"] = float(np.sqrt(np.mean((sx[ok] - design @ coef) ** 2)))
-    raw["mass_gain"] = positive_steps(mass[ok]) / float(mass[ok][0])
-    ratio = mass[1:] / np.clip(mass[:-1], 1e-6, None)
+    trend = moving_median(mass, SMOKE_TREND)
+    raw["mass_gain"] = positive_steps(trend[ok]) / float(mass[ok][0])
+    ratio = trend[1:] / np.clip(trend[:-1], 1e-6, None)
     both = ok[1:] & ok[:-1]
     step = np.abs(np.log(np.clip(ratio, 1e-3, None)) + law["dissipation"])
     step = np.where(both, step, np.abs(np.log(1e-3)))  # a vanished puff is the largest step
