@@ -238,7 +238,9 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     """The ring's radius grows linearly at the world's wave speed.
 
     Vision: the still scene is the per-pixel temporal median (a ring passes each pixel
-    for well under half the clip); the ring is the change against it (energy per pixel).
+    for well under half the clip); the ring is the change against it, less each frame's
+    median change (a flicker over the whole frame), as energy per pixel less the pixel's median
+    energy over time (its noise).
     Each pixel's energy is taken relative to its largest over time, so the bright lamp's
     reflection does not outweigh the dark water. The ring's centre is the median over the
     frames of weighted circle fits to the pixels above half their largest change (one
@@ -252,7 +254,14 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     num_frames, size = frames.shape[0], frames.shape[1]
     speed = LAWS["ripple_reflection"]["wave_speed"] * size
     still = np.median(frames, axis=0)
-    energy = ((frames - still[None]) ** 2).sum(-1)  # (F, H, W)
+    change = frames - still[None]
+    # less each frame's median change per channel: a brightness flicker or a colour drift over
+    # the whole frame is not a ring (the ring covers well under half of any frame)
+    change = change - np.median(change.reshape(num_frames, -1, 3), axis=1)[:, None, None]
+    energy = (change**2).sum(-1)  # (F, H, W)
+    # less each pixel's median energy over time: the ring passes a pixel for well under half
+    # the clip, so that median is the pixel's noise (grain, codec blocks), not the ring
+    energy = np.clip(energy - np.median(energy, axis=0)[None], 0, None)
     total = energy.reshape(num_frames, -1).sum(1)
     t = np.arange(num_frames, dtype=float)
     raw = dict.fromkeys(("radius_residual", "speed_error", "centre_wander"), float("nan"))
