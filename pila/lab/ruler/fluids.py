@@ -55,12 +55,19 @@ about half a pixel, which video codecs round away (they copy nearly unchanged bl
 over four frames it moves two pixels and survives the encoding."""
 
 
+DYE_TREND = 5
+"""Our choice: frames of the moving median the total dye is smoothed with before its
+conservation is read (codec noise wobbles a frame or two; dye that vanishes stays gone)."""
+
+
 def measure_dye_advection(frames: np.ndarray) -> Measurement:
     """Total dye conserved; the dye rotates at the world's vortex angular speed ω(r).
 
     Vision: the basin is what differs from the corners' backdrop; the water colour is
     the basin's median colour, the dye colour the 1 % of basin pixels farthest from it;
-    the concentration is the projection of each pixel on water → dye. On a polar grid
+    the concentration is the projection on water → dye of each pixel less its frame's
+    basin median (a flicker cancels); the total, smoothed over :data:`DYE_TREND` frames,
+    should stay constant. On a polar grid
     about the basin's centre, each ring of frame t rotated by s·ω(r)·L (the world's
     profile over :data:`ROTATION_LAG` L frames; s on :data:`ROTATION_GRID`, shifts
     applied exactly in Fourier space) is compared with frame t + L; s fitted over all
@@ -84,9 +91,11 @@ def measure_dye_advection(frames: np.ndarray) -> Measurement:
     axis = dye - water
     if np.linalg.norm(axis) < 0.1:  # our choice: a dye colour within 0.1 of the water is no dye
         return Measurement(raw, empty)
+    # each frame's own water (its basin's median): a flicker over the frame is not dye
+    frame_water = np.median(pix, axis=1)[:, None]  # (F, 1, 3)
     conc = np.zeros(frames.shape[:3], np.float32)
-    conc[:, basin] = np.clip(((pix - water) @ axis) / (axis @ axis), 0, 1.5)
-    total = conc.reshape(num_frames, -1).sum(1)
+    conc[:, basin] = np.clip(((pix - frame_water) @ axis) / (axis @ axis), 0, 1.5)
+    total = moving_median(conc.reshape(num_frames, -1).sum(1), DYE_TREND)
     raw["conservation"] = float((total.max() - total.min()) / max(np.median(total), 1e-6))
     radii = np.arange(2.0, radius - 2.0)
     rings = np.clip(polar(conc, cx, cy, radii, 96), 0, None)  # (F, R, A)
