@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from pila.lab.scenes import LAWS, SCENES, render_scene
+from pila.lab.scenes.mechanics import ball_collision
 
 JUMP_AT, JUMP_FRAMES = 12, 8
 FREEZE_AT, FREEZE_FRAMES = 10, 8
@@ -243,6 +244,43 @@ def duplicated(scene: str, frames: np.ndarray, start: int = SPLICE_AT) -> np.nda
     return out
 
 
+# ------------------------------------------------------------------- playback speed
+TIME_DIMENSION: dict[str, dict[str, int]] = {
+    "ball_bounce": {"gravity": -2},
+    "elastic_bar": {"period": 1, "damping": -1},
+    "dye_advection": {"omega": -1},
+    "smoke_puff": {"growth_time": 1, "rise": -1, "dissipation": -1},
+    "melting_block": {"melt_rate": -1},
+    "cooling_plate": {"diffusivity": -1, "cooling": -1},
+    "ripple_reflection": {"wave_speed": -1},
+    "ball_collision": {},
+}
+"""Scene → law constant → its power of time (gravity is length per time²); constants not
+named are dimensionless in time."""
+
+
+def playback_law(scene: str, speed: float) -> dict[str, float]:
+    """The law constants of ``scene`` played ``speed`` times as fast: a constant with time to
+    the power p is multiplied by ``speed ** -p`` (dimensional scaling)."""
+    return {
+        name: LAWS[scene][name] * speed ** (-power)
+        for name, power in TIME_DIMENSION[scene].items()
+    }
+
+
+def played_at(
+    scene: str, speed: float, seed: int, index: int, num_frames: int = 33, size: int = 64
+) -> np.ndarray:
+    """Clip ``index`` of ``scene`` (the draw of :func:`ground_truth`) played ``speed`` times as
+    fast: re-rendered with :func:`playback_law`; the collision, whose speeds are drawn,
+    through its renderer's ``time_scale``."""
+    rng = _rng(scene, seed, index)
+    if scene == "ball_collision":
+        return ball_collision(rng, num_frames, size, size, time_scale=speed).frames
+    law = playback_law(scene, speed)
+    return render_scene(scene, rng, num_frames, size, size, law=law).frames
+
+
 # ------------------------------------------------------------------------ the table
 def corruption_names(scene: str) -> list[str]:
     """The corruptions that break ``scene``'s law."""
@@ -292,6 +330,7 @@ def corrupt(
 __all__ = [
     "ARROW_OF_TIME",
     "LAW_CHANGES",
+    "TIME_DIMENSION",
     "corrupt",
     "corruption_names",
     "duplicated",
@@ -299,6 +338,8 @@ __all__ = [
     "frozen_jump",
     "ground_truth",
     "matter_mask",
+    "played_at",
+    "playback_law",
     "reversed_time",
     "shuffled",
     "time_jump",

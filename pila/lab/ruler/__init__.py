@@ -25,21 +25,27 @@ ball_collision      ``piecewise_residual`` (centres vs two lines per ball meetin
                     (|e_fit − e|), ``speed_gain`` (relative speed after/before − 1, ≥ 0),
                     ``interpenetration`` (overlap / (r_a + r_b)), ``size_change``,
                     ``missing``
-melting_block       ``ice_growth`` (Σ increases of the 3-frame moving median of the ice
+melting_block       ``ice_growth`` (Σ increases of the 5-frame moving median of the ice
                     area / A0), ``conservation`` (range of ice + κ·water area / median,
                     κ the one factor that keeps it most constant: the water layer's depth
-                    is unknown), ``puddle_shrink`` (Σ puddle-width decreases, px),
+                    is unknown; areas on 5-frame moving medians), ``puddle_shrink`` (Σ
+                    decreases of the puddle width's 5-frame moving median, px),
                     ``melt_residual`` (ice area vs the world's melt law, relative),
-                    ``melt_step`` (largest one-frame deviation from it)
-dye_advection       ``conservation`` (range of the total dye / median),
+                    ``melt_step`` (largest one-frame deviation of the smoothed area from
+                    it), ``melt_rate_error`` (|log r_fit / r|, the area curve's fitted
+                    melt rate against the world's)
+dye_advection       ``conservation`` (range of the total dye's 5-frame moving median /
+                    median),
                     ``rotation_rate_error`` (| |s| − 1 |, s the fitted multiple of the
                     world's vortex ω(r)), ``rotation_step`` (largest departure from s
                     of one 4-frame window)
-smoke_puff          ``sinking`` (Σ downward centroid steps, px), ``rise_residual``
-                    (centroid height vs the world's rise, px), ``narrowing`` (Σ width
-                    decreases, px), ``growth_residual`` (width vs the world's growth law,
-                    px), ``mass_gain`` (Σ mass increases / M0), ``mass_step`` (largest
-                    one-step departure of the mass ratio from the world's dissipation)
+smoke_puff          (height, width and mass on 5-frame moving medians, the width's fit
+                    excepted) ``sinking`` (Σ downward centroid steps, px),
+                    ``rise_residual`` (centroid height vs the world's rise, px),
+                    ``narrowing`` (Σ width decreases, px), ``growth_residual`` (width vs
+                    the world's growth law, px), ``mass_gain`` (Σ mass increases / M0),
+                    ``mass_step`` (largest one-step departure of the mass ratio from the
+                    world's dissipation)
 elastic_bar         ``law_residual`` (tip height vs the world's period and damping,
                     relative to the amplitude), ``period_error`` (|P_fit/P − 1|),
                     ``damping_error`` (|δ_fit − δ| · F, amplitude ratio units),

@@ -17,6 +17,7 @@ from pila.lab.ruler.vision import (
     largest_component,
     law_trace,
     line_fit,
+    moving_median,
     polar,
     positive_steps,
 )
@@ -54,12 +55,19 @@ about half a pixel, which video codecs round away (they copy nearly unchanged bl
 over four frames it moves two pixels and survives the encoding."""
 
 
+DYE_TREND = 5
+"""Our choice: frames of the moving median the total dye is smoothed with before its
+conservation is read (codec noise wobbles a frame or two; dye that vanishes stays gone)."""
+
+
 def measure_dye_advection(frames: np.ndarray) -> Measurement:
     """Total dye conserved; the dye rotates at the world's vortex angular speed ω(r).
 
     Vision: the basin is what differs from the corners' backdrop; the water colour is
     the basin's median colour, the dye colour the 1 % of basin pixels farthest from it;
-    the concentration is the projection of each pixel on water → dye. On a polar grid
+    the concentration is the projection on water → dye of each pixel less its frame's
+    basin median (a flicker cancels); the total, smoothed over :data:`DYE_TREND` frames,
+    should stay constant. On a polar grid
     about the basin's centre, each ring of frame t rotated by s·ω(r)·L (the world's
     profile over :data:`ROTATION_LAG` L frames; s on :data:`ROTATION_GRID`, shifts
     applied exactly in Fourier space) is compared with frame t + L; s fitted over all
@@ -83,9 +91,11 @@ def measure_dye_advection(frames: np.ndarray) -> Measurement:
     axis = dye - water
     if np.linalg.norm(axis) < 0.1:  # our choice: a dye colour within 0.1 of the water is no dye
         return Measurement(raw, empty)
+    # each frame's own water (its basin's median): a flicker over the frame is not dye
+    frame_water = np.median(pix, axis=1)[:, None]  # (F, 1, 3)
     conc = np.zeros(frames.shape[:3], np.float32)
-    conc[:, basin] = np.clip(((pix - water) @ axis) / (axis @ axis), 0, 1.5)
-    total = conc.reshape(num_frames, -1).sum(1)
+    conc[:, basin] = np.clip(((pix - frame_water) @ axis) / (axis @ axis), 0, 1.5)
+    total = moving_median(conc.reshape(num_frames, -1).sum(1), DYE_TREND)
     raw["conservation"] = float((total.max() - total.min()) / max(np.median(total), 1e-6))
     radii = np.arange(2.0, radius - 2.0)
     rings = np.clip(polar(conc, cx, cy, radii, 96), 0, None)  # (F, R, A)
@@ -137,19 +147,35 @@ def smoke_growth(t: np.ndarray) -> np.ndarray:
     return 1 - np.exp(-t / LAWS["smoke_puff"]["growth_time"])
 
 
+SMOKE_SMOOTH = 1.5
+"""Our choice: the Gaussian (px) the smoke's luminance is smoothed with before its density is
+read (the puff is ≥ 6 px across; grain of σ 0.03 falls below the density threshold)."""
+
+
+SMOKE_TREND = 5
+"""Our choice: the frames of the moving median the puff's width and mass are smoothed with
+before their trends (never narrowing, never gaining) are read: grain and codec noise wobble
+them by a frame or two, a law break lasts longer."""
+
+
 def measure_smoke_puff(frames: np.ndarray) -> Measurement:
     """The puff rises (at the world's rate) and widens (with the world's growth time); its
     mass decays.
 
-    Vision: the smoke's density is the brightening over the frame's row-median background,
+    Vision: the smoke's density is the brightening of the smoothed luminance
+    (:data:`SMOKE_SMOOTH`) over the frame's row-median background,
     relative to the room left to white; static structure (the nozzle: density that does
     not change over time) is removed. Mass is the summed density; height and width are the
     centroid row and the standard deviation of the column, weighted by the density of the
-    puff's body (above a tenth of the frame's densest).
+    puff's body (above a tenth of the frame's densest). The height, width and mass are
+    smoothed over :data:`SMOKE_TREND` frames before their trends and steps are read (all
+    but the growth fit).
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["smoke_puff"]
-    lum = frames.mean(axis=-1)
+    # smoothed (σ = SMOKE_SMOOTH px): grain and codec blocks average out, the summed density
+    # (mass) and the puff's centroid keep their values
+    lum = np.stack([cv2.GaussianBlur(f, (0, 0), SMOKE_SMOOTH) for f in frames.mean(axis=-1)])
     # each frame's own row medians: a global brightness flicker (a generator's, a codec's)
     # shifts the backdrop with the smoke and is not read as smoke appearing or vanishing
     bg = np.median(lum, axis=2)  # (F, H)
@@ -183,18 +209,19 @@ def measure_smoke_puff(frames: np.ndarray) -> Measurement:
         )
     )
     tv = t[ok]
-    raw["sinking"] = positive_steps(cy[ok])
+    raw["sinking"] = positive_steps(moving_median(cy[ok], SMOKE_TREND))
     rise = law["rise"] * size
-    height = -cy[ok]
+    height = -moving_median(cy[ok], SMOKE_TREND)
     offset = float(np.mean(height - rise * tv))
     raw["rise_residual"] = float(np.sqrt(np.mean((height - offset - rise * tv) ** 2)))
-    raw["narrowing"] = positive_steps(-sx[ok])
+    raw["narrowing"] = positive_steps(-moving_median(sx[ok], SMOKE_TREND))
     shape = smoke_growth(tv)
     design = np.stack([np.ones_like(tv), shape], axis=1)
     coef, *_ = np.linalg.lstsq(design, sx[ok], rcond=None)
     raw["growth_residual"] = float(np.sqrt(np.mean((sx[ok] - design @ coef) ** 2)))
-    raw["mass_gain"] = positive_steps(mass[ok]) / float(mass[ok][0])
-    ratio = mass[1:] / np.clip(mass[:-1], 1e-6, None)
+    trend = moving_median(mass, SMOKE_TREND)
+    raw["mass_gain"] = positive_steps(trend[ok]) / float(mass[ok][0])
+    ratio = trend[1:] / np.clip(trend[:-1], 1e-6, None)
     both = ok[1:] & ok[:-1]
     step = np.abs(np.log(np.clip(ratio, 1e-3, None)) + law["dissipation"])
     step = np.where(both, step, np.abs(np.log(1e-3)))  # a vanished puff is the largest step
@@ -220,7 +247,9 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     """The ring's radius grows linearly at the world's wave speed.
 
     Vision: the still scene is the per-pixel temporal median (a ring passes each pixel
-    for well under half the clip); the ring is the change against it (energy per pixel).
+    for well under half the clip); the ring is the change against it, less each frame's
+    median change (a flicker over the whole frame), as energy per pixel less the pixel's median
+    energy over time (its noise).
     Each pixel's energy is taken relative to its largest over time, so the bright lamp's
     reflection does not outweigh the dark water. The ring's centre is the median over the
     frames of weighted circle fits to the pixels above half their largest change (one
@@ -234,7 +263,14 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     num_frames, size = frames.shape[0], frames.shape[1]
     speed = LAWS["ripple_reflection"]["wave_speed"] * size
     still = np.median(frames, axis=0)
-    energy = ((frames - still[None]) ** 2).sum(-1)  # (F, H, W)
+    change = frames - still[None]
+    # less each frame's median change per channel: a brightness flicker or a colour drift over
+    # the whole frame is not a ring (the ring covers well under half of any frame)
+    change = change - np.median(change.reshape(num_frames, -1, 3), axis=1)[:, None, None]
+    energy = (change**2).sum(-1)  # (F, H, W)
+    # less each pixel's median energy over time: the ring passes a pixel for well under half
+    # the clip, so that median is the pixel's noise (grain, codec blocks), not the ring
+    energy = np.clip(energy - np.median(energy, axis=0)[None], 0, None)
     total = energy.reshape(num_frames, -1).sum(1)
     t = np.arange(num_frames, dtype=float)
     raw = dict.fromkeys(("radius_residual", "speed_error", "centre_wander"), float("nan"))

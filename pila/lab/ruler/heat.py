@@ -23,27 +23,64 @@ from pila.lab.scenes import LAWS, incandescence
 
 
 # ---------------------------------------------------------------------- melting_block
-def melt_law(t: np.ndarray) -> np.ndarray:
+def melt_law(t: np.ndarray, rate: float | None = None) -> np.ndarray:
     """The world's ice area relative to its start: (1 − r·t)(1 − a·r·t), the melt clipped at
-    95 %."""
+    95 % (r the world's melt rate unless ``rate``)."""
     law = LAWS["melting_block"]
-    shrink = np.clip(law["melt_rate"] * t, 0, 0.95)
+    shrink = np.clip((law["melt_rate"] if rate is None else rate) * t, 0, 0.95)
     return (1 - shrink) * (1 - law["melt_aspect"] * shrink)
+
+
+MELT_RATES = LAWS["melting_block"]["melt_rate"] * np.exp(np.linspace(-1.6, 1.6, 161))
+"""The melt rates :func:`fitted_melt_rate` tries: the world's × e^±1.6 (÷5 … ×5) in steps
+of 2 % (our choice)."""
+
+
+def fitted_melt_rate(t: np.ndarray, area: np.ndarray) -> float:
+    """The melt rate whose area curve, scaled by its least-squares start area, is closest to
+    ``area`` (grid search over :data:`MELT_RATES`): read from the curve's shape, so a look
+    that changes every frame's area by one factor does not move it."""
+    best, best_err = float("nan"), np.inf
+    for rate in MELT_RATES:
+        model = melt_law(t, rate)
+        scale = float((area * model).sum() / (model**2).sum())
+        err = float(((area - scale * model) ** 2).sum())
+        if err < best_err:
+            best, best_err = float(rate), err
+    return best
+
+
+MELT_TREND = 5
+"""Our choice: frames of the moving median the areas and the puddle's width are smoothed
+with before conservation and the puddle's spreading are read (codec noise flips a frame or
+two; a law break lasts)."""
+WALL_BLUENESS = -0.056
+"""The rendered wall's blue − red over the frame's top quarter
+(:func:`~pila.lab.scenes.melting_block`'s backdrop gradient), the reference the colour rules
+read blueness against."""
 
 
 def measure_melting_block(frames: np.ndarray) -> Measurement:
     """Ice area never grows, ice + water area is conserved, the puddle spreads, melt at the
-    world's rate.
+    world's rate (the area curve's fitted rate against the world's: ``melt_rate_error``,
+    |log ratio|).
 
-    Vision: colour rules on blueness (blue − red): water is strongly blue (> 0.25), ice
+    Vision: colour rules on blueness (blue − red, shifted per frame so the wall in the top
+    quarter reads :data:`WALL_BLUENESS`): water is strongly blue (> 0.25), ice
     faintly blue (0.02–0.25) and bright (luminance > 0.45) in rows without water or next to it (the
     puddle's pale anti-aliased edges are not ice); the warm plate and the beige wall are
     not blue. Areas are pixel counts; the puddle's width is its extent in columns.
     Conservation is checked only in frames where the puddle does not reach the frame's
-    edge (the rest of it is out of view).
+    edge (the rest of it is out of view); it, the puddle's spreading, the ice's growth, the
+    melt steps and the fitted rate are read on the areas and width smoothed over
+    :data:`MELT_TREND` frames.
     """
     num_frames, width = frames.shape[0], frames.shape[2]
     blueness = frames[..., 2] - frames[..., 0]
+    # read against the wall: each frame's blueness shifted so the top quarter (the wall above
+    # the block) reads its rendered value, so a colour cast does not move the thresholds
+    wall = np.median(blueness[:, : frames.shape[1] // 4].reshape(num_frames, -1), axis=1)
+    blueness = blueness - (wall - WALL_BLUENESS)[:, None, None]
     lum = frames.mean(axis=-1)
     water = blueness > 0.25
     candidates = (blueness > 0.02) & (blueness <= 0.25) & (lum > 0.45)
@@ -70,18 +107,28 @@ def measure_melting_block(frames: np.ndarray) -> Measurement:
     t = np.arange(num_frames, dtype=float)
     model = melt_law(t)
     raw = dict.fromkeys(
-        ("ice_growth", "conservation", "puddle_shrink", "melt_residual", "melt_step"), float("nan")
+        (
+            "ice_growth",
+            "conservation",
+            "puddle_shrink",
+            "melt_residual",
+            "melt_step",
+            "melt_rate_error",
+        ),
+        float("nan"),
     )
     if ice_area.max() < 10:  # our choice: under ten pixels there is no block to measure
         return Measurement(raw, law_trace("ice area / start", t, ice_area * np.nan, model))
     a0 = float((ice_area * model).sum() / (model**2).sum())
-    raw["ice_growth"] = positive_steps(moving_median(ice_area)) / a0
+    smooth = moving_median(ice_area, MELT_TREND)
+    raw["ice_growth"] = positive_steps(smooth) / a0
     inside = has_water & (left > 0) & (right < width - 1)
     if inside.sum() >= 3:
         # the ruler does not know the water layer's depth in pixels: one factor κ ∈ [0.5, 2]
         # (our choice) turns water pixels into ice pixels, the one that keeps the sum most
         # constant
-        ice_in, water_in = ice_area[inside], water_area[inside]
+        ice_in = moving_median(ice_area, MELT_TREND)[inside]
+        water_in = moving_median(water_area, MELT_TREND)[inside]
         var_w = np.var(water_in)
         kappa = (
             float(np.clip(-np.cov(ice_in, water_in, bias=True)[0, 1] / var_w, 0.5, 2.0))
@@ -90,9 +137,11 @@ def measure_melting_block(frames: np.ndarray) -> Measurement:
         )
         total = ice_in + kappa * water_in
         raw["conservation"] = float((total.max() - total.min()) / max(np.median(total), 1.0))
-    raw["puddle_shrink"] = positive_steps(-pud_width)
+    raw["puddle_shrink"] = positive_steps(-moving_median(pud_width, MELT_TREND))
     raw["melt_residual"] = float(np.sqrt(np.mean((ice_area / a0 - model) ** 2)))
-    raw["melt_step"] = float(np.abs(np.diff(ice_area) / a0 - np.diff(model)).max())
+    raw["melt_step"] = float(np.abs(np.diff(smooth) / a0 - np.diff(model)).max())
+    rate = fitted_melt_rate(t, smooth)
+    raw["melt_rate_error"] = abs(math.log(rate / LAWS["melting_block"]["melt_rate"]))
     return Measurement(raw, law_trace("ice area / start", t, ice_area / a0, model))
 
 

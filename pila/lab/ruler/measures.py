@@ -71,6 +71,7 @@ MIN_SCALE: dict[str, dict[str, float]] = {
         "puddle_shrink": 0.5,
         "melt_residual": 0.01,
         "melt_step": 0.01,
+        "melt_rate_error": 0.05,  # ours: a 5 % error of the melt rate
     },
     "ball_collision": {
         "piecewise_residual": 0.05,

@@ -143,18 +143,28 @@ def elastic_bar(
 
 
 def ball_collision(
-    rng: np.random.Generator, num_frames: int, height: int, width: int, law: Law | None = None
+    rng: np.random.Generator,
+    num_frames: int,
+    height: int,
+    width: int,
+    law: Law | None = None,
+    time_scale: float = 1.0,
 ) -> SceneClip:
-    """Two balls roll towards each other, collide head-on and rebound (momentum conserved)."""
+    """Two balls roll towards each other, collide head-on and rebound (momentum conserved).
+
+    ``time_scale`` plays the same clip at another speed (2: twice as fast, 0.5: half): the
+    drawn speeds are multiplied by it and the impact time divided, so frame k shows what
+    frame ``k · time_scale`` would (the collision's law has no time constant to scale).
+    """
     law = scene_law("ball_collision", law)
     yy, xx = grid(height, width)
     size = min(height, width)
     r_a, r_b = size * rng.uniform(0.08, 0.11), size * rng.uniform(0.08, 0.11)
     m_a, m_b = r_a**2, r_b**2  # equal density discs
     y = height * rng.uniform(0.45, 0.6)
-    t_hit = (num_frames - 1) * rng.uniform(0.4, 0.55)
-    u_a = rng.uniform(0.5, 0.8) * width / num_frames
-    u_b = -rng.uniform(0.5, 0.8) * width / num_frames
+    t_hit = (num_frames - 1) * rng.uniform(0.4, 0.55) / time_scale
+    u_a = rng.uniform(0.5, 0.8) * width / num_frames * time_scale
+    u_b = -rng.uniform(0.5, 0.8) * width / num_frames * time_scale
     x_hit = width * rng.uniform(0.45, 0.55)
     x_a0 = x_hit - r_a - u_a * t_hit
     x_b0 = x_hit + r_b - u_b * t_hit
