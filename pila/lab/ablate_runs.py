@@ -160,7 +160,7 @@ def execute_run(
     """
     from pila.adapter.loading import folder_weights_sha256
     from pila.lab.evaluate import evaluate
-    from pila.stages.export import export_adapter
+    from pila.stages.export import export_checkpoint
 
     folder = run_folder(out, variant, seed)
     adapter = folder / "adapter" if variant.trained else None
@@ -180,7 +180,7 @@ def execute_run(
     train_folder, timings = _train(out, variant, seed, plan, label, threads)
     if variant.trained:
         last = train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt"
-        export_adapter(last, adapter)
+        export_checkpoint(last, adapter)  # an adapter, or world_finetune's LoRA
     # what the videos are made by; videos of anything else are moved aside, not resumed
     made_by = {
         "predict": predict,

@@ -42,6 +42,13 @@ def export_adapter(ckpt_path: str | Path, out: str | Path) -> Path:
     return folder
 
 
+def export_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
+    """Export what ``ckpt_path`` trained: a world_finetune LoRA folder, else an adapter."""
+    if is_world_finetune_checkpoint(ckpt_path):
+        return export_lora(ckpt_path, out)
+    return export_adapter(ckpt_path, out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pila export", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -61,10 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if is_world_finetune_checkpoint(args.ckpt):
-            export_lora(args.ckpt, args.out)
-        else:
-            export_adapter(args.ckpt, args.out)
+        export_checkpoint(args.ckpt, args.out)
     except (FileNotFoundError, ValueError) as err:
         log.error("pila export: %s", err)
         return 2

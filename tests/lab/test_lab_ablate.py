@@ -196,7 +196,7 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
         return Path(target)
 
     monkeypatch.setattr(ablate_runs, "run_pila", fake_run)
-    monkeypatch.setattr("pila.stages.export.export_adapter", fake_export)
+    monkeypatch.setattr("pila.stages.export.export_checkpoint", fake_export)
     monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}})
 
     def run() -> str:
