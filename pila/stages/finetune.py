@@ -19,6 +19,7 @@ tokens, D text width.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -211,7 +212,9 @@ def export_lora(ckpt_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     if "lora_rank" not in hparams:
         raise ValueError(f"{ckpt_path} is not a world_finetune checkpoint (no lora_rank)")
-    module = WorldFinetune(**hparams)
+    # LightningCLI records its own keys (``_class_path``) beside the arguments
+    arguments = inspect.signature(WorldFinetune.__init__).parameters
+    module = WorldFinetune(**{k: v for k, v in hparams.items() if k in arguments})
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     module.on_load_checkpoint(checkpoint)
     out = Path(out)

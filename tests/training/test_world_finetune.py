@@ -70,7 +70,8 @@ def test_checkpoint_holds_the_lora_alone_and_export_reproduces_the_trained_veloc
         optimizer.zero_grad()
         module.flow_loss(batch, generator=torch.Generator().manual_seed(1)).backward()
         optimizer.step()
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    hparams = dict(module.hparams) | {"_class_path": "pila.stages.finetune.WorldFinetune"}
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams}  # as pila fit
     module.on_save_checkpoint(checkpoint)
     assert set(checkpoint["state_dict"]) == set(module.lora_parameters())
     torch.save(checkpoint, tmp_path / "last.ckpt")
