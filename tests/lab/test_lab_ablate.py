@@ -140,10 +140,24 @@ def test_differences_are_paired_by_video_within_a_seed():
 
 
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
-    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"]):
+    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"], ["--eval-set", "c"], ["--eval-seeds", "17"]):
         assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_evaluation_set_is_the_first_videos_of_each_scene_each_its_own_draw(tmp_path):
+    plan = ablate.Plan((BASELINE,), (0,), 3, 1.0, None, str(LAB), ("smoke_puff", "ball_bounce"), "b")
+    records = [json.loads(line) for line in ablate_runs.evaluation_prompts(tmp_path, plan).read_text().splitlines()]
+    assert [(r["scene"], r["clip_index"]) for r in records] == [("ball_bounce", i) for i in range(3)] + [("smoke_puff", i) for i in range(3)]
+    assert all(r["world_seed"] == 3 for r in records) and len({r["seed"] for r in records}) == 6
+    predict = ablate_variants.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), tmp_path, None, None, tmp_path / "eval_prompts.jsonl")
+    assert predict["data"]["init_args"]["videos_per_prompt"] == 1  # one video per record, its own seed
+    assert plan.budget()["eval_set"] == "b"
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text('{"prompt": "p", "scene": "ball_bounce", "seed": 1}\n' * 2)
+    with pytest.raises(UsageError, match="its own 'seed'"):
+        ablate_runs.evaluation_prompts(tmp_path, ablate.Plan((BASELINE,), (0,), 2, 1.0, None, str(LAB), None, str(shared)))
 
 
 def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(tmp_path, monkeypatch):
