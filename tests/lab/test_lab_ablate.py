@@ -256,8 +256,8 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ablate_runs, "run_pila", refuse)
     assert ablate.main(argv) == 0
     assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
-    # a changed budget is a different experiment: it is not taken for finished
-    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))
+    # a changed budget (here the other evaluation set) is a different experiment: not finished
+    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b")
     assert ablate_runs._done(out / "runs" / PLAIN / "seed0", changed) is None
 
 
