@@ -7,8 +7,9 @@ training seed, with one budget for all (the same clips, steps and schedules):
    variant's override file merged in); an override that sets ``init_from: null`` (the
    plain adapter) trains stage C only, from scratch, as the paper does;
 2. the stage C checkpoint exported as an adapter folder;
-3. one fixed evaluation set generated (``lightning_configs/lab/predict.yaml``: every scene's
-   held-out prompt × ``--eval-seeds`` sampling seeds, disjoint from every training clip);
+3. one fixed evaluation set generated (``lightning_configs/lab/predict.yaml``'s settings,
+   ``--eval-seeds`` videos per scene of the ``--eval-set`` chosen, :mod:`pila.lab.evalset`:
+   held-out captions, every video its own noise draw, disjoint from every training clip);
 4. the videos measured with :func:`pila.lab.evaluate.evaluate`.
 
 The baseline (the world with no adapter) has no training, so one generation serves every
@@ -19,6 +20,7 @@ baseline and to the plain adapter with its interval.
 Output folder::
 
     data/                          the training clips and latent cache, shared by every run
+    eval_prompts.jsonl             the evaluation set's videos (prompt, scene, noise seed)
     runs/<variant>/seed<s>/        configs/ (the YAMLs run, re-runnable by hand), stageA/ …
                                    stageC/ (checkpoints, TensorBoard), adapter/, videos/,
                                    report/ (pila lab evaluate), done.json
@@ -65,6 +67,7 @@ from pila.lab.ablate_variants import (
     stage_config,
 )
 from pila.lab.cli import ArgumentParser, UsageError, run_command
+from pila.lab.evalset import DEFAULT_EVAL_SET, EVAL_SETS
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,7 @@ def ablate(
     table = aggregate(results)
     wall = time.perf_counter() - start
     recorded_plan = {"variants": list(plan.variants), "seeds": list(plan.seeds), **plan.budget()}
+    recorded_plan["eval_prompt_file"] = str(prompt_file)
     table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall)
     table["markdown"] = report_markdown(table, plan, wall)
     write_json_atomic(out / "report.json", {k: v for k, v in table.items() if k != "markdown"})
@@ -156,8 +160,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--eval-seeds",
         type=int,
-        default=8,
-        help="sampling seeds per scene in the evaluation set (default: %(default)s; ours)",
+        default=16,
+        help="videos per scene of the evaluation set, each its own noise draw (default: "
+        "%(default)s, all of a shipped set; ours)",
+    )
+    p.add_argument(
+        "--eval-set",
+        default=DEFAULT_EVAL_SET,
+        help=f"evaluation set: {', '.join(EVAL_SETS)} (pila.lab.evalset; other captions and "
+        "noise draws each) or a JSONL prompt file with a scene and a seed per record "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--steps-scale",
@@ -248,9 +260,10 @@ def _run(argv: list[str]) -> int:
         inference_steps=args.inference_steps,
         configs=str(configs),
         scenes=scenes,
+        eval_set=args.eval_set,
     )
     out = Path(args.out).resolve()
-    evaluation_prompts(out, plan)  # a scene without a prompt is a usage error, before training
+    evaluation_prompts(out, plan)  # a set short of prompts is a usage error, before training
     try:
         table = ablate(out, variants, plan, threads=args.threads)
     except RunFailed as err:

@@ -10,7 +10,7 @@ import numpy as np
 
 from pila.io import atomic_path
 from pila.lab.ablate_variants import BASELINE, FULL, PLAIN, Plan
-from pila.lab.stats import interval
+from pila.lab.stats import BOOTSTRAP_RESAMPLES, two_level_bootstrap
 
 Videos = dict[str, dict[str, Any]]
 """One run's report entries by video file name."""
@@ -21,30 +21,31 @@ def _per_video(report: dict[str, Any]) -> Videos:
     return {Path(e["video"]).name: e for e in report["videos"]}
 
 
-def _scene_means(videos: Videos, key: str) -> dict[str, float]:
-    scenes: dict[str, list[float]] = {}
-    for entry in videos.values():
-        scenes.setdefault(entry["scene"], []).append(entry[key])
-    return {scene: float(np.mean(v)) for scene, v in scenes.items()}
+def _strata(
+    pairs: list[tuple[Videos, Videos | None]], key: str, scene: str
+) -> list[list[list[float]]]:
+    """The bootstrap's ``strata[scene][seed][video]`` of ``key`` (minus the paired
+    reference's, given one) for ``scene`` (``overall``: every scene, a stratum each).
 
-
-def _summary(videos: Videos, key: str) -> dict[str, float]:
-    """Per scene mean of ``key``, and ``overall``: the mean over scenes (each scene weighs
-    the same)."""
-    means = _scene_means(videos, key)
-    overall = float(np.mean(list(means.values()))) if means else float("nan")
-    return {**means, "overall": overall}
-
-
-def _video_values(videos: Videos, key: str, scene: str) -> list[float]:
-    if scene == "overall":
-        return [e[key] for e in videos.values()]
-    return [e[key] for e in videos.values() if e["scene"] == scene]
-
-
-def _paired_video_diffs(mine: Videos, ref: Videos, scene: str) -> list[float]:
-    shared = [k for k in mine if k in ref and (scene == "overall" or mine[k]["scene"] == scene)]
-    return [mine[k]["violation"] - ref[k]["violation"] for k in shared]
+    ``pairs``: per training seed, the row's videos and the reference's of the same seed
+    (None: no reference). Videos pair by file name (the same prompt and noise seed); only
+    videos every seed (and its reference) has are kept.
+    """
+    names = set.intersection(*({*mine} & ({*ref} if ref else {*mine}) for mine, ref in pairs))
+    first = pairs[0][0]
+    scenes = sorted({first[n]["scene"] for n in names} if scene == "overall" else {scene})
+    strata = []
+    for name_of_scene in scenes:
+        videos = sorted(n for n in names if first[n]["scene"] == name_of_scene)
+        if not videos:
+            continue
+        strata.append(
+            [
+                [mine[v][key] - (ref[v][key] if ref else 0.0) for v in videos]
+                for mine, ref in pairs
+            ]
+        )
+    return strata
 
 
 def _run_of(runs: dict[int | None, dict[str, Any]], seed: int | None) -> dict[str, Any] | None:
@@ -54,29 +55,32 @@ def _run_of(runs: dict[int | None, dict[str, Any]], seed: int | None) -> dict[st
     return runs.get(seed) or (runs[next(iter(runs))] if len(runs) == 1 else None)
 
 
-def _paired_seed_diffs(
+def _paired_runs(
     runs: dict[int | None, dict[str, Any]],
     ref_runs: dict[int | None, dict[str, Any]],
     seeds: list[int],
-    scene: str,
-) -> list[float]:
-    diffs = []
-    for s in seeds or [None]:
+) -> list[tuple[Videos, Videos]]:
+    """The row's and the reference's videos for every training seed both have (the
+    baseline's one generation pairs with every seed)."""
+    pairs = []
+    for s in (seeds if len(runs) > 1 or len(ref_runs) > 1 else [None]):
         mine, ref = _run_of(runs, s), _run_of(ref_runs, s)
         if mine is not None and ref is not None:
-            mine_value = _summary(_per_video(mine), "violation").get(scene, float("nan"))
-            ref_value = _summary(_per_video(ref), "violation").get(scene, float("nan"))
-            diffs.append(mine_value - ref_value)
-    return diffs
+            pairs.append((_per_video(mine), _per_video(ref)))
+    return pairs
+
+
+INTERVAL_OVER = "training seeds and evaluation videos (two-level bootstrap)"
 
 
 def aggregate(results: dict[str, dict[int | None, dict[str, Any]]]) -> dict[str, Any]:
     """Summarise ``results[variant][seed] = report.json`` into the table's rows.
 
-    With two or more training seeds, intervals are over the seeds (a seed's value is its
-    mean over the evaluation set) and differences are paired by seed (the baseline's one
-    generation pairs with every seed). With one seed, intervals are over the evaluation
-    videos and differences are paired by video (the same prompt and sampling seed).
+    Every value is the mean over training seeds of the mean over scenes (each scene weighs
+    the same) of the mean over the evaluation videos; its interval is
+    :func:`pila.lab.stats.two_level_bootstrap` over the training seeds and, within each,
+    the videos of each scene. Differences are paired by seed (the baseline's one generation
+    pairs with every seed) and by video (the same prompt and noise seed).
     """
     rows: dict[str, Any] = {}
     seeds = sorted({s for runs in results.values() for s in runs if s is not None})
@@ -86,31 +90,24 @@ def aggregate(results: dict[str, dict[int | None, dict[str, Any]]]) -> dict[str,
         "vs_full": (FULL, results.get(FULL, {})),
     }
     for name, runs in results.items():
-        by_seed = {s: _per_video(r) for s, r in runs.items()}
+        own: list[tuple[Videos, Videos | None]] = [
+            (_per_video(runs[s]), None) for s in sorted(runs, key=lambda s: (s is None, s))
+        ]
         row: dict[str, Any] = {"seeds": sorted(s for s in runs if s is not None)}
         row.update({key: {} for key in ("violation", "fidelity", *references)})
-        scene_names = sorted({e["scene"] for v in by_seed.values() for e in v.values()})
+        scene_names = sorted({e["scene"] for v, _ in own for e in v.values()})
         scene_names.append("overall")
-        over_seeds = len(by_seed) >= 2
-        row["interval_over"] = "training seeds" if over_seeds else "evaluation videos"
-        only = next(iter(by_seed.values()), {})
+        row["interval_over"] = INTERVAL_OVER
         for key in ("violation", "fidelity"):
             for scene in scene_names:
-                if over_seeds:
-                    values = [_summary(v, key).get(scene) for v in by_seed.values()]
-                else:
-                    values = _video_values(only, key, scene)
-                row[key][scene] = interval(values)
+                row[key][scene] = two_level_bootstrap(_strata(own, key, scene))
         for key, (ref_name, ref_runs) in references.items():
             if name == ref_name or not ref_runs:
                 continue
+            pairs = _paired_runs(runs, ref_runs, seeds)
             for scene in scene_names:
-                if over_seeds or len(ref_runs) >= 2:
-                    diffs = _paired_seed_diffs(runs, ref_runs, seeds, scene)
-                else:
-                    ref = _per_video(next(iter(ref_runs.values())))
-                    diffs = _paired_video_diffs(only, ref, scene)
-                row[key][scene] = interval(diffs)
+                strata = _strata(pairs, "violation", scene) if pairs else []
+                row[key][scene] = two_level_bootstrap(strata)
         rows[name] = row
     return {"rows": rows, "seeds": seeds}
 
@@ -138,13 +135,15 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
         "# The lab's Table 4",
         "",
         f"Variants trained on the lab world with one budget (configs `{plan.configs}`, steps × "
-        f"{plan.steps_scale:g}), training seeds {seeds}; evaluation set: every scene's held-out "
-        f"prompt × {plan.eval_seeds} sampling seeds{sampling_steps}. Violation: the ruler's "
+        f"{plan.steps_scale:g}), training seeds {seeds}; evaluation set `{plan.eval_set}`: "
+        f"{plan.eval_seeds} held-out prompts per scene, every video its own noise draw"
+        f"{sampling_steps}. Violation: the ruler's "
         "(0 = as lawful as the renderer's own clips; lower is better); fidelity: the ruler's "
-        "scene fidelity. Overall values weigh every scene equally. Brackets: 95 % Student-t "
-        "intervals (over training seeds; over evaluation videos where a row has one seed). "
-        "Δ: violation minus the reference's, paired by seed (by video with one seed); "
-        "negative is better.",
+        "scene fidelity. Overall values weigh every scene equally. Brackets: 95 % intervals "
+        "of a two-level bootstrap over training seeds and, within each, the evaluation "
+        "videos of each scene, so they include the evaluation set's own variance "
+        f"({BOOTSTRAP_RESAMPLES} resamples, seeded). Δ: violation minus the reference's, "
+        "paired by training seed and by video; negative is better.",
         "",
         "| variant | seeds | violation | fidelity | Δ vs baseline | Δ vs plain adapter "
         "| Δ vs full |",

@@ -8,7 +8,6 @@ with the YAML :mod:`pila.lab.ablate_variants` derives, written into the run's
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -21,7 +20,6 @@ from typing import Any
 from pila.io import read_json, write_json_atomic, write_text_atomic
 from pila.lab.ablate_variants import (
     FULL,
-    REPO_CONFIGS,
     Plan,
     Variant,
     predict_config,
@@ -54,22 +52,43 @@ def run_pila(args: Sequence[str], threads: int | None = None) -> None:
         )
 
 
-def evaluation_prompts(out: Path, plan: Plan) -> Path | None:
-    """The predict config's prompt file restricted to ``plan.scenes`` (written once into
-    ``out``), or None for all."""
-    if not plan.scenes:
-        return None
-    base = read_yaml(Path(plan.configs) / "predict.yaml")
-    source = Path(base["data"]["init_args"]["prompt_file"])
-    source = source if source.is_absolute() else REPO_CONFIGS.parent / source
-    lines = source.read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    kept = [r for r in records if r.get("scene") in plan.scenes]
-    missing = sorted(set(plan.scenes) - {r["scene"] for r in kept})
-    if missing:
-        raise UsageError(f"--scenes {', '.join(missing)}: {source} has no prompt of that scene")
+def eval_set_file(name: str) -> Path:
+    """The prompt file of an evaluation set: a name of :data:`pila.lab.evalset.EVAL_SETS` or
+    a JSONL path."""
+    from pila.lab.evalset import EVAL_SETS
+
+    if name in EVAL_SETS:
+        return EVAL_SETS[name].path
+    path = Path(name)
+    if not (name.endswith(".jsonl") and path.is_file()):
+        raise UsageError(
+            f"--eval-set {name!r}: neither a set ({', '.join(EVAL_SETS)}) nor a JSONL file"
+        )
+    return path.resolve()
+
+
+def evaluation_prompts(out: Path, plan: Plan) -> Path:
+    """The evaluation set's videos, written once into ``out``: the first ``plan.eval_seeds``
+    records of each scene of ``plan.eval_set`` (of ``plan.scenes``; None: all), one video
+    per record with the record's own noise seed."""
+    from pila.lab.evalset import jsonl, read_records, select
+
+    source = eval_set_file(plan.eval_set)
+    records = read_records(source)
+    seeds = [r.get("seed") for r in records]
+    if None in seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"{source}: every record needs its own 'seed' (one noise draw a video)")
+    kept = select(records, plan.scenes, plan.eval_seeds)
+    wanted = plan.scenes or tuple(dict.fromkeys(r.get("scene") for r in records))
+    counts = {s: sum(r.get("scene") == s for r in kept) for s in wanted}
+    short = sorted(s for s, n in counts.items() if n < plan.eval_seeds)
+    if short:
+        raise UsageError(
+            f"--eval-seeds {plan.eval_seeds}: {source} has fewer prompts of "
+            f"{', '.join(short)} (at most {min(counts.values())}); ask for fewer"
+        )
     target = out / "eval_prompts.jsonl"
-    write_text_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    write_text_atomic(target, jsonl(kept))
     return target
 
 
@@ -155,8 +174,8 @@ def execute_run(
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished
     steps.
 
-    ``prompt_file``: the evaluation set's prompt file (:func:`evaluation_prompts`; None:
-    predict.yaml's).
+    ``prompt_file``: the evaluation set's videos (:func:`evaluation_prompts`; None:
+    predict.yaml's prompt file, one video a prompt).
     """
     from pila.adapter.loading import folder_weights_sha256
     from pila.lab.evaluate import evaluate
@@ -168,7 +187,6 @@ def execute_run(
         read_yaml(Path(plan.configs) / "predict.yaml"),
         folder,
         adapter,
-        plan.eval_seeds,
         plan.inference_steps,
         prompt_file,
         variant.sampling,

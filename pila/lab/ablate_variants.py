@@ -113,7 +113,11 @@ def resolve_variant(name: str, ablations: Path = ABLATIONS) -> Variant:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one ablation trains and measures (recorded in report.json)."""
+    """What one ablation trains and measures (recorded in report.json).
+
+    ``eval_set`` names the evaluation set (:data:`pila.lab.evalset.EVAL_SETS`, or a JSONL
+    path); ``eval_seeds`` is the number of its videos per scene, each its own noise draw.
+    """
 
     variants: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -122,9 +126,11 @@ class Plan:
     inference_steps: int | None
     configs: str
     scenes: tuple[str, ...] | None = None
+    eval_set: str = "a"
 
     def budget(self) -> dict[str, Any]:
         return {
+            "eval_set": self.eval_set,
             "eval_seeds": self.eval_seeds,
             "steps_scale": self.steps_scale,
             "inference_steps": self.inference_steps,
@@ -276,16 +282,16 @@ def predict_config(
     base: dict[str, Any],
     run: Path,
     adapter: Path | None,
-    eval_seeds: int,
     inference_steps: int | None,
     prompt_file: Path | None = None,
     sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fixed evaluation set's predict config for one run (the same prompts and seeds
-    for every run).
+    for every run): one video per prompt record, drawn with the record's own seed.
 
-    ``prompt_file`` replaces the config's prompt file (e.g. one restricted to some scenes);
-    ``sampling`` (a variant's generation settings) is merged into the sampling settings.
+    ``prompt_file`` replaces the config's prompt file (the evaluation set's videos,
+    :func:`pila.lab.ablate_runs.evaluation_prompts`); ``sampling`` (a variant's generation
+    settings) is merged into the sampling settings.
     """
     cfg = copy.deepcopy(base)
     cfg["seed_everything"] = 0  # the evaluation set does not depend on the training seed
@@ -304,7 +310,7 @@ def predict_config(
     if inference_steps is not None:
         init_args.setdefault("sampling", {})["num_inference_steps"] = inference_steps
     data = cfg.setdefault("data", {}).setdefault("init_args", {})
-    data["videos_per_prompt"] = eval_seeds
+    data["videos_per_prompt"] = 1  # every video its own record and noise seed
     if prompt_file is not None:
         data["prompt_file"] = str(prompt_file)
     elif data.get("prompt_file") and not Path(data["prompt_file"]).is_absolute():

@@ -19,7 +19,7 @@ from pila.lab.ablate import (
     resolve_variant,
     stage_config,
 )
-from pila.lab.stats import interval
+from pila.lab.stats import interval, two_level_bootstrap
 
 LAB = ablate.LAB_CONFIGS
 
@@ -112,7 +112,7 @@ def test_readings_are_variants_each_where_it_belongs(tmp_path):
     stage_c = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), r3, "stageC", run, data, seed=0, scale=1.0)
     assert "sampling" not in stage_c["model"]["init_args"]
     base = yaml.safe_load((LAB / "predict.yaml").read_text())
-    predict = ablate_variants.predict_config(base, run, run / "adapter", 2, 5, sampling=r3.sampling)
+    predict = ablate_variants.predict_config(base, run, run / "adapter", 5, sampling=r3.sampling)
     sampling = predict["model"]["init_args"]["sampling"]
     assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
     assert r3.trains_as_full  # its training is full PILA's (shared with the full run of the same seed)
@@ -144,28 +144,56 @@ def test_aggregate_pairs_differences_by_seed_and_by_video():
     rows = aggregate(runs)["rows"]
     # overall = mean over scenes; full's seeds: (1 + 3)/2, (1 + 3.5)/2, (1 + 4)/2
     full = rows[FULL]
-    assert full["interval_over"] == "training seeds"
+    assert full["interval_over"] == "training seeds and evaluation videos (two-level bootstrap)"
     assert full["violation"]["overall"]["mean"] == pytest.approx(np.mean([2.0, 2.25, 2.5]))
     # against the baseline's one generation (overall 3.0), paired with every seed
     assert full["vs_baseline"]["overall"]["mean"] == pytest.approx(np.mean([2.0, 2.25, 2.5]) - 3.0)
     # against the plain adapter, paired by seed: plain overall per seed (1.5 + s + 4)/2
     diffs = [(1 + 3 + 0.5 * s) / 2 - (1.5 + s + 4) / 2 for s in range(3)]
     assert full["vs_plain"]["overall"]["mean"] == pytest.approx(np.mean(diffs))
-    assert full["vs_plain"]["overall"]["ci95"] == pytest.approx(list(interval(diffs)["ci95"]))
+    # one video per scene: the bootstrap resamples the seeds only, of the per-seed differences
+    seed_level = two_level_bootstrap([[[d] for d in diffs]])["ci95"]
+    assert full["vs_plain"]["overall"]["ci95"] == pytest.approx(seed_level)
+    assert seed_level[0] < np.mean(diffs) < seed_level[1]
     assert full["vs_baseline"]["ball_bounce"]["mean"] == pytest.approx(-1.0)
     # every other row is also compared with full PILA, paired by seed (the readings' decisions)
     assert rows[PLAIN]["vs_full"]["overall"]["mean"] == pytest.approx(-np.mean(diffs)) and not full["vs_full"]
-    # the baseline (one run): intervals over its videos, differences paired by video
-    assert rows[BASELINE]["interval_over"] == "evaluation videos"
+    # the baseline (one run) has no seed to resample: one video per scene leaves no interval
+    assert rows[BASELINE]["violation"]["overall"]["ci95"] is None
     one_seed = aggregate({BASELINE: {None: base}, FULL: {0: runs[FULL][0]}})["rows"][FULL]
     assert one_seed["vs_baseline"]["overall"]["mean"] == pytest.approx(np.mean([1.0 - 2.0, 3.0 - 4.0]))
 
 
+def test_differences_are_paired_by_video_within_a_seed():
+    """A row one lower than the baseline on every video differs by exactly −1, however much
+    the videos vary; unpaired, the same videos would give a wide interval."""
+    videos = {f"{k}.mp4": ("ball_bounce", float(v), 1.0) for k, v in enumerate([1, 5, 2, 8, 3, 9])}
+    lower = {k: (s, v - 1.0, f) for k, (s, v, f) in videos.items()}
+    rows = aggregate({BASELINE: {None: _report(videos)}, FULL: {0: _report(lower)}})["rows"]
+    assert rows[FULL]["vs_baseline"]["overall"]["ci95"] == pytest.approx([-1.0, -1.0])
+    low, high = rows[FULL]["violation"]["overall"]["ci95"]
+    assert high - low > 3.0  # one training seed: the videos' spread is in the interval
+
+
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
-    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"]):
+    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"], ["--eval-set", "c"], ["--eval-seeds", "17"]):
         assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_evaluation_set_is_the_first_videos_of_each_scene_each_its_own_draw(tmp_path):
+    plan = ablate.Plan((BASELINE,), (0,), 3, 1.0, None, str(LAB), ("smoke_puff", "ball_bounce"), "b")
+    records = [json.loads(line) for line in ablate_runs.evaluation_prompts(tmp_path, plan).read_text().splitlines()]
+    assert [(r["scene"], r["clip_index"]) for r in records] == [("ball_bounce", i) for i in range(3)] + [("smoke_puff", i) for i in range(3)]
+    assert all(r["world_seed"] == 3 for r in records) and len({r["seed"] for r in records}) == 6
+    predict = ablate_variants.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), tmp_path, None, None, tmp_path / "eval_prompts.jsonl")
+    assert predict["data"]["init_args"]["videos_per_prompt"] == 1  # one video per record, its own seed
+    assert plan.budget()["eval_set"] == "b"
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text('{"prompt": "p", "scene": "ball_bounce", "seed": 1}\n' * 2)
+    with pytest.raises(UsageError, match="its own 'seed'"):
+        ablate_runs.evaluation_prompts(tmp_path, ablate.Plan((BASELINE,), (0,), 2, 1.0, None, str(LAB), None, str(shared)))
 
 
 def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(tmp_path, monkeypatch):
@@ -236,7 +264,7 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     configs = _short_configs(tmp_path / "configs")
     out = tmp_path / "ablate"
     argv = [
-        "--out", str(out), "--variants", "baseline,plain", "--seeds", "1", "--eval-seeds", "1",
+        "--out", str(out), "--variants", "baseline,plain", "--seeds", "1", "--eval-seeds", "2",
         "--steps-scale", "0.02", "--inference-steps", "2", "--scenes", "ball_bounce,smoke_puff",
         "--configs", str(configs), "--threads", "2",
     ]  # fmt: skip
@@ -244,12 +272,13 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     report = json.loads((out / "report.json").read_text())
     assert list(report["rows"]) == [BASELINE, PLAIN]
     plain = report["rows"][PLAIN]
-    assert plain["seeds"] == [0] and plain["interval_over"] == "evaluation videos"
+    assert plain["seeds"] == [0] and "two-level bootstrap" in plain["interval_over"]
     for key in ("violation", "fidelity", "vs_baseline"):
         assert set(plain[key]) == {"ball_bounce", "smoke_puff", "overall"}
-        assert plain[key]["overall"]["n"] == 2 and len(plain[key]["overall"]["ci95"]) == 2
+        assert plain[key]["overall"]["n"] == 4 and len(plain[key]["overall"]["ci95"]) == 2
     videos = sorted(p.name for p in (out / "runs" / PLAIN / "seed0" / "videos").rglob("*.mp4"))
-    assert videos == sorted(p.name for p in (out / "runs" / BASELINE / "videos").rglob("*.mp4")) and len(videos) == 2
+    assert videos == sorted(p.name for p in (out / "runs" / BASELINE / "videos").rglob("*.mp4")) and len(videos) == 4
+    assert report["plan"]["eval_set"] == "a" and "evaluation set `a`" in (out / "report.md").read_text()
     assert (out / "runs" / PLAIN / "seed0" / "adapter" / "adapter_config.json").is_file()
     assert not (out / "runs" / PLAIN / "seed0" / "stageA").exists()  # stage C only
     table = (out / "report.md").read_text()
@@ -263,8 +292,8 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ablate_runs, "run_pila", refuse)
     assert ablate.main(argv) == 0
     assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
-    # a changed budget is a different experiment: it is not taken for finished
-    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"))
+    # a changed budget (here the other evaluation set) is a different experiment: not finished
+    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b")
     assert ablate_runs._done(out / "runs" / PLAIN / "seed0", changed) is None
 
 

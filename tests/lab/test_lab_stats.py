@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from pila.lab.stats import interval, mean_interval, t_quantile, t_two_sided_cdf
+from pila.lab.stats import (
+    interval,
+    mean_interval,
+    t_quantile,
+    t_two_sided_cdf,
+    two_level_bootstrap,
+)
 
 # Student's t two-sided 95 % quantiles (the 0.975 quantile), to 13 digits.
 T975 = {
@@ -66,3 +72,56 @@ def test_interval_leaves_out_missing_values():
     assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half], rel=1e-11)
     assert interval([5.0]) == {"mean": 5.0, "ci95": None, "n": 1}
     assert interval([]) == {"mean": None, "ci95": None, "n": 0}
+
+
+# ------------------------------------------------------------ two-level bootstrap
+def test_zero_video_noise_reduces_to_the_seed_level_bootstrap():
+    """Identical videos within each seed: exactly the bootstrap of the seed means."""
+    seed_means = [1.0, 2.5, 4.0, 3.0]
+    flat = two_level_bootstrap([[[m] * 6 for m in seed_means]])
+    seed_level = two_level_bootstrap([[[m] for m in seed_means]])
+    assert flat["ci95"] == seed_level["ci95"] and flat["mean"] == pytest.approx(np.mean(seed_means))
+    assert flat["seeds"] == 4 and flat["videos"] == 6 and flat["n"] == 24
+    # the seed-level percentile bootstrap of a mean: inside the range, near the normal interval
+    low, high = seed_level["ci95"]
+    half = 1.96 * np.std(seed_means) / 2.0
+    assert 1.0 <= low < np.mean(seed_means) < high <= 4.0
+    assert high - low == pytest.approx(2 * half, rel=0.25)
+
+
+def test_a_single_training_seed_gets_its_interval_from_the_videos():
+    """One seed, 400 videos of sd 1: the interval is the mean's, ±1.96/√400 (no seed term)."""
+    videos = np.random.default_rng(7).normal(3.0, 1.0, size=400)
+    result = two_level_bootstrap([[videos.tolist()]])
+    low, high = result["ci95"]
+    expected = 1.96 * videos.std() / np.sqrt(len(videos))
+    assert high - low == pytest.approx(2 * expected, rel=0.1)
+    assert low < videos.mean() < high and result["seeds"] == 1
+
+
+def test_the_bootstrap_adds_the_video_variance_to_the_seed_variance():
+    """Seeds spread by sd 1 and videos by sd 3 (8 per seed): wider than either level alone."""
+    rng = np.random.default_rng(3)
+    seed_effects = rng.normal(0.0, 1.0, size=5)
+    values = seed_effects[:, None] + rng.normal(0.0, 3.0, size=(5, 8))  # (S, V)
+    both = two_level_bootstrap([values.tolist()])
+    seeds_only = two_level_bootstrap([[[m] for m in values.mean(axis=1)]])
+    width = both["ci95"][1] - both["ci95"][0]
+    # the video noise is already in the seed means, and the inner resampling adds it again:
+    # the nested bootstrap is the conservative one
+    assert width > seeds_only["ci95"][1] - seeds_only["ci95"][0]
+
+
+def test_strata_weigh_alike_and_the_bootstrap_is_deterministic():
+    """The mean is over scenes, each scene weighing the same whatever its video count; one
+    seed and one video per scene leaves nothing to resample."""
+    strata = [[[1.0, 1.0, 1.0, 1.0]], [[5.0, 7.0, 6.5, 5.5, 8.0, 4.5, 6.3]]]
+    result = two_level_bootstrap(strata)
+    assert result["mean"] == pytest.approx((1.0 + np.mean(strata[1][0])) / 2)
+    assert result == two_level_bootstrap(strata)  # seeded
+    assert result["ci95"] != two_level_bootstrap(strata, seed=1)["ci95"]
+    assert 2.75 <= result["ci95"][0] < result["ci95"][1] <= 4.5  # only scene 2's videos vary
+    assert two_level_bootstrap([[[2.0]], [[3.0]]])["ci95"] is None
+    assert two_level_bootstrap([])["mean"] is None
+    with pytest.raises(ValueError, match="same seeds"):
+        two_level_bootstrap([[[1.0], [2.0]], [[1.0]]])
