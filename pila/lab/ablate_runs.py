@@ -190,6 +190,7 @@ def execute_run(
         plan.inference_steps,
         prompt_file,
         variant.sampling,
+        retrains_world=variant.retrains_world,
     )
     done = _done(folder, plan, predict)
     if done is not None:

@@ -64,6 +64,12 @@ class Variant:
         return bool(self.stages)
 
     @property
+    def retrains_world(self) -> bool:
+        """It trains the world's transformer (``world_finetune``'s LoRA), not an adapter."""
+        model = (self.override or {}).get("model", {})
+        return model.get("class_path", "").endswith("WorldFinetune")
+
+    @property
     def trains_as_full(self) -> bool:
         """It trains exactly as full PILA (a generation reading such as R3): its training is
         shared with ``full``'s."""
@@ -272,12 +278,6 @@ def stage_config(
     return cfg
 
 
-def is_lora_folder(folder: Path) -> bool:
-    """Whether an exported run folder holds a fine-tuned transformer's LoRA
-    (``world_finetune``), not an adapter."""
-    return (Path(folder) / "world_finetune.json").is_file()
-
-
 def predict_config(
     base: dict[str, Any],
     run: Path,
@@ -285,9 +285,13 @@ def predict_config(
     inference_steps: int | None,
     prompt_file: Path | None = None,
     sampling: dict[str, Any] | None = None,
+    retrains_world: bool = False,
 ) -> dict[str, Any]:
     """The fixed evaluation set's predict config for one run (the same prompts and seeds
     for every run): one video per prompt record, drawn with the record's own seed.
+
+    ``retrains_world``: ``adapter`` is the folder of a fine-tuned transformer's LoRA
+    (``world_finetune``), fused into the world before sampling as the baseline samples.
 
     ``prompt_file`` replaces the config's prompt file (the evaluation set's videos,
     :func:`pila.lab.ablate_runs.evaluation_prompts`); ``sampling`` (a variant's generation
@@ -300,7 +304,7 @@ def predict_config(
         if callback.get("class_path", "").endswith("VideoPredictionWriter"):
             callback.setdefault("init_args", {})["output_dir"] = str(run / "videos")
     init_args = cfg.setdefault("model", {}).setdefault("init_args", {})
-    if adapter is not None and is_lora_folder(adapter):  # world_finetune: the world, retrained
+    if adapter is not None and retrains_world:  # world_finetune: the world itself, retrained
         init_args["adapter"] = None
         init_args["transformer_lora"] = str(adapter)
     else:

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pila import configs as packaged_configs
+from pila.backbone.folders import LAB_WORLD_FOLDER
 from pila.io import read_json, write_text_atomic
 
-WORLD_RECORD = Path(__file__).resolve().parent / "world" / "training.json"
+WORLD_RECORD = LAB_WORLD_FOLDER / "training.json"
 """The shipped world's training record: its ``config`` names the clips it trained on."""
 
-EVAL_FOLDER = Path(__file__).resolve().parents[2] / "lightning_configs" / "lab"
-"""Where the evaluation set files are shipped."""
+EVAL_FOLDER = packaged_configs.ROOT / "lab"
+"""Where the evaluation set files are shipped (the packaged lab configs)."""
 
 
 @dataclass(frozen=True)

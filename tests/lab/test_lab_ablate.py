@@ -87,11 +87,11 @@ def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_ba
     cli = PilaCLI(args=["--config", str(ckpt_path), "--trainer.logger=false"], run=False)
     assert isinstance(cli.model, WorldFinetune)
 
-    lora = tmp_path / "adapter"
-    lora.mkdir()
-    (lora / "world_finetune.json").write_text("{}")
+    assert control.retrains_world and not resolve_variant("plain").retrains_world
+    lora = tmp_path / "adapter"  # exported after training: the config is made before it exists
     predict = ablate_variants.predict_config(
-        yaml.safe_load((LAB / "predict.yaml").read_text()), run, lora, 2, None
+        yaml.safe_load((LAB / "predict.yaml").read_text()), run, lora, None,
+        retrains_world=control.retrains_world,
     )
     assert predict["model"]["init_args"]["adapter"] is None
     assert predict["model"]["init_args"]["transformer_lora"] == str(lora)
