@@ -61,10 +61,23 @@ PROMPTS = (
     "Blue dye swirls as it is carried along by flowing water.",
     "An ice cube melts in a warm pan.",
 )
-TINY_SETTINGS = {"num_frames": 17, "height": 64, "width": 64, "num_inference_steps": 4, "max_sequence_length": 64}
+TINY_SETTINGS = {
+    "num_frames": 17,
+    "height": 64,
+    "width": 64,
+    "num_inference_steps": 4,
+    "max_sequence_length": 64,
+}
 """The settings of ``lightning_configs/tiny/predict.yaml``."""
 TINY_FPS = 8.0
-PHASES = ("prompt_parsing", "text_encoding", "denoise_backbone", "adapter", "vae_decode", "mp4_write")
+PHASES = (
+    "prompt_parsing",
+    "text_encoding",
+    "denoise_backbone",
+    "adapter",
+    "vae_decode",
+    "mp4_write",
+)
 
 PAPER_LATENT = PAPER_LATENT_SHAPE
 PAPER_TEXT_TOKENS = WAN_TEXT_TOKENS
@@ -141,7 +154,12 @@ def time_paper_step(reps: int, device: torch.device) -> dict[str, Any]:
     )
 
     def transformer_forward() -> torch.Tensor:
-        return transformer(hidden_states=x_t.to(torch.bfloat16), timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+        return transformer(
+            hidden_states=x_t.to(torch.bfloat16),
+            timestep=timestep,
+            encoder_hidden_states=text,
+            return_dict=False,
+        )[0]
 
     def timed(fn) -> list[float]:
         out = []
@@ -167,7 +185,9 @@ def time_paper_step(reps: int, device: torch.device) -> dict[str, Any]:
         "adapter_forward_s": adapter_s,
         "adapter_share_of_step": adapter_s / (2 * backbone + adapter_s),
         "adapter_parameters": adapter.num_parameters,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else None,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
 
@@ -227,9 +247,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed videos (and paper steps) per setting")
+    parser.add_argument(
+        "--reps", type=int, default=5, help="timed videos (and paper steps) per setting"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -251,8 +275,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log.info("tiny preset: baseline and adapter, interleaved")
         tiny = time_tiny(args.reps, {"baseline": None, "adapter": adapter}, device, Path(tmp))
-    transformer_parameters = sum(p.numel() for p in WanBackbone.tiny(seed=0).transformer.parameters())
-    result["tiny"] = {**tiny, "adapter_parameters": adapter.num_parameters, "transformer_parameters": transformer_parameters}
+    transformer_parameters = sum(
+        p.numel() for p in WanBackbone.tiny(seed=0).transformer.parameters()
+    )
+    result["tiny"] = {
+        **tiny,
+        "adapter_parameters": adapter.num_parameters,
+        "transformer_parameters": transformer_parameters,
+    }
     if device.type == "cuda":
         log.info("paper-size denoising step")
         result["paper_step"] = time_paper_step(args.reps, device)

@@ -45,12 +45,17 @@ CLIP_SEED = 4321  # ours: disjoint from the calibration's (1234) and the tests' 
 
 def looks(rng: np.random.Generator) -> dict[str, callable]:
     """The appearance changes, each (F, H, W, 3) float → the same shape."""
-    gain, offset = np.array([1.10, 0.92, 1.05], np.float32), np.array([0.04, -0.03, 0.02], np.float32)
+    gain, offset = (
+        np.array([1.10, 0.92, 1.05], np.float32),
+        np.array([0.04, -0.03, 0.02], np.float32),
+    )
     return {
         "truth": lambda c: c,
         "blur": lambda c: np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in c]),
         "colour": lambda c: np.clip(c * gain + offset, 0, 1),
-        "flicker": lambda c: np.clip(c + rng.uniform(-0.03, 0.03, (len(c), 1, 1, 1)).astype(np.float32), 0, 1),
+        "flicker": lambda c: np.clip(
+            c + rng.uniform(-0.03, 0.03, (len(c), 1, 1, 1)).astype(np.float32), 0, 1
+        ),
         "grain": lambda c: np.clip(c + rng.normal(0, 0.03, c.shape).astype(np.float32), 0, 1),
         "all": lambda c: M.appearance_variant(c, rng),
     }
@@ -67,14 +72,22 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     for scene in SCENES:
         clips = ground_truth_clips(scene, args.clips, CLIP_SEED)
-        rows[scene] = {name: float(np.mean([M.measure(change(c), scene).violation for c in clips])) for name, change in changes.items()}
-        corrupted = {n: min(M.measure(C.corrupt(scene, n, 7, i), scene).violation for i in range(2)) for n in C.corruption_names(scene)}
+        rows[scene] = {
+            name: float(np.mean([M.measure(change(c), scene).violation for c in clips]))
+            for name, change in changes.items()
+        }
+        corrupted = {
+            n: min(M.measure(C.corrupt(scene, n, 7, i), scene).violation for i in range(2))
+            for n in C.corruption_names(scene)
+        }
         weakest = min(corrupted, key=corrupted.get)
         rows[scene] |= {"weakest_corruption": corrupted[weakest]}
         rows[scene]["weakest_corruption_name"] = weakest  # type: ignore[assignment]
         print(scene, rows[scene], flush=True)
     seconds = time.perf_counter() - start
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     names = list(changes)
     lines = [
         "# The ruler against a lawful clip's look",
@@ -90,9 +103,14 @@ def main() -> None:
     ]
     for scene, row in rows.items():
         cells = " | ".join(f"{row[n]:.2f}" for n in names)
-        lines.append(f"| {scene} | {cells} | {row['weakest_corruption']:.2f} ({row['weakest_corruption_name']}) |")
+        lines.append(
+            f"| {scene} | {cells} | {row['weakest_corruption']:.2f} ({row['weakest_corruption_name']}) |"
+        )
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"clips": args.clips, "commit": commit, "seconds": seconds, "rows": rows})
+    write_json_atomic(
+        args.out.with_suffix(".json"),
+        {"clips": args.clips, "commit": commit, "seconds": seconds, "rows": rows},
+    )
     print("\n".join(lines))
 
 

@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "lab_world.md"
 FIGURE = REPO / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
-LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
+LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"][
+    "sampling"
+]
 """The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
 
 
@@ -81,7 +83,9 @@ def mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int) -> tuple[dict[str, float], list[dict], np.ndarray]:
+def generated(
+    backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int
+) -> tuple[dict[str, float], list[dict], np.ndarray]:
     """The world's videos of ``scene`` (one per sampling seed, held-out prompts), measured by the ruler.
 
     Returns the scene's row (violation mean and median, fidelity, top-1), one record per
@@ -91,8 +95,14 @@ def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, st
     for s in range(seeds):
         prompt = heldout_clip(scene, s).prompt
         frames = generate(
-            backbone.pipeline, [prompt], seed=s, num_inference_steps=steps, guidance_scale=guidance,
-            num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+            backbone.pipeline,
+            [prompt],
+            seed=s,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            num_frames=NUM_FRAMES,
+            height=SIZE,
+            width=SIZE,
         )[0]
         first = frames if first is None else first
         result = measure(frames, scene)
@@ -100,24 +110,60 @@ def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, st
         viol.append(result.violation)
         fid.append(result.fidelity)
         top1.append(float(max(probs, key=probs.get) == scene))
-        records.append({"scene": scene, "seed": s, "guidance": guidance, "prompt": prompt, "violation": result.violation, "fidelity": result.fidelity, "top1": probs})
-    row = {"gen_violation": mean(viol), "gen_violation_median": float(np.median(viol)), "fidelity": mean(fid), "top1": mean(top1)}
+        records.append(
+            {
+                "scene": scene,
+                "seed": s,
+                "guidance": guidance,
+                "prompt": prompt,
+                "violation": result.violation,
+                "fidelity": result.fidelity,
+                "top1": probs,
+            }
+        )
+    row = {
+        "gen_violation": mean(viol),
+        "gen_violation_median": float(np.median(viol)),
+        "fidelity": mean(fid),
+        "top1": mean(top1),
+    }
     return row, records, first
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="lab", help="backbone to measure (default: the shipped lab world)")
-    parser.add_argument("--heldout", type=int, default=4, help="held-out clips per scene for the VAE")
-    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
-    parser.add_argument("--steps", type=int, default=LAB_SAMPLING["num_inference_steps"], help="denoising steps (default: the lab's predict.yaml)")
-    parser.add_argument("--guidance", type=float, default=LAB_SAMPLING["guidance_scale"], help="guidance scale (default: the lab's predict.yaml)")
     parser.add_argument(
-        "--sweep", type=lambda text: [float(v) for v in text.split(",") if v], default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+        "--world", default="lab", help="backbone to measure (default: the shipped lab world)"
+    )
+    parser.add_argument(
+        "--heldout", type=int, default=4, help="held-out clips per scene for the VAE"
+    )
+    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=LAB_SAMPLING["num_inference_steps"],
+        help="denoising steps (default: the lab's predict.yaml)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=LAB_SAMPLING["guidance_scale"],
+        help="guidance scale (default: the lab's predict.yaml)",
+    )
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [float(v) for v in text.split(",") if v],
+        default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
         help="guidance scales to compare (fidelity and violation of generated videos per scale); empty: none",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--figure", type=Path, default=FIGURE, help="ground truth, reconstruction and generated frames per scene")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=FIGURE,
+        help="ground truth, reconstruction and generated frames per scene",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     backbone = WanBackbone.from_pretrained(args.world)
@@ -138,14 +184,23 @@ def main() -> None:
         gen, scene_videos, first = generated(backbone, scene, args.guidance, args.seeds, args.steps)
         strips.append((f"{scene}\ngenerated", first))
         videos += scene_videos
-        rows[scene] = {"psnr": mean(psnrs), "gt_violation": mean(gt_v), "recon_violation": mean(rec_v), **gen}
+        rows[scene] = {
+            "psnr": mean(psnrs),
+            "gt_violation": mean(gt_v),
+            "recon_violation": mean(rec_v),
+            **gen,
+        }
         print(scene, rows[scene], flush=True)
     sweep: dict[float, dict[str, float]] = {}
     for guidance in sorted(set(args.sweep) | {args.guidance}):
         if guidance == args.guidance:
-            per_scene = [{k: rows[s][k] for k in ("gen_violation", "fidelity", "top1")} for s in SCENES]
+            per_scene = [
+                {k: rows[s][k] for k in ("gen_violation", "fidelity", "top1")} for s in SCENES
+            ]
         else:
-            per_scene = [generated(backbone, s, guidance, args.seeds, args.steps)[0] for s in SCENES]
+            per_scene = [
+                generated(backbone, s, guidance, args.seeds, args.steps)[0] for s in SCENES
+            ]
         sweep[guidance] = {
             "gen_violation": mean([r["gen_violation"] for r in per_scene]),
             "fidelity": mean([r["fidelity"] for r in per_scene]),
@@ -156,7 +211,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     write_strips(args.figure, strips)
     overall = {k: mean([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     lines = [
         "# The lab world's quality",
         "",
@@ -189,7 +246,18 @@ def main() -> None:
             ],
         ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: portable(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "sweep": {str(g): r for g, r in sweep.items()}, "seconds": seconds, "commit": commit})
+    write_json_atomic(
+        args.out.with_suffix(".json"),
+        {
+            "args": {k: portable(v) for k, v in vars(args).items()},
+            "scenes": rows,
+            "overall": overall,
+            "videos": videos,
+            "sweep": {str(g): r for g, r in sweep.items()},
+            "seconds": seconds,
+            "commit": commit,
+        },
+    )
     print("\n".join(lines))
 
 

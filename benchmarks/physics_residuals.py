@@ -259,7 +259,10 @@ def check_agreement(variants: Mapping[str, Objective], fields: Fields, mask: Ten
         for category, terms in reference.items():
             for term, value in terms.items():
                 torch.testing.assert_close(
-                    candidate[category][term], value, rtol=1e-4, atol=1e-6,
+                    candidate[category][term],
+                    value,
+                    rtol=1e-4,
+                    atol=1e-6,
                     msg=lambda m, name=name, c=category, t=term: f"{name} {c}/{t}: {m}",
                 )
 
@@ -343,7 +346,11 @@ def write_atomic(path: Path, text: str) -> None:
 def markdown(results: dict) -> str:
     shape = results["config"]["shape"]
     m = results["machine"]
-    obj, tensors, mem = results["objective"], results["residual_tensors"], results["peak_memory_mib"]
+    obj, tensors, mem = (
+        results["objective"],
+        results["residual_tensors"],
+        results["peak_memory_mib"],
+    )
     headline = results["headline"]
     lines = [
         "# Shared residual pass vs naive per-term evaluation",
@@ -464,7 +471,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "compile_s": {},
     }
-    LOG.info("compiling the fused and the compiled naive passes (minutes on a CPU the first time) …")
+    LOG.info(
+        "compiling the fused and the compiled naive passes (minutes on a CPU the first time) …"
+    )
     results["compile_s"]["toolchain_start_up"] = warm_up_compiler()
     for name in ("fused", "naive_compiled", "fused_per_category"):
         results["compile_s"][name] = compile_time(
@@ -503,7 +512,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["peak_memory_mib"] = {
         "inputs": sum(t.numel() * t.element_size() for t in fields.values()) / 1024.0**2,
         "objective_forward": {
-            name: peak_memory(forward(objective, fields, mask)) for name, objective in variants.items()
+            name: peak_memory(forward(objective, fields, mask))
+            for name, objective in variants.items()
         },
         "objective_forward_backward": {
             name: peak_memory(forward_backward(objective, trainable, mask))
@@ -525,7 +535,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     headline["met"] = min(headline["forward"], headline["forward_backward"]) >= TARGET
     headline["like_for_like_compiled"] = {
-        mode: objective[mode]["times"]["naive_compiled"]["median_ms"] / objective[mode]["times"]["fused"]["median_ms"]
+        mode: objective[mode]["times"]["naive_compiled"]["median_ms"]
+        / objective[mode]["times"]["fused"]["median_ms"]
         for mode in ("forward", "forward_backward")
     }
     results["headline"] = headline

@@ -32,7 +32,10 @@ def _write(folder, values: dict[str, list[tuple[int, float]]], wall_time: float 
 
 
 def test_read_scalars_returns_exactly_what_was_written(tmp_path):
-    _write(tmp_path / "stageA", {"train/loss": [(0, 1.5), (1, 0.25), (2, 0.125)], "val/loss": [(2, 0.3)]})
+    _write(
+        tmp_path / "stageA",
+        {"train/loss": [(0, 1.5), (1, 0.25), (2, 0.125)], "val/loss": [(2, 0.3)]},
+    )
     _write(tmp_path / "stageC", {"train/loss": [(0, 7.0), (3, 1.0 / 3.0)]})
     table = read_scalars(tmp_path)
     assert table.stages == ["stageA", "stageC"]
@@ -101,7 +104,10 @@ def test_residual_and_expert_curves_pivot_the_stage_tags_in_the_fixed_order(tmp_
 
 
 def test_align_curves_puts_curves_on_the_union_of_steps():
-    curves = {"a": Series(np.array([0, 2]), np.array([1.0, 2.0])), "b": Series(np.array([1, 2, 5]), np.array([3.0, 4.0, 5.0]))}
+    curves = {
+        "a": Series(np.array([0, 2]), np.array([1.0, 2.0])),
+        "b": Series(np.array([1, 2, 5]), np.array([3.0, 4.0, 5.0])),
+    }
     matrix = align_curves(curves, keys=["b", "a"])
     assert matrix.keys == ["b", "a"]
     assert matrix.steps.tolist() == [0, 1, 2, 5]
@@ -166,7 +172,9 @@ def test_the_demo_measures_both_video_sets_with_the_ruler(tiny_run):
 
     for label in ("adapter", "baseline"):
         report = json.loads((tiny_run / "report" / label / "report.json").read_text())
-        sidecars = sorted((tiny_run / ("videos" if label == "adapter" else "videos_baseline")).rglob("*.mp4"))
+        sidecars = sorted(
+            (tiny_run / ("videos" if label == "adapter" else "videos_baseline")).rglob("*.mp4")
+        )
         assert len(sidecars) == 1
         # the shortened tiny run draws 5-frame videos: reported as too short, not fatal
         assert report["videos"] == [] and len(report["skipped"]) == 1

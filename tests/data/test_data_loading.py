@@ -9,7 +9,9 @@ from pila.datamodules.cache import read_manifest
 from pila.datamodules.wisa import WISA80KDataModule
 
 
-def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch(prepared, wisa_fixture, tiny_backbone):
+def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch(
+    prepared, wisa_fixture, tiny_backbone
+):
     _, _, cache = prepared
     settings = dict(
         annotations=str(wisa_fixture["annotations"]), videos=str(wisa_fixture["videos"]), num_frames=CLIP.num_frames,
@@ -23,7 +25,13 @@ def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch
     cached = WISA80KDataModule(cache_dir=str(cache), **settings)
     cached.setup("fit")
     reference = cached.val_set.subset(encoded["id"])
-    expected = next(iter(torch.utils.data.DataLoader(reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn)))
+    expected = next(
+        iter(
+            torch.utils.data.DataLoader(
+                reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn
+            )
+        )
+    )
     for key in ("latents", "prompt_embeds", "pooled", "pooled_refined"):
         torch.testing.assert_close(encoded[key], expected[key], rtol=1e-4, atol=1e-4)
 
