@@ -128,9 +128,13 @@ def test_predict_configs_instantiate(path, tmp_path):
 def test_a_dotted_override_reaches_the_sampling_block(tmp_path):
     path = CONFIGS / "predict.yaml"
     overrides = [
-        "--model.init_args.backbone=tiny", "--model.init_args.adapter=null", "--model.init_args.parser=null", f"--trainer.default_root_dir={tmp_path}",
-        "--model.init_args.sampling.correction_steps=41-50", "--model.init_args.sampling.top_k=2",
-    ]  # fmt: skip
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.adapter=null",
+        "--model.init_args.parser=null",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--model.init_args.sampling.correction_steps=41-50",
+        "--model.init_args.sampling.top_k=2",
+    ]
     config = yaml.safe_load(path.read_text())
     config.pop("return_predictions")
     (tmp_path / "prompts.txt").write_text("a ball bounces\n")

@@ -151,10 +151,22 @@ PAPER_FIELDS = (
     "residual_families",
 )
 OUR_FIELDS = (
-    "beta", "tau", "g_min", "mask_quantile", "cond_dim", "encoder_depth", "decoder_depth", "kernel_size",
-    "expert_width", "expert_depth", "loss_momentum", "afe.rho_min", "afe.kappa_p", "afe.kappa_eps",
+    "beta",
+    "tau",
+    "g_min",
+    "mask_quantile",
+    "cond_dim",
+    "encoder_depth",
+    "decoder_depth",
+    "kernel_size",
+    "expert_width",
+    "expert_depth",
+    "loss_momentum",
+    "afe.rho_min",
+    "afe.kappa_p",
+    "afe.kappa_eps",
     *(f"residual_scales.{f.name}" for f in dataclasses.fields(AdapterConfig().residual_scales)),
-)  # fmt: skip
+)
 
 
 def test_stated_values_are_marked_paper_and_lost_ones_ours():
@@ -193,10 +205,23 @@ def _default_classes():
     from pila.stages.stages import ObservableAnchorLoss
 
     return [
-        PhysicsWarmup, ConditioningWarmup, MaskBlend, EncoderFreeze, SigmaRangePhases, RecoveryPhases,
-        ClipConfig, FlowConfig, FilterConfig, SigmaSampler, ResidualLoss, ObservableAnchorLoss,
-        PILAModule, StageA, StageB, StageC,
-    ]  # fmt: skip
+        PhysicsWarmup,
+        ConditioningWarmup,
+        MaskBlend,
+        EncoderFreeze,
+        SigmaRangePhases,
+        RecoveryPhases,
+        ClipConfig,
+        FlowConfig,
+        FilterConfig,
+        SigmaSampler,
+        ResidualLoss,
+        ObservableAnchorLoss,
+        PILAModule,
+        StageA,
+        StageB,
+        StageC,
+    ]
 
 
 @pytest.mark.parametrize("cls", _default_classes(), ids=lambda c: c.__name__)
@@ -270,13 +295,33 @@ def test_every_number_of_a_paper_yaml_has_a_provenance_comment(path):
 
 # (file, key, value) → the mark it must carry
 YAML_KINDS = {
-    **{(f"stage{s}.yaml", k, v): "paper" for s in "ABC" for k, v in [
-        ("devices", "8"), ("num_nodes", "1"), ("stage", "2"), ("hidden", "128"), ("top_k", "4"), ("num_frames", "81"),
-    ]},
-    **{(f"stage{s}.yaml", k, v): "ours" for s in "ABC" for k, v in [
-        ("lr", "1.0e-4"), ("beta", "2.0"), ("tau", "1.0"), ("sigma_shift", "3.0"), ("gradient_clip_val", "1.0"),
-        ("batch_size", "1"), ("height", "480"), ("width", "832"), ("fps", "16.0"),
-    ]},
+    **{
+        (f"stage{s}.yaml", k, v): "paper"
+        for s in "ABC"
+        for k, v in [
+            ("devices", "8"),
+            ("num_nodes", "1"),
+            ("stage", "2"),
+            ("hidden", "128"),
+            ("top_k", "4"),
+            ("num_frames", "81"),
+        ]
+    },
+    **{
+        (f"stage{s}.yaml", k, v): "ours"
+        for s in "ABC"
+        for k, v in [
+            ("lr", "1.0e-4"),
+            ("beta", "2.0"),
+            ("tau", "1.0"),
+            ("sigma_shift", "3.0"),
+            ("gradient_clip_val", "1.0"),
+            ("batch_size", "1"),
+            ("height", "480"),
+            ("width", "832"),
+            ("fps", "16.0"),
+        ]
+    },
     ("stageA.yaml", "max_steps", "9000"): "paper",
     ("stageA.yaml", "steps_per_phase", "3000"): "paper",
     ("stageA.yaml", "sigma_max", "[0.25, 0.5, 1.0]"): "ours",
@@ -296,7 +341,7 @@ YAML_KINDS = {
     ("predict.yaml", "guidance_scale", "5.0"): "ours",
     ("predict_wan22.yaml", "shift", "12.0"): "ours",
     ("predict_wan22.yaml", "num_inference_steps", "40"): "ours",
-}  # fmt: skip
+}
 
 
 def test_the_yaml_marks_say_paper_exactly_where_the_paper_states_the_value():

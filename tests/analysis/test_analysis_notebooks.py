@@ -20,7 +20,7 @@ FIGURES = {
         "router_mean_weight.png",
         "router_selection_by_sigma.png",
         "router_generated.png",
-    ],  # fmt: skip
+    ],
     "expert_maps": [
         *(
             f"expert_maps_{c}.png"
@@ -36,7 +36,7 @@ FIGURES = {
             )
         ),
         "expert_update_by_category.png",
-    ],  # fmt: skip
+    ],
     "residual_curves": [
         "residual_curves_stageC.png",
         "residual_matrix_stageC.png",
@@ -44,7 +44,7 @@ FIGURES = {
         "expert_curves_stageC.png",
         "stage_losses.png",
         "grad_ratio.png",
-    ],  # fmt: skip
+    ],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

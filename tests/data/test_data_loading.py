@@ -14,9 +14,15 @@ def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch
 ):
     _, _, cache = prepared
     settings = dict(
-        annotations=str(wisa_fixture["annotations"]), videos=str(wisa_fixture["videos"]), num_frames=CLIP.num_frames,
-        height=CLIP.height, width=CLIP.width, batch_size=4, num_workers=0, val_fraction=0.5,
-    )  # fmt: skip
+        annotations=str(wisa_fixture["annotations"]),
+        videos=str(wisa_fixture["videos"]),
+        num_frames=CLIP.num_frames,
+        height=CLIP.height,
+        width=CLIP.width,
+        batch_size=4,
+        num_workers=0,
+        val_fraction=0.5,
+    )
     live = WISA80KDataModule(cache_dir=None, encode_on_the_fly=True, **settings)
     live.setup("fit")  # loads its own backbone: no attach_backbone
     encoded = live.on_after_batch_transfer(next(iter(live.val_dataloader())), 0)

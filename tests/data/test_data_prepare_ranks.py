@@ -32,11 +32,31 @@ def _shards(cache: Path) -> dict[str, tuple[str, int, int]]:
 
 def _cli_args(wisa_fixture, cache: Path, *extra: str) -> list[str]:
     return [
-        "prepare", "--annotations", str(wisa_fixture["annotations"]), "--videos", str(wisa_fixture["videos"]),
-        "--out", str(cache), "--shard-size", "4", "--workers", "0", "--device", "cpu", "--storage-dtype", "float32",
-        "--num-frames", str(CLIP.num_frames), "--fps", str(CLIP.fps), "--height", str(CLIP.height), "--width", str(CLIP.width),
+        "prepare",
+        "--annotations",
+        str(wisa_fixture["annotations"]),
+        "--videos",
+        str(wisa_fixture["videos"]),
+        "--out",
+        str(cache),
+        "--shard-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--storage-dtype",
+        "float32",
+        "--num-frames",
+        str(CLIP.num_frames),
+        "--fps",
+        str(CLIP.fps),
+        "--height",
+        str(CLIP.height),
+        "--width",
+        str(CLIP.width),
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def test_two_ranks_build_the_shards_of_one_process_byte_for_byte(prepared, wisa_fixture, tmp_path):
@@ -216,8 +236,10 @@ def test_torchrun_and_num_processes_build_the_cache_of_one_process(
         result = subprocess.run(
             [*launcher, "-m", "pila", *_cli_args(wisa_fixture, cache, *extra)],
             env={k: v for k, v in SUBPROCESS_ENV.items() if k != "OMP_NUM_THREADS"},
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         manifest = read_manifest(cache)
         assert manifest["complete"] and manifest["encode_threads"] == 1

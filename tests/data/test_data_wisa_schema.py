@@ -229,10 +229,18 @@ def test_an_unusable_prompt_side_record_is_an_error_naming_the_field(cmap, recor
 
 def prompt_file(tmp_path: Path, extra: list | None = None) -> Path:
     prompts = [
-        {"en_caption": f"Water boils in a pot ({i}).", "phys_law": "boiling", "q0": "liquid motion",
-         "q1": "vaporization", "q2": "No obvious optical phenomenon", "q3": "no", "q4": "1. no change", "label": "Vaporization"}
+        {
+            "en_caption": f"Water boils in a pot ({i}).",
+            "phys_law": "boiling",
+            "q0": "liquid motion",
+            "q1": "vaporization",
+            "q2": "No obvious optical phenomenon",
+            "q3": "no",
+            "q4": "1. no change",
+            "label": "Vaporization",
+        }
         for i in range(3)
-    ]  # fmt: skip
+    ]
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps(prompts + (extra or [])))
     return path

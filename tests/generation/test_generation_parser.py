@@ -184,9 +184,14 @@ def tiny_lm_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_lm")
     tokenizer = build_tiny_tokenizer()
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        n_positions=2048,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -389,8 +389,19 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
     assert meta["record"]["caption"] == "A spring oscillates."  # the evaluator's name
 
     wisa = tmp_path / "wisa_prompts.json"
-    wisa.write_text(json.dumps([{"en_caption": "A glass marble bounces on a tiled floor.", "q0": "collision, rigid body motion",
-                                 "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "label": "collision"}]))  # fmt: skip
+    wisa.write_text(
+        json.dumps(
+            [
+                {
+                    "en_caption": "A glass marble bounces on a tiled floor.",
+                    "q0": "collision, rigid body motion",
+                    "q1": "no obvious thermodynamic phenomenon",
+                    "q2": "no obvious optical phenomenon",
+                    "label": "collision",
+                }
+            ]
+        )
+    )
     config = tiny_config(
         tmp_path / "wisa",
         model=small_model(small, num_inference_steps=1),

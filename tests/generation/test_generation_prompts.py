@@ -137,11 +137,21 @@ def _empty_dir(tmp_path):
 # ------------------------------------------------------- benchmark prompt-file shapes
 def test_phygenbench_explicit_prompts_honour_prompt_column_and_keep_the_index(tmp_path):
     data = [
-        {"caption": "A ball falls.", "explicit_caption": "A red rubber ball is released and accelerates downward under gravity.",
-         "physical_laws": "gravity", "sub_category": "Gravity", "main_category": "Force"},
-        {"caption": "Light bends.", "explicit_caption": "A laser beam bends as it enters a tank of water.",
-         "physical_laws": "refraction", "sub_category": "Refraction", "main_category": "Light"},
-    ]  # fmt: skip
+        {
+            "caption": "A ball falls.",
+            "explicit_caption": "A red rubber ball is released and accelerates downward under gravity.",
+            "physical_laws": "gravity",
+            "sub_category": "Gravity",
+            "main_category": "Force",
+        },
+        {
+            "caption": "Light bends.",
+            "explicit_caption": "A laser beam bends as it enters a tank of water.",
+            "physical_laws": "refraction",
+            "sub_category": "Refraction",
+            "main_category": "Light",
+        },
+    ]
     path = write(tmp_path / "explicit_prompts.json", json.dumps(data))
     short = read_prompt_file(path)
     assert [r.prompt for r in short] == ["A ball falls.", "Light bends."]
@@ -257,13 +267,27 @@ def test_a_record_names_its_short_prompt_in_name_prompt_or_caption(tmp_path):
 
 
 WISA_PROMPTS = [
-    {"en_caption": "A glass marble is dropped onto a tiled floor and bounces several times.",
-     "phys_law": "Collisions conserve momentum.", "q0": "collision, rigid body motion",
-     "q1": "no obvious thermodynamic phenomenon", "q2": "reflection", "q3": "no", "q4": "1. solid objects appearance",
-     "label": "collision"},
-    {"en_caption": "A quiet empty room.", "phys_law": "", "q0": "no obvious dynamic phenomenon",
-     "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "q3": "no", "q4": "", "label": ""},
-]  # fmt: skip
+    {
+        "en_caption": "A glass marble is dropped onto a tiled floor and bounces several times.",
+        "phys_law": "Collisions conserve momentum.",
+        "q0": "collision, rigid body motion",
+        "q1": "no obvious thermodynamic phenomenon",
+        "q2": "reflection",
+        "q3": "no",
+        "q4": "1. solid objects appearance",
+        "label": "collision",
+    },
+    {
+        "en_caption": "A quiet empty room.",
+        "phys_law": "",
+        "q0": "no obvious dynamic phenomenon",
+        "q1": "no obvious thermodynamic phenomenon",
+        "q2": "no obvious optical phenomenon",
+        "q3": "no",
+        "q4": "",
+        "label": "",
+    },
+]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
@@ -435,8 +459,13 @@ def test_items_seeds_are_base_plus_index_unless_the_prompt_has_one(tmp_path):
     )
     items = build_items(read_prompt_file(path), videos_per_prompt=2, seed=10)
     assert [(it.record.prompt, it.sample, it.seed) for it in items] == [
-        ("a", 0, 10), ("a", 1, 11), ("b", 0, 100), ("b", 1, 101), ("c", 0, 14), ("c", 1, 15),
-    ]  # fmt: skip
+        ("a", 0, 10),
+        ("a", 1, 11),
+        ("b", 0, 100),
+        ("b", 1, 101),
+        ("c", 0, 14),
+        ("c", 1, 15),
+    ]
     assert len({it.seed for it in items}) == len(items)
 
 

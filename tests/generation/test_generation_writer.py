@@ -343,8 +343,13 @@ def test_every_sidecar_records_its_prompt_records_labels_also_without_an_adapter
     table = tmp_path / "prompts.csv"
     table.write_text('prompt,labels\nA ball bounces.,"collision;rigid_body"\nA calm lake.,\n')
     wisa = tmp_path / "wisa.json"
-    record = {"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
-              "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}  # fmt: skip
+    record = {
+        "en_caption": "Ice melts in a pan.",
+        "q0": "no obvious dynamic phenomenon",
+        "q1": "melting",
+        "q2": "no obvious optical phenomenon",
+        "label": "",
+    }
     wisa.write_text(json.dumps([record]))
     for path, expected in (
         (table, [["rigid_body", "collision"], None]),

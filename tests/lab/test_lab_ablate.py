@@ -320,10 +320,25 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     configs = _short_configs(tmp_path / "configs")
     out = tmp_path / "ablate"
     argv = [
-        "--out", str(out), "--variants", "baseline,plain", "--seeds", "1", "--eval-seeds", "1",
-        "--steps-scale", "0.02", "--inference-steps", "2", "--scenes", "ball_bounce,smoke_puff",
-        "--configs", str(configs), "--threads", "2",
-    ]  # fmt: skip
+        "--out",
+        str(out),
+        "--variants",
+        "baseline,plain",
+        "--seeds",
+        "1",
+        "--eval-seeds",
+        "1",
+        "--steps-scale",
+        "0.02",
+        "--inference-steps",
+        "2",
+        "--scenes",
+        "ball_bounce,smoke_puff",
+        "--configs",
+        str(configs),
+        "--threads",
+        "2",
+    ]
     assert ablate.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert list(report["rows"]) == [BASELINE, PLAIN]

@@ -31,9 +31,16 @@ def _fit(module, steps: int = 2) -> list[torch.Tensor]:
     loader = DataLoader([clip_item(i) for i in range(2 * steps)], batch_size=2, collate_fn=batch_of)
     losses = _Losses()
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[losses],
-    )  # fmt: skip
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[losses],
+    )
     trainer.fit(module, train_dataloaders=loader)
     return losses.losses
 
