@@ -168,7 +168,7 @@ def test_pila_configs_lists_and_copies(elsewhere, capsys):
 
 
 def test_every_packaged_file_a_shipped_config_names_exists():
-    """A path a shipped config writes as ``lightning_configs/…`` (a prompt file) is in the package."""
+    """A path a shipped config names as ``lightning_configs/…`` (a prompt file) is packaged."""
     named = []
 
     def walk(value):

@@ -59,7 +59,10 @@ def test_without_afe_fields_reading_the_scaffold_is_the_bank() -> None:
 
 
 def test_without_afe_pathway_reading_the_bank_is_a_linear_map_of_x0() -> None:
-    """R5, the default reading: Table 12's "w/o AFE" (no physical-encoder pathway): P = a pointwise affine map of x̂0."""
+    """R5, the default reading of Table 12's "w/o AFE" (no physical-encoder pathway).
+
+    P is a pointwise affine map of x̂0.
+    """
     adapter = tiny_adapter(use_afe=False).eval()  # the default reading
     kept = tiny_adapter(use_afe=False, wo_afe_reading="fields").eval()
     assert sum(p.numel() for p in adapter.encoder.parameters()) < sum(

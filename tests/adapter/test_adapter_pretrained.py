@@ -75,7 +75,8 @@ def test_mis_shaped_tensors_are_named(tmp_path) -> None:
     (tmp_path / CONFIG_NAME).write_text(json.dumps(payload))
     with pytest.raises(
         AdapterLoadError,
-        match=r"mis-shaped tensors:\n(.|\n)*  experts.in_weight: saved \(8, 8, 32\), expected \(8, 12, 32\)",
+        match=r"mis-shaped tensors:\n(.|\n)*"
+        r"  experts.in_weight: saved \(8, 8, 32\), expected \(8, 12, 32\)",
     ):
         PILAAdapter.from_pretrained(tmp_path)
     with pytest.raises(AdapterLoadError, match="mis-shaped"):
@@ -157,7 +158,8 @@ def test_a_hub_id_loads_from_the_hugging_face_cache(tmp_path, monkeypatch) -> No
     )
     for name, tensor in adapter.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
-    # HF_HUB_OFFLINE=1 with the default cache: what `pila predict --model.init_args.adapter org/name` does offline
+    # HF_HUB_OFFLINE=1 with the default cache: what
+    # `pila predict --model.init_args.adapter org/name` does offline
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     assert PILAAdapter.from_pretrained("pila-org/tiny-adapter").config == adapter.config

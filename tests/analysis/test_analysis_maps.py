@@ -104,7 +104,8 @@ def test_latent_frame_times_and_clip_picking():
     labels[0, [0, 5]] = 1
     labels[1, 5] = 1
     labels[2, 2] = 1
-    # collision's first clip is a, already picked for rigid_body: b is the next one; nobody is optical
+    # collision's first clip is a, already picked for rigid_body: b is the next one;
+    # nobody is optical
     assert pick_clips(labels, ["a", "b", "c"], [0, 5, 2, 7]) == {0: "a", 5: "b", 2: "c"}
 
 

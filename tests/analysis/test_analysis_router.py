@@ -65,7 +65,8 @@ def test_routing_weights_count_as_selections_and_average_by_category():
         equal_nan=True,
     )
     mean = mean_weight_by_category(weights, LABELS)
-    # rigid_body: clip 0 gives expert 0 weight 0.5, clip 1 gives it 0.5 → 0.5; expert 3 only in clip 1 (0.3) → 0.15
+    # rigid_body: clip 0 gives expert 0 weight 0.5, clip 1 gives it 0.5 → 0.5;
+    # expert 3 only in clip 1 (0.3) → 0.15
     assert mean[0, 0].item() == pytest.approx(0.5)
     assert mean[0, 3].item() == pytest.approx(0.15)
     assert mean[0, 7].item() == pytest.approx(0.2)

@@ -175,7 +175,7 @@ def test_the_stage_modules_tags_read_back_from_a_demo_run(tiny_run):
 
 
 def test_the_demo_measures_both_video_sets_with_the_ruler(tiny_run):
-    """``pila demo`` generates with and without the adapter and runs ``pila lab evaluate`` on both."""
+    """``pila demo`` generates with and without the adapter, then ``pila lab evaluate`` on both."""
     import json
 
     for label in ("adapter", "baseline"):

@@ -87,7 +87,8 @@ def build_wisa_fixture(root: Path, num_frames: int = 40, fps: float = 16.0) -> d
 
         root/annotations.json
         root/videos/000.zip        members under long nested folders (good 0–2, a corrupt member)
-        root/videos/<name>.mp4     flat: good 3–5, an empty file, a truncated file, garbage, a short clip
+        root/videos/<name>.mp4     flat: good 3–5, an empty file, a truncated file, garbage,
+                                   a short clip
 
     Returns:
         ``annotations``, ``videos``, ``good`` (names that must load) and ``expected``

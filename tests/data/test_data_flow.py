@@ -39,7 +39,7 @@ def periodic_texture(x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
 
 
 def translated_clip(path, positions: np.ndarray, size: int = 64) -> np.ndarray:
-    """Write and read back a clip whose frame k is the texture shifted by ``positions[k]`` (x, y)."""
+    """Write and read back a clip whose frame k is the texture moved by ``positions[k]`` (x, y)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     frames = np.stack([periodic_texture(xx - px, yy - py, size) for px, py in positions])
     write_video(path, frames, fps=16.0, crf=10)

@@ -1,4 +1,4 @@
-"""``pila prepare``: cache contents, rejections, resume after a kill, checksums, the command line."""
+"""``pila prepare``: cache contents, rejections, resume after a kill, checksums, command line."""
 
 from __future__ import annotations
 
@@ -220,8 +220,9 @@ KILL_SCRIPT = textwrap.dedent(
     from pila.datamodules.clips import ClipConfig
     from pila.datamodules.prepare import PrepareConfig, prepare_cache
 
-    config = PrepareConfig(annotations=sys.argv[1], videos=sys.argv[2], out=sys.argv[3], shard_size=4, workers=0,
-                           device="cpu", storage_dtype="float32", clip=ClipConfig(num_frames=17, height=32, width=48))
+    config = PrepareConfig(annotations=sys.argv[1], videos=sys.argv[2], out=sys.argv[3],
+                           shard_size=4, workers=0, device="cpu", storage_dtype="float32",
+                           clip=ClipConfig(num_frames=17, height=32, width=48))
 
     def die_after_first_shard(index, entry):
         # a real SIGKILL: nothing is flushed or cleaned up

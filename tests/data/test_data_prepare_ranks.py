@@ -1,4 +1,7 @@
-"""``pila prepare`` on several processes: the same shards as one process, the launchers' ranks, resume after a kill."""
+"""``pila prepare`` on several processes.
+
+The same shards as one process, the launchers' ranks, resume after a kill.
+"""
 
 from __future__ import annotations
 
@@ -135,8 +138,9 @@ KILL_RANK_SCRIPT = textwrap.dedent(
     from pila.datamodules.clips import ClipConfig
     from pila.datamodules.prepare import PrepareConfig, Ranks, prepare_cache
 
-    config = PrepareConfig(annotations=sys.argv[1], videos=sys.argv[2], out=sys.argv[3], shard_size=4, workers=0,
-                           device="cpu", storage_dtype="float32", clip=ClipConfig(num_frames=17, height=32, width=48))
+    config = PrepareConfig(annotations=sys.argv[1], videos=sys.argv[2], out=sys.argv[3],
+                           shard_size=4, workers=0, device="cpu", storage_dtype="float32",
+                           clip=ClipConfig(num_frames=17, height=32, width=48))
 
     def die(index, entry):
         os.kill(os.getpid(), signal.SIGKILL)  # a real kill: nothing is flushed or cleaned up

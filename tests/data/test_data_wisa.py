@@ -1,4 +1,5 @@
-"""WISA80KDataModule: cache checks with the exact prepare command, batches, split, on-the-fly parity."""
+"""WISA80KDataModule: cache checks with the exact prepare command, batches, split, on-the-fly
+parity."""
 
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ def test_lightning_cli_builds_it_from_yaml(tmp_path, wisa_fixture):
         "model:\n  class_path: lightning.pytorch.demos.boring_classes.BoringModel\n"
         "data:\n  class_path: pila.datamodules.WISA80KDataModule\n  init_args:\n"
         f"    annotations: {wisa_fixture['annotations']}\n    videos: {wisa_fixture['videos']}\n"
-        f"    cache_dir: {tmp_path / 'cache'}\n    num_frames: 17\n    short_clip: loop\n    min_quality: null\n"
+        f"    cache_dir: {tmp_path / 'cache'}\n    num_frames: 17\n"
+        "    short_clip: loop\n    min_quality: null\n"
     )
     cli = PilaCLI(args=["--config", str(config)], run=False)
     module = cli.datamodule

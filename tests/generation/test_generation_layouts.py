@@ -121,7 +121,8 @@ def test_vbench2_clashing_names_get_a_hash_and_never_overwrite(tmp_path):
     assert list(layout.renamed) == [1] and "prompt 0's" in layout.renamed[1]
 
 
-# VBench-2.0: the evaluator opens f"{prompt[:180]}-{i}.mp4" in the dimension's folder, byte for byte.
+# VBench-2.0: the evaluator opens f"{prompt[:180]}-{i}.mp4" in the dimension's folder,
+# byte for byte.
 def vbench2_expected(prompt: str, i: int) -> str:
     return f"{prompt[:180]}-{i}.mp4"
 

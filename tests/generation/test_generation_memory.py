@@ -71,7 +71,7 @@ def test_offload_and_vae_tiling_leave_the_frames_unchanged_on_cpu(
 def test_the_adapter_runs_on_the_execution_device_not_where_offloaded_weights_sit(
     monkeypatch, reference, adapter_factory
 ):
-    """Sequential offload leaves the transformer on the meta device; the adapter must not follow it."""
+    """Sequential offload leaves the transformer on the meta device; the adapter must not follow."""
     backbone = WanBackbone.tiny(seed=0)
     adapter = adapter_factory(trained=True, seed=3)
     apply_memory_options(backbone.pipeline, MemoryConfig(offload="model"), "cpu")

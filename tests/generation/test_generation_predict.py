@@ -194,7 +194,8 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
 def test_benchmark_layouts_through_predict(tmp_path, small):
     csv_path = tmp_path / "videophy2.csv"
     csv_path.write_text(
-        "caption,upsampled_caption\nA cat jumps.,A grey cat leaps onto a table.\nGlass breaks.,A glass falls and shatters.\n"
+        "caption,upsampled_caption\nA cat jumps.,A grey cat leaps onto a table.\n"
+        "Glass breaks.,A glass falls and shatters.\n"
     )
     config = tiny_config(
         tmp_path / "vp",
@@ -246,7 +247,10 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
 
 # ------------------------------------------------------------- prompt sources
 def test_a_prompt_file_on_the_command_line_wins_over_the_configs_inline_prompts(tmp_path, small):
-    """The tiny YAML's own comment: `pila predict --config tiny/predict.yaml --data.init_args.prompt_file my.txt`."""
+    """The tiny YAML's own comment.
+
+    `pila predict --config tiny/predict.yaml --data.init_args.prompt_file my.txt`.
+    """
     mine = tmp_path / "my.txt"
     mine.write_text("A cup slides off a table.\n")
     config = tiny_config(tmp_path / "out", model=small_model(small, num_inference_steps=1))

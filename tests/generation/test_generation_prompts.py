@@ -88,7 +88,10 @@ def test_phygenbench_prompts_json_is_detected(tmp_path):
 
 
 def test_videophy2_csv_with_upsampled_prompts_keeps_the_short_caption(tmp_path):
-    text = "caption,upsampled_caption,action,category,is_hard\nA cat jumps.,A grey cat leaps onto a table.,jump,animal,0\n"
+    text = (
+        "caption,upsampled_caption,action,category,is_hard\n"
+        "A cat jumps.,A grey cat leaps onto a table.,jump,animal,0\n"
+    )
     path = write(tmp_path / "videophy2.csv", text)
     (short,) = read_prompt_file(path, "videophy2")
     assert short.prompt == "A cat jumps." and short.evaluator_caption == "A cat jumps."
@@ -139,7 +142,9 @@ def test_phygenbench_explicit_prompts_honour_prompt_column_and_keep_the_index(tm
     data = [
         {
             "caption": "A ball falls.",
-            "explicit_caption": "A red rubber ball is released and accelerates downward under gravity.",
+            "explicit_caption": (
+                "A red rubber ball is released and accelerates downward under gravity."
+            ),
             "physical_laws": "gravity",
             "sub_category": "Gravity",
             "main_category": "Force",
@@ -234,7 +239,8 @@ def test_vbench2_augmented_file_is_generated_from_and_named_by_the_short_prompt(
     bad = write(tmp_path / "short_aug.txt", "only one line\n")
     with pytest.raises(
         PromptFileError,
-        match=r"^augmented prompt file '.*short_aug\.txt' has 1 prompts but prompt file '.*Mechanics\.txt' has 2",
+        match=r"^augmented prompt file '.*short_aug\.txt' has 1 prompts "
+        r"but prompt file '.*Mechanics\.txt' has 2",
     ):
         read_prompt_file(short, "vbench2", augmented_file=bad)
 

@@ -289,7 +289,8 @@ def test_load_adapter_checks_the_folder_against_the_backbone(
     adapter_factory(latent_channels=48, text_dim=32).save_pretrained(folder)
     with pytest.raises(
         ValueError,
-        match=r"^adapter '[^']*wide_adapter' does not match.*latent_channels 48 vs the backbone's 16",
+        match=r"^adapter '[^']*wide_adapter' does not match"
+        r".*latent_channels 48 vs the backbone's 16",
     ):
         load_adapter(folder, tiny_backbone)
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -300,7 +301,10 @@ def test_generate_is_exported_lazily_from_the_package():
     import subprocess
     import sys
 
-    code = "import sys, pila; assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
+    code = (
+        "import sys, pila; "
+        "assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pila.generate is generate and "generate" in dir(pila)
 
@@ -325,7 +329,7 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     )
 
 
-# ------------------------------------------------------------- reading R3: which velocity the adapter reads
+# ---------------------------------------------------- reading R3: which velocity the adapter reads
 def _recorded_run(backbone, adapter, small, **config):
     """Every transformer output and every velocity the adapter read, in call order."""
     outputs, read = [], []

@@ -120,7 +120,9 @@ SCRIPT = textwrap.dedent(
         writer.on_predict_batch_start(None, SimpleNamespace(), batch, 0)
         for kept in batch:
             time.sleep(0.05)  # 'generation'
-            video = GeneratedVideo(frames=np.zeros((2, 8, 8, 3), np.float32), prompt=kept.record.prompt, seed=kept.seed)
+            video = GeneratedVideo(
+                frames=np.zeros((2, 8, 8, 3), np.float32), prompt=kept.record.prompt, seed=kept.seed
+            )
             writer.write_result(PredictionResult(item=kept, video=video), SimpleNamespace())
             done.append(kept.record.index)
     print(json.dumps(done))

@@ -129,7 +129,8 @@ def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_ba
 
 
 def test_readings_are_variants_each_where_it_belongs(tmp_path):
-    """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes generation only."""
+    """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes
+    generation only."""
     readings = {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"}
     assert readings <= set(ablate_variants.available_variants())
     run, data = tmp_path / "run", tmp_path / "data"
@@ -248,7 +249,8 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
 def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(
     tmp_path, monkeypatch
 ):
-    """Videos made with other sampling settings or another adapter are neither resumed as finished nor lost."""
+    """Videos made with other sampling settings or another adapter are neither resumed as finished
+    nor lost."""
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "stageC.yaml").write_text((LAB / "stageC.yaml").read_text())
@@ -265,7 +267,8 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
         if args[0] != "predict":
             return
         cfg = yaml.safe_load(Path(args[-1]).read_text())
-        made = f"{cfg['model']['init_args']['sampling']['guidance_scale']}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
+        guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
+        made = f"{guidance}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
         calls.append(made)
         (folder / "videos").mkdir(parents=True, exist_ok=True)
         if not (folder / "videos" / "v.mp4").exists():  # the writer resumes: what exists is kept

@@ -27,7 +27,7 @@ def _sidecar(prompt: str, scene: str | None) -> dict:
 
 @pytest.fixture(scope="module")
 def predict_folder(tmp_path_factory):
-    """mp4 + sidecar per video, like ``pila predict``'s plain layout, with broken ones among them."""
+    """mp4 + sidecar per video, like ``pila predict``'s plain layout, broken ones among them."""
     root = tmp_path_factory.mktemp("predict")
     for i, scene in enumerate(("ball_bounce", "ripple_reflection", "cooling_plate")):
         clip = render_scene(scene, np.random.default_rng([5, i]), 33, 64, 64)

@@ -96,7 +96,8 @@ def test_fidelity_tells_the_scenes_apart():
 
 
 def test_fidelity_reads_blurred_off_colour_clips_as_their_scene():
-    """A video that shows a scene badly (blur, colour shift, grain) is still that scene; a scene is never another."""
+    """A video that shows a scene badly (blur, colour shift, grain) is still that scene; a scene is
+    never another."""
     rng = np.random.default_rng(5)
     hits = []
     for scene in SCENES:

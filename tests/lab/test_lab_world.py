@@ -1,4 +1,5 @@
-"""The lab world: the shipped folder loads by name and in diffusers; pretraining runs, resumes, validates."""
+"""The lab world: the shipped folder loads by name and in diffusers; pretraining runs, resumes,
+validates."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from pila.lab.world import (
 from pila.lab.world_parts import frame_by_frame_init, reconstruction_psnr
 
 HELDOUT_PSNR_FLOOR = 28.0
-"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 31.2 dB over two held-out clips per scene; this test reconstructs one
-clip per scene (seed 0); the floor is 3 dB below the card."""
+"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 31.2 dB over two
+held-out clips per scene; this test reconstructs one clip per scene (seed 0); the floor is 3 dB
+below the card."""
 
 TINY_RUN = [
     "--clips-per-scene",
@@ -150,7 +152,9 @@ def test_shipped_vae_keeps_what_the_ruler_reads(lab_backbone):
 
 
 def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbone):
-    """One video per scene (held-out prompt, seed 0) at ``lightning_configs/lab/predict.yaml``'s sampling.
+    """One video per scene (held-out prompt, seed 0), sampled as ``lab/predict.yaml`` says.
+
+    The sampling is ``lightning_configs/lab/predict.yaml``'s.
 
     `benchmarks/results/lab_world.md` records fidelity 0.99 over 8 seeds per scene at guidance 2
     (seed 0's lowest: the ripple, 0.81), and a generated violation of 23.0 against 4.4 for
@@ -351,7 +355,7 @@ def _logged_losses(out: Path, part: str) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
-    """Seeded data order, σ and noise: a run cut off at step 4 and resumed draws what a straight run draws.
+    """Seeded data order, σ and noise: a run cut at step 4 and resumed draws as a straight run.
 
     The resumed run walks the straight run's epochs of sampler keys and every step's loss
     matches the straight run's. The weights agree to float32 round-off carried through

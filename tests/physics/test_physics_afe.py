@@ -223,7 +223,7 @@ def test_bad_inputs_are_clear_errors():
         AFEConfig(head_width=0)
 
 
-# Readings R1 and R2 (design/pila-method.md §7) on AFE's own output ---------------------------------
+# Readings R1 and R2 (design/pila-method.md §7) on AFE's own output -----------------------------
 
 
 def _afe_terms(scales_kwargs: dict) -> dict[str, dict[str, torch.Tensor]]:

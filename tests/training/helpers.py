@@ -47,7 +47,7 @@ def batch_of(items: list[dict]) -> dict:
 def tiny_fit_config(
     out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1
 ) -> Path:
-    """The shipped tiny stage config with outputs under ``out``, the shared test data, fewer steps."""
+    """The shipped tiny stage config: outputs under ``out``, the shared test data, fewer steps."""
     return shipped_fit_config(
         "tiny", out, data_root, stage=stage, steps=steps, every_n_train_steps=every_n_train_steps
     )

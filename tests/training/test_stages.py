@@ -59,7 +59,8 @@ def test_stage_losses_reach_only_what_each_stage_trains(tiny_backbone):
 
 
 def test_stage_b_physical_mask_reading_blends_the_mask_and_changes_the_loss(tiny_backbone):
-    """R4: with physical_mask_steps the recovery residuals are weighted by a blend toward the physical mask."""
+    """R4: with physical_mask_steps the recovery residuals are weighted by a blend toward the
+    physical mask."""
     batch = batch_of([clip_item(0, (0, 5)), clip_item(1, (2, 6))])
     from pila.physics.masks import blend_masks, motion_mask, physical_mask
 

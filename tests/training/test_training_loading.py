@@ -1,4 +1,4 @@
-"""Training loads only what it calls: the frozen transformer(s), never the text encoder or the VAE."""
+"""Training loads only what it calls: the frozen transformer(s), never the text encoder or VAE."""
 
 from __future__ import annotations
 
