@@ -87,7 +87,7 @@ PRESETS = {
 
 
 def write_sources(preset: Preset, folder: Path) -> Path:
-    """Render the preset's clips, encode them with PyAV at the source size; returns the annotation."""
+    """Render the preset's clips, encode them with PyAV at source size; return the annotation."""
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     h, w = preset.render_size
@@ -240,16 +240,23 @@ def markdown(results: dict) -> str:
     lines = [
         "# Data throughput",
         "",
-        f"`{results['command']}` — {env['date']}, {env['cpu_count']} CPU cores, torch {env['torch']} "
-        f"({env['torch_threads']} threads), PyAV {env['av']}, OpenCV {env['opencv']}, load average at start {env['load_average']}.",
+        f"`{results['command']}` — {env['date']}, {env['cpu_count']} CPU cores, torch "
+        f"{env['torch']} "
+        f"({env['torch_threads']} threads), PyAV {env['av']}, OpenCV {env['opencv']}, load average "
+        f"at start {env['load_average']}.",
         "",
-        "Same clips, one run, one process, no DataLoader workers. *Raw* is PyAV decode + resize/crop +",
-        "conversion to [-1, 1] (before any VAE); *cache* reads a clip's latents, flow, text embeddings and",
-        "labels from the `pila prepare` shards (memory-mapped safetensors) right after they were written,",
-        "so from the page cache: a cold disk adds the time to read *cache bytes/clip*. The machine was shared",
+        "Same clips, one run, one process, no DataLoader workers. *Raw* is PyAV decode + "
+        "resize/crop +",
+        "conversion to [-1, 1] (before any VAE); *cache* reads a clip's latents, flow, text "
+        "embeddings and",
+        "labels from the `pila prepare` shards (memory-mapped safetensors) right after they were "
+        "written,",
+        "so from the page cache: a cold disk adds the time to read *cache bytes/clip*. The machine "
+        "was shared",
         "(see the load average), so take the absolute numbers as rough; the ratio is the point.",
         "",
-        "| preset | clip | source | raw decode+resize (clips/s) | cache read (clips/s) | cache / raw | flow target (ms/clip) | sha256 check (s) | cache bytes/clip |",
+        "| preset | clip | source | raw decode+resize (clips/s) | cache read (clips/s) | cache / "
+        "raw | flow target (ms/clip) | sha256 check (s) | cache bytes/clip |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["presets"]:
@@ -259,12 +266,14 @@ def markdown(results: dict) -> str:
             f"{s['width']}×{s['height']} @ {s['fps']:g} fps, {s['frames']} frames | "
             f"{r['raw_decode_resize']['clips_per_s']:.1f} | {r['cache_read']['clips_per_s']:.0f} | "
             f"{r['speedup_cache_vs_raw']:.0f}× | {r['flow_target']['ms_per_clip_mean']:.0f} | "
-            f"{r['cache_read']['sha256_check_seconds']:.3f} | {r['cache_read']['bytes_per_clip'] / 1024:.0f} KiB |"
+            f"{r['cache_read']['sha256_check_seconds']:.3f} | "
+            f"{r['cache_read']['bytes_per_clip'] / 1024:.0f} KiB |"
         )
     lines += ["", "Building the cache (tiny backbone on CPU, building the backbone included):", ""]
     for r in results["presets"]:
         lines.append(
-            f"- {r['preset']}: {r['prepare']['seconds']:.1f} s for {r['clips']} clips ({r['prepare']['clips_per_s']:.2f} clips/s)"
+            f"- {r['preset']}: {r['prepare']['seconds']:.1f} s for {r['clips']} clips "
+            f"({r['prepare']['clips_per_s']:.2f} clips/s)"
         )
     return "\n".join(lines) + "\n"
 

@@ -198,12 +198,15 @@ def markdown(result: dict[str, Any]) -> str:
         "# Generation speed",
         "",
         f"Command: `{result['command']}`",
-        f"Machine: {result['machine']}; torch {result['torch']}; {result['threads']} CPU threads; device {result['device']}; "
-        f"1-minute load average at start {result['load_average_at_start']} (other processes share the CPU).",
+        f"Machine: {result['machine']}; torch {result['torch']}; {result['threads']} CPU threads; "
+        f"device {result['device']}; "
+        f"1-minute load average at start {result['load_average_at_start']} (other processes share "
+        "the CPU).",
         "",
         "## Seconds per video on the tiny preset",
         "",
-        f"Settings: {result['tiny_settings']}, all steps corrected, fps {TINY_FPS}; median of {result['reps']} videos each (baseline and adapter alternating) after one warm-up round.",
+        f"Settings: {result['tiny_settings']}, all steps corrected, fps {TINY_FPS}; median of "
+        f"{result['reps']} videos each (baseline and adapter alternating) after one warm-up round.",
         "",
         "| phase | baseline (no adapter) | with PILA adapter |",
         "|---|---:|---:|",
@@ -216,7 +219,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Adapter: paper widths (hidden 128, bank 32, top-4), text width {TINY_TEXT_DIM}, "
         f"{result['tiny']['adapter_parameters']:,} parameters, against a tiny transformer of "
-        f"{result['tiny']['transformer_parameters']:,}: here the adapter takes {share * 100:.0f} % of the "
+        f"{result['tiny']['transformer_parameters']:,}: here the adapter takes {share * 100:.0f} % "
+        "of the "
         "denoising time, which says nothing about the paper's size (next section).",
         "",
         "## Adapter share of a denoising step at the paper's size (GPU)",
@@ -225,13 +229,16 @@ def markdown(result: dict[str, Any]) -> str:
     paper = result.get("paper_step")
     if paper is None:
         lines.append(
-            "Not measured: this run had no CUDA device. The measurement (Wan 2.1-1.3B transformer ×2 for "
-            "CFG vs one adapter forward at latent 16 × 21 × 60 × 104, 512 text tokens) awaits a machine "
+            "Not measured: this run had no CUDA device. The measurement (Wan 2.1-1.3B transformer "
+            "×2 for "
+            "CFG vs one adapter forward at latent 16 × 21 × 60 × 104, 512 text tokens) awaits a "
+            "machine "
             "with a GPU; run the same command there."
         )
     else:
         lines += [
-            f"Device: {paper['device_name']}; latent {paper['latent']}, {paper['text_tokens']} text tokens; "
+            f"Device: {paper['device_name']}; latent {paper['latent']}, {paper['text_tokens']} "
+            "text tokens; "
             f"median of {result['reps']}.",
             "",
             "| quantity | value |",

@@ -172,7 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`; torch {result['torch']}.",
         "",
-        "## Stage C step (real Wan 2.1-1.3B architecture, random weights, bf16, compiled residuals)",
+        "## Stage C step (real Wan 2.1-1.3B architecture, random weights, bf16, compiled "
+        "residuals)",
         "",
         f"latent {s['latent']}, {s['text_tokens']} text tokens, median of {s['steps']} steps",
         "",
@@ -187,7 +188,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Generation",
         "",
-        f"{g['frames'][0]} × {g['frames'][1]} × {g['frames'][2]}, {g['denoising_steps']} steps with CFG, "
+        f"{g['frames'][0]} × {g['frames'][1]} × {g['frames'][2]}, {g['denoising_steps']} steps "
+        "with CFG, "
         f"median of {g['reps']}",
         "",
         "| | s / step | max memory allocated (GiB) |",

@@ -1,4 +1,4 @@
-"""How well the lab's ruler separates law-breaking clips from ground truth, per scene and corruption.
+"""How well the lab's ruler separates law-breaking clips from ground truth, per scene and fault.
 
 For every scene: ``--clips`` ground-truth clips and, for each corruption of
 :mod:`pila.lab.corruptions`, the same clips corrupted. Prints, per scene and corruption,
@@ -82,10 +82,12 @@ def main() -> None:
                 )
             )
     print(
-        f"# The lab ruler's separation ({args.clips} clips per scene and corruption, seed {args.seed}{', mp4 round trip' if args.mp4 else ''})\n"
+        f"# The lab ruler's separation ({args.clips} clips per scene and corruption, seed "
+        f"{args.seed}{', mp4 round trip' if args.mp4 else ''})\n"
     )
     print(
-        "| scene | corruption | AUC | margin | median violation | max violation | least-caught clip's top sub-measures |"
+        "| scene | corruption | AUC | margin | median violation | max violation | least-caught "
+        "clip's top sub-measures |"
     )
     print("|---|---|---|---|---|---|---|")
     for scene, name, a, margin, med, mx, top in rows:
@@ -93,7 +95,8 @@ def main() -> None:
         fm = "" if np.isnan(margin) else f"{margin:+.2f}"
         print(f"| {scene} | {name} | {fa} | {fm} | {med:.2f} | {mx:.2f} | {top} |")
     print(
-        f"\nScene fidelity, top-1 on ground truth: {correct}/{total} = {correct / max(total, 1):.1%}"
+        f"\nScene fidelity, top-1 on ground truth: {correct}/{total} = "
+        f"{correct / max(total, 1):.1%}"
     )
     print(f"\nWall time: {time.perf_counter() - start:.0f} s")
 

@@ -18,7 +18,8 @@ lab world's VAE does to a clip.
 
 Usage::
 
-    .venv/bin/python benchmarks/lab_ruler_robustness.py               # writes benchmarks/results/lab_ruler_robustness.md
+    # writes benchmarks/results/lab_ruler_robustness.md
+    .venv/bin/python benchmarks/lab_ruler_robustness.py
 
 Results: ``benchmarks/results/lab_ruler_robustness.md`` (+ ``.json``).
 """
@@ -92,11 +93,14 @@ def main() -> None:
     lines = [
         "# The ruler against a lawful clip's look",
         "",
-        f"`benchmarks/lab_ruler_robustness.py --clips {args.clips}` at commit {commit}; {time.strftime('%Y-%m-%d')}; "
+        f"`benchmarks/lab_ruler_robustness.py --clips {args.clips}` at commit {commit}; "
+        f"{time.strftime('%Y-%m-%d')}; "
         f"{seconds / 60:.1f} min on this machine's CPU.",
         "",
-        "Mean violation of lawful ground-truth clips drawn differently (0 ≈ ground truth; the module docstring "
-        "gives each change), against the lowest violation the scene's law corruptions score (two clips each).",
+        "Mean violation of lawful ground-truth clips drawn differently (0 ≈ ground truth; the "
+        "module docstring "
+        "gives each change), against the lowest violation the scene's law corruptions score (two "
+        "clips each).",
         "",
         "| scene | " + " | ".join(names) + " | weakest law corruption |",
         "|---|" + "---|" * (len(names) + 1),
@@ -104,7 +108,8 @@ def main() -> None:
     for scene, row in rows.items():
         cells = " | ".join(f"{row[n]:.2f}" for n in names)
         lines.append(
-            f"| {scene} | {cells} | {row['weakest_corruption']:.2f} ({row['weakest_corruption_name']}) |"
+            f"| {scene} | {cells} | {row['weakest_corruption']:.2f} "
+            f"({row['weakest_corruption_name']}) |"
         )
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     write_json_atomic(

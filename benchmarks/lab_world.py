@@ -46,11 +46,14 @@ NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
 LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"][
     "sampling"
 ]
-"""The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
+"""The lab's sampling settings (``lightning_configs/lab/predict.yaml``).
+
+The demo and ``pila lab ablate`` draw with them.
+"""
 
 
 def heldout_clip(scene: str, index: int, seed: int = 0):
-    """Held-out clip ``index`` of ``scene``: the world's rendering rule, indices past the training ones."""
+    """Held-out clip ``index`` of ``scene``: the world's rendering, past the training indices."""
     return render_indexed(scene, HELDOUT_INDEX_OFFSET + index, seed, NUM_FRAMES, SIZE, SIZE)
 
 
@@ -68,7 +71,7 @@ def reconstruct(backbone: WanBackbone, frames: np.ndarray) -> np.ndarray:
 
 
 def portable(value) -> str:
-    """A value as recorded: a path inside the repository relative to it (results name no machine)."""
+    """A value as recorded: a path inside the repository relative to it (results name no host)."""
     if isinstance(value, Path) and value.resolve().is_relative_to(REPO):
         return value.resolve().relative_to(REPO).as_posix()
     return str(value)
@@ -86,7 +89,7 @@ def mean(values: list[float]) -> float:
 def generated(
     backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int
 ) -> tuple[dict[str, float], list[dict], np.ndarray]:
-    """The world's videos of ``scene`` (one per sampling seed, held-out prompts), measured by the ruler.
+    """The world's videos of ``scene`` (one per sampling seed, held-out prompts), ruler-measured.
 
     Returns the scene's row (violation mean and median, fidelity, top-1), one record per
     video, and the first video's frames (for the figure).
@@ -155,7 +158,10 @@ def main() -> None:
         "--sweep",
         type=lambda text: [float(v) for v in text.split(",") if v],
         default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
-        help="guidance scales to compare (fidelity and violation of generated videos per scale); empty: none",
+        help=(
+            "guidance scales to compare (fidelity and violation of generated videos per scale); "
+            "empty: none"
+        ),
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -214,34 +220,44 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+    flags = [f"--{k} {arg_text(v)}" for k, v in vars(args).items() if k != "out"]
     lines = [
         "# The lab world's quality",
         "",
-        f"`{' '.join(['benchmarks/lab_world.py', *[f'--{k} {arg_text(v)}' for k, v in vars(args).items() if k != 'out']])}` "
-        f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this machine's CPU.",
+        f"`{' '.join(['benchmarks/lab_world.py', *flags])}` "
+        f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this "
+        "machine's CPU.",
         "",
-        f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); generated: "
-        f"{args.seeds} seeds per scene from held-out prompts, {args.steps} UniPC steps, guidance {args.guidance}, "
-        f"{NUM_FRAMES} × {SIZE} × {SIZE}, no adapter. Violation: the ruler's (0 ≈ the ground truth's typical score); "
-        "fidelity: the ruler's probability of the prompted scene; top-1: its scene classifier's argmax is the prompted scene.",
+        f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); "
+        "generated: "
+        f"{args.seeds} seeds per scene from held-out prompts, {args.steps} UniPC steps, guidance "
+        f"{args.guidance}, "
+        f"{NUM_FRAMES} × {SIZE} × {SIZE}, no adapter. Violation: the ruler's (0 ≈ the ground "
+        "truth's typical score); "
+        "fidelity: the ruler's probability of the prompted scene; top-1: its scene classifier's "
+        "argmax is the prompted scene.",
         "",
-        "| scene | VAE PSNR (dB) | violation: ground truth | VAE reconstruction | generated (mean) | generated (median) | fidelity | top-1 |",
+        "| scene | VAE PSNR (dB) | violation: ground truth | VAE reconstruction | generated (mean) "
+        "| generated (median) | fidelity | top-1 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for scene, r in {**rows, "overall": overall}.items():
         lines.append(
             f"| {scene} | {r['psnr']:.1f} | {r['gt_violation']:.2f} | {r['recon_violation']:.2f} | "
-            f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | {r['top1']:.2f} |"
+            f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | "
+            f"{r['top1']:.2f} |"
         )
     if len(sweep) > 1:
         lines += [
             "",
-            f"Guidance sweep (the same {args.seeds} seeds × 8 scenes, {args.steps} steps; guidance 1 is no classifier-free guidance):",
+            f"Guidance sweep (the same {args.seeds} seeds × 8 scenes, {args.steps} steps; guidance "
+            "1 is no classifier-free guidance):",
             "",
             "| guidance | fidelity | top-1 | lowest scene fidelity | violation (generated) |",
             "|---|---|---|---|---|",
             *[
-                f"| {g:g} | {r['fidelity']:.2f} | {r['top1']:.2f} | {r['min_scene_fidelity']:.2f} | {r['gen_violation']:.2f} |"
+                f"| {g:g} | {r['fidelity']:.2f} | {r['top1']:.2f} | {r['min_scene_fidelity']:.2f} "
+                f"| {r['gen_violation']:.2f} |"
                 for g, r in sweep.items()
             ],
         ]

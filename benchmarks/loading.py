@@ -149,7 +149,8 @@ def render(results: list[dict[str, Any]], tiny_check: tuple[int, int]) -> str:
         "sizes are counted on the meta device at the published configs.",
         "Produced by `.venv/bin/python benchmarks/loading.py`.",
         "",
-        "| backbone | transformer(s) | text encoder | VAE | whole pipeline | a stage loads | saved |",
+        "| backbone | transformer(s) | text encoder | VAE | whole pipeline | a stage loads | saved "
+        "|",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -158,8 +159,10 @@ def render(results: list[dict[str, Any]], tiny_check: tuple[int, int]) -> str:
         te, vae = r["rows"]["text_encoder"][1], r["rows"]["vae"][1]
         saved = r["full"] - r["training"]
         lines.append(
-            f"| {r['name']} | {tr / div:.2f} {unit} | {te / div:.2f} {unit} | {vae / div:.2f} {unit} | "
-            f"{r['full'] / div:.2f} {unit} | {r['training'] / div:.2f} {unit} | {saved / div:.2f} {unit} "
+            f"| {r['name']} | {tr / div:.2f} {unit} | {te / div:.2f} {unit} | {vae / div:.2f} "
+            f"{unit} | "
+            f"{r['full'] / div:.2f} {unit} | {r['training'] / div:.2f} {unit} | {saved / div:.2f} "
+            f"{unit} "
             f"({100 * saved / r['full']:.0f} %) |"
         )
     lines += ["", "Parameters:", ""]
@@ -168,7 +171,8 @@ def render(results: list[dict[str, Any]], tiny_check: tuple[int, int]) -> str:
         lines.append(f"- {r['name']}: {parts}")
     lines += [
         "",
-        f"Check of the method: the meta-device count at the tiny configs gives {tiny_check[0]:,} bytes "
+        f"Check of the method: the meta-device count at the tiny configs gives {tiny_check[0]:,} "
+        "bytes "
         f"for the whole pipeline, the loaded tiny preset {tiny_check[1]:,}.",
         "",
         '`pila prepare` and on-the-fly encoding load the other two (`components=("text_encoder",',

@@ -226,7 +226,7 @@ def predict_totals(
     vae_tiled: dict[str, Any],
     adapter_gib: float,
 ) -> dict[str, float]:
-    """Estimated peak GiB of ``pila predict`` under each offload mode (VAE tiled from ``model`` on)."""
+    """Estimated peak GiB of ``pila predict`` per offload mode (VAE tiled from ``model`` on)."""
     den = tr["activation_peak_gib"] + adapter_gib
     txt = umt5["activation_peak_gib"]
     dec, dec_tiled = vae["activation_peak_gib"], vae_tiled["activation_peak_gib"]
@@ -257,8 +257,10 @@ def markdown(r: dict[str, Any]) -> str:
         "# Peak memory at the paper's size (81 × 480 × 832, latent 16 × 21 × 60 × 104)",
         "",
         f"Produced by `{r['command']}` (CPU only; method in the script's docstring). "
-        "**Measured**: the adapter's saved tensors (CPU, real tensors) and the fake-tensor activation peaks. "
-        "**Estimated**: every total (weights + peak activations + 10 % allowance), bf16 halving of the adapter's "
+        "**Measured**: the adapter's saved tensors (CPU, real tensors) and the fake-tensor "
+        "activation peaks. "
+        "**Estimated**: every total (weights + peak activations + 10 % allowance), bf16 halving of "
+        "the adapter's "
         "saved bytes, and nothing here ran on a GPU.",
         "",
         "## Adapter, one stage C forward + backward (measured, fp32, saved-tensor hooks)",
@@ -295,20 +297,25 @@ def markdown(r: dict[str, Any]) -> str:
     ):
         m = r[key]
         lines.append(
-            f"| {name} | {m['parameters']:,} | {m['weights_gib']:.2f} | {m['activation_peak_gib']:.2f} |"
+            f"| {name} | {m['parameters']:,} | {m['weights_gib']:.2f} | "
+            f"{m['activation_peak_gib']:.2f} |"
         )
     lines += [
         "",
         "Check of the fake-tensor counter against real CPU runs at a small size (same counter): "
-        f"transformer (2 blocks, 16 × 3 × 16 × 16) {fr['transformer_2_blocks_meta_gib'] * 1024:.2f} MiB on meta vs "
+        "transformer (2 blocks, 16 × 3 × 16 × 16) "
+        f"{fr['transformer_2_blocks_meta_gib'] * 1024:.2f} MiB on meta vs "
         f"{fr['transformer_2_blocks_cpu_gib'] * 1024:.2f} MiB real; VAE (base 16) "
         f"{fr['vae_base16_meta_gib'] * 1024:.2f} MiB vs {fr['vae_base16_cpu_gib'] * 1024:.2f} MiB.",
         "",
         "## Stage C on Wan 2.1-1.3B (estimated, per GPU, batch 1, bf16)",
         "",
-        f"- from the cache (transformer only on the device): **{r['stage_c_1_3b']['from_cache_gib']:.1f} GiB**",
-        f"- with UMT5-XXL and the VAE also on the device: {r['stage_c_1_3b']['with_text_encoder_and_vae_gib']:.1f} GiB",
-        f"- adapter training state (weights, grads, Adam, bf16 saved tensors): {r['stage_c_1_3b']['adapter_training_gib']:.2f} GiB",
+        "- from the cache (transformer only on the device): "
+        f"**{r['stage_c_1_3b']['from_cache_gib']:.1f} GiB**",
+        "- with UMT5-XXL and the VAE also on the device: "
+        f"{r['stage_c_1_3b']['with_text_encoder_and_vae_gib']:.1f} GiB",
+        "- adapter training state (weights, grads, Adam, bf16 saved tensors): "
+        f"{r['stage_c_1_3b']['adapter_training_gib']:.2f} GiB",
         "",
         "## `pila predict` (estimated peak GiB; VAE tiled from `model` on)",
         "",
@@ -321,7 +328,8 @@ def markdown(r: dict[str, Any]) -> str:
     ):
         p = r["predict"][key]
         lines.append(
-            f"| {name} | {p['none']:.1f} | {p['model']:.1f} | {p['group']:.1f} | {p['sequential']:.1f} |"
+            f"| {name} | {p['none']:.1f} | {p['model']:.1f} | {p['group']:.1f} | "
+            f"{p['sequential']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

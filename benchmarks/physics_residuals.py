@@ -365,10 +365,12 @@ def markdown(results: dict) -> str:
         f"**Shared pass, fused (`compile_residuals: true`), vs naive per-term evaluation "
         f"(eager): {headline['forward']:.1f}× forward, {headline['forward_backward']:.1f}× "
         f"forward + backward (target {TARGET:.0f}×: {'met' if headline['met'] else 'not met'}); "
-        f"called per category as stage C does: {obj['forward']['speedup']['fused_per_category']:.1f}× / "
+        "called per category as stage C does: "
+        f"{obj['forward']['speedup']['fused_per_category']:.1f}× / "
         f"{obj['forward_backward']['speedup']['fused_per_category']:.1f}×.** Like for like, "
         f"sharing alone gains less: eager shared vs eager naive "
-        f"{obj['forward']['speedup']['shared']:.2f}× / {obj['forward_backward']['speedup']['shared']:.2f}×, "
+        f"{obj['forward']['speedup']['shared']:.2f}× / "
+        f"{obj['forward_backward']['speedup']['shared']:.2f}×, "
         f"fused vs compiled naive {headline['like_for_like_compiled']['forward']:.2f}× / "
         f"{headline['like_for_like_compiled']['forward_backward']:.2f}×.",
         "",
@@ -384,7 +386,8 @@ def markdown(results: dict) -> str:
             f"| {name} | {f['times'][name]['median_ms']:.1f} ({f['times'][name]['min_ms']:.1f}) "
             f"| {f['speedup'][name]:.2f}× | {fb['times'][name]['median_ms']:.1f} "
             f"({fb['times'][name]['min_ms']:.1f}) | {fb['speedup'][name]:.2f}× "
-            f"| {mem['objective_forward'][name]:.1f} / {mem['objective_forward_backward'][name]:.1f} "
+            f"| {mem['objective_forward'][name]:.1f} / "
+            f"{mem['objective_forward_backward'][name]:.1f} "
             f"| {results['compile_s'].get(name, 0.0):.0f} |"
         )
     lines += [
@@ -400,7 +403,8 @@ def markdown(results: dict) -> str:
     ]
     for name, t in tensors["times"].items():
         lines.append(
-            f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}) | {tensors['speedup'][name]:.2f}× "
+            f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}) | "
+            f"{tensors['speedup'][name]:.2f}× "
             f"| {mem['residual_tensors'][name]:.1f} |"
         )
     work = results["work"]
@@ -411,7 +415,8 @@ def markdown(results: dict) -> str:
         "| | shared | naive |",
         "|---|---|---|",
         f"| stencil applications | {work['shared']['stencils']} | {work['naive']['stencils']} |",
-        f"| tensor operations (non-view) | {work['shared']['tensor_ops']} | {work['naive']['tensor_ops']} |",
+        f"| tensor operations (non-view) | {work['shared']['tensor_ops']} | "
+        f"{work['naive']['tensor_ops']} |",
         f"| elements written (millions) | {work['shared']['elements_written'] / 1e6:.1f} "
         f"| {work['naive']['elements_written'] / 1e6:.1f} |",
         "",

@@ -115,7 +115,7 @@ def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
 
 
 def paper_split(repeats: int) -> dict:
-    """Adapter fwd+bwd vs one Wan 2.1-1.3B transformer forward at 16 × 21 × 60 × 104 (CUDA, bf16)."""
+    """Adapter fwd+bwd vs one Wan 2.1-1.3B transformer forward, 16 × 21 × 60 × 104 (CUDA, bf16)."""
     from diffusers import WanTransformer3DModel
 
     from pila.adapter import AdapterCondition, PILAAdapter
@@ -196,7 +196,8 @@ def main() -> None:
     lines = [
         "# Stage C training step, tiny preset (CPU)",
         "",
-        f"batch {tiny['batch_size']}, latent {tiny['latent_shape']}, median of {tiny['repeats']} interleaved rounds; "
+        f"batch {tiny['batch_size']}, latent {tiny['latent_shape']}, median of {tiny['repeats']} "
+        "interleaved rounds; "
         f"step {tiny['step_seconds'] * 1000:.1f} ms",
         "",
         "| part | ms | share |",
@@ -210,8 +211,10 @@ def main() -> None:
         lines += [
             f"## Paper size on {p['device']}",
             "",
-            f"backbone forward {p['seconds']['backbone_forward'] * 1000:.0f} ms, adapter forward+backward "
-            f"{p['seconds']['adapter_forward_backward'] * 1000:.0f} ms: ratio {p['adapter_over_backbone']:.3f}",
+            f"backbone forward {p['seconds']['backbone_forward'] * 1000:.0f} ms, adapter "
+            "forward+backward "
+            f"{p['seconds']['adapter_forward_backward'] * 1000:.0f} ms: ratio "
+            f"{p['adapter_over_backbone']:.3f}",
         ]
     else:
         lines.append("Paper-size GPU measurement: not run (needs a CUDA machine: `--paper`).")
