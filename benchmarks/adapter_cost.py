@@ -283,24 +283,36 @@ def markdown(results: dict[str, Any]) -> str:
         "Latent 16 × 21 × 60 × 104 (81 frames, 480 × 832), batch 1, hidden 128, bank 32, top-4;",
         "backbone: Wan 2.1-T2V-1.3B transformer, 512 text tokens, counted on the meta device.",
         "FLOPs from `torch.utils.flop_counter.FlopCounterMode` (matmul, conv, attention; 2 per",
-        "multiply-add; element-wise work uncounted). Produced by `.venv/bin/python benchmarks/adapter_cost.py`.",
+        "multiply-add; element-wise work uncounted). Produced by `.venv/bin/python "
+        "benchmarks/adapter_cost.py`.",
         "",
         "| | parameters | forward FLOPs | other-op output elements |",
         "|---|---:|---:|---:|",
-        f"| Wan 2.1-T2V-1.3B transformer | {bb['parameters']:,} | {bb['forward_flops']:.4g} | {bb['other_op_output_elements']:.4g} |",
-        f"| PILA adapter, inference (per denoising step) | {ad['parameters']:,} | {ad['inference']['forward_flops']:.4g} | {ad['inference']['other_op_output_elements']:.4g} |",
-        f"| PILA adapter, training forward (with L_res) | {ad['parameters']:,} | {ad['training_forward']['forward_flops']:.4g} | {ad['training_forward']['other_op_output_elements']:.4g} |",
-        f"| plain adapter (capacity-matched ablation) | {results['plain_adapter']['parameters']:,} | {results['plain_adapter']['forward_flops']:.4g} | {results['plain_adapter']['other_op_output_elements']:.4g} |",
+        f"| Wan 2.1-T2V-1.3B transformer | {bb['parameters']:,} | {bb['forward_flops']:.4g} | "
+        f"{bb['other_op_output_elements']:.4g} |",
+        f"| PILA adapter, inference (per denoising step) | {ad['parameters']:,} | "
+        f"{ad['inference']['forward_flops']:.4g} | "
+        f"{ad['inference']['other_op_output_elements']:.4g} |",
+        f"| PILA adapter, training forward (with L_res) | {ad['parameters']:,} | "
+        f"{ad['training_forward']['forward_flops']:.4g} | "
+        f"{ad['training_forward']['other_op_output_elements']:.4g} |",
+        f"| plain adapter (capacity-matched ablation) | {results['plain_adapter']['parameters']:,} "
+        f"| {results['plain_adapter']['forward_flops']:.4g} | "
+        f"{results['plain_adapter']['other_op_output_elements']:.4g} |",
         "",
         "The routed residual objective is element-wise work (finite differences), so it adds",
         "no counted FLOPs; the last column shows it (elements written by non-matmul, non-view",
         "operators, softmax excluded: a proxy for memory-bound work; the backbone's unfused",
-        f"attention would add {bb['attention_score_elements']:.3g} score elements that a fused kernel never writes).",
+        f"attention would add {bb['attention_score_elements']:.3g} score elements that a fused "
+        "kernel never writes).",
         "",
         f"- adapter / backbone parameters: **{100 * ratios['parameters']:.3f} %** (target ≤ 0.5 %)",
-        f"- adapter / backbone FLOPs at inference: **{100 * ratios['inference_flops']:.3f} %** (target ≤ 2 %)",
-        f"- adapter / backbone FLOPs, training forward: **{100 * ratios['training_forward_flops']:.3f} %**",
-        f"- adapter / backbone other-op output elements: {100 * ratios['inference_other_elements']:.2f} % "
+        f"- adapter / backbone FLOPs at inference: **{100 * ratios['inference_flops']:.3f} %** "
+        "(target ≤ 2 %)",
+        "- adapter / backbone FLOPs, training forward: "
+        f"**{100 * ratios['training_forward_flops']:.3f} %**",
+        "- adapter / backbone other-op output elements: "
+        f"{100 * ratios['inference_other_elements']:.2f} % "
         f"at inference, {100 * ratios['training_other_elements']:.2f} % in training",
         f"- plain / full adapter parameters: {ratios['plain_to_full_parameters']:.4f}",
         "",
@@ -337,7 +349,8 @@ def markdown(results: dict[str, Any]) -> str:
             "Gather runs B·K expert evaluations, batched B·E (twice as many at top-4) in fewer,",
             "grouped convolutions. Faster here: "
             + ", ".join(f"{case} {name}" for case, name in faster.items())
-            + f". Default `expert_dispatch`: {results['setting']['adapter_config']['expert_dispatch']}.",
+            + ". Default `expert_dispatch`: "
+            f"{results['setting']['adapter_config']['expert_dispatch']}.",
         ]
     lines += [
         "",

@@ -73,17 +73,27 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset("tiny", 32, (64, 64), (64, 64), 16.0, 33, ClipConfig(num_frames=33, fps=16.0, height=64, width=64)),
+    "tiny": Preset(
+        "tiny",
+        32,
+        (64, 64),
+        (64, 64),
+        16.0,
+        33,
+        ClipConfig(num_frames=33, fps=16.0, height=64, width=64),
+    ),
     "paper": Preset("paper", 4, (180, 320), (720, 1280), 30.0, 180, ClipConfig()),
 }
 
 
 def write_sources(preset: Preset, folder: Path) -> Path:
-    """Render the preset's clips, encode them with PyAV at the source size; returns the annotation."""
+    """Render the preset's clips, encode them with PyAV at source size; return the annotation."""
     videos = folder / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     h, w = preset.render_size
-    config = SyntheticConfig(num_frames=preset.source_frames, fps=preset.source_fps, height=h, width=w)
+    config = SyntheticConfig(
+        num_frames=preset.source_frames, fps=preset.source_fps, height=h, width=w
+    )
     scenes = list(SCENES)
     records = []
     for i in range(preset.clips):
@@ -91,14 +101,18 @@ def write_sources(preset: Preset, folder: Path) -> Path:
         clip = render_clip(scene, index, config)
         name = clip_name(scene, index, config)
         with av.open(str(videos / name), mode="w") as container:
-            stream = container.add_stream("libx264", rate=Fraction(preset.source_fps).limit_denominator(1001))
+            stream = container.add_stream(
+                "libx264", rate=Fraction(preset.source_fps).limit_denominator(1001)
+            )
             stream.height, stream.width = preset.source_size
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "18"}
             for frame in clip.frames:
                 pixels = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
                 if (h, w) != preset.source_size:
-                    pixels = cv2.resize(pixels, preset.source_size[::-1], interpolation=cv2.INTER_CUBIC)
+                    pixels = cv2.resize(
+                        pixels, preset.source_size[::-1], interpolation=cv2.INTER_CUBIC
+                    )
                 for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
@@ -113,7 +127,13 @@ def write_sources(preset: Preset, folder: Path) -> Path:
 
 def run_preset(preset: Preset, work: Path) -> dict:
     """Time raw decode, flow targets and cache reads on the preset's clips."""
-    log.info("[%s] writing %d source videos (%d × %d, %d frames)", preset.name, preset.clips, *preset.source_size, preset.source_frames)
+    log.info(
+        "[%s] writing %d source videos (%d × %d, %d frames)",
+        preset.name,
+        preset.clips,
+        *preset.source_size,
+        preset.source_frames,
+    )
     annotation = write_sources(preset, work)
     config = PrepareConfig(
         annotations=str(annotation),
@@ -131,7 +151,9 @@ def run_preset(preset: Preset, work: Path) -> dict:
     summary = prepare_cache(config)
     prepare_seconds = time.perf_counter() - start
     if summary.num_clips != preset.clips:
-        raise RuntimeError(f"expected {preset.clips} cached clips, got {summary.num_clips} ({summary.rejected})")
+        raise RuntimeError(
+            f"expected {preset.clips} cached clips, got {summary.num_clips} ({summary.rejected})"
+        )
 
     records, _, _, _ = load_records(config)
     index = VideoIndex.scan(config.videos)
@@ -174,12 +196,29 @@ def run_preset(preset: Preset, work: Path) -> dict:
     return {
         "preset": preset.name,
         "clips": preset.clips,
-        "source": {"height": preset.source_size[0], "width": preset.source_size[1], "fps": preset.source_fps, "frames": preset.source_frames, "codec": "libx264 crf 18"},
-        "clip": {"num_frames": preset.clip.num_frames, "fps": preset.clip.fps, "height": preset.clip.height, "width": preset.clip.width},
+        "source": {
+            "height": preset.source_size[0],
+            "width": preset.source_size[1],
+            "fps": preset.source_fps,
+            "frames": preset.source_frames,
+            "codec": "libx264 crf 18",
+        },
+        "clip": {
+            "num_frames": preset.clip.num_frames,
+            "fps": preset.clip.fps,
+            "height": preset.clip.height,
+            "width": preset.clip.width,
+        },
         "latent_shape": manifest["latent_shape"],
         "storage_dtype": manifest["storage_dtype"],
-        "raw_decode_resize": {"clips_per_s": preset.clips / raw_total, "ms_per_clip_median": 1000 * statistics.median(raw_seconds)},
-        "flow_target": {"ms_per_clip_mean": 1000 * statistics.fmean(flow_seconds), "ms_per_clip_median": 1000 * statistics.median(flow_seconds)},
+        "raw_decode_resize": {
+            "clips_per_s": preset.clips / raw_total,
+            "ms_per_clip_median": 1000 * statistics.median(raw_seconds),
+        },
+        "flow_target": {
+            "ms_per_clip_mean": 1000 * statistics.fmean(flow_seconds),
+            "ms_per_clip_median": 1000 * statistics.median(flow_seconds),
+        },
         "cache_read": {
             "clips_per_s": preset.clips / cache_total,
             "ms_per_clip_median": 1000 * statistics.median(read_seconds),
@@ -188,7 +227,11 @@ def run_preset(preset: Preset, work: Path) -> dict:
             "bytes_per_clip": cache_bytes / preset.clips,
         },
         "speedup_cache_vs_raw": (preset.clips / cache_total) / (preset.clips / raw_total),
-        "prepare": {"seconds": prepare_seconds, "clips_per_s": preset.clips / prepare_seconds, "note": "tiny backbone on CPU, includes building it"},
+        "prepare": {
+            "seconds": prepare_seconds,
+            "clips_per_s": preset.clips / prepare_seconds,
+            "note": "tiny backbone on CPU, includes building it",
+        },
     }
 
 
@@ -197,16 +240,23 @@ def markdown(results: dict) -> str:
     lines = [
         "# Data throughput",
         "",
-        f"`{results['command']}` — {env['date']}, {env['cpu_count']} CPU cores, torch {env['torch']} "
-        f"({env['torch_threads']} threads), PyAV {env['av']}, OpenCV {env['opencv']}, load average at start {env['load_average']}.",
+        f"`{results['command']}` — {env['date']}, {env['cpu_count']} CPU cores, torch "
+        f"{env['torch']} "
+        f"({env['torch_threads']} threads), PyAV {env['av']}, OpenCV {env['opencv']}, load average "
+        f"at start {env['load_average']}.",
         "",
-        "Same clips, one run, one process, no DataLoader workers. *Raw* is PyAV decode + resize/crop +",
-        "conversion to [-1, 1] (before any VAE); *cache* reads a clip's latents, flow, text embeddings and",
-        "labels from the `pila prepare` shards (memory-mapped safetensors) right after they were written,",
-        "so from the page cache: a cold disk adds the time to read *cache bytes/clip*. The machine was shared",
+        "Same clips, one run, one process, no DataLoader workers. *Raw* is PyAV decode + "
+        "resize/crop +",
+        "conversion to [-1, 1] (before any VAE); *cache* reads a clip's latents, flow, text "
+        "embeddings and",
+        "labels from the `pila prepare` shards (memory-mapped safetensors) right after they were "
+        "written,",
+        "so from the page cache: a cold disk adds the time to read *cache bytes/clip*. The machine "
+        "was shared",
         "(see the load average), so take the absolute numbers as rough; the ratio is the point.",
         "",
-        "| preset | clip | source | raw decode+resize (clips/s) | cache read (clips/s) | cache / raw | flow target (ms/clip) | sha256 check (s) | cache bytes/clip |",
+        "| preset | clip | source | raw decode+resize (clips/s) | cache read (clips/s) | cache / "
+        "raw | flow target (ms/clip) | sha256 check (s) | cache bytes/clip |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["presets"]:
@@ -216,29 +266,53 @@ def markdown(results: dict) -> str:
             f"{s['width']}×{s['height']} @ {s['fps']:g} fps, {s['frames']} frames | "
             f"{r['raw_decode_resize']['clips_per_s']:.1f} | {r['cache_read']['clips_per_s']:.0f} | "
             f"{r['speedup_cache_vs_raw']:.0f}× | {r['flow_target']['ms_per_clip_mean']:.0f} | "
-            f"{r['cache_read']['sha256_check_seconds']:.3f} | {r['cache_read']['bytes_per_clip'] / 1024:.0f} KiB |"
+            f"{r['cache_read']['sha256_check_seconds']:.3f} | "
+            f"{r['cache_read']['bytes_per_clip'] / 1024:.0f} KiB |"
         )
     lines += ["", "Building the cache (tiny backbone on CPU, building the backbone included):", ""]
     for r in results["presets"]:
-        lines.append(f"- {r['preset']}: {r['prepare']['seconds']:.1f} s for {r['clips']} clips ({r['prepare']['clips_per_s']:.2f} clips/s)")
+        lines.append(
+            f"- {r['preset']}: {r['prepare']['seconds']:.1f} s for {r['clips']} clips "
+            f"({r['prepare']['clips_per_s']:.2f} clips/s)"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=[*PRESETS, "all"], default="all", help="which case to run (default: all)")
-    parser.add_argument("--clips", type=int, default=None, help="clips per preset (default: 32 tiny, 4 paper)")
-    parser.add_argument("--out", default=str(RESULTS / "data_throughput"), help="results path without extension")
+    parser.add_argument(
+        "--preset",
+        choices=[*PRESETS, "all"],
+        default="all",
+        help="which case to run (default: all)",
+    )
+    parser.add_argument(
+        "--clips", type=int, default=None, help="clips per preset (default: 32 tiny, 4 paper)"
+    )
+    parser.add_argument(
+        "--out", default=str(RESULTS / "data_throughput"), help="results path without extension"
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from an existing .json (no timing)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the .md from an existing .json (no timing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.render_only:
-        write_text_atomic(f"{args.out}.md", markdown(json.loads(Path(f"{args.out}.json").read_text())))
+        write_text_atomic(
+            f"{args.out}.md", markdown(json.loads(Path(f"{args.out}.json").read_text()))
+        )
         return 0
     names = list(PRESETS) if args.preset == "all" else [args.preset]
     results = {
-        "command": "python benchmarks/data_throughput.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:])),
+        "command": "python benchmarks/data_throughput.py"
+        + (
+            ""
+            if argv is None and len(sys.argv) == 1
+            else " " + " ".join(argv if argv is not None else sys.argv[1:])
+        ),
         "environment": {
             "date": time.strftime("%Y-%m-%d"),
             "python": platform.python_version(),

@@ -61,10 +61,23 @@ PROMPTS = (
     "Blue dye swirls as it is carried along by flowing water.",
     "An ice cube melts in a warm pan.",
 )
-TINY_SETTINGS = {"num_frames": 17, "height": 64, "width": 64, "num_inference_steps": 4, "max_sequence_length": 64}
+TINY_SETTINGS = {
+    "num_frames": 17,
+    "height": 64,
+    "width": 64,
+    "num_inference_steps": 4,
+    "max_sequence_length": 64,
+}
 """The settings of ``lightning_configs/tiny/predict.yaml``."""
 TINY_FPS = 8.0
-PHASES = ("prompt_parsing", "text_encoding", "denoise_backbone", "adapter", "vae_decode", "mp4_write")
+PHASES = (
+    "prompt_parsing",
+    "text_encoding",
+    "denoise_backbone",
+    "adapter",
+    "vae_decode",
+    "mp4_write",
+)
 
 PAPER_LATENT = PAPER_LATENT_SHAPE
 PAPER_TEXT_TOKENS = WAN_TEXT_TOKENS
@@ -141,7 +154,12 @@ def time_paper_step(reps: int, device: torch.device) -> dict[str, Any]:
     )
 
     def transformer_forward() -> torch.Tensor:
-        return transformer(hidden_states=x_t.to(torch.bfloat16), timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+        return transformer(
+            hidden_states=x_t.to(torch.bfloat16),
+            timestep=timestep,
+            encoder_hidden_states=text,
+            return_dict=False,
+        )[0]
 
     def timed(fn) -> list[float]:
         out = []
@@ -167,7 +185,9 @@ def time_paper_step(reps: int, device: torch.device) -> dict[str, Any]:
         "adapter_forward_s": adapter_s,
         "adapter_share_of_step": adapter_s / (2 * backbone + adapter_s),
         "adapter_parameters": adapter.num_parameters,
-        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else None,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
     }
 
@@ -178,12 +198,15 @@ def markdown(result: dict[str, Any]) -> str:
         "# Generation speed",
         "",
         f"Command: `{result['command']}`",
-        f"Machine: {result['machine']}; torch {result['torch']}; {result['threads']} CPU threads; device {result['device']}; "
-        f"1-minute load average at start {result['load_average_at_start']} (other processes share the CPU).",
+        f"Machine: {result['machine']}; torch {result['torch']}; {result['threads']} CPU threads; "
+        f"device {result['device']}; "
+        f"1-minute load average at start {result['load_average_at_start']} (other processes share "
+        "the CPU).",
         "",
         "## Seconds per video on the tiny preset",
         "",
-        f"Settings: {result['tiny_settings']}, all steps corrected, fps {TINY_FPS}; median of {result['reps']} videos each (baseline and adapter alternating) after one warm-up round.",
+        f"Settings: {result['tiny_settings']}, all steps corrected, fps {TINY_FPS}; median of "
+        f"{result['reps']} videos each (baseline and adapter alternating) after one warm-up round.",
         "",
         "| phase | baseline (no adapter) | with PILA adapter |",
         "|---|---:|---:|",
@@ -196,7 +219,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Adapter: paper widths (hidden 128, bank 32, top-4), text width {TINY_TEXT_DIM}, "
         f"{result['tiny']['adapter_parameters']:,} parameters, against a tiny transformer of "
-        f"{result['tiny']['transformer_parameters']:,}: here the adapter takes {share * 100:.0f} % of the "
+        f"{result['tiny']['transformer_parameters']:,}: here the adapter takes {share * 100:.0f} % "
+        "of the "
         "denoising time, which says nothing about the paper's size (next section).",
         "",
         "## Adapter share of a denoising step at the paper's size (GPU)",
@@ -205,13 +229,16 @@ def markdown(result: dict[str, Any]) -> str:
     paper = result.get("paper_step")
     if paper is None:
         lines.append(
-            "Not measured: this run had no CUDA device. The measurement (Wan 2.1-1.3B transformer ×2 for "
-            "CFG vs one adapter forward at latent 16 × 21 × 60 × 104, 512 text tokens) awaits a machine "
+            "Not measured: this run had no CUDA device. The measurement (Wan 2.1-1.3B transformer "
+            "×2 for "
+            "CFG vs one adapter forward at latent 16 × 21 × 60 × 104, 512 text tokens) awaits a "
+            "machine "
             "with a GPU; run the same command there."
         )
     else:
         lines += [
-            f"Device: {paper['device_name']}; latent {paper['latent']}, {paper['text_tokens']} text tokens; "
+            f"Device: {paper['device_name']}; latent {paper['latent']}, {paper['text_tokens']} "
+            "text tokens; "
             f"median of {result['reps']}.",
             "",
             "| quantity | value |",
@@ -227,9 +254,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed videos (and paper steps) per setting")
+    parser.add_argument(
+        "--reps", type=int, default=5, help="timed videos (and paper steps) per setting"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -251,8 +282,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log.info("tiny preset: baseline and adapter, interleaved")
         tiny = time_tiny(args.reps, {"baseline": None, "adapter": adapter}, device, Path(tmp))
-    transformer_parameters = sum(p.numel() for p in WanBackbone.tiny(seed=0).transformer.parameters())
-    result["tiny"] = {**tiny, "adapter_parameters": adapter.num_parameters, "transformer_parameters": transformer_parameters}
+    transformer_parameters = sum(
+        p.numel() for p in WanBackbone.tiny(seed=0).transformer.parameters()
+    )
+    result["tiny"] = {
+        **tiny,
+        "adapter_parameters": adapter.num_parameters,
+        "transformer_parameters": transformer_parameters,
+    }
     if device.type == "cuda":
         log.info("paper-size denoising step")
         result["paper_step"] = time_paper_step(args.reps, device)

@@ -70,7 +70,9 @@ def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def stage_c(backbone, device: torch.device, latent: tuple[int, ...], text_tokens: int, steps: int) -> dict[str, Any]:
+def stage_c(
+    backbone, device: torch.device, latent: tuple[int, ...], text_tokens: int, steps: int
+) -> dict[str, Any]:
     """Frozen forward vs adapter forward + backward of one stage C step (batch 1)."""
     _peak_reset(device)
     module = StageC(text_length=text_tokens, compile_residuals=device.type == "cuda")
@@ -140,7 +142,9 @@ def generation(backbone, device: torch.device, config: SamplingConfig, reps: int
             )
             t = video.timings
             if rep:
-                per_step[name].append((t["denoise_backbone"] + t["adapter"]) / config.num_inference_steps)
+                per_step[name].append(
+                    (t["denoise_backbone"] + t["adapter"]) / config.num_inference_steps
+                )
                 if a is not None:
                     adapter_seconds.append(t["adapter"] / config.num_inference_steps)
             peaks[name] = _peak_gib(device)
@@ -168,7 +172,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`; torch {result['torch']}.",
         "",
-        "## Stage C step (real Wan 2.1-1.3B architecture, random weights, bf16, compiled residuals)",
+        "## Stage C step (real Wan 2.1-1.3B architecture, random weights, bf16, compiled "
+        "residuals)",
         "",
         f"latent {s['latent']}, {s['text_tokens']} text tokens, median of {s['steps']} steps",
         "",
@@ -183,7 +188,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Generation",
         "",
-        f"{g['frames'][0]} × {g['frames'][1]} × {g['frames'][2]}, {g['denoising_steps']} steps with CFG, "
+        f"{g['frames'][0]} × {g['frames'][1]} × {g['frames'][2]}, {g['denoising_steps']} steps "
+        "with CFG, "
         f"median of {g['reps']}",
         "",
         "| | s / step | max memory allocated (GiB) |",
@@ -200,7 +206,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu.md")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for gpu_check.json and gpu.md"
+    )
     parser.add_argument("--dry-run", action="store_true", help="small sizes on the CPU")
     parser.add_argument("--steps", type=int, default=5, help="timed stage C steps")
     parser.add_argument("--gen-steps", type=int, default=3, help="denoising steps per video")
@@ -223,8 +231,14 @@ def main() -> None:
     }
     result["stage_c"] = stage_c(backbone, device, latent, text_tokens, 2 if dry else args.steps)
     log.info("stage C: %s", json.dumps(result["stage_c"]))
-    frames = dict(num_frames=9, height=64, width=64) if dry else dict(num_frames=81, height=480, width=832)
-    config = SamplingConfig(num_inference_steps=2 if dry else args.gen_steps, max_sequence_length=text_tokens, **frames)
+    frames = (
+        dict(num_frames=9, height=64, width=64)
+        if dry
+        else dict(num_frames=81, height=480, width=832)
+    )
+    config = SamplingConfig(
+        num_inference_steps=2 if dry else args.gen_steps, max_sequence_length=text_tokens, **frames
+    )
     result["generation"] = generation(backbone, device, config, 1 if dry else args.reps)
     log.info("generation: %s", json.dumps(result["generation"]))
     result["seconds"] = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""How well the lab's ruler separates law-breaking clips from ground truth, per scene and corruption.
+"""How well the lab's ruler separates law-breaking clips from ground truth, per scene and fault.
 
 For every scene: ``--clips`` ground-truth clips and, for each corruption of
 :mod:`pila.lab.corruptions`, the same clips corrupted. Prints, per scene and corruption,
@@ -43,27 +43,61 @@ def main() -> None:
     start = time.perf_counter()
     rows, correct, total = [], 0, 0
     for scene in args.scenes:
-        gt = [M.measure(prep(C.ground_truth(scene, args.seed, i)), scene) for i in range(args.clips)]
+        gt = [
+            M.measure(prep(C.ground_truth(scene, args.seed, i)), scene) for i in range(args.clips)
+        ]
         gt_v = [r.violation for r in gt]
         for i in range(args.clips):
             probs = M.scene_probabilities(M.prepare(prep(C.ground_truth(scene, args.seed, i))))
             correct += max(probs, key=probs.get) == scene
             total += 1
-        rows.append((scene, "ground truth", float("nan"), float("nan"), float(np.median(gt_v)), float(np.max(gt_v)), ""))
+        rows.append(
+            (
+                scene,
+                "ground truth",
+                float("nan"),
+                float("nan"),
+                float(np.median(gt_v)),
+                float(np.max(gt_v)),
+                "",
+            )
+        )
         for name in C.corruption_names(scene):
-            results = [M.measure(prep(C.corrupt(scene, name, args.seed, i)), scene) for i in range(args.clips)]
+            results = [
+                M.measure(prep(C.corrupt(scene, name, args.seed, i)), scene)
+                for i in range(args.clips)
+            ]
             v = [r.violation for r in results]
             worst = min(range(len(v)), key=v.__getitem__)
             top = sorted(results[worst].normalised.items(), key=lambda kv: -kv[1])[:2]
-            rows.append((scene, name, auc(v, gt_v), min(v) - max(gt_v), float(np.median(v)), float(np.max(v)), ", ".join(f"{k} {z:.1f}" for k, z in top)))
-    print(f"# The lab ruler's separation ({args.clips} clips per scene and corruption, seed {args.seed}{', mp4 round trip' if args.mp4 else ''})\n")
-    print("| scene | corruption | AUC | margin | median violation | max violation | least-caught clip's top sub-measures |")
+            rows.append(
+                (
+                    scene,
+                    name,
+                    auc(v, gt_v),
+                    min(v) - max(gt_v),
+                    float(np.median(v)),
+                    float(np.max(v)),
+                    ", ".join(f"{k} {z:.1f}" for k, z in top),
+                )
+            )
+    print(
+        f"# The lab ruler's separation ({args.clips} clips per scene and corruption, seed "
+        f"{args.seed}{', mp4 round trip' if args.mp4 else ''})\n"
+    )
+    print(
+        "| scene | corruption | AUC | margin | median violation | max violation | least-caught "
+        "clip's top sub-measures |"
+    )
     print("|---|---|---|---|---|---|---|")
     for scene, name, a, margin, med, mx, top in rows:
         fa = "" if np.isnan(a) else f"{a:.3f}"
         fm = "" if np.isnan(margin) else f"{margin:+.2f}"
         print(f"| {scene} | {name} | {fa} | {fm} | {med:.2f} | {mx:.2f} | {top} |")
-    print(f"\nScene fidelity, top-1 on ground truth: {correct}/{total} = {correct / max(total, 1):.1%}")
+    print(
+        f"\nScene fidelity, top-1 on ground truth: {correct}/{total} = "
+        f"{correct / max(total, 1):.1%}"
+    )
     print(f"\nWall time: {time.perf_counter() - start:.0f} s")
 
 

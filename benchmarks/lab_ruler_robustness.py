@@ -14,9 +14,9 @@ violation of:
 
 A look passes when |Δ look| (its mean violation minus the truth's) is below half of the
 smallest law break's Δ (for ``ball_collision``, whose law has no time constant, the
-smallest changed-constant break's: :func:`timed`). The look sizes are our choice: blur up to σ 1.5 px, mp4 up to
-CRF 35 and a camera shift of one or two pixels are the issue's; the others are about what a
-generator or its VAE does to a clip.
+smallest changed-constant break's: :func:`timed`). The look sizes are our choice: blur up
+to σ 1.5 px, mp4 up to CRF 35 and a camera shift of one or two pixels are lab.md §5's bounds;
+the others are about what a generator or its VAE does to a clip.
 
 Usage::
 
@@ -83,10 +83,7 @@ def resample(factor: float) -> Look:
         h, w = c.shape[1:3]
         small = (max(1, round(w * factor)), max(1, round(h * factor)))
         return np.stack(
-            [
-                cv2.resize(cv2.resize(f, small, interpolation=cv2.INTER_AREA), (w, h))
-                for f in c
-            ]
+            [cv2.resize(cv2.resize(f, small, interpolation=cv2.INTER_AREA), (w, h)) for f in c]
         )
 
     return apply
@@ -264,8 +261,13 @@ def main() -> None:
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     write_json_atomic(
         args.out.with_suffix(".json"),
-        {"clips": args.clips, "seed": args.seed, "commit": commit, "seconds": seconds,
-         "rows": rows},
+        {
+            "clips": args.clips,
+            "seed": args.seed,
+            "commit": commit,
+            "seconds": seconds,
+            "rows": rows,
+        },
     )
     print("\n".join(lines))
 

@@ -43,12 +43,17 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "lab_world.md"
 FIGURE = REPO / "docs" / "figures" / "lab_vae_reconstructions.png"
 NUM_FRAMES, SIZE = 33, 64  # the lab size (ours)
-LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"]["sampling"]
-"""The lab's sampling settings (``lightning_configs/lab/predict.yaml``): what the demo and ``pila lab ablate`` draw with."""
+LAB_SAMPLING = yaml.safe_load((LAB_CONFIGS / "predict.yaml").read_text())["model"]["init_args"][
+    "sampling"
+]
+"""The lab's sampling settings (``lightning_configs/lab/predict.yaml``).
+
+The demo and ``pila lab ablate`` draw with them.
+"""
 
 
 def heldout_clip(scene: str, index: int, seed: int = 0):
-    """Held-out clip ``index`` of ``scene``: the world's rendering rule, indices past the training ones."""
+    """Held-out clip ``index`` of ``scene``: the world's rendering, past the training indices."""
     return render_indexed(scene, HELDOUT_INDEX_OFFSET + index, seed, NUM_FRAMES, SIZE, SIZE)
 
 
@@ -66,7 +71,7 @@ def reconstruct(backbone: WanBackbone, frames: np.ndarray) -> np.ndarray:
 
 
 def portable(value) -> str:
-    """A value as recorded: a path inside the repository relative to it (results name no machine)."""
+    """A value as recorded: a path inside the repository relative to it (results name no host)."""
     if isinstance(value, Path) and value.resolve().is_relative_to(REPO):
         return value.resolve().relative_to(REPO).as_posix()
     return str(value)
@@ -81,8 +86,10 @@ def mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int) -> tuple[dict[str, float], list[dict], np.ndarray]:
-    """The world's videos of ``scene`` (one per sampling seed, held-out prompts), measured by the ruler.
+def generated(
+    backbone: WanBackbone, scene: str, guidance: float, seeds: int, steps: int
+) -> tuple[dict[str, float], list[dict], np.ndarray]:
+    """The world's videos of ``scene`` (one per sampling seed, held-out prompts), ruler-measured.
 
     Returns the scene's row (violation mean and median, fidelity, top-1), one record per
     video, and the first video's frames (for the figure).
@@ -91,8 +98,14 @@ def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, st
     for s in range(seeds):
         prompt = heldout_clip(scene, s).prompt
         frames = generate(
-            backbone.pipeline, [prompt], seed=s, num_inference_steps=steps, guidance_scale=guidance,
-            num_frames=NUM_FRAMES, height=SIZE, width=SIZE,
+            backbone.pipeline,
+            [prompt],
+            seed=s,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            num_frames=NUM_FRAMES,
+            height=SIZE,
+            width=SIZE,
         )[0]
         first = frames if first is None else first
         result = measure(frames, scene)
@@ -100,24 +113,63 @@ def generated(backbone: WanBackbone, scene: str, guidance: float, seeds: int, st
         viol.append(result.violation)
         fid.append(result.fidelity)
         top1.append(float(max(probs, key=probs.get) == scene))
-        records.append({"scene": scene, "seed": s, "guidance": guidance, "prompt": prompt, "violation": result.violation, "fidelity": result.fidelity, "top1": probs})
-    row = {"gen_violation": mean(viol), "gen_violation_median": float(np.median(viol)), "fidelity": mean(fid), "top1": mean(top1)}
+        records.append(
+            {
+                "scene": scene,
+                "seed": s,
+                "guidance": guidance,
+                "prompt": prompt,
+                "violation": result.violation,
+                "fidelity": result.fidelity,
+                "top1": probs,
+            }
+        )
+    row = {
+        "gen_violation": mean(viol),
+        "gen_violation_median": float(np.median(viol)),
+        "fidelity": mean(fid),
+        "top1": mean(top1),
+    }
     return row, records, first
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="lab", help="backbone to measure (default: the shipped lab world)")
-    parser.add_argument("--heldout", type=int, default=4, help="held-out clips per scene for the VAE")
-    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
-    parser.add_argument("--steps", type=int, default=LAB_SAMPLING["num_inference_steps"], help="denoising steps (default: the lab's predict.yaml)")
-    parser.add_argument("--guidance", type=float, default=LAB_SAMPLING["guidance_scale"], help="guidance scale (default: the lab's predict.yaml)")
     parser.add_argument(
-        "--sweep", type=lambda text: [float(v) for v in text.split(",") if v], default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
-        help="guidance scales to compare (fidelity and violation of generated videos per scale); empty: none",
+        "--world", default="lab", help="backbone to measure (default: the shipped lab world)"
+    )
+    parser.add_argument(
+        "--heldout", type=int, default=4, help="held-out clips per scene for the VAE"
+    )
+    parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per scene")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=LAB_SAMPLING["num_inference_steps"],
+        help="denoising steps (default: the lab's predict.yaml)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=LAB_SAMPLING["guidance_scale"],
+        help="guidance scale (default: the lab's predict.yaml)",
+    )
+    parser.add_argument(
+        "--sweep",
+        type=lambda text: [float(v) for v in text.split(",") if v],
+        default=[1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+        help=(
+            "guidance scales to compare (fidelity and violation of generated videos per scale); "
+            "empty: none"
+        ),
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--figure", type=Path, default=FIGURE, help="ground truth, reconstruction and generated frames per scene")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=FIGURE,
+        help="ground truth, reconstruction and generated frames per scene",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     backbone = WanBackbone.from_pretrained(args.world)
@@ -138,14 +190,23 @@ def main() -> None:
         gen, scene_videos, first = generated(backbone, scene, args.guidance, args.seeds, args.steps)
         strips.append((f"{scene}\ngenerated", first))
         videos += scene_videos
-        rows[scene] = {"psnr": mean(psnrs), "gt_violation": mean(gt_v), "recon_violation": mean(rec_v), **gen}
+        rows[scene] = {
+            "psnr": mean(psnrs),
+            "gt_violation": mean(gt_v),
+            "recon_violation": mean(rec_v),
+            **gen,
+        }
         print(scene, rows[scene], flush=True)
     sweep: dict[float, dict[str, float]] = {}
     for guidance in sorted(set(args.sweep) | {args.guidance}):
         if guidance == args.guidance:
-            per_scene = [{k: rows[s][k] for k in ("gen_violation", "fidelity", "top1")} for s in SCENES]
+            per_scene = [
+                {k: rows[s][k] for k in ("gen_violation", "fidelity", "top1")} for s in SCENES
+            ]
         else:
-            per_scene = [generated(backbone, s, guidance, args.seeds, args.steps)[0] for s in SCENES]
+            per_scene = [
+                generated(backbone, s, guidance, args.seeds, args.steps)[0] for s in SCENES
+            ]
         sweep[guidance] = {
             "gen_violation": mean([r["gen_violation"] for r in per_scene]),
             "fidelity": mean([r["fidelity"] for r in per_scene]),
@@ -156,40 +217,63 @@ def main() -> None:
     seconds = time.perf_counter() - start
     write_strips(args.figure, strips)
     overall = {k: mean([r[k] for r in rows.values()]) for k in next(iter(rows.values()))}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    flags = [f"--{k} {arg_text(v)}" for k, v in vars(args).items() if k != "out"]
     lines = [
         "# The lab world's quality",
         "",
-        f"`{' '.join(['benchmarks/lab_world.py', *[f'--{k} {arg_text(v)}' for k, v in vars(args).items() if k != 'out']])}` "
-        f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this machine's CPU.",
+        f"`{' '.join(['benchmarks/lab_world.py', *flags])}` "
+        f"at commit {commit}; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min on this "
+        "machine's CPU.",
         "",
-        f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); generated: "
-        f"{args.seeds} seeds per scene from held-out prompts, {args.steps} UniPC steps, guidance {args.guidance}, "
-        f"{NUM_FRAMES} × {SIZE} × {SIZE}, no adapter. Violation: the ruler's (0 ≈ the ground truth's typical score); "
-        "fidelity: the ruler's probability of the prompted scene; top-1: its scene classifier's argmax is the prompted scene.",
+        f"Held-out clips: {args.heldout} per scene (indices from {HELDOUT_INDEX_OFFSET}); "
+        "generated: "
+        f"{args.seeds} seeds per scene from held-out prompts, {args.steps} UniPC steps, guidance "
+        f"{args.guidance}, "
+        f"{NUM_FRAMES} × {SIZE} × {SIZE}, no adapter. Violation: the ruler's (0 ≈ the ground "
+        "truth's typical score); "
+        "fidelity: the ruler's probability of the prompted scene; top-1: its scene classifier's "
+        "argmax is the prompted scene.",
         "",
-        "| scene | VAE PSNR (dB) | violation: ground truth | VAE reconstruction | generated (mean) | generated (median) | fidelity | top-1 |",
+        "| scene | VAE PSNR (dB) | violation: ground truth | VAE reconstruction | generated (mean) "
+        "| generated (median) | fidelity | top-1 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for scene, r in {**rows, "overall": overall}.items():
         lines.append(
             f"| {scene} | {r['psnr']:.1f} | {r['gt_violation']:.2f} | {r['recon_violation']:.2f} | "
-            f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | {r['top1']:.2f} |"
+            f"{r['gen_violation']:.2f} | {r['gen_violation_median']:.2f} | {r['fidelity']:.2f} | "
+            f"{r['top1']:.2f} |"
         )
     if len(sweep) > 1:
         lines += [
             "",
-            f"Guidance sweep (the same {args.seeds} seeds × 8 scenes, {args.steps} steps; guidance 1 is no classifier-free guidance):",
+            f"Guidance sweep (the same {args.seeds} seeds × 8 scenes, {args.steps} steps; guidance "
+            "1 is no classifier-free guidance):",
             "",
             "| guidance | fidelity | top-1 | lowest scene fidelity | violation (generated) |",
             "|---|---|---|---|---|",
             *[
-                f"| {g:g} | {r['fidelity']:.2f} | {r['top1']:.2f} | {r['min_scene_fidelity']:.2f} | {r['gen_violation']:.2f} |"
+                f"| {g:g} | {r['fidelity']:.2f} | {r['top1']:.2f} | {r['min_scene_fidelity']:.2f} "
+                f"| {r['gen_violation']:.2f} |"
                 for g, r in sweep.items()
             ],
         ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"args": {k: portable(v) for k, v in vars(args).items()}, "scenes": rows, "overall": overall, "videos": videos, "sweep": {str(g): r for g, r in sweep.items()}, "seconds": seconds, "commit": commit})
+    write_json_atomic(
+        args.out.with_suffix(".json"),
+        {
+            "args": {k: portable(v) for k, v in vars(args).items()},
+            "scenes": rows,
+            "overall": overall,
+            "videos": videos,
+            "sweep": {str(g): r for g, r in sweep.items()},
+            "seconds": seconds,
+            "commit": commit,
+        },
+    )
     print("\n".join(lines))
 
 

@@ -58,8 +58,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 2**30
 
 
-
-
 ALLOWANCE = 1.10
 """Allocator fragmentation and workspaces on top of the counted bytes (ours)."""
 
@@ -157,7 +155,9 @@ def adapter_saved_bytes(latent: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-def transformer_forward(config: dict[str, Any], latent: tuple[int, ...], text_tokens: int, device: str) -> dict[str, Any]:
+def transformer_forward(
+    config: dict[str, Any], latent: tuple[int, ...], text_tokens: int, device: str
+) -> dict[str, Any]:
     """Weights and the activation peak of one no-grad transformer forward (bf16)."""
     from diffusers import WanTransformer3DModel
 
@@ -197,7 +197,9 @@ def umt5_forward(config: dict[str, Any], tokens: int, device: str) -> dict[str, 
     }
 
 
-def vae_decode(config: dict[str, Any], latent: tuple[int, ...], device: str, tiled: bool) -> dict[str, Any]:
+def vae_decode(
+    config: dict[str, Any], latent: tuple[int, ...], device: str, tiled: bool
+) -> dict[str, Any]:
     from diffusers import AutoencoderKLWan
 
     with torch.device(device):
@@ -216,22 +218,35 @@ def vae_decode(config: dict[str, Any], latent: tuple[int, ...], device: str, til
 
 
 # ------------------------------------------------------------------------------ totals
-def predict_totals(tr: dict[str, Any], experts: int, umt5: dict[str, Any], vae: dict[str, Any], vae_tiled: dict[str, Any],
-                   adapter_gib: float) -> dict[str, float]:
-    """Estimated peak GiB of ``pila predict`` under each offload mode (VAE tiled from ``model`` on)."""
+def predict_totals(
+    tr: dict[str, Any],
+    experts: int,
+    umt5: dict[str, Any],
+    vae: dict[str, Any],
+    vae_tiled: dict[str, Any],
+    adapter_gib: float,
+) -> dict[str, float]:
+    """Estimated peak GiB of ``pila predict`` per offload mode (VAE tiled from ``model`` on)."""
     den = tr["activation_peak_gib"] + adapter_gib
     txt = umt5["activation_peak_gib"]
     dec, dec_tiled = vae["activation_peak_gib"], vae_tiled["activation_peak_gib"]
-    all_weights = experts * tr["weights_gib"] + umt5["weights_gib"] + vae["weights_gib"] + adapter_gib
+    all_weights = (
+        experts * tr["weights_gib"] + umt5["weights_gib"] + vae["weights_gib"] + adapter_gib
+    )
     out = {
         "none": all_weights + max(den, txt, dec),
-        "model": max(umt5["weights_gib"] + txt, tr["weights_gib"] + den, vae["weights_gib"] + dec_tiled) + adapter_gib,
+        "model": max(
+            umt5["weights_gib"] + txt, tr["weights_gib"] + den, vae["weights_gib"] + dec_tiled
+        )
+        + adapter_gib,
         "group": max(
             umt5["weights_gib"] / UMT5_XXL_ENCODER["num_layers"] + txt,
             tr["largest_block_gib"] + tr["non_block_gib"] + den,
             vae["weights_gib"] + dec_tiled,
-        ) + adapter_gib,
-        "sequential": max(umt5["largest_leaf_gib"] + txt, tr["largest_leaf_gib"] + den, dec_tiled) + adapter_gib,
+        )
+        + adapter_gib,
+        "sequential": max(umt5["largest_leaf_gib"] + txt, tr["largest_leaf_gib"] + den, dec_tiled)
+        + adapter_gib,
     }
     return {k: v * ALLOWANCE for k, v in out.items()}
 
@@ -242,8 +257,10 @@ def markdown(r: dict[str, Any]) -> str:
         "# Peak memory at the paper's size (81 × 480 × 832, latent 16 × 21 × 60 × 104)",
         "",
         f"Produced by `{r['command']}` (CPU only; method in the script's docstring). "
-        "**Measured**: the adapter's saved tensors (CPU, real tensors) and the fake-tensor activation peaks. "
-        "**Estimated**: every total (weights + peak activations + 10 % allowance), bf16 halving of the adapter's "
+        "**Measured**: the adapter's saved tensors (CPU, real tensors) and the fake-tensor "
+        "activation peaks. "
+        "**Estimated**: every total (weights + peak activations + 10 % allowance), bf16 halving of "
+        "the adapter's "
         "saved bytes, and nothing here ran on a GPU.",
         "",
         "## Adapter, one stage C forward + backward (measured, fp32, saved-tensor hooks)",
@@ -252,42 +269,82 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     for a in r["adapter"]:
-        lines.append(f"| {' × '.join(map(str, a['latent']))} | {a['saved_gib_fp32']:.3f} | "
-                     f"{a['saved_bytes_per_voxel']:.0f} | {a['forward_backward_s']:.1f} |")
-    full = "measured" if r["adapter_full_measured"] else "extrapolated linearly in T·H·W from the largest size"
-    lines += ["", f"Full latent: **{r['adapter_full_fp32_gib']:.2f} GiB** fp32 ({full}); ≈ "
-              f"{r['adapter_full_fp32_gib'] / 2:.2f} GiB in bf16.", "",
-              "## Frozen modules (fake-tensor runs on the meta device, bf16; VAE fp32)", "",
-              "| module | parameters | weights (GiB) | activation peak (GiB) |", "|---|---:|---:|---:|"]
-    for key, name in (("wan21_1_3b", "Wan 2.1-1.3B transformer, one forward"),
-                      ("wan22_a14b_expert", "Wan 2.2-A14B, one expert, one forward"),
-                      ("umt5_xxl", "UMT5-XXL encoder, 512 tokens"),
-                      ("vae_decode", "Wan VAE decode"), ("vae_decode_tiled", "Wan VAE decode, tiled")):
+        lines.append(
+            f"| {' × '.join(map(str, a['latent']))} | {a['saved_gib_fp32']:.3f} | "
+            f"{a['saved_bytes_per_voxel']:.0f} | {a['forward_backward_s']:.1f} |"
+        )
+    full = (
+        "measured"
+        if r["adapter_full_measured"]
+        else "extrapolated linearly in T·H·W from the largest size"
+    )
+    lines += [
+        "",
+        f"Full latent: **{r['adapter_full_fp32_gib']:.2f} GiB** fp32 ({full}); ≈ "
+        f"{r['adapter_full_fp32_gib'] / 2:.2f} GiB in bf16.",
+        "",
+        "## Frozen modules (fake-tensor runs on the meta device, bf16; VAE fp32)",
+        "",
+        "| module | parameters | weights (GiB) | activation peak (GiB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, name in (
+        ("wan21_1_3b", "Wan 2.1-1.3B transformer, one forward"),
+        ("wan22_a14b_expert", "Wan 2.2-A14B, one expert, one forward"),
+        ("umt5_xxl", "UMT5-XXL encoder, 512 tokens"),
+        ("vae_decode", "Wan VAE decode"),
+        ("vae_decode_tiled", "Wan VAE decode, tiled"),
+    ):
         m = r[key]
-        lines.append(f"| {name} | {m['parameters']:,} | {m['weights_gib']:.2f} | {m['activation_peak_gib']:.2f} |")
-    lines += ["", "Check of the fake-tensor counter against real CPU runs at a small size (same counter): "
-              f"transformer (2 blocks, 16 × 3 × 16 × 16) {fr['transformer_2_blocks_meta_gib'] * 1024:.2f} MiB on meta vs "
-              f"{fr['transformer_2_blocks_cpu_gib'] * 1024:.2f} MiB real; VAE (base 16) "
-              f"{fr['vae_base16_meta_gib'] * 1024:.2f} MiB vs {fr['vae_base16_cpu_gib'] * 1024:.2f} MiB.", "",
-              "## Stage C on Wan 2.1-1.3B (estimated, per GPU, batch 1, bf16)", "",
-              f"- from the cache (transformer only on the device): **{r['stage_c_1_3b']['from_cache_gib']:.1f} GiB**",
-              f"- with UMT5-XXL and the VAE also on the device: {r['stage_c_1_3b']['with_text_encoder_and_vae_gib']:.1f} GiB",
-              f"- adapter training state (weights, grads, Adam, bf16 saved tensors): {r['stage_c_1_3b']['adapter_training_gib']:.2f} GiB",
-              "", "## `pila predict` (estimated peak GiB; VAE tiled from `model` on)", "",
-              "| backbone | none | model | group | sequential |", "|---|---:|---:|---:|---:|"]
-    for key, name in (("wan21_1_3b", "Wan 2.1-1.3B + adapter"), ("wan22_a14b", "Wan 2.2-A14B + adapter")):
+        lines.append(
+            f"| {name} | {m['parameters']:,} | {m['weights_gib']:.2f} | "
+            f"{m['activation_peak_gib']:.2f} |"
+        )
+    lines += [
+        "",
+        "Check of the fake-tensor counter against real CPU runs at a small size (same counter): "
+        "transformer (2 blocks, 16 × 3 × 16 × 16) "
+        f"{fr['transformer_2_blocks_meta_gib'] * 1024:.2f} MiB on meta vs "
+        f"{fr['transformer_2_blocks_cpu_gib'] * 1024:.2f} MiB real; VAE (base 16) "
+        f"{fr['vae_base16_meta_gib'] * 1024:.2f} MiB vs {fr['vae_base16_cpu_gib'] * 1024:.2f} MiB.",
+        "",
+        "## Stage C on Wan 2.1-1.3B (estimated, per GPU, batch 1, bf16)",
+        "",
+        "- from the cache (transformer only on the device): "
+        f"**{r['stage_c_1_3b']['from_cache_gib']:.1f} GiB**",
+        "- with UMT5-XXL and the VAE also on the device: "
+        f"{r['stage_c_1_3b']['with_text_encoder_and_vae_gib']:.1f} GiB",
+        "- adapter training state (weights, grads, Adam, bf16 saved tensors): "
+        f"{r['stage_c_1_3b']['adapter_training_gib']:.2f} GiB",
+        "",
+        "## `pila predict` (estimated peak GiB; VAE tiled from `model` on)",
+        "",
+        "| backbone | none | model | group | sequential |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, name in (
+        ("wan21_1_3b", "Wan 2.1-1.3B + adapter"),
+        ("wan22_a14b", "Wan 2.2-A14B + adapter"),
+    ):
         p = r["predict"][key]
-        lines.append(f"| {name} | {p['none']:.1f} | {p['model']:.1f} | {p['group']:.1f} | {p['sequential']:.1f} |")
+        lines.append(
+            f"| {name} | {p['none']:.1f} | {p['model']:.1f} | {p['group']:.1f} | "
+            f"{p['sequential']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="also measure the adapter at the full latent size")
+    parser.add_argument(
+        "--full", action="store_true", help="also measure the adapter at the full latent size"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     c, t, h, w = PAPER_LATENT_SHAPE
-    result: dict[str, Any] = {"command": "python benchmarks/memory.py" + (" --full" if args.full else "")}
+    result: dict[str, Any] = {
+        "command": "python benchmarks/memory.py" + (" --full" if args.full else "")
+    }
 
     # 1. adapter (measured)
     sizes = [(c, 6, 30, 52), (c, 11, 30, 52)] + ([PAPER_LATENT_SHAPE] if args.full else [])
@@ -306,31 +363,57 @@ def main() -> None:
     vmeta = vae_decode(small_vae, (16, 3, 8, 8), "meta", tiled=False)["activation_peak_gib"]
     vreal = vae_decode(small_vae, (16, 3, 8, 8), "cpu", tiled=False)["activation_peak_gib"]
     result["fake_vs_real"] = {
-        "transformer_2_blocks_meta_gib": meta, "transformer_2_blocks_cpu_gib": real,
-        "vae_base16_meta_gib": vmeta, "vae_base16_cpu_gib": vreal,
+        "transformer_2_blocks_meta_gib": meta,
+        "transformer_2_blocks_cpu_gib": real,
+        "vae_base16_meta_gib": vmeta,
+        "vae_base16_cpu_gib": vreal,
     }
     latent = PAPER_LATENT_SHAPE
-    result["wan21_1_3b"] = transformer_forward(WAN21_T2V_1_3B_TRANSFORMER, latent, WAN_TEXT_TOKENS, "meta")
-    result["wan22_a14b_expert"] = transformer_forward(WAN22_A14B_TRANSFORMER, latent, WAN_TEXT_TOKENS, "meta")
+    result["wan21_1_3b"] = transformer_forward(
+        WAN21_T2V_1_3B_TRANSFORMER, latent, WAN_TEXT_TOKENS, "meta"
+    )
+    result["wan22_a14b_expert"] = transformer_forward(
+        WAN22_A14B_TRANSFORMER, latent, WAN_TEXT_TOKENS, "meta"
+    )
     result["umt5_xxl"] = umt5_forward(UMT5_XXL_ENCODER, WAN_TEXT_TOKENS, "meta")
     result["vae_decode"] = vae_decode(WAN_VAE, latent, "meta", tiled=False)
     result["vae_decode_tiled"] = vae_decode(WAN_VAE, latent, "meta", tiled=True)
 
     # 3. totals
     adapter_weights = result["adapter"][0]["adapter_parameters"] * 4 / GIB  # fp32
-    adapter_train = adapter_weights * 4 + full_fp32 / 2  # weights, grads, Adam m and v; bf16 saved tensors
+    adapter_train = (
+        adapter_weights * 4 + full_fp32 / 2
+    )  # weights, grads, Adam m and v; bf16 saved tensors
     tr = result["wan21_1_3b"]
     result["stage_c_1_3b"] = {
-        "from_cache_gib": (tr["weights_gib"] + max(tr["activation_peak_gib"], adapter_train)) * ALLOWANCE,
-        "with_text_encoder_and_vae_gib": (tr["weights_gib"] + result["umt5_xxl"]["weights_gib"]
-                                          + result["vae_decode"]["weights_gib"]
-                                          + max(tr["activation_peak_gib"], adapter_train)) * ALLOWANCE,
+        "from_cache_gib": (tr["weights_gib"] + max(tr["activation_peak_gib"], adapter_train))
+        * ALLOWANCE,
+        "with_text_encoder_and_vae_gib": (
+            tr["weights_gib"]
+            + result["umt5_xxl"]["weights_gib"]
+            + result["vae_decode"]["weights_gib"]
+            + max(tr["activation_peak_gib"], adapter_train)
+        )
+        * ALLOWANCE,
         "adapter_training_gib": adapter_train,
     }
     result["predict"] = {
-        "wan21_1_3b": predict_totals(tr, 1, result["umt5_xxl"], result["vae_decode"], result["vae_decode_tiled"], adapter_weights),
-        "wan22_a14b": predict_totals(result["wan22_a14b_expert"], 2, result["umt5_xxl"], result["vae_decode"],
-                                     result["vae_decode_tiled"], adapter_weights),
+        "wan21_1_3b": predict_totals(
+            tr,
+            1,
+            result["umt5_xxl"],
+            result["vae_decode"],
+            result["vae_decode_tiled"],
+            adapter_weights,
+        ),
+        "wan22_a14b": predict_totals(
+            result["wan22_a14b_expert"],
+            2,
+            result["umt5_xxl"],
+            result["vae_decode"],
+            result["vae_decode_tiled"],
+            adapter_weights,
+        ),
     }
     write_json_atomic(args.out / "memory.json", result)
     write_text_atomic(args.out / "memory.md", markdown(result))

@@ -21,7 +21,7 @@ inner sums of Eq. 6), and its gradient. Variants, all timed interleaved in one p
   stage C makes them (each routed expert evaluates its own category on its own fields):
   no sharing across categories, eight calls' overhead, eight compiled graphs.
 
-The headline compares ``fused`` with ``naive`` (the issue's target: the shared pass at
+The headline compares ``fused`` with ``naive`` (the target: the shared pass at
 least 3× faster than naive per-term evaluation); the like-for-like ratios (``shared``
 vs ``naive``, ``fused`` vs ``naive_compiled``) are reported next to it. The fields are
 contiguous copies of one random bank's slots (in stage C they are read out of the bank,
@@ -259,7 +259,10 @@ def check_agreement(variants: Mapping[str, Objective], fields: Fields, mask: Ten
         for category, terms in reference.items():
             for term, value in terms.items():
                 torch.testing.assert_close(
-                    candidate[category][term], value, rtol=1e-4, atol=1e-6,
+                    candidate[category][term],
+                    value,
+                    rtol=1e-4,
+                    atol=1e-6,
                     msg=lambda m, name=name, c=category, t=term: f"{name} {c}/{t}: {m}",
                 )
 
@@ -343,7 +346,11 @@ def write_atomic(path: Path, text: str) -> None:
 def markdown(results: dict) -> str:
     shape = results["config"]["shape"]
     m = results["machine"]
-    obj, tensors, mem = results["objective"], results["residual_tensors"], results["peak_memory_mib"]
+    obj, tensors, mem = (
+        results["objective"],
+        results["residual_tensors"],
+        results["peak_memory_mib"],
+    )
     headline = results["headline"]
     lines = [
         "# Shared residual pass vs naive per-term evaluation",
@@ -358,10 +365,12 @@ def markdown(results: dict) -> str:
         f"**Shared pass, fused (`compile_residuals: true`), vs naive per-term evaluation "
         f"(eager): {headline['forward']:.1f}× forward, {headline['forward_backward']:.1f}× "
         f"forward + backward (target {TARGET:.0f}×: {'met' if headline['met'] else 'not met'}); "
-        f"called per category as stage C does: {obj['forward']['speedup']['fused_per_category']:.1f}× / "
+        "called per category as stage C does: "
+        f"{obj['forward']['speedup']['fused_per_category']:.1f}× / "
         f"{obj['forward_backward']['speedup']['fused_per_category']:.1f}×.** Like for like, "
         f"sharing alone gains less: eager shared vs eager naive "
-        f"{obj['forward']['speedup']['shared']:.2f}× / {obj['forward_backward']['speedup']['shared']:.2f}×, "
+        f"{obj['forward']['speedup']['shared']:.2f}× / "
+        f"{obj['forward_backward']['speedup']['shared']:.2f}×, "
         f"fused vs compiled naive {headline['like_for_like_compiled']['forward']:.2f}× / "
         f"{headline['like_for_like_compiled']['forward_backward']:.2f}×.",
         "",
@@ -377,7 +386,8 @@ def markdown(results: dict) -> str:
             f"| {name} | {f['times'][name]['median_ms']:.1f} ({f['times'][name]['min_ms']:.1f}) "
             f"| {f['speedup'][name]:.2f}× | {fb['times'][name]['median_ms']:.1f} "
             f"({fb['times'][name]['min_ms']:.1f}) | {fb['speedup'][name]:.2f}× "
-            f"| {mem['objective_forward'][name]:.1f} / {mem['objective_forward_backward'][name]:.1f} "
+            f"| {mem['objective_forward'][name]:.1f} / "
+            f"{mem['objective_forward_backward'][name]:.1f} "
             f"| {results['compile_s'].get(name, 0.0):.0f} |"
         )
     lines += [
@@ -393,7 +403,8 @@ def markdown(results: dict) -> str:
     ]
     for name, t in tensors["times"].items():
         lines.append(
-            f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}) | {tensors['speedup'][name]:.2f}× "
+            f"| {name} | {t['median_ms']:.1f} ({t['min_ms']:.1f}) | "
+            f"{tensors['speedup'][name]:.2f}× "
             f"| {mem['residual_tensors'][name]:.1f} |"
         )
     work = results["work"]
@@ -404,7 +415,8 @@ def markdown(results: dict) -> str:
         "| | shared | naive |",
         "|---|---|---|",
         f"| stencil applications | {work['shared']['stencils']} | {work['naive']['stencils']} |",
-        f"| tensor operations (non-view) | {work['shared']['tensor_ops']} | {work['naive']['tensor_ops']} |",
+        f"| tensor operations (non-view) | {work['shared']['tensor_ops']} | "
+        f"{work['naive']['tensor_ops']} |",
         f"| elements written (millions) | {work['shared']['elements_written'] / 1e6:.1f} "
         f"| {work['naive']['elements_written'] / 1e6:.1f} |",
         "",
@@ -464,7 +476,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "compile_s": {},
     }
-    LOG.info("compiling the fused and the compiled naive passes (minutes on a CPU the first time) …")
+    LOG.info(
+        "compiling the fused and the compiled naive passes (minutes on a CPU the first time) …"
+    )
     results["compile_s"]["toolchain_start_up"] = warm_up_compiler()
     for name in ("fused", "naive_compiled", "fused_per_category"):
         results["compile_s"][name] = compile_time(
@@ -503,7 +517,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["peak_memory_mib"] = {
         "inputs": sum(t.numel() * t.element_size() for t in fields.values()) / 1024.0**2,
         "objective_forward": {
-            name: peak_memory(forward(objective, fields, mask)) for name, objective in variants.items()
+            name: peak_memory(forward(objective, fields, mask))
+            for name, objective in variants.items()
         },
         "objective_forward_backward": {
             name: peak_memory(forward_backward(objective, trainable, mask))
@@ -525,7 +540,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     headline["met"] = min(headline["forward"], headline["forward_backward"]) >= TARGET
     headline["like_for_like_compiled"] = {
-        mode: objective[mode]["times"]["naive_compiled"]["median_ms"] / objective[mode]["times"]["fused"]["median_ms"]
+        mode: objective[mode]["times"]["naive_compiled"]["median_ms"]
+        / objective[mode]["times"]["fused"]["median_ms"]
         for mode in ("forward", "forward_backward")
     }
     results["headline"] = headline

@@ -53,7 +53,10 @@ def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
     from pila.stages import StageC
 
     data = SyntheticPhysicsDataModule(
-        root=str(workdir / "data"), num_clips_per_category=2, batch_size=batch_size, num_workers=0,
+        root=str(workdir / "data"),
+        num_clips_per_category=2,
+        batch_size=batch_size,
+        num_workers=0,
         max_sequence_length=128,
     )
     data.prepare_data()
@@ -77,7 +80,9 @@ def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
     times = {"data": [], "backbone": [], "adapter": [], "adapter+residuals": []}
 
     def adapter_only():
-        out = module.adapter(step["x_t"], step["sigma"], step["v_theta"], module.condition(batch), residuals=False)
+        out = module.adapter(
+            step["x_t"], step["sigma"], step["v_theta"], module.condition(batch), residuals=False
+        )
         F.mse_loss(out.v_pila, velocity_target(step["x0"], step["noise"])).backward()
 
     def adapter_with_residuals():
@@ -110,7 +115,7 @@ def tiny_split(repeats: int, batch_size: int, workdir: Path) -> dict:
 
 
 def paper_split(repeats: int) -> dict:
-    """Adapter fwd+bwd vs one Wan 2.1-1.3B transformer forward at 16 × 21 × 60 × 104 (CUDA, bf16)."""
+    """Adapter fwd+bwd vs one Wan 2.1-1.3B transformer forward, 16 × 21 × 60 × 104 (CUDA, bf16)."""
     from diffusers import WanTransformer3DModel
 
     from pila.adapter import AdapterCondition, PILAAdapter
@@ -132,7 +137,12 @@ def paper_split(repeats: int) -> dict:
 
     def backbone():
         with torch.no_grad():
-            return transformer(hidden_states=x.bfloat16(), timestep=sigma * 1000, encoder_hidden_states=text, return_dict=False)[0]
+            return transformer(
+                hidden_states=x.bfloat16(),
+                timestep=sigma * 1000,
+                encoder_hidden_states=text,
+                return_dict=False,
+            )[0]
 
     v = backbone().float()
 
@@ -162,23 +172,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--paper", action="store_true", help="also measure at the paper's size (CUDA)")
+    parser.add_argument(
+        "--paper", action="store_true", help="also measure at the paper's size (CUDA)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tiny = tiny_split(args.repeats, args.batch_size, Path(tmp))
     result = {
         "benchmark": "training_step",
-        "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "tiny_cpu": tiny,
-        "paper_gpu": paper_split(args.repeats) if args.paper and torch.cuda.is_available() else None,
+        "paper_gpu": paper_split(args.repeats)
+        if args.paper and torch.cuda.is_available()
+        else None,
     }
     RESULTS.mkdir(exist_ok=True)
     write_json_atomic(RESULTS / "training_step.json", result)
     lines = [
         "# Stage C training step, tiny preset (CPU)",
         "",
-        f"batch {tiny['batch_size']}, latent {tiny['latent_shape']}, median of {tiny['repeats']} interleaved rounds; "
+        f"batch {tiny['batch_size']}, latent {tiny['latent_shape']}, median of {tiny['repeats']} "
+        "interleaved rounds; "
         f"step {tiny['step_seconds'] * 1000:.1f} ms",
         "",
         "| part | ms | share |",
@@ -192,8 +211,10 @@ def main() -> None:
         lines += [
             f"## Paper size on {p['device']}",
             "",
-            f"backbone forward {p['seconds']['backbone_forward'] * 1000:.0f} ms, adapter forward+backward "
-            f"{p['seconds']['adapter_forward_backward'] * 1000:.0f} ms: ratio {p['adapter_over_backbone']:.3f}",
+            f"backbone forward {p['seconds']['backbone_forward'] * 1000:.0f} ms, adapter "
+            "forward+backward "
+            f"{p['seconds']['adapter_forward_backward'] * 1000:.0f} ms: ratio "
+            f"{p['adapter_over_backbone']:.3f}",
         ]
     else:
         lines.append("Paper-size GPU measurement: not run (needs a CUDA machine: `--paper`).")

@@ -50,5 +50,12 @@ def tiny_data_root(tmp_path_factory):
 
 def tiny_data_args(root) -> dict:
     """Init args of the tiny configs' data module, shrunk for tests."""
-    return {"root": str(root), "num_clips_per_category": 1, "batch_size": 2, "num_frames": 17, "height": 32, "width": 32,
-            "max_sequence_length": 128}
+    return {
+        "root": str(root),
+        "num_clips_per_category": 1,
+        "batch_size": 2,
+        "num_frames": 17,
+        "height": 32,
+        "width": 32,
+        "max_sequence_length": 128,
+    }

@@ -41,11 +41,19 @@ def test_save_and_load_round_trip_keeps_every_weight_and_output(tiny_backbone, t
     assert torch.equal(e0.mask, e1.mask)
     torch.testing.assert_close(e0.embeds, e1.embeds, **ROUND_OFF)
     x_t, sigma = _inputs()
-    torch.testing.assert_close(tiny_backbone.velocity(x_t, sigma, e0.embeds), loaded.velocity(x_t, sigma, e0.embeds), **ROUND_OFF)
-    torch.testing.assert_close(tiny_backbone.decode_latents(x_t[:1]), loaded.decode_latents(x_t[:1]), **ROUND_OFF)
+    torch.testing.assert_close(
+        tiny_backbone.velocity(x_t, sigma, e0.embeds),
+        loaded.velocity(x_t, sigma, e0.embeds),
+        **ROUND_OFF,
+    )
+    torch.testing.assert_close(
+        tiny_backbone.decode_latents(x_t[:1]), loaded.decode_latents(x_t[:1]), **ROUND_OFF
+    )
     # the whole diffusers pipeline too
     kwargs = dict(num_frames=5, height=32, width=32, num_inference_steps=2, output_type="np")
-    f0 = tiny_backbone.pipeline("a ball", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    f0 = tiny_backbone.pipeline(
+        "a ball", generator=torch.Generator().manual_seed(0), **kwargs
+    ).frames
     f1 = loaded.pipeline("a ball", generator=torch.Generator().manual_seed(0), **kwargs).frames
     torch.testing.assert_close(torch.as_tensor(f0), torch.as_tensor(f1), **ROUND_OFF)
 
@@ -70,7 +78,9 @@ def test_prompt_embedding_mask_and_pooled_vector(tiny_backbone):
         assert torch.all(out.embeds[i, n:] == 0)  # zero past the valid tokens, as WanPipeline does
         torch.testing.assert_close(out.pooled[i], out.embeds[i, :n].mean(dim=0))
     # identical to the embeddings WanPipeline feeds its transformer
-    ref = tiny_backbone.pipeline._get_t5_prompt_embeds(["short", "a somewhat longer prompt"], max_sequence_length=40)
+    ref = tiny_backbone.pipeline._get_t5_prompt_embeds(
+        ["short", "a somewhat longer prompt"], max_sequence_length=40
+    )
     torch.testing.assert_close(out.embeds, ref)
 
 
@@ -97,8 +107,14 @@ def test_wan22_transformer_selection_matches_diffusers():
             with_kwargs=True,
         )
     backbone.pipeline(
-        "a ball", num_frames=5, height=32, width=32, num_inference_steps=8, guidance_scale=1.0,
-        generator=torch.Generator().manual_seed(0), output_type="latent",
+        "a ball",
+        num_frames=5,
+        height=32,
+        width=32,
+        num_inference_steps=8,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
     )
     assert {n for n, _ in calls} == {"transformer", "transformer_2"}
     for name, t in calls:
@@ -111,8 +127,18 @@ def test_wan22_transformer_selection_matches_diffusers():
     text = backbone.encode_prompt(["a", "b"], 16).embeds
     v = backbone.velocity(x_t, sigma, text)
     with torch.no_grad():
-        hi = backbone.transformer(hidden_states=x_t[:1], timestep=sigma[:1] * 1000, encoder_hidden_states=text[:1], return_dict=False)[0]
-        lo = backbone.transformer_2(hidden_states=x_t[1:], timestep=sigma[1:] * 1000, encoder_hidden_states=text[1:], return_dict=False)[0]
+        hi = backbone.transformer(
+            hidden_states=x_t[:1],
+            timestep=sigma[:1] * 1000,
+            encoder_hidden_states=text[:1],
+            return_dict=False,
+        )[0]
+        lo = backbone.transformer_2(
+            hidden_states=x_t[1:],
+            timestep=sigma[1:] * 1000,
+            encoder_hidden_states=text[1:],
+            return_dict=False,
+        )[0]
     torch.testing.assert_close(v, torch.cat([hi, lo]))
 
 
@@ -125,7 +151,9 @@ def test_wan22_folder_round_trip_keeps_both_transformers(tmp_path):
     x_t, sigma = _inputs()
     text = backbone.encode_prompt(["a", "b"], 16).embeds
     assert _same_weights(backbone, loaded)
-    torch.testing.assert_close(backbone.velocity(x_t, sigma, text), loaded.velocity(x_t, sigma, text), **ROUND_OFF)
+    torch.testing.assert_close(
+        backbone.velocity(x_t, sigma, text), loaded.velocity(x_t, sigma, text), **ROUND_OFF
+    )
 
 
 def test_missing_folder_error_names_path_and_layout(tmp_path):
@@ -160,7 +188,9 @@ def test_hub_id_without_network_says_how_to_proceed(monkeypatch):
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "pass the local folder" in message
 
 
-@pytest.mark.parametrize("value", ["checkpoints/Wan2.1-T2V-1.3B-Diffusers", "./Wan2.1", "~/no-such-wan-folder", "a/b/c"])
+@pytest.mark.parametrize(
+    "value", ["checkpoints/Wan2.1-T2V-1.3B-Diffusers", "./Wan2.1", "~/no-such-wan-folder", "a/b/c"]
+)
 def test_a_missing_path_is_folder_not_found_not_a_download(tmp_path, monkeypatch, value):
     (tmp_path / "checkpoints").mkdir()
     monkeypatch.chdir(tmp_path)

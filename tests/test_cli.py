@@ -12,7 +12,12 @@ import yaml
 from pila.cli import LIGHTNING_COMMANDS, PROJECT_COMMANDS, main
 
 BORING_CONFIG = {
-    "trainer": {"max_steps": 2, "accelerator": "cpu", "logger": False, "enable_checkpointing": False},
+    "trainer": {
+        "max_steps": 2,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+    },
     "model": {"class_path": "lightning.pytorch.demos.boring_classes.BoringModel"},
     "data": {"class_path": "lightning.pytorch.demos.boring_classes.BoringDataModule"},
 }
@@ -35,7 +40,9 @@ def test_console_script_is_installed_and_answers_help():
 
 def test_python_dash_m_pila_is_the_pila_command():
     """So launchers that run modules work: ``torchrun --nproc-per-node 8 -m pila prepare …``."""
-    result = subprocess.run([sys.executable, "-m", "pila", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pila", "--help"], capture_output=True, text=True, check=True
+    )
     assert "fit" in result.stdout and "prepare" in result.stdout
 
 

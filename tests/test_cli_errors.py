@@ -39,7 +39,9 @@ def _predict_config(tmp_path) -> Path:
     config["trainer"]["default_root_dir"] = str(tmp_path)
     config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(tmp_path / "videos")
     config["trainer"]["enable_progress_bar"] = False
-    config["model"]["init_args"]["sampling"].update(num_inference_steps=2, height=16, width=16, num_frames=5)
+    config["model"]["init_args"]["sampling"].update(
+        num_inference_steps=2, height=16, width=16, num_frames=5
+    )
     path = tmp_path / "predict.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -57,7 +59,9 @@ def test_a_non_checkpoint_ckpt_path(tmp_path, fit_config, capfd):
 @pytest.mark.slow
 def test_a_missing_backbone_folder(tmp_path, fit_config, capfd):
     missing = tmp_path / "checkpoints" / "Wan2.1-T2V-1.3B-Diffusers"
-    assert main(["fit", "--config", str(fit_config), "--model.init_args.backbone", str(missing)]) == 2
+    assert (
+        main(["fit", "--config", str(fit_config), "--model.init_args.backbone", str(missing)]) == 2
+    )
     _one_message(capfd, "fit", "folder not found", str(missing))
 
 
@@ -84,8 +88,15 @@ def test_a_corrupt_cache_shard(tmp_path, tiny_data_root, capfd):
 def test_an_empty_prompt_file(tmp_path, capfd):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n")
-    args = ["predict", "--config", str(_predict_config(tmp_path)), "--data.init_args.prompts", "null",
-            "--data.init_args.prompt_file", str(prompts)]
+    args = [
+        "predict",
+        "--config",
+        str(_predict_config(tmp_path)),
+        "--data.init_args.prompts",
+        "null",
+        "--data.init_args.prompt_file",
+        str(prompts),
+    ]
     assert main(args) == 2
     _one_message(capfd, "predict", str(prompts))
 
@@ -94,9 +105,19 @@ def test_an_empty_prompt_file(tmp_path, capfd):
 def test_a_mismatched_adapter(tmp_path, capfd):
     from pila.adapter import AdapterConfig, PILAAdapter
 
-    wide = PILAAdapter(AdapterConfig(text_dim=64, hidden=8, cond_dim=8, sigma_embed_dim=8, norm_groups=4, expert_width=4))
+    wide = PILAAdapter(
+        AdapterConfig(
+            text_dim=64, hidden=8, cond_dim=8, sigma_embed_dim=8, norm_groups=4, expert_width=4
+        )
+    )
     folder = wide.save_pretrained(tmp_path / "adapter")
-    args = ["predict", "--config", str(_predict_config(tmp_path)), "--model.init_args.adapter", str(folder)]
+    args = [
+        "predict",
+        "--config",
+        str(_predict_config(tmp_path)),
+        "--model.init_args.adapter",
+        str(folder),
+    ]
     assert main(args) == 2
     _one_message(capfd, "predict", str(folder))
 
@@ -120,12 +141,21 @@ def test_a_bug_still_raises(tmp_path, monkeypatch):
 
     monkeypatch.setattr(BoringModel, "training_step", broken_step)
     config = tmp_path / "boring.yaml"
-    config.write_text(yaml.safe_dump({
-        "trainer": {"max_steps": 2, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
-                    "default_root_dir": str(tmp_path)},
-        "model": {"class_path": "lightning.pytorch.demos.boring_classes.BoringModel"},
-        "data": {"class_path": "lightning.pytorch.demos.boring_classes.BoringDataModule"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "max_steps": 2,
+                    "accelerator": "cpu",
+                    "logger": False,
+                    "enable_checkpointing": False,
+                    "default_root_dir": str(tmp_path),
+                },
+                "model": {"class_path": "lightning.pytorch.demos.boring_classes.BoringModel"},
+                "data": {"class_path": "lightning.pytorch.demos.boring_classes.BoringDataModule"},
+            }
+        )
+    )
     with pytest.raises(ValueError, match="internal bug"):
         main(["fit", "--config", str(config)])
 

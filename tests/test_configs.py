@@ -19,7 +19,13 @@ READINGS = sorted((CONFIGS / "readings").glob("*.yaml"))
 
 # Paper configs name GPUs, DeepSpeed and real Wan folders; these overrides keep their model,
 # data and callbacks but build them for the CPU and the tiny backbone.
-CPU_TRAINER = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.logger=false"]
+CPU_TRAINER = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.precision=32-true",
+    "--trainer.logger=false",
+]
 
 
 def _instantiate(args: list[str]) -> PilaCLI:
@@ -54,11 +60,17 @@ def test_stage_configs_instantiate(path, tmp_path):
     paper = path.parent == CONFIGS
     fused = paper and cli.model.stage_name in ("B", "C")  # the paper's residual stages run it fused
     assert cli.model.adapter.residual_pass.compile is fused
-    expected = {"A": {"SigmaRangePhases"}, "B": {"RecoveryPhases"}, "C": {"PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze"}}
+    expected = {
+        "A": {"SigmaRangePhases"},
+        "B": {"RecoveryPhases"},
+        "C": {"PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze"},
+    }
     assert expected[cli.model.stage_name] <= callback_names
 
 
-@pytest.mark.parametrize("path", [p for p in STAGE_CONFIGS if p.parent == CONFIGS], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in STAGE_CONFIGS if p.parent == CONFIGS], ids=lambda p: p.name
+)
 def test_paper_configs_build_deepspeed_zero2_with_cpu_offload(path):
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
@@ -89,9 +101,15 @@ def test_offloading_deepspeed_gets_deepspeed_cpu_adam():
 
 @pytest.mark.parametrize("path", PREDICT_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_predict_configs_instantiate(path, tmp_path):
-    overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--trainer.default_root_dir={tmp_path}"]
+    overrides = [
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.adapter=null",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     config = yaml.safe_load(path.read_text())
-    assert config.pop("return_predictions") is False  # a `predict` subcommand option; not parsed without it
+    assert (
+        config.pop("return_predictions") is False
+    )  # a `predict` subcommand option; not parsed without it
     if "prompt_file" in config["data"]["init_args"]:
         prompts = tmp_path / "prompts.txt"
         prompts.write_text("a ball bounces\n")
@@ -110,9 +128,13 @@ def test_predict_configs_instantiate(path, tmp_path):
 def test_a_dotted_override_reaches_the_sampling_block(tmp_path):
     path = CONFIGS / "predict.yaml"
     overrides = [
-        "--model.init_args.backbone=tiny", "--model.init_args.adapter=null", "--model.init_args.parser=null", f"--trainer.default_root_dir={tmp_path}",
-        "--model.init_args.sampling.correction_steps=41-50", "--model.init_args.sampling.top_k=2",
-    ]  # fmt: skip
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.adapter=null",
+        "--model.init_args.parser=null",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--model.init_args.sampling.correction_steps=41-50",
+        "--model.init_args.sampling.top_k=2",
+    ]
     config = yaml.safe_load(path.read_text())
     config.pop("return_predictions")
     (tmp_path / "prompts.txt").write_text("a ball bounces\n")
@@ -123,7 +145,9 @@ def test_a_dotted_override_reaches_the_sampling_block(tmp_path):
     assert cli.model.sampling.num_inference_steps == 50  # the rest of the block is the YAML's
 
 
-ADAPTER_ABLATIONS = [p for p in ABLATIONS if "class_path" not in yaml.safe_load(p.read_text())["model"]]
+ADAPTER_ABLATIONS = [
+    p for p in ABLATIONS if "class_path" not in yaml.safe_load(p.read_text())["model"]
+]
 """Overrides of the adapter; world_finetune swaps the model (tests/lab/test_lab_ablate.py)."""
 
 
@@ -131,7 +155,17 @@ ADAPTER_ABLATIONS = [p for p in ABLATIONS if "class_path" not in yaml.safe_load(
 def test_ablation_overrides_apply_on_top_of_a_stage(path, tmp_path):
     override = yaml.safe_load(path.read_text())["model"]["init_args"]
     base = CONFIGS / "tiny" / "stageC.yaml"
-    cli = _instantiate(["--config", str(base), "--config", str(path), "--model.init_args.init_from=null", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])
+    cli = _instantiate(
+        [
+            "--config",
+            str(base),
+            "--config",
+            str(path),
+            "--model.init_args.init_from=null",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
     config = cli.model.adapter.config
     for key, value in override["adapter"].items():
         if isinstance(value, dict):
@@ -163,11 +197,27 @@ def test_paper_predict_configs_parse_with_an_llm_and_tiny_ones_with_rules(path, 
     config.pop("return_predictions")
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(config))
-    overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", f"--data.init_args.prompt_file={prompts}"]
-    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, f"--model.init_args.parser.init_args.model_path={tmp_path / 'llm'}"])
-    assert type(cli.model.parser).__name__ == "LLMPromptParser" and cli.model.parser.model_path == str(tmp_path / "llm")
+    overrides = [
+        "--model.init_args.backbone=tiny",
+        "--model.init_args.adapter=null",
+        f"--data.init_args.prompt_file={prompts}",
+    ]
+    cli = _instantiate(
+        [
+            "--config",
+            str(copy),
+            *CPU_TRAINER,
+            *overrides,
+            f"--model.init_args.parser.init_args.model_path={tmp_path / 'llm'}",
+        ]
+    )
+    assert type(
+        cli.model.parser
+    ).__name__ == "LLMPromptParser" and cli.model.parser.model_path == str(tmp_path / "llm")
     # the offline switch the comment names
-    cli = _instantiate(["--config", str(copy), *CPU_TRAINER, *overrides, "--model.init_args.parser", "null"])
+    cli = _instantiate(
+        ["--config", str(copy), *CPU_TRAINER, *overrides, "--model.init_args.parser", "null"]
+    )
     assert cli.model.parser is None  # → RuleBasedParser in setup
 
 
@@ -182,15 +232,42 @@ def test_reading_overrides_apply_where_they_belong(path, tmp_path):
         (tmp_path / "prompts.txt").write_text("a ball bounces\n")
         config["data"]["init_args"]["prompt_file"] = str(tmp_path / "prompts.txt")
         (tmp_path / "predict.yaml").write_text(yaml.safe_dump(config))
-        overrides = ["--model.init_args.backbone=tiny", "--model.init_args.adapter=null", "--model.init_args.parser=null"]
-        cli = _instantiate(["--config", str(tmp_path / "predict.yaml"), "--config", str(path), *CPU_TRAINER, *overrides, f"--trainer.default_root_dir={tmp_path}"])
+        overrides = [
+            "--model.init_args.backbone=tiny",
+            "--model.init_args.adapter=null",
+            "--model.init_args.parser=null",
+        ]
+        cli = _instantiate(
+            [
+                "--config",
+                str(tmp_path / "predict.yaml"),
+                "--config",
+                str(path),
+                *CPU_TRAINER,
+                *overrides,
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
         for key, value in init_args["sampling"].items():
             assert getattr(cli.model.sampling, key) == value
-        assert cli.model.sampling.num_inference_steps == config["model"]["init_args"]["sampling"]["num_inference_steps"]
+        assert (
+            cli.model.sampling.num_inference_steps
+            == config["model"]["init_args"]["sampling"]["num_inference_steps"]
+        )
         return
     stage = "stageB" if "physical_mask_steps" in init_args else "stageC"
     base = CONFIGS / "tiny" / f"{stage}.yaml"
-    cli = _instantiate(["--config", str(base), "--config", str(path), "--model.init_args.init_from=null", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"])
+    cli = _instantiate(
+        [
+            "--config",
+            str(base),
+            "--config",
+            str(path),
+            "--model.init_args.init_from=null",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.logger=false",
+        ]
+    )
     if stage == "stageB":
         assert cli.model.physical_mask_steps == init_args["physical_mask_steps"] > 0
         return

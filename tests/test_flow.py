@@ -28,7 +28,9 @@ def test_shift_is_monotone_with_fixed_ends_and_inverts():
     torch.testing.assert_close(shift_sigma(s, 1.0), s)
 
 
-@pytest.mark.parametrize(("shift", "lo", "hi"), [(3.0, 0.0, 1.0), (3.0, 0.0, 0.25), (5.0, 0.2, 0.6), (1.0, 0.0, 0.5)])
+@pytest.mark.parametrize(
+    ("shift", "lo", "hi"), [(3.0, 0.0, 1.0), (3.0, 0.0, 0.25), (5.0, 0.2, 0.6), (1.0, 0.0, 0.5)]
+)
 def test_sigma_sampler_matches_the_shifted_uniform_law_on_its_range(shift, lo, hi):
     sampler = SigmaSampler(shift=shift, sigma_min=lo, sigma_max=hi)
     n = 20000

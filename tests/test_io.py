@@ -68,7 +68,11 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
         write_text_atomic(tmp_path / "a.txt", "x")
         write_json_atomic(tmp_path / "b.json", {"v": 1})
         write_video(tmp_path / "c.mp4", np.zeros((2, 8, 8, 3), dtype=np.float32), fps=8)
-        adapter = PILAAdapter(AdapterConfig(text_dim=8, hidden=8, cond_dim=8, expert_width=4, norm_groups=4, sigma_embed_dim=8))
+        adapter = PILAAdapter(
+            AdapterConfig(
+                text_dim=8, hidden=8, cond_dim=8, expert_width=4, norm_groups=4, sigma_embed_dim=8
+            )
+        )
         folder = adapter.save_pretrained(tmp_path / "adapter")
     finally:
         os.umask(previous)

@@ -28,7 +28,10 @@ def elsewhere(tmp_path, monkeypatch) -> Path:
 
 def test_the_configs_are_found_through_the_package():
     assert configs.ROOT == importlib.resources.files("pila.lightning_configs")
-    shipped = {p.relative_to(ROOT / "lightning_configs").as_posix() for p in (ROOT / "lightning_configs").rglob("*.yaml")}
+    shipped = {
+        p.relative_to(ROOT / "lightning_configs").as_posix()
+        for p in (ROOT / "lightning_configs").rglob("*.yaml")
+    }
     assert shipped <= set(configs.available())
     assert "lab/prompts.jsonl" in configs.available()
     assert configs.summary("lab/stageA.yaml").startswith("Stage A on the lab world")
@@ -38,7 +41,12 @@ def test_a_config_name_prefers_a_local_file_then_the_package(elsewhere):
     packaged = str(configs.ROOT / "lab" / "stageC.yaml")
     assert configs.config_path("lab/stageC.yaml") == packaged
     assert configs.config_path("lightning_configs/lab/stageC.yaml") == packaged
-    for not_a_name in ("lab/nope.yaml", "../lab/stageC.yaml", "{trainer: {max_steps: 2}}", "x" * 5000):
+    for not_a_name in (
+        "lab/nope.yaml",
+        "../lab/stageC.yaml",
+        "{trainer: {max_steps: 2}}",
+        "x" * 5000,
+    ):
         assert configs.config_path(not_a_name) == not_a_name
     assert configs.config_path("lab") == "lab"  # a folder is no config
     (elsewhere / "lab").mkdir()
@@ -52,7 +60,12 @@ def test_fit_print_config_of_a_packaged_config_from_another_directory(elsewhere,
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "pila.stages.StageC"
-    assert printed["trainer"]["max_steps"] == yaml.safe_load((ROOT / "lightning_configs/lab/stageC.yaml").read_text())["trainer"]["max_steps"]
+    assert (
+        printed["trainer"]["max_steps"]
+        == yaml.safe_load((ROOT / "lightning_configs/lab/stageC.yaml").read_text())["trainer"][
+            "max_steps"
+        ]
+    )
 
 
 def test_a_config_found_nowhere_is_one_message(elsewhere, capsys):
@@ -60,7 +73,10 @@ def test_a_config_found_nowhere_is_one_message(elsewhere, capsys):
         main(["fit", "--config", "lab/stageZ.yaml"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "no file lab/stageZ.yaml here and no such config in the package" in err and "Traceback" not in err
+    assert (
+        "no file lab/stageZ.yaml here and no such config in the package" in err
+        and "Traceback" not in err
+    )
 
 
 def _settled(argv: list[str], prompt_file: str) -> str:
@@ -85,19 +101,27 @@ def test_a_copied_config_reads_edited_prompts_and_else_the_packaged_ones(elsewhe
     assert main(["configs", "copy", "lab/predict.yaml"]) == 0
     copied = "lightning_configs/lab/predict.yaml"
     assert (elsewhere / copied).read_bytes() == (configs.ROOT / "lab" / "predict.yaml").read_bytes()
-    assert _settled(["--config", copied], LAB_PROMPTS) == str(configs.ROOT / "lab" / "prompts.jsonl")
+    assert _settled(["--config", copied], LAB_PROMPTS) == str(
+        configs.ROOT / "lab" / "prompts.jsonl"
+    )
     assert main(["configs", "copy", "lab/prompts.jsonl"]) == 0
     assert _settled(["--config", copied], LAB_PROMPTS) == LAB_PROMPTS  # the copy in this directory
 
 
-def test_predict_on_a_packaged_config_builds_its_prompts_from_another_directory(elsewhere, monkeypatch):
+def test_predict_on_a_packaged_config_builds_its_prompts_from_another_directory(
+    elsewhere, monkeypatch
+):
     """The whole parse: --config by name, the prompt file through the package, the data module
     built (everything ``pila predict`` does before the trainer runs)."""
     from pila.cli import PilaCLI
 
     monkeypatch.setattr(PilaCLI, "_run_subcommand", lambda self, subcommand: None)
-    cli = PilaCLI(args=["predict", "--config", "lab/predict.yaml", "--model.init_args.backbone=tiny"])
-    assert cli.config["predict"]["data"]["init_args"]["prompt_file"] == str(configs.ROOT / "lab" / "prompts.jsonl")
+    cli = PilaCLI(
+        args=["predict", "--config", "lab/predict.yaml", "--model.init_args.backbone=tiny"]
+    )
+    assert cli.config["predict"]["data"]["init_args"]["prompt_file"] == str(
+        configs.ROOT / "lab" / "prompts.jsonl"
+    )
     cli.datamodule.setup("predict")
     scenes = {record.extra.get("scene") for record in cli.datamodule.records}
     assert len(scenes) == 8  # one held-out prompt per lab scene, read from the package
@@ -106,25 +130,45 @@ def test_predict_on_a_packaged_config_builds_its_prompts_from_another_directory(
 def test_pila_configs_lists_and_copies(elsewhere, capsys):
     assert main(["configs"]) == 0
     out = capsys.readouterr().out
-    assert "lab/stageC.yaml" in out and "tiny/predict.yaml" in out and "ablations/wo_afe.yaml" in out
+    assert (
+        "lab/stageC.yaml" in out and "tiny/predict.yaml" in out and "ablations/wo_afe.yaml" in out
+    )
     assert main(["configs", "copy", "lab", "--to", "mine"]) == 0
-    written = sorted(p.relative_to(elsewhere / "mine").as_posix() for p in (elsewhere / "mine").rglob("*") if p.is_file())
-    assert written == ["lab/predict.yaml", "lab/prompts.jsonl", "lab/stageA.yaml", "lab/stageB.yaml", "lab/stageC.yaml"]
-    assert (elsewhere / "mine/lab/stageB.yaml").read_bytes() == (configs.ROOT / "lab/stageB.yaml").read_bytes()
+    written = sorted(
+        p.relative_to(elsewhere / "mine").as_posix()
+        for p in (elsewhere / "mine").rglob("*")
+        if p.is_file()
+    )
+    assert written == [
+        "lab/predict.yaml",
+        "lab/prompts.jsonl",
+        "lab/stageA.yaml",
+        "lab/stageB.yaml",
+        "lab/stageC.yaml",
+    ]
+    assert (elsewhere / "mine/lab/stageB.yaml").read_bytes() == (
+        configs.ROOT / "lab/stageB.yaml"
+    ).read_bytes()
     capsys.readouterr()
     (elsewhere / "mine/lab/stageB.yaml").write_text("# edited\n")
     assert main(["configs", "copy", "lab", "--to", "mine"]) == 2  # nothing overwritten silently
     err = capsys.readouterr().err
-    assert err.startswith("pila configs: error:") and "stageB.yaml" in err and len(err.splitlines()) == 1
+    assert (
+        err.startswith("pila configs: error:")
+        and "stageB.yaml" in err
+        and len(err.splitlines()) == 1
+    )
     assert (elsewhere / "mine/lab/stageB.yaml").read_text() == "# edited\n"
     assert main(["configs", "copy", "lab", "--to", "mine", "--overwrite"]) == 0
-    assert (elsewhere / "mine/lab/stageB.yaml").read_bytes() == (configs.ROOT / "lab/stageB.yaml").read_bytes()
+    assert (elsewhere / "mine/lab/stageB.yaml").read_bytes() == (
+        configs.ROOT / "lab/stageB.yaml"
+    ).read_bytes()
     assert main(["configs", "copy", "nope"]) == 2
     assert "no packaged config 'nope'" in capsys.readouterr().err
 
 
 def test_every_packaged_file_a_shipped_config_names_exists():
-    """A path a shipped config writes as ``lightning_configs/…`` (a prompt file) is in the package."""
+    """A path a shipped config names as ``lightning_configs/…`` (a prompt file) is packaged."""
     named = []
 
     def walk(value):
@@ -151,10 +195,14 @@ def test_demo_copies_name_the_packaged_prompts_by_absolute_path(elsewhere):
     made = demo._configs_for(out.resolve(), demo.config_folder(None))
     predict = yaml.safe_load(made["predict"].read_text())
     prompt_file = Path(predict["data"]["init_args"]["prompt_file"])
-    assert prompt_file == (configs.ROOT / "lab" / "prompts.jsonl").resolve() and prompt_file.is_file()
+    assert (
+        prompt_file == (configs.ROOT / "lab" / "prompts.jsonl").resolve() and prompt_file.is_file()
+    )
     stage_a = yaml.safe_load(made["stageA"].read_text())
     assert stage_a["data"]["init_args"]["root"] == str(out.resolve() / "data")
-    assert made["predict"].read_text().startswith("# pila predict on the lab world")  # comments kept
+    assert (
+        made["predict"].read_text().startswith("# pila predict on the lab world")
+    )  # comments kept
     assert demo.config_folder("tiny") == (configs.ROOT / "tiny").resolve()
     assert demo.config_folder("lightning_configs/tiny") == (configs.ROOT / "tiny").resolve()
 
@@ -174,6 +222,8 @@ def test_ablate_reads_the_packaged_configs_and_prompts_from_any_directory(elsewh
     base = yaml.safe_load((ablate.LAB_CONFIGS / "predict.yaml").read_text())
     predict = ablate_variants.predict_config(base, elsewhere / "run", None, 1, None)
     prompt_file = Path(predict["data"]["init_args"]["prompt_file"])
-    assert prompt_file == (configs.ROOT / "lab" / "prompts.jsonl").resolve() and prompt_file.is_file()
+    assert (
+        prompt_file == (configs.ROOT / "lab" / "prompts.jsonl").resolve() and prompt_file.is_file()
+    )
     plan = ablate.Plan(("baseline",), (0,), 1, 1.0, None, str(ablate.LAB_CONFIGS), ("ball_bounce",))
     assert ablate_runs.evaluation_prompts(elsewhere / "ablate", plan).is_file()

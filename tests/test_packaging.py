@@ -70,7 +70,9 @@ def test_wheel_holds_every_module_config_and_the_lab_world(wheel_names):
     for path in world:
         assert path.relative_to(ROOT).as_posix() in names
     assert "pila/parser/category_map.json" in names  # the vocabulary ships
-    assert not any(n.startswith(("datamodules/", "callbacks/", "lightning_configs/")) for n in names)
+    assert not any(
+        n.startswith(("datamodules/", "callbacks/", "lightning_configs/")) for n in names
+    )
     assert any(n.endswith("entry_points.txt") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
@@ -129,7 +131,9 @@ def test_every_third_party_import_of_the_library_is_declared():
         providers = {_normal(d) for d in distributions.get(module, [])}
         if not providers & declared:
             undeclared[module] = (sorted(providers) or ["not installed"], sorted(files)[:3])
-    assert not undeclared, f"declare in pyproject.toml (module: distribution, importers): {undeclared}"
+    assert not undeclared, (
+        f"declare in pyproject.toml (module: distribution, importers): {undeclared}"
+    )
 
 
 def test_the_import_scan_maps_import_names_to_distributions():
@@ -145,7 +149,9 @@ def test_the_import_scan_maps_import_names_to_distributions():
 def test_the_license_file_the_world_card_and_pyproject_agree():
     from pila.lab.world_card import WEIGHTS_LICENSE
 
-    license_id = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]
+    license_id = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "license"
+    ]
     assert license_id == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text and "Version 2.0, January 2004" in text
@@ -160,7 +166,9 @@ def test_the_license_file_the_world_card_and_pyproject_agree():
 
 
 # ------------------------------------------------------------ recorded results
-ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'`(=\[,])((?:/[\w.+-]+){2,}/?|[A-Za-z]:\\[\w\\. -]+|~/[\w./-]+)""", re.M)
+ABSOLUTE_PATH = re.compile(
+    r"""(?:^|[\s"'`(=\[,])((?:/[\w.+-]+){2,}/?|[A-Za-z]:\\[\w\\. -]+|~/[\w./-]+)""", re.M
+)
 """An absolute path (POSIX with two or more parts, Windows, or a home folder) standing alone."""
 
 
@@ -177,12 +185,20 @@ def test_recorded_results_name_no_machine():
 
 
 def test_the_absolute_path_scan_finds_paths_and_ignores_units():
-    text = 'args: {"out": "/home/me/pila/x.md"} --figure C:\\runs\\a.png, ~/runs/b; 3 m/s, 1/2, a/b/c'
-    assert [m.group(1) for m in ABSOLUTE_PATH.finditer(text)] == ["/home/me/pila/x.md", "C:\\runs\\a.png", "~/runs/b"]
+    text = (
+        'args: {"out": "/home/me/pila/x.md"} --figure C:\\runs\\a.png, ~/runs/b; 3 m/s, 1/2, a/b/c'
+    )
+    assert [m.group(1) for m in ABSOLUTE_PATH.finditer(text)] == [
+        "/home/me/pila/x.md",
+        "C:\\runs\\a.png",
+        "~/runs/b",
+    ]
 
 
 def test_the_lab_world_benchmark_records_repository_relative_paths():
-    spec = importlib.util.spec_from_file_location("lab_world_bench", ROOT / "benchmarks" / "lab_world.py")
+    spec = importlib.util.spec_from_file_location(
+        "lab_world_bench", ROOT / "benchmarks" / "lab_world.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.portable(module.FIGURE) == "docs/figures/lab_vae_reconstructions.png"

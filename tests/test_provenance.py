@@ -28,7 +28,12 @@ from pila.adapter import AdapterConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "lightning_configs"
 PAPER_YAMLS = sorted(
-    [*CONFIGS.glob("stage*.yaml"), *CONFIGS.glob("predict*.yaml"), *(CONFIGS / "ablations").glob("*.yaml"), *(CONFIGS / "readings").glob("*.yaml")]
+    [
+        *CONFIGS.glob("stage*.yaml"),
+        *CONFIGS.glob("predict*.yaml"),
+        *(CONFIGS / "ablations").glob("*.yaml"),
+        *(CONFIGS / "readings").glob("*.yaml"),
+    ]
 )
 
 WHERE = r"(?:Sec\.|App\.|Table|Eq\.|Fig\.)"
@@ -72,7 +77,11 @@ def dataclass_marks(cls: type, prefix: str = "") -> dict[str, str | None]:
     marks: dict[str, str | None] = {}
     for field in dataclasses.fields(cls):
         marks[prefix + field.name] = mark_kind(entries.get(field.name, ""))
-        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        default = (
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )
         if dataclasses.is_dataclass(default):
             marks.update(dataclass_marks(type(default), f"{prefix}{field.name}."))
     return marks
@@ -89,8 +98,13 @@ def test_the_args_parser_reads_entries_and_continuations():
     Returns:
         nothing: not an arg.
     """
-    assert args_section(doc) == {"alpha": "first line continued. [ours: a reason]", "beta": "plain."}
-    assert mark_kind("x [paper, App. B.3: 0.08]") == "paper" and mark_kind("x [ours: why]") == "ours"
+    assert args_section(doc) == {
+        "alpha": "first line continued. [ours: a reason]",
+        "beta": "plain.",
+    }
+    assert (
+        mark_kind("x [paper, App. B.3: 0.08]") == "paper" and mark_kind("x [ours: why]") == "ours"
+    )
     assert mark_kind("x [paper: no place]") is None and mark_kind("x (paper: 4)") is None
 
 
@@ -127,12 +141,32 @@ def test_every_adapter_config_field_has_a_provenance_mark():
     assert not missing, f"AdapterConfig fields without [paper, <where>] or [ours: <why>]: {missing}"
 
 
-PAPER_FIELDS = ("hidden", "top_k", "mask_weights", "mask_floor", "bank_slots", "categories", "residual_families")
+PAPER_FIELDS = (
+    "hidden",
+    "top_k",
+    "mask_weights",
+    "mask_floor",
+    "bank_slots",
+    "categories",
+    "residual_families",
+)
 OUR_FIELDS = (
-    "beta", "tau", "g_min", "mask_quantile", "cond_dim", "encoder_depth", "decoder_depth", "kernel_size",
-    "expert_width", "expert_depth", "loss_momentum", "afe.rho_min", "afe.kappa_p", "afe.kappa_eps",
+    "beta",
+    "tau",
+    "g_min",
+    "mask_quantile",
+    "cond_dim",
+    "encoder_depth",
+    "decoder_depth",
+    "kernel_size",
+    "expert_width",
+    "expert_depth",
+    "loss_momentum",
+    "afe.rho_min",
+    "afe.kappa_p",
+    "afe.kappa_eps",
     *(f"residual_scales.{f.name}" for f in dataclasses.fields(AdapterConfig().residual_scales)),
-)  # fmt: skip
+)
 
 
 def test_stated_values_are_marked_paper_and_lost_ones_ours():
@@ -171,10 +205,23 @@ def _default_classes():
     from pila.stages.stages import ObservableAnchorLoss
 
     return [
-        PhysicsWarmup, ConditioningWarmup, MaskBlend, EncoderFreeze, SigmaRangePhases, RecoveryPhases,
-        ClipConfig, FlowConfig, FilterConfig, SigmaSampler, ResidualLoss, ObservableAnchorLoss,
-        PILAModule, StageA, StageB, StageC,
-    ]  # fmt: skip
+        PhysicsWarmup,
+        ConditioningWarmup,
+        MaskBlend,
+        EncoderFreeze,
+        SigmaRangePhases,
+        RecoveryPhases,
+        ClipConfig,
+        FlowConfig,
+        FilterConfig,
+        SigmaSampler,
+        ResidualLoss,
+        ObservableAnchorLoss,
+        PILAModule,
+        StageA,
+        StageB,
+        StageC,
+    ]
 
 
 @pytest.mark.parametrize("cls", _default_classes(), ids=lambda c: c.__name__)
@@ -198,7 +245,11 @@ def test_schedule_defaults_the_paper_states_are_marked_paper():
 
     assert kinds(PhysicsWarmup) == {"target": "paper", "steps": "paper"}
     assert kinds(EncoderFreeze)["steps"] == "paper" and kinds(EncoderFreeze)["lr_scale"] == "ours"
-    assert kinds(SigmaRangePhases) == {"sigma_max": "ours", "steps_per_phase": "paper", "sigma_min": "ours"}
+    assert kinds(SigmaRangePhases) == {
+        "sigma_max": "ours",
+        "steps_per_phase": "paper",
+        "sigma_min": "ours",
+    }
 
 
 # ------------------------------------------------------------------------------ YAML
@@ -232,19 +283,45 @@ def test_every_number_of_a_paper_yaml_has_a_provenance_comment(path):
     text = path.read_text()
     lines = numeric_lines(text)
     assert len(lines) == numeric_leaves(yaml.safe_load(text))  # no number hides from the line scan
-    missing = [f"line {n}: {key}: {value}" for n, key, value, comment in lines if not YAML_MARK.search(comment)]
-    assert not missing, f"{path.name}: numbers without `# paper, <where>` or `# ours: <why>`: {missing}"
+    missing = [
+        f"line {n}: {key}: {value}"
+        for n, key, value, comment in lines
+        if not YAML_MARK.search(comment)
+    ]
+    assert not missing, (
+        f"{path.name}: numbers without `# paper, <where>` or `# ours: <why>`: {missing}"
+    )
 
 
 # (file, key, value) → the mark it must carry
 YAML_KINDS = {
-    **{(f"stage{s}.yaml", k, v): "paper" for s in "ABC" for k, v in [
-        ("devices", "8"), ("num_nodes", "1"), ("stage", "2"), ("hidden", "128"), ("top_k", "4"), ("num_frames", "81"),
-    ]},
-    **{(f"stage{s}.yaml", k, v): "ours" for s in "ABC" for k, v in [
-        ("lr", "1.0e-4"), ("beta", "2.0"), ("tau", "1.0"), ("sigma_shift", "3.0"), ("gradient_clip_val", "1.0"),
-        ("batch_size", "1"), ("height", "480"), ("width", "832"), ("fps", "16.0"),
-    ]},
+    **{
+        (f"stage{s}.yaml", k, v): "paper"
+        for s in "ABC"
+        for k, v in [
+            ("devices", "8"),
+            ("num_nodes", "1"),
+            ("stage", "2"),
+            ("hidden", "128"),
+            ("top_k", "4"),
+            ("num_frames", "81"),
+        ]
+    },
+    **{
+        (f"stage{s}.yaml", k, v): "ours"
+        for s in "ABC"
+        for k, v in [
+            ("lr", "1.0e-4"),
+            ("beta", "2.0"),
+            ("tau", "1.0"),
+            ("sigma_shift", "3.0"),
+            ("gradient_clip_val", "1.0"),
+            ("batch_size", "1"),
+            ("height", "480"),
+            ("width", "832"),
+            ("fps", "16.0"),
+        ]
+    },
     ("stageA.yaml", "max_steps", "9000"): "paper",
     ("stageA.yaml", "steps_per_phase", "3000"): "paper",
     ("stageA.yaml", "sigma_max", "[0.25, 0.5, 1.0]"): "ours",
@@ -264,7 +341,7 @@ YAML_KINDS = {
     ("predict.yaml", "guidance_scale", "5.0"): "ours",
     ("predict_wan22.yaml", "shift", "12.0"): "ours",
     ("predict_wan22.yaml", "num_inference_steps", "40"): "ours",
-}  # fmt: skip
+}
 
 
 def test_the_yaml_marks_say_paper_exactly_where_the_paper_states_the_value():
@@ -276,9 +353,14 @@ def test_the_yaml_marks_say_paper_exactly_where_the_paper_states_the_value():
                 continue
             seen.add((path.name, key, value))
             kind = "paper" if comment.lstrip("# ").startswith("paper") else "ours"
-            assert kind == expected, f"{path.name}: {key}: {value} is marked {comment!r}, expected {expected}"
+            assert kind == expected, (
+                f"{path.name}: {key}: {value} is marked {comment!r}, expected {expected}"
+            )
     assert seen == set(YAML_KINDS)
     for path in CONFIGS.glob("stage*.yaml"):
         text = path.read_text()
-        assert "precision: bf16-mixed             # paper" in text and "offload_optimizer: true       # paper" in text
+        assert (
+            "precision: bf16-mixed             # paper" in text
+            and "offload_optimizer: true       # paper" in text
+        )
         assert "paper's run" not in text

@@ -61,8 +61,13 @@ def test_one_stage_c_step_on_the_real_architecture(backbone, tmp_path):
     module.attach_backbone(backbone)
     before = {k: v.clone() for k, v in module.adapter.state_dict().items()}
     trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, default_root_dir=tmp_path,
+        max_steps=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     items = [_clip(0)]
     trainer.fit(module, train_dataloaders=DataLoader(items, batch_size=1, collate_fn=_collate))
@@ -80,8 +85,15 @@ def _collate(items: list[dict]) -> dict:
 def test_one_generation_step_on_the_real_architecture(backbone):
     adapter = PILAAdapter(AdapterConfig()).eval()
     frames = generate(
-        backbone, "a ball bounces", adapter=adapter, seed=0, num_frames=FRAMES, height=HEIGHT, width=WIDTH,
-        num_inference_steps=1, max_sequence_length=TEXT_TOKENS,
+        backbone,
+        "a ball bounces",
+        adapter=adapter,
+        seed=0,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=1,
+        max_sequence_length=TEXT_TOKENS,
     )[0]
     assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
     assert np.isfinite(frames).all()

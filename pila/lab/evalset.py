@@ -55,7 +55,7 @@ class EvalSet:
     name: str
     world_seed: int
     first_noise_seed: int
-    videos_per_scene: int = 16  # ours: the floor of 16 videos per scene
+    videos_per_scene: int = 16  # ours: each its own noise draw, enough for per-scene intervals
 
     @property
     def file_name(self) -> str:

@@ -59,14 +59,21 @@ def test_without_afe_fields_reading_the_scaffold_is_the_bank() -> None:
 
 
 def test_without_afe_pathway_reading_the_bank_is_a_linear_map_of_x0() -> None:
-    """R5, the default reading: Table 12's "w/o AFE" (no physical-encoder pathway): P = a pointwise affine map of x̂0."""
+    """R5, the default reading of Table 12's "w/o AFE" (no physical-encoder pathway).
+
+    P is a pointwise affine map of x̂0.
+    """
     adapter = tiny_adapter(use_afe=False).eval()  # the default reading
     kept = tiny_adapter(use_afe=False, wo_afe_reading="fields").eval()
-    assert sum(p.numel() for p in adapter.encoder.parameters()) < sum(p.numel() for p in kept.encoder.parameters())
+    assert sum(p.numel() for p in adapter.encoder.parameters()) < sum(
+        p.numel() for p in kept.encoder.parameters()
+    )
     x_t, sigma, v_theta, cond = make_batch()
     zero = torch.zeros_like(v_theta)
     with torch.no_grad():
-        banks = [adapter.encode_bank(k * x_t, sigma, zero).bank for k in (0.0, 1.0, 2.0)]  # x̂0 = k·x_t
+        banks = [
+            adapter.encode_bank(k * x_t, sigma, zero).bank for k in (0.0, 1.0, 2.0)
+        ]  # x̂0 = k·x_t
         torch.testing.assert_close(banks[2] - banks[1], banks[1] - banks[0], atol=1e-5, rtol=1e-4)
         moved = x_t.clone()
         moved[..., 0, 0] += 1.0  # one latent cell: a pointwise map changes that cell only

@@ -26,7 +26,7 @@ def randomize(experts: OperatorExperts, seed: int = 0) -> None:
 def naive_expert(
     experts: OperatorExperts, k: int, bank: torch.Tensor, cond: torch.Tensor
 ) -> torch.Tensor:
-    """O_k on one sample (1, C, T, H, W) written out layer by layer over the concatenation [P, c]."""
+    """O_k on one sample (1, C, T, H, W) written layer by layer over the concatenation [P, c]."""
     pad = experts.kernel_size // 2
     c_map = cond[:, :, None, None, None].expand(-1, -1, *bank.shape[2:])  # broadcast c
     x = torch.cat([bank, c_map], dim=1)

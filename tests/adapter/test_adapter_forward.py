@@ -59,7 +59,9 @@ def test_correction_is_sigma_gated_decoder_output() -> None:
     torch.testing.assert_close(out.correction, gate[:, None, None, None, None] * out.delta_v)
     torch.testing.assert_close(out.v_pila - v_theta, out.correction)
     assert out.correction.abs().sum() > 0
-    v_pila, correction = apply_correction(v_theta, sigma, out.delta_v, 0.2)  # what forward uses for Eq. 10
+    v_pila, correction = apply_correction(
+        v_theta, sigma, out.delta_v, 0.2
+    )  # what forward uses for Eq. 10
     assert torch.equal(out.v_pila, v_pila) and torch.equal(out.correction, correction)
 
 
@@ -73,7 +75,9 @@ def test_forward_steps_carry_the_docstrings_equation_numbers() -> None:
         return {n for first, last in pairs for n in range(int(first), int(last or first) + 1)}
 
     documented = numbers(re.findall(r"^ +\((\d+)(?:–(\d+))?\) ", module.__doc__, re.MULTILINE))
-    steps = numbers(re.findall(r"# \((\d+)\)(?:–\((\d+)\))? ", inspect.getsource(module.PILAAdapter.forward)))
+    steps = numbers(
+        re.findall(r"# \((\d+)\)(?:–\((\d+)\))? ", inspect.getsource(module.PILAAdapter.forward))
+    )
     assert documented == steps == set(range(1, 11))
 
 

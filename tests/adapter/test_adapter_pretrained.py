@@ -75,7 +75,8 @@ def test_mis_shaped_tensors_are_named(tmp_path) -> None:
     (tmp_path / CONFIG_NAME).write_text(json.dumps(payload))
     with pytest.raises(
         AdapterLoadError,
-        match=r"mis-shaped tensors:\n(.|\n)*  experts.in_weight: saved \(8, 8, 32\), expected \(8, 12, 32\)",
+        match=r"mis-shaped tensors:\n(.|\n)*"
+        r"  experts.in_weight: saved \(8, 8, 32\), expected \(8, 12, 32\)",
     ):
         PILAAdapter.from_pretrained(tmp_path)
     with pytest.raises(AdapterLoadError, match="mis-shaped"):
@@ -152,14 +153,20 @@ def test_a_hub_id_loads_from_the_hugging_face_cache(tmp_path, monkeypatch) -> No
 
     adapter = trained_adapter()
     cache = _hub_cache(tmp_path / "hub", "pila-org/tiny-adapter", adapter)
-    loaded = PILAAdapter.from_pretrained("pila-org/tiny-adapter", cache_dir=cache, local_files_only=True)
+    loaded = PILAAdapter.from_pretrained(
+        "pila-org/tiny-adapter", cache_dir=cache, local_files_only=True
+    )
     for name, tensor in adapter.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
-    # HF_HUB_OFFLINE=1 with the default cache: what `pila predict --model.init_args.adapter org/name` does offline
+    # HF_HUB_OFFLINE=1 with the default cache: what
+    # `pila predict --model.init_args.adapter org/name` does offline
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     assert PILAAdapter.from_pretrained("pila-org/tiny-adapter").config == adapter.config
-    with pytest.raises(FileNotFoundError, match=r"could not fetch adapter 'pila-org/missing' from the hub(.|\n)*local folder"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"could not fetch adapter 'pila-org/missing' from the hub(.|\n)*local folder",
+    ):
         PILAAdapter.from_pretrained("pila-org/missing")
     with pytest.raises(FileNotFoundError, match="adapter folder .*does not exist"):
         PILAAdapter.from_pretrained(tmp_path / "no" / "such" / "folder")
@@ -186,7 +193,9 @@ def test_push_to_hub_uploads_exactly_the_adapter_folder(monkeypatch) -> None:
         calls["create"] = {"repo_id": repo_id, "private": private, "exist_ok": exist_ok}
         return SimpleNamespace(repo_id=repo_id)
 
-    def upload_folder(self, *, repo_id, folder_path, commit_message, revision=None, allow_patterns=None, **kwargs):
+    def upload_folder(
+        self, *, repo_id, folder_path, commit_message, revision=None, allow_patterns=None, **kwargs
+    ):
         from pathlib import Path
 
         folder = Path(folder_path)
@@ -205,7 +214,14 @@ def test_push_to_hub_uploads_exactly_the_adapter_folder(monkeypatch) -> None:
     adapter = tiny_adapter(top_k=3)
     url = adapter.push_to_hub("pila-org/tiny-adapter", private=True, revision="dev")
     assert url == "https://huggingface.co/pila-org/tiny-adapter/commit/abc"
-    assert calls["create"] == {"repo_id": "pila-org/tiny-adapter", "private": True, "exist_ok": True}
+    assert calls["create"] == {
+        "repo_id": "pila-org/tiny-adapter",
+        "private": True,
+        "exist_ok": True,
+    }
     upload = calls["upload"]
     assert upload["files"] == sorted([CONFIG_NAME, WEIGHTS_NAME]) and upload["revision"] == "dev"
-    assert sorted(upload["allow_patterns"]) == sorted([CONFIG_NAME, WEIGHTS_NAME]) and upload["config"]["top_k"] == 3
+    assert (
+        sorted(upload["allow_patterns"]) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+        and upload["config"]["top_k"] == 3
+    )

@@ -23,23 +23,31 @@ def _shortened(name: str, folder: Path) -> Path:
     trainer = config["trainer"]
     if name in STAGE_STEPS:
         steps = STAGE_STEPS[name]
-        trainer.update(max_steps=steps, log_every_n_steps=1, val_check_interval=steps, limit_val_batches=1)
+        trainer.update(
+            max_steps=steps, log_every_n_steps=1, val_check_interval=steps, limit_val_batches=1
+        )
         for callback in trainer["callbacks"]:
             args = callback["init_args"]
             if callback["class_path"].endswith("ModelCheckpoint"):
                 args["every_n_train_steps"] = steps
             if callback["class_path"].endswith(("SigmaRangePhases", "RecoveryPhases")):
                 args["steps_per_phase"] = 1
-            if callback["class_path"].endswith(("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")):
+            if callback["class_path"].endswith(
+                ("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")
+            ):
                 args["steps"] = 2
             if callback["class_path"].endswith("ExpertImageLogger"):
                 args["every_n_steps"] = 2
         config["model"]["init_args"]["log_every_n_steps"] = 2
         if name != "stageA":
             config["model"]["init_args"]["grad_log_every_n_steps"] = 1  # gradient curves to plot
-        config["data"]["init_args"].update(num_clips_per_category=1, batch_size=4, num_frames=17, height=32, width=32)
+        config["data"]["init_args"].update(
+            num_clips_per_category=1, batch_size=4, num_frames=17, height=32, width=32
+        )
     else:  # predict: one short video
-        config["model"]["init_args"]["sampling"].update(num_inference_steps=2, num_frames=5, height=32, width=32)
+        config["model"]["init_args"]["sampling"].update(
+            num_inference_steps=2, num_frames=5, height=32, width=32
+        )
         config["data"]["init_args"]["prompts"] = config["data"]["init_args"]["prompts"][:1]
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

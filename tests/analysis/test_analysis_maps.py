@@ -50,7 +50,9 @@ def test_weighted_maps_scale_each_expert_by_its_routing_weight():
 
 
 def test_no_selected_expert_gives_zero_maps_and_bad_shapes_are_named():
-    assert torch.all(expert_update_maps(torch.zeros(2, 0, 5, 2, 3, 4), torch.zeros(2, 0, dtype=torch.long)) == 0)
+    assert torch.all(
+        expert_update_maps(torch.zeros(2, 0, 5, 2, 3, 4), torch.zeros(2, 0, dtype=torch.long)) == 0
+    )
     with pytest.raises(ValueError, match="indices must have shape"):
         expert_update_maps(_updates(), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="expert_updates"):
@@ -61,12 +63,18 @@ def test_collected_maps_equal_the_adapter_called_directly_and_the_training_image
     adapter = tiny_adapter(seed=1)
     items = clip_items([(0, 5), (2,), (6, 4)], seed=2)
     sigma, seed, text_length = 0.6, 5, 8
-    maps = collect_expert_maps(adapter, tiny_backbone, items, sigma, text_length=text_length, seed=seed)
+    maps = collect_expert_maps(
+        adapter, tiny_backbone, items, sigma, text_length=text_length, seed=seed
+    )
     assert maps.maps.shape == (3, 8, 5, 4, 4)
 
     batch = collate_clips(items)
     s = torch.full((3,), sigma)
-    x_t = noisy_latent(batch["latents"], torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(seed)), s)
+    x_t = noisy_latent(
+        batch["latents"],
+        torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(seed)),
+        s,
+    )
     v = tiny_backbone.velocity(x_t, s, pad_text(batch["prompt_embeds"], text_length))
     with torch.no_grad():
         out = adapter.eval()(x_t, s, v, AdapterCondition(batch["pooled"], batch["labels"]))
@@ -83,7 +91,9 @@ def test_collected_maps_equal_the_adapter_called_directly_and_the_training_image
 
 def test_maps_need_the_moe_operator(tiny_backbone):
     with pytest.raises(ValueError, match="MoE operator"):
-        collect_expert_maps(tiny_adapter(moe_operator=False), tiny_backbone, clip_items([(0,)]), text_length=8)
+        collect_expert_maps(
+            tiny_adapter(moe_operator=False), tiny_backbone, clip_items([(0,)]), text_length=8
+        )
 
 
 def test_latent_frame_times_and_clip_picking():
@@ -94,7 +104,8 @@ def test_latent_frame_times_and_clip_picking():
     labels[0, [0, 5]] = 1
     labels[1, 5] = 1
     labels[2, 2] = 1
-    # collision's first clip is a, already picked for rigid_body: b is the next one; nobody is optical
+    # collision's first clip is a, already picked for rigid_body: b is the next one;
+    # nobody is optical
     assert pick_clips(labels, ["a", "b", "c"], [0, 5, 2, 7]) == {0: "a", 5: "b", 2: "c"}
 
 
@@ -106,7 +117,10 @@ def test_clip_frames_are_the_frames_the_cache_encoded(tiny_run):
     frames = run.clip_frames(clips, clip_id)
     latent_frames = clips[0]["latents"].shape[1]
     assert frames.shape == (17, 32, 32, 3) and frames.dtype == np.uint8
-    assert len(latent_frame_times(latent_frames)) == latent_frames and latent_frame_times(latent_frames)[-1] == 16
+    assert (
+        len(latent_frame_times(latent_frames)) == latent_frames
+        and latent_frame_times(latent_frames)[-1] == 16
+    )
     # the synthetic videos are rendered at the clip settings, so the clip is the whole video
     video, _ = read_video(run.videos_dir / clips.video_names[0])
     np.testing.assert_array_equal(frames, video)

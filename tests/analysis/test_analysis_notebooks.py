@@ -16,15 +16,35 @@ NOTEBOOKS = ROOT / "notebooks"
 OUT_LINE = 'OUT = os.environ.get("PILA_DEMO_OUT", "../outputs/demo")'
 FIGURES = {
     "router_statistics": [
-        "router_statistics.png", "router_mean_weight.png", "router_selection_by_sigma.png", "router_generated.png",
-    ],  # fmt: skip
-    "expert_maps": [*(f"expert_maps_{c}.png" for c in (
-        "rigid_body", "elastic", "fluid", "compressible_flow", "phase_change", "collision", "thermal", "optical",
-    )), "expert_update_by_category.png"],  # fmt: skip
+        "router_statistics.png",
+        "router_mean_weight.png",
+        "router_selection_by_sigma.png",
+        "router_generated.png",
+    ],
+    "expert_maps": [
+        *(
+            f"expert_maps_{c}.png"
+            for c in (
+                "rigid_body",
+                "elastic",
+                "fluid",
+                "compressible_flow",
+                "phase_change",
+                "collision",
+                "thermal",
+                "optical",
+            )
+        ),
+        "expert_update_by_category.png",
+    ],
     "residual_curves": [
-        "residual_curves_stageC.png", "residual_matrix_stageC.png", "residual_curves_stageB.png",
-        "expert_curves_stageC.png", "stage_losses.png", "grad_ratio.png",
-    ],  # fmt: skip
+        "residual_curves_stageC.png",
+        "residual_matrix_stageC.png",
+        "residual_curves_stageB.png",
+        "expert_curves_stageC.png",
+        "stage_losses.png",
+        "grad_ratio.png",
+    ],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -35,7 +55,9 @@ def test_the_notebooks_are_the_expected_ones_and_stored_without_outputs():
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        assert all(not c.outputs and c.execution_count is None for c in code), (
+            f"{path.name} has outputs"
+        )
         # the output folder is one variable, set in the first code cell and nowhere else
         assert OUT_LINE in code[0].source
         assert not any("outputs/demo" in c.source for c in code[1:])
@@ -63,7 +85,12 @@ def test_notebook_runs_on_a_demo_run(name, tiny_run, tmp_path, monkeypatch):
     assert Path(executable).resolve() == Path(sys.executable).resolve()
     assert executable.startswith(sys.prefix)
     assert Path(out_seen) == out
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    images = sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert images == len(FIGURES[name])  # each figure shown once, and each saved:
     for figure in FIGURES[name]:
         path = out / "figures" / figure

@@ -60,10 +60,13 @@ def test_routing_weights_count_as_selections_and_average_by_category():
     weights = torch.zeros(4, 8)
     weights[SELECTED] = torch.tensor([0.5, 0.3, 0.2] * 4)
     torch.testing.assert_close(
-        selection_rate_by_category(weights, LABELS), selection_rate_by_category(SELECTED, LABELS), equal_nan=True
+        selection_rate_by_category(weights, LABELS),
+        selection_rate_by_category(SELECTED, LABELS),
+        equal_nan=True,
     )
     mean = mean_weight_by_category(weights, LABELS)
-    # rigid_body: clip 0 gives expert 0 weight 0.5, clip 1 gives it 0.5 → 0.5; expert 3 only in clip 1 (0.3) → 0.15
+    # rigid_body: clip 0 gives expert 0 weight 0.5, clip 1 gives it 0.5 → 0.5;
+    # expert 3 only in clip 1 (0.3) → 0.15
     assert mean[0, 0].item() == pytest.approx(0.5)
     assert mean[0, 3].item() == pytest.approx(0.15)
     assert mean[0, 7].item() == pytest.approx(0.2)
@@ -85,7 +88,11 @@ def test_coactivation_correlation_is_pearson_of_the_selection_indicators():
         assert torch.all(corr[k, torch.arange(8) != k] == 0)
     # the same matrix training's router statistics would give
     routing = Routing(
-        torch.zeros(4, 8), torch.zeros(4, 8), SELECTED.float().topk(3).indices, torch.full((4, 3), 1 / 3), SELECTED.float() / 3
+        torch.zeros(4, 8),
+        torch.zeros(4, 8),
+        SELECTED.float().topk(3).indices,
+        torch.full((4, 3), 1 / 3),
+        SELECTED.float() / 3,
     )
     assert torch.equal(routing_statistics(routing, LABELS).coactivation.double(), counts)
 
@@ -105,7 +112,13 @@ def test_collected_routing_equals_calling_the_adapter_directly(tiny_backbone):
     items = clip_items([(0, 5), (1,), (2,), (2, 6), (7,)])
     sigmas, seed, batch_size, text_length = (0.3, 0.9), 11, 2, 8
     routing = collect_routing(
-        adapter, tiny_backbone, items, sigmas, text_length=text_length, batch_size=batch_size, seed=seed
+        adapter,
+        tiny_backbone,
+        items,
+        sigmas,
+        text_length=text_length,
+        batch_size=batch_size,
+        seed=seed,
     )
     assert adapter.training, "the adapter's mode is restored"
     assert routing.ids == [f"clip{i}" for i in range(5)]
@@ -132,14 +145,18 @@ def test_collected_routing_equals_calling_the_adapter_directly(tiny_backbone):
     assert routing.selected().shape == (10, 8)
     assert torch.equal(routing.sample_labels(), routing.labels.repeat(2, 1))
     assert routing.statistics().num_samples == 10
-    assert torch.equal(routing.statistics(0.3).selection_counts, routing.selected(0.3).sum(0).float())
+    assert torch.equal(
+        routing.statistics(0.3).selection_counts, routing.selected(0.3).sum(0).float()
+    )
     with pytest.raises(KeyError, match="0.5"):
         routing.selected(0.5)
 
 
 def test_the_plain_adapter_has_no_router_to_collect(tiny_backbone):
     with pytest.raises(ValueError, match="plain adapter"):
-        collect_routing(tiny_adapter(plain_adapter=True), tiny_backbone, clip_items([(0,)]), text_length=8)
+        collect_routing(
+            tiny_adapter(plain_adapter=True), tiny_backbone, clip_items([(0,)]), text_length=8
+        )
 
 
 @pytest.mark.slow
@@ -147,7 +164,9 @@ def test_routing_of_a_demo_run(tiny_run):
     run = RunFolder(tiny_run)
     assert run.settings.backbone == "tiny" and run.settings.text_length == 128
     adapter, clips = run.load_adapter(), run.clips()
-    routing = collect_routing(adapter, run.load_backbone(), clips, (0.5, 1.0), text_length=run.settings.text_length)
+    routing = collect_routing(
+        adapter, run.load_backbone(), clips, (0.5, 1.0), text_length=run.settings.text_length
+    )
     assert routing.ids == clips.ids
     assert torch.equal(routing.labels, torch.stack([clips[i]["labels"] for i in range(len(clips))]))
     assert (routing.selected().sum(1) == adapter.config.top_k).all()
@@ -163,14 +182,30 @@ def test_routing_of_a_demo_run(tiny_run):
 
 def test_generated_routing_is_read_from_the_video_sidecars(tmp_path):
     def sidecar(name: str, prompt: str, labels, routing) -> None:
-        meta = {"format": SIDECAR_FORMAT, "prompt": prompt, "labels": labels, "video": f"{name}.mp4", "routing_weights": routing}
+        meta = {
+            "format": SIDECAR_FORMAT,
+            "prompt": prompt,
+            "labels": labels,
+            "video": f"{name}.mp4",
+            "routing_weights": routing,
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps(meta))
 
-    sidecar("00000_ball", "a ball bounces", ["rigid_body", "collision"], {"rigid_body": 0.25, "collision": 0.75})
+    sidecar(
+        "00000_ball",
+        "a ball bounces",
+        ["rigid_body", "collision"],
+        {"rigid_body": 0.25, "collision": 0.75},
+    )
     sidecar("00001_base", "no adapter", None, None)  # generated without an adapter: skipped
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "notes.json").write_text(json.dumps({"prompt": "not a sidecar"}))
-    sidecar("sub/00002_ice", "ice melts", ["phase_change"], {"phase_change": 0.5, "thermal": 0.5, "fluid": 0.0})
+    sidecar(
+        "sub/00002_ice",
+        "ice melts",
+        ["phase_change"],
+        {"phase_change": 0.5, "thermal": 0.5, "fluid": 0.0},
+    )
     routing = read_generated_routing(tmp_path)
     assert routing.videos == ["00000_ball.mp4", "sub/00002_ice.mp4"]
     assert routing.prompts == ["a ball bounces", "ice melts"]

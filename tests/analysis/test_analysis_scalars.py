@@ -32,7 +32,10 @@ def _write(folder, values: dict[str, list[tuple[int, float]]], wall_time: float 
 
 
 def test_read_scalars_returns_exactly_what_was_written(tmp_path):
-    _write(tmp_path / "stageA", {"train/loss": [(0, 1.5), (1, 0.25), (2, 0.125)], "val/loss": [(2, 0.3)]})
+    _write(
+        tmp_path / "stageA",
+        {"train/loss": [(0, 1.5), (1, 0.25), (2, 0.125)], "val/loss": [(2, 0.3)]},
+    )
     _write(tmp_path / "stageC", {"train/loss": [(0, 7.0), (3, 1.0 / 3.0)]})
     table = read_scalars(tmp_path)
     assert table.stages == ["stageA", "stageC"]
@@ -74,14 +77,17 @@ def test_a_later_event_file_supersedes_its_folder_from_its_first_step_on(tmp_pat
 
 def test_residual_and_expert_curves_pivot_the_stage_tags_in_the_fixed_order(tmp_path):
     (cat_a, term_a), (cat_b, term_b) = TERM_KEYS[5], TERM_KEYS[1]
-    _write(tmp_path / "stageC", {
-        f"train/residual/{cat_a}/{term_a}": [(1, 0.5), (3, 0.25)],
-        f"train/residual/{cat_b}/{term_b}": [(3, 2.0)],
-        "train/expert_loss/thermal": [(1, 4.0)],
-        "train/expert_loss/rigid_body": [(1, 3.0), (3, 1.0)],
-        "train/router/selection_rate/fluid": [(1, 0.75)],
-        "val/residual_loss": [(3, 9.0)],
-    })  # fmt: skip
+    _write(
+        tmp_path / "stageC",
+        {
+            f"train/residual/{cat_a}/{term_a}": [(1, 0.5), (3, 0.25)],
+            f"train/residual/{cat_b}/{term_b}": [(3, 2.0)],
+            "train/expert_loss/thermal": [(1, 4.0)],
+            "train/expert_loss/rigid_body": [(1, 3.0), (3, 1.0)],
+            "train/router/selection_rate/fluid": [(1, 0.75)],
+            "val/residual_loss": [(3, 9.0)],
+        },
+    )
     _write(tmp_path / "stageB", {f"train/residual/{cat_a}/{term_a}": [(0, 100.0)]})
     table = read_scalars(tmp_path)
 
@@ -101,7 +107,10 @@ def test_residual_and_expert_curves_pivot_the_stage_tags_in_the_fixed_order(tmp_
 
 
 def test_align_curves_puts_curves_on_the_union_of_steps():
-    curves = {"a": Series(np.array([0, 2]), np.array([1.0, 2.0])), "b": Series(np.array([1, 2, 5]), np.array([3.0, 4.0, 5.0]))}
+    curves = {
+        "a": Series(np.array([0, 2]), np.array([1.0, 2.0])),
+        "b": Series(np.array([1, 2, 5]), np.array([3.0, 4.0, 5.0])),
+    }
     matrix = align_curves(curves, keys=["b", "a"])
     assert matrix.keys == ["b", "a"]
     assert matrix.steps.tolist() == [0, 1, 2, 5]
@@ -112,11 +121,13 @@ def test_align_curves_puts_curves_on_the_union_of_steps():
 
 
 def test_table_from_rows_keeps_the_latest_write_of_a_step():
-    table = ScalarTable.from_rows([
-        {"stage": "s", "tag": "t", "step": 2, "value": 1.0, "wall_time": 5.0},
-        {"stage": "s", "tag": "t", "step": 1, "value": 2.0, "wall_time": 6.0},
-        {"stage": "s", "tag": "t", "step": 2, "value": 3.0, "wall_time": 7.0},
-    ])  # fmt: skip
+    table = ScalarTable.from_rows(
+        [
+            {"stage": "s", "tag": "t", "step": 2, "value": 1.0, "wall_time": 5.0},
+            {"stage": "s", "tag": "t", "step": 1, "value": 2.0, "wall_time": 6.0},
+            {"stage": "s", "tag": "t", "step": 2, "value": 3.0, "wall_time": 7.0},
+        ]
+    )
     assert table.step.tolist() == [1, 2] and table.value.tolist() == [2.0, 3.0]
     assert len(table.where(stage="other")) == 0
 
@@ -130,12 +141,15 @@ def test_missing_or_empty_log_folders_say_what_to_pass(tmp_path):
 
 @pytest.mark.slow
 def test_gradient_curves_pivot_ratios_and_norms_in_the_group_order(tmp_path):
-    _write(tmp_path / "stageC", {
-        "train/grad_ratio/decoder": [(4, 0.0)],
-        "train/grad_ratio/encoder": [(4, 120.0), (9, 80.0)],
-        "train/grad_norm/fm/encoder": [(4, 0.01)],
-        "train/grad_norm/residual/encoder": [(4, 1.2)],
-    })  # fmt: skip
+    _write(
+        tmp_path / "stageC",
+        {
+            "train/grad_ratio/decoder": [(4, 0.0)],
+            "train/grad_ratio/encoder": [(4, 120.0), (9, 80.0)],
+            "train/grad_norm/fm/encoder": [(4, 0.01)],
+            "train/grad_norm/residual/encoder": [(4, 1.2)],
+        },
+    )
     _write(tmp_path / "stageB", {"train/grad_ratio/afe": [(1, 3.0)]})
     table = read_scalars(tmp_path)
     ratios = gradient_curves(table)
@@ -161,12 +175,14 @@ def test_the_stage_modules_tags_read_back_from_a_demo_run(tiny_run):
 
 
 def test_the_demo_measures_both_video_sets_with_the_ruler(tiny_run):
-    """``pila demo`` generates with and without the adapter and runs ``pila lab evaluate`` on both."""
+    """``pila demo`` generates with and without the adapter, then ``pila lab evaluate`` on both."""
     import json
 
     for label in ("adapter", "baseline"):
         report = json.loads((tiny_run / "report" / label / "report.json").read_text())
-        sidecars = sorted((tiny_run / ("videos" if label == "adapter" else "videos_baseline")).rglob("*.mp4"))
+        sidecars = sorted(
+            (tiny_run / ("videos" if label == "adapter" else "videos_baseline")).rglob("*.mp4")
+        )
         assert len(sidecars) == 1
         # the shortened tiny run draws 5-frame videos: reported as too short, not fatal
         assert report["videos"] == [] and len(report["skipped"]) == 1

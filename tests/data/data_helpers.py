@@ -36,7 +36,9 @@ def frame_level(frame: np.ndarray) -> int:
     return round((float(frame.mean()) - 20) / LEVEL_STEP)
 
 
-def write_indexed_video(path: Path, num_frames: int, fps: float, height: int = 48, width: int = 80) -> Path:
+def write_indexed_video(
+    path: Path, num_frames: int, fps: float, height: int = 48, width: int = 80
+) -> Path:
     return write_video(path, indexed_frames(num_frames, height, width), fps=fps, crf=10)
 
 
@@ -85,7 +87,8 @@ def build_wisa_fixture(root: Path, num_frames: int = 40, fps: float = 16.0) -> d
 
         root/annotations.json
         root/videos/000.zip        members under long nested folders (good 0–2, a corrupt member)
-        root/videos/<name>.mp4     flat: good 3–5, an empty file, a truncated file, garbage, a short clip
+        root/videos/<name>.mp4     flat: good 3–5, an empty file, a truncated file, garbage,
+                                   a short clip
 
     Returns:
         ``annotations``, ``videos``, ``good`` (names that must load) and ``expected``
@@ -144,7 +147,9 @@ def build_wisa_fixture(root: Path, num_frames: int = 40, fps: float = 16.0) -> d
         sha_name(304): "malformed_field",
         sha_name(305): "unlabeled",
     }
-    records += [wisa_record(n) for n in (corrupt_member, empty, truncated, garbage, short, sha_name(300))]
+    records += [
+        wisa_record(n) for n in (corrupt_member, empty, truncated, garbage, short, sha_name(300))
+    ]
     records.append(wisa_record(sha_name(301), duration=12.5))
     records.append(wisa_record(sha_name(302), text_bbox_num=3))
     bad = wisa_record(sha_name(303))
@@ -156,13 +161,23 @@ def build_wisa_fixture(root: Path, num_frames: int = 40, fps: float = 16.0) -> d
             sha_name(305),
             label="something else",
             captions="A quiet empty room.",
-            physical_annotation={"q0": "No obvious dynamic phenomenon", "q1": "none", "q2": "No obvious optical phenomenon"},
+            physical_annotation={
+                "q0": "No obvious dynamic phenomenon",
+                "q1": "none",
+                "q2": "No obvious optical phenomenon",
+            },
         )
     )
     records.append(["not", "a", "record"])
     annotations = root / "annotations.json"
     annotations.write_text(json.dumps(records))
-    return {"annotations": annotations, "videos": videos, "good": good, "expected": expected, "staging": staging}
+    return {
+        "annotations": annotations,
+        "videos": videos,
+        "good": good,
+        "expected": expected,
+        "staging": staging,
+    }
 
 
 CLIP = ClipConfig(num_frames=17, fps=16.0, height=32, width=48)

@@ -32,7 +32,8 @@ def test_defaults_are_the_papers_clip():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"num_frames": 1}, {"fps": 0.0}, {"height": 0}, {"short_clip": "pad"}, {"anchor": "end"}]
+    "kwargs",
+    [{"num_frames": 1}, {"fps": 0.0}, {"height": 0}, {"short_clip": "pad"}, {"anchor": "end"}],
 )
 def test_clip_config_validates_itself(kwargs):
     with pytest.raises(ValueError):
@@ -60,7 +61,17 @@ def test_short_videos_are_rejected_or_looped():
     loop = ClipConfig(num_frames=33, fps=16.0, short_clip="loop")
     assert plan_frame_indices(20, 16.0, loop) == list(range(20)) + list(range(13))
     # the loop respects the rate: 8 source frames at 32 fps are 4 clip frames at 16 fps
-    assert plan_frame_indices(8, 32.0, ClipConfig(num_frames=9, fps=16.0, short_clip="loop")) == [0, 2, 4, 6, 0, 2, 4, 6, 0]
+    assert plan_frame_indices(8, 32.0, ClipConfig(num_frames=9, fps=16.0, short_clip="loop")) == [
+        0,
+        2,
+        4,
+        6,
+        0,
+        2,
+        4,
+        6,
+        0,
+    ]
 
 
 def test_resize_keeps_aspect_then_crops_the_centre():
@@ -95,7 +106,9 @@ def test_read_clip_samples_the_planned_frames_at_the_requested_size(tmp_path):
 
 def test_loop_pads_a_short_video_from_its_start(tmp_path):
     path = write_indexed_video(tmp_path / "short.mp4", num_frames=6, fps=16.0)
-    frames = read_clip(str(path), ClipConfig(num_frames=9, fps=16.0, height=16, width=16, short_clip="loop"))
+    frames = read_clip(
+        str(path), ClipConfig(num_frames=9, fps=16.0, height=16, width=16, short_clip="loop")
+    )
     assert [frame_level(f) for f in frames] == [0, 1, 2, 3, 4, 5, 0, 1, 2]
     with pytest.raises(ClipTooShort):
         read_clip(str(path), ClipConfig(num_frames=9, fps=16.0, height=16, width=16))
@@ -149,4 +162,6 @@ def test_a_video_that_ends_before_its_header_says_is_replanned(tmp_path, monkeyp
     # the container claims 60 frames, 40 decode: the clip is planned again on the 40
     monkeypatch.setattr(clips, "_count_frames", lambda source, fallback: (60, 16.0))
     frames = read_clip(str(path), ClipConfig(num_frames=33, fps=16.0, height=16, width=16))
-    assert [frame_level(f) for f in frames] == plan_frame_indices(40, 16.0, ClipConfig(num_frames=33, fps=16.0))
+    assert [frame_level(f) for f in frames] == plan_frame_indices(
+        40, 16.0, ClipConfig(num_frames=33, fps=16.0)
+    )

@@ -25,14 +25,22 @@ def test_prompts_of_different_lengths_pad_to_the_longest():
     items = [item(3, "a"), item(7, "b"), item(1, "c")]
     batch = collate_clips(items)
     assert batch["prompt_embeds"].shape == (3, 7, 4)
-    assert batch["prompt_mask"].tolist() == [[True] * 3 + [False] * 4, [True] * 7, [True] + [False] * 6]
+    assert batch["prompt_mask"].tolist() == [
+        [True] * 3 + [False] * 4,
+        [True] * 7,
+        [True] + [False] * 6,
+    ]
     for i, it in enumerate(items):
         n = it["prompt_embeds"].shape[0]
         torch.testing.assert_close(batch["prompt_embeds"][i, :n], it["prompt_embeds"])
         assert torch.all(batch["prompt_embeds"][i, n:] == 0)
     assert batch["latents"].shape == (3, 16, 3, 2, 2) and batch["flow"].shape == (3, 2, 3, 2, 2)
     assert batch["pooled"].shape == (3, 4) and batch["labels"].shape == (3, 8)
-    assert batch["prompt"] == ["prompt a", "prompt b", "prompt c"] and batch["id"] == ["a", "b", "c"]
+    assert batch["prompt"] == ["prompt a", "prompt b", "prompt c"] and batch["id"] == [
+        "a",
+        "b",
+        "c",
+    ]
     torch.testing.assert_close(batch["latents"][1], items[1]["latents"])
 
 
@@ -51,7 +59,16 @@ def test_a_partial_mask_is_kept():
 
 
 def test_raw_video_items_stack_without_prompt_embeddings():
-    raw = [{"video": torch.zeros(3, 5, 8, 8, dtype=torch.uint8), "flow": torch.zeros(2, 2, 1, 1), "labels": torch.zeros(8), "prompt": "p", "id": str(i)} for i in range(2)]
+    raw = [
+        {
+            "video": torch.zeros(3, 5, 8, 8, dtype=torch.uint8),
+            "flow": torch.zeros(2, 2, 1, 1),
+            "labels": torch.zeros(8),
+            "prompt": "p",
+            "id": str(i),
+        }
+        for i in range(2)
+    ]
     batch = collate_clips(raw)
     assert batch["video"].shape == (2, 3, 5, 8, 8) and batch["video"].dtype == torch.uint8
     assert "prompt_embeds" not in batch

@@ -39,11 +39,13 @@ def periodic_texture(x: np.ndarray, y: np.ndarray, size: int) -> np.ndarray:
 
 
 def translated_clip(path, positions: np.ndarray, size: int = 64) -> np.ndarray:
-    """Write and read back a clip whose frame k is the texture shifted by ``positions[k]`` (x, y)."""
+    """Write and read back a clip whose frame k is the texture moved by ``positions[k]`` (x, y)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     frames = np.stack([periodic_texture(xx - px, yy - py, size) for px, py in positions])
     write_video(path, frames, fps=16.0, crf=10)
-    return read_clip(str(path), ClipConfig(num_frames=len(positions), fps=16.0, height=size, width=size))
+    return read_clip(
+        str(path), ClipConfig(num_frames=len(positions), fps=16.0, height=size, width=size)
+    )
 
 
 def interior(target: torch.Tensor) -> torch.Tensor:
@@ -103,12 +105,16 @@ def test_shrunk_frames_still_give_full_resolution_units(tmp_path):
 def test_synthetic_ground_truth_and_farneback_agree_in_direction(tmp_path, scene):
     clip = render_clip(scene, 0, SyntheticConfig())
     write_video(tmp_path / "c.mp4", clip.frames, fps=16.0, crf=12)
-    frames = read_clip(str(tmp_path / "c.mp4"), ClipConfig(num_frames=33, fps=16.0, height=64, width=64))
+    frames = read_clip(
+        str(tmp_path / "c.mp4"), ClipConfig(num_frames=33, fps=16.0, height=64, width=64)
+    )
     estimate = flow_target(frames, FlowConfig())
     truth = displacement_to_target(clip.displacement)
     moving = truth.norm(dim=0) > 0.05  # (T, H, W)
     assert int(moving.sum()) > 20
-    cosine = torch.nn.functional.cosine_similarity(estimate.permute(1, 2, 3, 0)[moving], truth.permute(1, 2, 3, 0)[moving], dim=1)
+    cosine = torch.nn.functional.cosine_similarity(
+        estimate.permute(1, 2, 3, 0)[moving], truth.permute(1, 2, 3, 0)[moving], dim=1
+    )
     # Farneback spreads motion beyond object edges (its window is ~15 px), so magnitudes
     # differ on cells an object only partly covers; the direction must agree.
     assert float(cosine.mean()) > 0.85

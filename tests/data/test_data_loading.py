@@ -9,12 +9,20 @@ from pila.datamodules.cache import read_manifest
 from pila.datamodules.wisa import WISA80KDataModule
 
 
-def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch(prepared, wisa_fixture, tiny_backbone):
+def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch(
+    prepared, wisa_fixture, tiny_backbone
+):
     _, _, cache = prepared
     settings = dict(
-        annotations=str(wisa_fixture["annotations"]), videos=str(wisa_fixture["videos"]), num_frames=CLIP.num_frames,
-        height=CLIP.height, width=CLIP.width, batch_size=4, num_workers=0, val_fraction=0.5,
-    )  # fmt: skip
+        annotations=str(wisa_fixture["annotations"]),
+        videos=str(wisa_fixture["videos"]),
+        num_frames=CLIP.num_frames,
+        height=CLIP.height,
+        width=CLIP.width,
+        batch_size=4,
+        num_workers=0,
+        val_fraction=0.5,
+    )
     live = WISA80KDataModule(cache_dir=None, encode_on_the_fly=True, **settings)
     live.setup("fit")  # loads its own backbone: no attach_backbone
     encoded = live.on_after_batch_transfer(next(iter(live.val_dataloader())), 0)
@@ -23,7 +31,13 @@ def test_on_the_fly_encoding_loads_the_encoders_alone_and_gives_the_cached_batch
     cached = WISA80KDataModule(cache_dir=str(cache), **settings)
     cached.setup("fit")
     reference = cached.val_set.subset(encoded["id"])
-    expected = next(iter(torch.utils.data.DataLoader(reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn)))
+    expected = next(
+        iter(
+            torch.utils.data.DataLoader(
+                reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn
+            )
+        )
+    )
     for key in ("latents", "prompt_embeds", "pooled", "pooled_refined"):
         torch.testing.assert_close(encoded[key], expected[key], rtol=1e-4, atol=1e-4)
 

@@ -68,7 +68,9 @@ def test_a_non_object_entry_is_a_malformed_record():
 def test_unknown_rejection_reasons_are_refused():
     with pytest.raises(ValueError, match="unknown rejection reason"):
         Rejection("x.mp4", "bad vibes")
-    assert {"video_missing", "video_empty", "video_undecodable", "video_too_short"} <= set(REJECTION_REASONS)
+    assert {"video_missing", "video_empty", "video_undecodable", "video_too_short"} <= set(
+        REJECTION_REASONS
+    )
 
 
 def test_default_filters_follow_wisa_and_optional_thresholds_apply():
@@ -88,7 +90,9 @@ def test_default_filters_follow_wisa_and_optional_thresholds_apply():
     assert reason(filters, text_bbox_num=None) == "missing_field"
     strict = FilterConfig(min_motion_score=1.0, min_quality=5.5)
     assert reason(strict) == "low_motion"  # motion_score 0.8
-    assert reason(FilterConfig(min_motion_score=1.0, motion_score_field="motion_score_v2")) is None  # v2 is 1.1
+    assert (
+        reason(FilterConfig(min_motion_score=1.0, motion_score_field="motion_score_v2")) is None
+    )  # v2 is 1.1
     assert reason(FilterConfig(min_quality=5.5)) == "low_quality"
     assert reason(FilterConfig(min_quality=5.5), visual_quality_score=None) == "missing_field"
     open_filters = FilterConfig(min_duration=None, max_duration=None, max_text_boxes=None)
@@ -97,7 +101,12 @@ def test_default_filters_follow_wisa_and_optional_thresholds_apply():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"min_duration": -1.0}, {"min_duration": 5.0, "max_duration": 2.0}, {"max_text_boxes": -1}, {"motion_score_field": "speed"}],
+    [
+        {"min_duration": -1.0},
+        {"min_duration": 5.0, "max_duration": 2.0},
+        {"max_text_boxes": -1},
+        {"motion_score_field": "speed"},
+    ],
 )
 def test_filter_config_validates_itself(kwargs):
     with pytest.raises(ValueError):

@@ -39,7 +39,11 @@ TABLE = {
     "unnatural light source": {"optical"},
 }
 
-NO_ANSWERS = {"q0": "No obvious dynamic phenomenon", "q1": "No obvious thermodynamic phenomenon", "q2": "No obvious optical phenomenon"}
+NO_ANSWERS = {
+    "q0": "No obvious dynamic phenomenon",
+    "q1": "No obvious thermodynamic phenomenon",
+    "q2": "No obvious optical phenomenon",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,11 @@ def test_the_map_ships_as_package_data_and_covers_all_17_phenomena(cmap):
 @pytest.mark.parametrize("phenomenon", sorted(TABLE))
 def test_each_wisa_label_maps_as_the_table_says(cmap, phenomenon):
     # a bare record: only the label speaks (neutral caption, no answers)
-    record = {"label": phenomenon.title(), "captions": "A scene.", "physical_annotation": NO_ANSWERS}
+    record = {
+        "label": phenomenon.title(),
+        "captions": "A scene.",
+        "physical_annotation": NO_ANSWERS,
+    }
     assert set(cmap.labels_for_record(record)) == TABLE[phenomenon]
 
 
@@ -75,14 +83,25 @@ def test_answers_add_every_named_phenomenon_and_skip_no_obvious(cmap):
     assert sources["answers"] == ["elastic", "fluid", "phase_change", "thermal"]
     assert sources["keywords"] == []
     assert cmap.labels_for_record(record) == ["elastic", "fluid", "phase_change", "thermal"]
-    assert cmap.labels_from_answers({"physical_annotation": {"q2": "interference and diffraction"}}) == ["optical"]
+    assert cmap.labels_from_answers(
+        {"physical_annotation": {"q2": "interference and diffraction"}}
+    ) == ["optical"]
 
 
 def test_labels_come_in_category_order_and_couple_mechanisms(cmap):
     # the paper's two examples (App. B.1)
-    assert cmap.labels_for_text("A steel ball bounces across the floor") == ["rigid_body", "collision"]
-    assert cmap.labels_for_text("Water boils in a pot on the stove") == ["fluid", "phase_change", "thermal"]
-    assert cmap.labels_for_text("Light refracts through a glass prism into a rainbow") == ["optical"]
+    assert cmap.labels_for_text("A steel ball bounces across the floor") == [
+        "rigid_body",
+        "collision",
+    ]
+    assert cmap.labels_for_text("Water boils in a pot on the stove") == [
+        "fluid",
+        "phase_change",
+        "thermal",
+    ]
+    assert cmap.labels_for_text("Light refracts through a glass prism into a rainbow") == [
+        "optical"
+    ]
     assert cmap.labels_for_text("A quiet empty room") == []
     for text in ("smoke rises", "The ice is melting", "a car crashes into a wall"):
         labels = cmap.labels_for_text(text)
@@ -90,7 +109,11 @@ def test_labels_come_in_category_order_and_couple_mechanisms(cmap):
 
 
 def test_keywords_read_only_the_configured_fields(cmap):
-    record = {"label": "collision", "captions": "Balls collide.", "physical_annotation": {"phys_law": "heat flows"}}
+    record = {
+        "label": "collision",
+        "captions": "Balls collide.",
+        "physical_annotation": {"phys_law": "heat flows"},
+    }
     assert "thermal" not in cmap.labels_for_record(record)
 
 
@@ -106,12 +129,19 @@ def test_a_replacement_map_file_is_used_and_validated(tmp_path):
     path = tmp_path / "map.json"
     path.write_text(json.dumps(custom))
     cmap = CategoryMap.load(path)
-    assert cmap.labels_for_record({"label": "Collision", "captions": "goo everywhere"}) == ["rigid_body", "fluid", "collision"]
+    assert cmap.labels_for_record({"label": "Collision", "captions": "goo everywhere"}) == [
+        "rigid_body",
+        "fluid",
+        "collision",
+    ]
     assert cmap.labels_for_record({"label": "melting", "captions": "x"}) == []
 
     for broken, message in [
         ({**custom, "phenomena": {"collision": ["smash"]}}, "unknown categories"),
-        ({**custom, "keywords": [{"pattern": "(", "categories": ["fluid"]}]}, "not a valid regular expression"),
+        (
+            {**custom, "keywords": [{"pattern": "(", "categories": ["fluid"]}]},
+            "not a valid regular expression",
+        ),
         ({**custom, "version": 2}, "unsupported version"),
         ({**custom, "answer_fields": "q0"}, "answer_fields"),
     ]:
@@ -133,7 +163,9 @@ def _records(*raws):
 def test_relabel_precedence_pila_labels_then_labeler_then_map(cmap):
     given = wisa_record("a" * 64 + ".mp4", pila_labels=["optical"])
     plain = wisa_record("b" * 64 + ".mp4")
-    empty = wisa_record("c" * 64 + ".mp4", label="?", captions="A quiet room.", physical_annotation=NO_ANSWERS)
+    empty = wisa_record(
+        "c" * 64 + ".mp4", label="?", captions="A quiet room.", physical_annotation=NO_ANSWERS
+    )
     calls = []
 
     def labeler(raw):
@@ -155,18 +187,34 @@ def test_distribution_counts_each_label_and_the_relabeled_annotation_round_trips
     kept, _ = relabel_records(
         _records(
             wisa_record("a" * 64 + ".mp4"),
-            wisa_record("b" * 64 + ".mp4", label="melting", captions="Ice melts.", physical_annotation=NO_ANSWERS),
+            wisa_record(
+                "b" * 64 + ".mp4",
+                label="melting",
+                captions="Ice melts.",
+                physical_annotation=NO_ANSWERS,
+            ),
         ),
         cmap,
     )
     counts = category_distribution(kept)
     assert list(counts) == list(CATEGORIES)
-    assert counts == {**dict.fromkeys(CATEGORIES, 0), "rigid_body": 1, "collision": 1, "phase_change": 1, "thermal": 1}
+    assert counts == {
+        **dict.fromkeys(CATEGORIES, 0),
+        "rigid_body": 1,
+        "collision": 1,
+        "phase_change": 1,
+        "thermal": 1,
+    }
     table = format_distribution(counts, len(kept))
     assert "phase_change" in table and "50.0%" in table
     written = relabeled_annotation(kept)
-    assert [w["pila_labels"] for w in written] == [["rigid_body", "collision"], ["phase_change", "thermal"]]
-    again, _ = relabel_records(_records(*written), CategoryMap.from_dict({"version": 1}))  # an empty map
+    assert [w["pila_labels"] for w in written] == [
+        ["rigid_body", "collision"],
+        ["phase_change", "thermal"],
+    ]
+    again, _ = relabel_records(
+        _records(*written), CategoryMap.from_dict({"version": 1})
+    )  # an empty map
     assert [r.labels for r in again] == [r.labels for r in kept]
 
 
@@ -197,7 +245,9 @@ def test_the_llm_prompt_parser_can_relabel_records(cmap):
     nonsense = LLMPromptParser(completion_fn=lambda text: "I think it is physics.", retries=0)
     kept, _ = relabel_records(_records(record), cmap, parser_labeler(nonsense))
     assert kept[0].labels == tuple(cmap.labels_for_text(record["captions"]))
-    assert kept[0].description == "" and kept[0].condition_text == record["captions"]  # nothing refined
+    assert (
+        kept[0].description == "" and kept[0].condition_text == record["captions"]
+    )  # nothing refined
 
 
 def test_a_description_is_kept_only_when_it_says_more_than_the_caption(cmap):

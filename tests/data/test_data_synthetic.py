@@ -30,7 +30,10 @@ SMALL = SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width
 
 
 def test_rendering_is_deterministic_in_the_seed():
-    a, b = render_clip("smoke_puff", 2, SyntheticConfig()), render_clip("smoke_puff", 2, SyntheticConfig())
+    a, b = (
+        render_clip("smoke_puff", 2, SyntheticConfig()),
+        render_clip("smoke_puff", 2, SyntheticConfig()),
+    )
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.displacement, b.displacement)
     assert a.prompt == b.prompt
@@ -38,7 +41,11 @@ def test_rendering_is_deterministic_in_the_seed():
     assert not np.array_equal(a.frames, other.frames)
     assert not np.array_equal(a.frames, render_clip("smoke_puff", 3, SyntheticConfig()).frames)
     name = clip_name("smoke_puff", 2, SyntheticConfig())
-    assert name == clip_name("smoke_puff", 2, SyntheticConfig()) != clip_name("smoke_puff", 2, SyntheticConfig(seed=1))
+    assert (
+        name
+        == clip_name("smoke_puff", 2, SyntheticConfig())
+        != clip_name("smoke_puff", 2, SyntheticConfig(seed=1))
+    )
     assert len(name) == 64 + 4 and name.endswith(".mp4") and int(name[:64], 16) >= 0
 
 
@@ -113,7 +120,9 @@ def test_ground_truth_motion_matches_each_scenes_kinematics():
     r = np.hypot(xx - 32, yy - 32)
     omega = abs(dye.params["omega0_rad_per_frame"]) / (1 + (r / dye.params["core_px"]) ** 2)
     inside = step > 0
-    np.testing.assert_allclose(step[inside], (2 * r * np.sin(omega / 2))[inside], atol=1e-4)  # chord of the circle
+    np.testing.assert_allclose(
+        step[inside], (2 * r * np.sin(omega / 2))[inside], atol=1e-4
+    )  # chord of the circle
     ball = render_clip("ball_bounce", 0, config)
     moving = np.abs(ball.displacement).sum(axis=(1,)) > 0  # (F − 1, H, W)
     for k in range(ball.displacement.shape[0]):
@@ -139,30 +148,56 @@ def test_the_dataset_is_real_mp4_with_a_wisa_annotation(tmp_path):
     assert write_synthetic_dataset(tmp_path, SMALL) == annotation  # finished: nothing redone
     assert (tmp_path / "synthetic.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other settings"):
-        write_synthetic_dataset(tmp_path, SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32, seed=5))
+        write_synthetic_dataset(
+            tmp_path,
+            SyntheticConfig(num_clips_per_category=1, num_frames=9, height=32, width=32, seed=5),
+        )
 
 
 def test_synthetic_config_validates_itself():
-    for kwargs in ({"num_clips_per_category": 0}, {"height": 31}, {"scenes": ("volcano",)}, {"fps": 0.0}):
+    for kwargs in (
+        {"num_clips_per_category": 0},
+        {"height": 31},
+        {"scenes": ("volcano",)},
+        {"fps": 0.0},
+    ):
         with pytest.raises(ValueError):
             SyntheticConfig(**kwargs)
 
 
 def test_the_data_module_renders_caches_and_serves_all_eight_scenes(tmp_path, tiny_backbone):
-    module = SyntheticPhysicsDataModule(root=str(tmp_path / "synthetic"), num_clips_per_category=1, num_frames=9, height=32, width=32, batch_size=8, val_fraction=0.0)
+    module = SyntheticPhysicsDataModule(
+        root=str(tmp_path / "synthetic"),
+        num_clips_per_category=1,
+        num_frames=9,
+        height=32,
+        width=32,
+        batch_size=8,
+        val_fraction=0.0,
+    )
     module.attach_backbone(tiny_backbone)
     module.setup("fit")
     manifest = read_manifest(tmp_path / "synthetic" / "cache")
     assert manifest["num_clips"] == 8 and manifest["backbone"]["source"] == "tiny"
     batch = next(iter(module.train_dataloader()))
     assert batch["latents"].shape == (8, 16, 3, 4, 4) and batch["flow"].shape == (8, 2, 3, 4, 4)
-    records = {r["video_name"][:-4]: r for r in json.loads((tmp_path / "synthetic" / "annotations.json").read_text())}
+    records = {
+        r["video_name"][:-4]: r
+        for r in json.loads((tmp_path / "synthetic" / "annotations.json").read_text())
+    }
     for i, clip_id in enumerate(batch["id"]):
         assert torch.equal(batch["labels"][i], labels_to_multihot(records[clip_id]["pila_labels"]))
         assert batch["prompt"][i] == records[clip_id]["captions"]
     # a second module on the same root reuses everything
     before = (tmp_path / "synthetic" / "cache" / "manifest.json").stat().st_mtime_ns
-    again = SyntheticPhysicsDataModule(root=str(tmp_path / "synthetic"), num_clips_per_category=1, num_frames=9, height=32, width=32, val_fraction=0.0)
+    again = SyntheticPhysicsDataModule(
+        root=str(tmp_path / "synthetic"),
+        num_clips_per_category=1,
+        num_frames=9,
+        height=32,
+        width=32,
+        val_fraction=0.0,
+    )
     again.setup("fit")
     assert (tmp_path / "synthetic" / "cache" / "manifest.json").stat().st_mtime_ns == before
     assert len(again.train_set) == 8

@@ -1,4 +1,5 @@
-"""WISA80KDataModule: cache checks with the exact prepare command, batches, split, on-the-fly parity."""
+"""WISA80KDataModule: cache checks with the exact prepare command, batches, split, on-the-fly
+parity."""
 
 from __future__ import annotations
 
@@ -34,14 +35,22 @@ def data_module(fixture, cache_dir, **kwargs) -> WISA80KDataModule:
 
 
 def test_a_missing_cache_names_the_exact_prepare_command_that_builds_it(tmp_path, wisa_fixture):
-    module = data_module(wisa_fixture, tmp_path / "cache", storage_dtype="float32", prepare_workers=0)
+    module = data_module(
+        wisa_fixture, tmp_path / "cache", storage_dtype="float32", prepare_workers=0
+    )
     with pytest.raises(CacheMissingError) as info:
         module.setup("fit")
     message = str(info.value)
-    command = next(line.strip() for line in message.splitlines() if line.strip().startswith("pila prepare"))
+    command = next(
+        line.strip() for line in message.splitlines() if line.strip().startswith("pila prepare")
+    )
     assert "prepare_if_missing" in message and "encode_on_the_fly" in message
     words = shlex.split(command)
-    assert words[:2] == ["pila", "prepare"] and "--num-frames" in words and str(tmp_path / "cache") in words
+    assert (
+        words[:2] == ["pila", "prepare"]
+        and "--num-frames" in words
+        and str(tmp_path / "cache") in words
+    )
     assert prepare_main(words[2:]) == 0  # the command as printed builds a cache the module accepts
     module.setup("fit")
     assert len(module.train_set) + len(module.val_set) == 6
@@ -59,7 +68,9 @@ def test_batches_have_the_documented_keys_shapes_and_types(prepared, wisa_fixtur
     assert batch["prompt_mask"].dtype == torch.bool and batch["prompt_mask"].shape == (size, 512)
     assert batch["pooled"].shape == (size, 32)
     assert batch["labels"].shape == (size, 8) and batch["labels"].dtype == torch.float32
-    assert set(batch["labels"].unique().tolist()) <= {0.0, 1.0} and bool((batch["labels"].sum(1) >= 1).all())
+    assert set(batch["labels"].unique().tolist()) <= {0.0, 1.0} and bool(
+        (batch["labels"].sum(1) >= 1).all()
+    )
     assert all(isinstance(p, str) and p for p in batch["prompt"])
     lengths = batch["prompt_mask"].sum(1)
     for i, length in enumerate(lengths.tolist()):
@@ -97,7 +108,13 @@ def test_encoding_on_the_fly_gives_the_cached_batch(prepared, wisa_fixture, tiny
     # a record whose video fails to decode is replaced by the next good one
     assert set(encoded["id"]) <= good_val
     reference = cached.val_set.subset(encoded["id"])
-    expected = next(iter(torch.utils.data.DataLoader(reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn)))
+    expected = next(
+        iter(
+            torch.utils.data.DataLoader(
+                reference, batch_size=len(reference), collate_fn=cached.val_dataloader().collate_fn
+            )
+        )
+    )
     assert encoded["id"] == expected["id"] and encoded["prompt"] == expected["prompt"]
     for key in ("latents", "prompt_embeds", "pooled", "pooled_refined"):
         torch.testing.assert_close(encoded[key], expected[key], rtol=1e-4, atol=1e-4)
@@ -105,7 +122,9 @@ def test_encoding_on_the_fly_gives_the_cached_batch(prepared, wisa_fixture, tiny
         assert torch.equal(encoded[key], expected[key]), key
 
 
-def test_on_the_fly_batches_condition_on_the_annotated_description(tmp_path, wisa_fixture, tiny_backbone):
+def test_on_the_fly_batches_condition_on_the_annotated_description(
+    tmp_path, wisa_fixture, tiny_backbone
+):
     records = json.loads(Path(wisa_fixture["annotations"]).read_text())
     for record in records:  # as `pila prepare --relabel-only --llm-labeler …` writes them
         if isinstance(record, dict) and isinstance(record.get("captions"), str):
@@ -130,7 +149,11 @@ def test_a_cache_with_other_settings_is_refused_with_the_fix(prepared, wisa_fixt
         module.setup("fit")
     message = str(info.value)
     assert "flow.max_side: cache has 256, asked for 128" in message
-    assert "filters.min_quality" in message and "--flow-max-side 128" in message and "--overwrite" in message
+    assert (
+        "filters.min_quality" in message
+        and "--flow-max-side 128" in message
+        and "--overwrite" in message
+    )
 
 
 def test_a_corrupt_shard_stops_setup_with_its_name(prepared, wisa_fixture, tmp_path):
@@ -164,15 +187,21 @@ def test_lightning_cli_builds_it_from_yaml(tmp_path, wisa_fixture):
         "model:\n  class_path: lightning.pytorch.demos.boring_classes.BoringModel\n"
         "data:\n  class_path: pila.datamodules.WISA80KDataModule\n  init_args:\n"
         f"    annotations: {wisa_fixture['annotations']}\n    videos: {wisa_fixture['videos']}\n"
-        f"    cache_dir: {tmp_path / 'cache'}\n    num_frames: 17\n    short_clip: loop\n    min_quality: null\n"
+        f"    cache_dir: {tmp_path / 'cache'}\n    num_frames: 17\n"
+        "    short_clip: loop\n    min_quality: null\n"
     )
     cli = PilaCLI(args=["--config", str(config)], run=False)
     module = cli.datamodule
     assert isinstance(module, WISA80KDataModule)
-    assert module.prepare_settings.clip.num_frames == 17 and module.prepare_settings.clip.short_clip == "loop"
+    assert (
+        module.prepare_settings.clip.num_frames == 17
+        and module.prepare_settings.clip.short_clip == "loop"
+    )
 
 
-def test_a_cache_built_by_another_backbone_is_refused_naming_both(tmp_path, wisa_fixture, tiny_backbone_dir):
+def test_a_cache_built_by_another_backbone_is_refused_naming_both(
+    tmp_path, wisa_fixture, tiny_backbone_dir
+):
     from types import SimpleNamespace
 
     from pila.backbone import WanBackbone
@@ -180,25 +209,50 @@ def test_a_cache_built_by_another_backbone_is_refused_naming_both(tmp_path, wisa
 
     other = tmp_path / "tiny_seed1"
     WanBackbone.tiny(seed=1).save_pretrained(other)  # same configs and file sizes, other weights
-    assert backbone_identity(str(other))["fingerprint"] != backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+    assert (
+        backbone_identity(str(other))["fingerprint"]
+        != backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+    )
     moved = tmp_path / "moved"
     shutil.copytree(tiny_backbone_dir, moved)
-    assert backbone_identity(str(moved))["fingerprint"] == backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+    assert (
+        backbone_identity(str(moved))["fingerprint"]
+        == backbone_identity(str(tiny_backbone_dir))["fingerprint"]
+    )
 
     cache = tmp_path / "cache"
-    built = data_module(wisa_fixture, cache, backbone=str(tiny_backbone_dir), storage_dtype="float32", prepare_workers=0,
-                        prepare_if_missing=True, device="cpu")
+    built = data_module(
+        wisa_fixture,
+        cache,
+        backbone=str(tiny_backbone_dir),
+        storage_dtype="float32",
+        prepare_workers=0,
+        prepare_if_missing=True,
+        device="cpu",
+    )
     built.prepare_data()
     with pytest.raises(CacheMismatchError) as info:
         data_module(wisa_fixture, cache, backbone=str(other), storage_dtype="float32").setup("fit")
     message = str(info.value)
-    assert str(tiny_backbone_dir.resolve()) in message and str(other) in message and "allow_backbone_mismatch" in message
+    assert (
+        str(tiny_backbone_dir.resolve()) in message
+        and str(other) in message
+        and "allow_backbone_mismatch" in message
+    )
     # the training module's backbone is checked too
     module = data_module(wisa_fixture, cache, backbone=str(moved), storage_dtype="float32")
-    module.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"backbone": str(other)}), local_rank=0)
+    module.trainer = SimpleNamespace(
+        lightning_module=SimpleNamespace(hparams={"backbone": str(other)}), local_rank=0
+    )
     with pytest.raises(CacheMismatchError, match="training module's backbone"):
         module.setup("fit")
     # an explicit override trains on it
-    allowed = data_module(wisa_fixture, cache, backbone=str(other), storage_dtype="float32", allow_backbone_mismatch=True)
+    allowed = data_module(
+        wisa_fixture,
+        cache,
+        backbone=str(other),
+        storage_dtype="float32",
+        allow_backbone_mismatch=True,
+    )
     allowed.setup("fit")
     assert len(allowed.train_set) + len(allowed.val_set) == 6

@@ -7,7 +7,13 @@ import torch
 
 from pila.backbone.tiny import TINY_TEXT_DIM
 
-SMALL = {"num_frames": 5, "height": 16, "width": 16, "num_inference_steps": 4, "max_sequence_length": 16}
+SMALL = {
+    "num_frames": 5,
+    "height": 16,
+    "width": 16,
+    "num_inference_steps": 4,
+    "max_sequence_length": 16,
+}
 """A few-hundred-millisecond generation on the tiny preset (4 steps: t = 999, 900, 750, 500)."""
 
 

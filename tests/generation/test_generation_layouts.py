@@ -18,7 +18,10 @@ from pila.generation.records import PromptRecord
 
 
 def records(*prompts: str, dimension: str | None = None, **fields) -> list[PromptRecord]:
-    return [PromptRecord(index=i, prompt=p, dimension=dimension, **fields) for i, p in enumerate(prompts)]
+    return [
+        PromptRecord(index=i, prompt=p, dimension=dimension, **fields)
+        for i, p in enumerate(prompts)
+    ]
 
 
 def complete(layout, item, prompt: str | None = None, seed: int | None = None) -> None:
@@ -85,7 +88,9 @@ def test_phygenbench_layout_is_output_video_i_plus_1_under_the_model(tmp_path):
     assert layout.paths(items[0]).video == tmp_path / "pila_wan21" / "output_video_1.mp4"
     assert layout.paths(items[4]).video == tmp_path / "pila_wan21" / "output_video_3.mp4"
     assert layout.paths(items[5]).video == tmp_path / "pila_wan21-1" / "output_video_3.mp4"
-    assert layout.paths(items[4]).sidecar == tmp_path / META_DIR / "pila_wan21" / "output_video_3.json"
+    assert (
+        layout.paths(items[4]).sidecar == tmp_path / META_DIR / "pila_wan21" / "output_video_3.json"
+    )
     assert isinstance(layout, PhyGenBenchLayout)
 
 
@@ -95,7 +100,10 @@ def test_vbench2_layout_uses_the_first_180_characters_faithfully(tmp_path):
     layout = VBench2Layout().bind(tmp_path)
     layout.plan(recs, videos_per_prompt=3)
     items = build_items(recs, 3)
-    assert layout.paths(items[2]).video == tmp_path / "Mechanics" / "A spring: stretched, then released?-2.mp4"
+    assert (
+        layout.paths(items[2]).video
+        == tmp_path / "Mechanics" / "A spring: stretched, then released?-2.mp4"
+    )
     assert layout.paths(items[3]).video.name == f"{long_prompt[:180]}-0.mp4"
 
 
@@ -113,13 +121,16 @@ def test_vbench2_clashing_names_get_a_hash_and_never_overwrite(tmp_path):
     assert list(layout.renamed) == [1] and "prompt 0's" in layout.renamed[1]
 
 
-# VBench-2.0: the evaluator opens f"{prompt[:180]}-{i}.mp4" in the dimension's folder, byte for byte.
+# VBench-2.0: the evaluator opens f"{prompt[:180]}-{i}.mp4" in the dimension's folder,
+# byte for byte.
 def vbench2_expected(prompt: str, i: int) -> str:
     return f"{prompt[:180]}-{i}.mp4"
 
 
 def test_vbench2_keeps_a_trailing_space_at_the_cut(tmp_path):
-    prompt = "A" * 179 + " ball rolls down a ramp and stops."  # character 180 (index 179) is a space
+    prompt = (
+        "A" * 179 + " ball rolls down a ramp and stops."
+    )  # character 180 (index 179) is a space
     assert prompt[179] == " "
     layout = VBench2Layout(dimension="Mechanics").bind(tmp_path)
     recs = records(prompt)
@@ -171,7 +182,9 @@ def test_vbench2_prompts_that_cannot_be_named_get_no_output_and_a_reason(tmp_pat
 
 def test_vbench2_augmented_prompts_are_named_by_the_short_prompt(tmp_path):
     short = "A ball rolls down a ramp."
-    augmented = "A heavy steel ball rolls down a long wooden ramp, speeding up under gravity, then stops."
+    augmented = (
+        "A heavy steel ball rolls down a long wooden ramp, speeding up under gravity, then stops."
+    )
     recs = [PromptRecord(index=0, prompt=augmented, caption=short, dimension="Mechanics")]
     layout = VBench2Layout().bind(tmp_path)
     layout.plan(recs, 3)
@@ -193,7 +206,10 @@ def test_vbench2_sample_counts_are_the_evaluators(tmp_path):
     assert layout.sample_warnings(recs, None) == []
     assert layout.sample_warnings(recs, 20) == []
     (warning,) = layout.sample_warnings(recs, 4)
-    assert "videos_per_prompt 4 is below the 20 videos per prompt VBench-2.0 reads for Diversity" in warning
+    assert (
+        "videos_per_prompt 4 is below the 20 videos per prompt VBench-2.0 reads for Diversity"
+        in warning
+    )
     assert len(layout.sample_warnings(recs, 1)) == 2
     layout.plan(recs, {0: 3, 1: 20})
     assert sorted(p.video.name for p in layout.planned_paths())[-1] == "A city street.-9.mp4"
@@ -235,7 +251,12 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_videophy2_csv_is_rebuilt_from_the_complete_outputs(tmp_path):
     recs = records("A cat jumps, lands.", "Water flows.", "Glass breaks.")
-    recs[0] = PromptRecord(index=0, prompt="A long upsampled cat prompt.", caption="A cat jumps, lands.", extra={"rule": "gravity"})
+    recs[0] = PromptRecord(
+        index=0,
+        prompt="A long upsampled cat prompt.",
+        caption="A cat jumps, lands.",
+        extra={"rule": "gravity"},
+    )
     layout = VideoPhy2Layout().bind(tmp_path)
     layout.plan(recs, 1)
     items = build_items(recs, 1)
@@ -264,7 +285,10 @@ def test_videophy_v1_csv_is_videopath_caption_with_relative_paths(tmp_path):
     (path,) = layout.write_indexes()
     columns, rows = read_csv(path)
     assert path.name == "videophy_input.csv" and columns == ["videopath", "caption"]
-    assert [r["videopath"] for r in rows] == ["videos/00000_water-flows_0.mp4", "videos/00000_water-flows_1.mp4"]
+    assert [r["videopath"] for r in rows] == [
+        "videos/00000_water-flows_0.mp4",
+        "videos/00000_water-flows_1.mp4",
+    ]
 
 
 def test_a_layout_without_a_folder_says_to_bind_it():

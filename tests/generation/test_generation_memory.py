@@ -25,11 +25,19 @@ from pila.backbone.runtime import (
 from pila.generation.sampling import generate
 
 PROMPT = "a ball bounces on the floor"
-SMALL = {"num_frames": 5, "height": 16, "width": 16, "num_inference_steps": 4, "max_sequence_length": 16}
+SMALL = {
+    "num_frames": 5,
+    "height": 16,
+    "width": 16,
+    "num_inference_steps": 4,
+    "max_sequence_length": 16,
+}
 
 
 def _frames(backbone, memory=None, device=None, adapter=None):
-    return generate(backbone, PROMPT, seed=3, adapter=adapter, memory=memory, device=device, **SMALL)[0]
+    return generate(
+        backbone, PROMPT, seed=3, adapter=adapter, memory=memory, device=device, **SMALL
+    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,9 @@ def test_memory_config_rejects_bad_values():
 
 
 @pytest.mark.parametrize("offload", ["model", "group"])
-def test_offload_and_vae_tiling_leave_the_frames_unchanged_on_cpu(offload, reference, adapter_factory):
+def test_offload_and_vae_tiling_leave_the_frames_unchanged_on_cpu(
+    offload, reference, adapter_factory
+):
     backbone = WanBackbone.tiny(seed=0)
     adapter = adapter_factory(trained=True, seed=3)
     memory = MemoryConfig(offload=offload, vae_tiling=True, vae_slicing=True)
@@ -58,8 +68,10 @@ def test_offload_and_vae_tiling_leave_the_frames_unchanged_on_cpu(offload, refer
     assert next(adapter.parameters()).device.type == "cpu"
 
 
-def test_the_adapter_runs_on_the_execution_device_not_where_offloaded_weights_sit(monkeypatch, reference, adapter_factory):
-    """Sequential offload leaves the transformer on the meta device; the adapter must not follow it."""
+def test_the_adapter_runs_on_the_execution_device_not_where_offloaded_weights_sit(
+    monkeypatch, reference, adapter_factory
+):
+    """Sequential offload leaves the transformer on the meta device; the adapter must not follow."""
     backbone = WanBackbone.tiny(seed=0)
     adapter = adapter_factory(trained=True, seed=3)
     apply_memory_options(backbone.pipeline, MemoryConfig(offload="model"), "cpu")
@@ -76,21 +88,31 @@ def test_compiled_blocks_match_eager_frames():
     compile_backbone([backbone.transformer], backend="aot_eager")
     compiled = _frames(backbone)
     np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
-    assert any(getattr(b, "_compiled_call_impl", None) is not None for b in backbone.transformer.blocks)
+    assert any(
+        getattr(b, "_compiled_call_impl", None) is not None for b in backbone.transformer.blocks
+    )
 
 
 def test_predict_module_takes_memory_and_compile_options(monkeypatch):
     from pila.backbone import runtime
     from pila.generation import predict
 
-    monkeypatch.setattr(predict, "compile_backbone", functools.partial(runtime.compile_backbone, backend="aot_eager"))
+    monkeypatch.setattr(
+        predict,
+        "compile_backbone",
+        functools.partial(runtime.compile_backbone, backend="aot_eager"),
+    )
     module = predict.PILAPredictModule(
-        backbone="tiny", memory=MemoryConfig(offload="group", vae_tiling=True), compile_backbone=True
+        backbone="tiny",
+        memory=MemoryConfig(offload="group", vae_tiling=True),
+        compile_backbone=True,
     )
     module.setup("predict")
     backbone = module.backbone
     assert backbone.pipeline.vae.use_tiling
-    assert any(getattr(b, "_compiled_call_impl", None) is not None for b in backbone.transformer.blocks)
+    assert any(
+        getattr(b, "_compiled_call_impl", None) is not None for b in backbone.transformer.blocks
+    )
 
 
 @pytest.mark.gpu

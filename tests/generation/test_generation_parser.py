@@ -48,12 +48,23 @@ def test_given_parts_win_and_the_parser_answers_the_rest():
             return super().parse(prompt)
 
     parser = Counting()
-    assert parse_with_given(parser, PROMPT) == parser.parse(PROMPT)  # nothing given: the parser's answer
+    assert parse_with_given(parser, PROMPT) == parser.parse(
+        PROMPT
+    )  # nothing given: the parser's answer
     Counting.calls = 0
     both = parse_with_given(parser, PROMPT, labels=("optical",), refined_prompt="light")
-    assert (both.labels, both.refined_prompt, both.source, Counting.calls) == (("optical",), "light", "given", 0)
+    assert (both.labels, both.refined_prompt, both.source, Counting.calls) == (
+        ("optical",),
+        "light",
+        "given",
+        0,
+    )
     labels_only = parse_with_given(parser, PROMPT, labels=("fluid",))
-    assert labels_only.refined_prompt == PROMPT and labels_only.labels == ("fluid",) and labels_only.source == "given"
+    assert (
+        labels_only.refined_prompt == PROMPT
+        and labels_only.labels == ("fluid",)
+        and labels_only.source == "given"
+    )
     description_only = parse_with_given(parser, PROMPT, refined_prompt="a ball bounces")
     assert description_only.labels == RuleBasedParser().parse(PROMPT).labels
     with pytest.raises(ValueError, match="unknown categories"):
@@ -64,7 +75,12 @@ def test_given_parts_win_and_the_parser_answers_the_rest():
 def test_rule_based_parser_is_the_relabeling_table_applied_to_the_prompt():
     table = CategoryMap.load()
     parser = RuleBasedParser()
-    for text in (PROMPT, "Water boils in a pot.", "A laser beam passes through a prism.", "A quiet field."):
+    for text in (
+        PROMPT,
+        "Water boils in a pot.",
+        "A laser beam passes through a prism.",
+        "A quiet field.",
+    ):
         parsed = parser.parse(text)
         assert list(parsed.labels) == table.labels_for_text(text)
         assert parsed.refined_prompt == text and parsed.source == "rules"
@@ -73,7 +89,15 @@ def test_rule_based_parser_is_the_relabeling_table_applied_to_the_prompt():
 
 def test_rule_based_parser_reads_an_edited_table(tmp_path):
     path = tmp_path / "map.json"
-    path.write_text(json.dumps({"version": 1, "phenomena": {}, "keywords": [{"pattern": r"\bzap\w*", "categories": ["optical"]}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "phenomena": {},
+                "keywords": [{"pattern": r"\bzap\w*", "categories": ["optical"]}],
+            }
+        )
+    )
     parser = RuleBasedParser(category_map=str(path))
     assert parser.parse("A wizard zaps a ball.").labels == ("optical",)
     assert parser.parse(PROMPT).labels == ()
@@ -82,9 +106,20 @@ def test_rule_based_parser_reads_an_edited_table(tmp_path):
 
 # ------------------------------------------------------------------ strict answers
 def test_parse_json_answer_is_strict_about_the_start_and_the_types():
-    assert parse_json_answer('{"description": "a ball"}\n</s> trailing', "description", str) == "a ball"
-    assert parse_json_answer('```json\n{"categories": ["fluid"]}\n```', "categories", list) == ["fluid"]
-    for bad in ('Sure! {"description": "x"}', '{"description": ""}', '{"desc": "x"}', '{"description": 3}', "{oops"):
+    assert (
+        parse_json_answer('{"description": "a ball"}\n</s> trailing', "description", str)
+        == "a ball"
+    )
+    assert parse_json_answer('```json\n{"categories": ["fluid"]}\n```', "categories", list) == [
+        "fluid"
+    ]
+    for bad in (
+        'Sure! {"description": "x"}',
+        '{"description": ""}',
+        '{"desc": "x"}',
+        '{"description": 3}',
+        "{oops",
+    ):
         with pytest.raises(MalformedAnswer):
             parse_json_answer(bad, "description", str)
     with pytest.raises(MalformedAnswer):
@@ -92,7 +127,9 @@ def test_parse_json_answer_is_strict_about_the_start_and_the_types():
 
 
 def test_validate_categories_normalises_and_drops_unknown_names():
-    known, dropped = validate_categories(["Thermal", "rigid body", "phase-change", "plasma", "fluid", "fluid"])
+    known, dropped = validate_categories(
+        ["Thermal", "rigid body", "phase-change", "plasma", "fluid", "fluid"]
+    )
     assert known == ("rigid_body", "fluid", "phase_change", "thermal")  # CATEGORIES order
     assert dropped == ["plasma"]
 
@@ -114,16 +151,22 @@ def test_unknown_labels_from_the_model_are_dropped():
 
 
 def test_a_malformed_answer_is_retried_once_with_the_note():
-    script = Scripted("I think it is", '{"description": "a ball rebounds"}', '{"categories": ["collision"]}')
+    script = Scripted(
+        "I think it is", '{"description": "a ball rebounds"}', '{"categories": ["collision"]}'
+    )
     parser = LLMPromptParser(completion_fn=script)
     parsed = parser.parse(PROMPT)
     assert parsed.source == "llm" and parsed.labels == ("collision",)
     assert parser.stats == {**parser.stats, "completions": 3, "retries": 1, "fallbacks": 0}
-    assert script.asked[1].startswith(script.asked[0]) and script.asked[1].endswith(parser.templates.retry)
+    assert script.asked[1].startswith(script.asked[0]) and script.asked[1].endswith(
+        parser.templates.retry
+    )
 
 
 def test_two_malformed_category_answers_fall_back_to_the_rule_labels():
-    script = Scripted('{"description": "a ball rebounds"}', "fluid, thermal", '{"labels": ["fluid"]}')
+    script = Scripted(
+        '{"description": "a ball rebounds"}', "fluid, thermal", '{"labels": ["fluid"]}'
+    )
     parser = LLMPromptParser(completion_fn=script)
     parsed = parser.parse(PROMPT)
     assert parsed.source == "llm+rules" and parsed.refined_prompt == "a ball rebounds"
@@ -141,9 +184,14 @@ def tiny_lm_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_lm")
     tokenizer = build_tiny_tokenizer()
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        n_positions=2048,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -164,7 +212,11 @@ def test_tiny_random_lm_goes_through_retry_and_fallback(tiny_lm_dir, monkeypatch
     parser = LLMPromptParser(str(tiny_lm_dir), max_new_tokens=6, device="cpu")
     parsed = parser.parse(PROMPT)
     assert calls and calls[0]["trust_remote_code"] is False and calls[0]["local_files_only"] is True
-    assert parser.stats["completions"] == 2 and parser.stats["retries"] == 1 and parser.stats["fallbacks"] == 1
+    assert (
+        parser.stats["completions"] == 2
+        and parser.stats["retries"] == 1
+        and parser.stats["fallbacks"] == 1
+    )
     assert parsed.source == "rules-fallback"
     assert parsed.labels == RuleBasedParser().parse(PROMPT).labels
 
@@ -174,7 +226,11 @@ def test_answers_are_cached_by_prompt_in_memory_and_on_disk(tmp_path):
     script = Scripted('{"description": "ice turns to water"}', '{"categories": ["phase_change"]}')
     first = LLMPromptParser(completion_fn=script, cache_file=str(cache))
     a = first.parse("Ice melts.")
-    assert first.parse("Ice melts.") == a and first.stats["completions"] == 2 and first.stats["cache_hits"] == 1
+    assert (
+        first.parse("Ice melts.") == a
+        and first.stats["completions"] == 2
+        and first.stats["cache_hits"] == 1
+    )
     assert list(json.loads(cache.read_text()).values())[0]["labels"] == ["phase_change"]
     # a new process with the same cache file asks nothing
     silent = Scripted()

@@ -42,15 +42,23 @@ def chat_lm_dir(tmp_path_factory):
     tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    assert not (path / "modeling_llama.py").exists()  # nothing to trust: the class is transformers' own
+    assert not (
+        path / "modeling_llama.py"
+    ).exists()  # nothing to trust: the class is transformers' own
     return path
 
 
@@ -68,7 +76,9 @@ class AnswerSpy:
         self.inputs.append(input_ids)
         self.kwargs.append(kwargs)
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        answer = self.tokenizer(self.answers.pop(0), add_special_tokens=False, return_tensors="pt").input_ids
+        answer = self.tokenizer(
+            self.answers.pop(0), add_special_tokens=False, return_tensors="pt"
+        ).input_ids
         return torch.cat([input_ids, answer, torch.tensor([[end]])], dim=1)
 
     def text(self, i: int) -> str:
@@ -101,13 +111,23 @@ def test_the_chat_template_wraps_both_templates_and_the_answers_parse(chat_lm_di
     assert parsed.source == "llm"
     assert parsed.refined_prompt == description
     assert parsed.labels == ("rigid_body", "elastic", "collision")
-    assert parser.stats == {"completions": 2, "retries": 0, "fallbacks": 0, "dropped_labels": 0, "cache_hits": 0}
+    assert parser.stats == {
+        "completions": 2,
+        "retries": 0,
+        "fallbacks": 0,
+        "dropped_labels": 0,
+        "cache_hits": 0,
+    }
 
 
 def test_without_the_chat_template_the_template_text_is_the_input(chat_lm_dir):
-    parser = LLMPromptParser(str(chat_lm_dir), max_new_tokens=64, device="cpu", use_chat_template=False)
+    parser = LLMPromptParser(
+        str(chat_lm_dir), max_new_tokens=64, device="cpu", use_chat_template=False
+    )
     parser.load()
-    spy = AnswerSpy(parser._tokenizer, '{"description": "a ball bounces"}', '{"categories": ["collision"]}')
+    spy = AnswerSpy(
+        parser._tokenizer, '{"description": "a ball bounces"}', '{"categories": ["collision"]}'
+    )
     parser._model.generate = spy
     parsed = parser.parse(PROMPT)
     assert spy.text(0).startswith(Templates.load().refine_prompt(PROMPT))
@@ -129,6 +149,10 @@ def test_the_random_chat_model_itself_falls_back_to_the_rules(chat_lm_dir, monke
     parser = LLMPromptParser(str(chat_lm_dir), max_new_tokens=6, device="cpu")
     parsed = parser.parse(PROMPT)
     assert loads and loads[0]["trust_remote_code"] is False and loads[0]["local_files_only"] is True
-    assert parser.stats["completions"] == 2 and parser.stats["retries"] == 1 and parser.stats["fallbacks"] == 1
+    assert (
+        parser.stats["completions"] == 2
+        and parser.stats["retries"] == 1
+        and parser.stats["fallbacks"] == 1
+    )
     assert parsed.source == "rules-fallback"
     assert parsed.labels == RuleBasedParser().parse(PROMPT).labels

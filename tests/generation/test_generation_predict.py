@@ -25,7 +25,9 @@ SAMPLING_FIELDS = {f.name for f in dataclasses.fields(SamplingConfig)}
 VIDEOPHY = "pila.generation.benchmarks.videophy.VideoPhy2Layout"
 
 
-def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = None, writer: dict | None = None) -> dict:
+def tiny_config(
+    out: Path, *, model: dict | None = None, data: dict | None = None, writer: dict | None = None
+) -> dict:
     config = yaml.safe_load(TINY.read_text())
     config = copy.deepcopy(config)
     config["trainer"]["default_root_dir"] = str(out)
@@ -45,7 +47,9 @@ def tiny_config(out: Path, *, model: dict | None = None, data: dict | None = Non
 def run_predict(tmp_path: Path, config: dict, name: str = "config.yaml") -> int:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
-    return main(["predict", "--debug", "--config", str(path)])  # --debug: errors raise, with their type
+    return main(
+        ["predict", "--debug", "--config", str(path)]
+    )  # --debug: errors raise, with their type
 
 
 def small_model(small: dict, **extra) -> dict:
@@ -76,12 +80,23 @@ def test_paper_configs_hold_the_papers_settings():
     wan21 = yaml.safe_load((CONFIGS / "predict.yaml").read_text())
     m = wan21["model"]["init_args"]
     s = m["sampling"]
-    assert (s["num_inference_steps"], s["num_frames"], s["height"], s["width"], s["guidance_scale"]) == (50, 81, 480, 832, 5.0)
+    assert (
+        s["num_inference_steps"],
+        s["num_frames"],
+        s["height"],
+        s["width"],
+        s["guidance_scale"],
+    ) == (50, 81, 480, 832, 5.0)
     assert wan21["trainer"]["callbacks"][0]["init_args"]["fps"] == 16.0 and m["adapter"]
     wan22 = yaml.safe_load((CONFIGS / "predict_wan22.yaml").read_text())
     m2 = wan22["model"]["init_args"]
     s2 = m2["sampling"]
-    assert (s2["num_inference_steps"], s2["guidance_scale"], s2["guidance_scale_2"], s2["shift"]) == (40, 4.0, 3.0, 12.0)
+    assert (
+        s2["num_inference_steps"],
+        s2["guidance_scale"],
+        s2["guidance_scale_2"],
+        s2["shift"],
+    ) == (40, 4.0, 3.0, 12.0)
     assert m2["adapter"] == m["adapter"]  # the Wan 2.1-trained adapter, transferred
     assert "Wan2.2-T2V-A14B" in m2["backbone"]
 
@@ -104,7 +119,11 @@ def test_tiny_yaml_runs_end_to_end_on_cpu(tmp_path):
 def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_missing(
     tmp_path, trained_adapter_dir, small
 ):
-    prompts = ["A rubber ball bounces on the floor.", "Water boils in a pot.", "A mirror reflects a candle."]
+    prompts = [
+        "A rubber ball bounces on the floor.",
+        "Water boils in a pot.",
+        "A mirror reflects a candle.",
+    ]
     config = tiny_config(
         tmp_path / "out",
         model=small_model(small, adapter=str(trained_adapter_dir), correction_steps="3-4", top_k=2),
@@ -116,16 +135,39 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
     metas = [json.loads(v.with_suffix(".json").read_text()) for v in videos]
     first = metas[0]
     assert first["prompt"] == prompts[0] and first["seed"] == 100
-    assert first["labels"] == ["rigid_body", "elastic", "collision"] and first["refined_prompt"] == prompts[0]
+    assert (
+        first["labels"] == ["rigid_body", "elastic", "collision"]
+        and first["refined_prompt"] == prompts[0]
+    )
     assert metas[1]["labels"] == ["fluid", "phase_change", "thermal"] and metas[2]["seed"] == 102
     assert first["corrected_steps"] == [3, 4] and first["settings"]["correction_steps"] == [3, 4]
     weights = first["routing_weights"]
-    assert set(weights) == {"rigid_body", "elastic", "fluid", "compressible_flow", "phase_change", "collision", "thermal", "optical"}
-    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5) and sum(w > 0 for w in weights.values()) <= 4
+    assert set(weights) == {
+        "rigid_body",
+        "elastic",
+        "fluid",
+        "compressible_flow",
+        "phase_change",
+        "collision",
+        "thermal",
+        "optical",
+    }
+    assert (
+        sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+        and sum(w > 0 for w in weights.values()) <= 4
+    )
     sha = hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
-    assert first["adapter"]["sha256"] == sha and first["adapter"]["folder"] == str(trained_adapter_dir.resolve())
+    assert first["adapter"]["sha256"] == sha and first["adapter"]["folder"] == str(
+        trained_adapter_dir.resolve()
+    )
     assert first["settings"]["top_k"] == 2 and first["settings"]["parser"]["type"] == "rules"
-    assert set(first["timings"]) >= {"text_encoding", "denoise_backbone", "adapter", "vae_decode", "mp4_write"}
+    assert set(first["timings"]) >= {
+        "text_encoding",
+        "denoise_backbone",
+        "adapter",
+        "vae_decode",
+        "mp4_write",
+    }
 
     # delete one output; the re-run regenerates exactly that one
     before = {v: v.stat().st_mtime_ns for v in videos}
@@ -151,11 +193,19 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
 @pytest.mark.slow
 def test_benchmark_layouts_through_predict(tmp_path, small):
     csv_path = tmp_path / "videophy2.csv"
-    csv_path.write_text("caption,upsampled_caption\nA cat jumps.,A grey cat leaps onto a table.\nGlass breaks.,A glass falls and shatters.\n")
+    csv_path.write_text(
+        "caption,upsampled_caption\nA cat jumps.,A grey cat leaps onto a table.\n"
+        "Glass breaks.,A glass falls and shatters.\n"
+    )
     config = tiny_config(
         tmp_path / "vp",
         model=small_model(small),
-        data={"prompts": None, "prompt_file": str(csv_path), "format": "videophy2", "prompt_column": "upsampled_caption"},
+        data={
+            "prompts": None,
+            "prompt_file": str(csv_path),
+            "format": "videophy2",
+            "prompt_column": "upsampled_caption",
+        },
         writer={"layout": {"class_path": VIDEOPHY}},
     )
     assert run_predict(tmp_path, config, "vp.yaml") == 0
@@ -170,45 +220,95 @@ def test_benchmark_layouts_through_predict(tmp_path, small):
     config = tiny_config(
         tmp_path / "vb",
         model=small_model(small),
-        data={"prompts": None, "prompt_file": str(mechanics), "format": "vbench2", "videos_per_prompt": 2},
+        data={
+            "prompts": None,
+            "prompt_file": str(mechanics),
+            "format": "vbench2",
+            "videos_per_prompt": 2,
+        },
         writer={"layout": "VBench2Layout"},
     )
-    leftover = tmp_path / "vb" / "Mechanics" / ".A spring: stretched, then released.-0.mp4.0a1b2c3d.mp4"
+    leftover = (
+        tmp_path / "vb" / "Mechanics" / ".A spring: stretched, then released.-0.mp4.0a1b2c3d.mp4"
+    )
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half an mp4 from a killed run")
     assert run_predict(tmp_path, config, "vb.yaml") == 0
     assert not leftover.exists() and not list((tmp_path / "vb").rglob("*.claim"))
     names = [p.relative_to(tmp_path / "vb").as_posix() for p in mp4s(tmp_path / "vb")]
-    assert names == ["Mechanics/A spring: stretched, then released.-0.mp4", "Mechanics/A spring: stretched, then released.-1.mp4"]
-    assert (tmp_path / "vb" / "pila_meta" / "Mechanics" / "A spring: stretched, then released.-1.json").is_file()
+    assert names == [
+        "Mechanics/A spring: stretched, then released.-0.mp4",
+        "Mechanics/A spring: stretched, then released.-1.mp4",
+    ]
+    assert (
+        tmp_path / "vb" / "pila_meta" / "Mechanics" / "A spring: stretched, then released.-1.json"
+    ).is_file()
 
 
 # ------------------------------------------------------------- prompt sources
 def test_a_prompt_file_on_the_command_line_wins_over_the_configs_inline_prompts(tmp_path, small):
-    """The tiny YAML's own comment: `pila predict --config tiny/predict.yaml --data.init_args.prompt_file my.txt`."""
+    """The tiny YAML's own comment.
+
+    `pila predict --config tiny/predict.yaml --data.init_args.prompt_file my.txt`.
+    """
     mine = tmp_path / "my.txt"
     mine.write_text("A cup slides off a table.\n")
     config = tiny_config(tmp_path / "out", model=small_model(small, num_inference_steps=1))
     assert config["data"]["init_args"]["prompts"]  # the YAML's inline prompts stay in the config
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["predict", "--debug", "--config", str(path), "--data.init_args.prompt_file", str(mine)]) == 0
+    assert (
+        main(
+            ["predict", "--debug", "--config", str(path), "--data.init_args.prompt_file", str(mine)]
+        )
+        == 0
+    )
     (video,) = mp4s(tmp_path / "out")
-    assert json.loads(video.with_suffix(".json").read_text())["prompt"] == "A cup slides off a table."
+    assert (
+        json.loads(video.with_suffix(".json").read_text())["prompt"] == "A cup slides off a table."
+    )
 
 
 def test_inline_prompts_on_the_command_line_win_over_the_configs_prompt_file(tmp_path, small):
     folder = tmp_path / "configs"
     folder.mkdir()
     (folder / "prompts.txt").write_text("A ball bounces.\nWater pours.\n")
-    config = tiny_config(tmp_path / "out", model=small_model(small, num_inference_steps=1), data={"prompts": None, "prompt_file": "prompts.txt"})
+    config = tiny_config(
+        tmp_path / "out",
+        model=small_model(small, num_inference_steps=1),
+        data={"prompts": None, "prompt_file": "prompts.txt"},
+    )
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["predict", "--debug", "--config", str(path), "--data.init_args.prompts", "[A flag waves.]"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--debug",
+                "--config",
+                str(path),
+                "--data.init_args.prompts",
+                "[A flag waves.]",
+            ]
+        )
+        == 0
+    )
     (video,) = mp4s(tmp_path / "out")
     assert json.loads(video.with_suffix(".json").read_text())["prompt"] == "A flag waves."
     # the config's relative prompt_file names the file next to the config, from any directory
-    assert main(["predict", "--debug", "--config", str(path), "--trainer.callbacks.init_args.output_dir", str(tmp_path / "out2")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--debug",
+                "--config",
+                str(path),
+                "--trainer.callbacks.init_args.output_dir",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 0
+    )
     assert len(mp4s(tmp_path / "out2")) == 2
 
 
@@ -230,15 +330,36 @@ def test_data_sources_settle_in_command_line_order(tmp_path):
         settle_data_sources(ns, argv)
         return ns.prompt_file, ns.prompts
 
-    assert settle(["--config", str(inline), "--data.init_args.prompt_file=my.txt"], prompt_file="my.txt", prompts=["x"]) == ("my.txt", None)
-    assert settle(["--config", str(with_file), "--data.prompts", "[y]"], prompt_file="prompts.txt", prompts=["y"]) == (None, ["y"])
-    assert settle(["--config", str(with_file)], prompt_file="prompts.txt") == (str(cfg / "prompts.txt"), None)
-    assert settle(["--config", str(with_file), "--config", str(inline)], prompt_file="prompts.txt", prompts=["x"]) == (None, ["x"])
+    assert settle(
+        ["--config", str(inline), "--data.init_args.prompt_file=my.txt"],
+        prompt_file="my.txt",
+        prompts=["x"],
+    ) == ("my.txt", None)
+    assert settle(
+        ["--config", str(with_file), "--data.prompts", "[y]"],
+        prompt_file="prompts.txt",
+        prompts=["y"],
+    ) == (None, ["y"])
+    assert settle(["--config", str(with_file)], prompt_file="prompts.txt") == (
+        str(cfg / "prompts.txt"),
+        None,
+    )
+    assert settle(
+        ["--config", str(with_file), "--config", str(inline)],
+        prompt_file="prompts.txt",
+        prompts=["x"],
+    ) == (None, ["x"])
     # a relative path typed on the command line stays relative to the current directory
-    assert settle(["--config", str(inline), "--data.init_args.prompt_file", "prompts.txt"], prompt_file="prompts.txt", prompts=["x"]) == ("prompts.txt", None)
+    assert settle(
+        ["--config", str(inline), "--data.init_args.prompt_file", "prompts.txt"],
+        prompt_file="prompts.txt",
+        prompts=["x"],
+    ) == ("prompts.txt", None)
     # both in one config file: nothing to order, the data module reports the conflict
     both = cfg / "both.yaml"
-    both.write_text(yaml.safe_dump({"data": {"init_args": {"prompts": ["x"], "prompt_file": "prompts.txt"}}}))
+    both.write_text(
+        yaml.safe_dump({"data": {"init_args": {"prompts": ["x"], "prompt_file": "prompts.txt"}}})
+    )
     assert settle(["--config", str(both)], prompt_file="prompts.txt", prompts=["x"])[1] == ["x"]
 
 
@@ -252,31 +373,60 @@ def test_augmented_wisa_and_videophy_prompt_files_through_predict(tmp_path, smal
     config = tiny_config(
         tmp_path / "vb",
         model=small_model(small, num_inference_steps=1),
-        data={"prompts": None, "prompt_file": str(short), "format": "vbench2", "augmented_file": str(aug)},
+        data={
+            "prompts": None,
+            "prompt_file": str(short),
+            "format": "vbench2",
+            "augmented_file": str(aug),
+        },
         writer={"layout": "VBench2Layout"},
     )
     assert run_predict(tmp_path, config, "vb.yaml") == 0
     (video,) = mp4s(tmp_path / "vb")
-    assert video.relative_to(tmp_path / "vb").as_posix() == "Mechanics/A spring oscillates.-0.mp4"  # named by the short prompt
-    meta = json.loads((tmp_path / "vb" / "pila_meta" / "Mechanics" / video.with_suffix(".json").name).read_text())
+    assert (
+        video.relative_to(tmp_path / "vb").as_posix() == "Mechanics/A spring oscillates.-0.mp4"
+    )  # named by the short prompt
+    meta = json.loads(
+        (tmp_path / "vb" / "pila_meta" / "Mechanics" / video.with_suffix(".json").name).read_text()
+    )
     assert meta["prompt"] == aug.read_text().strip()  # generated from the augmented text
     assert meta["record"]["caption"] == "A spring oscillates."  # the evaluator's name
 
     wisa = tmp_path / "wisa_prompts.json"
-    wisa.write_text(json.dumps([{"en_caption": "A glass marble bounces on a tiled floor.", "q0": "collision, rigid body motion",
-                                 "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "label": "collision"}]))  # fmt: skip
-    config = tiny_config(tmp_path / "wisa", model=small_model(small, num_inference_steps=1), data={"prompts": None, "prompt_file": str(wisa)})
+    wisa.write_text(
+        json.dumps(
+            [
+                {
+                    "en_caption": "A glass marble bounces on a tiled floor.",
+                    "q0": "collision, rigid body motion",
+                    "q1": "no obvious thermodynamic phenomenon",
+                    "q2": "no obvious optical phenomenon",
+                    "label": "collision",
+                }
+            ]
+        )
+    )
+    config = tiny_config(
+        tmp_path / "wisa",
+        model=small_model(small, num_inference_steps=1),
+        data={"prompts": None, "prompt_file": str(wisa)},
+    )
     assert run_predict(tmp_path, config, "wisa.yaml") == 0
     (video,) = mp4s(tmp_path / "wisa")
     meta = json.loads(video.with_suffix(".json").read_text())
-    assert meta["prompt"] == "A glass marble bounces on a tiled floor." and meta["record"]["extra"]["label"] == "collision"
+    assert (
+        meta["prompt"] == "A glass marble bounces on a tiled floor."
+        and meta["record"]["extra"]["label"] == "collision"
+    )
     # the baseline (no adapter, so no parser labels) still records the record's q-answer labels
     (record,) = read_prompt_file(wisa)
     assert meta["adapter"] is None and meta["labels"] is None
     assert meta["record"]["labels"] == list(record.labels) and "collision" in record.labels
 
     videophy = tmp_path / "videophy_test.csv"
-    videophy.write_text("caption,source\nWater flows.,a\nIce melts.,a\nWater flows.,b\nIce melts.,b\n")
+    videophy.write_text(
+        "caption,source\nWater flows.,a\nIce melts.,a\nWater flows.,b\nIce melts.,b\n"
+    )
     config = tiny_config(
         tmp_path / "vp",
         model=small_model(small, num_inference_steps=1),
@@ -297,8 +447,16 @@ def test_bad_inputs_fail_before_any_generation(tmp_path, adapter_factory, small)
     adapter_factory(text_dim=4096).save_pretrained(wide)
     cases = [
         ({"prompts": None, "prompt_file": str(empty)}, {}, r"empty\.txt.*is empty"),
-        ({"prompts": None, "prompt_file": str(unknown)}, {}, r"prompts\.tsv.*unknown prompt-file format"),
-        ({}, {"adapter": str(wide)}, r"adapter_for_another_backbone.*text_dim 4096 vs the backbone's text-encoder width 32"),
+        (
+            {"prompts": None, "prompt_file": str(unknown)},
+            {},
+            r"prompts\.tsv.*unknown prompt-file format",
+        ),
+        (
+            {},
+            {"adapter": str(wide)},
+            r"adapter_for_another_backbone.*text_dim 4096 vs the backbone's text-encoder width 32",
+        ),
     ]
     for i, (data, model, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
@@ -339,7 +497,13 @@ def test_two_ranks_share_the_work_and_a_rank_with_nothing_left_still_finishes(tm
     path.write_text(yaml.safe_dump(config))
     exe = Path(sys.executable).with_name("pila")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([str(exe), "predict", "--config", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [str(exe), "predict", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     videos = mp4s(out)
     assert len(videos) == 5

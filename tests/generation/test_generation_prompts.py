@@ -35,13 +35,21 @@ def test_txt_one_prompt_per_line_blank_lines_skipped(tmp_path):
 def test_jsonl_with_seed_labels_and_refined_prompt(tmp_path):
     lines = [
         {"prompt": "A ball bounces.", "seed": 7, "labels": ["collision", "rigid_body"]},
-        {"caption": "Ice melts.", "labels": "phase_change; thermal", "refined_prompt": "solid ice turns to water"},
+        {
+            "caption": "Ice melts.",
+            "labels": "phase_change; thermal",
+            "refined_prompt": "solid ice turns to water",
+        },
         "Smoke rises.",
     ]
     path = write(tmp_path / "p.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
     a, b, c = read_prompt_file(path)
     assert (a.prompt, a.seed, a.labels) == ("A ball bounces.", 7, ("rigid_body", "collision"))
-    assert (b.prompt, b.labels, b.refined_prompt) == ("Ice melts.", ("phase_change", "thermal"), "solid ice turns to water")
+    assert (b.prompt, b.labels, b.refined_prompt) == (
+        "Ice melts.",
+        ("phase_change", "thermal"),
+        "solid ice turns to water",
+    )
     assert (c.index, c.prompt, c.seed) == (2, "Smoke rises.", None)
 
 
@@ -49,15 +57,30 @@ def test_json_list_and_csv(tmp_path):
     path = write(tmp_path / "p.json", json.dumps({"prompts": [{"prompt": "x", "id": "a1"}, "y"]}))
     records = read_prompt_file(path)
     assert [r.prompt for r in records] == ["x", "y"] and records[0].extra == {"id": "a1"}
-    csv_path = write(tmp_path / "p.csv", 'prompt,seed,labels\n"A ball, rolling",3,rigid_body\nB,,\n')
+    csv_path = write(
+        tmp_path / "p.csv", 'prompt,seed,labels\n"A ball, rolling",3,rigid_body\nB,,\n'
+    )
     rows = read_prompt_file(csv_path)
-    assert [(r.prompt, r.seed, r.labels) for r in rows] == [("A ball, rolling", 3, ("rigid_body",)), ("B", None, None)]
+    assert [(r.prompt, r.seed, r.labels) for r in rows] == [
+        ("A ball, rolling", 3, ("rigid_body",)),
+        ("B", None, None),
+    ]
 
 
 def test_phygenbench_prompts_json_is_detected(tmp_path):
     data = [
-        {"caption": "A ball falls.", "physical_laws": "gravity", "sub_category": "Gravity", "main_category": "Force"},
-        {"caption": "Light bends.", "physical_laws": "refraction", "sub_category": "Refraction", "main_category": "Light"},
+        {
+            "caption": "A ball falls.",
+            "physical_laws": "gravity",
+            "sub_category": "Gravity",
+            "main_category": "Force",
+        },
+        {
+            "caption": "Light bends.",
+            "physical_laws": "refraction",
+            "sub_category": "Refraction",
+            "main_category": "Light",
+        },
     ]
     records = read_prompt_file(write(tmp_path / "prompts.json", json.dumps(data)))
     assert [r.prompt for r in records] == ["A ball falls.", "Light bends."]
@@ -65,19 +88,29 @@ def test_phygenbench_prompts_json_is_detected(tmp_path):
 
 
 def test_videophy2_csv_with_upsampled_prompts_keeps_the_short_caption(tmp_path):
-    text = "caption,upsampled_caption,action,category,is_hard\nA cat jumps.,A grey cat leaps onto a table.,jump,animal,0\n"
+    text = (
+        "caption,upsampled_caption,action,category,is_hard\n"
+        "A cat jumps.,A grey cat leaps onto a table.,jump,animal,0\n"
+    )
     path = write(tmp_path / "videophy2.csv", text)
     (short,) = read_prompt_file(path, "videophy2")
     assert short.prompt == "A cat jumps." and short.evaluator_caption == "A cat jumps."
     (long,) = read_prompt_file(path, "videophy2", prompt_column="upsampled_caption")
-    assert long.prompt == "A grey cat leaps onto a table." and long.evaluator_caption == "A cat jumps."
+    assert (
+        long.prompt == "A grey cat leaps onto a table." and long.evaluator_caption == "A cat jumps."
+    )
     assert long.extra["action"] == "jump"
-    (v1,) = read_prompt_file(write(tmp_path / "videophy.csv", "caption,states_of_matter\nWater flows.,fluid\n"), "videophy")
+    (v1,) = read_prompt_file(
+        write(tmp_path / "videophy.csv", "caption,states_of_matter\nWater flows.,fluid\n"),
+        "videophy",
+    )
     assert v1.prompt == "Water flows."
 
 
 def test_vbench2_dimension_comes_from_the_file_name(tmp_path):
-    records = read_prompt_file(write(tmp_path / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n"), "vbench2")
+    records = read_prompt_file(
+        write(tmp_path / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n"), "vbench2"
+    )
     assert {r.dimension for r in records} == {"Mechanics"}
     named = read_prompt_file(tmp_path / "Mechanics.txt", "vbench2", dimension="Material")
     assert named[0].dimension == "Material"
@@ -107,27 +140,59 @@ def _empty_dir(tmp_path):
 # ------------------------------------------------------- benchmark prompt-file shapes
 def test_phygenbench_explicit_prompts_honour_prompt_column_and_keep_the_index(tmp_path):
     data = [
-        {"caption": "A ball falls.", "explicit_caption": "A red rubber ball is released and accelerates downward under gravity.",
-         "physical_laws": "gravity", "sub_category": "Gravity", "main_category": "Force"},
-        {"caption": "Light bends.", "explicit_caption": "A laser beam bends as it enters a tank of water.",
-         "physical_laws": "refraction", "sub_category": "Refraction", "main_category": "Light"},
-    ]  # fmt: skip
+        {
+            "caption": "A ball falls.",
+            "explicit_caption": (
+                "A red rubber ball is released and accelerates downward under gravity."
+            ),
+            "physical_laws": "gravity",
+            "sub_category": "Gravity",
+            "main_category": "Force",
+        },
+        {
+            "caption": "Light bends.",
+            "explicit_caption": "A laser beam bends as it enters a tank of water.",
+            "physical_laws": "refraction",
+            "sub_category": "Refraction",
+            "main_category": "Light",
+        },
+    ]
     path = write(tmp_path / "explicit_prompts.json", json.dumps(data))
     short = read_prompt_file(path)
     assert [r.prompt for r in short] == ["A ball falls.", "Light bends."]
-    assert short[0].extra["explicit_caption"] == data[0]["explicit_caption"]  # the alternative is kept
-    explicit = read_prompt_file(path, prompt_column="explicit_caption")  # auto-detected as PhyGenBench
-    assert [(r.index, r.prompt) for r in explicit] == [(0, data[0]["explicit_caption"]), (1, data[1]["explicit_caption"])]
-    assert explicit[1].evaluator_caption == "Light bends." and explicit[1].extra["caption"] == "Light bends."
-    assert explicit[1].extra["main_category"] == "Light" and "explicit_caption" not in explicit[1].extra
-    with pytest.raises(PromptFileError, match=r"explicit_prompts\.json.*entry 0 needs a non-empty 'long_caption'.*prompt_column"):
+    assert (
+        short[0].extra["explicit_caption"] == data[0]["explicit_caption"]
+    )  # the alternative is kept
+    explicit = read_prompt_file(
+        path, prompt_column="explicit_caption"
+    )  # auto-detected as PhyGenBench
+    assert [(r.index, r.prompt) for r in explicit] == [
+        (0, data[0]["explicit_caption"]),
+        (1, data[1]["explicit_caption"]),
+    ]
+    assert (
+        explicit[1].evaluator_caption == "Light bends."
+        and explicit[1].extra["caption"] == "Light bends."
+    )
+    assert (
+        explicit[1].extra["main_category"] == "Light"
+        and "explicit_caption" not in explicit[1].extra
+    )
+    with pytest.raises(
+        PromptFileError,
+        match=r"explicit_prompts\.json.*entry 0 needs a non-empty 'long_caption'.*prompt_column",
+    ):
         read_prompt_file(path, prompt_column="long_caption")
 
 
 def test_videophy_test_csv_folds_repeated_captions_in_first_row_order(tmp_path, caplog):
     captions = ["Water pours into a glass.", "A ball rolls down a ramp.", "Ice melts on a stove."]
     rows = ["caption,states_of_matter,source_model"]
-    for model in ("lavie", "svd", "pika"):  # the public test layout: every caption once per source model
+    for model in (
+        "lavie",
+        "svd",
+        "pika",
+    ):  # the public test layout: every caption once per source model
         rows += [f"{c},fluid,{model}" for c in captions]
     path = write(tmp_path / "videophy_test.csv", "\n".join(rows) + "\n")
     dm = PromptDataModule(prompt_file=str(path), format="videophy", videos_per_prompt=2)
@@ -135,7 +200,9 @@ def test_videophy_test_csv_folds_repeated_captions_in_first_row_order(tmp_path, 
         dm.setup("predict")
     assert [(r.index, r.prompt) for r in dm.records] == list(enumerate(captions))
     assert dm.records[0].extra["source_model"] == "lavie"  # the first row's fields
-    assert len(dm.items) == 6 and dm.folded_duplicates == 6 and dm.summary()["folded_duplicates"] == 6
+    assert (
+        len(dm.items) == 6 and dm.folded_duplicates == 6 and dm.summary()["folded_duplicates"] == 6
+    )
     assert "6 rows repeat an earlier caption" in caplog.text
     auto = PromptDataModule(prompt_file=str(path))  # VideoPhy's columns: read as videophy
     auto.setup("predict")
@@ -151,7 +218,10 @@ def test_vbench2_augmented_file_is_generated_from_and_named_by_the_short_prompt(
     short = write(tmp_path / "Mechanics.txt", "A spring oscillates.\nA ball rolls.\n")
     aug_dir = tmp_path / "wanx_aug_prompt"
     aug_dir.mkdir()
-    aug = write(aug_dir / "Mechanics.txt", "A steel spring bounces up and down, close-up.\nA wooden ball rolls across a table.\n")
+    aug = write(
+        aug_dir / "Mechanics.txt",
+        "A steel spring bounces up and down, close-up.\nA wooden ball rolls across a table.\n",
+    )
     records = read_prompt_file(short, "vbench2", augmented_file=aug)
     assert [(r.prompt, r.evaluator_caption, r.dimension) for r in records] == [
         ("A steel spring bounces up and down, close-up.", "A spring oscillates.", "Mechanics"),
@@ -167,45 +237,86 @@ def test_vbench2_augmented_file_is_generated_from_and_named_by_the_short_prompt(
     assert read_prompt_file(folder, "vbench2", augmented_file=aug_dir) == records
     # mismatched line counts: one line naming both files
     bad = write(tmp_path / "short_aug.txt", "only one line\n")
-    with pytest.raises(PromptFileError, match=r"^augmented prompt file '.*short_aug\.txt' has 1 prompts but prompt file '.*Mechanics\.txt' has 2"):
+    with pytest.raises(
+        PromptFileError,
+        match=r"^augmented prompt file '.*short_aug\.txt' has 1 prompts "
+        r"but prompt file '.*Mechanics\.txt' has 2",
+    ):
         read_prompt_file(short, "vbench2", augmented_file=bad)
 
 
 def test_a_record_names_its_short_prompt_in_name_prompt_or_caption(tmp_path):
     lines = [
-        {"prompt": "A steel spring bounces up and down.", "name_prompt": "A spring oscillates.", "dimension": "Mechanics"},
+        {
+            "prompt": "A steel spring bounces up and down.",
+            "name_prompt": "A spring oscillates.",
+            "dimension": "Mechanics",
+        },
         {"prompt": "A wooden ball rolls across a table.", "caption": "A ball rolls."},
         {"prompt": "Smoke rises."},
     ]
-    a, b, c = read_prompt_file(write(tmp_path / "aug.jsonl", "\n".join(json.dumps(x) for x in lines)))
-    assert (a.prompt, a.evaluator_caption, a.dimension, a.extra) == (lines[0]["prompt"], "A spring oscillates.", "Mechanics", {})
+    a, b, c = read_prompt_file(
+        write(tmp_path / "aug.jsonl", "\n".join(json.dumps(x) for x in lines))
+    )
+    assert (a.prompt, a.evaluator_caption, a.dimension, a.extra) == (
+        lines[0]["prompt"],
+        "A spring oscillates.",
+        "Mechanics",
+        {},
+    )
     assert (b.prompt, b.evaluator_caption) == (lines[1]["prompt"], "A ball rolls.")
     assert c.caption is None and c.evaluator_caption == "Smoke rises."
-    (row,) = read_prompt_file(write(tmp_path / "aug.csv", "prompt,name_prompt\nA long text.,Short.\n"))
+    (row,) = read_prompt_file(
+        write(tmp_path / "aug.csv", "prompt,name_prompt\nA long text.,Short.\n")
+    )
     assert (row.prompt, row.evaluator_caption) == ("A long text.", "Short.")
 
 
 WISA_PROMPTS = [
-    {"en_caption": "A glass marble is dropped onto a tiled floor and bounces several times.",
-     "phys_law": "Collisions conserve momentum.", "q0": "collision, rigid body motion",
-     "q1": "no obvious thermodynamic phenomenon", "q2": "reflection", "q3": "no", "q4": "1. solid objects appearance",
-     "label": "collision"},
-    {"en_caption": "A quiet empty room.", "phys_law": "", "q0": "no obvious dynamic phenomenon",
-     "q1": "no obvious thermodynamic phenomenon", "q2": "no obvious optical phenomenon", "q3": "no", "q4": "", "label": ""},
-]  # fmt: skip
+    {
+        "en_caption": "A glass marble is dropped onto a tiled floor and bounces several times.",
+        "phys_law": "Collisions conserve momentum.",
+        "q0": "collision, rigid body motion",
+        "q1": "no obvious thermodynamic phenomenon",
+        "q2": "reflection",
+        "q3": "no",
+        "q4": "1. solid objects appearance",
+        "label": "collision",
+    },
+    {
+        "en_caption": "A quiet empty room.",
+        "phys_law": "",
+        "q0": "no obvious dynamic phenomenon",
+        "q1": "no obvious thermodynamic phenomenon",
+        "q2": "no obvious optical phenomenon",
+        "q3": "no",
+        "q4": "",
+        "label": "",
+    },
+]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
-def test_wisa_prompt_side_records_are_a_prompt_file_labeled_through_the_category_map(tmp_path, suffix):
+def test_wisa_prompt_side_records_are_a_prompt_file_labeled_through_the_category_map(
+    tmp_path, suffix
+):
     from pila.datamodules.prompt_side import wisa_prompt
     from pila.parser.category_map import CategoryMap
 
-    text = json.dumps(WISA_PROMPTS) if suffix == ".json" else "\n".join(json.dumps(r) for r in WISA_PROMPTS)
+    text = (
+        json.dumps(WISA_PROMPTS)
+        if suffix == ".json"
+        else "\n".join(json.dumps(r) for r in WISA_PROMPTS)
+    )
     marble, room = read_prompt_file(write(tmp_path / f"wisa_prompts{suffix}", text))
     assert marble.prompt == WISA_PROMPTS[0]["en_caption"]
     expected = wisa_prompt(WISA_PROMPTS[0], CategoryMap.load()).labels  # the relabeling path
-    assert marble.labels == expected and {"rigid_body", "collision", "optical"} <= set(marble.labels)
-    assert marble.extra["phys_law"] == "Collisions conserve momentum." and marble.extra["q0"].startswith("collision")
+    assert marble.labels == expected and {"rigid_body", "collision", "optical"} <= set(
+        marble.labels
+    )
+    assert marble.extra["phys_law"] == "Collisions conserve momentum." and marble.extra[
+        "q0"
+    ].startswith("collision")
     assert room.labels is None  # no label: the prompt parser decides
     dm = PromptDataModule(prompt_file=str(tmp_path / f"wisa_prompts{suffix}"))
     dm.setup("predict")
@@ -213,7 +324,9 @@ def test_wisa_prompt_side_records_are_a_prompt_file_labeled_through_the_category
 
 
 def test_wisa_prompt_records_use_their_own_category_map(tmp_path):
-    table = json.loads((Path(__file__).resolve().parents[2] / "pila" / "parser" / "category_map.json").read_text())
+    table = json.loads(
+        (Path(__file__).resolve().parents[2] / "pila" / "parser" / "category_map.json").read_text()
+    )
     table["phenomena"]["collision"] = ["elastic"]
     table["keywords"] = []
     table["answer_fields"] = []
@@ -222,7 +335,9 @@ def test_wisa_prompt_records_use_their_own_category_map(tmp_path):
     (record,) = read_prompt_file(path, category_map=custom)
     assert record.labels == ("elastic",)
     with pytest.raises(PromptFileError, match=r"wisa\.json.*entry 0.*en_caption"):
-        read_prompt_file(write(tmp_path / "wisa.json", json.dumps([{"en_caption": " ", "q0": "x"}])), "wisa")
+        read_prompt_file(
+            write(tmp_path / "wisa.json", json.dumps([{"en_caption": " ", "q0": "x"}])), "wisa"
+        )
 
 
 # ------------------------------------------------------- formats known by their columns
@@ -294,7 +409,9 @@ def test_empty_prompt_file_is_an_error_naming_it(tmp_path, text):
 
 def test_unknown_format_names_the_extension_and_the_fix(tmp_path):
     path = write(tmp_path / "prompts.xlsx", "whatever")
-    with pytest.raises(PromptFileError, match=r"prompts\.xlsx.*unknown prompt-file format.*'\.xlsx'.*format"):
+    with pytest.raises(
+        PromptFileError, match=r"prompts\.xlsx.*unknown prompt-file format.*'\.xlsx'.*format"
+    ):
         read_prompt_file(path)
 
 
@@ -320,7 +437,11 @@ def test_unreadable_file_is_an_error_naming_it(tmp_path):
         ("bad.json", "[1, 2]", "entry 0 must be an object"),
         ("bad.json", '{"prompt": "a"', "is not valid JSON"),
         ("bad.csv", "text\nhello\n", "needs a 'prompt' or 'caption' column"),
-        ("bad.jsonl", '{"prompt": "a", "labels": ["plasma"]}\n', "unknown categories \\['plasma'\\]"),
+        (
+            "bad.jsonl",
+            '{"prompt": "a", "labels": ["plasma"]}\n',
+            "unknown categories \\['plasma'\\]",
+        ),
         ("bad.jsonl", '{"prompt": "a", "seed": "x1"}\n', "'seed' must be an integer"),
     ],
 )
@@ -339,11 +460,18 @@ def test_datamodule_raises_in_setup_before_any_dataloader(tmp_path):
 
 # --------------------------------------------------------------------- items, seeds
 def test_items_seeds_are_base_plus_index_unless_the_prompt_has_one(tmp_path):
-    path = write(tmp_path / "p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "seed": 100}\n{"prompt": "c"}\n')
+    path = write(
+        tmp_path / "p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "seed": 100}\n{"prompt": "c"}\n'
+    )
     items = build_items(read_prompt_file(path), videos_per_prompt=2, seed=10)
     assert [(it.record.prompt, it.sample, it.seed) for it in items] == [
-        ("a", 0, 10), ("a", 1, 11), ("b", 0, 100), ("b", 1, 101), ("c", 0, 14), ("c", 1, 15),
-    ]  # fmt: skip
+        ("a", 0, 10),
+        ("a", 1, 11),
+        ("b", 0, 100),
+        ("b", 1, 101),
+        ("c", 0, 14),
+        ("c", 1, 15),
+    ]
     assert len({it.seed for it in items}) == len(items)
 
 
@@ -370,7 +498,9 @@ def test_each_ranks_dataloader_gets_its_own_share_minus_completed_items(world_si
     done = {(1, 0), (4, 1)}
     seen = []
     for rank in range(world_size):
-        dm = PromptDataModule(prompts=[f"prompt {i}" for i in range(5)], videos_per_prompt=2, batch_size=2)
+        dm = PromptDataModule(
+            prompts=[f"prompt {i}" for i in range(5)], videos_per_prompt=2, batch_size=2
+        )
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=world_size)
         dm.setup("predict")
         dm.skip = lambda item: item.key in done
@@ -400,8 +530,13 @@ def test_inline_prompts_pair_with_an_augmented_file_too(tmp_path):
     aug = write(tmp_path / "aug.txt", "A steel spring bounces up and down.\n")
     dm = PromptDataModule(prompts=["A spring oscillates."], augmented_file=str(aug))
     dm.setup("predict")
-    assert (dm.records[0].prompt, dm.records[0].evaluator_caption) == ("A steel spring bounces up and down.", "A spring oscillates.")
-    with pytest.raises(PromptFileError, match=r"aug\.txt' has 1 prompts but the inline prompts list has 2"):
+    assert (dm.records[0].prompt, dm.records[0].evaluator_caption) == (
+        "A steel spring bounces up and down.",
+        "A spring oscillates.",
+    )
+    with pytest.raises(
+        PromptFileError, match=r"aug\.txt' has 1 prompts but the inline prompts list has 2"
+    ):
         PromptDataModule(prompts=["a", "b"], augmented_file=str(aug)).setup("predict")
 
 

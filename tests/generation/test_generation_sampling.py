@@ -21,7 +21,9 @@ def reference(pipeline: WanPipeline, prompt: str, seed: int, settings: dict, **e
     ).frames[0]
 
 
-def trajectory(backbone, prompt, seed, settings, adapter=None, **config) -> tuple[list[torch.Tensor], object]:
+def trajectory(
+    backbone, prompt, seed, settings, adapter=None, **config
+) -> tuple[list[torch.Tensor], object]:
     steps: list[torch.Tensor] = []
     video = generate_video(
         backbone,
@@ -39,10 +41,14 @@ def test_without_adapter_frames_equal_wanpipeline_from_the_same_folder(tiny_back
     ours_pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
     ref_pipe = WanPipeline.from_pretrained(tiny_backbone_dir)
     prompts = ["A ball rolls down a ramp.", "Smoke rises from a chimney."]
-    frames = pila.generate(ours_pipe, prompts, seed=7, guidance_scale=4.0, negative_prompt="blurry", **small)
+    frames = pila.generate(
+        ours_pipe, prompts, seed=7, guidance_scale=4.0, negative_prompt="blurry", **small
+    )
     assert len(frames) == 2
     for i, prompt in enumerate(prompts):
-        ref = reference(ref_pipe, prompt, 7 + i, small, guidance_scale=4.0, negative_prompt="blurry")
+        ref = reference(
+            ref_pipe, prompt, 7 + i, small, guidance_scale=4.0, negative_prompt="blurry"
+        )
         assert frames[i].shape == (5, 16, 16, 3) and frames[i].dtype == np.float32
         assert np.array_equal(frames[i], ref)
     # the pipeline is handed back untouched: its own scheduler and config
@@ -52,8 +58,12 @@ def test_without_adapter_frames_equal_wanpipeline_from_the_same_folder(tiny_back
 
 def test_fresh_adapter_frames_equal_wanpipeline(tiny_backbone, adapter_factory, small):
     adapter = adapter_factory(trained=False)
-    frames = generate(tiny_backbone.pipeline, "Water pours into a glass.", adapter=adapter, seed=3, **small)
-    assert np.array_equal(frames[0], reference(tiny_backbone.pipeline, "Water pours into a glass.", 3, small))
+    frames = generate(
+        tiny_backbone.pipeline, "Water pours into a glass.", adapter=adapter, seed=3, **small
+    )
+    assert np.array_equal(
+        frames[0], reference(tiny_backbone.pipeline, "Water pours into a glass.", 3, small)
+    )
 
 
 def test_fresh_adapter_on_wan22_equals_wanpipeline_with_both_guidance_scales(
@@ -62,7 +72,13 @@ def test_fresh_adapter_on_wan22_equals_wanpipeline_with_both_guidance_scales(
     pipe = WanPipeline.from_pretrained(tiny_two_stage_dir)
     assert pipe.config.boundary_ratio == 0.875 and pipe.transformer_2 is not None
     frames = generate(
-        pipe, "A candle burns.", adapter=adapter_factory(), seed=11, guidance_scale=4.0, guidance_scale_2=3.0, **small
+        pipe,
+        "A candle burns.",
+        adapter=adapter_factory(),
+        seed=11,
+        guidance_scale=4.0,
+        guidance_scale_2=3.0,
+        **small,
     )
     ref = reference(pipe, "A candle burns.", 11, small, guidance_scale=4.0, guidance_scale_2=3.0)
     assert np.array_equal(frames[0], ref)
@@ -86,7 +102,9 @@ def test_trained_adapter_changes_the_trajectory_only_from_the_first_corrected_st
 ):
     adapter = adapter_factory(trained=True)
     base_steps, base = trajectory(tiny_backbone, "A rubber ball bounces.", 5, small)
-    steps, video = trajectory(tiny_backbone, "A rubber ball bounces.", 5, small, adapter, correction_steps=(3, 4))
+    steps, video = trajectory(
+        tiny_backbone, "A rubber ball bounces.", 5, small, adapter, correction_steps=(3, 4)
+    )
     assert len(steps) == len(base_steps) == 4
     assert torch.equal(steps[0], base_steps[0]) and torch.equal(steps[1], base_steps[1])
     assert not torch.equal(steps[2], base_steps[2])
@@ -112,10 +130,14 @@ def test_wan22_both_regimes_are_corrected(tiny_two_stage_dir, adapter_factory, s
     assert video.corrected_steps == (4,)
 
 
-def test_top_k_overrides_the_adapters_routing_for_one_call_only(tiny_backbone, adapter_factory, small):
+def test_top_k_overrides_the_adapters_routing_for_one_call_only(
+    tiny_backbone, adapter_factory, small
+):
     adapter = adapter_factory(trained=True)
     seen: list[int] = []
-    handle = adapter.router.register_forward_hook(lambda m, i, out: seen.append(out.indices.shape[1]))
+    handle = adapter.router.register_forward_hook(
+        lambda m, i, out: seen.append(out.indices.shape[1])
+    )
     try:
         generate(tiny_backbone, "Ice melts.", adapter=adapter, top_k=1, **small)
         assert seen == [1, 1, 1, 1]
@@ -127,12 +149,23 @@ def test_top_k_overrides_the_adapters_routing_for_one_call_only(tiny_backbone, a
     assert adapter.router.top_k == 4 and adapter.config.top_k == 4
 
 
-def test_given_labels_and_description_reach_the_adapter_condition(tiny_backbone, adapter_factory, small):
+def test_given_labels_and_description_reach_the_adapter_condition(
+    tiny_backbone, adapter_factory, small
+):
     adapter = adapter_factory(trained=True)
     labels_seen = []
-    handle = adapter.condition.register_forward_hook(lambda m, args, out: labels_seen.append(args[1].clone()))
+    handle = adapter.condition.register_forward_hook(
+        lambda m, args, out: labels_seen.append(args[1].clone())
+    )
     try:
-        generate(tiny_backbone, "A scene.", adapter=adapter, labels=[["optical"]], refined_prompts=["light"], **small)
+        generate(
+            tiny_backbone,
+            "A scene.",
+            adapter=adapter,
+            labels=[["optical"]],
+            refined_prompts=["light"],
+            **small,
+        )
     finally:
         handle.remove()
     expected = torch.zeros(1, 8)
@@ -145,7 +178,9 @@ def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapt
     adapter = adapter_factory(trained=True)
     prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
     together = generate(tiny_backbone, prompts, adapter=adapter, seed=[10, 11, 12], **small)
-    reordered = generate(tiny_backbone, [prompts[2], prompts[1]], adapter=adapter, seed=[12, 11], **small)
+    reordered = generate(
+        tiny_backbone, [prompts[2], prompts[1]], adapter=adapter, seed=[12, 11], **small
+    )
     assert np.array_equal(together[2], reordered[0])
     assert np.array_equal(together[1], reordered[1])
     assert not np.array_equal(together[0], together[2])
@@ -153,8 +188,13 @@ def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapt
 
 def test_settings_are_sampling_config_fields_and_a_typo_is_named(tiny_backbone, small):
     config = SamplingConfig(**small)
-    assert config.replace(top_k=2, correction_steps=(3, 4)) == SamplingConfig(**small, top_k=2, correction_steps="3-4")
-    with pytest.raises(TypeError, match=r"unknown generation settings \['num_inference_step'\].*num_inference_steps"):
+    assert config.replace(top_k=2, correction_steps=(3, 4)) == SamplingConfig(
+        **small, top_k=2, correction_steps="3-4"
+    )
+    with pytest.raises(
+        TypeError,
+        match=r"unknown generation settings \['num_inference_step'\].*num_inference_steps",
+    ):
         generate(tiny_backbone, "A leaf falls.", num_inference_step=4)
     with pytest.raises(ValueError, match="num_frames must be 4·k"):
         generate(tiny_backbone, "A leaf falls.", config=config, num_frames=6)
@@ -185,8 +225,12 @@ def test_correction_steps_forms_and_validation():
         resolve_correction_steps([], 10)
     # a YAML list of two numbers names two steps; the string form is the range
     assert SamplingConfig(num_inference_steps=50, correction_steps=[41, 50]).steps == (41, 50)
-    assert SamplingConfig(num_inference_steps=50, correction_steps="41-50").steps == tuple(range(41, 51))
-    assert SamplingConfig(num_inference_steps=50, correction_steps=(41, 50)).steps == tuple(range(41, 51))
+    assert SamplingConfig(num_inference_steps=50, correction_steps="41-50").steps == tuple(
+        range(41, 51)
+    )
+    assert SamplingConfig(num_inference_steps=50, correction_steps=(41, 50)).steps == tuple(
+        range(41, 51)
+    )
 
 
 @pytest.mark.parametrize(
@@ -205,14 +249,20 @@ def test_sampling_config_rejects_bad_values(field, value, message):
         SamplingConfig(**{field: value})
 
 
-def test_adapter_for_another_text_encoder_is_refused_before_generation(tiny_backbone, adapter_factory, small):
+def test_adapter_for_another_text_encoder_is_refused_before_generation(
+    tiny_backbone, adapter_factory, small
+):
     wrong = adapter_factory(text_dim=48)
     calls = []
     handle = tiny_backbone.transformer.register_forward_hook(lambda *a: calls.append(1))
     try:
-        with pytest.raises(ValueError, match=r"text_dim 48 vs the backbone's text-encoder width 32") as info:
+        with pytest.raises(
+            ValueError, match=r"text_dim 48 vs the backbone's text-encoder width 32"
+        ) as info:
             generate(tiny_backbone, ["a", "b"], adapter=wrong, **small)
-        assert str(info.value).startswith("the adapter does not match the backbone")  # not "adapter the adapter"
+        assert str(info.value).startswith(
+            "the adapter does not match the backbone"
+        )  # not "adapter the adapter"
     finally:
         handle.remove()
     assert calls == []
@@ -221,17 +271,27 @@ def test_adapter_for_another_text_encoder_is_refused_before_generation(tiny_back
 def test_an_adapter_folder_can_be_passed_directly(tiny_backbone, trained_adapter_dir, small):
     from pila.adapter import PILAAdapter
 
-    by_path = generate(tiny_backbone, "Glass shatters.", adapter=str(trained_adapter_dir), seed=1, **small)
+    by_path = generate(
+        tiny_backbone, "Glass shatters.", adapter=str(trained_adapter_dir), seed=1, **small
+    )
     loaded = PILAAdapter.from_pretrained(trained_adapter_dir).eval()
     by_module = generate(tiny_backbone, "Glass shatters.", adapter=loaded, seed=1, **small)
     assert np.array_equal(by_path[0], by_module[0])
-    assert not np.array_equal(by_path[0], generate(tiny_backbone, "Glass shatters.", seed=1, **small)[0])
+    assert not np.array_equal(
+        by_path[0], generate(tiny_backbone, "Glass shatters.", seed=1, **small)[0]
+    )
 
 
-def test_load_adapter_checks_the_folder_against_the_backbone(tmp_path, tiny_backbone, adapter_factory):
+def test_load_adapter_checks_the_folder_against_the_backbone(
+    tmp_path, tiny_backbone, adapter_factory
+):
     folder = tmp_path / "wide_adapter"
     adapter_factory(latent_channels=48, text_dim=32).save_pretrained(folder)
-    with pytest.raises(ValueError, match=r"^adapter '[^']*wide_adapter' does not match.*latent_channels 48 vs the backbone's 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"^adapter '[^']*wide_adapter' does not match"
+        r".*latent_channels 48 vs the backbone's 16",
+    ):
         load_adapter(folder, tiny_backbone)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_adapter(tmp_path / "missing", tiny_backbone)
@@ -241,7 +301,10 @@ def test_generate_is_exported_lazily_from_the_package():
     import subprocess
     import sys
 
-    code = "import sys, pila; assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
+    code = (
+        "import sys, pila; "
+        "assert 'pila.generation' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pila.generate is generate and "generate" in dir(pila)
 
@@ -257,11 +320,16 @@ def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_di
     assert adapter_identity(fresh)["sha256"] != adapter_identity(trained)["sha256"]
     loaded = PILAAdapter.from_pretrained(trained_adapter_dir)
     identity = adapter_identity(loaded, trained_adapter_dir)
-    assert identity["sha256"] == hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
-    assert identity["folder"] == str(trained_adapter_dir.resolve()) and adapter_identity(None) is None
+    assert (
+        identity["sha256"]
+        == hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert (
+        identity["folder"] == str(trained_adapter_dir.resolve()) and adapter_identity(None) is None
+    )
 
 
-# ------------------------------------------------------------- reading R3: which velocity the adapter reads
+# ---------------------------------------------------- reading R3: which velocity the adapter reads
 def _recorded_run(backbone, adapter, small, **config):
     """Every transformer output and every velocity the adapter read, in call order."""
     outputs, read = [], []
@@ -271,7 +339,9 @@ def _recorded_run(backbone, adapter, small, **config):
         if t is not None
     ]
     inner = adapter.forward
-    adapter.forward = lambda x_t, sigma, v, cond, **kw: read.append(v.detach().clone()) or inner(x_t, sigma, v, cond, **kw)
+    adapter.forward = lambda x_t, sigma, v, cond, **kw: (
+        read.append(v.detach().clone()) or inner(x_t, sigma, v, cond, **kw)
+    )
     try:
         steps, video = trajectory(backbone, "Steam rises.", 2, small, adapter, **config)
     finally:
@@ -281,27 +351,50 @@ def _recorded_run(backbone, adapter, small, **config):
     return outputs, read, steps, video
 
 
-def test_conditional_reading_feeds_the_adapter_the_conditional_velocity(tiny_backbone, adapter_factory, small):
+def test_conditional_reading_feeds_the_adapter_the_conditional_velocity(
+    tiny_backbone, adapter_factory, small
+):
     adapter = adapter_factory(trained=True)
     guidance = 5.0
-    outputs, read, _, guided_video = _recorded_run(tiny_backbone, adapter, small, guidance_scale=guidance, correction_steps=[1])
+    outputs, read, _, guided_video = _recorded_run(
+        tiny_backbone, adapter, small, guidance_scale=guidance, correction_steps=[1]
+    )
     cond, uncond = outputs[0], outputs[1]  # step 1: the prompt first, then the negative prompt
     torch.testing.assert_close(read[0], uncond + guidance * (cond - uncond))
     outputs, read, _, conditional_video = _recorded_run(
-        tiny_backbone, adapter, small, guidance_scale=guidance, correction_steps=[1], adapter_velocity="conditional"
+        tiny_backbone,
+        adapter,
+        small,
+        guidance_scale=guidance,
+        correction_steps=[1],
+        adapter_velocity="conditional",
     )
     torch.testing.assert_close(read[0], outputs[0])
     assert not np.array_equal(guided_video.frames, conditional_video.frames)
-    assert not tiny_backbone.pipeline.transformer._forward_hooks  # the tap is removed after the call
+    assert (
+        not tiny_backbone.pipeline.transformer._forward_hooks
+    )  # the tap is removed after the call
 
 
-def test_readings_agree_without_guidance_and_wan22_taps_both_transformers(tiny_backbone, tiny_two_stage_dir, adapter_factory, small):
+def test_readings_agree_without_guidance_and_wan22_taps_both_transformers(
+    tiny_backbone, tiny_two_stage_dir, adapter_factory, small
+):
     adapter = adapter_factory(trained=True)
     _, guided = trajectory(tiny_backbone, "Ice melts.", 4, small, adapter, guidance_scale=1.0)
-    _, conditional = trajectory(tiny_backbone, "Ice melts.", 4, small, adapter, guidance_scale=1.0, adapter_velocity="conditional")
+    _, conditional = trajectory(
+        tiny_backbone,
+        "Ice melts.",
+        4,
+        small,
+        adapter,
+        guidance_scale=1.0,
+        adapter_velocity="conditional",
+    )
     np.testing.assert_array_equal(guided.frames, conditional.frames)
     backbone = WanBackbone.from_pretrained(tiny_two_stage_dir)
-    outputs, read, _, video = _recorded_run(backbone, adapter, small, correction_steps=[4], adapter_velocity="conditional")
+    outputs, read, _, video = _recorded_run(
+        backbone, adapter, small, correction_steps=[4], adapter_velocity="conditional"
+    )
     assert video.corrected_steps == (4,)
     torch.testing.assert_close(read[0], outputs[6])  # step 4's first call, on transformer_2
     with pytest.raises(ValueError, match="adapter_velocity must be one of"):

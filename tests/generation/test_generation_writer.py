@@ -82,7 +82,9 @@ def test_two_runs_into_one_folder_split_the_work_without_duplicates_or_gaps(tmp_
         b.on_predict_batch_start(None, MODULE, batch_b, 0)
         for writer, batch, name in ((a, batch_a, "a"), (b, batch_b, "b")):
             for item in batch:
-                video = GeneratedVideo(frames=FRAMES.copy(), prompt=item.record.prompt, seed=item.seed)
+                video = GeneratedVideo(
+                    frames=FRAMES.copy(), prompt=item.record.prompt, seed=item.seed
+                )
                 writer.write_result(PredictionResult(item=item, video=video), MODULE)
                 written[name].append(item.key)
     keys_a, keys_b = set(written["a"]), set(written["b"])
@@ -118,7 +120,9 @@ SCRIPT = textwrap.dedent(
         writer.on_predict_batch_start(None, SimpleNamespace(), batch, 0)
         for kept in batch:
             time.sleep(0.05)  # 'generation'
-            video = GeneratedVideo(frames=np.zeros((2, 8, 8, 3), np.float32), prompt=kept.record.prompt, seed=kept.seed)
+            video = GeneratedVideo(
+                frames=np.zeros((2, 8, 8, 3), np.float32), prompt=kept.record.prompt, seed=kept.seed
+            )
             writer.write_result(PredictionResult(item=kept, video=video), SimpleNamespace())
             done.append(kept.record.index)
     print(json.dumps(done))
@@ -132,7 +136,12 @@ def test_two_processes_split_the_work(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ready = [tmp_path / f"ready{i}" for i in range(2)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(go), str(r)], stdout=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(out), str(go), str(r)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for r in ready
     ]
     deadline = time.time() + 180
@@ -146,7 +155,9 @@ def test_two_processes_split_the_work(tmp_path):
         done.append(json.loads(stdout.strip().splitlines()[-1]))
     assert sorted(done[0] + done[1]) == list(range(10))  # each video once, none missing
     assert done[0] and done[1]  # and both runs did some
-    assert sorted(p.name for p in (out / "pila").glob("*.mp4")) == sorted(f"output_video_{i + 1}.mp4" for i in range(10))
+    assert sorted(p.name for p in (out / "pila").glob("*.mp4")) == sorted(
+        f"output_video_{i + 1}.mp4" for i in range(10)
+    )
     assert not list(out.rglob("*.claim"))
 
 
@@ -164,8 +175,14 @@ def write_claim(path: Path, **fields) -> None:
 @pytest.mark.parametrize(
     ("claim", "taken_over"),
     [
-        ({"host": socket.gethostname(), "pid": "dead", "time": "now"}, True),  # crashed run on this host
-        ({"host": socket.gethostname(), "pid": os.getpid(), "time": "now"}, False),  # a live run here
+        (
+            {"host": socket.gethostname(), "pid": "dead", "time": "now"},
+            True,
+        ),  # crashed run on this host
+        (
+            {"host": socket.gethostname(), "pid": os.getpid(), "time": "now"},
+            False,
+        ),  # a live run here
         ({"host": socket.gethostname(), "pid": os.getpid(), "time": "old"}, True),  # a reused pid
         ({"host": "another-host", "pid": 1, "time": "old"}, True),  # another host, past the timeout
         ({"host": "another-host", "pid": 1, "time": "now"}, False),  # another host, recent
@@ -234,7 +251,9 @@ def test_stale_temporaries_of_planned_files_are_removed_on_start(tmp_path):
         sidecar.parent / f".{sidecar.name}.deadbeef.json",
     ]
     live = busy.video.parent / f".{busy.video.name}.12345678.mp4"  # another live run is writing it
-    write_claim(claim_path(busy.sidecar), host=socket.gethostname(), pid=os.getpid(), time=time.time())
+    write_claim(
+        claim_path(busy.sidecar), host=socket.gethostname(), pid=os.getpid(), time=time.time()
+    )
     foreign = [
         video.parent / ".notes.txt",
         video.parent / ".Some other video.mp4.0a1b2c3d.mp4",  # not a file this run writes
@@ -253,7 +272,10 @@ def test_stale_temporaries_of_planned_files_are_removed_on_start(tmp_path):
 def test_a_temporary_index_is_removed_only_when_old(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    old, young = out / ".videophy2_input.csv.0a1b2c3d.csv", out / ".videophy2_input.csv.1b2c3d4e.csv"
+    old, young = (
+        out / ".videophy2_input.csv.0a1b2c3d.csv",
+        out / ".videophy2_input.csv.1b2c3d4e.csv",
+    )
     old.write_text("caption")
     young.write_text("caption")
     past = time.time() - 3600
@@ -264,7 +286,9 @@ def test_a_temporary_index_is_removed_only_when_old(tmp_path):
 
 # ------------------------------------------------------------------ VBench-2.0 counts and names
 def test_vbench2_defaults_to_the_evaluators_sample_count_per_dimension(tmp_path):
-    folder = vbench2_folder(tmp_path, Mechanics=["A ball rolls.", "Ice melts."], Diversity=["A city street."])
+    folder = vbench2_folder(
+        tmp_path, Mechanics=["A ball rolls.", "Ice melts."], Diversity=["A city street."]
+    )
     dm = PromptDataModule(prompt_file=str(folder), format="vbench2")
     dm.setup("predict")
     dm.videos_per_prompt = None  # unset: the layout decides (see the writer's docstring)
@@ -275,7 +299,9 @@ def test_vbench2_defaults_to_the_evaluators_sample_count_per_dimension(tmp_path)
         per_prompt[item.record.prompt] = per_prompt.get(item.record.prompt, 0) + 1
     assert per_prompt == {"A city street.": 20, "A ball rolls.": 3, "Ice melts.": 3}
     assert len({item.seed for item in items}) == len(items) == 26
-    names = sorted(p.video.relative_to(tmp_path / "out").as_posix() for p in writer.layout.planned_paths())
+    names = sorted(
+        p.video.relative_to(tmp_path / "out").as_posix() for p in writer.layout.planned_paths()
+    )
     assert names[:2] == ["Diversity/A city street.-0.mp4", "Diversity/A city street.-1.mp4"]
     assert "Mechanics/Ice melts.-2.mp4" in names
 
@@ -286,7 +312,10 @@ def test_vbench2_warns_when_fewer_videos_than_the_evaluator_reads(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="pila.generation.writer"):
         items = start(VideoPredictionWriter(str(tmp_path / "out"), layout=VBench2Layout()), dm)
     assert len(items) == 1  # the user's count is honoured
-    assert "videos_per_prompt 1 is below the 3 videos per prompt VBench-2.0 reads for Mechanics" in caplog.text
+    assert (
+        "videos_per_prompt 1 is below the 3 videos per prompt VBench-2.0 reads for Mechanics"
+        in caplog.text
+    )
 
 
 def test_a_prompt_the_evaluator_cannot_find_is_in_the_summary_not_on_disk(tmp_path, caplog):
@@ -299,8 +328,13 @@ def test_a_prompt_the_evaluator_cannot_find_is_in_the_summary_not_on_disk(tmp_pa
     assert "prompt 0 gets no video" in caplog.text and "'/'" in caplog.text
     generate(writer, items)
     summary = "\n".join(writer.summary())
-    assert "1 prompts got no video" in summary and "prompt 0: VBench-2.0 names its videos 'A ball on a 1" in summary
-    videos = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mp4"))
+    assert (
+        "1 prompts got no video" in summary
+        and "prompt 0: VBench-2.0 names its videos 'A ball on a 1" in summary
+    )
+    videos = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mp4")
+    )
     assert videos == [f"Mechanics/A ball rolls.-{k}.mp4" for k in range(3)]
 
 
@@ -311,8 +345,13 @@ def test_every_sidecar_records_its_prompt_records_labels_also_without_an_adapter
     table = tmp_path / "prompts.csv"
     table.write_text('prompt,labels\nA ball bounces.,"collision;rigid_body"\nA calm lake.,\n')
     wisa = tmp_path / "wisa.json"
-    record = {"en_caption": "Ice melts in a pan.", "q0": "no obvious dynamic phenomenon",
-              "q1": "melting", "q2": "no obvious optical phenomenon", "label": ""}  # fmt: skip
+    record = {
+        "en_caption": "Ice melts in a pan.",
+        "q0": "no obvious dynamic phenomenon",
+        "q1": "melting",
+        "q2": "no obvious optical phenomenon",
+        "label": "",
+    }
     wisa.write_text(json.dumps([record]))
     for path, expected in (
         (table, [["rigid_body", "collision"], None]),

@@ -26,17 +26,27 @@ LAB = ablate.LAB_CONFIGS
 
 def _report(values: dict[str, tuple[str, float, float]]) -> dict:
     """A report.json with one entry per video name: (scene, violation, fidelity)."""
-    return {"videos": [{"video": f"videos/{k}", "scene": s, "violation": v, "fidelity": f} for k, (s, v, f) in values.items()]}
+    return {
+        "videos": [
+            {"video": f"videos/{k}", "scene": s, "violation": v, "fidelity": f}
+            for k, (s, v, f) in values.items()
+        ]
+    }
 
 
 # ------------------------------------------------------------------- variants
 def test_variants_resolve_to_their_stages_and_overrides():
     assert resolve_variant("baseline").stages == ()
-    assert resolve_variant("full").stages == ablate.STAGES and resolve_variant("full").override is None
+    assert (
+        resolve_variant("full").stages == ablate.STAGES and resolve_variant("full").override is None
+    )
     plain = resolve_variant("plain")  # the plain adapter trains stage C only, from scratch
     assert plain.name == PLAIN and plain.stages == ("stageC",)
     wo_afe = resolve_variant("wo_afe")
-    assert wo_afe.stages == ablate.STAGES and wo_afe.override["model"]["init_args"]["adapter"]["use_afe"] is False
+    assert (
+        wo_afe.stages == ablate.STAGES
+        and wo_afe.override["model"]["init_args"]["adapter"]["use_afe"] is False
+    )
     with pytest.raises(UsageError, match="unknown variant 'volcano'.*baseline, full"):
         resolve_variant("volcano")
 
@@ -46,19 +56,37 @@ def test_stage_configs_chain_the_run_and_share_one_budget(tmp_path):
     run, data = tmp_path / "runs" / "full" / "seed2", tmp_path / "data"
     cfg = stage_config(base, resolve_variant("full"), "stageB", run, data, seed=2, scale=0.5)
     assert cfg["seed_everything"] == 2
-    assert cfg["model"]["init_args"]["init_from"] == str(run / "stageA" / "checkpoints" / "last.ckpt")
+    assert cfg["model"]["init_args"]["init_from"] == str(
+        run / "stageA" / "checkpoints" / "last.ckpt"
+    )
     assert cfg["trainer"]["max_steps"] == base["trainer"]["max_steps"] // 2
-    phases = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("RecoveryPhases"))
-    assert phases["init_args"]["steps_per_phase"] == 6  # 12 × 0.5: every schedule shrinks with the steps
-    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
+    phases = next(
+        c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("RecoveryPhases")
+    )
+    assert (
+        phases["init_args"]["steps_per_phase"] == 6
+    )  # 12 × 0.5: every schedule shrinks with the steps
+    ckpt = next(
+        c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")
+    )
     assert ckpt["init_args"]["dirpath"] == str(run / "stageB" / "checkpoints")
     assert ckpt["init_args"]["every_n_train_steps"] == cfg["trainer"]["max_steps"]
     assert cfg["data"]["init_args"]["root"] == str(data)
 
-    plain = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), resolve_variant("plain"), "stageC", run, data, seed=0, scale=1.0)
+    plain = stage_config(
+        yaml.safe_load((LAB / "stageC.yaml").read_text()),
+        resolve_variant("plain"),
+        "stageC",
+        run,
+        data,
+        seed=0,
+        scale=1.0,
+    )
     assert plain["model"]["init_args"]["init_from"] is None  # from scratch: there is no stage B
     assert plain["model"]["init_args"]["adapter"]["plain_adapter"] is True
-    assert plain["model"]["init_args"]["adapter"]["hidden"] == 32  # the lab's sizes are kept under the override
+    assert (
+        plain["model"]["init_args"]["adapter"]["hidden"] == 32
+    )  # the lab's sizes are kept under the override
 
 
 def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_baseline(tmp_path):
@@ -74,8 +102,11 @@ def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_ba
     init_args = cfg["model"]["init_args"]
     assert cfg["model"]["class_path"] == "pila.stages.finetune.WorldFinetune"
     assert init_args == {
-        "backbone": "lab", "lr": plain["model"]["init_args"]["lr"], "sigma_shift": 3.0,
-        "text_length": 512, "lora_rank": 19,
+        "backbone": "lab",
+        "lr": plain["model"]["init_args"]["lr"],
+        "sigma_shift": 3.0,
+        "text_length": 512,
+        "lora_rank": 19,
     }
     for key in ("max_steps", "seed_everything"):
         assert cfg["trainer"].get(key, cfg.get(key)) == plain["trainer"].get(key, plain.get(key))
@@ -90,7 +121,10 @@ def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_ba
     assert control.retrains_world and not resolve_variant("plain").retrains_world
     lora = tmp_path / "adapter"  # exported after training: the config is made before it exists
     predict = ablate_variants.predict_config(
-        yaml.safe_load((LAB / "predict.yaml").read_text()), run, lora, None,
+        yaml.safe_load((LAB / "predict.yaml").read_text()),
+        run,
+        lora,
+        None,
         retrains_world=control.retrains_world,
     )
     assert predict["model"]["init_args"]["adapter"] is None
@@ -98,32 +132,61 @@ def test_world_finetune_trains_the_plain_adapters_budget_and_generates_as_the_ba
 
 
 def test_readings_are_variants_each_where_it_belongs(tmp_path):
-    """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes generation only."""
+    """R1–R5 resolve from lightning_configs/readings; R4 reaches stage B only; R3 changes
+    generation only."""
     readings = {"r1_midpoint_kinematic", "r3_conditional_velocity", "r5_wo_afe_pathway"}
     assert readings <= set(ablate_variants.available_variants())
     run, data = tmp_path / "run", tmp_path / "data"
     r4 = resolve_variant("r4_stage_b_physical_mask")
-    configs = {stage: stage_config(yaml.safe_load((LAB / f"{stage}.yaml").read_text()), r4, stage, run, data, seed=0, scale=2.0) for stage in ablate.STAGES}
-    assert configs["stageB"]["model"]["init_args"]["physical_mask_steps"] == 60  # 30 × 2: scaled with the budget
+    configs = {
+        stage: stage_config(
+            yaml.safe_load((LAB / f"{stage}.yaml").read_text()),
+            r4,
+            stage,
+            run,
+            data,
+            seed=0,
+            scale=2.0,
+        )
+        for stage in ablate.STAGES
+    }
+    assert (
+        configs["stageB"]["model"]["init_args"]["physical_mask_steps"] == 60
+    )  # 30 × 2: scaled with the budget
     assert "physical_mask_steps" not in configs["stageA"]["model"]["init_args"]
     assert "physical_mask_steps" not in configs["stageC"]["model"]["init_args"]
     r3 = resolve_variant("r3_conditional_velocity")
     assert r3.stages == ablate.STAGES and r3.sampling == {"adapter_velocity": "conditional"}
-    stage_c = stage_config(yaml.safe_load((LAB / "stageC.yaml").read_text()), r3, "stageC", run, data, seed=0, scale=1.0)
+    stage_c = stage_config(
+        yaml.safe_load((LAB / "stageC.yaml").read_text()),
+        r3,
+        "stageC",
+        run,
+        data,
+        seed=0,
+        scale=1.0,
+    )
     assert "sampling" not in stage_c["model"]["init_args"]
     base = yaml.safe_load((LAB / "predict.yaml").read_text())
     predict = ablate_variants.predict_config(base, run, run / "adapter", 5, sampling=r3.sampling)
     sampling = predict["model"]["init_args"]["sampling"]
     assert sampling["adapter_velocity"] == "conditional" and sampling["num_inference_steps"] == 5
-    assert r3.trains_as_full  # its training is full PILA's (shared with the full run of the same seed)
-    assert not any(resolve_variant(n).trains_as_full for n in ("full", "plain", "baseline", "r1_midpoint_kinematic", "r4_stage_b_physical_mask"))
+    assert (
+        r3.trains_as_full
+    )  # its training is full PILA's (shared with the full run of the same seed)
+    assert not any(
+        resolve_variant(n).trains_as_full
+        for n in ("full", "plain", "baseline", "r1_midpoint_kinematic", "r4_stage_b_physical_mask")
+    )
     ablate_variants.check_stage_arguments([r3, r4], LAB)  # every key is taken by some stage
     typo = tmp_path / "typo.yaml"
     typo.write_text("model:\n  init_args:\n    physical_mask_stpes: 30\n")
     with pytest.raises(UsageError, match="physical_mask_stpes, which no stage takes"):
         ablate_variants.check_stage_arguments([resolve_variant(str(typo))], LAB)
     r1 = resolve_variant("r1_midpoint_kinematic")
-    assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {"kinematic_reading": "midpoint"}
+    assert r1.override["model"]["init_args"]["adapter"]["residual_scales"] == {
+        "kinematic_reading": "midpoint"
+    }
 
 
 # ----------------------------------------------------------------- statistics
@@ -138,8 +201,16 @@ def test_aggregate_pairs_differences_by_seed_and_by_video():
     base = _report({"a.mp4": ("ball_bounce", 2.0, 0.9), "b.mp4": ("smoke_puff", 4.0, 1.0)})
     runs = {
         BASELINE: {None: base},
-        PLAIN: {s: _report({"a.mp4": ("ball_bounce", 1.5 + s, 1.0), "b.mp4": ("smoke_puff", 4.0, 1.0)}) for s in range(3)},
-        FULL: {s: _report({"a.mp4": ("ball_bounce", 1.0, 1.0), "b.mp4": ("smoke_puff", 3.0 + 0.5 * s, 1.0)}) for s in range(3)},
+        PLAIN: {
+            s: _report({"a.mp4": ("ball_bounce", 1.5 + s, 1.0), "b.mp4": ("smoke_puff", 4.0, 1.0)})
+            for s in range(3)
+        },
+        FULL: {
+            s: _report(
+                {"a.mp4": ("ball_bounce", 1.0, 1.0), "b.mp4": ("smoke_puff", 3.0 + 0.5 * s, 1.0)}
+            )
+            for s in range(3)
+        },
     }
     rows = aggregate(runs)["rows"]
     # overall = mean over scenes; full's seeds: (1 + 3)/2, (1 + 3.5)/2, (1 + 4)/2
@@ -157,11 +228,16 @@ def test_aggregate_pairs_differences_by_seed_and_by_video():
     assert seed_level[0] < np.mean(diffs) < seed_level[1]
     assert full["vs_baseline"]["ball_bounce"]["mean"] == pytest.approx(-1.0)
     # every other row is also compared with full PILA, paired by seed (the readings' decisions)
-    assert rows[PLAIN]["vs_full"]["overall"]["mean"] == pytest.approx(-np.mean(diffs)) and not full["vs_full"]
+    assert (
+        rows[PLAIN]["vs_full"]["overall"]["mean"] == pytest.approx(-np.mean(diffs))
+        and not full["vs_full"]
+    )
     # the baseline (one run) has no seed to resample: one video per scene leaves no interval
     assert rows[BASELINE]["violation"]["overall"]["ci95"] is None
     one_seed = aggregate({BASELINE: {None: base}, FULL: {0: runs[FULL][0]}})["rows"][FULL]
-    assert one_seed["vs_baseline"]["overall"]["mean"] == pytest.approx(np.mean([1.0 - 2.0, 3.0 - 4.0]))
+    assert one_seed["vs_baseline"]["overall"]["mean"] == pytest.approx(
+        np.mean([1.0 - 2.0, 3.0 - 4.0])
+    )
 
 
 def test_differences_are_paired_by_video_within_a_seed():
@@ -176,28 +252,55 @@ def test_differences_are_paired_by_video_within_a_seed():
 
 
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
-    for argv in (["--variants", "baseline,volcano"], ["--seeds", "0"], ["--scenes", "lava"], ["--variants", "plain,plain_adapter"], ["--eval-set", "c"], ["--eval-seeds", "17"]):
+    for argv in (
+        ["--variants", "baseline,volcano"],
+        ["--seeds", "0"],
+        ["--scenes", "lava"],
+        ["--variants", "plain,plain_adapter"],
+        ["--eval-set", "c"],
+        ["--eval-seeds", "17"],
+    ):
         assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pila lab ablate: error:") and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_evaluation_set_is_the_first_videos_of_each_scene_each_its_own_draw(tmp_path):
-    plan = ablate.Plan((BASELINE,), (0,), 3, 1.0, None, str(LAB), ("smoke_puff", "ball_bounce"), "b")
-    records = [json.loads(line) for line in ablate_runs.evaluation_prompts(tmp_path, plan).read_text().splitlines()]
-    assert [(r["scene"], r["clip_index"]) for r in records] == [("ball_bounce", i) for i in range(3)] + [("smoke_puff", i) for i in range(3)]
+    plan = ablate.Plan(
+        (BASELINE,), (0,), 3, 1.0, None, str(LAB), ("smoke_puff", "ball_bounce"), "b"
+    )
+    records = [
+        json.loads(line)
+        for line in ablate_runs.evaluation_prompts(tmp_path, plan).read_text().splitlines()
+    ]
+    assert [(r["scene"], r["clip_index"]) for r in records] == [
+        ("ball_bounce", i) for i in range(3)
+    ] + [("smoke_puff", i) for i in range(3)]
     assert all(r["world_seed"] == 3 for r in records) and len({r["seed"] for r in records}) == 6
-    predict = ablate_variants.predict_config(yaml.safe_load((LAB / "predict.yaml").read_text()), tmp_path, None, None, tmp_path / "eval_prompts.jsonl")
-    assert predict["data"]["init_args"]["videos_per_prompt"] == 1  # one video per record, its own seed
+    predict = ablate_variants.predict_config(
+        yaml.safe_load((LAB / "predict.yaml").read_text()),
+        tmp_path,
+        None,
+        None,
+        tmp_path / "eval_prompts.jsonl",
+    )
+    assert (
+        predict["data"]["init_args"]["videos_per_prompt"] == 1
+    )  # one video per record, its own seed
     assert plan.budget()["eval_set"] == "b"
     shared = tmp_path / "shared.jsonl"
     shared.write_text('{"prompt": "p", "scene": "ball_bounce", "seed": 1}\n' * 2)
     with pytest.raises(UsageError, match="its own 'seed'"):
-        ablate_runs.evaluation_prompts(tmp_path, ablate.Plan((BASELINE,), (0,), 2, 1.0, None, str(LAB), None, str(shared)))
+        ablate_runs.evaluation_prompts(
+            tmp_path, ablate.Plan((BASELINE,), (0,), 2, 1.0, None, str(LAB), None, str(shared))
+        )
 
 
-def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(tmp_path, monkeypatch):
-    """Videos made with other sampling settings or another adapter are neither resumed as finished nor lost."""
+def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_aside(
+    tmp_path, monkeypatch
+):
+    """Videos made with other sampling settings or another adapter are neither resumed as
+    finished nor lost."""
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "stageC.yaml").write_text((LAB / "stageC.yaml").read_text())
@@ -208,11 +311,14 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
     folder = out / "runs" / PLAIN / "seed0"
     weights, calls = {"bytes": b"A"}, []
 
-    def fake_run(args, threads=None):  # fit: nothing; predict: one "video" naming its guidance and adapter
+    def fake_run(
+        args, threads=None
+    ):  # fit: nothing; predict: one "video" naming its guidance and adapter
         if args[0] != "predict":
             return
         cfg = yaml.safe_load(Path(args[-1]).read_text())
-        made = f"{cfg['model']['init_args']['sampling']['guidance_scale']}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
+        guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
+        made = f"{guidance}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
         calls.append(made)
         (folder / "videos").mkdir(parents=True, exist_ok=True)
         if not (folder / "videos" / "v.mp4").exists():  # the writer resumes: what exists is kept
@@ -225,7 +331,10 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
 
     monkeypatch.setattr(ablate_runs, "run_pila", fake_run)
     monkeypatch.setattr("pila.stages.export.export_checkpoint", fake_export)
-    monkeypatch.setattr("pila.lab.evaluate.evaluate", lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}})
+    monkeypatch.setattr(
+        "pila.lab.evaluate.evaluate",
+        lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}},
+    )
 
     def run() -> str:
         done = ablate_runs.execute_run(out, resolve_variant(PLAIN), 0, plan, "plain")
@@ -277,8 +386,14 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
         assert set(plain[key]) == {"ball_bounce", "smoke_puff", "overall"}
         assert plain[key]["overall"]["n"] == 4 and len(plain[key]["overall"]["ci95"]) == 2
     videos = sorted(p.name for p in (out / "runs" / PLAIN / "seed0" / "videos").rglob("*.mp4"))
-    assert videos == sorted(p.name for p in (out / "runs" / BASELINE / "videos").rglob("*.mp4")) and len(videos) == 4
-    assert report["plan"]["eval_set"] == "a" and "evaluation set `a`" in (out / "report.md").read_text()
+    assert (
+        videos == sorted(p.name for p in (out / "runs" / BASELINE / "videos").rglob("*.mp4"))
+        and len(videos) == 4
+    )
+    assert (
+        report["plan"]["eval_set"] == "a"
+        and "evaluation set `a`" in (out / "report.md").read_text()
+    )
     assert (out / "runs" / PLAIN / "seed0" / "adapter" / "adapter_config.json").is_file()
     assert not (out / "runs" / PLAIN / "seed0" / "stageA").exists()  # stage C only
     table = (out / "report.md").read_text()
@@ -291,9 +406,14 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ablate_runs, "run_pila", refuse)
     assert ablate.main(argv) == 0
-    assert json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"] == plain["violation"]
+    assert (
+        json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"]
+        == plain["violation"]
+    )
     # a changed budget (here the other evaluation set) is a different experiment: not finished
-    changed = ablate.Plan((PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b")
+    changed = ablate.Plan(
+        (PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b"
+    )
     assert ablate_runs._done(out / "runs" / PLAIN / "seed0", changed) is None
 
 

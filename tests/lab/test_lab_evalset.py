@@ -38,7 +38,9 @@ def _adapter_keys() -> set[tuple[str, int, int]]:
     for stage in ("stageA", "stageB", "stageC"):
         data = _stage_data(stage)
         assert (data["num_frames"], data["height"], data["width"]) == SIZE
-        keys |= {(s, data["seed"], i) for s in SCENES for i in range(data["num_clips_per_category"])}
+        keys |= {
+            (s, data["seed"], i) for s in SCENES for i in range(data["num_clips_per_category"])
+        }
     return keys
 
 
@@ -49,17 +51,25 @@ def _eval_keys(path: Path) -> set[tuple[str, int, int]]:
 def _pixels_sha256(key: tuple[str, int, int]) -> str:
     scene, seed, index = key
     clip = render_indexed(scene, index, seed, *SIZE)
-    return hashlib.sha256(np.clip(np.rint(clip.frames * 255.0), 0, 255).astype(np.uint8)).hexdigest()
+    return hashlib.sha256(
+        np.clip(np.rint(clip.frames * 255.0), 0, 255).astype(np.uint8)
+    ).hexdigest()
 
 
 @pytest.mark.slow
 def test_regenerating_the_evaluation_sets_gives_the_shipped_files(tmp_path):
     written = write_eval_sets(tmp_path)
-    assert sorted(p.name for p in written) == sorted([*(s.file_name for s in EVAL_SETS.values()), DEMO_FILE])
+    assert sorted(p.name for p in written) == sorted(
+        [*(s.file_name for s in EVAL_SETS.values()), DEMO_FILE]
+    )
     for path in written:
-        assert path.read_bytes() == (LAB / path.name).read_bytes(), f"{path.name} differs: run python -m pila.lab.evalset"
+        assert path.read_bytes() == (LAB / path.name).read_bytes(), (
+            f"{path.name} differs: run python -m pila.lab.evalset"
+        )
     predict = yaml.safe_load((LAB / "predict.yaml").read_text())
-    assert Path(predict["data"]["init_args"]["prompt_file"]).name == DEMO_FILE  # the demo's one video per scene
+    assert (
+        Path(predict["data"]["init_args"]["prompt_file"]).name == DEMO_FILE
+    )  # the demo's one video per scene
 
 
 def test_every_evaluation_video_draws_its_own_noise():
@@ -83,12 +93,20 @@ def test_every_evaluation_video_draws_its_own_noise():
 
 def test_the_adapters_and_the_evaluation_never_see_a_clip_the_world_trained_on():
     world = world_training_keys()
-    assert len(world) == 8 * 32 and {seed for _, seed, _ in world} == {0}  # the shipped world's record
+    assert len(world) == 8 * 32 and {seed for _, seed, _ in world} == {
+        0
+    }  # the shipped world's record
     adapters = _adapter_keys()
-    evaluation = set().union(*(_eval_keys(s.path) for s in EVAL_SETS.values()), _eval_keys(LAB / DEMO_FILE))
+    evaluation = set().union(
+        *(_eval_keys(s.path) for s in EVAL_SETS.values()), _eval_keys(LAB / DEMO_FILE)
+    )
     assert len(adapters) == 8 * 4 and len(evaluation) == 2 * 8 * 16
     # by render seed and index
-    assert world.isdisjoint(adapters) and world.isdisjoint(evaluation) and adapters.isdisjoint(evaluation)
+    assert (
+        world.isdisjoint(adapters)
+        and world.isdisjoint(evaluation)
+        and adapters.isdisjoint(evaluation)
+    )
     # by the synthetic data module's clip names (the adapters' files)
     seed = _stage_data("stageC")["seed"]
 

@@ -27,7 +27,7 @@ def _sidecar(prompt: str, scene: str | None) -> dict:
 
 @pytest.fixture(scope="module")
 def predict_folder(tmp_path_factory):
-    """mp4 + sidecar per video, like ``pila predict``'s plain layout, with broken ones among them."""
+    """mp4 + sidecar per video, like ``pila predict``'s plain layout, broken ones among them."""
     root = tmp_path_factory.mktemp("predict")
     for i, scene in enumerate(("ball_bounce", "ripple_reflection", "cooling_plate")):
         clip = render_scene(scene, np.random.default_rng([5, i]), 33, 64, 64)
@@ -36,7 +36,9 @@ def predict_folder(tmp_path_factory):
         # the third names no scene: it is inferred from the prompt
         write_json_atomic(root / f"{stem}.json", _sidecar(clip.prompt, scene if i < 2 else None))
     # a law-breaking video of a scene (gravity × 2)
-    write_video(root / "00003_gravity_0.mp4", C.corrupt("ball_bounce", "law:gravity_x2", 5, 0), fps=16)
+    write_video(
+        root / "00003_gravity_0.mp4", C.corrupt("ball_bounce", "law:gravity_x2", 5, 0), fps=16
+    )
     write_json_atomic(root / "00003_gravity_0.json", _sidecar("a ball", "ball_bounce"))
     # broken: not a video, too short, no scene at all
     (root / "00004_broken_0.mp4").write_bytes(b"this is not an mp4")
@@ -52,8 +54,15 @@ def test_evaluate_a_predict_folder(predict_folder, tmp_path, capsys):
     assert main(["--videos", str(predict_folder), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     videos = {v["video"]: v for v in report["videos"]}
-    assert set(videos) == {"00000_ball_bounce_0.mp4", "00001_ripple_reflection_0.mp4", "00002_cooling_plate_0.mp4", "00003_gravity_0.mp4"}
-    assert videos["00002_cooling_plate_0.mp4"]["scene"] == "cooling_plate"  # from the prompt's wording
+    assert set(videos) == {
+        "00000_ball_bounce_0.mp4",
+        "00001_ripple_reflection_0.mp4",
+        "00002_cooling_plate_0.mp4",
+        "00003_gravity_0.mp4",
+    }
+    assert (
+        videos["00002_cooling_plate_0.mp4"]["scene"] == "cooling_plate"
+    )  # from the prompt's wording
     for v in videos.values():
         assert set(v) >= {"video", "scene", "violation", "fidelity", "measures"}
         assert all(set(m) == {"raw", "z"} for m in v["measures"].values())
@@ -84,7 +93,10 @@ def test_evaluate_against_one_scene(predict_folder, tmp_path):
 
 def test_evaluate_scene_clips_with_annotations(tmp_path):
     root = tmp_path / "clips"
-    write_synthetic_dataset(root, SyntheticConfig(num_clips_per_category=1, seed=3, scenes=("melting_block", "elastic_bar")))
+    write_synthetic_dataset(
+        root,
+        SyntheticConfig(num_clips_per_category=1, seed=3, scenes=("melting_block", "elastic_bar")),
+    )
     (root / "videos" / "extra.mp4").write_bytes(b"")  # not in the annotations: ignored
     records = json.loads((root / "annotations.json").read_text())
     records.append({**records[0], "video_name": "missing.mp4"})
@@ -99,7 +111,13 @@ def test_evaluate_scene_clips_with_annotations(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--out", "x"], ["--videos", "/nonexistent/folder", "--out", "x"], ["--videos", ".", "--out", "x", "--scene", "volcano"], ["--videos", ".", "--out", "x", "--bogus"]],
+    [
+        [],
+        ["--out", "x"],
+        ["--videos", "/nonexistent/folder", "--out", "x"],
+        ["--videos", ".", "--out", "x", "--scene", "volcano"],
+        ["--videos", ".", "--out", "x", "--bogus"],
+    ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(argv, capsys):
     assert main(argv) == 2

@@ -79,5 +79,6 @@ def test_collision_played_twice_as_fast_shows_later_frames_sooner():
 
     normal, fast = render(1.0), render(2.0)
     np.testing.assert_allclose(fast[8], normal[16], atol=1e-5)
-    assert not np.allclose(render_scene("ball_collision", np.random.default_rng(7), 33, 64, 64)
-                           .frames[16], fast[16])
+    assert not np.allclose(
+        render_scene("ball_collision", np.random.default_rng(7), 33, 64, 64).frames[16], fast[16]
+    )

@@ -40,7 +40,14 @@ def test_every_corruption_scores_above_every_ground_truth_clip(ground_truth, sce
     for name in C.corruption_names(scene):
         for i in range(CORRUPTED_CLIPS):
             result = M.measure(C.corrupt(scene, name, SEED, i), scene)
-            assert result.violation > worst_truth, (scene, name, i, result.violation, worst_truth, result.normalised)
+            assert result.violation > worst_truth, (
+                scene,
+                name,
+                i,
+                result.violation,
+                worst_truth,
+                result.normalised,
+            )
 
 
 def test_reversal_is_only_a_corruption_where_time_has_an_arrow():
@@ -89,7 +96,8 @@ def test_fidelity_tells_the_scenes_apart():
 
 
 def test_fidelity_reads_blurred_off_colour_clips_as_their_scene():
-    """A video that shows a scene badly (blur, colour shift, grain) is still that scene; a scene is never another."""
+    """A video that shows a scene badly (blur, colour shift, grain) is still that scene; a scene is
+    never another."""
     rng = np.random.default_rng(5)
     hits = []
     for scene in SCENES:
@@ -110,7 +118,9 @@ def test_appearance_variant_changes_the_look_within_its_ranges():
     assert 0.005 < diff < 0.15, diff
 
 
-@pytest.mark.parametrize("scene", ["ball_bounce", "dye_advection", "cooling_plate", "ripple_reflection"])
+@pytest.mark.parametrize(
+    "scene", ["ball_bounce", "dye_advection", "cooling_plate", "ripple_reflection"]
+)
 def test_mp4_round_trip_keeps_ground_truth_near_zero(tmp_path, scene):
     frames = C.ground_truth(scene, SEED, 0)
     path = write_video(tmp_path / f"{scene}.mp4", frames, fps=16)
@@ -158,7 +168,13 @@ def test_stored_calibration_is_what_calibrate_computes():
     stored = M.load_calibration()
     settings = stored["settings"]
     assert set(stored["scenes"]) == set(SCENES) and set(stored["fidelity"]) == set(SCENES)
-    again = M.calibrate(count=settings["count"], seed=settings["seed"], crf=settings["crf"], scenes=("smoke_puff",))
+    again = M.calibrate(
+        count=settings["count"], seed=settings["seed"], crf=settings["crf"], scenes=("smoke_puff",)
+    )
     for name, stats in again["scenes"]["smoke_puff"].items():
-        assert stats["median"] == pytest.approx(stored["scenes"]["smoke_puff"][name]["median"], rel=1e-6, abs=1e-9)
-        assert stats["scale"] == pytest.approx(stored["scenes"]["smoke_puff"][name]["scale"], rel=1e-6, abs=1e-9)
+        assert stats["median"] == pytest.approx(
+            stored["scenes"]["smoke_puff"][name]["median"], rel=1e-6, abs=1e-9
+        )
+        assert stats["scale"] == pytest.approx(
+            stored["scenes"]["smoke_puff"][name]["scale"], rel=1e-6, abs=1e-9
+        )

@@ -1,4 +1,5 @@
-"""The lab world: the shipped folder loads by name and in diffusers; pretraining runs, resumes, validates."""
+"""The lab world: the shipped folder loads by name and in diffusers; pretraining runs, resumes,
+validates."""
 
 from __future__ import annotations
 
@@ -21,26 +22,41 @@ from pila.lab.world import (
 from pila.lab.world_parts import frame_by_frame_init, reconstruction_psnr
 
 HELDOUT_PSNR_FLOOR = 28.0
-"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 31.2 dB over two held-out clips per scene; this test reconstructs one
-clip per scene (seed 0); the floor is 3 dB below the card."""
+"""Held-out reconstruction PSNR (dB) the shipped VAE must beat: the card records 31.2 dB over two
+held-out clips per scene; this test reconstructs one clip per scene (seed 0); the floor is 3 dB
+below the card."""
 
 TINY_RUN = [
-    "--clips-per-scene", "2",
-    "--heldout-per-scene", "1",
-    "--scenes", "ball_bounce,smoke_puff",
-    "--num-frames", "5",
-    "--height", "32",
-    "--width", "32",
-    "--vae-window", "5",
-    "--vae-frame-steps", "2",
-    "--vae-crop", "16",
-    "--vae-batch", "2",
-    "--transformer-batch", "4",
-    "--transformer-layers", "1",
-    "--steps-per-epoch", "2",
-    "--warmup-steps", "1",
+    "--clips-per-scene",
+    "2",
+    "--heldout-per-scene",
+    "1",
+    "--scenes",
+    "ball_bounce,smoke_puff",
+    "--num-frames",
+    "5",
+    "--height",
+    "32",
+    "--width",
+    "32",
+    "--vae-window",
+    "5",
+    "--vae-frame-steps",
+    "2",
+    "--vae-crop",
+    "16",
+    "--vae-batch",
+    "2",
+    "--transformer-batch",
+    "4",
+    "--transformer-layers",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--warmup-steps",
+    "1",
     "--no-progress",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +97,9 @@ def test_diffusers_loads_the_world_folder():
     )
 
     pipe = WanPipeline.from_pretrained(str(WORLD_FOLDER))
-    assert isinstance(pipe.vae, AutoencoderKLWan) and isinstance(pipe.transformer, WanTransformer3DModel)
+    assert isinstance(pipe.vae, AutoencoderKLWan) and isinstance(
+        pipe.transformer, WanTransformer3DModel
+    )
     assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
     assert pipe.transformer.dtype == torch.float32
     video = pipe(
@@ -127,12 +145,16 @@ def test_shipped_vae_keeps_what_the_ruler_reads(lab_backbone):
         for i, scene in enumerate(clips.scenes):
             video = clips.pixels(slice(i, i + 1))  # (1, 3, F, H, W) in [-1, 1]
             recon = lab_backbone.decode_latents(lab_backbone.encode_video(video)).clamp(-1, 1)
-            violations[scene] = measure(((recon[0].permute(1, 2, 3, 0) + 1) / 2).numpy(), scene).violation
+            violations[scene] = measure(
+                ((recon[0].permute(1, 2, 3, 0) + 1) / 2).numpy(), scene
+            ).violation
     assert sum(violations.values()) / len(violations) < RECONSTRUCTION_VIOLATION_CEILING, violations
 
 
 def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbone):
-    """One video per scene (held-out prompt, seed 0) at ``lightning_configs/lab/predict.yaml``'s sampling.
+    """One video per scene (held-out prompt, seed 0), sampled as ``lab/predict.yaml`` says.
+
+    The sampling is ``lightning_configs/lab/predict.yaml``'s.
 
     `benchmarks/results/lab_world.md` records fidelity 0.99 over 8 seeds per scene at guidance 2
     (seed 0's lowest: the ripple, 0.81), and a generated violation of 23.0 against 4.4 for
@@ -149,10 +171,18 @@ def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbo
     sampling = predict["model"]["init_args"]["sampling"]
     fidelity, violation = {}, {}
     for scene in SCENES:
-        prompt = render_indexed(scene, HELDOUT_INDEX_OFFSET, 0, 33, 64, 64).prompt  # as benchmarks/lab_world.py draws it
+        prompt = render_indexed(
+            scene, HELDOUT_INDEX_OFFSET, 0, 33, 64, 64
+        ).prompt  # as benchmarks/lab_world.py draws it
         frames = generate(
-            lab_backbone.pipeline, [prompt], seed=0, num_inference_steps=sampling["num_inference_steps"],
-            guidance_scale=sampling["guidance_scale"], num_frames=sampling["num_frames"], height=sampling["height"], width=sampling["width"],
+            lab_backbone.pipeline,
+            [prompt],
+            seed=0,
+            num_inference_steps=sampling["num_inference_steps"],
+            guidance_scale=sampling["guidance_scale"],
+            num_frames=sampling["num_frames"],
+            height=sampling["height"],
+            width=sampling["width"],
         )[0]
         probs = scene_probabilities(frames)
         assert max(probs, key=probs.get) == scene, (scene, probs)
@@ -177,7 +207,9 @@ def test_frame_by_frame_init_makes_the_clip_path_the_frame_path(vae_config):
 
     with torch.no_grad():
         z_random = vae.encode(x).latent_dist.mean
-        assert (z_random[:, :, 1] - single_frame_codes(vae)[1]).abs().max() > 1e-3  # random taps mix frames
+        assert (
+            z_random[:, :, 1] - single_frame_codes(vae)[1]
+        ).abs().max() > 1e-3  # random taps mix frames
         frame_by_frame_init(vae)
         z = vae.encode(x).latent_dist.mean  # (1, 16, 3, h, w)
         for k, code in enumerate(single_frame_codes(vae)):
@@ -193,7 +225,11 @@ def _part_state(out: Path, part: str) -> dict:
     from pila.stages.safe_load import load_checkpoint_file
 
     ckpt = load_checkpoint_file(out / part / "checkpoints" / "last.ckpt")
-    return {"step": ckpt["global_step"], "losses": ckpt["world_part"]["recent_losses"], "state": ckpt["state_dict"]}
+    return {
+        "step": ckpt["global_step"],
+        "losses": ckpt["world_part"]["recent_losses"],
+        "state": ckpt["state_dict"],
+    }
 
 
 def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
@@ -210,7 +246,10 @@ def test_pretrain_runs_resumes_and_loss_falls(tmp_path):
     assert _part_state(out, "transformer")["step"] == 4
 
     # resume: the finished VAE is kept, the transformer continues from step 4 to 8
-    assert pretrain_main(["--out", str(out), "--transformer-steps", "8", "--ckpt_path", "last", *run]) == 0
+    assert (
+        pretrain_main(["--out", str(out), "--transformer-steps", "8", "--ckpt_path", "last", *run])
+        == 0
+    )
     assert _part_state(out, "vae")["state"].keys() == vae["state"].keys()
     torch.testing.assert_close(_part_state(out, "vae")["state"], vae["state"])
     resumed = _part_state(out, "transformer")
@@ -243,14 +282,37 @@ def test_pretrain_builds_either_spatial_compression_and_a_taken_vae_must_match(t
         backbone = WanBackbone.from_pretrained(str(tmp_path / name / "world"))
         latents = backbone.encode_video(torch.zeros(1, 3, 5, 32, 32))
         assert latents.shape == (1, 16, 2, side, side)
-        assert backbone.velocity(latents, torch.tensor([0.5]), backbone.encode_prompt(["a ball"]).embeds).shape == latents.shape
+        assert (
+            backbone.velocity(
+                latents, torch.tensor([0.5]), backbone.encode_prompt(["a ball"]).embeds
+            ).shape
+            == latents.shape
+        )
 
     # a taken VAE fixes the layout: an 8× VAE under the default 4× transformer is a usage error
     capsys.readouterr()
-    assert pretrain_main(["--out", str(tmp_path / "y"), "--vae-from", str(tmp_path / "x8" / "world"), *run]) == 2
+    assert (
+        pretrain_main(
+            ["--out", str(tmp_path / "y"), "--vae-from", str(tmp_path / "x8" / "world"), *run]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "compresses 8× spatially" in err and "--spatial-compression 8" in err and "\n" not in err
-    assert pretrain_main(["--out", str(tmp_path / "y"), "--vae-from", str(tmp_path / "x8" / "world"), "--spatial-compression", "8", *run]) == 0
+    assert (
+        pretrain_main(
+            [
+                "--out",
+                str(tmp_path / "y"),
+                "--vae-from",
+                str(tmp_path / "x8" / "world"),
+                "--spatial-compression",
+                "8",
+                *run,
+            ]
+        )
+        == 0
+    )
     assert _world_layout(tmp_path / "y" / "world") == (8, [1, 2, 2], 4)
 
 
@@ -258,29 +320,42 @@ def test_pretrain_can_take_a_trained_vae_and_train_only_the_transformer(tmp_path
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
-    assert pretrain_main(["--out", str(out), "--vae-from", "lab", "--transformer-steps", "2", *TINY_RUN]) == 0
+    assert (
+        pretrain_main(
+            ["--out", str(out), "--vae-from", "lab", "--transformer-steps", "2", *TINY_RUN]
+        )
+        == 0
+    )
     assert not (out / "vae").exists() and not (out / "vae_frames").exists()  # no VAE training
     assert _part_state(out, "transformer")["step"] == 2
     vae_file = "vae/diffusion_pytorch_model.safetensors"
-    torch.testing.assert_close(load_file(str(out / "world" / vae_file)), load_file(str(WORLD_FOLDER / vae_file)))
+    torch.testing.assert_close(
+        load_file(str(out / "world" / vae_file)), load_file(str(WORLD_FOLDER / vae_file))
+    )
     shipped = json.loads((WORLD_FOLDER / "training.json").read_text())
     training = json.loads((out / "world" / "training.json").read_text())
     assert training["vae"] == shipped["vae"] and training["config"]["vae_from"] == "lab"
     assert "taken from `lab`" in (out / "world" / "README.md").read_text(encoding="utf-8")
-    assert "_name_or_path" not in json.loads((out / "world" / "vae" / "config.json").read_text())  # no local path leaks
+    assert "_name_or_path" not in json.loads(
+        (out / "world" / "vae" / "config.json").read_text()
+    )  # no local path leaks
 
 
 def _logged_losses(out: Path, part: str) -> dict[int, float]:
     losses = {}
     for log_dir in sorted((out / part / "logs").glob("version_*")):
         with open(log_dir / "metrics.csv", newline="") as f:
-            losses |= {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+            losses |= {
+                int(r["step"]): float(r["train/loss"])
+                for r in csv.DictReader(f)
+                if r.get("train/loss")
+            }
     return losses
 
 
 @pytest.mark.slow
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
-    """Seeded data order, σ and noise: a run cut off at step 4 and resumed draws what a straight run draws.
+    """Seeded data order, σ and noise: a run cut at step 4 and resumed draws as a straight run.
 
     The resumed run walks the straight run's epochs of sampler keys and every step's loss
     matches the straight run's. The weights agree to float32 round-off carried through
@@ -294,7 +369,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     make_trainer = pretrain._trainer
 
-    def cut_off_at_4(out, part, max_steps, progress):  # the same run (same schedule), stopped at a checkpoint
+    def cut_off_at_4(
+        out, part, max_steps, progress
+    ):  # the same run (same schedule), stopped at a checkpoint
         return make_trainer(out, part, min(max_steps, 4), progress)
 
     epochs: list[tuple[int, int]] = []  # (sampler seed, epoch) of every epoch's keys, in order
@@ -306,22 +383,52 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(parts.EpochKeys, "__iter__", recorded)
     monkeypatch.setattr(pretrain, "_trainer", cut_off_at_4)
-    assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
+    assert (
+        pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN])
+        == 0
+    )
     assert _part_state(a, "transformer")["step"] == 4
     monkeypatch.setattr(pretrain, "_trainer", make_trainer)
-    assert pretrain_main(["--out", str(a), "--vae-steps", "4", "--transformer-steps", "8", "--ckpt_path", "last", *TINY_RUN]) == 0
+    assert (
+        pretrain_main(
+            [
+                "--out",
+                str(a),
+                "--vae-steps",
+                "4",
+                "--transformer-steps",
+                "8",
+                "--ckpt_path",
+                "last",
+                *TINY_RUN,
+            ]
+        )
+        == 0
+    )
     resumed_epochs = list(epochs)
     epochs.clear()
-    assert pretrain_main(["--out", str(b), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN]) == 0
+    assert (
+        pretrain_main(["--out", str(b), "--vae-steps", "4", "--transformer-steps", "8", *TINY_RUN])
+        == 0
+    )
     transformer_seed = 1  # the transformer's sampler is seeded with seed + 1
     # the cut-off run walked epochs 0, 1 and the resumed one 2, 3: the straight run's order (a
     # loop may open one more epoch's keys after the last step without drawing from them)
-    assert [e for s, e in resumed_epochs if s == transformer_seed][:4] == [e for s, e in epochs if s == transformer_seed][:4] == [0, 1, 2, 3]
+    assert (
+        [e for s, e in resumed_epochs if s == transformer_seed][:4]
+        == [e for s, e in epochs if s == transformer_seed][:4]
+        == [0, 1, 2, 3]
+    )
     resumed, straight = _logged_losses(a, "transformer"), _logged_losses(b, "transformer")
     assert sorted(resumed) == sorted(straight) == list(range(8))
     for step in range(8):  # another σ or noise would change a step's loss by far more
         assert resumed[step] == pytest.approx(straight[step], rel=5e-2), step
-    torch.testing.assert_close(_part_state(a, "transformer")["state"], _part_state(b, "transformer")["state"], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        _part_state(a, "transformer")["state"],
+        _part_state(b, "transformer")["state"],
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 @pytest.mark.parametrize(

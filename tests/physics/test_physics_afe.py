@@ -223,7 +223,7 @@ def test_bad_inputs_are_clear_errors():
         AFEConfig(head_width=0)
 
 
-# Readings R1 and R2 (design/pila-method.md §7) on AFE's own output ---------------------------------
+# Readings R1 and R2 (design/pila-method.md §7) on AFE's own output -----------------------------
 
 
 def _afe_terms(scales_kwargs: dict) -> dict[str, dict[str, torch.Tensor]]:
@@ -242,14 +242,21 @@ def test_midpoint_kinematic_reading_vanishes_on_afe_output_and_central_is_a_smoo
     central, fields = _afe_terms({})
     midpoint, _ = _afe_terms({"kinematic_reading": "midpoint"})
     v = fields["v"]
-    torch.testing.assert_close(central["rigid_body"]["kinematic"], 0.25 * ops.d_dtt(v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        central["rigid_body"]["kinematic"], 0.25 * ops.d_dtt(v), atol=1e-5, rtol=1e-5
+    )
     assert central["rigid_body"]["kinematic"].abs().max() > 1e-2
     assert midpoint["rigid_body"]["kinematic"].abs().max() < 1e-5
     # the experts' changes are what the midpoint reading sees: u moved alone is a violation
     from pila.physics.residuals import FieldDerivatives, ResidualScales, kinematic_residual
 
     moved = dict(fields, u=fields["u"] + 0.1 * torch.randn_like(fields["u"]))
-    assert kinematic_residual(FieldDerivatives(moved), ResidualScales(kinematic_reading="midpoint")).abs().mean() > 0.01
+    assert (
+        kinematic_residual(FieldDerivatives(moved), ResidualScales(kinematic_reading="midpoint"))
+        .abs()
+        .mean()
+        > 0.01
+    )
 
 
 def test_eq20_stress_reading_vanishes_on_afe_output_and_linear_is_the_pressure_term():

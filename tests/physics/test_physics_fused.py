@@ -27,7 +27,9 @@ B, T, H, W = 2, 5, 8, 9
 def fields_and_mask(seed: int = 0, requires_grad: bool = False):
     gen = torch.Generator().manual_seed(seed)
     bank = torch.randn(B, BANK_CHANNELS, T, H, W, generator=gen)
-    fields = {name: t.contiguous().requires_grad_(requires_grad) for name, t in unpack_bank(bank).items()}
+    fields = {
+        name: t.contiguous().requires_grad_(requires_grad) for name, t in unpack_bank(bank).items()
+    }
     mask = torch.rand(B, 1, T, H, W, generator=gen)
     return fields, mask
 
@@ -167,7 +169,10 @@ def test_other_errors_from_the_compiled_call_propagate(monkeypatch, error):
 @pytest.mark.parametrize("compiled", [False, True])
 def test_residual_pass_pickles_and_copies_for_spawned_workers(compiled):
     fields, mask = fields_and_mask()
-    for copied in (pickle.loads(pickle.dumps(ResidualPass(compile=compiled))), copy.deepcopy(ResidualPass(compiled))):
+    for copied in (
+        pickle.loads(pickle.dumps(ResidualPass(compile=compiled))),
+        copy.deepcopy(ResidualPass(compiled)),
+    ):
         assert copied.compile is compiled and (copied._compiled is not None) is compiled
     eager = pickle.loads(pickle.dumps(ResidualPass(recompile_limit=5)))
     assert eager.recompile_limit == 5

@@ -148,7 +148,9 @@ def test_phase_transport_vanishes_for_an_advected_indicator():
 
 
 def taylor_green(k: float, nu: float, pressure_sign: float = 1.0, frames: int = 9, size: int = 64):
-    """v = (sin kx cos ky, −cos kx sin ky)·e^{−2νk²t}, p = (ρ/4)(cos 2kx + cos 2ky)·e^{−4νk²t}, ρ = 1."""
+    """v = (sin kx cos ky, −cos kx sin ky)·e^{−2νk²t},
+    p = (ρ/4)(cos 2kx + cos 2ky)·e^{−4νk²t}, ρ = 1.
+    """
     t, y, x = grid(frames, size, size)
     decay = torch.exp(-2 * nu * k * k * t)
     v = torch.cat(

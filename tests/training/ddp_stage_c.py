@@ -29,11 +29,20 @@ def main(out: str) -> None:
     torch.set_num_threads(1)
     data = [clip_item(i, labels=(0,) if i % 2 == 0 else (2,)) for i in range(16)]
     module = StageC(
-        adapter=tiny_adapter_config(top_k=1, beta=50.0), text_length=32, log_every_n_steps=2, backbone="tiny"
+        adapter=tiny_adapter_config(top_k=1, beta=50.0),
+        text_length=32,
+        log_every_n_steps=2,
+        backbone="tiny",
     )
     trainer = L.Trainer(
-        max_steps=2, accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=CSVLogger(out, name="ddp", version=0),
-        enable_checkpointing=False, enable_progress_bar=False, log_every_n_steps=1,
+        max_steps=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_find_unused_parameters_true",
+        logger=CSVLogger(out, name="ddp", version=0),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        log_every_n_steps=1,
     )
     # the sampler shards by rank without shuffling: rank 0 the even clips, rank 1 the odd ones
     loader_kwargs = {"batch_size": 2}

@@ -14,7 +14,9 @@ T, H, W, L_TEXT, TEXT_DIM = 5, 8, 8, 7, 32
 
 def tiny_adapter_config(**changes) -> AdapterConfig:
     """An adapter small enough for CPU tests, sized for the tiny backbone's text width."""
-    base = dict(text_dim=TEXT_DIM, hidden=16, cond_dim=16, expert_width=8, norm_groups=4, sigma_embed_dim=16)
+    base = dict(
+        text_dim=TEXT_DIM, hidden=16, cond_dim=16, expert_width=8, norm_groups=4, sigma_embed_dim=16
+    )
     base.update(changes)
     return AdapterConfig(**base)
 
@@ -45,7 +47,7 @@ def batch_of(items: list[dict]) -> dict:
 def tiny_fit_config(
     out, data_root, *, stage: str = "stageC", steps: int = 4, every_n_train_steps: int = 1
 ) -> Path:
-    """The shipped tiny stage config with outputs under ``out``, the shared test data, fewer steps."""
+    """The shipped tiny stage config: outputs under ``out``, the shared test data, fewer steps."""
     return shipped_fit_config(
         "tiny", out, data_root, stage=stage, steps=steps, every_n_train_steps=every_n_train_steps
     )
@@ -77,7 +79,13 @@ def shipped_fit_config(
         source, shipped_out = root / "lightning_configs" / family / f"{stage}.yaml", "outputs/demo"
     config = yaml.safe_load(source.read_text().replace(shipped_out, str(out)))
     trainer = config["trainer"]
-    trainer.update(max_steps=steps, log_every_n_steps=1, val_check_interval=None, check_val_every_n_epoch=1, limit_val_batches=1)
+    trainer.update(
+        max_steps=steps,
+        log_every_n_steps=1,
+        val_check_interval=None,
+        check_val_every_n_epoch=1,
+        limit_val_batches=1,
+    )
     for callback in trainer["callbacks"]:
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"]["every_n_train_steps"] = every_n_train_steps
@@ -85,7 +93,9 @@ def shipped_fit_config(
                 callback["init_args"]["save_top_k"] = -1
         if callback["class_path"].endswith(("SigmaRangePhases", "RecoveryPhases")):
             callback["init_args"]["steps_per_phase"] = 2
-        if callback["class_path"].endswith(("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")):
+        if callback["class_path"].endswith(
+            ("PhysicsWarmup", "ConditioningWarmup", "MaskBlend", "EncoderFreeze")
+        ):
             callback["init_args"]["steps"] = 3
         if callback["class_path"].endswith("ExpertImageLogger"):
             callback["init_args"]["every_n_steps"] = 2
@@ -99,7 +109,11 @@ def shipped_fit_config(
         trainer.update(accelerator="cpu", devices=1)
         model.update(backbone="tiny", compile_residuals=False, text_length=128)
         model["adapter"].update(
-            text_dim=TEXT_DIM, hidden=16, cond_dim=16, expert_width=8, norm_groups=4,
+            text_dim=TEXT_DIM,
+            hidden=16,
+            cond_dim=16,
+            expert_width=8,
+            norm_groups=4,
             sigma_embed_dim=16,
         )
         data.update(num_workers=2, max_sequence_length=128)

@@ -41,10 +41,18 @@ def _adapter_state() -> tuple[dict, dict]:
     with torch.no_grad():
         for p in adapter.parameters():
             p.normal_()
-    return {f"adapter.{k}": v.detach().clone() for k, v in adapter.state_dict().items()}, adapter.config.to_dict()
+    return {
+        f"adapter.{k}": v.detach().clone() for k, v in adapter.state_dict().items()
+    }, adapter.config.to_dict()
 
 
-def write_zero2_folder(folder: pathlib.Path, state: dict, world_size: int, client_state: dict, extra: dict | None = None) -> None:
+def write_zero2_folder(
+    folder: pathlib.Path,
+    state: dict,
+    world_size: int,
+    client_state: dict,
+    extra: dict | None = None,
+) -> None:
     """A DeepSpeed ZeRO-2 checkpoint folder as the engine writes it (two parameter groups)."""
     from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
@@ -59,7 +67,9 @@ def write_zero2_folder(folder: pathlib.Path, state: dict, world_size: int, clien
     parts: list[list[torch.Tensor]] = [[] for _ in range(world_size)]
     for group in groups:
         flat = torch.cat([state[n].float().reshape(-1) for n in group])
-        flat = torch.cat([flat, torch.zeros(math.ceil(flat.numel() / align) * align - flat.numel())])
+        flat = torch.cat(
+            [flat, torch.zeros(math.ceil(flat.numel() / align) * align - flat.numel())]
+        )
         for rank, piece in enumerate(flat.chunk(world_size)):
             parts[rank].append(piece.clone())
     model_states = {
@@ -83,14 +93,20 @@ def write_zero2_folder(folder: pathlib.Path, state: dict, world_size: int, clien
                 "dynamic_loss_scale": False,
                 "overflow": False,
                 "clip_grad": 0.0,
-                "base_optimizer_state": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+                "base_optimizer_state": {
+                    "state": {},
+                    "param_groups": [{"lr": 1e-3, "params": [0]}],
+                },
                 "single_partition_of_fp32_groups": parts[rank],
                 "zero_stage": ZeroStageEnum.gradients,
                 "group_paddings": [0, 0],
                 "param_alignment_paddings": [[0] * len(g) for g in groups],
                 "partition_count": [world_size, world_size],
                 "ds_version": "0.19.8",
-                "param_slice_mappings": [OrderedDict((n, fragment_address(numel=state[n].numel(), start=0)) for n in g) for g in groups],
+                "param_slice_mappings": [
+                    OrderedDict((n, fragment_address(numel=state[n].numel(), start=0)) for n in g)
+                    for g in groups
+                ],
                 **(extra or {}),
             },
             "ds_config": {"zero_optimization": {"stage": 2}},
@@ -104,9 +120,16 @@ def test_zero2_folders_consolidate_as_deepspeed_does(tmp_path, world_size):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     state, config = _adapter_state()
-    write_zero2_folder(tmp_path / "ds", state, world_size, {CHECKPOINT_KEY: {"adapter_config": config, "stage": "C"}})
+    write_zero2_folder(
+        tmp_path / "ds",
+        state,
+        world_size,
+        {CHECKPOINT_KEY: {"adapter_config": config, "stage": "C"}},
+    )
     ours = consolidate_zero_checkpoint(tmp_path / "ds")
-    theirs = get_fp32_state_dict_from_zero_checkpoint(str(tmp_path / "ds"))  # trusted: written above
+    theirs = get_fp32_state_dict_from_zero_checkpoint(
+        str(tmp_path / "ds")
+    )  # trusted: written above
     assert ours.keys() == theirs.keys() == state.keys()
     for name in state:
         assert torch.equal(ours[name], theirs[name]) and torch.equal(ours[name], state[name]), name
@@ -127,11 +150,22 @@ def _payload_folders(tmp_path: pathlib.Path, marker: pathlib.Path) -> dict[str, 
     client = {CHECKPOINT_KEY: {"adapter_config": config, "stage": "C"}}
     folders = {}
     folders["model_states"] = tmp_path / "in_model_states"
-    write_zero2_folder(folders["model_states"], state, 2, {**client, "callbacks": {"x": Payload(marker)}})
+    write_zero2_folder(
+        folders["model_states"], state, 2, {**client, "callbacks": {"x": Payload(marker)}}
+    )
     folders["optim_states"] = tmp_path / "in_optim_states"
-    write_zero2_folder(folders["optim_states"], state, 2, client, extra={"loss_scaler": Payload(marker)})
+    write_zero2_folder(
+        folders["optim_states"], state, 2, client, extra={"loss_scaler": Payload(marker)}
+    )
     folders["lightning_ckpt"] = tmp_path / "payload.ckpt"
-    torch.save({"state_dict": state, "global_step": 1, CHECKPOINT_KEY: {**client[CHECKPOINT_KEY], "x": Payload(marker)}}, folders["lightning_ckpt"])
+    torch.save(
+        {
+            "state_dict": state,
+            "global_step": 1,
+            CHECKPOINT_KEY: {**client[CHECKPOINT_KEY], "x": Payload(marker)},
+        },
+        folders["lightning_ckpt"],
+    )
     return folders
 
 
@@ -155,8 +189,17 @@ def test_no_entry_point_runs_a_checkpoint_payload(tmp_path, where, caplog):
 
 
 def test_a_file_needing_another_global_is_refused_by_name(tmp_path):
-    torch.save({"scheduler": torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)]), 1)}, tmp_path / "x.pt")
-    with pytest.raises(UnsafeCheckpointError, match=r"x\.pt needs torch\.optim\.lr_scheduler\.StepLR"):
+    torch.save(
+        {
+            "scheduler": torch.optim.lr_scheduler.StepLR(
+                torch.optim.SGD([torch.zeros(1, requires_grad=True)]), 1
+            )
+        },
+        tmp_path / "x.pt",
+    )
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"x\.pt needs torch\.optim\.lr_scheduler\.StepLR"
+    ):
         load_checkpoint_file(tmp_path / "x.pt")
 
 
@@ -175,7 +218,9 @@ def test_a_non_checkpoint_resume_path_is_named_without_unsafe_advice(tmp_path):
     with pytest.raises(ValueError) as info:
         check_resume_checkpoint(text)
     message = str(info.value)
-    assert str(text) in message and "Lightning .ckpt file or a DeepSpeed checkpoint folder" in message
+    assert (
+        str(text) in message and "Lightning .ckpt file or a DeepSpeed checkpoint folder" in message
+    )
     assert "weights_only" not in message
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a Lightning training checkpoint"):
@@ -196,7 +241,10 @@ def test_resuming_from_last_checks_the_file_lightning_picks(tmp_path, tiny_data_
     last = out / "stageC" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     state, config_dict = _adapter_state()
-    torch.save({"state_dict": state, "global_step": 1, "epoch": 0, CHECKPOINT_KEY: {"x": Payload(marker)}}, last)
+    torch.save(
+        {"state_dict": state, "global_step": 1, "epoch": 0, CHECKPOINT_KEY: {"x": Payload(marker)}},
+        last,
+    )
     assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
     err = capfd.readouterr().err
     assert "Traceback" not in err and f"{last} needs" in err and "refused" in err

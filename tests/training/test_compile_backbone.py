@@ -14,7 +14,11 @@ from .helpers import batch_of, clip_item, tiny_adapter_config
 
 def test_stage_module_compiles_the_backbone_blocks_and_matches_eager(monkeypatch, caplog):
     # aot_eager: the same graph capture as inductor without code generation (fast on CPU)
-    monkeypatch.setattr(runtime, "compile_backbone", functools.partial(runtime.compile_backbone, backend="aot_eager"))
+    monkeypatch.setattr(
+        runtime,
+        "compile_backbone",
+        functools.partial(runtime.compile_backbone, backend="aot_eager"),
+    )
     batch = batch_of([clip_item(0), clip_item(1)])
     steps = {}
     for compiled in (False, True):
@@ -25,4 +29,6 @@ def test_stage_module_compiles_the_backbone_blocks_and_matches_eager(monkeypatch
     blocks = module.backbone.transformer.blocks
     assert all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
     assert "first forward" in caplog.text  # the compile time is logged
-    torch.testing.assert_close(steps[True]["v_theta"], steps[False]["v_theta"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        steps[True]["v_theta"], steps[False]["v_theta"], atol=1e-5, rtol=1e-5
+    )

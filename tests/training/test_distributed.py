@@ -18,7 +18,10 @@ def test_two_process_ddp_logs_all_reduced_router_statistics(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, str(HERE / "ddp_stage_c.py"), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "version_0" / "metrics.csv")))

@@ -25,16 +25,26 @@ def _loader():
 
 
 def test_stage_c_trains_in_bf16_on_cuda(tmp_path):
-    module = StageC(adapter=tiny_adapter_config(), text_length=32, backbone="tiny", backbone_dtype="bf16")
+    module = StageC(
+        adapter=tiny_adapter_config(), text_length=32, backbone="tiny", backbone_dtype="bf16"
+    )
     trainer = L.Trainer(
-        max_steps=3, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
-        enable_progress_bar=False, default_root_dir=tmp_path,
+        max_steps=3,
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, _loader())
     assert module.backbone.device.type == "cuda" and module.backbone.dtype == torch.bfloat16
     assert not any(p.requires_grad for p in module.backbone.parameters())
-    ckpt = torch.load(trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path,
-                      map_location="cpu", weights_only=True)
+    ckpt = torch.load(
+        trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path,
+        map_location="cpu",
+        weights_only=True,
+    )
     assert all(k.startswith("adapter.") for k in ckpt["state_dict"])
 
 
@@ -44,12 +54,21 @@ def test_deepspeed_zero2_with_cpu_offload_runs_and_exports(tmp_path):
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     module = StageC(
-        adapter=tiny_adapter_config(), text_length=32, backbone="tiny", backbone_dtype="bf16",
+        adapter=tiny_adapter_config(),
+        text_length=32,
+        backbone="tiny",
+        backbone_dtype="bf16",
         compile_residuals=True,  # as the paper's stage C config: Triton kernels under DeepSpeed
     )
     trainer = L.Trainer(
-        max_steps=3, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False, enable_progress_bar=False,
-        strategy=DeepSpeedStrategy(stage=2, offload_optimizer=True), default_root_dir=tmp_path,
+        max_steps=3,
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_progress_bar=False,
+        strategy=DeepSpeedStrategy(stage=2, offload_optimizer=True),
+        default_root_dir=tmp_path,
         callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
     )
     trainer.fit(module, _loader())

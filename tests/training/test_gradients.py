@@ -56,9 +56,13 @@ def test_the_balance_bound_smoothing_and_cap():
 
 def _fit(module, root, steps):
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_checkpointing=False, default_root_dir=root,
-    )  # fmt: skip
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=root,
+    )
     trainer.fit(
         module, DataLoader([clip_item(i, (i % 8, (i + 3) % 8)) for i in range(8)], batch_size=2)
     )

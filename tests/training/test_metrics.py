@@ -23,7 +23,11 @@ def test_router_metrics_accumulate_like_the_summed_statistics():
     parts = [_routing(s) for s in range(3)]
     for routing, labels in parts:
         metric.update(routing, labels)
-    total = routing_statistics(*parts[0]) + routing_statistics(*parts[1]) + routing_statistics(*parts[2])
+    total = (
+        routing_statistics(*parts[0])
+        + routing_statistics(*parts[1])
+        + routing_statistics(*parts[2])
+    )
     out = metric.compute()
     torch.testing.assert_close(out.selection_rate.float(), total.selection_rate.float())
     torch.testing.assert_close(out.mean_weight.float(), total.mean_weight.float())
@@ -62,8 +66,13 @@ def test_coactivation_correlation_matches_numpy_on_the_indicators():
 
 def test_residual_metrics_average_only_what_ran():
     metric = ResidualMetrics()
-    metric.update({("fluid", "continuity"): torch.tensor(2.0)}, {"fluid": torch.tensor([1.0, float("nan"), 3.0])})
-    metric.update({("fluid", "continuity"): torch.tensor(4.0), ("optical", "wave"): torch.tensor(1.0)})
+    metric.update(
+        {("fluid", "continuity"): torch.tensor(2.0)},
+        {"fluid": torch.tensor([1.0, float("nan"), 3.0])},
+    )
+    metric.update(
+        {("fluid", "continuity"): torch.tensor(4.0), ("optical", "wave"): torch.tensor(1.0)}
+    )
     logged = metric.log_dict("train")
     assert logged["train/residual/fluid/continuity"] == 3.0
     assert logged["train/residual/optical/wave"] == 1.0

@@ -44,11 +44,17 @@ class _Data(L.LightningDataModule):
 def _run(tmp_path, max_steps, ckpt_path=None, num_workers=0, every_n_train_steps=1):
     module = _Recorder()
     trainer = L.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=tmp_path,
         callbacks=[
             ModelCheckpoint(
-                dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=every_n_train_steps,
+                dirpath=tmp_path / "ckpt",
+                save_last=True,
+                every_n_train_steps=every_n_train_steps,
                 save_top_k=-1,
             )
         ],
@@ -74,12 +80,16 @@ def test_epochs_after_a_mid_epoch_resume_keep_their_length(tmp_path):
     assert resumed == reference[12:35]  # epochs 2 and 3 have 10 batches, not the 8 left of epoch 1
     sampler = ResumableSampler(list(range(20)), seed=3)
     sampler.skip(6)
-    assert len(sampler) == 20 and len(list(sampler)) == 14  # the length is the epoch's, the pass is shorter
+    assert (
+        len(sampler) == 20 and len(list(sampler)) == 14
+    )  # the length is the epoch's, the pass is shorter
 
 
 def test_sampler_shards_without_gaps_and_skips_a_prefix():
     data = list(range(10))
-    shards = [list(ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    shards = [
+        list(ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=r)) for r in range(2)
+    ]
     assert sorted(shards[0] + shards[1]) == data
     sampler = ResumableSampler(data, shuffle=True, seed=0, num_replicas=2, rank=0)
     sampler.skip(2)

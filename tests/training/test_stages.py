@@ -59,7 +59,8 @@ def test_stage_losses_reach_only_what_each_stage_trains(tiny_backbone):
 
 
 def test_stage_b_physical_mask_reading_blends_the_mask_and_changes_the_loss(tiny_backbone):
-    """R4: with physical_mask_steps the recovery residuals are weighted by a blend toward the physical mask."""
+    """R4: with physical_mask_steps the recovery residuals are weighted by a blend toward the
+    physical mask."""
     batch = batch_of([clip_item(0, (0, 5)), clip_item(1, (2, 6))])
     from pila.physics.masks import blend_masks, motion_mask, physical_mask
 
@@ -69,20 +70,32 @@ def test_stage_b_physical_mask_reading_blends_the_mask_and_changes_the_loss(tiny
         b.phase = 4
         seen = []
         inner = b.adapter.residual_pass
-        b.adapter.residual_pass = lambda cats, fields, mask, *rest, _inner=inner, _seen=seen: _seen.append(mask) or _inner(cats, fields, mask, *rest)
+        b.adapter.residual_pass = lambda cats, fields, mask, *rest, _inner=inner, _seen=seen: (
+            _seen.append(mask) or _inner(cats, fields, mask, *rest)
+        )
         step = b.prepare_step(batch)
         _, logs = b.compute_loss(batch, step)
         assert float(logs["mask_blend"]) == (0.0 if steps == 0 else 0.25)
         cfg = b.adapter.config
         with torch.no_grad():
             enc = b.adapter.encode_bank(step["x_t"], step["sigma"], step["v_theta"], phase=4)
-            expected = motion_mask(enc.v_hat, enc.x0_hat, weights=cfg.mask_weights, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+            expected = motion_mask(
+                enc.v_hat,
+                enc.x0_hat,
+                weights=cfg.mask_weights,
+                quantile=cfg.mask_quantile,
+                floor=cfg.mask_floor,
+            )
             if steps:
-                physical = physical_mask(enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor)
+                physical = physical_mask(
+                    enc.bank, enc.active_slots, quantile=cfg.mask_quantile, floor=cfg.mask_floor
+                )
                 assert not torch.allclose(physical, expected)
                 expected = blend_masks(expected, physical, 0.25)
         torch.testing.assert_close(seen[0].detach(), expected)
-    assert [StageB(adapter=tiny_adapter_config(), physical_mask_steps=0).physical_mask_blend()] == [0.0]
+    assert [StageB(adapter=tiny_adapter_config(), physical_mask_steps=0).physical_mask_blend()] == [
+        0.0
+    ]
     with pytest.raises(ValueError, match="physical_mask_steps"):
         StageB(adapter=tiny_adapter_config(), physical_mask_steps=-1)
 
@@ -113,15 +126,23 @@ def test_the_stage_a_anchor_vanishes_when_the_anchor_matches_the_flow():
 def test_text_is_padded_like_the_pipeline():
     e = torch.randn(2, 7, 4)
     padded = pad_text(e, 12)
-    assert padded.shape == (2, 12, 4) and torch.equal(padded[:, :7], e) and padded[:, 7:].abs().sum() == 0
+    assert (
+        padded.shape == (2, 12, 4)
+        and torch.equal(padded[:, :7], e)
+        and padded[:, 7:].abs().sum() == 0
+    )
     with pytest.raises(ValueError, match="text_length"):
         pad_text(e, 5)
 
 
 def _fit(module, tmp_path, steps=2, **trainer_kwargs):
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-        default_root_dir=tmp_path, **trainer_kwargs,
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
     )
     trainer.fit(module, DataLoader([clip_item(i) for i in range(8)], batch_size=2))
     return trainer
@@ -130,7 +151,9 @@ def _fit(module, tmp_path, steps=2, **trainer_kwargs):
 def test_checkpoints_hold_only_the_adapter_and_chain_into_the_next_stage(tiny_backbone, tmp_path):
     a = _module(StageA, tiny_backbone)
     trainer = _fit(a, tmp_path / "a")
-    ckpt_path = trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+    ckpt_path = (
+        trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+    )
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert ckpt["state_dict"] and all(k.startswith("adapter.") for k in ckpt["state_dict"])
     stored = sum(v.numel() for v in ckpt["state_dict"].values())
@@ -142,14 +165,26 @@ def test_checkpoints_hold_only_the_adapter_and_chain_into_the_next_stage(tiny_ba
     assert ckpt["pila"]["stage"] == "A"
 
     b = StageB(adapter=tiny_adapter_config(), text_length=32, init_from=ckpt_path)
-    for (name, mine), theirs in zip(b.adapter.state_dict().items(), a.adapter.state_dict().values(), strict=True):
+    for (name, mine), theirs in zip(
+        b.adapter.state_dict().items(), a.adapter.state_dict().values(), strict=True
+    ):
         assert torch.equal(mine, theirs), name
 
     folder = export_adapter(ckpt_path, tmp_path / "exported")
     exported = PILAAdapter.from_pretrained(folder)
-    assert all(torch.equal(x, y) for x, y in zip(exported.state_dict().values(), a.adapter.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            exported.state_dict().values(), a.adapter.state_dict().values(), strict=True
+        )
+    )
     c = StageC(adapter=tiny_adapter_config(), text_length=32, init_from=str(folder))
-    assert all(torch.equal(x, y) for x, y in zip(c.adapter.state_dict().values(), a.adapter.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(
+            c.adapter.state_dict().values(), a.adapter.state_dict().values(), strict=True
+        )
+    )
 
 
 def test_init_from_refuses_the_wrong_kind_or_shape(tmp_path):
@@ -169,8 +204,6 @@ def test_init_from_refuses_the_wrong_kind_or_shape(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(ValueError, match="neither an adapter folder nor a DeepSpeed"):
         StageB(adapter=tiny_adapter_config(), init_from=str(tmp_path / "empty_dir"))
-
-
 
 
 def test_nonfinite_losses_skip_steps_then_stop_the_run(tiny_backbone, tmp_path):
@@ -232,7 +265,9 @@ def test_stage_b_with_compiled_residuals_matches_eager(tiny_backbone):
 
 def test_the_condition_reads_the_refined_description_unless_the_raw_prompt_is_asked_for():
     batch = batch_of([clip_item(0), clip_item(1)])
-    batch["pooled_refined"] = batch["pooled"] + 1.0  # the parser's description differs from the caption
+    batch["pooled_refined"] = (
+        batch["pooled"] + 1.0
+    )  # the parser's description differs from the caption
     refined = StageC(adapter=tiny_adapter_config(), text_length=32)
     assert torch.equal(refined.condition(batch).pooled_text, batch["pooled_refined"])
     raw = StageC(adapter=tiny_adapter_config(prompt_source="raw"), text_length=32)

@@ -1,4 +1,4 @@
-"""Training loads only what it calls: the frozen transformer(s), never the text encoder or the VAE."""
+"""Training loads only what it calls: the frozen transformer(s), never the text encoder or VAE."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pila.stages import StageA, StageC
 
 from .helpers import batch_of, clip_item, tiny_adapter_config
 
-ROUND_OFF = dict(rtol=1e-5, atol=1e-5)  # outputs of weights read back from safetensors (see tests/test_backbone.py)
+ROUND_OFF = dict(
+    rtol=1e-5, atol=1e-5
+)  # outputs of weights read back from safetensors (see tests/test_backbone.py)
 
 
 class _Losses(L.Callback):
@@ -29,9 +31,16 @@ def _fit(module, steps: int = 2) -> list[torch.Tensor]:
     loader = DataLoader([clip_item(i) for i in range(2 * steps)], batch_size=2, collate_fn=batch_of)
     losses = _Losses()
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[losses],
-    )  # fmt: skip
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[losses],
+    )
     trainer.fit(module, train_dataloaders=loader)
     return losses.losses
 
@@ -76,8 +85,12 @@ def test_wan22_stages_load_both_experts_and_their_boundary_only(tmp_path):
     backbone = module.backbone
     _only_transformers(backbone)
     assert backbone.transformer_2 is not None and backbone.boundary_ratio == 0.875
-    text = torch.nn.functional.pad(batch["prompt_embeds"], (0, 0, 0, 32 - batch["prompt_embeds"].shape[1]))
-    torch.testing.assert_close(step["v_theta"], full.velocity(step["x_t"], step["sigma"], text), **ROUND_OFF)
+    text = torch.nn.functional.pad(
+        batch["prompt_embeds"], (0, 0, 0, 32 - batch["prompt_embeds"].shape[1])
+    )
+    torch.testing.assert_close(
+        step["v_theta"], full.velocity(step["x_t"], step["sigma"], text), **ROUND_OFF
+    )
 
 
 def test_left_out_components_load_on_first_use(tiny_backbone_dir, tiny_backbone):
@@ -88,15 +101,21 @@ def test_left_out_components_load_on_first_use(tiny_backbone_dir, tiny_backbone)
     assert lean.loaded_components == ("transformer", "text_encoder")
     torch.testing.assert_close(embeds, tiny_backbone.encode_prompt(prompts, 16).embeds, **ROUND_OFF)
     latents = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(lean.decode_latents(latents), tiny_backbone.decode_latents(latents), **ROUND_OFF)
+    torch.testing.assert_close(
+        lean.decode_latents(latents), tiny_backbone.decode_latents(latents), **ROUND_OFF
+    )
     assert lean.loaded_components == ("transformer", "text_encoder", "vae")
-    assert not any(p.requires_grad for p in lean.parameters()) and not any(m.training for m in lean.modules())
+    assert not any(p.requires_grad for p in lean.parameters()) and not any(
+        m.training for m in lean.modules()
+    )
 
     encoders = WanBackbone.from_pretrained("tiny", components=("text_encoder", "vae"))
     assert encoders.transformer is None and encoders.latent_channels == 16
     assert encoders.vae_scale_factor_temporal == 4 and encoders.vae_scale_factor_spatial == 8
     x_t, sigma = torch.randn(1, 16, 2, 4, 4), torch.tensor([0.5])
-    torch.testing.assert_close(encoders.velocity(x_t, sigma, embeds[:1]), tiny_backbone.velocity(x_t, sigma, embeds[:1]))
+    torch.testing.assert_close(
+        encoders.velocity(x_t, sigma, embeds[:1]), tiny_backbone.velocity(x_t, sigma, embeds[:1])
+    )
 
 
 def test_components_left_out_follow_the_backbone_to_its_device():

@@ -29,7 +29,9 @@ def lab_batch(n: int = 2) -> dict:
 
 def test_lora_matches_the_plain_adapters_trainable_parameters_within_ten_percent():
     stage_c = yaml.safe_load((ROOT / "lightning_configs/lab/stageC.yaml").read_text())
-    plain = PILAAdapter(AdapterConfig(**stage_c["model"]["init_args"]["adapter"], plain_adapter=True))
+    plain = PILAAdapter(
+        AdapterConfig(**stage_c["model"]["init_args"]["adapter"], plain_adapter=True)
+    )
     plain_count = sum(p.numel() for p in plain.parameters() if p.requires_grad)
     module = WorldFinetune(backbone="lab")
     lora_count = module.num_trainable_parameters()
@@ -76,7 +78,9 @@ def test_checkpoint_holds_the_lora_alone_and_export_reproduces_the_trained_veloc
     assert set(checkpoint["state_dict"]) == set(module.lora_parameters())
     torch.save(checkpoint, tmp_path / "last.ckpt")
 
-    assert export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+    assert (
+        export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+    )
     folder = tmp_path / "lora"
     assert (folder / "pytorch_lora_weights.safetensors").is_file()
     backbone = WanBackbone.from_pretrained("lab", dtype="float32", components=("transformer",))
@@ -109,9 +113,13 @@ def test_pila_predict_fuses_the_lora_into_the_world_and_refuses_it_beside_an_ada
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
     module.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "last.ckpt")
-    assert export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+    assert (
+        export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
+    )
 
-    predict = PILAPredictModule(backbone="lab", dtype="float32", transformer_lora=str(tmp_path / "lora"))
+    predict = PILAPredictModule(
+        backbone="lab", dtype="float32", transformer_lora=str(tmp_path / "lora")
+    )
     predict.setup("predict")
     assert predict.generation_settings()["transformer_lora"] == str(tmp_path / "lora")
     world = WanBackbone.from_pretrained("lab", dtype="float32", components=("transformer",))
