@@ -29,13 +29,11 @@ from .helpers import shipped_fit_config
 STEPS, EVERY, BATCHES_PER_EPOCH = 8, 2, 3
 NEVER = 100  # every_n_train_steps of a run that writes only its last.ckpt
 STOPS = {"periodic": 4, "max_steps": 5}
-# stage C with both stops; stages A and B (fewer callbacks) with the max_steps one
-CASES = [
-    ("stageC", "periodic"),
-    ("stageC", "max_steps"),
-    ("stageA", "max_steps"),
-    ("stageB", "max_steps"),
-]
+# stage C with both stops in every family; stages A and B (fewer callbacks, the same loop
+# and sampler code) with the max_steps stop on the lab family, whose backbone draws random
+# numbers while it loads (the cause this file guards against); kept few for CI's time
+STAGE_C_CASES = [("stageC", "periodic"), ("stageC", "max_steps")]
+CASES = [*STAGE_C_CASES, ("stageA", "max_steps"), ("stageB", "max_steps")]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +147,7 @@ def _resume_and_compare(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "stop"), CASES)
+@pytest.mark.parametrize(("stage", "stop"), STAGE_C_CASES)
 def test_tiny_configs_resume_bit_identical(stage, stop, tiny_data_root, straight_runs, tmp_path):
     _resume_and_compare(
         "tiny", stage, stop, tiny_data_root, straight_runs("tiny", stage, tiny_data_root), tmp_path
@@ -165,7 +163,7 @@ def test_lab_configs_resume_bit_identical(stage, stop, lab_data_root, straight_r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "stop"), CASES)
+@pytest.mark.parametrize(("stage", "stop"), STAGE_C_CASES)
 def test_paper_configs_resume_bit_identical(stage, stop, tiny_data_root, straight_runs, tmp_path):
     _resume_and_compare(
         "paper",
