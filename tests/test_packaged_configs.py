@@ -140,6 +140,8 @@ def test_pila_configs_lists_and_copies(elsewhere, capsys):
         if p.is_file()
     )
     assert written == [
+        "lab/eval_a.jsonl",
+        "lab/eval_b.jsonl",
         "lab/predict.yaml",
         "lab/prompts.jsonl",
         "lab/stageA.yaml",
