@@ -33,9 +33,22 @@ from .sources import VideoIndex
 log = logging.getLogger(__name__)
 
 
-def worker_init(_worker_id: int) -> None:
-    """One thread per DataLoader worker for OpenCV and torch (the workers are the parallelism)."""
+def workers_start() -> None:
+    """Called in the main process before DataLoader workers are forked: one OpenCV thread.
+
+    The workers are the parallelism, so each should run OpenCV on one thread. That is set
+    here, before the fork, and inherited: ``cv2.setNumThreads`` changing the count inside a
+    forked child whose parent had already started OpenCV's thread pool never returns (seen
+    with OpenCV 5.1: a test process that had run Farneback, then a training worker calling
+    it, hung with the run idle). The main process does no OpenCV work while its workers run
+    (it encodes with the VAE, or trains), so nothing there is slowed.
+    """
     cv2.setNumThreads(1)
+
+
+def worker_init(_worker_id: int) -> None:
+    """One torch thread per DataLoader worker (OpenCV's is set before the fork:
+    :func:`workers_start`)."""
     torch.set_num_threads(1)
 
 

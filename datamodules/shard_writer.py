@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from pila.categories import labels_to_multihot
 
 from .cache import shard_name, write_manifest, write_shard
-from .decoded import DecodedClips, encode_clips, keep_item, worker_init
+from .decoded import DecodedClips, encode_clips, keep_item, worker_init, workers_start
 from .prepare_config import PrepareConfig
 from .ranks import Ranks, resolve_device, write_marker
 from .records import WisaRecord
@@ -100,6 +100,8 @@ def encode_shards(
         [records[p] for p in positions], videos, config.clip, config.flow,
         backbone.vae_scale_factor_temporal, backbone.vae_scale_factor_spatial,
     )  # fmt: skip
+    if config.workers:
+        workers_start()
     loader = DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=config.workers, collate_fn=keep_item,
         worker_init_fn=worker_init if config.workers else None,

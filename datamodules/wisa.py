@@ -43,7 +43,7 @@ from .cache import CachedClips, CacheMismatchError, CacheMissingError, read_mani
 from .cache_identity import backbone_identity, settings_diff
 from .clips import ClipConfig
 from .collate import ClipCollator
-from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init
+from .decoded import DecodedClips, OnTheFlyClips, encode_clips, worker_init, workers_start
 from .flow_targets import FlowConfig
 from .prepare import load_records, prepare_cache
 from .prepare_config import PrepareConfig
@@ -342,6 +342,8 @@ class WISA80KDataModule(LightningDataModule):
             )
             position = resume_position(self.trainer)
             sampler.resume(*position, self.batch_size, drop_last_batch=self.drop_last)
+        if self.num_workers > 0:
+            workers_start()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
