@@ -135,8 +135,9 @@ def wisa_record(
 
 def _stamp(config: SyntheticConfig) -> dict[str, Any]:
     # version 2: the cooling plate's clips are labelled thermal only (were thermal + optical)
+    # version 3: the collision's balls are never green, the baize's colour
     settings = {**config.__dict__, "scenes": list(config.scenes)}
-    return {"format": "pila-synthetic", "version": 2, "config": settings}
+    return {"format": "pila-synthetic", "version": 3, "config": settings}
 
 
 def write_synthetic_dataset(root: str | os.PathLike, config: SyntheticConfig) -> Path:

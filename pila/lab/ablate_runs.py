@@ -179,6 +179,7 @@ def execute_run(
     """
     from pila.adapter.loading import folder_weights_sha256
     from pila.lab.evaluate import evaluate
+    from pila.lab.ruler import ruler_identity
     from pila.stages.export import export_checkpoint
 
     folder = run_folder(out, variant, seed)
@@ -193,8 +194,16 @@ def execute_run(
         retrains_world=variant.retrains_world,
     )
     done = _done(folder, plan, predict)
-    if done is not None:
+    if done is not None and done.get("ruler") == ruler_identity():
         log.info("%s: finished before, kept (%s)", label, folder)
+        return done
+    if done is not None:  # the same videos, measured by another ruler: measure them again
+        log.info("%s: finished before under another ruler; its videos re-scored", label)
+        start = time.perf_counter()
+        report = evaluate(folder / "videos", folder / "report")
+        done["seconds"]["evaluate"] = time.perf_counter() - start
+        done.update(overall=report["overall"], ruler=report["ruler"])
+        write_json_atomic(folder / "done.json", done)
         return done
     train_folder, timings = _train(out, variant, seed, plan, label, threads)
     if variant.trained:
@@ -227,6 +236,7 @@ def execute_run(
         "seconds": timings,
         "report": str(folder / "report" / "report.json"),
         "overall": report["overall"],
+        "ruler": report["ruler"],
     }
     write_json_atomic(folder / "done.json", done)
     return done

@@ -236,6 +236,7 @@ def evaluate(videos: Path, out: Path, scene: str | None = None) -> dict[str, Any
         traces.setdefault(item["scene"], []).append(result.trace)
     report = build_report(entries, skipped)
     report["source"] = str(videos)
+    report["ruler"] = ruler.ruler_identity()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", report_markdown(report, str(videos)))

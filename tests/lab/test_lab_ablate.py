@@ -410,6 +410,16 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
         json.loads((out / "report.json").read_text())["rows"][PLAIN]["violation"]
         == plain["violation"]
     )
+    # another ruler (its code or calibration changed): the kept videos are measured again
+    import pila.lab.ruler as ruler_package
+
+    monkeypatch.setattr(ruler_package, "ruler_identity", lambda: "another ruler")
+    assert ablate.main(argv) == 0
+    for folder in (out / "runs" / PLAIN / "seed0", out / "runs" / BASELINE):
+        assert json.loads((folder / "done.json").read_text())["ruler"] == "another ruler"
+        assert json.loads((folder / "report" / "report.json").read_text())["ruler"] == (
+            "another ruler"
+        )
     # a changed budget (here the other evaluation set) is a different experiment: not finished
     changed = ablate.Plan(
         (PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b"

@@ -125,3 +125,14 @@ def test_an_update_without_a_file_names_the_fix(tmp_path, capsys):
     assert lab_main(["calibrate", "--scenes", UPDATED, "--out", str(missing)]) == 2
     assert "without --scenes" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_ruler_identity_follows_the_calibration_and_nothing_else(tmp_path):
+    from pila.lab.ruler import ruler_identity
+    from pila.lab.ruler.normalise import CALIBRATION_PATH
+
+    copy = tmp_path / "calibration.json"
+    copy.write_bytes(CALIBRATION_PATH.read_bytes())
+    assert ruler_identity(copy) == ruler_identity() == ruler_identity(CALIBRATION_PATH)
+    copy.write_bytes(CALIBRATION_PATH.read_bytes().replace(b"0", b"1", 1))
+    assert ruler_identity(copy) != ruler_identity()

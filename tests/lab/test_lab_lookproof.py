@@ -82,3 +82,27 @@ def test_collision_played_twice_as_fast_shows_later_frames_sooner():
     assert not np.allclose(
         render_scene("ball_collision", np.random.default_rng(7), 33, 64, 64).frames[16], fast[16]
     )
+
+
+def test_collision_looks_stay_under_half_the_weakest_restitution_break():
+    # the collision's law has no time constant: its weakest break is a restitution of 0.5;
+    # six clips, as a clip of two similar colours can lose a little more to a look than most
+    bench, scene, count = _benchmark(), "ball_collision", 6
+    clips = [C.ground_truth(scene, SEED, i) for i in range(count)]
+    truth = _mean_violation(clips, scene)
+    broken = [C.corrupt(scene, "law:restitution_0.5", SEED, i) for i in range(count)]
+    half_break = 0.5 * (_mean_violation(broken, scene) - truth)
+    assert half_break > 0.5, truth
+    looks = bench.looks(np.random.default_rng(0))
+    for name in ("blur 1.5", "crf 35", "resample ½", "mix cast+γ+shift+crf"):
+        moved = _mean_violation([looks[name](c) for c in clips], scene) - truth
+        assert abs(moved) < half_break, (name, moved, half_break)
+
+
+def test_collision_balls_are_never_the_baize_green():
+    prompts = [
+        render_scene("ball_collision", np.random.default_rng([5, i]), 9, 32, 32).prompt
+        for i in range(60)
+    ]
+    assert not any("green" in p for p in prompts)
+    assert len({p.split(" billiard")[0] for p in prompts}) == 5  # the other five colours

@@ -102,7 +102,7 @@ from pila.lab.ruler.fidelity import (
     scene_probabilities,
 )
 from pila.lab.ruler.measures import MIN_SCALE, SCENE_MEASURES
-from pila.lab.ruler.normalise import load_calibration, normalise
+from pila.lab.ruler.normalise import load_calibration, normalise, ruler_identity
 from pila.lab.ruler.vision import (
     LAB_FRAMES,
     LAB_SIZE,
@@ -177,6 +177,7 @@ __all__ = [
     "calibrate",
     "load_calibration",
     "measure",
+    "ruler_identity",
     "normalise",
     "prepare",
     "scene_fidelity",

@@ -129,15 +129,24 @@ def measure_ball_bounce(frames: np.ndarray) -> Measurement:
 
 
 # --------------------------------------------------------------------- ball_collision
-def _two_colour_split(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _two_colour_split(frames: np.ndarray, mask: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Label foreground pixels 0/1 by chromaticity (two-means, shading-invariant): (F, H, W)
-    int, −1 background."""
+    int, −1 background.
+
+    The two colours are learnt from the cores of the balls, the half of the foreground
+    farthest from the backdrop (``dist``, (F, H, W)): a rim blurred or compressed into
+    the cloth takes a colour between the ball's and the cloth's (orange on green reads
+    yellow), which would otherwise pull the split between rim and core instead of
+    between the balls. Every foreground pixel then takes the nearer colour.
+    """
     chroma = frames / (frames.sum(axis=-1, keepdims=True) + 1e-3)
-    pix = chroma[mask][:, :2]
+    all_pix = chroma[mask][:, :2]
     labels = np.full(mask.shape, -1, dtype=int)
-    if len(pix) < 8:
+    if len(all_pix) < 8:
         return labels
-    xs = np.nonzero(mask)[2]
+    core = dist[mask] >= np.median(dist[mask])
+    pix = all_pix[core]
+    xs = np.nonzero(mask)[2][core]
     left = xs < np.median(xs)
     centres = np.stack(
         [
@@ -150,7 +159,7 @@ def _two_colour_split(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
         for j in range(2):
             if (assign == j).any():
                 centres[j] = pix[assign == j].mean(axis=0)
-    labels[mask] = assign
+    labels[mask] = np.argmin(((all_pix[:, None] - centres[None]) ** 2).sum(-1), axis=1)
     return labels
 
 
@@ -158,12 +167,52 @@ CLOSE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 """Our choice: closing with a 5 px disc joins a striped ball's stripes (gaps of ≤ 2 px)."""
 
 
+TRACK_WIDTH = 5
+"""Our choice: frames of the moving median a ball's track is predicted by (a one- or
+two-frame jump is outvoted; a real change of velocity moves the median within a frame)."""
+
+
+def _ball_track(label: np.ndarray) -> list[np.ndarray]:
+    """One ball's pixels per frame from its colour label (F, H, W) bool: the label's pixels
+    closed by :data:`CLOSE_KERNEL`, then the component that continues the track.
+
+    The largest component of each frame gives a first track; where a look (blur,
+    compression, resampling) hands a patch of the other ball's rim to this label and that
+    patch is the frame's largest, the frame's choice becomes the component whose centroid
+    is nearest the track's moving median (:data:`TRACK_WIDTH` frames), among components at
+    least a fifth of the largest's size. A generated ball that truly jumps moves the
+    median with it within a few frames, so teleports are still measured.
+    """
+    comps, centres = [], []
+    for frame in label:
+        closed = cv2.morphologyEx(frame.astype(np.uint8), cv2.MORPH_CLOSE, CLOSE_KERNEL)
+        count, ids, stats, cents = cv2.connectedComponentsWithStats(closed, connectivity=8)
+        sizes = stats[1:, cv2.CC_STAT_AREA]
+        keep = [i + 1 for i in range(count - 1) if sizes[i] >= 0.2 * sizes.max()]
+        comps.append((ids, keep, cents))
+        first = max(keep, key=lambda i: stats[i, cv2.CC_STAT_AREA]) if keep else None
+        centres.append(cents[first] if first is not None else (np.nan, np.nan))
+    centres = np.array(centres)  # (F, 2) x, y of each frame's largest component
+    half = TRACK_WIDTH // 2
+    track = []
+    for k, (ids, keep, cents) in enumerate(comps):
+        if not keep:
+            track.append(np.zeros(label.shape[1:], bool))
+            continue
+        near = centres[max(0, k - half) : k + half + 1]
+        near = near[np.isfinite(near[:, 0])]
+        predicted = np.median(near, axis=0)
+        best = min(keep, key=lambda i: float(((cents[i] - predicted) ** 2).sum()))
+        track.append(ids == best)
+    return track
+
+
 def measure_ball_collision(frames: np.ndarray) -> Measurement:
     """Piecewise-constant velocities, momentum (mass ∝ area), restitution, no interpenetration.
 
     Vision: row-median background, foreground split into the two balls by chromaticity
-    (two-means), per ball its area (convex hull: a ball coloured like the cloth keeps its
-    outline; each ball's pixels closed by :data:`CLOSE_KERNEL` first) and centroid column;
+    (two-means), per ball its pixels followed from frame to frame (:func:`_ball_track`),
+    its area (convex hull: a striped ball keeps its outline) and centroid column;
     frames where a ball touches the frame's edge are not used for its centroid. Both
     balls' paths are fitted together, each by two lines that meet at one shared impact
     time (grid search, 0.25 frame); at that time the centres should be one sum of radii
@@ -172,8 +221,8 @@ def measure_ball_collision(frames: np.ndarray) -> Measurement:
     """
     num_frames, size = frames.shape[0], frames.shape[2]
     e_law = LAWS["ball_collision"]["restitution"]
-    _, mask = foreground(frames)
-    labels = _two_colour_split(frames, mask)
+    dist, mask = foreground(frames)
+    labels = _two_colour_split(frames, mask, dist)
     t = np.arange(num_frames, dtype=float)
     xs = np.full((2, num_frames), np.nan)
     area = np.zeros((2, num_frames))
@@ -183,11 +232,7 @@ def measure_ball_collision(frames: np.ndarray) -> Measurement:
         (2, num_frames)
     )  # rows each ball spans: its diameter, unaffected by the other ball beside it
     for j in range(2):
-        for k in range(num_frames):
-            closed = cv2.morphologyEx(
-                (labels[k] == j).astype(np.uint8), cv2.MORPH_CLOSE, CLOSE_KERNEL
-            ).astype(bool)
-            comp = largest_component(closed)
+        for k, comp in enumerate(_ball_track(labels == j)):
             tracked[k] |= comp
             area[j, k] = hull_area(comp) if comp.sum() >= 4 else 0.0
             rows = np.nonzero(comp.any(axis=1))[0]

@@ -7,6 +7,7 @@ stored them; a sub-measure that could not be measured scores :data:`UNMEASURABLE
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -50,3 +51,18 @@ def normalise(
             s = stats[name]
             out[name] = float(min(MAX_Z, max(0.0, (value - s["median"]) / s["scale"])))
     return out
+
+
+def ruler_identity(calibration_path: str | os.PathLike | None = None) -> str:
+    """What a score depends on, as a SHA-256: the ruler's and the scenes' sources (the
+    measures, and the law constants and glow they read) and the calibration file.
+
+    Two reports with the same identity were measured by the same ruler; ``pila lab
+    ablate`` re-scores a finished run's videos when it changes.
+    """
+    digest = hashlib.sha256()
+    lab = Path(__file__).resolve().parents[1]
+    sources = sorted((lab / "ruler").glob("*.py")) + sorted((lab / "scenes").glob("*.py"))
+    for path in [*sources, Path(calibration_path or CALIBRATION_PATH)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
