@@ -22,7 +22,7 @@ import numpy as np
 
 from pila.lab import corruptions as C
 from pila.lab import ruler as M
-from pila.lab.ruler.calibration import mp4_round_trip
+from pila.lab.ruler.looks import mp4_round_trip
 from pila.lab.scenes import SCENES
 
 

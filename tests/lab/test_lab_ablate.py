@@ -19,6 +19,7 @@ from pila.lab.ablate import (
     resolve_variant,
     stage_config,
 )
+from pila.lab.ruler import ruler_identity
 from pila.lab.stats import interval, two_level_bootstrap
 
 LAB = ablate.LAB_CONFIGS
@@ -333,7 +334,10 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
     monkeypatch.setattr("pila.stages.export.export_checkpoint", fake_export)
     monkeypatch.setattr(
         "pila.lab.evaluate.evaluate",
-        lambda videos, report: {"overall": {"video": (videos / "v.mp4").read_text()}},
+        lambda videos, report: {
+            "overall": {"video": (videos / "v.mp4").read_text()},
+            "ruler": ruler_identity(),
+        },
     )
 
     def run() -> str:

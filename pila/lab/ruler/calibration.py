@@ -12,22 +12,21 @@ Legend: F frames, H, W pixel height and width.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
-from pila.io import encode_mp4, frames_to_uint8, read_json, write_json_atomic
+from pila.io import read_json, write_json_atomic
 from pila.lab.ruler.fidelity import (
     FIDELITY_VARIANTS,
     appearance_features,
     appearance_variant,
     fit_prototypes,
 )
+from pila.lab.ruler.looks import MP4_CRF, mp4_round_trip
 from pila.lab.ruler.measures import MIN_SCALE, SCENE_MEASURES
 from pila.lab.ruler.normalise import CALIBRATION_PATH, load_calibration
 from pila.lab.ruler.vision import LAB_FRAMES, LAB_SIZE, prepare
@@ -39,7 +38,7 @@ CALIBRATION_CLIPS = 48
 CALIBRATION_SEED = 1234
 """Seed of the calibration clips: clip i of scene s uses ``default_rng([seed, s, i])``,
 disjoint from the synthetic datasets' default seed 0 and from the tests' seeds."""
-CALIBRATION_CRF = 18
+CALIBRATION_CRF = MP4_CRF
 """Every other calibration clip goes through an H.264 round trip at ``pila predict``'s
 default crf."""
 
@@ -63,16 +62,6 @@ def ground_truth_clips(
         ).frames
         for i in range(count)
     ]
-
-
-def mp4_round_trip(frames: np.ndarray, crf: int = CALIBRATION_CRF) -> np.ndarray:
-    """Frames written to an in-memory H.264 mp4 and decoded again (uint8), as a generated
-    video would be."""
-    buf = io.BytesIO()
-    encode_mp4(buf, frames_to_uint8(np.asarray(frames)), fps=16.0, codec="libx264", crf=crf)
-    buf.seek(0)
-    with av.open(buf) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def check_scenes(scenes: Sequence[str]) -> tuple[str, ...]:
@@ -120,7 +109,7 @@ def calibrate(
     <pila.lab.ruler.fidelity.fit_prototypes>`; only when all scenes are calibrated:
     ``scenes`` None, otherwise ``fidelity`` is empty).
     """
-    settings = {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}
+    settings = _settings(count, seed, crf)
     out: dict[str, Any] = {"settings": settings, "scenes": {}, "fidelity": {}}
     with_prototypes = scenes is None
     features: dict[str, list[np.ndarray]] = {}
@@ -142,6 +131,10 @@ def calibrate(
     if with_prototypes:
         out["fidelity"] = fit_prototypes(features)
     return out
+
+
+def _settings(count: int, seed: int, crf: int | None) -> dict[str, Any]:
+    return {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}
 
 
 def write_calibration(
@@ -175,7 +168,7 @@ def write_calibration(
                 "(`pila lab calibrate` without --scenes)"
             )
         result = read_json(path)
-        wanted = {"count": count, "seed": seed, "crf": crf, "frames": LAB_FRAMES, "size": LAB_SIZE}
+        wanted = _settings(count, seed, crf)
         if result.get("settings") != wanted:
             raise ValueError(
                 f"{path} was calibrated with {result.get('settings')}, not {wanted}; "

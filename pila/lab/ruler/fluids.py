@@ -243,6 +243,52 @@ def _circle_fit(xx: np.ndarray, yy: np.ndarray, w: np.ndarray) -> tuple[float, f
     return float(cx), float(cy), float(math.sqrt(max(cx * cx + cy * cy - f, 0.0)))
 
 
+RING_REACH = 6.0
+"""Our choice: a frame's ring is looked for within 6 px of the clip's track (about half a
+wavelength); a brighter patch farther off (a codec's block edge, grain) is not the ring."""
+
+
+def _ring_track(
+    profile: np.ndarray, radii: np.ndarray, frames: np.ndarray, speed: float
+) -> tuple[float, float] | None:
+    """The line r = r0 + v·t along which the ring's energy (``profile``, (F, R)) is
+    largest, summed over ``frames`` (F,) bool: (r0, v), or None with under 4 frames.
+
+    The search spans speeds from a fifth to four times the world's (our choice: every law
+    break and every generated ring the lab has seen is within), in steps of 2 % of it, and
+    every starting radius; a ring that moves at another speed is followed at its own.
+    """
+    ks = np.nonzero(frames)[0]
+    if len(ks) < 4:
+        return None
+    rows = profile[ks]  # (K, R)
+    step = float(radii[1] - radii[0])
+    best, best_score = None, -1.0
+    for v in speed * np.arange(0.2, 4.0001, 0.02):
+        r0 = np.arange(radii[0] - v * ks[-1], radii[-1], 1.0)
+        r = (r0[:, None] + v * ks[None, :] - radii[0]) / step  # (N, K) in radius steps
+        lo = np.clip(np.floor(r).astype(int), 0, len(radii) - 2)
+        frac = np.clip(r - lo, 0.0, 1.0)
+        k = np.arange(len(ks))[None, :]
+        energy = rows[k, lo] * (1 - frac) + rows[k, lo + 1] * frac
+        energy = np.where((r >= 0) & (r <= len(radii) - 1), energy, 0.0)
+        score = energy.sum(axis=1)
+        top = int(np.argmax(score))
+        if score[top] > best_score:
+            best, best_score = (float(r0[top]), float(v)), float(score[top])
+    return best
+
+
+def _line_energy(profile: np.ndarray, radii: np.ndarray, frames: np.ndarray, line) -> float:
+    """Mean energy of ``profile`` (F, R) along r = r0 + v·t over ``frames``."""
+    ks = np.nonzero(frames)[0]
+    r = line[0] + line[1] * ks
+    inside = (r >= radii[0]) & (r <= radii[-1])
+    if not inside.any():
+        return 0.0
+    return float(np.mean([np.interp(r[i], radii, profile[k]) for i, k in enumerate(ks) if inside[i]]))
+
+
 def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     """The ring's radius grows linearly at the world's wave speed.
 
@@ -258,7 +304,11 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     that see each radius and smoothed along it (σ = 3 px, our choice: about a third of the
     wavelength, so the crests merge into their envelope); the envelope's peak is the
     radius. Frames before 6 (our choice: a ring narrower than its wave packet has a biased
-    radius) are not fitted.
+    radius) are not fitted. The envelope's peak is looked for within :data:`RING_REACH` of
+    the clip's ring track (:func:`_ring_track`, the line of radius against time carrying the
+    most energy), so a codec's block lit up farther off is not read as the ring; a second
+    track found with the first one's band masked out, as strong as the first
+    (``second_ring``: its mean energy / the first's), is a ring nothing caused.
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     speed = LAWS["ripple_reflection"]["wave_speed"] * size
@@ -275,6 +325,7 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     t = np.arange(num_frames, dtype=float)
     raw = dict.fromkeys(("radius_residual", "speed_error", "centre_wander"), float("nan"))
     raw["missing"] = 1.0
+    raw["second_ring"] = float("nan")
     empty = law_trace("ring radius (px)", t, t * np.nan, t * np.nan)
     if total.max() < 1e-3:  # our choice: nothing changes at all
         return Measurement(raw, empty)
@@ -308,12 +359,17 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
         seen >= 6
     )  # our choice: a radius seen by fewer than 6 of 72 rays is mostly out of the frame
     limit = radii[usable].max() if usable.any() else 0.0
+    smooth = np.where(usable[None], smooth, 0.0)
+    track = _ring_track(smooth, radii, visible & (t >= 3), speed)
     radius = np.full(num_frames, np.nan)
     for k in np.nonzero(visible)[0]:
-        prof = np.where(usable, smooth[k], 0)
+        prof = smooth[k]
+        if track is not None:  # the envelope's peak within the track's reach of its line
+            near = np.abs(radii - (track[0] + track[1] * t[k])) <= RING_REACH
+            prof = np.where(near, prof, 0.0)
         peak = int(np.argmax(prof))
         if (
-            radii[peak] + 8 <= limit
+            prof[peak] > 0 and radii[peak] + 8 <= limit
         ):  # our choice: the envelope's peak must be 8 px inside what is seen
             lo, hi = max(0, peak - 2), min(len(radii), peak + 3)
             radius[k] = float((radii[lo:hi] * prof[lo:hi]).sum() / max(prof[lo:hi].sum(), 1e-12))
@@ -331,4 +387,14 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
         raw["missing"] = float((should & ~np.isfinite(radius)).sum() / max(should.sum(), 1))
     else:
         raw["missing"] = float(1 - np.isfinite(radius).mean())
+    if track is not None:  # a second coherent ring the first did not cause
+        rest = smooth.copy()
+        band = np.abs(radii[None] - (track[0] + track[1] * t[:, None])) <= 2 * RING_REACH
+        rest[band] = 0.0
+        use = visible & (t >= 3)
+        other = _ring_track(rest, radii, use, speed)
+        first = _line_energy(smooth, radii, use, track)
+        raw["second_ring"] = (
+            _line_energy(rest, radii, use, other) / max(first, 1e-12) if other else 0.0
+        )
     return Measurement(raw, law_trace("ring radius (px)", t, radius, law_r))

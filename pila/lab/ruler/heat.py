@@ -154,48 +154,84 @@ def _incandescence_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 COLD_PLATE = 0.3
-"""The cold plate's grey (:func:`~pila.lab.scenes.incandescence` at T = 0), the reference
-:func:`cold_plate_balanced` restores."""
+"""The cold plate's grey (:func:`~pila.lab.scenes.incandescence` at T = 0), the first
+reference :func:`tone_balanced` restores."""
 
 
-def cold_plate_balanced(frames: np.ndarray) -> np.ndarray:
-    """Frames shifted per frame and channel so the cold plate reads its rendered grey again.
+HOT_GLOW = np.array([1.0, 1.0, 0.6], np.float32)
+"""The glow at T = 1 (:func:`~pila.lab.scenes.incandescence`), the colour of the spot's
+centre in the first frame, the second reference :func:`tone_balanced` restores."""
+SMOOTH_SIGMA = 1.0
+"""Our choice: the frames are smoothed by a Gaussian of 1 px (and over 3 frames) before
+temperatures are read. Grain and codec blocks average out; the spot (σ ≥ 3.8 px) keeps its
+heat (a blur conserves a Gaussian's integral), its variance grows by a constant 1 px² and
+its growth rate is unchanged."""
 
-    The plate is the brighter class of the still image's luminance (Otsu's threshold; the
-    room around it is darker), its cold colour in each frame the per-channel median over the
-    fifth of the plate that is least red in the still image (the part farthest from the
-    glow). A colour cast or a brightness flicker over the whole frame (a generator's, a
-    codec's) then no longer reads as a change of temperature.
-    """
-    still = np.median(frames, axis=0).mean(axis=-1)
+
+def smoothed(frames: np.ndarray) -> np.ndarray:
+    """Frames blurred by :data:`SMOOTH_SIGMA` px and averaged with their neighbours in time
+    (the first and last with the one they have)."""
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), SMOOTH_SIGMA) for f in frames])
+    padded = np.concatenate([blurred[:1], blurred, blurred[-1:]])
+    out = (padded[:-2] + padded[1:-1] + padded[2:]) / 3
+    out[0], out[-1] = (blurred[0] + blurred[1]) / 2, (blurred[-1] + blurred[-2]) / 2
+    return out
+
+
+def bright_plate(still: np.ndarray) -> np.ndarray | None:
+    """The plate (H, W) in a still image (H, W, 3): the brighter class of its luminance
+    (Otsu's threshold; the room around the plate is darker), or None when that class is
+    under a tenth of the image (our choice: no plate-sized bright region)."""
+    grey = still.mean(axis=-1)
     level, _ = cv2.threshold(
-        np.round(still * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+        np.round(grey * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
     )
-    plate = still * 255 > level
-    if (
-        plate.sum() < 0.1 * plate.size
-    ):  # our choice: no plate-sized bright region, nothing to balance against
+    plate = grey * 255 > level
+    return plate if plate.sum() >= 0.1 * plate.size else None
+
+
+def tone_balanced(frames: np.ndarray) -> np.ndarray:
+    """Frames mapped per channel so that the cold plate reads its rendered grey in every
+    frame and the hottest glow of the clip reads the glow at T = 1.
+
+    A colour cast, a contrast or brightness change, a flicker (a generator's, a codec's)
+    are affine in each channel, so two references undo them: the cold plate (the fifth of
+    the plate least red in the still image, farthest from the glow; the plate is the
+    brighter class of the still image's luminance, Otsu's threshold) per frame, and the
+    clip's hottest glow (the median colour of its 4 pixels of highest green + blue, the
+    channels that rise last with temperature) once. A gamma curve is corrected at both
+    ends and nearly so between them.
+    """
+    still = np.median(frames, axis=0)
+    plate = bright_plate(still)
+    if plate is None:
         return frames
-    # the cold part: the fifth of the plate least red in the still image (farthest from the
-    # glow in every frame; a cast shifts every pixel's redness alike, so the choice holds)
-    redness = (np.median(frames, axis=0)[..., 0] - np.median(frames, axis=0)[..., 2])[plate]
+    redness = (still[..., 0] - still[..., 2])[plate]
     coldest = np.zeros_like(plate)
     coldest[plate] = redness <= np.quantile(redness, 0.2)
     cold = np.median(frames[:, coldest], axis=1)  # (F, 3)
-    return np.clip(frames - (cold - COLD_PLATE)[:, None, None, :], 0.0, 1.0)
+    lifted = frames[:, plate] - cold[:, None, :]  # (F, P, 3) above the cold plate
+    heat = lifted[..., 1] + lifted[..., 2]
+    top = np.argsort(heat, axis=None)[-4:]
+    hot = np.median(lifted.reshape(-1, 3)[top], axis=0)  # (3,)
+    gain = np.where(hot > 0.05, (HOT_GLOW - COLD_PLATE) / np.maximum(hot, 1e-6), 1.0)
+    return np.clip(COLD_PLATE + (frames - cold[:, None, None, :]) * gain, 0.0, 1.0)
 
 
 def temperature_map(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Temperature (F, H, W) by inverting the plate's incandescence (nearest colour), and the
     plate mask (H, W).
 
-    Colours are first balanced on the cold plate (:func:`cold_plate_balanced`).
+    The frames are first smoothed (:func:`smoothed`) and their tones balanced on the cold
+    plate and the hottest glow (:func:`tone_balanced`).
 
-    The plate is where the still image lies within 0.1 of the glow's colour curve (our
-    choice: the dark room around it is ≥ 0.3 away); elsewhere the temperature is 0.
+    The plate is the still image's bright region (:func:`bright_plate`), or where no
+    such region stands out, where the still image lies within 0.1 of the glow's colour
+    curve (our choice: the dark room around it is ≥ 0.3 away); elsewhere the temperature
+    is 0.
     """
     temps, colours = _incandescence_table()
-    frames = cold_plate_balanced(frames)
+    frames = tone_balanced(smoothed(frames))
 
     def nearest(pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # colours to 8 bits (what a video holds), each distinct colour looked up once
@@ -210,8 +246,11 @@ def temperature_map(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = np.sqrt(np.clip(d2[np.arange(len(rgb)), idx], 0, None))
         return idx[inverse.ravel()], dist[inverse.ravel()]
 
-    _, still_dist = nearest(np.median(frames, axis=0).reshape(-1, 3))
-    plate = still_dist.reshape(frames.shape[1:3]) < 0.1
+    still = np.median(frames, axis=0)
+    plate = bright_plate(still)
+    if plate is None:
+        _, still_dist = nearest(still.reshape(-1, 3))
+        plate = still_dist.reshape(frames.shape[1:3]) < 0.1
     temp = np.zeros(frames.shape[:3])
     # a glow is redder than it is blue (red − blue = 3T at low T); greyer pixels are cold
     # (T < 0.004)
@@ -222,14 +261,35 @@ def temperature_map(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return temp, plate
 
 
+TAIL_FLOOR = 0.04
+"""Our choice: the spot's Gaussian is fitted to temperatures above 0.04 (and above 5 % of
+the frame's peak). Below it the glow's red differs from the cold plate's by under 0.11
+(28 levels of 8 bits), which strong compression flattens into the plate, and more so as
+the spot cools: a tail fitted there would read a spread that slows down."""
+TONE_FLOOR = 0.02
+"""Our choice: a tone exponent read from the peak's decay below 0.02 (a peak that holds or
+rises) is taken as 0.02 when compared with the spread's (|log| ≈ 4: a clear violation)."""
+
+
 def measure_cooling_plate(frames: np.ndarray) -> Measurement:
-    """The peak never rises, the spot's variance grows at the world's 2D, the heat decays at
-    the world's rate.
+    """The peak never rises; the spot spreads at the world's 2D and its peak decays at the
+    world's cooling, read so that a tone curve cannot pass for a law.
 
     Vision: temperatures from the glow's colour (:func:`temperature_map`); per frame a
     Gaussian is fitted to the hot spot (log-temperature against squared distance from the
     spot's centroid, pixels above 5 % of the peak, weighted by temperature), giving its
-    peak A(t) and per-axis variance V(t); the heat is A·V (∝ the integral of a Gaussian).
+    peak A(t) and per-axis variance V(t).
+
+    Law: V(t) = σ0² + 2D·t and A(t) = σ0²/V(t) · exp(−c·t). A tone curve left after
+    :func:`tone_balanced` reads T^γ for T (γ near 1), which divides the variance by γ and
+    multiplies log A by γ. So γ is read twice: from the spread, γ_V = 2D / (dV/dt), and from
+    the peak, γ_A, the least-squares factor in log A(t)/A(t0) = −γ_A·(log ρ(t)/ρ(t0) +
+    c·(t − t0)) with ρ(t) = V(t)/V(0) from the fitted line (a ratio γ leaves alone). A
+    lawful clip under any tone curve gives γ_V = γ_A; playback at another speed, another
+    diffusivity or cooling, or a spot that heats up do not: ``rate_agreement`` is |log
+    γ_V/γ_A|. ``variance_residual`` is V(t) against its line in frames of the fitted
+    growth, ``heat_step`` the largest one-step departure of log A from that law with γ_A,
+    ``fit_residual`` the Gaussian's log residual / γ_A.
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["cooling_plate"]
@@ -241,48 +301,73 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
         axis=1
     )  # our choice: the mean of the 4 hottest pixels resists noise
     raw = dict.fromkeys(
-        ("peak_rise", "variance_rate_error", "variance_residual", "heat_step", "fit_residual"),
+        ("peak_rise", "rate_agreement", "variance_residual", "heat_step", "fit_residual"),
         float("nan"),
     )
     if peak.max() < 0.05:  # our choice: no pixel above 5 % of full glow is no hot spot
         return Measurement(raw, law_trace("spot variance (px²)", t, t * np.nan, t * np.nan))
     raw["peak_rise"] = positive_steps(moving_median(peak)) / max(float(peak[0]), 0.05)
+    var, amp, resid = _spot_gaussians(temp, peak)
+    ok = np.isfinite(var)
+    law_var = np.full(num_frames, np.nan)
+    if ok.sum() < MIN_FRAMES // 2:
+        return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
+    a, slope, rms = line_fit(t[ok], var[ok])
+    if slope <= 0 or a <= 0:  # a spot that does not spread: no spread to read γ from
+        return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
+    gamma_v = two_d / slope
+    t0 = t[ok][0]
+    x = np.log((a + slope * t[ok]) / (a + slope * t0)) + law["cooling"] * (t[ok] - t0)
+    y = np.log(amp[ok] / amp[ok][0])
+    gamma_a = float(-(x * y).sum() / max((x * x).sum(), 1e-12))
+    raw["rate_agreement"] = float(abs(math.log(gamma_v / max(gamma_a, TONE_FLOOR))))
+    raw["variance_residual"] = rms / slope
+    step = np.abs(np.diff(y) + max(gamma_a, TONE_FLOOR) * np.diff(x))
+    raw["heat_step"] = float(step.max()) if len(step) else float("nan")
+    raw["fit_residual"] = float(np.nanmean(resid)) / max(gamma_a, TONE_FLOOR)
+    # the law's spread in the clip's own tone: V(0)·(1 + 2D·t/σ0²), σ0² = γ_A·V(0)
+    law_var[ok] = a + two_d / max(gamma_a, TONE_FLOOR) * t[ok]
+    return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
+
+
+def _spot_gaussians(temp: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per frame the hot spot's fitted Gaussian: variance, amplitude and log residual (NaN
+    where the frame has no spot to fit).
+
+    The fit is to the spot's radial profile: the mean temperature in rings of 1 px about
+    its centroid (pixels above 5 % of the peak), log-temperature against the ring's mean
+    squared radius, weighted by pixels × temperature. The heat kernel is round, so the
+    rings keep its law while the blocks of a codec or the grain of a generator, which are
+    not, average out within a ring.
+    """
+    num_frames, size = temp.shape[0], temp.shape[1]
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     var = np.full(num_frames, np.nan)
     amp = np.full(num_frames, np.nan)
     resid = np.full(num_frames, np.nan)
     for k in range(num_frames):
         tk = temp[k]
-        if peak[k] < 0.02:
+        if peak[k] < 2 * TAIL_FLOOR:  # our choice: too little of the spot above the floor
             continue
         hot = tk > 0.5 * peak[k]
         cx, cy = (tk * hot * xx).sum() / (tk * hot).sum(), (tk * hot * yy).sum() / (tk * hot).sum()
-        use = tk > max(0.05 * peak[k], 0.01)
+        use = tk > max(0.05 * peak[k], TAIL_FLOOR)
         if use.sum() < 6:
             continue
         r2 = ((xx - cx) ** 2 + (yy - cy) ** 2)[use]
-        logt = np.log(tk[use])
-        wts = tk[use]
-        design = np.stack([np.ones_like(r2), r2], axis=1) * wts[:, None]
+        ring = np.floor(np.sqrt(r2)).astype(int)
+        count = np.bincount(ring)
+        filled = count > 0
+        if filled.sum() < 3:
+            continue
+        ring_t = np.bincount(ring, tk[use])[filled] / count[filled]
+        ring_r2 = np.bincount(ring, r2)[filled] / count[filled]
+        logt, wts = np.log(ring_t), count[filled] * ring_t
+        design = np.stack([np.ones_like(ring_r2), ring_r2], axis=1) * wts[:, None]
         coef, *_ = np.linalg.lstsq(design, logt * wts, rcond=None)
         if coef[1] >= 0:
             continue
         var[k], amp[k] = -1 / (2 * coef[1]), math.exp(coef[0])
-        resid[k] = float(np.sqrt(np.average((logt - coef[0] - coef[1] * r2) ** 2, weights=wts)))
-    ok = np.isfinite(var)
-    law_var = np.full(num_frames, np.nan)
-    if ok.sum() < MIN_FRAMES // 2:
-        return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
-    a, slope, rms = line_fit(t[ok], var[ok])
-    raw["variance_rate_error"] = float(abs(slope / two_d - 1))
-    raw["variance_residual"] = rms / two_d
-    heat = np.log(amp * var)
-    step = np.abs(np.diff(heat) + law["cooling"])
-    step = np.where(
-        np.isfinite(step), step, 5.0
-    )  # our choice: a step that loses the spot counts as e⁵
-    raw["heat_step"] = float(step.max())
-    raw["fit_residual"] = float(np.nanmean(resid))
-    offset = float(np.mean(var[ok] - two_d * t[ok]))
-    law_var[ok] = offset + two_d * t[ok]
-    return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
+        fitted = coef[0] + coef[1] * ring_r2
+        resid[k] = float(np.sqrt(np.average((logt - fitted) ** 2, weights=wts)))
+    return var, amp, resid
