@@ -286,7 +286,9 @@ def _line_energy(profile: np.ndarray, radii: np.ndarray, frames: np.ndarray, lin
     inside = (r >= radii[0]) & (r <= radii[-1])
     if not inside.any():
         return 0.0
-    return float(np.mean([np.interp(r[i], radii, profile[k]) for i, k in enumerate(ks) if inside[i]]))
+    return float(
+        np.mean([np.interp(r[i], radii, profile[k]) for i, k in enumerate(ks) if inside[i]])
+    )
 
 
 def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
