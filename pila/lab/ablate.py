@@ -95,22 +95,33 @@ FIGURE_NAME = "report.png"
 
 
 def ablate(
-    out: Path, variants: Sequence[Variant], plan: Plan, threads: int | None = None
+    out: Path,
+    variants: Sequence[Variant],
+    plan: Plan,
+    threads: int | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
 
     ``threads``: torch CPU threads of the child processes (None: torch's choice).
+    ``report_only``: run nothing, report the runs that have finished and name the others
+    (an ablation cut short still gives its table).
     """
     prompt_file = evaluation_prompts(out, plan)  # written once for every run
     jobs = [(v, s) for v in variants for s in (plan.seeds if v.trained else plan.seeds[:1])]
     start = time.perf_counter()
     results: dict[str, dict[int | None, dict[str, Any]]] = {}
     timings: dict[str, Any] = {}
+    missing: list[str] = []
     for i, (variant, seed) in enumerate(jobs, 1):
         label = f"[{i}/{len(jobs)}] {variant.name}" + (f" seed {seed}" if variant.trained else "")
         t0 = time.perf_counter()
-        done = execute_run(out, variant, seed, plan, label, threads, prompt_file)
+        done = execute_run(out, variant, seed, plan, label, threads, prompt_file, report_only)
+        if done is None:
+            missing.append(label.split("] ", 1)[1])
+            log.info("%s: not finished, left out of the report", label)
+            continue
         elapsed = time.perf_counter() - start
         log.info(
             "%s: done in %.0f s (%.1f min so far; about %.1f min to go)",
@@ -126,7 +137,7 @@ def ablate(
     wall = time.perf_counter() - start
     recorded_plan = {"variants": list(plan.variants), "seeds": list(plan.seeds), **plan.budget()}
     recorded_plan["eval_prompt_file"] = str(prompt_file)
-    table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall)
+    table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall, missing=missing)
     table["markdown"] = report_markdown(table, plan, wall)
     write_json_atomic(out / "report.json", {k: v for k, v in table.items() if k != "markdown"})
     write_text_atomic(out / "report.md", table["markdown"])
@@ -195,6 +206,12 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and generate nothing: report the runs of these variants and seeds that "
+        "have finished (re-scored if the ruler changed) and name the others",
     )
     return p
 
@@ -265,7 +282,7 @@ def _run(argv: list[str]) -> int:
     out = Path(args.out).resolve()
     evaluation_prompts(out, plan)  # a set short of prompts is a usage error, before training
     try:
-        table = ablate(out, variants, plan, threads=args.threads)
+        table = ablate(out, variants, plan, threads=args.threads, report_only=args.report_only)
     except RunFailed as err:
         sys.stderr.write(f"{PROG}: {err}\n")
         return 1

@@ -166,6 +166,8 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
             if row[key]:
                 cells = " | ".join(_ci(row[key].get(s)) for s in scenes)
                 lines.append(f"| {name} | {cells} |")
+    if table.get("missing"):
+        lines += ["", "Not finished, left out: " + ", ".join(table["missing"]) + "."]
     lines += ["", f"Wall time of this invocation: {wall_seconds / 60:.1f} min.", ""]
     return "\n".join(lines)
 

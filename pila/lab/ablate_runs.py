@@ -170,12 +170,15 @@ def execute_run(
     label: str,
     threads: int | None = None,
     prompt_file: Path | None = None,
-) -> dict[str, Any]:
+    report_only: bool = False,
+) -> dict[str, Any] | None:
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished
     steps.
 
     ``prompt_file``: the evaluation set's videos (:func:`evaluation_prompts`; None:
-    predict.yaml's prompt file, one video a prompt).
+    predict.yaml's prompt file, one video a prompt). ``report_only``: run nothing; a run
+    that has not finished under this budget gives None (a finished one is still re-scored
+    when the ruler changed).
     """
     from pila.adapter.loading import folder_weights_sha256
     from pila.lab.evaluate import evaluate
@@ -194,6 +197,8 @@ def execute_run(
         retrains_world=variant.retrains_world,
     )
     done = _done(folder, plan, predict)
+    if done is None and report_only:
+        return None
     if done is not None and done.get("ruler") == ruler_identity():
         log.info("%s: finished before, kept (%s)", label, folder)
         return done

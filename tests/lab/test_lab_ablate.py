@@ -424,6 +424,12 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
         assert json.loads((folder / "report" / "report.json").read_text())["ruler"] == (
             "another ruler"
         )
+    # --report-only with a seed not yet trained: the finished runs reported, the rest named
+    two_seeds = [*argv[: argv.index("--seeds") + 1], "2", *argv[argv.index("--seeds") + 2 :]]
+    assert ablate.main([*two_seeds, "--report-only"]) == 0
+    partial = json.loads((out / "report.json").read_text())
+    assert partial["missing"] == [f"{PLAIN} seed 1"] and partial["rows"][PLAIN]["seeds"] == [0]
+    assert f"Not finished, left out: {PLAIN} seed 1." in (out / "report.md").read_text()
     # a changed budget (here the other evaluation set) is a different experiment: not finished
     changed = ablate.Plan(
         (PLAIN,), (0,), 2, 0.02, 2, str(configs), ("ball_bounce", "smoke_puff"), "b"
