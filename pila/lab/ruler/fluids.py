@@ -248,6 +248,22 @@ RING_REACH = 6.0
 wavelength); a brighter patch farther off (a codec's block edge, grain) is not the ring."""
 
 
+def _energy_along(
+    rows: np.ndarray, radii: np.ndarray, ks: np.ndarray, r0: np.ndarray, v: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of ``rows`` (K, R: the profile at frames ``ks``) along the lines r = r0 + v·t,
+    one per start radius in ``r0`` (N,), linearly interpolated: (N, K) energies and (N, K)
+    bool, whether the line is within ``radii`` there (energy 0 where not)."""
+    step = float(radii[1] - radii[0])
+    r = (r0[:, None] + v * ks[None, :] - radii[0]) / step  # (N, K) in radius steps
+    lo = np.clip(np.floor(r).astype(int), 0, len(radii) - 2)
+    frac = np.clip(r - lo, 0.0, 1.0)
+    k = np.arange(len(ks))[None, :]
+    inside = (r >= 0) & (r <= len(radii) - 1)
+    energy = np.where(inside, rows[k, lo] * (1 - frac) + rows[k, lo + 1] * frac, 0.0)
+    return energy, inside
+
+
 def _ring_track(
     profile: np.ndarray, radii: np.ndarray, frames: np.ndarray, speed: float
 ) -> tuple[float, float] | None:
@@ -262,17 +278,10 @@ def _ring_track(
     if len(ks) < 4:
         return None
     rows = profile[ks]  # (K, R)
-    step = float(radii[1] - radii[0])
     best, best_score = None, -1.0
     for v in speed * np.arange(0.2, 4.0001, 0.02):
         r0 = np.arange(radii[0] - v * ks[-1], radii[-1], 1.0)
-        r = (r0[:, None] + v * ks[None, :] - radii[0]) / step  # (N, K) in radius steps
-        lo = np.clip(np.floor(r).astype(int), 0, len(radii) - 2)
-        frac = np.clip(r - lo, 0.0, 1.0)
-        k = np.arange(len(ks))[None, :]
-        energy = rows[k, lo] * (1 - frac) + rows[k, lo + 1] * frac
-        energy = np.where((r >= 0) & (r <= len(radii) - 1), energy, 0.0)
-        score = energy.sum(axis=1)
+        score = _energy_along(rows, radii, ks, r0, v)[0].sum(axis=1)
         top = int(np.argmax(score))
         if score[top] > best_score:
             best, best_score = (float(r0[top]), float(v)), float(score[top])
@@ -280,15 +289,11 @@ def _ring_track(
 
 
 def _line_energy(profile: np.ndarray, radii: np.ndarray, frames: np.ndarray, line) -> float:
-    """Mean energy of ``profile`` (F, R) along r = r0 + v·t over ``frames``."""
+    """Mean energy of ``profile`` (F, R) along r = r0 + v·t over ``frames``, where the line
+    is within ``radii``."""
     ks = np.nonzero(frames)[0]
-    r = line[0] + line[1] * ks
-    inside = (r >= radii[0]) & (r <= radii[-1])
-    if not inside.any():
-        return 0.0
-    return float(
-        np.mean([np.interp(r[i], radii, profile[k]) for i, k in enumerate(ks) if inside[i]])
-    )
+    energy, inside = _energy_along(profile[ks], radii, ks, np.array([line[0]]), line[1])
+    return float(energy[inside].mean()) if inside.any() else 0.0
 
 
 def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
@@ -362,7 +367,8 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     )  # our choice: a radius seen by fewer than 6 of 72 rays is mostly out of the frame
     limit = radii[usable].max() if usable.any() else 0.0
     smooth = np.where(usable[None], smooth, 0.0)
-    track = _ring_track(smooth, radii, visible & (t >= 3), speed)
+    tracked = visible & (t >= 3)
+    track = _ring_track(smooth, radii, tracked, speed)
     radius = np.full(num_frames, np.nan)
     for k in np.nonzero(visible)[0]:
         prof = smooth[k]
@@ -393,10 +399,9 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
         rest = smooth.copy()
         band = np.abs(radii[None] - (track[0] + track[1] * t[:, None])) <= 2 * RING_REACH
         rest[band] = 0.0
-        use = visible & (t >= 3)
-        other = _ring_track(rest, radii, use, speed)
-        first = _line_energy(smooth, radii, use, track)
+        other = _ring_track(rest, radii, tracked, speed)
+        first = _line_energy(smooth, radii, tracked, track)
         raw["second_ring"] = (
-            _line_energy(rest, radii, use, other) / max(first, 1e-12) if other else 0.0
+            _line_energy(rest, radii, tracked, other) / max(first, 1e-12) if other else 0.0
         )
     return Measurement(raw, law_trace("ring radius (px)", t, radius, law_r))

@@ -158,7 +158,7 @@ COLD_PLATE = 0.3
 reference :func:`tone_balanced` restores."""
 
 
-HOT_GLOW = np.array([1.0, 1.0, 0.6], np.float32)
+HOT_GLOW = incandescence(np.float32(1.0)).astype(np.float32)
 """The glow at T = 1 (:func:`~pila.lab.scenes.incandescence`), the colour of the spot's
 centre in the first frame, the second reference :func:`tone_balanced` restores."""
 SMOOTH_SIGMA = 1.0
