@@ -272,6 +272,14 @@ def train_world(
     text = backbone.encode_prompt(unique + [""], max_sequence_length=config.max_sequence_length)
     embeds = text.embeds  # (U + 1, L, D); the last row is the empty prompt
     prompt_ids = torch.tensor([unique.index(p) for p in train_clips.prompts])
+    heldout_set = None
+    if heldout.prompts and config.heldout_every:
+        held_mu = encode_clips(vae, heldout)  # (N, C, T, H, W)
+        held_latents = (held_mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+        held_text = backbone.encode_prompt(
+            list(heldout.prompts), max_sequence_length=config.max_sequence_length
+        )
+        heldout_set = (held_latents, held_text.embeds)
 
     # 5. the transformer
     tr_part = TransformerPart(
@@ -281,6 +289,8 @@ def train_world(
         config.transformer_steps,
         config.warmup_steps,
         config.shift,
+        heldout=heldout_set,
+        heldout_every=config.heldout_every,
     )
     keys = EpochKeys(
         len(train_clips.prompts),
@@ -303,7 +313,15 @@ def train_world(
     world = base / "world"
     pipe.save_pretrained(str(world), safe_serialization=True)
     reports = {"vae_frames": frames_report, "vae": vae_report, "transformer": tr_report}
-    write_card(world, config, command=command, psnr=psnr, vae_config=vae_config, **reports)
+    write_card(
+        world,
+        config,
+        command=command,
+        psnr=psnr,
+        vae_config=vae_config,
+        heldout_curve=tr_part.heldout_curve,
+        **reports,
+    )
     return world
 
 
@@ -327,6 +345,7 @@ def build_parser() -> ArgumentParser:
     option("vae_frame_steps", "VAE steps on single frames before clips")
     option("vae_steps", "VAE optimiser steps")
     option("transformer_steps", "transformer optimiser steps")
+    option("heldout_every", "steps between held-out flow-loss measurements (0: never)")
     p.add_argument(
         "--ckpt_path",
         "--ckpt-path",

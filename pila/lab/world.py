@@ -88,16 +88,22 @@ parameters)."""
 
 WORLD_TRANSFORMER_CONFIG: dict[str, Any] = {
     **TINY_TRANSFORMER_CONFIG,
-    # our choice: width 128 (4 heads × 32), 5 layers, ~1.3 M parameters; sized for CPU training
-    "num_attention_heads": 4,
+    # our choice: width 256 (8 heads × 32), 3 layers, ~3.1 M parameters; sized for CPU training
+    "num_attention_heads": 8,
     "attention_head_dim": 32,
     "freq_dim": 64,
     "ffn_dim": 512,
-    "num_layers": 5,
+    "num_layers": 3,
 }
 """``WanTransformer3DModel`` of the world (text width = the tiny UMT5's). Its patch follows
 the VAE (:meth:`WorldConfig.transformer_config`) so that both layouts give 4 × 4 tokens per
-latent frame at 64 × 64 pixels."""
+latent frame at 64 × 64 pixels.
+
+The width is at least what one token emits (16 latent channels × a 4 × 4 patch = 256 values),
+as in Wan (1,536 wide, 64 values per token): the output projection is then full rank. The
+first world was 128 wide and 5 deep; its 128 → 256 projection could only place latents in a
+128-dimensional subspace per patch, and its videos carried grain the VAE's reconstructions do
+not have."""
 
 VAE_CONFIGS = {4: WORLD_VAE_CONFIG, 8: WORLD_VAE_CONFIG_8X}
 """The VAE config per spatial compression (:attr:`WorldConfig.spatial_compression`)."""
@@ -139,6 +145,9 @@ class WorldConfig:
             colour (:func:`foreground_weights`): the scenes are small objects on plain
             backgrounds, and an unweighted loss first learns the background alone.
         transformer_steps: optimiser steps of the transformer.
+        heldout_every: steps between two measurements of the transformer's flow loss on the
+            held-out clips (fixed σ and noise, so the curve moves only with the weights; 0:
+            never).
         transformer_batch: latents per transformer step.
         transformer_lr: peak AdamW learning rate of the transformer.
         prompt_dropout: share of training prompts replaced by the empty prompt (for
@@ -160,7 +169,7 @@ class WorldConfig:
     num_frames: int = 33
     height: int = 64
     width: int = 64
-    clips_per_scene: int = 32
+    clips_per_scene: int = 64
     heldout_per_scene: int = 2
     scenes: tuple[str, ...] = tuple(SCENES)
     vae_frame_steps: int = 2000
@@ -173,7 +182,8 @@ class WorldConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
     foreground_weight: float = 4.0
-    transformer_steps: int = 5500
+    transformer_steps: int = 14000
+    heldout_every: int = 250
     transformer_batch: int = 8
     transformer_lr: float = 1e-3
     prompt_dropout: float = 0.1
@@ -202,7 +212,13 @@ class WorldConfig:
         for name in (*at_least_one, "steps_per_epoch", "max_sequence_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        counts = ("vae_frame_steps", "vae_steps", "transformer_steps", "heldout_per_scene")
+        counts = (
+            "vae_frame_steps",
+            "vae_steps",
+            "transformer_steps",
+            "heldout_per_scene",
+            "heldout_every",
+        )
         for name in (*counts, "warmup_steps", "foreground_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")

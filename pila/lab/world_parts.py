@@ -315,7 +315,14 @@ class TransformerPart(WorldPart):
         total_steps: steps of the schedule.
         warmup_steps: warm-up steps.
         shift: σ shift of the training schedule.
+        heldout: held-out latents (N, C, T, H, W) and their prompt embeddings (N, L, D), on
+            which the flow loss is measured every ``heldout_every`` steps and at the last
+            step (:attr:`heldout_curve`), or None.
+        heldout_every: steps between two held-out measurements.
     """
+
+    HELDOUT_DRAWS = 4
+    """σ and noise draws per held-out latent (our choice; 4 × 16 clips = 64 samples)."""
 
     def __init__(
         self,
@@ -325,13 +332,66 @@ class TransformerPart(WorldPart):
         total_steps: int,
         warmup_steps: int,
         shift: float,
+        heldout: tuple[Tensor, Tensor] | None = None,
+        heldout_every: int = 0,
     ) -> None:
         super().__init__(seed, lr, total_steps, warmup_steps)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["heldout"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             self.transformer = WanTransformer3DModel(**transformer_config)
         self.sigmas = SigmaSampler(shift=shift)
+        self.heldout_every = heldout_every
+        self.heldout_curve: list[tuple[int, float]] = []  # (step, held-out flow loss)
+        self._heldout = self._heldout_draws(heldout) if heldout is not None else None
+
+    def _heldout_draws(self, heldout: tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
+        """The held-out set's fixed samples: every latent with :attr:`HELDOUT_DRAWS` σ and
+        noise draws, drawn once from the seed, so the curve moves only with the weights."""
+        latents, embeds = heldout
+        x0 = latents.repeat_interleave(self.HELDOUT_DRAWS, dim=0)  # (N·k, C, T, H, W)
+        text = embeds.repeat_interleave(self.HELDOUT_DRAWS, dim=0)  # (N·k, L, D)
+        gen = step_generator(self.seed, 0, 3)
+        sigma = self.sigmas.sample(x0.shape[0], generator=gen)  # (N·k,)
+        noise = torch.randn(x0.shape, generator=gen)
+        return noisy_latent(x0, noise, sigma), velocity_target(x0, noise), sigma, text
+
+    @torch.no_grad()
+    def heldout_loss(self, batch: int = 8) -> float:
+        """The flow loss on the held-out samples (mean squared velocity error)."""
+        assert self._heldout is not None
+        x_t, target, sigma, text = self._heldout
+        was_training = self.transformer.training
+        self.transformer.eval()
+        total = 0.0
+        for i in range(0, x_t.shape[0], batch):
+            pred = self.transformer(
+                hidden_states=x_t[i : i + batch],
+                timestep=sigma_to_timestep(sigma[i : i + batch]),
+                encoder_hidden_states=text[i : i + batch],
+                return_dict=False,
+            )[0]
+            total += F.mse_loss(pred, target[i : i + batch], reduction="sum").item()
+        self.transformer.train(was_training)
+        return total / target.numel()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        step = self.global_step  # steps done, this one included
+        due = self.heldout_every and (step % self.heldout_every == 0 or step == self.total_steps)
+        if self._heldout is not None and due:
+            loss = self.heldout_loss()
+            self.heldout_curve.append((step, loss))
+            self.log("heldout/flow_loss", loss)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["world_part"]["heldout_curve"] = self.heldout_curve
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        curve = checkpoint.get("world_part", {}).get("heldout_curve", [])
+        self.heldout_curve = [(int(step), float(loss)) for step, loss in curve]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``batch``: latents (B, C, T, H, W), prompt embeddings (B, L, D)."""
