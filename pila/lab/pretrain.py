@@ -34,8 +34,8 @@ from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.world import ClipSet, WorldConfig, render_clips
 from pila.lab.world_card import PartReport, read_record, write_card
 from pila.lab.world_parts import (
-    EpochKeys,
     LatentData,
+    RunKeys,
     TransformerPart,
     VAEPart,
     WindowData,
@@ -50,12 +50,21 @@ PROG = "pila lab pretrain"
 
 
 # ----------------------------------------------------------------- training
-def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
+def _trainer(
+    out: Path, part: str, max_steps: int, progress: bool, steps_between: int = 50
+) -> L.Trainer:
+    """The part's trainer; a checkpoint every ``steps_between`` steps (our choice: 50)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    # the newest checkpoint, with last.ckpt linked to it (with save_top_k=0 Lightning
+    # writes last.ckpt only when the run ends, so a killed run could not resume)
     checkpoint = ModelCheckpoint(
-        dirpath=out / part / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+        dirpath=out / part / "checkpoints",
+        filename="{epoch}-{step}",
+        save_last="link",
+        save_top_k=1,
+        every_n_train_steps=steps_between,
     )
     # one log version per run (logs/version_0, version_1 after a resume, ...): none overwritten
     version = len(list((out / part / "logs").glob("version_*")))
@@ -80,26 +89,35 @@ def _trainer(out: Path, part: str, max_steps: int, progress: bool) -> L.Trainer:
     )
 
 
-def _fit(
-    trainer: L.Trainer, module: WorldPart, loader: DataLoader, ckpt_path: str | None
-) -> float:
+def _fit(trainer: L.Trainer, module: WorldPart, loader: DataLoader, ckpt_path: str | None) -> float:
     """Fit; returns the wall seconds of this call."""
+    if isinstance(loader.sampler, RunKeys):
+        module.keys = loader.sampler  # a restored run restarts the keys at its step
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
     return time.perf_counter() - start
 
 
 def _window_loader(
-    clips: ClipSet, config: WorldConfig, *, window: int, crop: int, batch: int, seed: int
+    clips: ClipSet,
+    config: WorldConfig,
+    *,
+    window: int,
+    crop: int,
+    batch: int,
+    seed: int,
+    steps: int,
 ) -> DataLoader:
-    """Batches of ``window``-frame, ``crop``-pixel windows of the clips, drawn per epoch by
-    :class:`~pila.lab.world_parts.EpochKeys`."""
+    """Batches of ``window``-frame, ``crop``-pixel windows of the clips for ``steps`` steps,
+    drawn by :class:`~pila.lab.world_parts.RunKeys`."""
     return DataLoader(
         WindowData(clips, window, crop),
         batch_size=batch,
-        sampler=EpochKeys(
+        sampler=RunKeys(
             len(clips.prompts),
-            config.steps_per_epoch * batch,
+            batch,
+            config.steps_per_epoch,
+            steps,
             seed,
             window=(config.num_frames, window),
             crop=(config.height, config.width, crop),
@@ -153,13 +171,16 @@ def _train_vae(
         crop=min(config.height, config.width),
         batch=config.vae_frame_batch,
         seed=config.seed + 2,
+        steps=config.vae_frame_steps,
     )
     nan = float("nan")
     frames_report = PartReport(
         steps=0, wall_seconds=0.0, train_seconds=0.0, final_loss=nan, seconds_per_step=nan
     )
     if config.vae_frame_steps:
-        trainer = _trainer(base, "vae_frames", config.vae_frame_steps, progress)
+        trainer = _trainer(
+            base, "vae_frames", config.vae_frame_steps, progress, config.steps_per_epoch
+        )
         resume = _resolve_ckpt(base, "vae_frames", ckpt_path)
         wall = _fit(trainer, frames_part, frames_loader, resume)
         frames_report = _report(frames_part, trainer, wall)
@@ -175,8 +196,9 @@ def _train_vae(
         crop=config.vae_crop,
         batch=config.vae_batch,
         seed=config.seed,
+        steps=config.vae_steps,
     )
-    trainer = _trainer(base, "vae", config.vae_steps, progress)
+    trainer = _trainer(base, "vae", config.vae_steps, progress, config.steps_per_epoch)
     wall = _fit(trainer, vae_part, vae_loader, _resolve_ckpt(base, "vae", ckpt_path))
     return vae_part.vae.eval(), frames_report, _report(vae_part, trainer, wall)
 
@@ -292,9 +314,11 @@ def train_world(
         heldout=heldout_set,
         heldout_every=config.heldout_every,
     )
-    keys = EpochKeys(
+    keys = RunKeys(
         len(train_clips.prompts),
-        config.steps_per_epoch * config.transformer_batch,
+        config.transformer_batch,
+        config.steps_per_epoch,
+        config.transformer_steps,
         config.seed + 1,
         drop=config.prompt_dropout,
     )
@@ -304,7 +328,9 @@ def train_world(
         sampler=keys,
         num_workers=0,
     )
-    trainer = _trainer(base, "transformer", config.transformer_steps, progress)
+    trainer = _trainer(
+        base, "transformer", config.transformer_steps, progress, config.steps_per_epoch
+    )
     wall = _fit(trainer, tr_part, tr_loader, _resolve_ckpt(base, "transformer", ckpt_path))
     tr_report = _report(tr_part, trainer, wall)
 

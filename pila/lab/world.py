@@ -155,7 +155,8 @@ class WorldConfig:
         shift: σ shift of the training schedule (:class:`pila.flow.SigmaSampler`; the
             scheduler samples with the same shift).
         warmup_steps: linear warm-up of both parts, then cosine decay to 10 %.
-        steps_per_epoch: optimiser steps per epoch (a checkpoint is written at each epoch's end).
+        steps_per_epoch: optimiser steps per block of data keys and between two checkpoints
+            (:class:`~pila.lab.world_parts.RunKeys`).
         max_sequence_length: text tokens per prompt (``WanPipeline``'s default, 512).
         transformer_layers: override of the transformer depth (None: the world's).
         vae_from: a world folder (or ``lab``, the shipped world) whose trained VAE is

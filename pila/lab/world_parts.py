@@ -36,15 +36,20 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(mixed) & ((1 << 63) - 1))
 
 
-class EpochKeys(Sampler):
-    """Yields one epoch's dataset keys, a pure function of (seed, epoch).
+class RunKeys(Sampler):
+    """A part's dataset keys for its whole run, as one stream of blocks: block ``b`` (the
+    keys of ``steps_per_block`` steps) is a pure function of (seed, b).
 
-    Lightning calls :meth:`set_epoch` before each epoch, so a resumed run (from an
-    epoch-end checkpoint) continues with the keys the uninterrupted run would have used.
+    Lightning sees a single epoch as long as the run. A restored run starts the stream at
+    the key its step count has reached (:meth:`start_at`, called when training starts), so a
+    run resumed from any checkpoint draws what the uninterrupted run would have drawn,
+    however Lightning counts the epoch's batches on a restart.
 
     Args:
-        num_clips: clips to draw from (each epoch walks a fresh permutation, cycling).
-        length: keys per epoch.
+        num_clips: clips to draw from (each block walks fresh permutations, cycling).
+        per_step: keys per optimiser step (the batch size).
+        steps_per_block: steps per block of keys.
+        total_steps: steps of the run (the stream's length is ``total_steps × per_step``).
         seed: base seed.
         window: (num_frames, window) to draw a window start for each key, or None.
         crop: (height, width, crop) to draw a square crop's corner for each key, or None.
@@ -54,40 +59,58 @@ class EpochKeys(Sampler):
     def __init__(
         self,
         num_clips: int,
-        length: int,
+        per_step: int,
+        steps_per_block: int,
+        total_steps: int,
         seed: int,
         window: tuple[int, int] | None = None,
         crop: tuple[int, int, int] | None = None,
         drop: float = 0.0,
     ) -> None:
-        self.num_clips, self.length, self.seed = num_clips, length, seed
+        self.num_clips, self.per_step, self.seed = num_clips, per_step, seed
+        self.block = steps_per_block * per_step
+        self.total = total_steps * per_step
         self.window, self.crop, self.drop = window, crop, drop
-        self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def start_at(self, step: int) -> None:
+        """Begin the next iteration with the keys of optimiser step ``step``."""
+        self.start = step * self.per_step
 
     def __len__(self) -> int:
-        return self.length
+        # the whole run, also after start_at: Lightning reads the length once and counts a
+        # restored run's batches as done
+        return self.total
 
-    def __iter__(self) -> Iterator[tuple[int, int, int, int, bool]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 7])
-        reps = math.ceil(self.length / self.num_clips)
+    def block_keys(self, block: int) -> list[tuple[int, int, int, int, bool]]:
+        """The keys (clip, window start, crop top, crop left, empty prompt) of block ``block``."""
+        rng = np.random.default_rng([self.seed, block, 7])
+        reps = math.ceil(self.block / self.num_clips)
         cycles = [rng.permutation(self.num_clips) for _ in range(reps)]
-        order = np.concatenate(cycles)[: self.length]
-        starts = np.zeros(self.length, dtype=np.int64)
+        order = np.concatenate(cycles)[: self.block]
+        starts = np.zeros(self.block, dtype=np.int64)
         if self.window is not None:
             num_frames, window = self.window
-            starts = rng.integers(0, num_frames - window + 1, size=self.length)
-        tops = np.zeros(self.length, dtype=np.int64)
-        lefts = np.zeros(self.length, dtype=np.int64)
+            starts = rng.integers(0, num_frames - window + 1, size=self.block)
+        tops = np.zeros(self.block, dtype=np.int64)
+        lefts = np.zeros(self.block, dtype=np.int64)
         if self.crop is not None:
             height, width, crop = self.crop
-            tops = rng.integers(0, height - crop + 1, size=self.length)
-            lefts = rng.integers(0, width - crop + 1, size=self.length)
-        drops = rng.random(self.length) < self.drop
+            tops = rng.integers(0, height - crop + 1, size=self.block)
+            lefts = rng.integers(0, width - crop + 1, size=self.block)
+        drops = rng.random(self.block) < self.drop
         columns = (order, starts, tops, lefts, drops)
-        yield from zip(*(c.tolist() for c in columns), strict=True)
+        return list(zip(*(c.tolist() for c in columns), strict=True))
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int, bool]]:
+        start, self.start = self.start, 0
+        block, offset = divmod(start, self.block)
+        left = self.total - start
+        while left > 0:
+            keys = self.block_keys(block)[offset : offset + left]
+            yield from keys
+            left -= len(keys)
+            block, offset = block + 1, 0
 
 
 class WindowData(Dataset):
@@ -142,6 +165,11 @@ class WorldPart(L.LightningModule):
         self.train_seconds = 0.0  # summed over resumed runs (kept in the checkpoint)
         self.recent_losses: list[float] = []
         self._tick = 0.0
+        self.keys: RunKeys | None = None  # the sampler of the part's loader, set by its caller
+
+    def on_train_start(self) -> None:
+        if self.keys is not None:  # a restored run goes on with the keys of its next step
+            self.keys.start_at(self.global_step)
 
     def configure_optimizers(self):
         # each part holds exactly the model it trains (the VAE or the transformer)
@@ -375,14 +403,30 @@ class TransformerPart(WorldPart):
         self.transformer.train(was_training)
         return total / target.numel()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        step = self.global_step  # steps done, this one included
+    def _measure_heldout(self, log: bool) -> None:
+        """Append the held-out loss of the weights after :attr:`global_step` steps when due.
+
+        Measured before the next step rather than after this one: Lightning writes a step's
+        checkpoint before the module's end-of-step hook, so a point taken there would be
+        missing from the checkpoint and lost on a resume.
+        """
+        step = self.global_step
         due = self.heldout_every and (step % self.heldout_every == 0 or step == self.total_steps)
-        if self._heldout is not None and due:
-            loss = self.heldout_loss()
-            self.heldout_curve.append((step, loss))
+        if self._heldout is None or not due or step == 0:
+            return
+        if self.heldout_curve and self.heldout_curve[-1][0] == step:
+            return  # measured before a resume
+        loss = self.heldout_loss()
+        self.heldout_curve.append((step, loss))
+        if log:
             self.log("heldout/flow_loss", loss)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._measure_heldout(log=True)
+        super().on_train_batch_start(batch, batch_idx)
+
+    def on_train_end(self) -> None:
+        self._measure_heldout(log=False)  # the last step's weights
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
