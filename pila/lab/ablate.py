@@ -100,11 +100,14 @@ def ablate(
     plan: Plan,
     threads: int | None = None,
     report_only: bool = False,
+    predict_processes: int = 1,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
 
     ``threads``: torch CPU threads of the child processes (None: torch's choice).
+    ``predict_processes``: processes that generate each run's evaluation set together
+    (:func:`~pila.lab.ablate_runs.execute_run`).
     ``report_only``: run nothing, report the runs that have finished and name the others
     (an ablation cut short still gives its table).
     """
@@ -117,7 +120,9 @@ def ablate(
     for i, (variant, seed) in enumerate(jobs, 1):
         label = f"[{i}/{len(jobs)}] {variant.name}" + (f" seed {seed}" if variant.trained else "")
         t0 = time.perf_counter()
-        done = execute_run(out, variant, seed, plan, label, threads, prompt_file, report_only)
+        done = execute_run(
+            out, variant, seed, plan, label, threads, prompt_file, report_only, predict_processes
+        )
         if done is None:
             missing.append(label.split("] ", 1)[1])
             log.info("%s: not finished, left out of the report", label)
@@ -208,6 +213,14 @@ def build_parser() -> ArgumentParser:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     p.add_argument(
+        "--predict-processes",
+        type=int,
+        default=1,
+        help="processes that share each run's evaluation set (Lightning's DDP strategy on the "
+        "CPU, --threads split between them; the videos do not depend on it; default: "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and generate nothing: report the runs of these variants and seeds that "
@@ -262,6 +275,8 @@ def _run(argv: list[str]) -> int:
         read_yaml(configs / f"{name}.yaml")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.predict_processes < 1:
+        raise UsageError(f"--predict-processes must be ≥ 1, got {args.predict_processes}")
     scenes = _scenes(args.scenes)
     check_stage_arguments(variants, configs)
     logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
@@ -282,7 +297,14 @@ def _run(argv: list[str]) -> int:
     out = Path(args.out).resolve()
     evaluation_prompts(out, plan)  # a set short of prompts is a usage error, before training
     try:
-        table = ablate(out, variants, plan, threads=args.threads, report_only=args.report_only)
+        table = ablate(
+            out,
+            variants,
+            plan,
+            threads=args.threads,
+            report_only=args.report_only,
+            predict_processes=args.predict_processes,
+        )
     except RunFailed as err:
         sys.stderr.write(f"{PROG}: {err}\n")
         return 1

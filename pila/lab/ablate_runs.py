@@ -52,6 +52,19 @@ def run_pila(args: Sequence[str], threads: int | None = None) -> None:
         )
 
 
+def predict_command(
+    config: Path, threads: int | None, processes: int
+) -> tuple[list[str], int | None]:
+    """``pila predict`` arguments and torch threads per process for ``processes`` processes:
+    several run Lightning's DDP strategy on the CPU (each takes every ``processes``-th video,
+    :func:`pila.generation.prompts.shard_indices`), with ``threads`` split between them."""
+    args = ["predict", "--config", str(config)]
+    if processes == 1:
+        return args, threads
+    args += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp"]
+    return args, max(1, (threads or os.cpu_count() or 1) // processes)
+
+
 def eval_set_file(name: str) -> Path:
     """The prompt file of an evaluation set: a name of :data:`pila.lab.evalset.EVAL_SETS` or
     a JSONL path."""
@@ -97,9 +110,7 @@ def run_folder(out: Path, variant: Variant, seed: int) -> Path:
     return folder / f"seed{seed}" if variant.trained else folder
 
 
-def _done(
-    folder: Path, plan: Plan, predict: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
+def _done(folder: Path, plan: Plan, predict: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The run's done.json if it finished under the same budget (and, given, the same
     predict config), else None."""
     marker = folder / "done.json"
@@ -171,9 +182,14 @@ def execute_run(
     threads: int | None = None,
     prompt_file: Path | None = None,
     report_only: bool = False,
+    predict_processes: int = 1,
 ) -> dict[str, Any] | None:
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished
     steps.
+
+    ``predict_processes``: more than one generates the evaluation set in that many
+    processes (:func:`predict_command`); each video is drawn from its own seed, so which
+    process makes it does not change it.
 
     ``prompt_file``: the evaluation set's videos (:func:`evaluation_prompts`; None:
     predict.yaml's prompt file, one video a prompt). ``report_only``: run nothing; a run
@@ -228,7 +244,7 @@ def execute_run(
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
     # the writer keeps the videos a killed run finished
-    run_pila(["predict", "--config", str(path)], threads)
+    run_pila(*predict_command(path, threads, predict_processes))
     timings["predict"] = time.perf_counter() - start
     start = time.perf_counter()
     report = evaluate(folder / "videos", folder / "report")

@@ -440,3 +440,14 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
 def test_a_failing_child_run_is_reported_not_swallowed(tmp_path):
     with pytest.raises(ablate_runs.RunFailed, match="exit status 2.*resume"):
         ablate_runs.run_pila(["fit", "--config", str(tmp_path / "missing.yaml")])
+
+
+def test_predict_processes_split_the_threads_and_run_lightnings_ddp():
+    from pila.lab.ablate_runs import predict_command
+
+    config = Path("run/configs/predict.yaml")
+    assert predict_command(config, 2, 1) == (["predict", "--config", str(config)], 2)
+    args, threads = predict_command(config, 2, 2)
+    assert args[3:] == ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    assert threads == 1  # two processes of one thread on two cores, not four threads
+    assert predict_command(config, 3, 2)[1] == 1 and predict_command(config, 1, 4)[1] == 1
