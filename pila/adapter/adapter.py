@@ -143,8 +143,11 @@ class PILAAdapter(nn.Module, PretrainedMixin):
                 cfg.kernel_size,
                 cfg.expert_dispatch,
             )
+        attribute_channels = cfg.bank_channels if cfg.flow_correction else 0
+        if cfg.decoder_reads_feature:  # reading R7: h beside P̃
+            attribute_channels += cfg.hidden
         self.decoder = FlowDecoder(
-            cfg.bank_channels if cfg.flow_correction else 0,
+            attribute_channels,
             cfg.cond_dim,
             cfg.latent_channels,
             cfg.hidden,
@@ -335,8 +338,14 @@ class PILAAdapter(nn.Module, PretrainedMixin):
                 "bk,bkcthw->bcthw", routing.topk_weights.to(dtype), updates
             )
 
-        # (9) decode Δv from [P̃, c, v_θ]; without flow correction the bank is not read
-        delta_v = self.decoder(refined if cfg.flow_correction else None, c, v)  # (B, C, T, H, W)
+        # (9) decode Δv from [P̃, c, v_θ]; without flow correction the bank is not read;
+        # reading R7 adds the physical feature h
+        attributes = [refined] if cfg.flow_correction else []
+        if cfg.decoder_reads_feature:
+            attributes.append(enc.h.to(dtype))
+        delta_v = self.decoder(
+            torch.cat(attributes, dim=1) if attributes else None, c, v
+        )  # (B, C, T, H, W)
 
         # (10) σ-gated composition v_PILA = v_θ + g(σ)·Δv
         v_pila, correction = apply_correction(

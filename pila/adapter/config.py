@@ -150,6 +150,10 @@ class AdapterConfig:
             read the refined bank; Δv comes from c and v_θ alone, while the bank, router
             and experts are still trained by the residual objective.
             [paper, Table 4: full model]
+        decoder_reads_feature: reading R7 (``docs/ablations.md``) of Eq. 9's input:
+            True gives the decoder the physical feature h beside the refined bank P̃ (the
+            paper calls P̃ the decoder's "primary" physical input, Sec. 3.3, which leaves
+            room for a second one). [ours: False, P̃ alone, as Eq. 9 is written]
         residual_families: residual families kept in every residual evaluation (Table 10
             "w/o <family>" drops one; the empty tuple is "proxy-only fields").
             [paper, App. A.3 and Table 10: all four families]
@@ -200,6 +204,7 @@ class AdapterConfig:
     expert_routing: bool = True
     residual_constraints: bool = True
     flow_correction: bool = True
+    decoder_reads_feature: bool = False
     residual_families: tuple[str, ...] = FAMILIES
     prompt_source: Literal["refined", "raw"] = "refined"
     label_source: Literal["parsed", "random"] = "parsed"
@@ -207,7 +212,8 @@ class AdapterConfig:
     def shape_differences(self, other: AdapterConfig) -> list[str]:
         """``"field: mine vs other"`` for each field that shapes the weights and differs."""
         fields = (
-            "latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter"
+            "latent_channels", "hidden", "text_dim", "cond_dim", "expert_width", "plain_adapter",
+            "decoder_reads_feature",
         )
         return [f"{f}: {getattr(other, f)} vs {getattr(self, f)}" for f in fields
                 if getattr(other, f) != getattr(self, f)]  # fmt: skip

@@ -47,6 +47,21 @@ def test_without_flow_correction_the_bank_does_not_feed_delta_v() -> None:
     assert first.correction.abs().sum() > 0 and first.residual_loss > 0  # bank still trained
 
 
+@pytest.mark.parametrize("reads_feature", [False, True])
+def test_r7_the_decoder_reads_the_physical_feature_beside_the_refined_bank(reads_feature) -> None:
+    adapter = tiny_adapter(decoder_reads_feature=reads_feature).train()
+    randomize_zero_layers(adapter)
+    seen: dict[str, torch.Tensor] = {}
+    adapter.encoder.register_forward_hook(lambda m, a, out: seen.__setitem__("h", out))
+    adapter.decoder.register_forward_hook(lambda m, a, out: seen.__setitem__("attributes", a[0]))
+    out = adapter(*make_batch())
+    expected = [out.refined_bank] + ([seen["h"]] if reads_feature else [])
+    torch.testing.assert_close(seen["attributes"], torch.cat(expected, dim=1))
+    hidden = adapter.config.hidden if reads_feature else 0
+    assert adapter.decoder.attribute.in_channels == adapter.config.bank_channels + hidden
+    assert out.delta_v.abs().sum() > 0
+
+
 def test_without_afe_fields_reading_the_scaffold_is_the_bank() -> None:
     """R5's other reading: the encoder kept, its 32-channel scaffold used as the bank."""
     adapter = tiny_adapter(use_afe=False, wo_afe_reading="fields").eval()
