@@ -172,14 +172,15 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def scale_steps(node: Any, scale: float) -> Any:
-    """Every step count (:data:`STEP_KEYS`) in a config tree × ``scale``, at least 1."""
+    """Every step count (:data:`STEP_KEYS`) in a config tree × ``scale``, at least 1 (a
+    count of 0, such as a freeze of no steps, stays 0)."""
 
     def is_steps(key: str, value: Any) -> bool:
         return key in STEP_KEYS and isinstance(value, int) and not isinstance(value, bool)
 
     if isinstance(node, dict):
         return {
-            k: max(1, round(v * scale)) if is_steps(k, v) else scale_steps(v, scale)
+            k: (max(1, round(v * scale)) if v else 0) if is_steps(k, v) else scale_steps(v, scale)
             for k, v in node.items()
         }
     if isinstance(node, list):
@@ -242,16 +243,33 @@ def stage_config(
     override, the run's folders and seed, and the step budget.
 
     A stage argument of the override that this stage's class does not take (such as stage
-    B's ``physical_mask_steps``) is left out of this stage's config.
+    B's ``physical_mask_steps``) is left out of this stage's config; a callback of the
+    override updates the arguments of the stage's callback of the same class and is left
+    out of a stage that has none (an override naming another model class replaces the
+    callbacks).
     """
     override = copy.deepcopy(variant.override or {})
     model = override.get("model", {})
+    # callbacks of an override of the stage's own model update the stage's callbacks of the
+    # same class (a stage without that callback is left without it); an override of another
+    # model (world_finetune) brings its own list
+    callback_updates = []
+    if not model.get("class_path"):
+        callback_updates = override.get("trainer", {}).pop("callbacks", None) or []
     # an override of another model (world_finetune) is judged by its own class's arguments
     class_path = model.get("class_path") or base.get("model", {}).get("class_path")
     if class_path and model.get("init_args"):
         accepted = stage_arguments(class_path)
         model["init_args"] = {k: v for k, v in model["init_args"].items() if k in accepted}
-    cfg = scale_steps(deep_merge(base, override), scale)
+    merged = deep_merge(base, override)
+    for update in callback_updates:
+        for callback in _callbacks(merged):
+            if callback.get("class_path") == update.get("class_path"):
+                callback["init_args"] = {
+                    **callback.get("init_args", {}),
+                    **update.get("init_args", {}),
+                }
+    cfg = scale_steps(merged, scale)
     if model.get("class_path"):  # the stage's own arguments that this model does not take go
         accepted = stage_arguments(model["class_path"])
         init_args = cfg["model"].get("init_args", {})

@@ -451,3 +451,39 @@ def test_predict_processes_split_the_threads_and_run_lightnings_ddp():
     assert args[3:] == ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     assert threads == 1  # two processes of one thread on two cores, not four threads
     assert predict_command(config, 3, 2)[1] == 1 and predict_command(config, 1, 4)[1] == 1
+
+
+def test_experiment_overrides_update_the_stage_callbacks_they_name(tmp_path):
+    """The lab's experiment variants (`lightning_configs/lab/experiments/`): a callback of an
+    override updates the stage's callback of that class and is not added where a stage has
+    none; the stage-C-only architecture trains stage C alone."""
+    experiments = LAB / "experiments"
+    run, data = tmp_path / "run", tmp_path / "data"
+
+    def configs(name: str) -> dict[str, dict]:
+        variant = resolve_variant(str(experiments / f"{name}.yaml"))
+        return {
+            stage: stage_config(
+                yaml.safe_load((LAB / f"{stage}.yaml").read_text()), variant, stage, run, data, 0, 1
+            )
+            for stage in variant.stages
+        }
+
+    def callback(cfg: dict, name: str) -> dict | None:
+        found = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith(name)]
+        return found[0]["init_args"] if found else None
+
+    unfrozen = configs("encoder_unfrozen")
+    assert callback(unfrozen["stageC"], "EncoderFreeze") == {"steps": 0, "lr_scale": 1.0}
+    assert unfrozen["stageC"]["model"]["init_args"]["encoder_lr_scale"] == 1.0
+    assert callback(unfrozen["stageA"], "EncoderFreeze") is None  # not added where absent
+    base_c = yaml.safe_load((LAB / "stageC.yaml").read_text())
+    assert len(unfrozen["stageC"]["trainer"]["callbacks"]) == len(base_c["trainer"]["callbacks"])
+
+    lam = configs("lambda_phys_0.1")["stageC"]
+    assert callback(lam, "PhysicsWarmup")["target"] == 0.1
+    assert callback(lam, "PhysicsWarmup")["steps"] == callback(base_c, "PhysicsWarmup")["steps"]
+
+    only_c = configs("architecture_c_only")
+    assert list(only_c) == ["stageC"] and only_c["stageC"]["model"]["init_args"]["init_from"] is None
+    assert "plain_adapter" not in only_c["stageC"]["model"]["init_args"].get("adapter", {})
