@@ -142,6 +142,9 @@ def test_pila_configs_lists_and_copies(elsewhere, capsys):
     assert written == [
         "lab/eval_a.jsonl",
         "lab/eval_b.jsonl",
+        "lab/experiments/architecture_c_only.yaml",
+        "lab/experiments/encoder_unfrozen.yaml",
+        "lab/experiments/lambda_phys_0.1.yaml",
         "lab/predict.yaml",
         "lab/prompts.jsonl",
         "lab/stageA.yaml",

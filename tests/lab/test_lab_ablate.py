@@ -485,5 +485,6 @@ def test_experiment_overrides_update_the_stage_callbacks_they_name(tmp_path):
     assert callback(lam, "PhysicsWarmup")["steps"] == callback(base_c, "PhysicsWarmup")["steps"]
 
     only_c = configs("architecture_c_only")
-    assert list(only_c) == ["stageC"] and only_c["stageC"]["model"]["init_args"]["init_from"] is None
+    assert list(only_c) == ["stageC"]
+    assert only_c["stageC"]["model"]["init_args"]["init_from"] is None
     assert "plain_adapter" not in only_c["stageC"]["model"]["init_args"].get("adapter", {})
