@@ -156,8 +156,8 @@ def test_shipped_world_draws_every_prompted_scene_at_the_lab_sampling(lab_backbo
 
     The sampling is ``lightning_configs/lab/predict.yaml``'s.
 
-    `benchmarks/results/lab_world.md` records fidelity 0.99 over 8 seeds per scene at guidance 2
-    (seed 0's lowest: the ripple, 0.81), and a generated violation of 23.0 against 4.4 for
+    `benchmarks/results/lab_world.md` records fidelity 0.97 over 8 seeds per scene at guidance 2
+    (the lowest scene: the ripple, 0.75), and a generated violation of 12.9 against 3.2 for
     reconstructions: the world draws the scenes, and their motion leaves an adapter room.
     """
     import yaml
