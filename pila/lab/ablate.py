@@ -217,8 +217,8 @@ def build_parser() -> ArgumentParser:
         type=int,
         default=1,
         help="processes that share each run's evaluation set (Lightning's DDP strategy on the "
-        "CPU, --threads split between them; the videos do not depend on it; default: "
-        "%(default)s)",
+        "CPU, --threads split between them; each video is still drawn from its own seed; "
+        "default: %(default)s)",
     )
     p.add_argument(
         "--report-only",

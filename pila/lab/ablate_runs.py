@@ -188,8 +188,8 @@ def execute_run(
     steps.
 
     ``predict_processes``: more than one generates the evaluation set in that many
-    processes (:func:`predict_command`); each video is drawn from its own seed, so which
-    process makes it does not change it.
+    processes (:func:`predict_command`); each video is still drawn from its own seed (a
+    process of fewer threads may sum in another order: float round-off).
 
     ``prompt_file``: the evaluation set's videos (:func:`evaluation_prompts`; None:
     predict.yaml's prompt file, one video a prompt). ``report_only``: run nothing; a run
