@@ -93,7 +93,7 @@ def test_every_evaluation_video_draws_its_own_noise():
 
 def test_the_adapters_and_the_evaluation_never_see_a_clip_the_world_trained_on():
     world = world_training_keys()
-    assert len(world) == 8 * 32 and {seed for _, seed, _ in world} == {
+    assert len(world) == 8 * 64 and {seed for _, seed, _ in world} == {
         0
     }  # the shipped world's record
     adapters = _adapter_keys()
