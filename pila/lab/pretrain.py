@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.configuration_utils import FrozenDict
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pila import logs
@@ -50,10 +51,9 @@ PROG = "pila lab pretrain"
 
 
 # ----------------------------------------------------------------- training
-def _trainer(
-    out: Path, part: str, max_steps: int, progress: bool, steps_between: int = 50
-) -> L.Trainer:
-    """The part's trainer; a checkpoint every ``steps_between`` steps (our choice: 50)."""
+def _trainer(out: Path, part: str, max_steps: int, progress: bool, steps_between: int) -> L.Trainer:
+    """The part's trainer; a checkpoint every ``steps_between`` steps
+    (:attr:`WorldConfig.steps_per_epoch`)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -124,6 +124,12 @@ def _window_loader(
         ),
         num_workers=0,
     )
+
+
+def _normalised(mu: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Latents (N, C, T, H, W) with the training latents' per-channel mean and std (C,)
+    removed, as the transformer sees them."""
+    return (mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
 
 
 def _resolve_ckpt(out: Path, part: str, ckpt_path: str | None) -> str | None:
@@ -275,7 +281,7 @@ def train_world(
         mu = encode_clips(vae, train_clips)  # (N, C, T, H, W)
         mean = mu.mean(dim=(0, 2, 3, 4))  # (C,)
         std = mu.std(dim=(0, 2, 3, 4)).clamp_min(1e-4)  # (C,)
-        latents = (mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+        latents = _normalised(mu, mean, std)
         with atomic_path(latents_file) as tmp:
             save_file({"mean": mean, "std": std, "latents": latents.contiguous()}, str(tmp))
     vae.register_to_config(
@@ -297,7 +303,7 @@ def train_world(
     heldout_set = None
     if heldout.prompts and config.heldout_every:
         held_mu = encode_clips(vae, heldout)  # (N, C, T, H, W)
-        held_latents = (held_mu - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+        held_latents = _normalised(held_mu, mean, std)
         held_text = backbone.encode_prompt(
             list(heldout.prompts), max_sequence_length=config.max_sequence_length
         )
