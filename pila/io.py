@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,50 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it takes ``path``'s place.
+
+    For writers that fill a whole folder themselves (diffusers' ``save_pretrained``): every
+    file and folder they wrote gets the mode the umask gives (safetensors creates its files
+    0600), then the folder is renamed into place. An existing ``path`` is moved aside first
+    and removed after, so a killed process leaves the old folder or the new one, never a
+    half-written one (at worst the old one under a ``.<name>.<random>.old`` sibling). On an
+    exception the temporary folder is removed and ``path`` is left as it was.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temporary(final, ".partial")
+    tmp.unlink()
+    tmp.mkdir()
+    try:
+        yield tmp
+        mask = _umask()
+        for root, dirs, files in os.walk(tmp):
+            for name in dirs:
+                os.chmod(Path(root) / name, 0o777 & ~mask)
+            for name in files:
+                os.chmod(Path(root) / name, 0o666 & ~mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.{secrets.token_hex(4)}.old"
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _create_temporary(final: Path, suffix: str) -> Path:

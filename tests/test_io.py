@@ -9,8 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from pila.io import atomic_path, read_json, read_video, write_json_atomic, write_video
+from pila.io import (
+    atomic_folder,
+    atomic_path,
+    read_json,
+    read_video,
+    write_json_atomic,
+    write_video,
+)
 
 
 def test_video_round_trip_keeps_size_count_fps_and_content(tmp_path):
@@ -74,9 +83,32 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
             )
         )
         folder = adapter.save_pretrained(tmp_path / "adapter")
+        with atomic_folder(tmp_path / "weights") as scratch:  # as save_pretrained writes
+            (scratch / "vae").mkdir()
+            save_file({"w": torch.zeros(2)}, str(scratch / "vae" / "w.safetensors"))
     finally:
         os.umask(previous)
     written = [tmp_path / "a.txt", tmp_path / "b.json", tmp_path / "c.mp4", *Path(folder).iterdir()]
-    assert len(written) == 5
+    written.append(tmp_path / "weights" / "vae" / "w.safetensors")
+    assert len(written) == 6
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    for made in (tmp_path / "weights", tmp_path / "weights" / "vae"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o777 & ~umask, made
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "world"
+    with atomic_folder(target) as scratch:
+        (scratch / "a.json").write_text("1")
+        (scratch / "old_only.json").write_text("1")
+    with atomic_folder(target) as scratch:  # the new folder replaces the old one whole
+        (scratch / "a.json").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["a.json"]
+    assert (target / "a.json").read_text() == "2"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as scratch:
+            (scratch / "a.json").write_text("3, trunc")
+            raise RuntimeError("killed midway")
+    assert (target / "a.json").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["world"]  # nothing left beside it

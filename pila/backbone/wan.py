@@ -31,6 +31,7 @@ from pila.backbone.loading import (
     open_pipeline,
 )
 from pila.flow import sigma_to_timestep
+from pila.io import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,13 @@ class WanBackbone(nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write the pipeline as a diffusers folder (``WanPipeline.save_pretrained``), every
-        component included (those left out are loaded first)."""
+        component included (those left out are loaded first); the folder replaces ``path``
+        whole, its files readable as the umask allows (:func:`pila.io.atomic_folder`)."""
         if self._loader is not None:
             for name in COMPONENTS:
                 self.load_component(name)
-        self.pipeline.save_pretrained(os.fspath(path))
+        with atomic_folder(path) as folder:
+            self.pipeline.save_pretrained(os.fspath(folder))
 
     # ------------------------------------------------------------------- freezing
     def train(self, mode: bool = True) -> WanBackbone:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from pila import logs
 from pila.backbone.tiny import build_tiny_pipeline
-from pila.io import atomic_path, write_json_atomic
+from pila.io import atomic_folder, atomic_path, write_json_atomic
 from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.world import ClipSet, WorldConfig, render_clips
 from pila.lab.world_card import PartReport, read_record, write_card
@@ -343,17 +343,18 @@ def train_world(
     # 6. the world folder and its card
     pipe.register_modules(transformer=tr_part.transformer.eval())
     world = base / "world"
-    pipe.save_pretrained(str(world), safe_serialization=True)
     reports = {"vae_frames": frames_report, "vae": vae_report, "transformer": tr_report}
-    write_card(
-        world,
-        config,
-        command=command,
-        psnr=psnr,
-        vae_config=vae_config,
-        heldout_curve=tr_part.heldout_curve,
-        **reports,
-    )
+    with atomic_folder(world) as folder:
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+        write_card(
+            folder,
+            config,
+            command=command,
+            psnr=psnr,
+            vae_config=vae_config,
+            heldout_curve=tr_part.heldout_curve,
+            **reports,
+        )
     return world
 
 

@@ -20,6 +20,7 @@ tokens, D text width.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from torch import Tensor
 from pila.backbone import WanBackbone
 from pila.backbone.wan import TRAINING_COMPONENTS
 from pila.flow import SigmaSampler, noisy_latent, pad_text, sigma_to_timestep, velocity_target
+from pila.io import atomic_folder, write_json_atomic
 from pila.stages.safe_load import load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ control can change what the adapter's correction could]"""
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """The file name diffusers' ``save_lora_adapter`` / ``load_lora_adapter`` use."""
+LORA_METADATA_KEY = "lora_adapter_metadata"
+"""The safetensors metadata entry where diffusers keeps the LoRA's peft config
+(``diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY``)."""
 
 
 def lora_config(rank: int, alpha: float | None, targets: Sequence[str]):
@@ -217,13 +222,32 @@ def export_lora(ckpt_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     module = WorldFinetune(**{k: v for k, v in hparams.items() if k in arguments})
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     module.on_load_checkpoint(checkpoint)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    module.transformer.save_lora_adapter(out, weight_name=LORA_WEIGHTS)
-    from pila.io import write_json_atomic
+    with atomic_folder(out) as folder:
+        module.transformer.save_lora_adapter(folder, weight_name=LORA_WEIGHTS)
+        _canonical_lora_metadata(folder / LORA_WEIGHTS)
+        write_json_atomic(folder / "world_finetune.json", {k: hparams[k] for k in sorted(hparams)})
+    return Path(out)
 
-    write_json_atomic(out / "world_finetune.json", {k: hparams[k] for k in sorted(hparams)})
-    return out
+
+def _canonical_lora_metadata(path: Path) -> None:
+    """Rewrite a LoRA file with its peft config's keys and target modules sorted.
+
+    peft keeps ``target_modules`` as a set, so diffusers writes it in the order of the
+    process's string hashing: the same weights exported twice would be two files with two
+    SHA-256s, and a resumed ``pila lab ablate`` would take them for another adapter.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    if LORA_METADATA_KEY in metadata:
+        config = json.loads(metadata[LORA_METADATA_KEY])
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        metadata[LORA_METADATA_KEY] = json.dumps(config, indent=2, sort_keys=True)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def load_transformer_lora(backbone: WanBackbone, folder: str | os.PathLike) -> None:

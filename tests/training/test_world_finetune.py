@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from pila.adapter import AdapterConfig, PILAAdapter
 from pila.backbone import WanBackbone
 from pila.stages.export import main as export_main
 from pila.stages.finetune import (
+    LORA_METADATA_KEY,
     LORA_TARGETS,
+    LORA_WEIGHTS,
     WorldFinetune,
+    _canonical_lora_metadata,
     load_transformer_lora,
     lora_parameter_count,
 )
@@ -82,7 +90,12 @@ def test_checkpoint_holds_the_lora_alone_and_export_reproduces_the_trained_veloc
         export_main(["--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "lora")]) == 0
     )
     folder = tmp_path / "lora"
-    assert (folder / "pytorch_lora_weights.safetensors").is_file()
+    weights = folder / LORA_WEIGHTS
+    # readable as the umask allows (safetensors alone writes 0600), targets in sorted order
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~current_umask()
+    with safe_open(str(weights), framework="pt") as f:
+        targets = json.loads(f.metadata()[LORA_METADATA_KEY])["target_modules"]
+    assert targets == sorted(LORA_TARGETS)
     backbone = WanBackbone.from_pretrained("lab", dtype="float32", components=("transformer",))
     load_transformer_lora(backbone, folder)
     assert not any("lora_" in n for n, _ in backbone.transformer.named_parameters())  # fused
@@ -90,6 +103,31 @@ def test_checkpoint_holds_the_lora_alone_and_export_reproduces_the_trained_veloc
     with torch.no_grad():
         expected = module.velocity(x_t, sigma, text)
     torch.testing.assert_close(backbone.velocity(x_t, sigma, text), expected, atol=1e-5, rtol=1e-4)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_the_same_lora_is_the_same_file_whatever_order_its_targets_were_listed_in(tmp_path):
+    """peft holds the targets as a set, listed in the order of the process's string hashing:
+    two exports of one LoRA must still be one file (its SHA-256 names the videos it made)."""
+    tensors = {"blocks.0.attn1.to_q.lora_A.weight": torch.arange(6.0).reshape(2, 3)}
+    files = []
+    for i, order in enumerate((LORA_TARGETS, tuple(reversed(LORA_TARGETS)))):
+        config = {"target_modules": list(order), "r": 19, "lora_alpha": 19.0}
+        path = tmp_path / f"{i}.safetensors"
+        save_file(tensors, str(path), metadata={LORA_METADATA_KEY: json.dumps(config)})
+        _canonical_lora_metadata(path)
+        files.append(path.read_bytes())
+    assert files[0] == files[1]
+    with safe_open(str(tmp_path / "0.safetensors"), framework="pt") as f:
+        assert torch.equal(
+            f.get_tensor("blocks.0.attn1.to_q.lora_A.weight"),
+            tensors["blocks.0.attn1.to_q.lora_A.weight"],
+        )
 
 
 def test_a_checkpoint_of_another_rank_and_a_two_transformer_backbone_are_refused(tmp_path):
