@@ -27,6 +27,10 @@ Output folder::
     runs/baseline/                 videos/, report/, done.json
     report.json, report.md, report.png
 
+Another evaluation set (``--eval-set b``) in the same folder evaluates the same trained
+runs again (nothing is retrained): its outputs carry the set's name, ``eval_prompts_b.jsonl``,
+``runs/…/videos_b/``, ``report_b/``, ``done_b.json`` and ``report_b.json``/``.md``/``.png``.
+
 A killed run resumes where it stopped when started again with the same arguments:
 finished runs (``done.json``) and finished stages are kept, an unfinished stage restarts.
 A run whose predict config changed (``predict.yaml``'s sampling, say) is generated again
@@ -144,9 +148,11 @@ def ablate(
     recorded_plan["eval_prompt_file"] = str(prompt_file)
     table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall, missing=missing)
     table["markdown"] = report_markdown(table, plan, wall)
-    write_json_atomic(out / "report.json", {k: v for k, v in table.items() if k != "markdown"})
-    write_text_atomic(out / "report.md", table["markdown"])
-    write_figure(out / FIGURE_NAME, table)
+    write_json_atomic(
+        out / plan.named("report.json"), {k: v for k, v in table.items() if k != "markdown"}
+    )
+    write_text_atomic(out / plan.named("report.md"), table["markdown"])
+    write_figure(out / plan.named(FIGURE_NAME), table)
     return table
 
 

@@ -100,7 +100,7 @@ def evaluation_prompts(out: Path, plan: Plan) -> Path:
             f"--eval-seeds {plan.eval_seeds}: {source} has fewer prompts of "
             f"{', '.join(short)} (at most {min(counts.values())}); ask for fewer"
         )
-    target = out / "eval_prompts.jsonl"
+    target = out / plan.named("eval_prompts.jsonl")
     write_text_atomic(target, jsonl(kept))
     return target
 
@@ -113,7 +113,7 @@ def run_folder(out: Path, variant: Variant, seed: int) -> Path:
 def _done(folder: Path, plan: Plan, predict: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The run's done.json if it finished under the same budget (and, given, the same
     predict config), else None."""
-    marker = folder / "done.json"
+    marker = folder / plan.named("done.json")
     if not marker.is_file():
         return None
     done = read_json(marker)
@@ -203,6 +203,8 @@ def execute_run(
 
     folder = run_folder(out, variant, seed)
     adapter = folder / "adapter" if variant.trained else None
+    # this evaluation set's outputs: videos/, report/, done.json for set a; videos_b/ … for b
+    videos, reports, marker_name = (plan.named(n) for n in ("videos", "report", "done.json"))
     predict = predict_config(
         read_yaml(Path(plan.configs) / "predict.yaml"),
         folder,
@@ -211,6 +213,7 @@ def execute_run(
         prompt_file,
         variant.sampling,
         retrains_world=variant.retrains_world,
+        videos=videos,
     )
     done = _done(folder, plan, predict)
     if done is None and report_only:
@@ -221,10 +224,10 @@ def execute_run(
     if done is not None:  # the same videos, measured by another ruler: measure them again
         log.info("%s: finished before under another ruler; its videos re-scored", label)
         start = time.perf_counter()
-        report = evaluate(folder / "videos", folder / "report")
+        report = evaluate(folder / videos, folder / reports)
         done["seconds"]["evaluate"] = time.perf_counter() - start
         done.update(overall=report["overall"], ruler=report["ruler"])
-        write_json_atomic(folder / "done.json", done)
+        write_json_atomic(folder / marker_name, done)
         return done
     train_folder, timings = _train(out, variant, seed, plan, label, threads)
     if variant.trained:
@@ -235,19 +238,19 @@ def execute_run(
         "predict": predict,
         "adapter_sha256": folder_weights_sha256(adapter)[0] if adapter else None,
     }
-    marker = folder / "configs" / "videos_made_by.json"
-    if (folder / "videos").exists() and (not marker.is_file() or read_json(marker) != made_by):
-        moved = supersede(folder, ("videos", "report"))
+    marker = folder / "configs" / plan.named("videos_made_by.json")
+    if (folder / videos).exists() and (not marker.is_file() or read_json(marker) != made_by):
+        moved = supersede(folder, (videos, reports))
         log.info("%s: videos of another adapter or predict config moved to %s", label, moved)
     write_json_atomic(marker, made_by)
-    path = write_yaml(folder / "configs" / "predict.yaml", predict)
+    path = write_yaml(folder / "configs" / plan.named("predict.yaml"), predict)
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
     # the writer keeps the videos a killed run finished
     run_pila(*predict_command(path, threads, predict_processes))
     timings["predict"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = evaluate(folder / "videos", folder / "report")
+    report = evaluate(folder / videos, folder / reports)
     timings["evaluate"] = time.perf_counter() - start
     done = {
         "variant": variant.name,
@@ -255,9 +258,9 @@ def execute_run(
         "budget": plan.budget(),
         "predict": predict,
         "seconds": timings,
-        "report": str(folder / "report" / "report.json"),
+        "report": str(folder / reports / "report.json"),
         "overall": report["overall"],
         "ruler": report["ruler"],
     }
-    write_json_atomic(folder / "done.json", done)
+    write_json_atomic(folder / marker_name, done)
     return done

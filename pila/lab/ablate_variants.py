@@ -10,6 +10,7 @@ generation of one run is started with.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,19 @@ class Plan:
             "configs": self.configs,
             "scenes": list(self.scenes) if self.scenes else None,
         }
+
+    def named(self, name: str) -> str:
+        """An output's file or folder name under this plan's evaluation set: ``name`` for
+        the default set (``videos``, ``report``, ``done.json``), ``videos_b``, ``done_b.json``
+        for set ``b`` (a JSONL file: its stem), so one run folder keeps the videos of every
+        set it was evaluated on, from the same trained adapter."""
+        from pila.lab.evalset import DEFAULT_EVAL_SET
+
+        if self.eval_set == DEFAULT_EVAL_SET:
+            return name
+        tag = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(self.eval_set).stem).strip("-") or "set"
+        stem, dot, suffix = name.partition(".")
+        return f"{stem}_{tag}{dot}{suffix}"
 
 
 # ---------------------------------------------------------------- derived configs
@@ -304,6 +318,7 @@ def predict_config(
     prompt_file: Path | None = None,
     sampling: dict[str, Any] | None = None,
     retrains_world: bool = False,
+    videos: str = "videos",
 ) -> dict[str, Any]:
     """The fixed evaluation set's predict config for one run (the same prompts and seeds
     for every run): one video per prompt record, drawn with the record's own seed.
@@ -313,14 +328,15 @@ def predict_config(
 
     ``prompt_file`` replaces the config's prompt file (the evaluation set's videos,
     :func:`pila.lab.ablate_runs.evaluation_prompts`); ``sampling`` (a variant's generation
-    settings) is merged into the sampling settings.
+    settings) is merged into the sampling settings. ``videos``: the run folder's subfolder
+    the videos are written to (:meth:`Plan.named`).
     """
     cfg = copy.deepcopy(base)
     cfg["seed_everything"] = 0  # the evaluation set does not depend on the training seed
-    cfg.setdefault("trainer", {})["default_root_dir"] = str(run / "videos")
+    cfg.setdefault("trainer", {})["default_root_dir"] = str(run / videos)
     for callback in _callbacks(cfg):
         if callback.get("class_path", "").endswith("VideoPredictionWriter"):
-            callback.setdefault("init_args", {})["output_dir"] = str(run / "videos")
+            callback.setdefault("init_args", {})["output_dir"] = str(run / videos)
     init_args = cfg.setdefault("model", {}).setdefault("init_args", {})
     if adapter is not None and retrains_world:  # world_finetune: the world itself, retrained
         init_args["adapter"] = None

@@ -436,6 +436,33 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     )
     assert ablate_runs._done(out / "runs" / PLAIN / "seed0", changed) is None
 
+    # set b in the same folder: the same trained adapter generates set b beside set a
+    monkeypatch.undo()  # run_pila and the ruler as shipped again
+    original_run_pila, generated = ablate_runs.run_pila, []
+
+    def predict_only(args, threads=None):
+        assert args[0] == "predict", f"retrained for another evaluation set: {args}"
+        generated.append(args)
+        original_run_pila(args, threads)
+
+    monkeypatch.setattr(ablate_runs, "run_pila", predict_only)
+    seed0 = out / "runs" / PLAIN / "seed0"
+    done_a = (seed0 / "done.json").read_text()
+    report_a = (out / "report.json").read_text()
+    assert ablate.main([*argv, "--eval-set", "b"]) == 0
+    assert len(generated) == 2  # the baseline's and the plain adapter's set b, nothing trained
+    def noise_seeds(folder: Path) -> set[int]:
+        return {json.loads(p.read_text())["seed"] for p in folder.glob("*.json")}
+
+    assert len(list((seed0 / "videos_b").rglob("*.mp4"))) == 4
+    b_seeds, a_seeds = noise_seeds(seed0 / "videos_b"), noise_seeds(seed0 / "videos")
+    assert len(b_seeds) == 4 and not b_seeds & a_seeds  # set b: its own noise draws
+    assert (seed0 / "done.json").read_text() == done_a and (seed0 / "done_b.json").is_file()
+    assert (out / "report.json").read_text() == report_a
+    report_b = json.loads((out / "report_b.json").read_text())
+    assert report_b["plan"]["eval_set"] == "b" and report_b["rows"][PLAIN]["seeds"] == [0]
+    assert (out / "eval_prompts_b.jsonl").is_file() and (out / "report_b.png").is_file()
+
 
 def test_a_failing_child_run_is_reported_not_swallowed(tmp_path):
     with pytest.raises(ablate_runs.RunFailed, match="exit status 2.*resume"):
