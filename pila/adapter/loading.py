@@ -13,6 +13,7 @@ What ``pila.generate``, ``pila predict`` and the lab share once an adapter folde
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,11 +74,27 @@ def check_adapter_compatible(
     check_backbone_sizes(adapter_config(adapter), backbone, source)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def safetensors_sha256(path: Path) -> str:
+    """SHA-256 of what a safetensors file holds, whatever order its writer laid it out in.
+
+    safetensors writes its metadata in hash-map order, which changes from process to
+    process: the same weights saved twice are two different byte strings. This hashes the
+    metadata's items sorted, then each tensor's name, dtype, shape and raw bytes in name
+    order (the format: an 8-byte little-endian header length, a JSON header of
+    ``{name: {dtype, shape, data_offsets}}`` and ``__metadata__``, then the data).
+    """
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        data = handle.read()
+    digest = hashlib.sha256()
+    metadata = header.pop("__metadata__", None) or {}
+    digest.update(json.dumps(sorted(metadata.items())).encode() + b"\0")
+    for name in sorted(header):
+        entry = header[name]
+        start, end = entry["data_offsets"]
+        digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+        digest.update(data[start:end])
     return digest.hexdigest()
 
 
@@ -96,11 +113,13 @@ def _joined(hashes: dict[str, str]) -> str:
 
 
 def folder_weights_sha256(folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
-    """The SHA-256 identifying an adapter folder's weights, and each ``*.safetensors`` file's.
+    """The SHA-256 identifying an adapter folder's weights, and each ``*.safetensors`` file's
+    (:func:`safetensors_sha256`: the same weights give the same hash, however written).
 
     One file: that file's hash; several: a hash of their names and hashes.
     """
-    weights = {p.name: _file_sha256(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+    files = sorted(Path(folder).glob("*.safetensors"))
+    weights = {p.name: safetensors_sha256(p) for p in files}
     return (next(iter(weights.values())) if len(weights) == 1 else _joined(weights)), weights
 
 
@@ -157,5 +176,6 @@ __all__ = [
     "check_adapter_compatible",
     "check_backbone_sizes",
     "folder_weights_sha256",
+    "safetensors_sha256",
     "load_adapter",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import WanPipeline
 
-from pila.backbone.folders import NAMED_FOLDERS, WAN_FOLDER_LAYOUT, check_wan_folder
+from pila.backbone.folders import WAN_FOLDER_LAYOUT, check_wan_folder, named_folder
 from pila.io import is_hub_id
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ def open_pipeline(
     """The pipeline of ``name`` holding ``components``, and the loader of the others.
 
     Args:
-        name: ``"tiny"`` (built from ``seed``), a name of :data:`NAMED_FOLDERS`, a
+        name: ``"tiny"`` (built from ``seed``), a name of a shipped or built folder
+            (:func:`~pila.backbone.folders.named_folder`: ``lab``, ``lab-moe``), a
             diffusers Wan folder or a hub id.
         dtypes: per-component dtypes (:func:`component_dtypes`).
         components: what to load now (of :data:`COMPONENTS`).
@@ -156,7 +157,7 @@ def open_pipeline(
     if name == "tiny":
         loader = ComponentLoader("tiny", dtypes, seed=seed)
         return loader(components), loader
-    path = NAMED_FOLDERS.get(name) or Path(name).expanduser()
+    path = named_folder(name) or Path(name).expanduser()
     if not path.exists() and is_hub_id(name):
         log.info("loading Wan backbone %s from the hub", name)
         loader = ComponentLoader(name, dtypes)

@@ -22,7 +22,7 @@ from diffusers import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from torch import Tensor, nn
 
-from pila.backbone.folders import NAMED_FOLDERS
+from pila.backbone.folders import named_folder
 from pila.backbone.loading import (
     COMPONENTS,
     ComponentLoader,
@@ -155,8 +155,9 @@ class WanBackbone(nn.Module):
 
     @staticmethod
     def named_folder(name: str) -> Path | None:
-        """The folder a shipped backbone name stands for (``"lab"``: the lab world), else None."""
-        return NAMED_FOLDERS.get(name)
+        """The folder a shipped backbone name stands for (``"lab"``: the lab world;
+        ``"lab-moe"``: its two-expert sibling, built on first use), else None."""
+        return named_folder(name)
 
     @classmethod
     def from_pretrained(

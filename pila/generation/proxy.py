@@ -82,6 +82,11 @@ class CorrectingScheduler:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    @property
+    def steps_done(self) -> int:
+        """Denoising steps finished in this call (the step under way is this + 1)."""
+        return self._step
+
     def set_timesteps(self, *args: Any, **kwargs: Any) -> Any:
         self._clock.denoise_start = self._clock.now()
         self._step = 0
@@ -116,6 +121,27 @@ def scheduler_copy(scheduler: Any, shift: float | None) -> Any:
     raise ValueError(
         f"scheduler {type(scheduler).__name__} has no flow shift to set; leave shift=None"
     )
+
+
+@contextlib.contextmanager
+def expert_record(pipeline: Any, scheduler: CorrectingScheduler) -> Iterator[dict[int, str]]:
+    """Record which transformer of a Wan 2.2 pipeline ran each step: yields a dict filled
+    during the call, 1-based step → ``"transformer"`` or ``"transformer_2"`` (empty for a
+    pipeline with one transformer). Forward pre-hooks, removed on exit."""
+    ran: dict[int, str] = {}
+    hooks = []
+    if getattr(pipeline, "transformer_2", None) is not None:
+        for name in ("transformer", "transformer_2"):
+
+            def mark(module: Any, args: Any, name: str = name) -> None:
+                ran.setdefault(scheduler.steps_done + 1, name)
+
+            hooks.append(getattr(pipeline, name).register_forward_pre_hook(mark))
+    try:
+        yield ran
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ from pila.adapter.condition import AdapterCondition, randomize_labels
 from pila.adapter.config import AdapterConfig
 from pila.adapter.loading import adapter_config, check_backbone_sizes, load_adapter
 from pila.backbone import WanBackbone
+from pila.backbone.folders import WAN22_REGIMES
 from pila.backbone.runtime import MemoryConfig, apply_memory_options, execution_device
 from pila.categories import labels_to_multihot
 from pila.generation.proxy import (
@@ -47,6 +48,7 @@ from pila.generation.proxy import (
     ConditionalVelocityTap,
     CorrectingScheduler,
     StepClock,
+    expert_record,
     patched_pipeline,
     scheduler_copy,
     top_k_override,
@@ -67,6 +69,10 @@ class GeneratedVideo:
         parsed: the parser's description and labels (None without an adapter).
         routing_weights: per-expert routing weight averaged over the corrected steps.
         corrected_steps: the 1-based steps the adapter actually corrected.
+        corrected_by_regime: on a Wan 2.2 pipeline, the corrected steps by the regime of the
+            transformer that ran them (``high_noise``: ``transformer``, ``low_noise``:
+            ``transformer_2``, as observed during the call); None with one transformer or
+            without an adapter.
         timings: seconds spent in text encoding, the backbone's denoising, the adapter,
             VAE decoding and in all (``text_encoding``, ``denoise_backbone``, ``adapter``,
             ``vae_decode``, ``total``).
@@ -78,6 +84,7 @@ class GeneratedVideo:
     parsed: ParsedPrompt | None = None
     routing_weights: dict[str, float] | None = None
     corrected_steps: tuple[int, ...] = ()
+    corrected_by_regime: dict[str, list[int]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -206,6 +213,7 @@ def generate_video(
             stack.enter_context(top_k_override(checked.module, checked.config, config.top_k))
         if tap is not None:
             stack.enter_context(tap)
+        ran = stack.enter_context(expert_record(pipe, scheduler))
         result = pipe(
             prompt=prompt,
             negative_prompt=config.negative_prompt,
@@ -236,13 +244,19 @@ def generate_video(
         "total": end - clock.start,
     }
     frames = np.asarray(result.frames[0], dtype=np.float32)  # (F, H, W, 3)
+    applied = tuple(correction.applied) if correction is not None else ()
+    by_regime = None
+    if ran and correction is not None:  # Wan 2.2: which expert ran each corrected step
+        by_regime = {regime: [s for s in applied if ran.get(s) == name]
+                     for name, regime in WAN22_REGIMES.items()}  # fmt: skip
     return GeneratedVideo(
         frames=frames,
         prompt=prompt,
         seed=seed,
         parsed=parsed,
         routing_weights=correction.mean_routing() if correction is not None else None,
-        corrected_steps=tuple(correction.applied) if correction is not None else (),
+        corrected_steps=applied,
+        corrected_by_regime=by_regime,
         timings=timings,
     )
 

@@ -314,6 +314,7 @@ class VideoPredictionWriter(BasePredictionWriter):
             "adapter": getattr(pl_module, "adapter_info", None),
             "routing_weights": video.routing_weights,
             "corrected_steps": list(video.corrected_steps),
+            "corrected_by_regime": video.corrected_by_regime,
             "record": {
                 "labels": list(record.labels) if record.labels is not None else None,
                 "dimension": record.dimension,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -34,6 +35,7 @@ from pila.io import atomic_folder, atomic_path, write_json_atomic
 from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.world import ClipSet, WorldConfig, render_clips
 from pila.lab.world_card import PartReport, read_record, write_card
+from pila.lab.world_moe import MOE_FOLDER, MoeConfig, train_moe_world
 from pila.lab.world_parts import (
     LatentData,
     RunKeys,
@@ -362,7 +364,8 @@ def train_world(
 def build_parser() -> ArgumentParser:
     d = WorldConfig()
     p = ArgumentParser(
-        prog=PROG, description="Train the lab world on the scenes: the VAE, then the transformer."
+        prog=PROG, description="Train the lab world on the scenes: the VAE, then the transformer "
+        "(--world lab-moe: its two Wan 2.2-style experts, fine-tuned from the shipped world).",
     )
 
     def option(name: str, text: str, **kwargs) -> None:
@@ -421,6 +424,31 @@ def build_parser() -> ArgumentParser:
     option("steps_per_epoch", "steps between checkpoints")
     option("warmup_steps", "learning-rate warm-up steps of each part")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    moe = MoeConfig()
+    p.add_argument(
+        "--world",
+        choices=("lab", "lab-moe"),
+        default="lab",
+        help="lab: the world from scratch (the options above); lab-moe: its two Wan 2.2-style "
+        "experts fine-tuned from the shipped lab world (the --expert-* options), written to "
+        "OUT/world_moe (default lab)",
+    )
+    p.add_argument(
+        "--expert-steps", type=int, default=moe.steps, help=f"lab-moe: steps per expert "
+        f"(default {moe.steps})"
+    )  # fmt: skip
+    p.add_argument(
+        "--expert-rank", type=int, default=moe.lora_rank, help=f"lab-moe: each expert's LoRA "
+        f"rank (default {moe.lora_rank})"
+    )  # fmt: skip
+    p.add_argument(
+        "--expert-clips", type=int, default=moe.clips_per_scene, help=f"lab-moe: training "
+        f"clips per scene (default {moe.clips_per_scene})"
+    )  # fmt: skip
+    p.add_argument(
+        "--expert-seed", type=int, default=moe.seed, help=f"lab-moe: world seed of the experts' "
+        f"clips and seed of their training (default {moe.seed})"
+    )  # fmt: skip
     return p
 
 
@@ -437,20 +465,46 @@ def _run(argv: list[str]) -> int:
         raise UsageError(
             f"--ckpt_path must be 'last' or an existing checkpoint, got {args.ckpt_path!r}"
         )
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.world == "lab-moe":
+        return _run_moe(args, argv)
     given = {k: v for k, v in vars(args).items() if k in WorldConfig.__dataclass_fields__}
     scenes = tuple(s.strip() for s in args.scenes.split(",") if s.strip())
     try:
         config = WorldConfig(**{**given, "scenes": scenes})
     except ValueError as err:  # the config's own checks name the value and what it must be
         raise UsageError(str(err)) from err
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
     command = shlex.join(["pila", "lab", "pretrain", *argv])
     world = train_world(
         args.out, config, ckpt_path=args.ckpt_path, progress=not args.no_progress, command=command
     )
     log.info("wrote the world to %s", world)
+    return 0
+
+
+def _run_moe(args: Any, argv: list[str]) -> int:
+    """``pila lab pretrain --world lab-moe``: the two experts (:mod:`pila.lab.world_moe`)."""
+    try:
+        config = MoeConfig(
+            seed=args.expert_seed,
+            clips_per_scene=args.expert_clips,
+            lora_rank=args.expert_rank,
+            steps=args.expert_steps,
+            heldout_every=args.heldout_every,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
+    folder = train_moe_world(
+        args.out,
+        config,
+        ckpt_path=args.ckpt_path,
+        progress=not args.no_progress,
+        command=shlex.join(["pila", "lab", "pretrain", *argv]),
+    )
+    log.info("wrote the lab-moe experts to %s (ship them as %s)", folder, MOE_FOLDER)
     return 0
 
 

@@ -172,8 +172,9 @@ class WorldPart(L.LightningModule):
             self.keys.start_at(self.global_step)
 
     def configure_optimizers(self):
-        # each part holds exactly the model it trains (the VAE or the transformer)
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
+        # each part holds exactly the model it trains (the VAE, the transformer or its LoRA)
+        trained = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trained, lr=self.lr, weight_decay=0.01, betas=(0.9, 0.99))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: _warmup_cosine(s, self.warmup_steps, self.total_steps)
         )
@@ -347,6 +348,11 @@ class TransformerPart(WorldPart):
             which the flow loss is measured every ``heldout_every`` steps and at the last
             step (:attr:`heldout_curve`), or None.
         heldout_every: steps between two held-out measurements.
+        initial: weights to start from (a trained transformer's state dict; None: the
+            seeded initialisation).
+        lora_rank: train a LoRA of this rank on the blocks' linear layers
+            (:data:`~pila.stages.finetune.LORA_TARGETS`) and nothing else (None: every weight).
+        sigma_range: the (shifted) σ range trained and held out (an expert's regime).
     """
 
     HELDOUT_DRAWS = 4
@@ -362,13 +368,23 @@ class TransformerPart(WorldPart):
         shift: float,
         heldout: tuple[Tensor, Tensor] | None = None,
         heldout_every: int = 0,
+        initial: dict[str, Tensor] | None = None,
+        lora_rank: int | None = None,
+        sigma_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__(seed, lr, total_steps, warmup_steps)
-        self.save_hyperparameters(ignore=["heldout"])
+        self.save_hyperparameters(ignore=["heldout", "initial"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             self.transformer = WanTransformer3DModel(**transformer_config)
-        self.sigmas = SigmaSampler(shift=shift)
+            if initial is not None:
+                self.transformer.load_state_dict(initial)
+            if lora_rank is not None:
+                from pila.stages.finetune import LORA_TARGETS, lora_config
+
+                self.transformer.requires_grad_(False)
+                self.transformer.add_adapter(lora_config(lora_rank, None, LORA_TARGETS))
+        self.sigmas = SigmaSampler(shift, *sigma_range)
         self.heldout_every = heldout_every
         self.heldout_curve: list[tuple[int, float]] = []  # (step, held-out flow loss)
         self._heldout = self._heldout_draws(heldout) if heldout is not None else None
@@ -420,6 +436,15 @@ class TransformerPart(WorldPart):
         self.heldout_curve.append((step, loss))
         if log:
             self.log("heldout/flow_loss", loss)
+
+    def final_heldout(self) -> float:
+        """The held-out loss of the weights after the last step (measured now if the curve
+        lacks it: a finished run restored from its checkpoint runs no step to measure at)."""
+        if self._heldout is None:
+            return float("nan")
+        if not self.heldout_curve or self.heldout_curve[-1][0] != self.global_step:
+            self.heldout_curve.append((self.global_step, self.heldout_loss()))
+        return self.heldout_curve[-1][1]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._measure_heldout(log=True)

@@ -223,18 +223,25 @@ def export_lora(ckpt_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     module.on_load_checkpoint(checkpoint)
     with atomic_folder(out) as folder:
-        module.transformer.save_lora_adapter(folder, weight_name=LORA_WEIGHTS)
-        _canonical_lora_metadata(folder / LORA_WEIGHTS)
+        save_lora(module.transformer, folder)
         write_json_atomic(folder / "world_finetune.json", {k: hparams[k] for k in sorted(hparams)})
     return Path(out)
+
+
+def save_lora(transformer: torch.nn.Module, folder: Path) -> None:
+    """Write ``transformer``'s LoRA into ``folder`` as diffusers does (:data:`LORA_WEIGHTS`),
+    the same weights always as the same bytes (:func:`_canonical_lora_metadata`)."""
+    transformer.save_lora_adapter(folder, weight_name=LORA_WEIGHTS)
+    _canonical_lora_metadata(folder / LORA_WEIGHTS)
 
 
 def _canonical_lora_metadata(path: Path) -> None:
     """Rewrite a LoRA file with its peft config's keys and target modules sorted.
 
     peft keeps ``target_modules`` as a set, so diffusers writes it in the order of the
-    process's string hashing: the same weights exported twice would be two files with two
-    SHA-256s, and a resumed ``pila lab ablate`` would take them for another adapter.
+    process's string hashing: the same weights exported twice would carry two texts of one
+    config and two identities (:func:`~pila.adapter.loading.safetensors_sha256`), and a
+    resumed ``pila lab ablate`` would take them for another adapter.
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -251,19 +258,28 @@ def _canonical_lora_metadata(path: Path) -> None:
 
 
 def load_transformer_lora(backbone: WanBackbone, folder: str | os.PathLike) -> None:
-    """Put a :func:`export_lora` folder's LoRA into ``backbone.transformer``, fused.
+    """Put a :func:`export_lora` folder's LoRA into the backbone's transformer, fused.
 
     Fused into the weights, the transformer then runs exactly as the baseline's code path
-    does (no extra modules on the way), with the fine-tuned weights.
+    does (no extra modules on the way), with the fine-tuned weights. A Wan 2.2 backbone
+    gets it in both experts (a LoRA trained on a Wan 2.1 transformer of the same shapes,
+    moved unchanged, as the adapter is).
     """
+    backbone.load_component("transformer")
+    for transformer in (backbone.transformer, backbone.transformer_2):
+        if transformer is not None:
+            fuse_lora(transformer, folder)
+
+
+def fuse_lora(transformer: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Load the LoRA of ``folder`` (diffusers' :data:`LORA_WEIGHTS`) into ``transformer`` and
+    fuse it into its weights; the LoRA modules are removed again."""
     folder = Path(folder)
     if not (folder / LORA_WEIGHTS).is_file():
         raise FileNotFoundError(
             f"{folder} holds no {LORA_WEIGHTS}; export a world_finetune checkpoint with "
             "pila.stages.finetune.export_lora"
         )
-    backbone.load_component("transformer")
-    transformer = backbone.transformer
     transformer.load_lora_adapter(str(folder), weight_name=LORA_WEIGHTS, prefix=None)
     transformer.fuse_lora()
     transformer.unload_lora()

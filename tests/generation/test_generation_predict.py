@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pila.adapter.loading import safetensors_sha256
 from pila.cli import main
 from pila.generation import SamplingConfig
 from pila.generation.benchmarks import read_prompt_file
@@ -156,7 +156,7 @@ def test_adapter_run_records_everything_and_a_rerun_regenerates_only_what_is_mis
         sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
         and sum(w > 0 for w in weights.values()) <= 4
     )
-    sha = hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
+    sha = safetensors_sha256(trained_adapter_dir / "model.safetensors")
     assert first["adapter"]["sha256"] == sha and first["adapter"]["folder"] == str(
         trained_adapter_dir.resolve()
     )

@@ -310,20 +310,16 @@ def test_generate_is_exported_lazily_from_the_package():
 
 
 def test_adapter_identity_hashes_the_weights(adapter_factory, trained_adapter_dir):
-    import hashlib
 
     from pila.adapter import PILAAdapter
-    from pila.adapter.loading import adapter_identity
+    from pila.adapter.loading import adapter_identity, safetensors_sha256
 
     fresh, trained = adapter_factory(), adapter_factory(trained=True)
     assert adapter_identity(fresh)["sha256"] == adapter_identity(adapter_factory())["sha256"]
     assert adapter_identity(fresh)["sha256"] != adapter_identity(trained)["sha256"]
     loaded = PILAAdapter.from_pretrained(trained_adapter_dir)
     identity = adapter_identity(loaded, trained_adapter_dir)
-    assert (
-        identity["sha256"]
-        == hashlib.sha256((trained_adapter_dir / "model.safetensors").read_bytes()).hexdigest()
-    )
+    assert identity["sha256"] == safetensors_sha256(trained_adapter_dir / "model.safetensors")
     assert (
         identity["folder"] == str(trained_adapter_dir.resolve()) and adapter_identity(None) is None
     )
@@ -349,6 +345,34 @@ def _recorded_run(backbone, adapter, small, **config):
         for handle in handles:
             handle.remove()
     return outputs, read, steps, video
+
+
+def test_the_weights_hash_reads_what_a_file_holds_not_how_its_writer_laid_it_out(tmp_path):
+    """safetensors writes its metadata in hash-map order (another per process): the same
+    weights must keep one identity, and any changed value must change it."""
+    import json
+    import struct
+
+    from safetensors.torch import save_file
+
+    from pila.adapter.loading import safetensors_sha256
+
+    path = tmp_path / "a.safetensors"
+    tensors = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2, dtype=torch.bfloat16)}
+    save_file(tensors, str(path), metadata={"format": "pt", "pila_format_version": "1"})
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    reordered = json.dumps(dict(reversed(list(header.items())))).encode()
+    reordered += b" " * (-len(reordered) % 8)
+    other = tmp_path / "b.safetensors"
+    other.write_bytes(struct.pack("<Q", len(reordered)) + reordered + raw[8 + size :])
+    assert other.read_bytes() != raw
+    assert safetensors_sha256(other) == safetensors_sha256(path)
+    tensors["w"][1, 2] = 5.5
+    save_file(tensors, str(other), metadata={"format": "pt", "pila_format_version": "1"})
+    assert safetensors_sha256(other) != safetensors_sha256(path)
 
 
 def test_conditional_reading_feeds_the_adapter_the_conditional_velocity(
