@@ -27,6 +27,10 @@ Output folder::
     runs/baseline/                 videos/, report/, done.json
     report.json, report.md, report.png
 
+``--backbone lab-moe`` trains and generates on the lab world's two-expert sibling
+(:mod:`pila.lab.world_moe`); with ``--adapters-from DIR`` nothing trains: DIR's finished runs
+(an ablation on ``lab``) are moved onto it unchanged, the paper's Wan 2.1 → Wan 2.2 transfer.
+
 Another evaluation set (``--eval-set b``) in the same folder evaluates the same trained
 runs again (nothing is retrained): its outputs carry the set's name, ``eval_prompts_b.jsonl``,
 ``runs/…/videos_b/``, ``report_b/``, ``done_b.json`` and ``report_b.json``/``.md``/``.png``.
@@ -227,6 +231,21 @@ def build_parser() -> ArgumentParser:
         "default: %(default)s)",
     )
     p.add_argument(
+        "--backbone",
+        default="lab",
+        choices=("lab", "lab-moe"),
+        help="the world the runs train on and generate with: lab, or lab-moe (the lab world in "
+        "Wan 2.2's two-expert layout, both regimes corrected; pila.lab.world_moe) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--adapters-from",
+        default=None,
+        help="another ablation's --out: its finished runs' adapters (and world_finetune's "
+        "LoRA) are moved unchanged onto --backbone and measured there; nothing is trained "
+        "(the paper's Wan 2.1 → Wan 2.2 transfer)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and generate nothing: report the runs of these variants and seeds that "
@@ -256,6 +275,34 @@ def _scenes(text: str | None) -> tuple[str, ...] | None:
     if not scenes or any(s not in SCENES for s in scenes):
         raise UsageError(f"--scenes {text!r}: unknown or none; valid: {', '.join(SCENES)}")
     return scenes
+
+
+def _adapters_from(text: str | None) -> str | None:
+    """``--adapters-from``: an existing ablation folder, absolute."""
+    if text is None:
+        return None
+    folder = Path(text).resolve()
+    if not (folder / "runs").is_dir():
+        raise UsageError(f"--adapters-from {text}: no ablation there (no runs/ folder)")
+    return str(folder)
+
+
+def _check_transfer(plan: Plan, variants: Sequence[Variant]) -> None:
+    """Every moved run exists before anything is generated; a two-expert world cannot train
+    world_finetune (one transformer's LoRA), it can only receive it."""
+    from pila.lab.ablate_runs import moved_adapter
+
+    for variant in variants:
+        if not variant.trained:
+            continue
+        if plan.adapters_from is not None:
+            for seed in plan.seeds:
+                moved_adapter(plan, variant, seed)
+        elif variant.retrains_world and plan.backbone == "lab-moe":
+            raise UsageError(
+                f"{variant.name} fine-tunes one transformer and lab-moe has two; measure it "
+                "moved from the lab world (--adapters-from a lab ablation's --out)"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,7 +346,10 @@ def _run(argv: list[str]) -> int:
         configs=str(configs),
         scenes=scenes,
         eval_set=args.eval_set,
+        backbone=args.backbone,
+        adapters_from=_adapters_from(args.adapters_from),
     )
+    _check_transfer(plan, variants)
     out = Path(args.out).resolve()
     evaluation_prompts(out, plan)  # a set short of prompts is a usage error, before training
     try:

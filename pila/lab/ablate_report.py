@@ -131,10 +131,17 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
     rows = table["rows"]
     seeds = ", ".join(map(str, table["seeds"])) or "–"
     sampling_steps = f", {plan.inference_steps} sampling steps" if plan.inference_steps else ""
+    world = "the lab world" if plan.backbone == "lab" else f"`{plan.backbone}`"
+    trained = f"Variants trained on {world}"
+    if plan.adapters_from is not None:  # the transfer: trained elsewhere, generated here
+        trained = (
+            f"Variants generated on {world} with the adapters trained in `{plan.adapters_from}`"
+            ", moved unchanged (both regimes corrected), trained there"
+        )
     lines = [
-        "# The lab's Table 4",
+        "# The lab's Table 4" if plan.adapters_from is None else "# Transfer in the lab",
         "",
-        f"Variants trained on the lab world with one budget (configs `{plan.configs}`, steps × "
+        f"{trained} with one budget (configs `{plan.configs}`, steps × "
         f"{plan.steps_scale:g}), training seeds {seeds}; evaluation set `{plan.eval_set}`: "
         f"{plan.eval_seeds} held-out prompts per scene, every video its own noise draw"
         f"{sampling_steps}. Violation: the ruler's "

@@ -145,6 +145,20 @@ def supersede(folder: Path, names: Sequence[str]) -> Path | None:
     return target
 
 
+def moved_adapter(plan: Plan, variant: Variant, seed: int) -> Path:
+    """The adapter (or world_finetune's LoRA) a run of ``plan.adapters_from`` trained, for a
+    run that moves it onto ``plan.backbone`` unchanged."""
+    assert plan.adapters_from is not None
+    source = run_folder(Path(plan.adapters_from), variant, seed)
+    adapter = source / "adapter"
+    if not (source / "done.json").is_file() or not adapter.is_dir():
+        raise UsageError(
+            f"--adapters-from {plan.adapters_from}: {variant.name} seed {seed} has not finished "
+            f"there ({source}); finish that ablation first or ask for fewer --seeds"
+        )
+    return adapter
+
+
 def _train(
     out: Path, variant: Variant, seed: int, plan: Plan, label: str, threads: int | None
 ) -> tuple[Path, dict[str, float]]:
@@ -158,7 +172,14 @@ def _train(
         stage_done = train_folder / stage / "finished.json"
         base = read_yaml(Path(plan.configs) / f"{stage}.yaml")
         cfg = stage_config(
-            base, trainer_variant, stage, train_folder, out / "data", seed, plan.steps_scale
+            base,
+            trainer_variant,
+            stage,
+            train_folder,
+            out / "data",
+            seed,
+            plan.steps_scale,
+            backbone=plan.backbone if plan.backbone != "lab" else None,
         )
         path = write_yaml(train_folder / "configs" / f"{stage}.yaml", cfg)
         if stage_done.is_file() and read_json(stage_done).get("config") == cfg:
@@ -203,6 +224,8 @@ def execute_run(
 
     folder = run_folder(out, variant, seed)
     adapter = folder / "adapter" if variant.trained else None
+    if plan.adapters_from is not None and variant.trained:  # moved, not trained here
+        adapter = moved_adapter(plan, variant, seed)
     # this evaluation set's outputs: videos/, report/, done.json for set a; videos_b/ … for b
     videos, reports, marker_name = (plan.named(n) for n in ("videos", "report", "done.json"))
     predict = predict_config(
@@ -214,6 +237,7 @@ def execute_run(
         variant.sampling,
         retrains_world=variant.retrains_world,
         videos=videos,
+        backbone=plan.backbone if plan.backbone != "lab" else None,
     )
     done = _done(folder, plan, predict)
     if done is None and report_only:
@@ -229,10 +253,12 @@ def execute_run(
         done.update(overall=report["overall"], ruler=report["ruler"])
         write_json_atomic(folder / marker_name, done)
         return done
-    train_folder, timings = _train(out, variant, seed, plan, label, threads)
-    if variant.trained:
-        last = train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt"
-        export_checkpoint(last, adapter)  # an adapter, or world_finetune's LoRA
+    timings: dict[str, float] = {}
+    if plan.adapters_from is None:
+        train_folder, timings = _train(out, variant, seed, plan, label, threads)
+        if variant.trained:
+            last = train_folder / variant.stages[-1] / "checkpoints" / "last.ckpt"
+            export_checkpoint(last, adapter)  # an adapter, or world_finetune's LoRA
     # what the videos are made by; videos of anything else are moved aside, not resumed
     made_by = {
         "predict": predict,

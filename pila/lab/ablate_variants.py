@@ -124,6 +124,9 @@ class Plan:
 
     ``eval_set`` names the evaluation set (:data:`pila.lab.evalset.EVAL_SETS`, or a JSONL
     path); ``eval_seeds`` is the number of its videos per scene, each its own noise draw.
+    ``backbone`` is the world the runs train on and generate with (``lab``, or ``lab-moe``,
+    :mod:`pila.lab.world_moe`); ``adapters_from`` another ablation's folder whose trained
+    runs are moved unchanged onto ``backbone`` (nothing trains: the paper's transfer).
     """
 
     variants: tuple[str, ...]
@@ -134,9 +137,11 @@ class Plan:
     configs: str
     scenes: tuple[str, ...] | None = None
     eval_set: str = "a"
+    backbone: str = "lab"
+    adapters_from: str | None = None
 
     def budget(self) -> dict[str, Any]:
-        return {
+        budget = {
             "eval_set": self.eval_set,
             "eval_seeds": self.eval_seeds,
             "steps_scale": self.steps_scale,
@@ -144,6 +149,12 @@ class Plan:
             "configs": self.configs,
             "scenes": list(self.scenes) if self.scenes else None,
         }
+        # recorded only when set, so the budgets of runs on the lab world stay as they were
+        if self.backbone != "lab":
+            budget["backbone"] = self.backbone
+        if self.adapters_from is not None:
+            budget["adapters_from"] = self.adapters_from
+        return budget
 
     def named(self, name: str) -> str:
         """An output's file or folder name under this plan's evaluation set: ``name`` for
@@ -252,9 +263,11 @@ def stage_config(
     data: Path,
     seed: int,
     scale: float,
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """The config one stage of one run trains with: the lab stage config, the variant's
-    override, the run's folders and seed, and the step budget.
+    override, the run's folders and seed, the step budget, and the world (``backbone``;
+    None: the config's).
 
     A stage argument of the override that this stage's class does not take (such as stage
     B's ``physical_mask_steps``) is left out of this stage's config; a callback of the
@@ -307,6 +320,9 @@ def stage_config(
     if previous in variant.stages:
         init_args["init_from"] = str(run / previous / "checkpoints" / "last.ckpt")
     cfg.setdefault("data", {}).setdefault("init_args", {})["root"] = str(data)
+    if backbone is not None:  # the world trained on, and the cache's encoder
+        init_args["backbone"] = backbone
+        cfg["data"]["init_args"]["backbone"] = backbone
     return cfg
 
 
@@ -319,6 +335,7 @@ def predict_config(
     sampling: dict[str, Any] | None = None,
     retrains_world: bool = False,
     videos: str = "videos",
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """The fixed evaluation set's predict config for one run (the same prompts and seeds
     for every run): one video per prompt record, drawn with the record's own seed.
@@ -329,7 +346,8 @@ def predict_config(
     ``prompt_file`` replaces the config's prompt file (the evaluation set's videos,
     :func:`pila.lab.ablate_runs.evaluation_prompts`); ``sampling`` (a variant's generation
     settings) is merged into the sampling settings. ``videos``: the run folder's subfolder
-    the videos are written to (:meth:`Plan.named`).
+    the videos are written to (:meth:`Plan.named`); ``backbone`` the world generated with
+    (None: the config's).
     """
     cfg = copy.deepcopy(base)
     cfg["seed_everything"] = 0  # the evaluation set does not depend on the training seed
@@ -343,6 +361,8 @@ def predict_config(
         init_args["transformer_lora"] = str(adapter)
     else:
         init_args["adapter"] = None if adapter is None else str(adapter)
+    if backbone is not None:
+        init_args["backbone"] = backbone
     if sampling:
         init_args["sampling"] = {**(init_args.get("sampling") or {}), **sampling}
     if inference_steps is not None:

@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 MOE_FOLDER = Path(__file__).resolve().parent / "world_moe"
 """The shipped experts of ``lab-moe`` (their LoRAs, ``moe.json`` and the card)."""
 
+EXPERTS_ENV = "PILA_LAB_MOE_EXPERTS"
+"""Environment variable naming another experts folder for ``lab-moe`` (one ``pila lab
+pretrain --world lab-moe`` wrote, ``OUT/world_moe``), in place of :data:`MOE_FOLDER`; child
+processes (``pila lab ablate``'s runs) inherit it."""
+
+
+def experts_folder() -> Path:
+    """The experts ``lab-moe`` is built from: ``$PILA_LAB_MOE_EXPERTS``, else
+    :data:`MOE_FOLDER`."""
+    given = os.environ.get(EXPERTS_ENV)
+    return Path(given).expanduser() if given else MOE_FOLDER
+
 BOUNDARY_RATIO = 0.875
 """Wan 2.2-T2V-A14B's ``boundary_ratio`` (its ``model_index.json``; formats.md): the
 high-noise expert takes timesteps ≥ 875 of 1000."""
@@ -170,13 +182,14 @@ def world_folder(
     """The ``lab-moe`` diffusers folder, built on first use and cached.
 
     Args:
-        experts: the experts' folder (default :data:`MOE_FOLDER`, the shipped ones).
+        experts: the experts' folder (default :func:`experts_folder`: the shipped ones, or
+            those ``$PILA_LAB_MOE_EXPERTS`` names).
         cache: where to build (default :func:`cache_root`).
 
     Raises:
         FileNotFoundError: the experts are missing (with how to train them).
     """
-    source = Path(experts) if experts is not None else MOE_FOLDER
+    source = Path(experts) if experts is not None else experts_folder()
     _check_experts(source)
     target = Path(cache or cache_root()) / f"lab-moe-{built_from(source)[:16]}"
     if not (target / "model_index.json").is_file():
@@ -414,10 +427,12 @@ __all__ = [
     "BOUNDARY_RATIO",
     "EXPERTS",
     "MOE_FOLDER",
+    "EXPERTS_ENV",
     "MoeConfig",
     "build_pipeline",
     "built_from",
     "cache_root",
+    "experts_folder",
     "lab_world_sha256",
     "train_moe_world",
     "world_folder",

@@ -451,6 +451,7 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     report_a = (out / "report.json").read_text()
     assert ablate.main([*argv, "--eval-set", "b"]) == 0
     assert len(generated) == 2  # the baseline's and the plain adapter's set b, nothing trained
+
     def noise_seeds(folder: Path) -> set[int]:
         return {json.loads(p.read_text())["seed"] for p in folder.glob("*.json")}
 
@@ -462,6 +463,60 @@ def test_ablate_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     report_b = json.loads((out / "report_b.json").read_text())
     assert report_b["plan"]["eval_set"] == "b" and report_b["rows"][PLAIN]["seeds"] == [0]
     assert (out / "eval_prompts_b.jsonl").is_file() and (out / "report_b.png").is_file()
+
+    # the transfer: the plain adapter trained above, moved unchanged onto lab-moe
+    from pila.lab import world_moe
+    from tests.lab.test_lab_moe import write_experts
+
+    monkeypatch.setenv(world_moe.EXPERTS_ENV, str(write_experts(tmp_path / "experts")))
+    monkeypatch.setenv("PILA_CACHE", str(tmp_path / "cache"))
+    moved = tmp_path / "transfer"
+    transfer = [
+        *argv[2:],
+        "--out",
+        str(moved),
+        "--backbone",
+        "lab-moe",
+        "--adapters-from",
+        str(out),
+    ]
+    generated.clear()
+    assert ablate.main(transfer) == 0
+    assert len(generated) == 2  # lab-moe's baseline and the moved plain adapter: no training
+    assert not (moved / "runs" / PLAIN / "seed0" / "stageC").exists()
+    sidecars = [
+        json.loads(p.read_text())
+        for p in (moved / "runs" / PLAIN / "seed0" / "videos").glob("*.json")
+    ]
+    assert len(sidecars) == 4 and all(
+        s["corrected_by_regime"]["high_noise"] and s["corrected_by_regime"]["low_noise"]
+        for s in sidecars
+    )  # both experts corrected
+    assert sidecars[0]["adapter"]["folder"] == str((seed0 / "adapter").resolve())
+    moved_report = json.loads((moved / "report.json").read_text())
+    assert moved_report["plan"]["backbone"] == "lab-moe" and list(moved_report["rows"]) == [
+        BASELINE,
+        PLAIN,
+    ]
+    assert (moved / "report.md").read_text().startswith("# Transfer in the lab")
+    # a seed the source never trained, and world_finetune trained on two experts: usage errors
+    assert (
+        ablate.main(
+            [
+                *transfer[:-4],
+                "--out",
+                str(moved),
+                "--seeds",
+                "2",
+                "--backbone",
+                "lab-moe",
+                "--adapters-from",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert ablate.main([*transfer[:-2], "--variants", "world_finetune"]) == 2
 
 
 def test_a_failing_child_run_is_reported_not_swallowed(tmp_path):

@@ -46,7 +46,7 @@ def experts(tmp_path_factory) -> Path:
 @pytest.fixture
 def lab_moe(experts, tmp_path, monkeypatch) -> Path:
     """``lab-moe`` resolving to these experts, built into a fresh cache."""
-    monkeypatch.setattr(world_moe, "MOE_FOLDER", experts)
+    monkeypatch.setenv(world_moe.EXPERTS_ENV, str(experts))
     monkeypatch.setenv("PILA_CACHE", str(tmp_path / "cache"))
     return experts
 
