@@ -146,6 +146,7 @@ def test_pila_configs_lists_and_copies(elsewhere, capsys):
         "lab/experiments/encoder_unfrozen.yaml",
         "lab/experiments/lambda_phys_0.1.yaml",
         "lab/predict.yaml",
+        "lab/predict_moe.yaml",
         "lab/prompts.jsonl",
         "lab/stageA.yaml",
         "lab/stageB.yaml",
