@@ -30,12 +30,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pila import logs
+from pila.backbone.folders import LAB_WORLD_FOLDER, WAN22_REGIMES
 from pila.backbone.tiny import build_tiny_pipeline
-from pila.io import atomic_folder, atomic_path, write_json_atomic
+from pila.io import atomic_folder, atomic_path, write_json_atomic, write_text_atomic
 from pila.lab.cli import ArgumentParser, UsageError, run_command
 from pila.lab.world import ClipSet, WorldConfig, render_clips
 from pila.lab.world_card import PartReport, read_record, write_card
-from pila.lab.world_moe import MOE_FOLDER, MoeConfig, train_moe_world
+from pila.lab.world_moe import (
+    BOUNDARY_RATIO,
+    EXPERTS,
+    MOE_FOLDER,
+    MOE_RECORD,
+    MoeConfig,
+    card,
+    lab_world_sha256,
+)
 from pila.lab.world_parts import (
     LatentData,
     RunKeys,
@@ -358,6 +367,149 @@ def train_world(
             **reports,
         )
     return world
+
+
+# -------------------------------------------------------------- the lab-moe experts
+def train_moe_world(
+    out: str | os.PathLike,
+    config: MoeConfig | None = None,
+    *,
+    ckpt_path: str | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> Path:
+    """Train the two experts of ``lab-moe`` (:mod:`pila.lab.world_moe`) from the lab world
+    and write ``OUT/world_moe`` (what :data:`~pila.lab.world_moe.MOE_FOLDER` ships).
+
+    Each expert is a :class:`~pila.lab.world_parts.TransformerPart` started from the lab
+    transformer's weights, training a LoRA only, on its σ range (:data:`EXPERTS`), on the
+    lab VAE's normalised latents of clips of :attr:`MoeConfig.seed`, with the lab world's
+    prompt dropout (so guidance keeps working). ``ckpt_path="last"`` resumes each expert
+    from its last checkpoint (a finished one is not retrained).
+    """
+    from diffusers import WanPipeline
+
+    from pila.backbone.wan import WanBackbone
+    from pila.stages.finetune import save_lora
+
+    config = config or MoeConfig()
+    base = Path(out)
+    base.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(base / "config.json", asdict(config))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    world = config.world()
+    lab = WanPipeline.from_pretrained(str(LAB_WORLD_FOLDER))
+    lab.transformer.eval()
+
+    # 1. clips of the experts' own seed, as the lab world's latents and prompt embeddings
+    clips, heldout = render_clips(world), render_clips(world, heldout=True)
+    mean = torch.tensor(lab.vae.config.latents_mean)  # (C,)
+    std = torch.tensor(lab.vae.config.latents_std)  # (C,)
+    latents = _normalised(encode_clips(lab.vae, clips), mean, std)  # (N, C, T, H, W)
+    held = _normalised(encode_clips(lab.vae, heldout), mean, std)
+    backbone = WanBackbone(lab)
+    unique = sorted(set(clips.prompts))
+    embeds = backbone.encode_prompt(unique + [""], max_sequence_length=world.max_sequence_length)
+    prompt_ids = torch.tensor([unique.index(p) for p in clips.prompts])
+    held_text = backbone.encode_prompt(
+        list(heldout.prompts), max_sequence_length=world.max_sequence_length
+    ).embeds
+    log.info("%d training and %d held-out clips of seed %d", len(latents), len(held), config.seed)
+
+    # 2. the experts
+    transformer_config = {k: v for k, v in lab.transformer.config.items() if not k.startswith("_")}
+    initial = lab.transformer.state_dict()
+    experts: dict[str, Any] = {}
+    folder = base / "world_moe"
+    parts = {}
+    for i, (name, sigma_range) in enumerate(EXPERTS.items()):
+        part = TransformerPart(
+            transformer_config,
+            config.seed + 10 * i,
+            config.lr,
+            config.steps,
+            config.warmup_steps,
+            world.shift,
+            heldout=(held, held_text),
+            heldout_every=config.heldout_every,
+            initial=initial,
+            lora_rank=config.lora_rank,
+            sigma_range=sigma_range,
+        )
+        lab_loss = part.heldout_loss()  # the LoRA starts at zero: the lab transformer's loss
+        keys = RunKeys(
+            len(latents),
+            config.batch,
+            config.steps_per_epoch,
+            config.steps,
+            config.seed + 10 * i + 1,
+            drop=world.prompt_dropout,
+        )
+        loader = DataLoader(
+            LatentData(latents, prompt_ids, embeds.embeds, empty_id=len(unique)),
+            batch_size=config.batch,
+            sampler=keys,
+            num_workers=0,
+        )
+        part_name = f"expert_{name}"
+        trainer = _trainer(base, part_name, config.steps, progress, config.steps_per_epoch)
+        wall = _fit(trainer, part, loader, _resolve_ckpt(base, part_name, ckpt_path))
+        report = _report(part, trainer, wall)
+        final = part.final_heldout()
+        experts[name] = {
+            "regime": WAN22_REGIMES[name],
+            "sigma_range": list(sigma_range),
+            "trainable_parameters": sum(
+                p.numel() for p in part.transformer.parameters() if p.requires_grad
+            ),
+            "report": asdict(report),
+            "heldout_lab_transformer": lab_loss,
+            "heldout_curve": part.heldout_curve,
+            "relative_velocity_change": _velocity_change(part),
+        }
+        parts[name] = part
+        log.info("%s: held-out flow loss %.4f (lab transformer %.4f)", name, final, lab_loss)
+
+    # 3. what ships
+    record = {
+        "boundary_ratio": BOUNDARY_RATIO,
+        "lora_rank": config.lora_rank,
+        "base": "lab",
+        "base_sha256": lab_world_sha256(),
+    }
+    with atomic_folder(folder) as tmp:
+        for name, part in parts.items():
+            (tmp / name).mkdir()
+            save_lora(part.transformer, tmp / name)
+        write_json_atomic(tmp / MOE_RECORD, record)
+        training = {"config": asdict(config), "command": command, "experts": experts}
+        write_json_atomic(tmp / "training.json", training)
+        write_text_atomic(tmp / "README.md", card(training, record))
+    return folder
+
+
+@torch.no_grad()
+def _velocity_change(part) -> float:
+    """‖v_expert − v_lab‖ / ‖v_lab‖ on the part's held-out samples: how far the expert
+    moved from the lab transformer (its LoRA switched off gives the lab's)."""
+    x_t, _, sigma, text = part._heldout
+    from pila.flow import sigma_to_timestep
+
+    transformer = part.transformer.eval()
+
+    def run() -> torch.Tensor:
+        return transformer(
+            hidden_states=x_t,
+            timestep=sigma_to_timestep(sigma),
+            encoder_hidden_states=text,
+            return_dict=False,
+        )[0]
+
+    expert = run()
+    transformer.disable_adapters()
+    lab = run()
+    transformer.enable_adapters()
+    return float((expert - lab).norm() / lab.norm().clamp_min(1e-12))
 
 
 # ------------------------------------------------------------------ the command

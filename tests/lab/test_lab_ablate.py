@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from pila.lab import ablate, ablate_runs, ablate_variants
@@ -319,15 +320,19 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
             return
         cfg = yaml.safe_load(Path(args[-1]).read_text())
         guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
-        made = f"{guidance}/{(folder / 'adapter' / 'model.safetensors').read_text()}"
+        made = f"{guidance}/{(folder / 'adapter' / 'label.txt').read_text()}"
         calls.append(made)
         (folder / "videos").mkdir(parents=True, exist_ok=True)
         if not (folder / "videos" / "v.mp4").exists():  # the writer resumes: what exists is kept
             (folder / "videos" / "v.mp4").write_text(made)
 
-    def fake_export(ckpt, target):
+    def fake_export(ckpt, target):  # weights that say which they are
+        from safetensors.torch import save_file
+
         Path(target).mkdir(parents=True, exist_ok=True)
-        (Path(target) / "model.safetensors").write_bytes(weights["bytes"])
+        label = weights["bytes"].decode()
+        save_file({"w": torch.tensor([float(ord(label))])}, str(Path(target) / "model.safetensors"))
+        (Path(target) / "label.txt").write_text(label)
         return Path(target)
 
     monkeypatch.setattr(ablate_runs, "run_pila", fake_run)
