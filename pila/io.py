@@ -63,10 +63,10 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(final, ".partial")
     tmp.unlink()
-    tmp.mkdir()
+    tmp.mkdir()  # 0o777 less the umask
+    mask = 0o777 & ~stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
-        mask = _umask()
         for root, dirs, files in os.walk(tmp):
             for name in dirs:
                 os.chmod(Path(root) / name, 0o777 & ~mask)
@@ -83,13 +83,6 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and setting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _create_temporary(final: Path, suffix: str) -> Path:

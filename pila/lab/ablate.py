@@ -232,11 +232,11 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--backbone",
-        default="lab",
+        default=None,
         choices=("lab", "lab-moe"),
         help="the world the runs train on and generate with: lab, or lab-moe (the lab world in "
         "Wan 2.2's two-expert layout, both regimes corrected; pila.lab.world_moe) "
-        "(default: %(default)s)",
+        "(default: the configs', the lab world)",
     )
     p.add_argument(
         "--adapters-from",

@@ -131,7 +131,7 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
     rows = table["rows"]
     seeds = ", ".join(map(str, table["seeds"])) or "–"
     sampling_steps = f", {plan.inference_steps} sampling steps" if plan.inference_steps else ""
-    world = "the lab world" if plan.backbone == "lab" else f"`{plan.backbone}`"
+    world = "the lab world" if plan.backbone in (None, "lab") else f"`{plan.backbone}`"
     trained = f"Variants trained on {world}"
     if plan.adapters_from is not None:  # the transfer: trained elsewhere, generated here
         trained = (

@@ -179,7 +179,7 @@ def _train(
             out / "data",
             seed,
             plan.steps_scale,
-            backbone=plan.backbone if plan.backbone != "lab" else None,
+            backbone=plan.backbone,
         )
         path = write_yaml(train_folder / "configs" / f"{stage}.yaml", cfg)
         if stage_done.is_file() and read_json(stage_done).get("config") == cfg:
@@ -237,7 +237,7 @@ def execute_run(
         variant.sampling,
         retrains_world=variant.retrains_world,
         videos=videos,
-        backbone=plan.backbone if plan.backbone != "lab" else None,
+        backbone=plan.backbone,
     )
     done = _done(folder, plan, predict)
     if done is None and report_only:

@@ -124,9 +124,10 @@ class Plan:
 
     ``eval_set`` names the evaluation set (:data:`pila.lab.evalset.EVAL_SETS`, or a JSONL
     path); ``eval_seeds`` is the number of its videos per scene, each its own noise draw.
-    ``backbone`` is the world the runs train on and generate with (``lab``, or ``lab-moe``,
-    :mod:`pila.lab.world_moe`); ``adapters_from`` another ablation's folder whose trained
-    runs are moved unchanged onto ``backbone`` (nothing trains: the paper's transfer).
+    ``backbone`` is the world the runs train on and generate with (None: the configs',
+    the lab world; ``lab-moe``: :mod:`pila.lab.world_moe`); ``adapters_from`` another
+    ablation's folder whose trained runs are moved unchanged onto ``backbone`` (nothing
+    trains: the paper's transfer).
     """
 
     variants: tuple[str, ...]
@@ -137,7 +138,7 @@ class Plan:
     configs: str
     scenes: tuple[str, ...] | None = None
     eval_set: str = "a"
-    backbone: str = "lab"
+    backbone: str | None = None
     adapters_from: str | None = None
 
     def budget(self) -> dict[str, Any]:
@@ -149,8 +150,8 @@ class Plan:
             "configs": self.configs,
             "scenes": list(self.scenes) if self.scenes else None,
         }
-        # recorded only when set, so the budgets of runs on the lab world stay as they were
-        if self.backbone != "lab":
+        # recorded only when set, so the budgets of runs on the configs' world stay as they were
+        if self.backbone is not None:
             budget["backbone"] = self.backbone
         if self.adapters_from is not None:
             budget["adapters_from"] = self.adapters_from

@@ -164,6 +164,39 @@ def _report(module: WorldPart, trainer: L.Trainer, wall: float) -> PartReport:
     )
 
 
+def _prompt_table(
+    backbone: Any, prompts: Sequence[str], max_sequence_length: int
+) -> tuple[Tensor, Tensor, int]:
+    """What :class:`~pila.lab.world_parts.LatentData` reads a clip's prompt from: each clip's
+    row (N,), each distinct prompt's embedding with the empty prompt's last ((U + 1, L, D)),
+    and the empty prompt's row."""
+    unique = sorted(set(prompts))
+    text = backbone.encode_prompt(unique + [""], max_sequence_length=max_sequence_length)
+    return torch.tensor([unique.index(p) for p in prompts]), text.embeds, len(unique)
+
+
+def _fit_transformer(
+    base: Path,
+    name: str,
+    part: TransformerPart,
+    data: LatentData,
+    batch: int,
+    steps_per_epoch: int,
+    seed: int,
+    drop: float,
+    progress: bool,
+    ckpt_path: str | None,
+) -> PartReport:
+    """Fit a transformer part on ``data`` in ``base/name`` (its checkpoints and logs), with
+    the seeded keys of :class:`~pila.lab.world_parts.RunKeys`; resumes from ``ckpt_path``."""
+    steps = part.total_steps
+    keys = RunKeys(len(data), batch, steps_per_epoch, steps, seed, drop=drop)
+    loader = DataLoader(data, batch_size=batch, sampler=keys, num_workers=0)
+    trainer = _trainer(base, name, steps, progress, steps_per_epoch)
+    wall = _fit(trainer, part, loader, _resolve_ckpt(base, name, ckpt_path))
+    return _report(part, trainer, wall)
+
+
 def _vae_part(config: WorldConfig, lr: float, steps: int) -> VAEPart:
     return VAEPart(
         config.vae_config(),
@@ -306,11 +339,8 @@ def train_world(
         seed=config.seed, transformer=config.transformer_config(), vae=config.vae_config()
     )
     pipe.register_modules(vae=vae)
-    unique = sorted(set(train_clips.prompts))
     backbone = WanBackbone(pipe)
-    text = backbone.encode_prompt(unique + [""], max_sequence_length=config.max_sequence_length)
-    embeds = text.embeds  # (U + 1, L, D); the last row is the empty prompt
-    prompt_ids = torch.tensor([unique.index(p) for p in train_clips.prompts])
+    prompts = _prompt_table(backbone, train_clips.prompts, config.max_sequence_length)
     heldout_set = None
     if heldout.prompts and config.heldout_every:
         held_mu = encode_clips(vae, heldout)  # (N, C, T, H, W)
@@ -331,25 +361,18 @@ def train_world(
         heldout=heldout_set,
         heldout_every=config.heldout_every,
     )
-    keys = RunKeys(
-        len(train_clips.prompts),
+    tr_report = _fit_transformer(
+        base,
+        "transformer",
+        tr_part,
+        LatentData(latents, *prompts),
         config.transformer_batch,
         config.steps_per_epoch,
-        config.transformer_steps,
         config.seed + 1,
-        drop=config.prompt_dropout,
+        config.prompt_dropout,
+        progress,
+        ckpt_path,
     )
-    tr_loader = DataLoader(
-        LatentData(latents, prompt_ids, embeds, empty_id=len(unique)),
-        batch_size=config.transformer_batch,
-        sampler=keys,
-        num_workers=0,
-    )
-    trainer = _trainer(
-        base, "transformer", config.transformer_steps, progress, config.steps_per_epoch
-    )
-    wall = _fit(trainer, tr_part, tr_loader, _resolve_ckpt(base, "transformer", ckpt_path))
-    tr_report = _report(tr_part, trainer, wall)
 
     # 6. the world folder and its card
     pipe.register_modules(transformer=tr_part.transformer.eval())
@@ -408,9 +431,7 @@ def train_moe_world(
     latents = _normalised(encode_clips(lab.vae, clips), mean, std)  # (N, C, T, H, W)
     held = _normalised(encode_clips(lab.vae, heldout), mean, std)
     backbone = WanBackbone(lab)
-    unique = sorted(set(clips.prompts))
-    embeds = backbone.encode_prompt(unique + [""], max_sequence_length=world.max_sequence_length)
-    prompt_ids = torch.tensor([unique.index(p) for p in clips.prompts])
+    prompts = _prompt_table(backbone, clips.prompts, world.max_sequence_length)
     held_text = backbone.encode_prompt(
         list(heldout.prompts), max_sequence_length=world.max_sequence_length
     ).embeds
@@ -437,24 +458,18 @@ def train_moe_world(
             sigma_range=sigma_range,
         )
         lab_loss = part.heldout_loss()  # the LoRA starts at zero: the lab transformer's loss
-        keys = RunKeys(
-            len(latents),
+        report = _fit_transformer(
+            base,
+            f"expert_{name}",
+            part,
+            LatentData(latents, *prompts),
             config.batch,
             config.steps_per_epoch,
-            config.steps,
             config.seed + 10 * i + 1,
-            drop=world.prompt_dropout,
+            world.prompt_dropout,
+            progress,
+            ckpt_path,
         )
-        loader = DataLoader(
-            LatentData(latents, prompt_ids, embeds.embeds, empty_id=len(unique)),
-            batch_size=config.batch,
-            sampler=keys,
-            num_workers=0,
-        )
-        part_name = f"expert_{name}"
-        trainer = _trainer(base, part_name, config.steps, progress, config.steps_per_epoch)
-        wall = _fit(trainer, part, loader, _resolve_ckpt(base, part_name, ckpt_path))
-        report = _report(part, trainer, wall)
         final = part.final_heldout()
         experts[name] = {
             "regime": WAN22_REGIMES[name],
@@ -465,7 +480,7 @@ def train_moe_world(
             "report": asdict(report),
             "heldout_lab_transformer": lab_loss,
             "heldout_curve": part.heldout_curve,
-            "relative_velocity_change": _velocity_change(part),
+            "relative_velocity_change": part.lora_velocity_change(),
         }
         parts[name] = part
         log.info("%s: held-out flow loss %.4f (lab transformer %.4f)", name, final, lab_loss)
@@ -486,30 +501,6 @@ def train_moe_world(
         write_json_atomic(tmp / "training.json", training)
         write_text_atomic(tmp / "README.md", card(training, record))
     return folder
-
-
-@torch.no_grad()
-def _velocity_change(part) -> float:
-    """‖v_expert − v_lab‖ / ‖v_lab‖ on the part's held-out samples: how far the expert
-    moved from the lab transformer (its LoRA switched off gives the lab's)."""
-    x_t, _, sigma, text = part._heldout
-    from pila.flow import sigma_to_timestep
-
-    transformer = part.transformer.eval()
-
-    def run() -> torch.Tensor:
-        return transformer(
-            hidden_states=x_t,
-            timestep=sigma_to_timestep(sigma),
-            encoder_hidden_states=text,
-            return_dict=False,
-        )[0]
-
-    expert = run()
-    transformer.disable_adapters()
-    lab = run()
-    transformer.enable_adapters()
-    return float((expert - lab).norm() / lab.norm().clamp_min(1e-12))
 
 
 # ------------------------------------------------------------------ the command
@@ -585,22 +576,14 @@ def build_parser() -> ArgumentParser:
         "experts fine-tuned from the shipped lab world (the --expert-* options), written to "
         "OUT/world_moe (default lab)",
     )
-    p.add_argument(
-        "--expert-steps", type=int, default=moe.steps, help=f"lab-moe: steps per expert "
-        f"(default {moe.steps})"
-    )  # fmt: skip
-    p.add_argument(
-        "--expert-rank", type=int, default=moe.lora_rank, help=f"lab-moe: each expert's LoRA "
-        f"rank (default {moe.lora_rank})"
-    )  # fmt: skip
-    p.add_argument(
-        "--expert-clips", type=int, default=moe.clips_per_scene, help=f"lab-moe: training "
-        f"clips per scene (default {moe.clips_per_scene})"
-    )  # fmt: skip
-    p.add_argument(
-        "--expert-seed", type=int, default=moe.seed, help=f"lab-moe: world seed of the experts' "
-        f"clips and seed of their training (default {moe.seed})"
-    )  # fmt: skip
+    for flag, field, text in (
+        ("--expert-steps", "steps", "steps per expert"),
+        ("--expert-rank", "lora_rank", "each expert's LoRA rank"),
+        ("--expert-clips", "clips_per_scene", "training clips per scene"),
+        ("--expert-seed", "seed", "world seed of the experts' clips and seed of their training"),
+    ):
+        value = getattr(moe, field)
+        p.add_argument(flag, type=int, default=value, help=f"lab-moe: {text} (default {value})")
     return p
 
 

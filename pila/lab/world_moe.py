@@ -36,6 +36,7 @@ from typing import Any
 
 from pila.backbone.folders import LAB_WORLD_FOLDER
 from pila.io import atomic_folder
+from pila.stages.finetune import LORA_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,12 @@ def cache_root() -> Path:
 
 
 def _check_experts(source: Path) -> None:
-    missing = [n for n in EXPERTS if not (source / n / _lora_weights()).is_file()]
+    missing = [n for n in EXPERTS if not (source / n / LORA_WEIGHTS).is_file()]
     if missing:
         raise FileNotFoundError(
             f"lab-moe: {source} holds no trained {' or '.join(missing)} expert; train them with "
             f"`pila lab pretrain --world lab-moe --out DIR` and copy DIR/world_moe to {MOE_FOLDER}"
         )
-
-
-def _lora_weights() -> str:
-    from pila.stages.finetune import LORA_WEIGHTS
-
-    return LORA_WEIGHTS
 
 
 def _digest(files: list[tuple[Path, Path]]) -> str:
@@ -170,7 +165,7 @@ def lab_world_sha256() -> str:
 def built_from(source: Path) -> str:
     """SHA-256 of what the folder is built from: the lab world's files (its card aside) and
     the experts' LoRAs and record."""
-    names = [f"{n}/{_lora_weights()}" for n in EXPERTS] + [MOE_RECORD]
+    names = [f"{n}/{LORA_WEIGHTS}" for n in EXPERTS] + [MOE_RECORD]
     experts = [(source, source / n) for n in names if (source / n).is_file()]
     return _digest(_lab_files() + experts)
 

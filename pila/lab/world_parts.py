@@ -437,6 +437,30 @@ class TransformerPart(WorldPart):
         if log:
             self.log("heldout/flow_loss", loss)
 
+    @torch.no_grad()
+    def lora_velocity_change(self) -> float:
+        """‖v − v_base‖ / ‖v_base‖ on the held-out samples, v_base with the LoRA switched
+        off: how far a LoRA part moved from the transformer it started from."""
+        assert self._heldout is not None
+        x_t, _, sigma, text = self._heldout
+        was_training = self.transformer.training
+        self.transformer.eval()
+
+        def velocity() -> Tensor:
+            return self.transformer(
+                hidden_states=x_t,
+                timestep=sigma_to_timestep(sigma),
+                encoder_hidden_states=text,
+                return_dict=False,
+            )[0]
+
+        moved = velocity()
+        self.transformer.disable_adapters()
+        base = velocity()
+        self.transformer.enable_adapters()
+        self.transformer.train(was_training)
+        return float((moved - base).norm() / base.norm().clamp_min(1e-12))
+
     def final_heldout(self) -> float:
         """The held-out loss of the weights after the last step (measured now if the curve
         lacks it: a finished run restored from its checkpoint runs no step to measure at)."""

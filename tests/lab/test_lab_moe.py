@@ -98,7 +98,6 @@ def test_frames_without_adapter_are_diffusers_own_on_lab_moe_and_the_regimes_spl
 ):
     from diffusers import WanPipeline
 
-    from pila.adapter import AdapterConfig, PILAAdapter
     from pila.generation import generate_video
     from pila.generation.settings import SamplingConfig
 
@@ -108,26 +107,13 @@ def test_frames_without_adapter_are_diffusers_own_on_lab_moe_and_the_regimes_spl
     prompt = "a red ball falls under gravity and bounces on a wooden floor"
     ours = generate_video(backbone, prompt, seed=3, config=config)
     pipe = WanPipeline.from_pretrained(str(world_folder()))
-    theirs = pipe(
-        prompt=prompt,
-        height=64,
-        width=64,
-        num_frames=9,
-        num_inference_steps=6,
-        guidance_scale=2.0,
-        guidance_scale_2=1.5,
-        generator=torch.Generator().manual_seed(3),
-        output_type="np",
-    ).frames[0]
-    np.testing.assert_array_equal(ours.frames, np.asarray(theirs, dtype=np.float32))
+    theirs = diffusers_frames(pipe, prompt, seed=3, steps=6, guidance_scale_2=1.5)
+    np.testing.assert_array_equal(ours.frames, theirs)
     assert ours.corrected_by_regime is None  # no adapter, nothing corrected
 
-    stage_c = json.loads(json.dumps(_stage_c_adapter()))
-    adapter = PILAAdapter(AdapterConfig(**stage_c))
-    with torch.no_grad():  # a non-zero correction (a fresh adapter's last layer is zero)
-        for param in adapter.parameters():
-            param.add_(0.01 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
-    corrected = generate_video(backbone, prompt, seed=3, config=config, adapter=adapter)
+    corrected = generate_video(
+        backbone, prompt, seed=3, config=config, adapter=perturbed_lab_adapter(seed=0)
+    )
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=3.0)
     scheduler.set_timesteps(6)
     high = [i + 1 for i, t in enumerate(scheduler.timesteps) if t >= BOUNDARY_RATIO * 1000]
@@ -139,11 +125,37 @@ def test_frames_without_adapter_are_diffusers_own_on_lab_moe_and_the_regimes_spl
     assert not np.array_equal(corrected.frames, ours.frames)
 
 
-def _stage_c_adapter() -> dict:
+def diffusers_frames(pipe, prompt: str, *, seed: int, steps: int, guidance_scale_2: float):
+    """``WanPipeline.__call__``'s frames (F, H, W, 3) at the lab size (64 × 64, 9 frames),
+    guidance 2 on the high-noise expert."""
+    frames = pipe(
+        prompt=prompt,
+        height=64,
+        width=64,
+        num_frames=9,
+        num_inference_steps=steps,
+        guidance_scale=2.0,
+        guidance_scale_2=guidance_scale_2,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    ).frames[0]
+    return np.asarray(frames, dtype=np.float32)
+
+
+def perturbed_lab_adapter(seed: int):
+    """An adapter of the lab's stage C config with every weight nudged by seeded noise, so
+    its correction is not zero (a fresh adapter's last layer is)."""
     import yaml
 
+    from pila.adapter import AdapterConfig, PILAAdapter
+
     stage_c = yaml.safe_load((ROOT / "lightning_configs/lab/stageC.yaml").read_text())
-    return stage_c["model"]["init_args"]["adapter"]
+    adapter = PILAAdapter(AdapterConfig(**stage_c["model"]["init_args"]["adapter"]))
+    with torch.no_grad():
+        for param in adapter.parameters():
+            noise = torch.randn(param.shape, generator=torch.Generator().manual_seed(seed))
+            param.add_(0.01 * noise)
+    return adapter
 
 
 @pytest.mark.slow
@@ -153,15 +165,10 @@ def test_pila_predict_with_the_lab_moe_config_corrects_both_regimes(lab_moe, tmp
     videos are diffusers' own frames of the two-expert folder."""
     from diffusers import WanPipeline
 
-    from pila.adapter import AdapterConfig, PILAAdapter
     from pila.cli import main
     from pila.io import read_video, write_video
 
-    adapter = PILAAdapter(AdapterConfig(**_stage_c_adapter()))
-    with torch.no_grad():
-        for param in adapter.parameters():
-            param.add_(0.01 * torch.randn(param.shape, generator=torch.Generator().manual_seed(1)))
-    adapter_folder = adapter.save_pretrained(tmp_path / "adapter")
+    adapter_folder = perturbed_lab_adapter(seed=1).save_pretrained(tmp_path / "adapter")
     prompt = "ripples spread across a still pond after a pebble drops in"
     common = [
         "predict", "--config", str(ROOT / "lightning_configs/lab/predict_moe.yaml"),
@@ -189,12 +196,9 @@ def test_pila_predict_with_the_lab_moe_config_corrects_both_regimes(lab_moe, tmp
     assert runs["baseline"][0]["corrected_by_regime"] is None
 
     pipe = WanPipeline.from_pretrained(str(world_folder()))
-    frames = pipe(
-        prompt=prompt, height=64, width=64, num_frames=9, num_inference_steps=5,
-        guidance_scale=2.0, guidance_scale_2=2.0,
-        generator=torch.Generator().manual_seed(runs["baseline"][0]["seed"]), output_type="np",
-    ).frames[0]  # fmt: skip
-    reference = write_video(tmp_path / "diffusers.mp4", np.asarray(frames), fps=16.0)
+    seed = runs["baseline"][0]["seed"]
+    frames = diffusers_frames(pipe, prompt, seed=seed, steps=5, guidance_scale_2=2.0)
+    reference = write_video(tmp_path / "diffusers.mp4", frames, fps=16.0)
     baseline, _ = read_video(runs["baseline"][1])
     corrected, _ = read_video(runs["corrected"][1])
     np.testing.assert_array_equal(baseline, read_video(reference)[0])  # same frames, same codec
