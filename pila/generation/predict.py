@@ -2,7 +2,7 @@
 
 One predict step generates the videos of one batch of
 :class:`~pila.generation.prompts.PredictItem` s (one per (prompt, sample), each with its
-own seed) through :func:`pila.generation.sampling.generate_video`, and returns
+own seed) in one call of :func:`pila.generation.sampling.generate_batch`, and returns
 :class:`PredictionResult` s for the writer callback
 (:class:`pila.generation.writer.VideoPredictionWriter`), which writes the mp4s, the
 sidecars and the benchmark layout.
@@ -34,7 +34,7 @@ from pila.backbone.runtime import (
     execution_device,
 )
 from pila.generation.records import PredictItem
-from pila.generation.sampling import CheckedAdapter, GeneratedVideo, generate_video
+from pila.generation.sampling import CheckedAdapter, GeneratedVideo, generate_batch
 from pila.generation.settings import SamplingConfig
 from pila.parser import ParsedPrompt, PromptParser, default_parser, parse_with_given
 
@@ -219,19 +219,20 @@ class PILAPredictModule(pl.LightningModule):
         )
 
     def predict_step(self, batch: list[PredictItem], batch_idx: int = 0) -> list[PredictionResult]:
-        """Generate every item of the batch, one at a time with its own seed."""
-        results = []
-        for item in batch:
-            video = generate_video(
-                self.backbone,
-                item.record.prompt,
-                seed=item.seed,
-                config=self.sampling,
-                adapter=self._checked,
-                parsed=self.parsed_prompt(item),
-            )
-            results.append(PredictionResult(item=item, video=video))
-        return results
+        """Generate the batch's items in one pipeline call, each with its own seed."""
+        parsed = [self.parsed_prompt(item) for item in batch]
+        videos = generate_batch(
+            self.backbone,
+            [item.record.prompt for item in batch],
+            seeds=[item.seed for item in batch],
+            config=self.sampling,
+            adapter=self._checked,
+            parsed=None if self._checked is None else parsed,
+        )
+        return [
+            PredictionResult(item=item, video=video)
+            for item, video in zip(batch, videos, strict=True)
+        ]
 
     def configure_optimizers(self) -> None:
         """Prediction only: nothing trains."""

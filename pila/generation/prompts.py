@@ -181,7 +181,8 @@ class PromptDataModule(pl.LightningDataModule):
         category_map: the category map file that labels WISA prompt records (None: the
             shipped one; a relative path is relative to the current directory).
         limit: only the first ``limit`` prompts (None: all).
-        batch_size: items per predict step. [ours: 1, as videos are generated one at a time]
+        batch_size: items per predict step, generated in one pipeline call (frames equal to
+            one at a time up to float rounding). [ours: 1, which gives them exactly]
     """
 
     def __init__(

@@ -286,11 +286,14 @@ class AdapterCorrection:
         self.clock.adapter_seconds += self.clock.now() - start
         return corrected
 
-    def mean_routing(self) -> dict[str, float] | None:
-        """Per-expert routing weight averaged over the corrected steps (None: no step ran)."""
+    def mean_routing(self, sample: int = 0) -> dict[str, float] | None:
+        """One sample's per-expert routing weight averaged over the corrected steps.
+
+        None when no step ran.
+        """
         if self.weight_sum is None or not self.applied:
             return None
-        mean = (self.weight_sum / len(self.applied))[0]  # (E,)
+        mean = (self.weight_sum / len(self.applied))[sample]  # (E,)
         return {name: float(mean[k]) for k, name in enumerate(CATEGORIES)}
 
 

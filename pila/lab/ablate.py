@@ -109,13 +109,14 @@ def ablate(
     threads: int | None = None,
     report_only: bool = False,
     predict_processes: int = 1,
+    predict_batch: int = 1,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
 
     ``threads``: torch CPU threads of the child processes (None: torch's choice).
-    ``predict_processes``: processes that generate each run's evaluation set together
-    (:func:`~pila.lab.ablate_runs.execute_run`).
+    ``predict_processes``: processes that generate each run's evaluation set together,
+    ``predict_batch`` videos per pipeline call (:func:`~pila.lab.ablate_runs.execute_run`).
     ``report_only``: run nothing, report the runs that have finished and name the others
     (an ablation cut short still gives its table).
     """
@@ -129,7 +130,16 @@ def ablate(
         label = f"[{i}/{len(jobs)}] {variant.name}" + (f" seed {seed}" if variant.trained else "")
         t0 = time.perf_counter()
         done = execute_run(
-            out, variant, seed, plan, label, threads, prompt_file, report_only, predict_processes
+            out,
+            variant,
+            seed,
+            plan,
+            label,
+            threads,
+            prompt_file,
+            report_only,
+            predict_processes,
+            predict_batch,
         )
         if done is None:
             missing.append(label.split("] ", 1)[1])
@@ -231,6 +241,14 @@ def build_parser() -> ArgumentParser:
         "default: %(default)s)",
     )
     p.add_argument(
+        "--predict-batch",
+        type=int,
+        default=4,  # ours: 4 videos a call took 0.58 of one at a time on the lab world on two
+        # free CPU threads (8: 0.64, 16: 0.67); benchmarks/results/lab_predict_batch.md
+        help="videos per pipeline call when generating the evaluation set (frames equal to "
+        "one at a time up to float rounding; default: %(default)s)",
+    )
+    p.add_argument(
         "--backbone",
         default=None,
         choices=("lab", "lab-moe"),
@@ -330,6 +348,8 @@ def _run(argv: list[str]) -> int:
         raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
     if args.predict_processes < 1:
         raise UsageError(f"--predict-processes must be ≥ 1, got {args.predict_processes}")
+    if args.predict_batch < 1:
+        raise UsageError(f"--predict-batch must be ≥ 1, got {args.predict_batch}")
     scenes = _scenes(args.scenes)
     check_stage_arguments(variants, configs)
     logs.configure(fmt="%(levelname)s %(name)s: %(message)s")
@@ -360,6 +380,7 @@ def _run(argv: list[str]) -> int:
             threads=args.threads,
             report_only=args.report_only,
             predict_processes=args.predict_processes,
+            predict_batch=args.predict_batch,
         )
     except RunFailed as err:
         sys.stderr.write(f"{PROG}: {err}\n")

@@ -53,12 +53,18 @@ def run_pila(args: Sequence[str], threads: int | None = None) -> None:
 
 
 def predict_command(
-    config: Path, threads: int | None, processes: int
+    config: Path, threads: int | None, processes: int, batch: int = 1
 ) -> tuple[list[str], int | None]:
-    """``pila predict`` arguments and torch threads per process for ``processes`` processes:
-    several run Lightning's DDP strategy on the CPU (each takes every ``processes``-th video,
-    :func:`pila.generation.prompts.shard_indices`), with ``threads`` split between them."""
+    """``pila predict`` arguments and torch threads per process for ``processes`` processes
+    generating ``batch`` videos per pipeline call: several processes run Lightning's DDP
+    strategy on the CPU (each takes every ``processes``-th video,
+    :func:`pila.generation.prompts.shard_indices`), with ``threads`` split between them.
+
+    Neither is part of the predict config a run records: both change how the videos are
+    computed, not what they are (float rounding aside)."""
     args = ["predict", "--config", str(config)]
+    if batch != 1:
+        args += ["--data.init_args.batch_size", str(batch)]
     if processes == 1:
         return args, threads
     args += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp"]
@@ -204,13 +210,15 @@ def execute_run(
     prompt_file: Path | None = None,
     report_only: bool = False,
     predict_processes: int = 1,
+    predict_batch: int = 1,
 ) -> dict[str, Any] | None:
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished
     steps.
 
     ``predict_processes``: more than one generates the evaluation set in that many
-    processes (:func:`predict_command`); each video is still drawn from its own seed (a
-    process of fewer threads may sum in another order: float round-off).
+    processes (:func:`predict_command`), ``predict_batch`` videos per pipeline call; each
+    video is still drawn from its own seed (a process of fewer threads or a batch may sum in
+    another order: float round-off).
 
     ``prompt_file``: the evaluation set's videos (:func:`evaluation_prompts`; None:
     predict.yaml's prompt file, one video a prompt). ``report_only``: run nothing; a run
@@ -273,7 +281,7 @@ def execute_run(
     log.info("%s: generating the evaluation set (pila predict --config %s)", label, path)
     start = time.perf_counter()
     # the writer keeps the videos a killed run finished
-    run_pila(*predict_command(path, threads, predict_processes))
+    run_pila(*predict_command(path, threads, predict_processes, predict_batch))
     timings["predict"] = time.perf_counter() - start
     start = time.perf_counter()
     report = evaluate(folder / videos, folder / reports)

@@ -10,8 +10,9 @@ from diffusers import UniPCMultistepScheduler, WanPipeline
 import pila
 from pila.adapter import load_adapter
 from pila.backbone import WanBackbone
-from pila.generation.sampling import generate, generate_video
+from pila.generation.sampling import generate, generate_batch, generate_video
 from pila.generation.settings import SamplingConfig, resolve_correction_steps, resolve_seeds
+from pila.parser import default_parser, parse_with_given
 
 
 def reference(pipeline: WanPipeline, prompt: str, seed: int, settings: dict, **extra) -> np.ndarray:
@@ -184,6 +185,49 @@ def test_a_videos_frames_do_not_depend_on_the_other_prompts(tiny_backbone, adapt
     assert np.array_equal(together[2], reordered[0])
     assert np.array_equal(together[1], reordered[1])
     assert not np.array_equal(together[0], together[2])
+
+
+@pytest.mark.parametrize("label_source", ["parsed", "random"])
+def test_a_batch_is_its_videos_one_at_a_time(tiny_backbone, adapter_factory, small, label_source):
+    adapter = adapter_factory(trained=True, label_source=label_source)
+    config = SamplingConfig(**small)
+    prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
+    seeds = [10, 11, 12]
+    # each video its own labels: a batch that shared one condition would route them alike
+    given = [("rigid_body",), ("fluid", "optical"), ("thermal",)]
+    parsed = [
+        parse_with_given(default_parser(), p, labels=list(lab), refined_prompt=None)
+        for p, lab in zip(prompts, given, strict=True)
+    ]
+    alone = [
+        generate_video(tiny_backbone, p, seed=s, config=config, adapter=adapter, parsed=q)
+        for p, s, q in zip(prompts, seeds, parsed, strict=True)
+    ]
+    batch = generate_batch(
+        tiny_backbone, prompts, seeds=seeds, config=config, adapter=adapter, parsed=parsed
+    )
+    assert [v.prompt for v in batch] == prompts and [v.seed for v in batch] == seeds
+    for one, ours in zip(alone, batch, strict=True):
+        np.testing.assert_allclose(ours.frames, one.frames, rtol=0, atol=1e-5)
+        assert ours.parsed == one.parsed and ours.corrected_steps == one.corrected_steps
+        for name, weight in one.routing_weights.items():
+            assert ours.routing_weights[name] == pytest.approx(weight, abs=1e-5)
+        assert ours.timings["batch"] == 3 and "batch" not in one.timings
+    assert alone[0].routing_weights != pytest.approx(alone[2].routing_weights, abs=1e-3)
+    assert not np.allclose(batch[0].frames, batch[1].frames, atol=1e-3)
+
+
+def test_generate_in_batches_equals_one_at_a_time_and_checks_the_size(tiny_backbone, small):
+    prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
+    one = generate(tiny_backbone, prompts, seed=4, **small)
+    two = generate(tiny_backbone, prompts, seed=4, batch_size=2, **small)
+    assert len(two) == 3
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        generate(tiny_backbone, prompts, batch_size=0, **small)
+    with pytest.raises(ValueError, match="one seed"):
+        generate_batch(tiny_backbone, prompts, seeds=[1, 2])
 
 
 def test_settings_are_sampling_config_fields_and_a_typo_is_named(tiny_backbone, small):

@@ -261,6 +261,7 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
         ["--variants", "plain,plain_adapter"],
         ["--eval-set", "c"],
         ["--eval-seeds", "17"],
+        ["--predict-batch", "0"],
     ):
         assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
@@ -538,6 +539,10 @@ def test_predict_processes_split_the_threads_and_run_lightnings_ddp():
     assert args[3:] == ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
     assert threads == 1  # two processes of one thread on two cores, not four threads
     assert predict_command(config, 3, 2)[1] == 1 and predict_command(config, 1, 4)[1] == 1
+    # a batch is a command-line setting of the data module, not part of the recorded config
+    args, threads = predict_command(config, 2, 1, batch=4)
+    assert args == ["predict", "--config", str(config), "--data.init_args.batch_size", "4"]
+    assert threads == 2
 
 
 def test_experiment_overrides_update_the_stage_callbacks_they_name(tmp_path):
