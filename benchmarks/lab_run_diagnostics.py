@@ -1,0 +1,146 @@
+"""What stage C did in a finished ``pila lab ablate``: flow loss and gradient ratios per run.
+
+For each trained variant of an ablation folder and each of its seeds, read from the runs'
+TensorBoard logs (:func:`pila.analysis.scalars.read_scalars`):
+
+* stage C's training flow-matching loss, mean of its first and last tenth of logged steps,
+  and its last validation flow loss (``train/fm_loss``, ``val/fm_loss``; ``world_finetune``
+  logs them as ``flow_loss``);
+* for PILA variants, per parameter group the ratio ‖∇(λ_phys·L_res)‖ / ‖∇L_fm‖ logged by the
+  gradient diagnostics (``train/grad_ratio/<group>``), median over the diagnostic steps of
+  the second half of stage C (λ_phys at its target there); 0 where L_res does not reach the
+  group (the decoder); a run without L_res (the plain adapter) has none.
+
+It answers, for the runs behind a table, whether the physics loss drowns the flow signal
+on the shared parts and whether stage C lowers the flow loss at all. Nothing is trained.
+
+Run (writes ``benchmarks/results/<name>.json`` and ``.md``)::
+
+    .venv/bin/python benchmarks/lab_run_diagnostics.py outputs/lab_t4_v2 \\
+        --variants full,plain_adapter,world_finetune,wo_afe --name lab_t4_v2_diagnostics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pila.adapter import PARAMETER_GROUPS
+from pila.analysis.scalars import ScalarTable, gradient_curves, read_scalars
+from pila.io import write_text_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _series(table: ScalarTable, names: tuple[str, ...]) -> np.ndarray | None:
+    """Stage C's curve of the first of ``names`` it logged (None: none)."""
+    for name in names:
+        if name in table.tags:
+            return table.series(name, stage="stageC").values
+    return None
+
+
+def run_row(folder: Path) -> dict[str, Any]:
+    """One run's stage C flow losses and late gradient ratios."""
+    whole = read_scalars(folder)
+    table = whole.where(stage="stageC")
+    train = _series(table, ("train/fm_loss", "train/flow_loss"))
+    val = _series(table, ("val/fm_loss", "val/flow_loss"))
+    row: dict[str, Any] = {}
+    if train is not None and len(train):
+        tenth = max(1, len(train) // 10)
+        row["fm_first"] = float(train[:tenth].mean())
+        row["fm_last"] = float(train[-tenth:].mean())
+    row["val_fm_last"] = float(val[-1]) if val is not None and len(val) else None
+    ratios = {}
+    for group, series in gradient_curves(whole, "stageC").items():
+        half = series.steps >= series.steps.max() / 2
+        ratios[group] = float(np.median(series.values[half]))
+    # a run without a physics loss logs ratios of 0 on every group: none to report
+    row["grad_ratio"] = ratios if any(ratios.values()) else {}
+    return row
+
+
+def summarise(out: Path, variants: list[str]) -> dict[str, Any]:
+    rows: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        seeds = sorted((out / "runs" / variant).glob("seed*/stageC"))
+        per_seed = {p.parent.name: run_row(p.parent) for p in seeds}
+        rows[variant] = per_seed
+    return rows
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Stage C of `{result['folder']}`: flow loss and gradient ratios",
+        "",
+        f"`{result['command']}` at commit {result['commit']}; {result['wall_seconds']:.0f} s. "
+        "Medians over the seeds (their count in brackets); flow loss: training mean of the "
+        "first and last tenth of stage C's logged steps, validation at its end. Gradient "
+        "ratio ‖∇(λ_phys·L_res)‖ / ‖∇L_fm‖ per parameter group, median over the diagnostic "
+        "steps of the second half of stage C (then min–max over the seeds).",
+        "",
+        "| variant | fm first | fm last | val fm | " + " | ".join(PARAMETER_GROUPS) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(PARAMETER_GROUPS),
+    ]
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}")
+
+    for variant, seeds in result["rows"].items():
+        runs = list(seeds.values())
+        cells = [fmt(_median([r.get(k) for r in runs])) for k in ("fm_first", "fm_last")]
+        cells.append(fmt(_median([r.get("val_fm_last") for r in runs])))
+        for group in PARAMETER_GROUPS:
+            values = [r["grad_ratio"][group] for r in runs if group in r["grad_ratio"]]
+            if not values:
+                cells.append("–")
+            else:
+                cells.append(
+                    f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+                )
+        lines.append(f"| {variant} ({len(runs)}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a pila lab ablate --out folder")
+    parser.add_argument("--variants", default="full,plain_adapter,world_finetune")
+    parser.add_argument("--name", default="lab_run_diagnostics", help="results file stem")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    result: dict[str, Any] = {
+        "command": f"python benchmarks/lab_run_diagnostics.py {args.folder.name} "
+        f"--variants {','.join(variants)} --name {args.name}",
+        "folder": args.folder.name,
+        "commit": commit or "unknown",
+        "rows": summarise(args.folder, variants),
+    }
+    result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / f"{args.name}.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out / f"{args.name}.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
