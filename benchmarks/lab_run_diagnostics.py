@@ -7,9 +7,12 @@ TensorBoard logs (:func:`pila.analysis.scalars.read_scalars`):
   and its last validation flow loss (``train/fm_loss``, ``val/fm_loss``; ``world_finetune``
   logs them as ``flow_loss``);
 * for PILA variants, per parameter group the ratio ‖∇(λ_phys·L_res)‖ / ‖∇L_fm‖ logged by the
-  gradient diagnostics (``train/grad_ratio/<group>``), median over the diagnostic steps of
-  the second half of stage C (λ_phys at its target there); 0 where L_res does not reach the
-  group (the decoder); a run without L_res (the plain adapter) has none.
+  gradient diagnostics (``train/grad_ratio/<group>``), median over the diagnostic steps
+  from the first step at which ``train/lambda_phys`` reached its largest value (its target,
+  after the warm-up); 0 where L_res does not reach the group (the decoder); a run without
+  L_res (the plain adapter) has none.
+
+Only finished runs (a ``done.json``) are read; a variant with none is an error.
 
 It answers, for the runs behind a table, whether the physics loss drowns the flow signal
 on the shared parts and whether stage C lowers the flow loss at all. Nothing is trained.
@@ -60,9 +63,15 @@ def run_row(folder: Path) -> dict[str, Any]:
         row["fm_last"] = float(train[-tenth:].mean())
     row["val_fm_last"] = float(val[-1]) if val is not None and len(val) else None
     ratios = {}
+    start = 0
+    if "train/lambda_phys" in table.tags:
+        lam = table.series("train/lambda_phys", stage="stageC")
+        start = int(lam.steps[np.argmax(lam.values >= lam.values.max() * (1 - 1e-6))])
+    row["lambda_target_from_step"] = start
     for group, series in gradient_curves(whole, "stageC").items():
-        half = series.steps >= series.steps.max() / 2
-        ratios[group] = float(np.median(series.values[half]))
+        late = series.steps >= start
+        if late.any():
+            ratios[group] = float(np.median(series.values[late]))
     # a run without a physics loss logs ratios of 0 on every group: none to report
     row["grad_ratio"] = ratios if any(ratios.values()) else {}
     return row
@@ -71,9 +80,13 @@ def run_row(folder: Path) -> dict[str, Any]:
 def summarise(out: Path, variants: list[str]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for variant in variants:
-        seeds = sorted((out / "runs" / variant).glob("seed*/stageC"))
-        per_seed = {p.parent.name: run_row(p.parent) for p in seeds}
-        rows[variant] = per_seed
+        runs = sorted((out / "runs" / variant).glob("seed*/done.json"))
+        if not runs:
+            raise SystemExit(
+                f"lab_run_diagnostics: no finished run of {variant!r} under {out / 'runs'}; "
+                "name a trained variant of that ablation (its folder under runs/)"
+            )
+        rows[variant] = {p.parent.name: run_row(p.parent) for p in runs}
     return rows
 
 
@@ -90,7 +103,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Medians over the seeds (their count in brackets); flow loss: training mean of the "
         "first and last tenth of stage C's logged steps, validation at its end. Gradient "
         "ratio ‖∇(λ_phys·L_res)‖ / ‖∇L_fm‖ per parameter group, median over the diagnostic "
-        "steps of the second half of stage C (then min–max over the seeds).",
+        "steps once λ_phys is at its target (then min–max over the seeds).",
         "",
         "| variant | fm first | fm last | val fm | " + " | ".join(PARAMETER_GROUPS) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(PARAMETER_GROUPS),
@@ -125,13 +138,15 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    # as given, unless absolute (results name no machine's paths)
+    shown = args.folder.name if args.folder.is_absolute() else str(args.folder)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     result: dict[str, Any] = {
-        "command": f"python benchmarks/lab_run_diagnostics.py {args.folder.name} "
+        "command": f"python benchmarks/lab_run_diagnostics.py {shown} "
         f"--variants {','.join(variants)} --name {args.name}",
-        "folder": args.folder.name,
+        "folder": shown,
         "commit": commit or "unknown",
         "rows": summarise(args.folder, variants),
     }

@@ -9,7 +9,8 @@ Modules, in the order a prompt meets them on its way through ``pila predict``:
 - :mod:`.prompts` :class:`PromptDataModule`, the per-rank split of the work items
 - :mod:`.predict` :class:`PILAPredictModule`, the LightningModule ``pila predict`` runs
 - :mod:`.settings` :class:`SamplingConfig`: every setting that shapes a video
-- :mod:`.sampling` :func:`generate` (``pila.generate``) and :func:`generate_video`
+- :mod:`.sampling` :func:`generate` (``pila.generate``), :func:`generate_video` and
+  :func:`generate_batch`
 - :mod:`.proxy` the correcting scheduler proxy: Eq. (10) inside ``WanPipeline``'s own loop
 - :mod:`.layouts` :class:`OutputLayout`, the base of the benchmarks' layouts
 - :mod:`.writer` :class:`VideoPredictionWriter`: mp4s, JSON sidecars, CSV indexes
@@ -27,6 +28,7 @@ from pila.lazy import lazy_exports
 _EXPORTS = {
     "generate": "sampling",
     "generate_video": "sampling",
+    "generate_batch": "sampling",
     "GeneratedVideo": "sampling",
     "SamplingConfig": "settings",
     "resolve_correction_steps": "settings",

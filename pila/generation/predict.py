@@ -219,7 +219,12 @@ class PILAPredictModule(pl.LightningModule):
         )
 
     def predict_step(self, batch: list[PredictItem], batch_idx: int = 0) -> list[PredictionResult]:
-        """Generate the batch's items in one pipeline call, each with its own seed."""
+        """Generate the batch's items in one pipeline call, each with its own seed.
+
+        The writer may have dropped every item (made or held by another run): nothing to do.
+        """
+        if not batch:
+            return []
         parsed = [self.parsed_prompt(item) for item in batch]
         videos = generate_batch(
             self.backbone,

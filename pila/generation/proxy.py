@@ -1,7 +1,7 @@
 """The correcting scheduler proxy: Eq. (10) inside diffusers' own Wan denoising loop.
 
-Legend: B batch (1: prompts are generated one at a time), C latent channels, T latent
-frames, H, W latent height and width, E experts (8).
+Legend: B batch (the videos of one pipeline call), C latent channels, T latent frames,
+H, W latent height and width, E experts (8).
 
 No copy of the sampling loop lives here. :class:`CorrectingScheduler` stands in for the
 pipeline's scheduler for one ``WanPipeline.__call__``; its ``step(v, t, x_t)`` first turns
@@ -227,7 +227,7 @@ class AdapterCorrection:
 
     Args:
         adapter: the PILA adapter (frozen).
-        cond: its ``AdapterCondition`` for this video.
+        cond: its ``AdapterCondition`` for the call's videos (one row each).
         steps: 1-based steps to correct.
         clock: where adapter time is added up.
         tap: with a :class:`ConditionalVelocityTap` the adapter reads the conditional

@@ -76,7 +76,8 @@ class GeneratedVideo:
             without an adapter.
         timings: seconds spent in text encoding, the backbone's denoising, the adapter,
             VAE decoding and in all (``text_encoding``, ``denoise_backbone``, ``adapter``,
-            ``vae_decode``, ``total``).
+            ``vae_decode``, ``total``); for a video of a batch (:func:`generate_batch`) the
+            call's seconds divided by its size, which ``batch`` records.
     """
 
     frames: np.ndarray | None
@@ -86,7 +87,7 @@ class GeneratedVideo:
     routing_weights: dict[str, float] | None = None
     corrected_steps: tuple[int, ...] = ()
     corrected_by_regime: dict[str, list[int]] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class CheckedAdapter:
 
     Build it with :func:`check_adapter` (or, for an adapter :func:`~pila.adapter.load_adapter`
     has already checked, from the adapter and ``adapter_config(adapter)``) and hand it to
-    every :func:`generate_video` call of the run.
+    every :func:`generate_video` or :func:`generate_batch` call of the run.
     """
 
     module: nn.Module

@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 SIDECAR_FORMAT = "pila-video/1"
 CLAIM_TIMEOUT_S = 7200.0
 """Ours: a claim older than this is stale (about 20× the slowest published single-video
-time, Wan 2.2 A14B at 480p: 327 s on one H100)."""
+time, Wan 2.2 A14B at 480p: 327 s on one H100). A batch's items are claimed together before
+it starts, so a run on several hosts keeps batch size × seconds per video well under it
+(or raises ``claim_timeout_s``)."""
 
 
 load_benchmarks()  # every benchmark's layout class, so YAML may name one by its class name

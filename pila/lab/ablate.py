@@ -59,7 +59,7 @@ from typing import Any
 
 from pila.io import read_json, write_json_atomic, write_text_atomic
 from pila.lab.ablate_report import aggregate, report_markdown, write_figure
-from pila.lab.ablate_runs import RunFailed, evaluation_prompts, execute_run
+from pila.lab.ablate_runs import PREDICT_BATCH, RunFailed, evaluation_prompts, execute_run
 from pila.lab.ablate_variants import (
     BASELINE,
     DEFAULT_VARIANTS,
@@ -109,7 +109,7 @@ def ablate(
     threads: int | None = None,
     report_only: bool = False,
     predict_processes: int = 1,
-    predict_batch: int = 1,
+    predict_batch: int = PREDICT_BATCH,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
@@ -243,8 +243,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--predict-batch",
         type=int,
-        default=4,  # ours: 4 videos a call took 0.58 of one at a time on the lab world on two
-        # free CPU threads (8: 0.64, 16: 0.67); benchmarks/results/lab_predict_batch.md
+        default=PREDICT_BATCH,
         help="videos per pipeline call when generating the evaluation set (frames equal to "
         "one at a time up to float rounding; default: %(default)s)",
     )

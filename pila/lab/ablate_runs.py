@@ -52,6 +52,12 @@ def run_pila(args: Sequence[str], threads: int | None = None) -> None:
         )
 
 
+PREDICT_BATCH = 4
+"""Ours: videos per pipeline call when a run generates its evaluation set; four took 0.58 of
+the time of one at a time on the lab world on two free CPU threads (8: 0.64, 16: 0.67;
+``benchmarks/results/lab_predict_batch.md``)."""
+
+
 def predict_command(
     config: Path, threads: int | None, processes: int, batch: int = 1
 ) -> tuple[list[str], int | None]:
@@ -210,7 +216,7 @@ def execute_run(
     prompt_file: Path | None = None,
     report_only: bool = False,
     predict_processes: int = 1,
-    predict_batch: int = 1,
+    predict_batch: int = PREDICT_BATCH,
 ) -> dict[str, Any] | None:
     """Train (unless the baseline), export, generate and evaluate one run; resumes finished
     steps.

@@ -217,13 +217,29 @@ def test_a_batch_is_its_videos_one_at_a_time(tiny_backbone, adapter_factory, sma
     assert not np.allclose(batch[0].frames, batch[1].frames, atol=1e-3)
 
 
-def test_generate_in_batches_equals_one_at_a_time_and_checks_the_size(tiny_backbone, small):
+def test_generate_in_batches_equals_one_at_a_time_and_checks_the_size(
+    tiny_backbone, adapter_factory, small
+):
+    adapter = adapter_factory(trained=True)
     prompts = ["A ball rolls.", "Water splashes.", "A flame flickers."]
-    one = generate(tiny_backbone, prompts, seed=4, **small)
-    two = generate(tiny_backbone, prompts, seed=4, batch_size=2, **small)
+    # per-prompt labels across a batch boundary (batches [0, 1] and [2])
+    given = dict(labels=[["rigid_body"], ["fluid"], ["thermal"]], adapter=adapter, seed=4)
+    one = generate(tiny_backbone, prompts, **given, **small)
+    seen: list[torch.Tensor] = []
+    handle = adapter.condition.register_forward_hook(
+        lambda m, args, out: seen.append(args[1].clone())
+    )
+    try:
+        two = generate(tiny_backbone, prompts, batch_size=2, **given, **small)
+    finally:
+        handle.remove()
     assert len(two) == 3
     for a, b in zip(one, two, strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    # each call's condition holds its own prompts' labels, in order: 4 steps × 2 calls
+    names = pila.categories.CATEGORIES
+    calls = [[[names[k] for k in row.nonzero().flatten().tolist()] for row in y] for y in seen]
+    assert calls == [[["rigid_body"], ["fluid"]]] * 4 + [[["thermal"]]] * 4
     with pytest.raises(ValueError, match="batch_size"):
         generate(tiny_backbone, prompts, batch_size=0, **small)
     with pytest.raises(ValueError, match="one seed"):
@@ -527,3 +543,8 @@ def test_predict_checks_the_adapter_once_per_run_not_per_video(
     results = module.predict_step(items)
     assert len(results) == 4 and all(r.video.corrected_steps for r in results)
     assert adapter_reads == after_setup  # four videos: no check, no config read
+    assert [r.item for r in results] == items  # one call, each video its item's
+    assert [r.video.seed for r in results] == [item.seed for item in items]
+    assert [r.video.prompt for r in results] == ["A ball.", "A ball.", "A wave.", "A wave."]
+    # the writer may drop every item of a batch (held by another run): nothing to generate
+    assert module.predict_step([]) == []
