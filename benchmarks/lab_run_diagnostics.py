@@ -20,7 +20,8 @@ on the shared parts and whether stage C lowers the flow loss at all. Nothing is 
 Run (writes ``benchmarks/results/<name>.json`` and ``.md``)::
 
     .venv/bin/python benchmarks/lab_run_diagnostics.py outputs/lab_t4_v2 \\
-        --variants full,plain_adapter,world_finetune,wo_afe --name lab_t4_v2_diagnostics
+        --variants full,plain_adapter,world_finetune,wo_afe --name lab_t4_v2_diagnostics \\
+        --figure docs/figures/lab_t4_v2_diagnostics.png
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pila.analysis.scalars import ScalarTable, gradient_curves, read_scalars
 from pila.io import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SMOOTH = 10
+"""Logged training losses averaged in the figure (a running mean over this many)."""
 
 
 def _series(table: ScalarTable, names: tuple[str, ...]) -> np.ndarray | None:
@@ -75,6 +78,54 @@ def run_row(folder: Path) -> dict[str, Any]:
     # a run without a physics loss logs ratios of 0 on every group: none to report
     row["grad_ratio"] = ratios if any(ratios.values()) else {}
     return row
+
+
+def figure(out: Path, variants: list[str], path: Path) -> None:
+    """Stage C's training flow loss per variant (every seed) and, for the first variant with
+    gradient ratios, each group's ratio over the steps (every seed), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pila.analysis.plots import save_figure
+
+    fig, (loss_ax, ratio_ax) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ratio_variant = None
+    for k, variant in enumerate(variants):
+        for n, done in enumerate(sorted((out / "runs" / variant).glob("seed*/done.json"))):
+            table = read_scalars(done.parent).where(stage="stageC")
+            name = "train/fm_loss" if "train/fm_loss" in table.tags else "train/flow_loss"
+            loss = table.series(name, stage="stageC")
+            window = min(SMOOTH, len(loss.values))  # the per-batch loss is noisy
+            smooth = np.convolve(loss.values, np.ones(window) / window, mode="valid")
+            loss_ax.plot(loss.steps[window - 1 :], smooth, color=colours[k % len(colours)],
+                         lw=0.9, alpha=0.8, label=variant if n == 0 else None)  # fmt: skip
+            curves = gradient_curves(read_scalars(done.parent), "stageC")
+            if not any(np.any(s.values) for s in curves.values()):
+                continue
+            if ratio_variant not in (None, variant):
+                continue
+            ratio_variant = variant
+            for g, group in enumerate(PARAMETER_GROUPS):
+                if group in curves and np.any(curves[group].values > 0):
+                    s = curves[group]
+                    ratio_ax.plot(s.steps, s.values, color=colours[g % len(colours)], lw=0.8,
+                                  marker=".", label=group if n == 0 else None)  # fmt: skip
+    loss_ax.set(
+        xlabel="stage C step",
+        ylabel="training flow loss",
+        title=f"Flow loss, stage C (running mean of {SMOOTH} logged steps)",
+    )
+    loss_ax.legend(fontsize=8)
+    loss_ax.grid(alpha=0.3)
+    ratio_ax.set_yscale("log")
+    ratio_ax.set(xlabel="stage C step", ylabel="‖∇(λ·L_res)‖ / ‖∇L_fm‖",
+                 title=f"Gradient ratio per group, {ratio_variant} (every seed)")  # fmt: skip
+    ratio_ax.legend(fontsize=8)
+    ratio_ax.grid(alpha=0.3)
+    save_figure(fig, path)
 
 
 def summarise(out: Path, variants: list[str]) -> dict[str, Any]:
@@ -135,6 +186,7 @@ def main() -> None:
     parser.add_argument("--variants", default="full,plain_adapter,world_finetune")
     parser.add_argument("--name", default="lab_run_diagnostics", help="results file stem")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--figure", type=Path, default=None, help="also draw the curves here")
     args = parser.parse_args()
     start = time.perf_counter()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -150,6 +202,8 @@ def main() -> None:
         "commit": commit or "unknown",
         "rows": summarise(args.folder, variants),
     }
+    if args.figure is not None:
+        figure(args.folder, variants, args.figure)
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / f"{args.name}.json", json.dumps(result, indent=2) + "\n")
