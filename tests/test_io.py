@@ -35,6 +35,21 @@ def test_video_round_trip_keeps_size_count_fps_and_content(tmp_path):
     assert not list(tmp_path.glob(".clip.mp4*"))  # no temporary file left behind
 
 
+def test_a_small_clip_encodes_to_the_same_video_every_time(tmp_path):
+    """x264's SIMD code gave a 64 × 64 clip another video on most encodes in one process;
+    small frames are encoded without it (pila.io.X264_PLAIN_C_AREA)."""
+    from pila.lab import corruptions
+
+    clip = corruptions.ground_truth("ball_collision", 4321, 2)  # (33, 64, 64, 3)
+    videos = set()
+    for k in range(6):
+        path = write_video(tmp_path / f"clip{k}.mp4", clip, fps=16, crf=35)
+        videos.add(path.read_bytes())
+        churn = [np.random.default_rng(k).random((400, 400)) for _ in range(3)]  # reuse memory
+        del churn
+    assert len(videos) == 1
+
+
 def test_odd_sizes_are_padded_to_even(tmp_path):
     frames = np.zeros((3, 31, 33, 3), dtype=np.float32)
     decoded, _ = read_video(write_video(tmp_path / "odd.mp4", frames, fps=8))
