@@ -319,7 +319,7 @@ def test_videos_of_another_predict_config_or_adapter_are_regenerated_and_kept_as
     ):  # fit: nothing; predict: one "video" naming its guidance and adapter
         if args[0] != "predict":
             return
-        cfg = yaml.safe_load(Path(args[-1]).read_text())
+        cfg = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
         guidance = cfg["model"]["init_args"]["sampling"]["guidance_scale"]
         made = f"{guidance}/{(folder / 'adapter' / 'label.txt').read_text()}"
         calls.append(made)
