@@ -95,14 +95,15 @@ def figure(out: Path, variants: list[str], path: Path) -> None:
     ratio_variant = None
     for k, variant in enumerate(variants):
         for n, done in enumerate(sorted((out / "runs" / variant).glob("seed*/done.json"))):
-            table = read_scalars(done.parent).where(stage="stageC")
+            whole = read_scalars(done.parent)  # read once: the loss and the ratios
+            table = whole.where(stage="stageC")
             name = "train/fm_loss" if "train/fm_loss" in table.tags else "train/flow_loss"
             loss = table.series(name, stage="stageC")
             window = min(SMOOTH, len(loss.values))  # the per-batch loss is noisy
             smooth = np.convolve(loss.values, np.ones(window) / window, mode="valid")
             loss_ax.plot(loss.steps[window - 1 :], smooth, color=colours[k % len(colours)],
                          lw=0.9, alpha=0.8, label=variant if n == 0 else None)  # fmt: skip
-            curves = gradient_curves(read_scalars(done.parent), "stageC")
+            curves = gradient_curves(whole, "stageC")
             if not any(np.any(s.values) for s in curves.values()):
                 continue
             if ratio_variant not in (None, variant):

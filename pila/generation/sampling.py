@@ -219,7 +219,8 @@ def generate_batch(
     prompt i and seed i up to float rounding (batched matrix products sum in another order:
     measured ≤ 1e-5 on [0, 1] frames, ``tests/generation/test_generation_sampling.py``).
     A batch is worth it where one video leaves the device idle (small models, CPUs): on the
-    lab world on a CPU four videos in one call take about two thirds of four calls.
+    lab world on two free CPU threads four videos in one call take 0.58 of four calls
+    (``benchmarks/results/lab_predict_batch.md``).
 
     Args:
         pipeline: a ``WanPipeline`` or :class:`WanBackbone`.
