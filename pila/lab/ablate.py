@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from pila.io import read_json, write_json_atomic, write_text_atomic
-from pila.lab.ablate_report import aggregate, report_markdown, write_figure
+from pila.lab.ablate_report import aggregate, decide, report_markdown, write_figure
 from pila.lab.ablate_runs import PREDICT_BATCH, RunFailed, evaluation_prompts, execute_run
 from pila.lab.ablate_variants import (
     BASELINE,
@@ -91,6 +91,7 @@ __all__ = [
     "Variant",
     "ablate",
     "aggregate",
+    "decide",
     "execute_run",
     "main",
     "resolve_variant",
@@ -110,6 +111,7 @@ def ablate(
     report_only: bool = False,
     predict_processes: int = 1,
     predict_batch: int = PREDICT_BATCH,
+    decide_against: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
@@ -119,6 +121,9 @@ def ablate(
     ``predict_batch`` videos per pipeline call (:func:`~pila.lab.ablate_runs.execute_run`).
     ``report_only``: run nothing, report the runs that have finished and name the others
     (an ablation cut short still gives its table).
+    ``decide_against``: a row's name (``full``): the readings' decision rule
+    (:func:`~pila.lab.ablate_report.decide`) is applied against it and written under the
+    table.
     """
     prompt_file = evaluation_prompts(out, plan)  # written once for every run
     jobs = [(v, s) for v in variants for s in (plan.seeds if v.trained else plan.seeds[:1])]
@@ -161,6 +166,8 @@ def ablate(
     recorded_plan = {"variants": list(plan.variants), "seeds": list(plan.seeds), **plan.budget()}
     recorded_plan["eval_prompt_file"] = str(prompt_file)
     table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall, missing=missing)
+    if decide_against is not None:
+        table["decision"] = decide(table, decide_against)
     table["markdown"] = report_markdown(table, plan, wall)
     write_json_atomic(
         out / plan.named("report.json"), {k: v for k, v in table.items() if k != "markdown"}
@@ -263,6 +270,13 @@ def build_parser() -> ArgumentParser:
         "(the paper's Wan 2.1 → Wan 2.2 transfer)",
     )
     p.add_argument(
+        "--decide",
+        action="store_true",
+        help="apply the readings' decision rule against full PILA (candidate − full below 0 "
+        "with its 95 %% interval; the lowest kept is proposed) and write it under the table "
+        "(needs the full row)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and generate nothing: report the runs of these variants and seeds that "
@@ -333,6 +347,8 @@ def _run(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     variants = _variants(args.variants)
+    if args.decide and FULL not in {v.name for v in variants}:
+        raise UsageError("--decide compares every candidate with full PILA: add full to --variants")
     for flag, value in (("--seeds", args.seeds), ("--eval-seeds", args.eval_seeds)):
         if value < 1:
             raise UsageError(f"{flag} must be ≥ 1, got {value}")
@@ -380,6 +396,7 @@ def _run(argv: list[str]) -> int:
             report_only=args.report_only,
             predict_processes=args.predict_processes,
             predict_batch=args.predict_batch,
+            decide_against=FULL if args.decide else None,
         )
     except RunFailed as err:
         sys.stderr.write(f"{PROG}: {err}\n")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pila.io import atomic_path
-from pila.lab.ablate_variants import BASELINE, FULL, PLAIN, Plan
+from pila.lab.ablate_variants import BASELINE, FULL, PLAIN, WORLD_FINETUNE, Plan
 from pila.lab.stats import BOOTSTRAP_RESAMPLES, two_level_bootstrap
 
 Videos = dict[str, dict[str, Any]]
@@ -40,10 +40,7 @@ def _strata(
         if not videos:
             continue
         strata.append(
-            [
-                [mine[v][key] - (ref[v][key] if ref else 0.0) for v in videos]
-                for mine, ref in pairs
-            ]
+            [[mine[v][key] - (ref[v][key] if ref else 0.0) for v in videos] for mine, ref in pairs]
         )
     return strata
 
@@ -63,7 +60,7 @@ def _paired_runs(
     """The row's and the reference's videos for every training seed both have (the
     baseline's one generation pairs with every seed)."""
     pairs = []
-    for s in (seeds if len(runs) > 1 or len(ref_runs) > 1 else [None]):
+    for s in seeds if len(runs) > 1 or len(ref_runs) > 1 else [None]:
         mine, ref = _run_of(runs, s), _run_of(ref_runs, s)
         if mine is not None and ref is not None:
             pairs.append((_per_video(mine), _per_video(ref)))
@@ -112,6 +109,43 @@ def aggregate(results: dict[str, dict[int | None, dict[str, Any]]]) -> dict[str,
     return {"rows": rows, "seeds": seeds}
 
 
+def decide(table: dict[str, Any], reference: str = FULL) -> dict[str, Any]:
+    """The readings' decision rule (``benchmarks/results/lab_readings_plan.md``), applied to
+    an :func:`aggregate` table.
+
+    A candidate (any row but ``reference``, the baseline, the plain adapter and
+    ``world_finetune``) is kept when its overall violation minus ``reference``'s, paired by
+    seed and video, is below 0 with its whole 95 % interval below 0. Of the kept, the one
+    with the lowest mean difference is proposed; none kept, nothing is (the defaults stay).
+
+    Returns ``{"reference", "candidates": {name: {"mean", "ci95", "kept"}}, "kept",
+    "proposed"}``.
+    """
+    if reference not in table["rows"]:
+        raise ValueError(f"the table has no {reference!r} row to decide against")
+    controls = {reference, BASELINE, PLAIN, WORLD_FINETUNE}
+    key = {FULL: "vs_full", PLAIN: "vs_plain", BASELINE: "vs_baseline"}.get(reference)
+    if key is None:
+        raise ValueError(f"decisions are taken against {FULL!r}, {PLAIN!r} or {BASELINE!r}")
+    candidates: dict[str, Any] = {}
+    for name, row in table["rows"].items():
+        if name in controls:
+            continue
+        summary = row[key].get("overall") or {}
+        mean, ci = summary.get("mean"), summary.get("ci95")
+        kept = mean is not None and ci is not None and mean < 0 and ci[1] < 0
+        candidates[name] = {"mean": mean, "ci95": ci, "kept": bool(kept)}
+    kept = sorted(
+        (n for n, c in candidates.items() if c["kept"]), key=lambda n: candidates[n]["mean"]
+    )
+    return {
+        "reference": reference,
+        "candidates": candidates,
+        "kept": kept,
+        "proposed": kept[0] if kept else None,
+    }
+
+
 # ----------------------------------------------------------------------- report
 def _num(x: float, digits: int) -> str:
     return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
@@ -125,6 +159,27 @@ def _ci(summary: dict[str, Any] | None, digits: int = 2) -> str:
         lo, hi = summary["ci95"]
         text += f" [{_num(lo, digits)}, {_num(hi, digits)}]"
     return text
+
+
+def decision_markdown(decision: dict[str, Any]) -> list[str]:
+    """:func:`decide`'s verdict as report lines."""
+    ref = decision["reference"]
+    lines = [
+        f"Decision against `{ref}` (the readings' rule, fixed before the runs: a candidate is "
+        f"kept when candidate − {ref} is below 0 with its whole 95 % interval; the lowest "
+        "kept is proposed):",
+        "",
+        f"| candidate | Δ vs {ref} | kept |",
+        "|---|---|---|",
+    ]
+    for name, c in decision["candidates"].items():
+        lines.append(f"| {name} | {_ci(c)} | {'yes' if c['kept'] else 'no'} |")
+    proposed = decision["proposed"]
+    lines += [
+        "",
+        f"Proposed: `{proposed}`." if proposed else "Proposed: none; the defaults stay.",
+    ]
+    return lines
 
 
 def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> str:
@@ -173,6 +228,8 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
             if row[key]:
                 cells = " | ".join(_ci(row[key].get(s)) for s in scenes)
                 lines.append(f"| {name} | {cells} |")
+    if table.get("decision"):
+        lines += ["", *decision_markdown(table["decision"])]
     if table.get("missing"):
         lines += ["", "Not finished, left out: " + ", ".join(table["missing"]) + "."]
     lines += ["", f"Wall time of this invocation: {wall_seconds / 60:.1f} min.", ""]

@@ -28,6 +28,7 @@ READINGS = REPO_CONFIGS / "readings"
 """Override files of the method readings R1–R5 (``design/pila-method.md`` §7); variants too."""
 STAGES = ("stageA", "stageB", "stageC")
 BASELINE, PLAIN, FULL = "baseline", "plain_adapter", "full"
+WORLD_FINETUNE = "world_finetune"  # the capacity control: the world's own LoRA
 ALIASES = {"plain": PLAIN, "ours": FULL}
 DEFAULT_VARIANTS = (BASELINE, PLAIN, FULL)
 STEP_KEYS = (

@@ -17,9 +17,11 @@ from pila.lab.ablate import (
     PLAIN,
     UsageError,
     aggregate,
+    decide,
     resolve_variant,
     stage_config,
 )
+from pila.lab.ablate_report import decision_markdown
 from pila.lab.ruler import ruler_identity
 from pila.lab.stats import interval, two_level_bootstrap
 
@@ -253,6 +255,75 @@ def test_differences_are_paired_by_video_within_a_seed():
     assert high - low > 3.0  # one training seed: the videos' spread is in the interval
 
 
+def test_the_decision_keeps_only_candidates_clearly_below_full_and_proposes_the_lowest():
+    """The readings' pre-registered rule (lab_readings_plan.md): kept when candidate − full
+    is below 0 with its interval below 0; the lowest kept is proposed; controls never are."""
+    videos = [f"{k}.mp4" for k in range(6)]
+    spread = [1.0, 5.0, 2.0, 8.0, 3.0, 9.0]
+
+    def row(shift: float, jitter: float = 0.0) -> dict:
+        return {
+            s: _report(
+                {
+                    v: ("ball_bounce", x + shift + jitter * ((k + s) % 2 - 0.5), 1.0)
+                    for k, (v, x) in enumerate(zip(videos, spread, strict=True))
+                }
+            )
+            for s in range(3)
+        }
+
+    runs = {
+        FULL: row(0.0),
+        PLAIN: row(-3.0),  # a control: never proposed, however low
+        ablate_variants.WORLD_FINETUNE: row(-2.0),
+        "r6_frozen": row(-0.5),  # clearly lower on every video
+        "r6_category_mean": row(-1.0),  # lower still: the proposal
+        "r6_grad_balanced": row(-0.2, jitter=4.0),  # lower on average, interval across 0
+        "wo_flow_correction": row(+1.0),  # higher
+    }
+    verdict = decide(aggregate(runs))
+    assert verdict["reference"] == FULL
+    assert set(verdict["candidates"]) == {
+        "r6_frozen",
+        "r6_category_mean",
+        "r6_grad_balanced",
+        "wo_flow_correction",
+    }
+    assert verdict["kept"] == ["r6_category_mean", "r6_frozen"]
+    assert verdict["proposed"] == "r6_category_mean"
+    noisy = verdict["candidates"]["r6_grad_balanced"]
+    assert noisy["mean"] < 0 < noisy["ci95"][1] and not noisy["kept"]
+    lines = "\n".join(decision_markdown(verdict))
+    assert "| r6_frozen | -0.50 [-0.50, -0.50] | yes |" in lines
+    assert "Proposed: `r6_category_mean`." in lines
+    assert decide(aggregate({FULL: runs[FULL], "x": row(+0.5)}))["proposed"] is None
+    with pytest.raises(ValueError, match="no 'full' row"):
+        decide(aggregate({PLAIN: runs[PLAIN]}))
+
+
+def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys):
+    """``--decide``: the finished runs' table gets the rule's verdict against full PILA."""
+    shift = {FULL: 0.0, "r6_frozen": -0.5, "r6_category_mean": +0.5}
+
+    def finished(out, variant, seed, plan, *rest):
+        videos = {f"{k}.mp4": ("ball_bounce", 2.0 + k + shift[variant.name], 1.0) for k in range(4)}
+        path = tmp_path / f"{variant.name}{seed}.json"
+        path.write_text(json.dumps(_report(videos)))
+        return {"report": str(path), "seconds": {"predict": 1.0}}
+
+    monkeypatch.setattr(ablate, "execute_run", finished)
+    monkeypatch.setattr(ablate, "evaluation_prompts", lambda out, plan: tmp_path / "p.jsonl")
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--variants", ",".join(shift), "--seeds", "2", "--decide"]
+    assert ablate.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["decision"]["kept"] == ["r6_frozen"]
+    assert "Proposed: `r6_frozen`." in (out / "report.md").read_text()
+    assert ablate.main(argv[:-1]) == 0  # without the flag: no verdict
+    assert "decision" not in json.loads((out / "report.json").read_text())
+    capsys.readouterr()
+
+
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
     for argv in (
         ["--variants", "baseline,volcano"],
@@ -262,6 +333,7 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
         ["--eval-set", "c"],
         ["--eval-seeds", "17"],
         ["--predict-batch", "0"],
+        ["--variants", "plain,r6_frozen", "--decide"],
     ):
         assert ablate.main(["--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err
