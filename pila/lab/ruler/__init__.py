@@ -25,12 +25,14 @@ ball_collision      ``piecewise_residual`` (centres vs two lines per ball meetin
                     (|e_fit − e|), ``speed_gain`` (relative speed after/before − 1, ≥ 0),
                     ``interpenetration`` (overlap / (r_a + r_b)), ``size_change``,
                     ``missing``
-melting_block       ``ice_growth`` (Σ increases of the 5-frame moving median of the ice
-                    area / A0), ``conservation`` (range of ice + κ·water area / median,
+melting_block       (the ice's area is its blueness summed over the block's box, in
+                    pixels) ``ice_growth`` (Σ increases of the 5-frame moving median of the
+                    ice area / A0), ``conservation`` (range of ice + κ·water area / median,
                     κ the one factor that keeps it most constant: the water layer's depth
                     is unknown; areas on 5-frame moving medians), ``puddle_shrink`` (Σ
                     decreases of the puddle width's 5-frame moving median, px),
-                    ``melt_residual`` (ice area vs the world's melt law, relative),
+                    ``melt_residual`` (the smoothed ice area vs the world's melt law,
+                    relative),
                     ``melt_step`` (largest one-frame deviation of the smoothed area from
                     it), ``melt_rate_error`` (|log r_fit / r|, the area curve's fitted
                     melt rate against the world's)
@@ -72,8 +74,12 @@ mp4 round trip, by :func:`calibrate`; the numbers are data (``calibration.json``
 package, rewritten by ``pila lab calibrate``), not tuned literals. A sub-measure that
 cannot be measured at all (no object found) scores
 :data:`~pila.lab.ruler.normalise.UNMEASURABLE_Z`, and no z exceeds
-:data:`~pila.lab.ruler.normalise.MAX_Z`. The **violation** is the mean of the z's: about 0
-on ground truth, and 1 means "off by one ground-truth spread on average".
+:data:`~pila.lab.ruler.normalise.MAX_Z`. The **violation** is the root mean square of the
+z's (:func:`violation_of`): about 0 on ground truth, and 1 means "off by one ground-truth
+spread", in the RMS over the scene's sub-measures. The square (our choice, over a plain
+mean) lets one clearly broken measure count for more than many slightly moved ones: a law
+break moves one or two sub-measures far (a rate, a conservation), a change of look (a codec,
+a tone curve) moves most of them a little (``benchmarks/results/lab_ruler_robustness.md``).
 
 **Scene fidelity** (:mod:`~pila.lab.ruler.fidelity`): a Gaussian nearest-prototype classifier over
 simple appearance and motion features (:func:`appearance_features`), prototypes fitted on
@@ -121,7 +127,8 @@ class RulerResult:
 
     Attributes:
         scene: the scene measured against.
-        violation: mean normalised sub-measure (≥ 0; ≈ 0 on ground truth).
+        violation: root mean square of the normalised sub-measures (≥ 0; ≈ 0 on ground
+            truth; :func:`violation_of`).
         fidelity: probability that the video shows ``scene``.
         raw: raw sub-measures (NaN: not measurable).
         normalised: sub-measure → z.
@@ -143,6 +150,11 @@ class RulerResult:
         }
 
 
+def violation_of(z: dict[str, float]) -> float:
+    """A scene's violation from its sub-measures' z's: their root mean square."""
+    return float(np.sqrt(np.mean(np.square(list(z.values())))))
+
+
 def measure(
     frames: np.ndarray, scene: str, calibration: dict[str, Any] | None = None
 ) -> RulerResult:
@@ -162,8 +174,8 @@ def measure(
     calibration = calibration or load_calibration()
     m = SCENE_MEASURES[scene](lab)
     z = normalise(scene, m.raw, calibration)
-    violation = float(np.mean(list(z.values())))
-    return RulerResult(scene, violation, scene_fidelity(lab, scene, calibration), m.raw, z, m.trace)
+    fidelity = scene_fidelity(lab, scene, calibration)
+    return RulerResult(scene, violation_of(z), fidelity, m.raw, z, m.trace)
 
 
 __all__ = [
@@ -185,5 +197,6 @@ __all__ = [
     "scene_fidelity",
     "scene_probabilities",
     "to_lab_frames",
+    "violation_of",
     "write_calibration",
 ]

@@ -60,20 +60,81 @@ WALL_BLUENESS = -0.056
 read blueness against."""
 
 
+FLOOR_GAP = 2
+"""Our choice: the block's bottom rows, this many above the plate, are not read; water's
+strong blue bleeds into them under a blur or a codec, more as the puddle widens. Their ice
+is the block's width (the rows just above) times this many rows: the block stands on the
+plate as a rectangle."""
+MIN_ICE_CONTRAST = 0.03
+"""Our choice: the block's typical blueness above the wall's must be at least this (the
+rendered block stands about 0.15 above it, 0.08 under a strong colour cast and tone curve);
+below it no block is drawn."""
+
+
+def plate_top(frames: np.ndarray) -> int:
+    """The first row of the warm plate: the largest fall of the still image's green from one
+    row to the next in the frame's lower half (the wall's green is about 0.7, the plate's
+    0.35, the puddle's 0.45: the block, the puddle and the plate all start there)."""
+    green = np.median(frames, axis=0)[..., 1].mean(axis=1)  # (H,)
+    half = frames.shape[1] // 2
+    return half + 1 + int(np.argmax(green[half:-1] - green[half + 1 :]))
+
+
+def block_area(blueness: np.ndarray, floor: int) -> np.ndarray | None:
+    """The block's area per frame (F,) in pixels, from its blueness summed over a box around
+    it, or None when no block stands out (:data:`MIN_ICE_CONTRAST`).
+
+    Above the plate each row's blueness is read against the row's median (the wall: the
+    block is under half a row wide; the backdrop's gradient is vertical), the excess summed
+    over the box that holds the block at its largest (its columns in the clip's median
+    frame, its rows in the first frames', 3 px around; negative excess, noise, counts 0), and
+    divided by the block's typical excess. A sum, not a count of pixels past a threshold: a
+    blur or a codec's blocks move the block's faint tint between pixels but keep its sum,
+    where a threshold would cut more or less of it from frame to frame. The rows next to the
+    plate are read as :data:`FLOOR_GAP` says.
+    """
+    num_frames = blueness.shape[0]
+    if floor < FLOOR_GAP + 6:
+        return None
+    above = blueness[:, :floor]
+    excess = np.clip(above - np.median(above, axis=2, keepdims=True), 0, None)
+
+    def extent(image: np.ndarray, axis: int) -> slice:
+        marked = (image > 0.5 * np.percentile(image, 99)).any(axis=axis)
+        where = np.nonzero(marked)[0]
+        if not where.size:
+            return slice(0, 0)
+        return slice(max(0, where.min() - 3), where.max() + 4)
+
+    cols = extent(np.median(excess, axis=0), axis=0)
+    rows = extent(np.median(excess[:3], axis=0), axis=1)
+    box = np.zeros(excess.shape[1:], bool)
+    box[rows.start :, cols] = True  # down to the plate: the block stands on it
+    excess = excess * box
+    top = np.percentile(excess, 99.5)
+    typical = excess[excess > 0.5 * top]
+    contrast = float(np.median(typical)) if typical.size else 0.0
+    if contrast < MIN_ICE_CONTRAST:
+        return None
+    body = excess[:, : floor - FLOOR_GAP].reshape(num_frames, -1).sum(1)
+    width = excess[:, floor - FLOOR_GAP - 3 : floor - FLOOR_GAP].sum(axis=2).mean(axis=1)
+    return (body + FLOOR_GAP * width) / contrast
+
+
 def measure_melting_block(frames: np.ndarray) -> Measurement:
     """Ice area never grows, ice + water area is conserved, the puddle spreads, melt at the
     world's rate (the area curve's fitted rate against the world's: ``melt_rate_error``,
     |log ratio|).
 
     Vision: colour rules on blueness (blue − red, shifted per frame so the wall in the top
-    quarter reads :data:`WALL_BLUENESS`): water is strongly blue (> 0.25), ice
-    faintly blue (0.02–0.25) and bright (luminance > 0.45) in rows without water or next to it (the
-    puddle's pale anti-aliased edges are not ice); the warm plate and the beige wall are
-    not blue. Areas are pixel counts; the puddle's width is its extent in columns.
-    Conservation is checked only in frames where the puddle does not reach the frame's
-    edge (the rest of it is out of view); it, the puddle's spreading, the ice's growth, the
-    melt steps and the fitted rate are read on the areas and width smoothed over
-    :data:`MELT_TREND` frames.
+    quarter reads :data:`WALL_BLUENESS`). The plate's first row (:func:`plate_top`) parts the
+    block (above it) from the puddle (below it). The ice's area is its blueness summed
+    (:func:`block_area`); water is strongly blue (> 0.25) below the plate's first row, its
+    area the soft coverage between the dry surface and full water, the puddle's width its
+    extent in columns. Conservation is checked only in frames where the puddle does not
+    reach the frame's edge (the rest of it is out of view); it, the puddle's spreading, the
+    ice's growth, the melt residual and steps and the fitted rate are read on the areas and
+    width smoothed over :data:`MELT_TREND` frames.
     """
     num_frames, width = frames.shape[0], frames.shape[2]
     blueness = frames[..., 2] - frames[..., 0]
@@ -81,23 +142,19 @@ def measure_melting_block(frames: np.ndarray) -> Measurement:
     # the block) reads its rendered value, so a colour cast does not move the thresholds
     wall = np.median(blueness[:, : frames.shape[1] // 4].reshape(num_frames, -1), axis=1)
     blueness = blueness - (wall - WALL_BLUENESS)[:, None, None]
-    lum = frames.mean(axis=-1)
-    water = blueness > 0.25
-    candidates = (blueness > 0.02) & (blueness <= 0.25) & (lum > 0.45)
-    wet_rows = water.any(axis=2)  # (F, H)
-    wet_rows = wet_rows | np.roll(wet_rows, 1, axis=1) | np.roll(wet_rows, -1, axis=1)
-    ice = (
-        candidates & ~wet_rows[..., None]
-    )  # rows holding water and their neighbours: the puddle's pale edges are not ice
-    ice_area = ice.reshape(num_frames, -1).sum(1).astype(float)
+    floor = plate_top(frames)
+    above = np.arange(frames.shape[1])[None, :, None] < floor  # (1, H, 1)
+    water = (blueness > 0.25) & ~above
+    # the block's faint blue (and the wall's) is not water: the coverage below counts only
+    # pixels past the block's tint
+    tinted = (blueness > 0.02) & (blueness <= 0.25) & (frames.mean(axis=-1) > 0.45)
+    ice_area = block_area(blueness, floor)
     # water coverage, soft: blueness between the dry surface (the non-blue pixels' median)
     # and full water
-    dry = np.median(blueness[~water & ~candidates]) if (~water & ~candidates).any() else 0.0
+    dry = np.median(blueness[~water & ~tinted]) if (~water & ~tinted).any() else 0.0
     full = np.median(blueness[water]) if water.any() else 0.5
-    coverage = np.clip((blueness - dry) / max(full - dry, 1e-3), 0, 1) * ~ice
-    coverage[coverage < 0.25] = (
-        0  # our choice: faint tints (the block's own blue, noise) are not water
-    )
+    coverage = np.clip((blueness - dry) / max(full - dry, 1e-3), 0, 1) * ~above
+    coverage[coverage < 0.25] = 0  # our choice: faint tints (noise, pale edges) are not water
     water_area = coverage.reshape(num_frames, -1).sum(1)
     cols = water.any(axis=1)  # (F, W)
     has_water = cols.any(axis=1)
@@ -117,8 +174,8 @@ def measure_melting_block(frames: np.ndarray) -> Measurement:
         ),
         float("nan"),
     )
-    if ice_area.max() < 10:  # our choice: under ten pixels there is no block to measure
-        return Measurement(raw, law_trace("ice area / start", t, ice_area * np.nan, model))
+    if ice_area is None or ice_area.max() < 10:  # our choice: under ten pixels, no block
+        return Measurement(raw, law_trace("ice area / start", t, t * np.nan, model))
     a0 = float((ice_area * model).sum() / (model**2).sum())
     smooth = moving_median(ice_area, MELT_TREND)
     raw["ice_growth"] = positive_steps(smooth) / a0
@@ -138,7 +195,7 @@ def measure_melting_block(frames: np.ndarray) -> Measurement:
         total = ice_in + kappa * water_in
         raw["conservation"] = float((total.max() - total.min()) / max(np.median(total), 1.0))
     raw["puddle_shrink"] = positive_steps(-moving_median(pud_width, MELT_TREND))
-    raw["melt_residual"] = float(np.sqrt(np.mean((ice_area / a0 - model) ** 2)))
+    raw["melt_residual"] = float(np.sqrt(np.mean((smooth / a0 - model) ** 2)))
     raw["melt_step"] = float(np.abs(np.diff(smooth) / a0 - np.diff(model)).max())
     rate = fitted_melt_rate(t, smooth)
     raw["melt_rate_error"] = abs(math.log(rate / LAWS["melting_block"]["melt_rate"]))

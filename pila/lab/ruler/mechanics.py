@@ -19,6 +19,7 @@ from pila.lab.ruler.vision import (
     largest_component,
     law_trace,
     line_fit,
+    off_backdrop,
     significant_components,
 )
 from pila.lab.scenes import LAWS
@@ -347,40 +348,41 @@ def measure_ball_collision(frames: np.ndarray) -> Measurement:
 
 
 # ----------------------------------------------------------------------- elastic_bar
-BAR_CHROMA_SHARE = 0.45
-"""The bar's pixels: chroma excess above this share of the clip's 99.5th percentile (the
-bar's own chroma; the bar covers a few percent of a frame). Our choice."""
-BAR_MAX_CHROMA = 0.12
-"""The threshold on a clip with the rendered bar's chroma (its share would be 0.17, which
-thins the anti-aliased bar and makes the tip noisier). Our choice."""
-BAR_MIN_CHROMA = 0.05
-"""The lowest chroma excess read as bar (the backdrop's noise under CRF 35 stays below it at
-the 90th percentile). Our choice."""
+BAR_COLOUR_SHARE = 0.45
+"""The bar's pixels: colour off the backdrop (:func:`~pila.lab.ruler.vision.off_backdrop`)
+above this share of the clip's 99.5th percentile (the bar's own colour; the bar covers a few
+percent of a frame). Our choice."""
+BAR_MAX_LEVEL = 0.12
+"""The threshold on a clip with the rendered bar's colour (its share would be about 0.17,
+which thins the anti-aliased bar and makes the tip noisier). Our choice."""
+BAR_MIN_LEVEL = 0.05
+"""The lowest colour distance read as bar (above the backdrop's noise under CRF 35). Our
+choice."""
+
 
 def measure_elastic_bar(frames: np.ndarray) -> Measurement:
     """The tip oscillates at the world's period with the world's (non-negative) damping.
 
-    Vision: the bar is the saturated colour (chroma = max − min of RGB, above the clip's
-    median chroma by :data:`BAR_CHROMA_SHARE` of the bar's own, between
-    :data:`BAR_MIN_CHROMA` and :data:`BAR_MAX_CHROMA`; the wall and backdrop are grey) in
-    regions at least a fifth the size of the largest (:func:`significant_components`); its
-    free end is the rightmost column it fills in at least half the frames; the tip's height
-    is the mean row of bar pixels in the 4 columns before it.
+    Vision: the bar is the colour off the backdrop's colour line (:func:`off_backdrop
+    <pila.lab.ruler.vision.off_backdrop>`; the wall and backdrop are a grey gradient) above
+    :data:`BAR_COLOUR_SHARE` of the bar's own, between :data:`BAR_MIN_LEVEL` and
+    :data:`BAR_MAX_LEVEL`, in regions at least a fifth the size of the largest
+    (:func:`significant_components`); its free end is the rightmost column it fills in at
+    least half the frames; the tip's height is the mean row of bar pixels in the 4 columns
+    before it.
     The tip height is fitted with the world's law c + e^{−δt}(a·sin ωt + b·cos ωt) (δ and
     ω from :data:`~pila.lab.scenes.LAWS`, three free parameters), and freely over a grid of
     periods (6–48 frames) and damping rates (−0.08 to 0.08 per frame).
     """
     num_frames = frames.shape[0]
     law = LAWS["elastic_bar"]
-    chroma = frames.max(axis=-1) - frames.min(axis=-1)
-    # chroma above the backdrop's own (the clip's median; the bar covers a small part of the
-    # frame): a colour cast over the whole frame (a generator's, a white balance) tints the
-    # grey backdrop and wall, not only the bar
-    excess = chroma - float(np.median(chroma))
+    # colour off the backdrop's colour line: a colour cast over the whole frame (a
+    # generator's, a white balance) tints the grey backdrop and wall, not only the bar
+    excess = off_backdrop(frames)
     # the threshold follows the bar's own chroma (a tone curve or codec that halves it keeps
     # the bar), with a floor above the backdrop's noise
-    share = BAR_CHROMA_SHARE * float(np.percentile(excess, 99.5))
-    level = float(np.clip(share, BAR_MIN_CHROMA, BAR_MAX_CHROMA))
+    share = BAR_COLOUR_SHARE * float(np.percentile(excess, 99.5))
+    level = float(np.clip(share, BAR_MIN_LEVEL, BAR_MAX_LEVEL))
     bar = np.stack([significant_components(m) for m in excess > level])
     area = bar.reshape(num_frames, -1).sum(1).astype(float)
     t = np.arange(num_frames, dtype=float)

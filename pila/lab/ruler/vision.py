@@ -56,6 +56,33 @@ def prepare(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.medianBlur(f, DENOISE_KERNEL) for f in lab])
 
 
+BACKDROP_SHARE = 0.7
+"""Our choice: the backdrop's colour line is fitted to the 70 % of pixels nearest the
+clip's median colour (a scene's objects cover well under 30 % of a frame)."""
+
+
+def off_backdrop(frames: np.ndarray) -> np.ndarray:
+    """Each pixel's RGB distance (F, H, W) from the backdrop's colour line.
+
+    A lab backdrop is a grey gradient (with faint grain): its colours lie on one line in
+    RGB. Fitted to the clip's pixels (through their median colour, along the principal
+    direction of the :data:`BACKDROP_SHARE` nearest it, every 7th pixel), the line moves
+    with any per-channel change of look (a colour cast, a gain, a flicker, a tone curve's
+    near-linear stretch), so a pixel's distance from it is an object's colour and not the
+    look's. Distance from grey (max − min of RGB) is not: a cast gives the backdrop the
+    chroma of a pale object.
+    """
+    pixels = frames.reshape(-1, 3)[::7]
+    centre = np.median(pixels, axis=0)
+    offset = pixels - centre
+    dist = np.linalg.norm(offset, axis=1)
+    near = offset[dist <= np.percentile(dist, 100 * BACKDROP_SHARE)]
+    _, _, vt = np.linalg.svd(near - near.mean(axis=0), full_matrices=False)
+    rel = frames - centre
+    along = rel @ vt[0]
+    return np.linalg.norm(rel - along[..., None] * vt[0], axis=-1)
+
+
 def row_background(frames: np.ndarray) -> np.ndarray:
     """Per-row background colour (H, 3): the median over frames and columns.
 
