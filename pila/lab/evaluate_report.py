@@ -67,8 +67,9 @@ def report_markdown(report: dict[str, Any], source: str) -> str:
     lines = [
         f"# Ruler report: {source}",
         "",
-        "Violation: the mean of the scene's normalised sub-measures (0 ≈ the scene's own "
-        "ground truth; 1 = one ground-truth spread off on average). Fidelity: the probability "
+        "Violation: the root mean square of the scene's normalised sub-measures (0 ≈ the "
+        "scene's own ground truth; 1 = one ground-truth spread off, over its sub-measures). "
+        "Fidelity: the probability "
         "that the video shows its scene.",
         "",
         "| scene | n | violation mean [95 % CI] | median | fidelity "
