@@ -111,7 +111,7 @@ def ablate(
     report_only: bool = False,
     predict_processes: int = 1,
     predict_batch: int = PREDICT_BATCH,
-    decide_against: str | None = None,
+    decide_rule: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) every variant × seed, then write the report; returns report.json's
     object.
@@ -121,9 +121,8 @@ def ablate(
     ``predict_batch`` videos per pipeline call (:func:`~pila.lab.ablate_runs.execute_run`).
     ``report_only``: run nothing, report the runs that have finished and name the others
     (an ablation cut short still gives its table).
-    ``decide_against``: a row's name (``full``): the readings' decision rule
-    (:func:`~pila.lab.ablate_report.decide`) is applied against it and written under the
-    table.
+    ``decide_rule``: the readings' decision rule against full PILA
+    (:func:`~pila.lab.ablate_report.decide`) is applied and written under the table.
     """
     prompt_file = evaluation_prompts(out, plan)  # written once for every run
     jobs = [(v, s) for v in variants for s in (plan.seeds if v.trained else plan.seeds[:1])]
@@ -166,8 +165,8 @@ def ablate(
     recorded_plan = {"variants": list(plan.variants), "seeds": list(plan.seeds), **plan.budget()}
     recorded_plan["eval_prompt_file"] = str(prompt_file)
     table.update(plan=recorded_plan, seconds=timings, wall_seconds=wall, missing=missing)
-    if decide_against is not None:
-        table["decision"] = decide(table, decide_against)
+    if decide_rule:
+        table["decision"] = decide(table)
     table["markdown"] = report_markdown(table, plan, wall)
     write_json_atomic(
         out / plan.named("report.json"), {k: v for k, v in table.items() if k != "markdown"}
@@ -396,7 +395,7 @@ def _run(argv: list[str]) -> int:
             report_only=args.report_only,
             predict_processes=args.predict_processes,
             predict_batch=args.predict_batch,
-            decide_against=FULL if args.decide else None,
+            decide_rule=args.decide,
         )
     except RunFailed as err:
         sys.stderr.write(f"{PROG}: {err}\n")

@@ -109,29 +109,25 @@ def aggregate(results: dict[str, dict[int | None, dict[str, Any]]]) -> dict[str,
     return {"rows": rows, "seeds": seeds}
 
 
-def decide(table: dict[str, Any], reference: str = FULL) -> dict[str, Any]:
+def decide(table: dict[str, Any]) -> dict[str, Any]:
     """The readings' decision rule (``benchmarks/results/lab_readings_plan.md``), applied to
     an :func:`aggregate` table.
 
-    A candidate (any row but ``reference``, the baseline, the plain adapter and
-    ``world_finetune``) is kept when its overall violation minus ``reference``'s, paired by
-    seed and video, is below 0 with its whole 95 % interval below 0. Of the kept, the one
-    with the lowest mean difference is proposed; none kept, nothing is (the defaults stay).
+    A candidate (any row but full PILA, the baseline, the plain adapter and
+    ``world_finetune``) is kept when its overall violation minus full PILA's, paired by seed
+    and video, is below 0 with its whole 95 % interval below 0. Of the kept, the one with
+    the lowest mean difference is proposed; none kept, nothing is (the defaults stay).
 
     Returns ``{"reference", "candidates": {name: {"mean", "ci95", "kept"}}, "kept",
     "proposed"}``.
     """
-    if reference not in table["rows"]:
-        raise ValueError(f"the table has no {reference!r} row to decide against")
-    controls = {reference, BASELINE, PLAIN, WORLD_FINETUNE}
-    key = {FULL: "vs_full", PLAIN: "vs_plain", BASELINE: "vs_baseline"}.get(reference)
-    if key is None:
-        raise ValueError(f"decisions are taken against {FULL!r}, {PLAIN!r} or {BASELINE!r}")
+    if FULL not in table["rows"]:
+        raise ValueError(f"the table has no {FULL!r} row to decide against")
     candidates: dict[str, Any] = {}
     for name, row in table["rows"].items():
-        if name in controls:
+        if name in (FULL, BASELINE, PLAIN, WORLD_FINETUNE):
             continue
-        summary = row[key].get("overall") or {}
+        summary = row["vs_full"].get("overall") or {}
         mean, ci = summary.get("mean"), summary.get("ci95")
         kept = mean is not None and ci is not None and mean < 0 and ci[1] < 0
         candidates[name] = {"mean": mean, "ci95": ci, "kept": bool(kept)}
@@ -139,7 +135,7 @@ def decide(table: dict[str, Any], reference: str = FULL) -> dict[str, Any]:
         (n for n, c in candidates.items() if c["kept"]), key=lambda n: candidates[n]["mean"]
     )
     return {
-        "reference": reference,
+        "reference": FULL,
         "candidates": candidates,
         "kept": kept,
         "proposed": kept[0] if kept else None,

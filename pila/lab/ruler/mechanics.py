@@ -379,7 +379,7 @@ def measure_elastic_bar(frames: np.ndarray) -> Measurement:
     # colour off the backdrop's colour line: a colour cast over the whole frame (a
     # generator's, a white balance) tints the grey backdrop and wall, not only the bar
     excess = off_backdrop(frames)
-    # the threshold follows the bar's own chroma (a tone curve or codec that halves it keeps
+    # the threshold follows the bar's own colour (a tone curve or codec that halves it keeps
     # the bar), with a floor above the backdrop's noise
     share = BAR_COLOUR_SHARE * float(np.percentile(excess, 99.5))
     level = float(np.clip(share, BAR_MIN_LEVEL, BAR_MAX_LEVEL))
