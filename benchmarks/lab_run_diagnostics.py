@@ -53,13 +53,21 @@ def _series(table: ScalarTable, names: tuple[str, ...]) -> np.ndarray | None:
     return None
 
 
+TRAINING_STAGES = ("stageA", "stageB", "stageC", "finetune")
+"""Timed parts of a run (``done.json``'s ``seconds``) counted as its training."""
+
+
 def run_row(folder: Path) -> dict[str, Any]:
-    """One run's stage C flow losses and late gradient ratios."""
+    """One run's stage C flow losses, late gradient ratios and wall times (``done.json``)."""
+    seconds = json.loads((folder / "done.json").read_text()).get("seconds", {})
     whole = read_scalars(folder)
     table = whole.where(stage="stageC")
     train = _series(table, ("train/fm_loss", "train/flow_loss"))
     val = _series(table, ("val/fm_loss", "val/flow_loss"))
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = {
+        "train_seconds": sum(v for k, v in seconds.items() if k in TRAINING_STAGES),
+        "generate_seconds": seconds.get("predict"),
+    }
     if train is not None and len(train):
         tenth = max(1, len(train) // 10)
         row["fm_first"] = float(train[:tenth].mean())
@@ -155,10 +163,13 @@ def markdown(result: dict[str, Any]) -> str:
         "Medians over the seeds (their count in brackets); flow loss: training mean of the "
         "first and last tenth of stage C's logged steps, validation at its end. Gradient "
         "ratio ‖∇(λ_phys·L_res)‖ / ‖∇L_fm‖ per parameter group, median over the diagnostic "
-        "steps once λ_phys is at its target (then min–max over the seeds).",
+        "steps once λ_phys is at its target (then min–max over the seeds). Wall time per run "
+        "(its `done.json`): training (every stage) and generation, median in minutes.",
         "",
-        "| variant | fm first | fm last | val fm | " + " | ".join(PARAMETER_GROUPS) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(PARAMETER_GROUPS),
+        "| variant | train (min) | generate (min) | fm first | fm last | val fm | "
+        + " | ".join(PARAMETER_GROUPS)
+        + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(PARAMETER_GROUPS),
     ]
 
     def fmt(v: float | None) -> str:
@@ -166,7 +177,11 @@ def markdown(result: dict[str, Any]) -> str:
 
     for variant, seeds in result["rows"].items():
         runs = list(seeds.values())
-        cells = [fmt(_median([r.get(k) for r in runs])) for k in ("fm_first", "fm_last")]
+        cells = [
+            f"{m / 60:.1f}" if (m := _median([r.get(k) for r in runs])) is not None else "–"
+            for k in ("train_seconds", "generate_seconds")
+        ]
+        cells += [fmt(_median([r.get(k) for r in runs])) for k in ("fm_first", "fm_last")]
         cells.append(fmt(_median([r.get("val_fm_last") for r in runs])))
         for group in PARAMETER_GROUPS:
             values = [r["grad_ratio"][group] for r in runs if group in r["grad_ratio"]]
