@@ -177,10 +177,8 @@ def markdown(result: dict[str, Any]) -> str:
 
     for variant, seeds in result["rows"].items():
         runs = list(seeds.values())
-        cells = [
-            f"{m / 60:.1f}" if (m := _median([r.get(k) for r in runs])) is not None else "–"
-            for k in ("train_seconds", "generate_seconds")
-        ]
+        minutes = [_median([r.get(k) for r in runs]) for k in ("train_seconds", "generate_seconds")]
+        cells = ["–" if m is None else f"{m / 60:.1f}" for m in minutes]
         cells += [fmt(_median([r.get(k) for r in runs])) for k in ("fm_first", "fm_last")]
         cells.append(fmt(_median([r.get("val_fm_last") for r in runs])))
         for group in PARAMETER_GROUPS:

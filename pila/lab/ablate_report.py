@@ -219,11 +219,13 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
         "Δ violation vs baseline per scene:": "vs_baseline",
     }
     for title, key in by_scene.items():
+        filled = [(name, row[key]) for name, row in rows.items() if row[key]]
+        if not filled:  # no reference row (a table without the baseline): no section
+            continue
         lines += ["", title, "", *head]
-        for name, row in rows.items():
-            if row[key]:
-                cells = " | ".join(_ci(row[key].get(s)) for s in scenes)
-                lines.append(f"| {name} | {cells} |")
+        for name, values in filled:
+            cells = " | ".join(_ci(values.get(s)) for s in scenes)
+            lines.append(f"| {name} | {cells} |")
     if table.get("decision"):
         lines += ["", *decision_markdown(table["decision"])]
     if table.get("missing"):

@@ -318,7 +318,11 @@ def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys
     assert ablate.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["decision"]["kept"] == ["r6_frozen"]
-    assert "Proposed: `r6_frozen`." in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Proposed: `r6_frozen`." in markdown
+    # no baseline row: no per-scene Δ-vs-baseline section (an empty table would be left)
+    assert "Δ violation vs baseline per scene" not in markdown
+    assert "Violation per scene" in markdown
     assert ablate.main(argv[:-1]) == 0  # without the flag: no verdict
     assert "decision" not in json.loads((out / "report.json").read_text())
     capsys.readouterr()
