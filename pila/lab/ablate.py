@@ -51,6 +51,7 @@ are :mod:`pila.lab.ablate_variants`, one run is :mod:`pila.lab.ablate_runs`, the
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -194,9 +195,9 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=int,
-        default=3,
-        help="training seeds 0 … N−1 per trained variant (default: %(default)s; ours: the "
+        default="3",
+        help="training seeds per trained variant: N for 0 … N−1, or A-B for A … B (a "
+        "confirmation on seeds a decision never saw: 3-7) (default: %(default)s; ours: the "
         "fewest that give an interval)",
     )
     p.add_argument(
@@ -295,6 +296,21 @@ def _variants(text: str) -> list[Variant]:
     return variants
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: ``N`` for seeds 0 … N−1, ``A-B`` for A … B (both ends included)."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if found is None:
+        raise UsageError(f"--seeds {text!r}: give a count N (seeds 0 … N−1) or a range A-B")
+    first, last = found.groups()
+    if last is None:
+        if int(first) < 1:
+            raise UsageError(f"--seeds must be ≥ 1, got {text}")
+        return tuple(range(int(first)))
+    if int(last) < int(first):
+        raise UsageError(f"--seeds {text}: the range ends before it starts; write A-B with A ≤ B")
+    return tuple(range(int(first), int(last) + 1))
+
+
 def _scenes(text: str | None) -> tuple[str, ...] | None:
     """``--scenes``: known scene names (None: all)."""
     if text is None:
@@ -348,9 +364,9 @@ def _run(argv: list[str]) -> int:
     variants = _variants(args.variants)
     if args.decide and FULL not in {v.name for v in variants}:
         raise UsageError("--decide compares every candidate with full PILA: add full to --variants")
-    for flag, value in (("--seeds", args.seeds), ("--eval-seeds", args.eval_seeds)):
-        if value < 1:
-            raise UsageError(f"{flag} must be ≥ 1, got {value}")
+    seeds = _seeds(args.seeds)
+    if args.eval_seeds < 1:
+        raise UsageError(f"--eval-seeds must be ≥ 1, got {args.eval_seeds}")
     if not args.steps_scale > 0:
         raise UsageError(f"--steps-scale must be > 0, got {args.steps_scale}")
     if args.inference_steps is not None and args.inference_steps < 1:
@@ -373,7 +389,7 @@ def _run(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     plan = Plan(
         variants=tuple(v.name for v in variants),
-        seeds=tuple(range(args.seeds)),
+        seeds=seeds,
         eval_seeds=args.eval_seeds,
         steps_scale=args.steps_scale,
         inference_steps=args.inference_steps,

@@ -328,10 +328,38 @@ def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys
     capsys.readouterr()
 
 
+def test_a_seed_range_runs_and_reports_only_those_seeds(tmp_path, monkeypatch, capsys):
+    """``--seeds 3-4``: a confirmation on seeds a decision never saw runs seeds 3 and 4 of
+    each trained variant (the baseline once) and its table pairs only those seeds."""
+    ran: list[tuple[str, int]] = []
+
+    def finished(out, variant, seed, plan, *rest):
+        ran.append((variant.name, seed))
+        # seed s of full PILA lies s below the baseline: the table's Δ is the mean of 3 and 4
+        level = 10.0 - (seed if variant.trained else 0)
+        videos = {f"{k}.mp4": ("ball_bounce", level + 0.1 * k, 1.0) for k in range(4)}
+        path = tmp_path / f"{variant.name}{seed}.json"
+        path.write_text(json.dumps(_report(videos)))
+        return {"report": str(path), "seconds": {"predict": 1.0}}
+
+    monkeypatch.setattr(ablate, "execute_run", finished)
+    monkeypatch.setattr(ablate, "evaluation_prompts", lambda out, plan: tmp_path / "p.jsonl")
+    out = tmp_path / "out"
+    assert ablate.main(["--out", str(out), "--variants", "baseline,full", "--seeds", "3-4"]) == 0
+    assert ran == [(BASELINE, 3), (FULL, 3), (FULL, 4)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["plan"]["seeds"] == [3, 4] and report["rows"][FULL]["seeds"] == [3, 4]
+    assert report["rows"][FULL]["vs_baseline"]["overall"]["mean"] == pytest.approx(-3.5)
+    assert "training seeds 3, 4;" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+
 def test_bad_command_lines_are_one_line_and_exit_2(tmp_path, capsys):
     for argv in (
         ["--variants", "baseline,volcano"],
         ["--seeds", "0"],
+        ["--seeds", "7-3"],
+        ["--seeds", "three"],
         ["--scenes", "lava"],
         ["--variants", "plain,plain_adapter"],
         ["--eval-set", "c"],
