@@ -46,10 +46,9 @@ def _strata(
 
 
 def _run_of(runs: dict[int | None, dict[str, Any]], seed: int | None) -> dict[str, Any] | None:
-    """The run of ``seed``; a single run (the baseline's one generation) pairs with any."""
-    if not runs:
-        return None
-    return runs.get(seed) or (runs[next(iter(runs))] if len(runs) == 1 else None)
+    """The run of training seed ``seed``; an untrained row's one generation (seed None, the
+    baseline) pairs with every seed. A trained row's run of another seed never does."""
+    return runs[seed] if seed in runs else runs.get(None)
 
 
 def _paired_runs(
@@ -59,8 +58,9 @@ def _paired_runs(
 ) -> list[tuple[Videos, Videos]]:
     """The row's and the reference's videos for every training seed both have (the
     baseline's one generation pairs with every seed)."""
+    trained = any(s is not None for s in (*runs, *ref_runs))
     pairs = []
-    for s in seeds if len(runs) > 1 or len(ref_runs) > 1 else [None]:
+    for s in seeds if trained else [None]:
         mine, ref = _run_of(runs, s), _run_of(ref_runs, s)
         if mine is not None and ref is not None:
             pairs.append((_per_video(mine), _per_video(ref)))

@@ -684,3 +684,67 @@ def test_experiment_overrides_update_the_stage_callbacks_they_name(tmp_path):
     assert list(only_c) == ["stageC"]
     assert only_c["stageC"]["model"]["init_args"]["init_from"] is None
     assert "plain_adapter" not in only_c["stageC"]["model"]["init_args"].get("adapter", {})
+
+
+# ------------------------------------------------------- the transfer table benchmark
+def _transfer_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "lab_transfer.py"
+    spec = importlib.util.spec_from_file_location("lab_transfer_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished_ablation(folder: Path, levels: dict[tuple[str, int | None], float]) -> None:
+    """An ablation folder of finished runs: each run's 4 videos at ``level`` + 0.1·k."""
+    budget = {"eval_set": "a", "steps_scale": 4.0, "backbone": "lab-moe"}
+    for (variant, seed), level in levels.items():
+        run = folder / "runs" / variant / ("" if seed is None else f"seed{seed}")
+        (run / "report").mkdir(parents=True)
+        videos = {f"{k}.mp4": ("ball_bounce", level + 0.1 * k, 1.0) for k in range(4)}
+        (run / "report" / "report.json").write_text(json.dumps(_report(videos)))
+        done = {"variant": variant, "seed": seed, "budget": budget, "ruler": "r1"}
+        done.update(report=str(run / "report" / "report.json"), seconds={"predict": 60.0})
+        (run / "done.json").write_text(json.dumps(done))
+    (folder / "report.json").write_text(json.dumps({"plan": {**budget, "seeds": [0, 1]}}))
+
+
+def test_the_transfer_table_pairs_moved_rows_with_the_baseline_and_their_trained_twins(tmp_path):
+    bench = _transfer_module()
+    moved, trained = tmp_path / "moved", tmp_path / "trained"
+    _finished_ablation(
+        moved,
+        {(BASELINE, None): 10.0, (FULL, 0): 9.0, (FULL, 1): 8.0, (PLAIN, 0): 9.5, (PLAIN, 1): 9.5},
+    )
+    _finished_ablation(trained, {(BASELINE, None): 10.0, (FULL, 0): 7.0, (PLAIN, 0): 9.0})
+    result = bench.transfer_table(moved, trained)
+    primary = result["primary"]
+    assert primary["moved full PILA − lab-moe baseline"]["mean"] == pytest.approx(-1.5)
+    assert primary["moved full PILA − moved plain adapter"]["mean"] == pytest.approx(-1.0)
+    # moving costs: the moved full PILA against the one trained on lab-moe, on seed 0 only
+    cost = result["secondary"]["moved full PILA − trained on lab-moe"]
+    assert cost["mean"] == pytest.approx(2.0) and cost["seeds"] == 1
+    own = result["secondary"]["trained on lab-moe: full PILA − plain adapter"]
+    assert own["mean"] == pytest.approx(-2.0)
+    # a run of another budget (another evaluation set) is not read
+    other = json.loads((trained / "runs" / FULL / "seed0" / "done.json").read_text())
+    other["budget"]["eval_set"] = "b"
+    (trained / "runs" / FULL / "seed0" / "done.json").write_text(json.dumps(other))
+    assert (
+        "moved full PILA − trained on lab-moe"
+        not in bench.transfer_table(moved, trained)["secondary"]
+    )
+    # runs scored by two rulers cannot share a table
+    done = json.loads((trained / "runs" / PLAIN / "seed0" / "done.json").read_text())
+    (trained / "runs" / PLAIN / "seed0" / "done.json").write_text(
+        json.dumps({**done, "ruler": "r2"})
+    )
+    with pytest.raises(SystemExit, match="2 rulers"):
+        bench.transfer_table(moved, trained)
+    # recorded paths name no machine
+    inside = str(bench.REPO / "benchmarks" / "x.md")
+    assert bench.portable({"a": [inside, "/srv/ck/lightning_configs/lab", 3]}) == {
+        "a": ["benchmarks/x.md", "…/lightning_configs/lab", 3]
+    }
