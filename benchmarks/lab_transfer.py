@@ -195,24 +195,18 @@ def markdown(result: dict[str, Any], command: str, commit: str, wall: float) -> 
         "intervals of a two-level bootstrap over training seeds and, within each, the videos "
         "of each scene. Δ: paired by training seed and video; negative is better.",
         "",
-        "## The plan's primary comparisons",
-        "",
-        "| comparison | Δ violation [95 %] | reading |",
-        "|---|---|---|",
     ]
-    for name, summary in result["primary"].items():
-        lines.append(f"| {name} | {_ci(summary)} | {_verdict(summary)} |")
+    for title, key in (("The plan's primary comparisons", "primary"), ("Secondary", "secondary")):
+        lines += [
+            f"## {title}",
+            "",
+            "| comparison | Δ violation [95 %] | reading |",
+            "|---|---|---|",
+        ]
+        for name, summary in result[key].items():
+            lines.append(f"| {name} | {_ci(summary)} | {_verdict(summary)} |")
+        lines.append("")
     lines += [
-        "",
-        "## Secondary",
-        "",
-        "| comparison | Δ violation [95 %] | reading |",
-        "|---|---|---|",
-    ]
-    for name, summary in result["secondary"].items():
-        lines.append(f"| {name} | {_ci(summary)} | {_verdict(summary)} |")
-    lines += [
-        "",
         "## Rows",
         "",
         "| row | training seeds | violation | fidelity | Δ vs lab-moe baseline | "

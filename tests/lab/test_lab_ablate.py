@@ -301,18 +301,28 @@ def test_the_decision_keeps_only_candidates_clearly_below_full_and_proposes_the_
         decide(aggregate({PLAIN: runs[PLAIN]}))
 
 
-def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys):
-    """``--decide``: the finished runs' table gets the rule's verdict against full PILA."""
-    shift = {FULL: 0.0, "r6_frozen": -0.5, "r6_category_mean": +0.5}
+def _finish_runs_at(monkeypatch, tmp_path, level) -> list[tuple[str, int]]:
+    """Runs finish at once: variant × seed's 4 videos at ``level(variant, seed)`` + k (k the
+    video); returns the list the (variant, seed) of every run is appended to."""
+    ran: list[tuple[str, int]] = []
 
     def finished(out, variant, seed, plan, *rest):
-        videos = {f"{k}.mp4": ("ball_bounce", 2.0 + k + shift[variant.name], 1.0) for k in range(4)}
+        ran.append((variant.name, seed))
+        base = level(variant, seed)
+        videos = {f"{k}.mp4": ("ball_bounce", base + k, 1.0) for k in range(4)}
         path = tmp_path / f"{variant.name}{seed}.json"
         path.write_text(json.dumps(_report(videos)))
         return {"report": str(path), "seconds": {"predict": 1.0}}
 
     monkeypatch.setattr(ablate, "execute_run", finished)
     monkeypatch.setattr(ablate, "evaluation_prompts", lambda out, plan: tmp_path / "p.jsonl")
+    return ran
+
+
+def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys):
+    """``--decide``: the finished runs' table gets the rule's verdict against full PILA."""
+    shift = {FULL: 0.0, "r6_frozen": -0.5, "r6_category_mean": +0.5}
+    _finish_runs_at(monkeypatch, tmp_path, lambda variant, seed: 2.0 + shift[variant.name])
     out = tmp_path / "out"
     argv = ["--out", str(out), "--variants", ",".join(shift), "--seeds", "2", "--decide"]
     assert ablate.main(argv) == 0
@@ -331,19 +341,10 @@ def test_decide_writes_the_verdict_under_the_table(tmp_path, monkeypatch, capsys
 def test_a_seed_range_runs_and_reports_only_those_seeds(tmp_path, monkeypatch, capsys):
     """``--seeds 3-4``: a confirmation on seeds a decision never saw runs seeds 3 and 4 of
     each trained variant (the baseline once) and its table pairs only those seeds."""
-    ran: list[tuple[str, int]] = []
-
-    def finished(out, variant, seed, plan, *rest):
-        ran.append((variant.name, seed))
-        # seed s of full PILA lies s below the baseline: the table's Δ is the mean of 3 and 4
-        level = 10.0 - (seed if variant.trained else 0)
-        videos = {f"{k}.mp4": ("ball_bounce", level + 0.1 * k, 1.0) for k in range(4)}
-        path = tmp_path / f"{variant.name}{seed}.json"
-        path.write_text(json.dumps(_report(videos)))
-        return {"report": str(path), "seconds": {"predict": 1.0}}
-
-    monkeypatch.setattr(ablate, "execute_run", finished)
-    monkeypatch.setattr(ablate, "evaluation_prompts", lambda out, plan: tmp_path / "p.jsonl")
+    # seed s of full PILA lies s below the baseline: the table's Δ is the mean of 3 and 4
+    ran = _finish_runs_at(
+        monkeypatch, tmp_path, lambda variant, seed: 10.0 - (seed if variant.trained else 0)
+    )
     out = tmp_path / "out"
     assert ablate.main(["--out", str(out), "--variants", "baseline,full", "--seeds", "3-4"]) == 0
     assert ran == [(BASELINE, 3), (FULL, 3), (FULL, 4)]
