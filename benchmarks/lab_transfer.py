@@ -5,7 +5,8 @@ Reads two finished ``pila lab ablate`` folders on ``--backbone lab-moe``:
 
 * ``--moved``: the ablation run with ``--adapters-from`` (the moved rows and ``lab-moe``'s
   own baseline);
-* ``--trained``: the reference, the same variants trained on ``lab-moe`` directly.
+* ``--trained``: the reference, the same variants trained on ``lab-moe`` directly
+  (optional: without it the table has the moved rows and the baseline only).
 
 Every run is read from its ``done.json`` (finished runs only) and all must have been scored
 by one ruler (re-score a folder with ``pila lab ablate … --report-only`` otherwise). The rows
@@ -103,9 +104,11 @@ def _verdict(summary: dict[str, Any]) -> str:
     return "its interval includes 0"
 
 
-def transfer_table(moved: Path, trained: Path) -> dict[str, Any]:
-    """The aggregated rows and the plan's comparisons of the two ablations."""
-    moved_runs, trained_runs = finished_runs(moved), finished_runs(trained)
+def transfer_table(moved: Path, trained: Path | None = None) -> dict[str, Any]:
+    """The aggregated rows and the plan's comparisons of the two ablations (``trained``
+    None: of the moved one alone)."""
+    moved_runs = finished_runs(moved)
+    trained_runs = finished_runs(trained) if trained is not None else {}
     rulers = {
         done["ruler"]
         for runs in (moved_runs, trained_runs)
@@ -160,7 +163,7 @@ def transfer_table(moved: Path, trained: Path) -> dict[str, Any]:
         "seconds": seconds,
         "plans": {
             "moved": read_json(moved / "report.json").get("plan"),
-            "trained": read_json(trained / "report.json").get("plan"),
+            "trained": read_json(trained / "report.json").get("plan") if trained else None,
         },
     }
 
@@ -249,18 +252,19 @@ def markdown(result: dict[str, Any], command: str, commit: str, wall: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--moved", type=Path, required=True, help="the --adapters-from ablation")
-    parser.add_argument("--trained", type=Path, required=True, help="the reference ablation")
+    parser.add_argument("--trained", type=Path, help="the reference ablation (optional)")
     parser.add_argument("--name", default="lab_transfer", help="results file stem")
     args = parser.parse_args()
     start = time.perf_counter()
-    result = transfer_table(args.moved.resolve(), args.trained.resolve())
+    result = transfer_table(args.moved.resolve(), args.trained.resolve() if args.trained else None)
     wall = time.perf_counter() - start
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     command = (
-        f"python benchmarks/lab_transfer.py --moved {args.moved} --trained {args.trained} "
-        f"--name {args.name}"
+        f"python benchmarks/lab_transfer.py --moved {args.moved} "
+        + (f"--trained {args.trained} " if args.trained else "")
+        + f"--name {args.name}"
     )
     RESULTS.mkdir(exist_ok=True)
     write_text_atomic(RESULTS / f"{args.name}.md", markdown(result, command, commit, wall))

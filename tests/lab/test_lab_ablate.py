@@ -729,6 +729,10 @@ def test_the_transfer_table_pairs_moved_rows_with_the_baseline_and_their_trained
     assert cost["mean"] == pytest.approx(2.0) and cost["seeds"] == 1
     own = result["secondary"]["trained on lab-moe: full PILA − plain adapter"]
     assert own["mean"] == pytest.approx(-2.0)
+    # without the reference: the moved rows alone, the same primary comparisons
+    alone = bench.transfer_table(moved)
+    assert alone["primary"]["moved full PILA − lab-moe baseline"]["mean"] == pytest.approx(-1.5)
+    assert not any(k.startswith("trained") or "trained on" in k for k in alone["secondary"])
     # a run of another budget (another evaluation set) is not read
     other = json.loads((trained / "runs" / FULL / "seed0" / "done.json").read_text())
     other["budget"]["eval_set"] = "b"
