@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pila.io import read_json, write_text_atomic
+from pila.lab.ablate_report import _ci as _level
 from pila.lab.ablate_report import aggregate
 from pila.lab.ablate_variants import BASELINE, FULL, PLAIN, WORLD_FINETUNE
 
@@ -86,13 +87,6 @@ def _ci(summary: dict[str, Any] | None) -> str:
         lo, hi = summary["ci95"]
         text += f" [{lo + 0.0:+.2f}, {hi + 0.0:+.2f}]"
     return text
-
-
-def _level(summary: dict[str, Any] | None) -> str:
-    if not summary or summary.get("mean") is None:
-        return "–"
-    lo, hi = summary["ci95"] or (summary["mean"], summary["mean"])
-    return f"{summary['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def _verdict(summary: dict[str, Any]) -> str:
