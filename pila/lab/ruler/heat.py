@@ -14,6 +14,7 @@ import numpy as np
 from pila.lab.ruler.vision import (
     MIN_FRAMES,
     Measurement,
+    expectile_line,
     law_trace,
     line_fit,
     moving_median,
@@ -247,6 +248,11 @@ def bright_plate(still: np.ndarray) -> np.ndarray | None:
     return plate if plate.sum() >= 0.1 * plate.size else None
 
 
+RED_CLIPPED = 0.98
+"""Our choice: a hottest glow whose red reads at least this is clipped (the rendered glow's
+red is 1 from T ≈ 0.26 on), so its red says nothing about red's gain."""
+
+
 def tone_balanced(frames: np.ndarray) -> np.ndarray:
     """Frames mapped per channel so that the cold plate reads its rendered grey in every
     frame and the hottest glow of the clip reads the glow at T = 1.
@@ -258,6 +264,14 @@ def tone_balanced(frames: np.ndarray) -> np.ndarray:
     clip's hottest glow (the median colour of its 4 pixels of highest green + blue, the
     channels that rise last with temperature) once. A gamma curve is corrected at both
     ends and nearly so between them.
+
+    Red is the exception: the glow's red is clipped at 1 from T ≈ 0.26 on, so the hottest
+    glow's red (when clipped, :data:`RED_CLIPPED`) reads 1 under any red gain above 1, and
+    a cast of red gain 1.1 would be undone by × 1.11 instead of ÷ 1.1, the tails read a
+    fifth too hot. Its gain is then read off the scene's grey: the room around the plate
+    and the cold plate are both neutral (red = green as rendered), so red's span between
+    them against green's is red's gain against green's, and green's comes from the
+    hottest glow.
     """
     still = np.median(frames, axis=0)
     plate = bright_plate(still)
@@ -272,6 +286,11 @@ def tone_balanced(frames: np.ndarray) -> np.ndarray:
     top = np.argsort(heat, axis=None)[-4:]
     hot = np.median(lifted.reshape(-1, 3)[top], axis=0)  # (3,)
     gain = np.where(hot > 0.05, (HOT_GLOW - COLD_PLATE) / np.maximum(hot, 1e-6), 1.0)
+    hot_red = float(np.median(frames[:, plate].reshape(-1, 3)[top, 0]))
+    if hot_red >= RED_CLIPPED and (~plate).any():
+        span = np.median(cold - np.median(frames[:, ~plate], axis=1), axis=0)  # (3,) room → plate
+        if span[0] > 0.02 and span[1] > 0.02:  # our choice: a room darker than the plate
+            gain[0] = gain[1] * span[1] / span[0]
     return np.clip(COLD_PLATE + (frames - cold[:, None, None, :]) * gain, 0.0, 1.0)
 
 
@@ -323,6 +342,13 @@ TAIL_FLOOR = 0.04
 the frame's peak). Below it the glow's red differs from the cold plate's by under 0.11
 (28 levels of 8 bits), which strong compression flattens into the plate, and more so as
 the spot cools: a tail fitted there would read a spread that slows down."""
+SPREAD_EXPECTILE = 0.9
+"""Our choice: the spread's growth V(0) + 2D·t is read as the 0.9 expectile line of V(t)
+(:func:`~pila.lab.ruler.vision.expectile_line`). A strongly compressed video holds the
+faint glow for several frames and then catches up (H.264 at CRF 35 skips the blocks that
+change little): those frames lag, never lead, and a least-squares line through them reads
+a growth up to half too slow (a spread of its own). The residual is still the
+least-squares line's."""
 TONE_FLOOR = 0.02
 """Our choice: a tone exponent read from the peak's decay below 0.02 (a peak that holds or
 rises) is taken as 0.02 when compared with the spread's (|log| ≈ 4: a clear violation)."""
@@ -341,12 +367,13 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
     :func:`tone_balanced` reads T^γ for T (γ near 1), which divides the variance by γ and
     multiplies log A by γ. So γ is read twice: from the spread, γ_V = 2D / (dV/dt), and from
     the peak, γ_A, the least-squares factor in log A(t)/A(t0) = −γ_A·(log ρ(t)/ρ(t0) +
-    c·(t − t0)) with ρ(t) = V(t)/V(0) from the fitted line (a ratio γ leaves alone). A
-    lawful clip under any tone curve gives γ_V = γ_A; playback at another speed, another
+    c·(t − t0)) with ρ(t) = V(t)/V(0) from the fitted line (a ratio γ leaves alone). The
+    line is V(t)'s upper expectile (:data:`SPREAD_EXPECTILE`: a codec's held frames lag).
+    A lawful clip under any tone curve gives γ_V = γ_A; playback at another speed, another
     diffusivity or cooling, or a spot that heats up do not: ``rate_agreement`` is |log
-    γ_V/γ_A|. ``variance_residual`` is V(t) against its line in frames of the fitted
-    growth, ``heat_step`` the largest one-step departure of log A from that law with γ_A,
-    ``fit_residual`` the Gaussian's log residual / γ_A.
+    γ_V/γ_A|. ``variance_residual`` is V(t) against its least-squares line in frames of
+    the fitted growth, ``heat_step`` the largest one-step departure of log A from that law
+    with γ_A, ``fit_residual`` the Gaussian's log residual / γ_A.
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["cooling_plate"]
@@ -369,7 +396,8 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
     law_var = np.full(num_frames, np.nan)
     if ok.sum() < MIN_FRAMES // 2:
         return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
-    a, slope, rms = line_fit(t[ok], var[ok])
+    _, _, rms = line_fit(t[ok], var[ok])
+    a, slope = expectile_line(t[ok], var[ok], SPREAD_EXPECTILE)
     if slope <= 0 or a <= 0:  # a spot that does not spread: no spread to read γ from
         return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
     gamma_v = two_d / slope

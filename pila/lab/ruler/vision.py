@@ -149,6 +149,27 @@ def line_fit(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(coef[0]), float(coef[1]), float(np.sqrt(np.mean(res**2)))
 
 
+def expectile_line(t: np.ndarray, y: np.ndarray, share: float) -> tuple[float, float]:
+    """Line y ≈ a + b·t by asymmetric least squares: points above the line weigh ``share``,
+    points below 1 − ``share`` (the ``share`` expectile; 0.5 is :func:`line_fit`'s line).
+
+    With ``share`` near 1 the line follows a series' upper envelope: samples that lag
+    (a stalled video's frames, held where the series would have moved on) pull it little,
+    while symmetric noise leaves its slope as least squares would.
+    """
+    weights = np.full(len(t), 0.5)
+    design = np.stack([np.ones_like(t), t], axis=1)
+    coef = np.array([float("nan"), float("nan")])
+    for _ in range(50):  # our choice: the weights settle in a few rounds
+        root = np.sqrt(weights)[:, None]
+        coef, *_ = np.linalg.lstsq(design * root, y * root[:, 0], rcond=None)
+        updated = np.where(y - design @ coef > 0, share, 1 - share)
+        if np.array_equal(updated, weights):
+            break
+        weights = updated
+    return float(coef[0]), float(coef[1])
+
+
 def positive_steps(values: np.ndarray) -> float:
     """Σ max(0, v[t+1] − v[t]) over consecutive values (how much a should-fall series rises)."""
     if len(values) < 2:
