@@ -155,3 +155,39 @@ def test_the_ice_area_is_a_sum_a_blur_keeps():
         for c in (clip, blur(1.5)(clip))
     ]
     np.testing.assert_allclose(traces[1], traces[0], rtol=0.04)
+
+
+def test_a_red_gain_cast_leaves_the_glows_tails_at_their_temperature():
+    """The cast's red gain of 1.1 clips the hottest glow's red, which then says nothing of
+    red's gain; read off the scene's grey (room and cold plate), the tails' temperatures
+    stay those of the clip as rendered (read from the hottest glow they came out ×1.21)."""
+    from pila.lab.ruler.heat import temperature_map
+    from pila.lab.ruler.looks import colour_cast
+    from pila.lab.ruler.vision import prepare
+
+    clip = C.ground_truth("cooling_plate", SEED, 0)
+    cast = colour_cast([1.10, 0.92, 1.05], [0.04, -0.03, 0.02])(clip)
+    rendered, _ = temperature_map(prepare(clip))
+    moved, _ = temperature_map(prepare(cast))
+    tails = (rendered > 0.05) & (rendered < 0.2)
+    assert tails.sum() > 1000
+    assert abs(float(np.median(moved[tails] / rendered[tails])) - 1) < 0.05
+
+
+def test_the_expectile_line_keeps_the_slope_of_a_series_that_stalls():
+    """A series held for stretches and then caught up (a codec's skipped frames) lags its
+    line: the 0.9 expectile reads the slope within 5 % and at least twice as close as least
+    squares; on symmetric noise the two slopes agree."""
+    from pila.lab.ruler.vision import expectile_line, line_fit
+
+    t = np.arange(33, dtype=float)
+    lawful = 20 + 1.6 * t
+    for stalls in (((2, 16),), ((4, 12), (20, 30))):
+        held = lawful.copy()
+        for start, stop in stalls:
+            held[start:stop] = lawful[start]
+        least_squares = abs(line_fit(t, held)[1] - 1.6)
+        upper = abs(expectile_line(t, held, 0.9)[1] - 1.6)
+        assert upper < 0.05 * 1.6 and upper < 0.5 * least_squares, (stalls, upper, least_squares)
+    noisy = lawful + np.random.default_rng(0).normal(0, 1.0, len(t))
+    assert abs(expectile_line(t, noisy, 0.9)[1] - line_fit(t, noisy)[1]) < 0.05

@@ -54,12 +54,15 @@ elastic_bar         ``law_residual`` (tip height vs the world's period and dampi
                     ``size_change``, ``missing``
 cooling_plate       ``peak_rise`` (Σ increases of the peak's 3-frame moving median /
                     peak0), ``rate_agreement`` (|log γ_V/γ_A|: the tone exponent read
-                    from the spread at the world's 2D against the one read from the
-                    peak's decay at the world's cooling; equal under any tone curve),
+                    from the spread's growth, its upper-expectile line, at the world's
+                    2D against the one read from the peak's decay at the world's
+                    cooling; equal under any tone curve),
                     ``variance_residual`` (V(t) vs a line, in frames of its growth),
                     ``heat_step`` (largest one-step departure of the peak's log-decay
                     from the law), ``fit_residual`` (log residual of the Gaussian spot)
-ripple_reflection   ``radius_residual`` (ring radius vs R0 + c·t with the world's c, px),
+ripple_reflection   ``radius_residual`` (ring radius vs R0 + c·t with the world's c, px,
+                    3-frame moving median of the departures, frames with the ring in
+                    view),
                     ``speed_error`` (|c_fit/c − 1|), ``centre_wander`` (per-frame ring
                     centres' mean distance from their median, px), ``missing`` (frames
                     where the ring should show and does not), ``second_ring`` (a second

@@ -316,6 +316,12 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     most energy), so a codec's block lit up farther off is not read as the ring; a second
     track found with the first one's band masked out, as strong as the first
     (``second_ring``: its mean energy / the first's), is a ring nothing caused.
+
+    Law: radius R0 + c·t with the world's c, R0 the median offset of the read radii.
+    Frames where that ring has left what is seen (less than 8 px inside) are not read
+    (what shows there is a codec's block or the lamp, not the ring), and
+    ``radius_residual`` is the RMS of the departures' 3-frame moving median (a frame read a
+    few px off is not a trend; a ring at another speed drifts away from the law for good).
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     speed = LAWS["ripple_reflection"]["wave_speed"] * size
@@ -385,9 +391,16 @@ def measure_ripple_reflection(frames: np.ndarray) -> Measurement:
     law_r = np.full(num_frames, np.nan)
     if fit.sum() >= 4:
         offset = float(np.median(radius[fit] - speed * t[fit]))
-        raw["radius_residual"] = float(
-            np.sqrt(np.mean((radius[fit] - offset - speed * t[fit]) ** 2))
-        )
+        # where the law's ring has left what is seen, what a frame shows is not the ring (a
+        # codec's block, the lamp's reflection): only frames where it is in view are read
+        in_view = fit & (offset + speed * t + 8 <= limit)
+        if in_view.sum() >= 4:
+            fit = in_view
+            offset = float(np.median(radius[fit] - speed * t[fit]))
+        # a frame's ring read a few px off (a codec's block on the crest) is not a trend:
+        # the departures from the law are taken on their 3-frame moving median
+        departure = moving_median(radius[fit] - offset - speed * t[fit])
+        raw["radius_residual"] = float(np.sqrt(np.mean(departure**2)))
         raw["speed_error"] = float(abs(line_fit(t[fit], radius[fit])[1] / speed - 1))
         law_r = offset + speed * t
         # where the law's ring is inside the frame along some ray, it should show
