@@ -57,9 +57,10 @@ cooling_plate       ``peak_rise`` (Σ increases of the peak's 3-frame moving med
                     from the spread's growth, its upper-expectile line, at the world's
                     2D against the one read from the peak's decay at the world's
                     cooling; equal under any tone curve),
-                    ``variance_residual`` (V(t) vs a line, in frames of its growth),
-                    ``heat_step`` (largest one-step departure of the peak's log-decay
-                    from the law), ``fit_residual`` (log residual of the Gaussian spot)
+                    ``variance_residual`` (RMS of V(t) ahead of that line, in frames
+                    of its growth), ``heat_step`` (largest one-step departure of the
+                    peak's log-decay from the law), ``fit_residual`` (the median
+                    frame's log residual of the Gaussian spot)
 ripple_reflection   ``radius_residual`` (ring radius vs R0 + c·t with the world's c, px,
                     3-frame moving median of the departures, frames with the ring in
                     view),

@@ -16,7 +16,6 @@ from pila.lab.ruler.vision import (
     Measurement,
     expectile_line,
     law_trace,
-    line_fit,
     moving_median,
     positive_steps,
 )
@@ -347,8 +346,7 @@ SPREAD_EXPECTILE = 0.9
 (:func:`~pila.lab.ruler.vision.expectile_line`). A strongly compressed video holds the
 faint glow for several frames and then catches up (H.264 at CRF 35 skips the blocks that
 change little): those frames lag, never lead, and a least-squares line through them reads
-a growth up to half too slow (a spread of its own). The residual is still the
-least-squares line's."""
+a growth up to half too slow (a spread of its own)."""
 TONE_FLOOR = 0.02
 """Our choice: a tone exponent read from the peak's decay below 0.02 (a peak that holds or
 rises) is taken as 0.02 when compared with the spread's (|log| ≈ 4: a clear violation)."""
@@ -371,9 +369,10 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
     line is V(t)'s upper expectile (:data:`SPREAD_EXPECTILE`: a codec's held frames lag).
     A lawful clip under any tone curve gives γ_V = γ_A; playback at another speed, another
     diffusivity or cooling, or a spot that heats up do not: ``rate_agreement`` is |log
-    γ_V/γ_A|. ``variance_residual`` is V(t) against its least-squares line in frames of
+    γ_V/γ_A|. ``variance_residual`` is the RMS of V(t) ahead of that line (a held frame
+    lags; a spot that spreads faster than its line, or a second spot, leads), in frames of
     the fitted growth, ``heat_step`` the largest one-step departure of log A from that law
-    with γ_A, ``fit_residual`` the Gaussian's log residual / γ_A.
+    with γ_A, ``fit_residual`` the median frame's Gaussian log residual / γ_A.
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     law = LAWS["cooling_plate"]
@@ -396,7 +395,6 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
     law_var = np.full(num_frames, np.nan)
     if ok.sum() < MIN_FRAMES // 2:
         return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
-    _, _, rms = line_fit(t[ok], var[ok])
     a, slope = expectile_line(t[ok], var[ok], SPREAD_EXPECTILE)
     if slope <= 0 or a <= 0:  # a spot that does not spread: no spread to read γ from
         return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
@@ -406,10 +404,14 @@ def measure_cooling_plate(frames: np.ndarray) -> Measurement:
     y = np.log(amp[ok] / amp[ok][0])
     gamma_a = float(-(x * y).sum() / max((x * x).sum(), 1e-12))
     raw["rate_agreement"] = float(abs(math.log(gamma_v / max(gamma_a, TONE_FLOOR))))
-    raw["variance_residual"] = rms / slope
+    # only a spread ahead of its line: a codec's held frames lag it, a law break need not
+    ahead = np.clip(var[ok] - (a + slope * t[ok]), 0, None)
+    raw["variance_residual"] = float(np.sqrt(np.mean(ahead**2))) / slope
     step = np.abs(np.diff(y) + max(gamma_a, TONE_FLOOR) * np.diff(x))
     raw["heat_step"] = float(step.max()) if len(step) else float("nan")
-    raw["fit_residual"] = float(np.nanmean(resid)) / max(gamma_a, TONE_FLOOR)
+    # the median frame's: a codec that blocks a few frames' faint tails does not make the
+    # spot other than Gaussian; a second spot or a wrong law lasts
+    raw["fit_residual"] = float(np.nanmedian(resid[ok])) / max(gamma_a, TONE_FLOOR)
     # the law's spread in the clip's own tone: V(0)·(1 + 2D·t/σ0²), σ0² = γ_A·V(0)
     law_var[ok] = a + two_d / max(gamma_a, TONE_FLOOR) * t[ok]
     return Measurement(raw, law_trace("spot variance (px²)", t, var, law_var))
