@@ -191,3 +191,30 @@ def test_the_expectile_line_keeps_the_slope_of_a_series_that_stalls():
         assert upper < 0.05 * 1.6 and upper < 0.5 * least_squares, (stalls, upper, least_squares)
     noisy = lawful + np.random.default_rng(0).normal(0, 1.0, len(t))
     assert abs(expectile_line(t, noisy, 0.9)[1] - line_fit(t, noisy)[1]) < 0.05
+
+
+def test_a_bounce_read_three_pixels_high_is_still_a_bounce():
+    """The clip where CRF 35 read the first bounce's lowest frame 3.0 px above the second's
+    (lawful clip 1 of the look benchmark's seed 5555): with contacts within a radius of the
+    floor both bounces are found and the flights fit the world's g (it scored 29.3 when the
+    first bounce was read as part of one long flight)."""
+    from pila.lab.ruler.looks import mp4
+
+    moved = M.measure(mp4(35)(C.ground_truth("ball_bounce", 5555, 1)), "ball_bounce")
+    assert moved.raw["gravity_error"] < 0.1, moved.raw
+    assert moved.violation < 6.0, moved.violation
+
+
+def test_a_blurred_rim_belongs_to_the_ball_it_surrounds():
+    """A red ball's rim blurred into green cloth is nearer orange than red in colour
+    (lawful clip 4 of the look benchmark's seed 8888: red and orange balls, blur 1.5 px);
+    labelled by its nearest core it stays red, and the clip reads lawful (24.1 when the rim
+    went to the orange ball)."""
+    from pila.lab.ruler.looks import blur
+
+    clip = C.ground_truth("ball_collision", 8888, 4)
+    assert (
+        "red billiard ball and an orange"
+        in render_scene("ball_collision", np.random.default_rng([8888, 5, 4]), 9, 32, 32).prompt
+    )
+    assert M.measure(blur(1.5)(clip), "ball_collision").violation < 2.0

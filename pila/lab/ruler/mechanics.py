@@ -8,6 +8,8 @@ takes prepared frames (:func:`~pila.lab.ruler.vision.prepare`) and returns a
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -31,9 +33,9 @@ def measure_ball_bounce(frames: np.ndarray) -> Measurement:
 
     Vision: row-median background, the foreground's largest component per frame gives
     the ball's centroid; contacts are the lowest points (local maxima of the row) within
-    3 px of the lowest centroid; each flight between contacts is fitted with a parabola
-    of the world's g (two free parameters), the impact velocities of two neighbouring
-    parabolas give the restitution.
+    a radius (at least 3 px) of the lowest centroid, one per bounce; each flight between
+    contacts is fitted with a parabola of the world's g (two free parameters), the impact
+    velocities of two neighbouring parabolas give the restitution.
     """
     num_frames, size = frames.shape[0], frames.shape[1]
     g = LAWS["ball_bounce"]["gravity"] * size
@@ -65,14 +67,18 @@ def measure_ball_bounce(frames: np.ndarray) -> Measurement:
         )
     tv, yv = t[valid], ys[valid]
     raw["horizontal_residual"] = line_fit(tv, xs[valid])[2]
-    # contacts: lowest points (local maxima of y) near the lowest height reached (3 px: our
-    # choice, ≈ half a radius)
+    # contacts: lowest points (local maxima of y) within a radius of the lowest height
+    # reached. The frame nearest a bounce samples the ball up to half a frame's fall above
+    # the floor (3 px at the lab's impact speeds) and a codec moves it by another pixel, so
+    # a window of half a radius missed bounces; mid-flight, the ball is never that low.
+    # A frame held by a codec makes two equal lowest points: one contact, the first.
     low = yv.max()
-    contacts = [
-        i
-        for i in range(1, len(yv) - 1)
-        if yv[i] >= yv[i - 1] and yv[i] >= yv[i + 1] and yv[i] > low - 3.0
-    ]
+    reach = max(3.0, math.sqrt(typical / math.pi))
+    contacts: list[int] = []
+    for i in range(1, len(yv) - 1):
+        if yv[i] >= yv[i - 1] and yv[i] >= yv[i + 1] and yv[i] > low - reach:
+            if not contacts or i > contacts[-1] + 1:
+                contacts.append(i)
     bounds = [-1, *contacts, len(yv)]
     segments = [np.arange(a + 1, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     fits: list[tuple[float, float] | None] = []
@@ -138,7 +144,9 @@ def _two_colour_split(frames: np.ndarray, mask: np.ndarray, dist: np.ndarray) ->
     farthest from the backdrop (``dist``, (F, H, W)): a rim blurred or compressed into
     the cloth takes a colour between the ball's and the cloth's (orange on green reads
     yellow), which would otherwise pull the split between rim and core instead of
-    between the balls. Every foreground pixel then takes the nearer colour.
+    between the balls. The cores take the nearer colour; every other foreground pixel
+    takes the label of the nearest core pixel of its frame (a red ball's rim blurred into
+    green cloth is nearer orange than red in colour, but it lies around the red core).
     """
     chroma = frames / (frames.sum(axis=-1, keepdims=True) + 1e-3)
     all_pix = chroma[mask][:, :2]
@@ -161,6 +169,18 @@ def _two_colour_split(frames: np.ndarray, mask: np.ndarray, dist: np.ndarray) ->
             if (assign == j).any():
                 centres[j] = pix[assign == j].mean(axis=0)
     labels[mask] = np.argmin(((all_pix[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    cores = np.zeros(mask.shape, bool)
+    cores[mask] = core
+    for k in range(len(frames)):
+        if not cores[k].any():
+            continue  # no core in this frame: its pixels keep their colour's label
+        # each pixel's nearest core pixel (OpenCV numbers the zero pixels in scan order)
+        _, nearest = cv2.distanceTransformWithLabels(
+            (~cores[k]).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+        )
+        core_labels = np.concatenate([[-1], labels[k][cores[k]]])
+        rim = mask[k] & ~cores[k]
+        labels[k][rim] = core_labels[nearest[rim]]
     return labels
 
 
