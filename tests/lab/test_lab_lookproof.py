@@ -218,3 +218,26 @@ def test_a_blurred_rim_belongs_to_the_ball_it_surrounds():
         in render_scene("ball_collision", np.random.default_rng([8888, 5, 4]), 9, 32, 32).prompt
     )
     assert M.measure(blur(1.5)(clip), "ball_collision").violation < 2.0
+
+
+def test_the_seed_summary_lists_each_seeds_failures_and_pools_the_seeds():
+    """``--more-seeds``: a cell failing on one seed is named with its ratio to the half-break;
+    pooled, every seed's Δ and half-break are averaged first (1.5 and 0.5 against 1.0 and
+    2.0: 1.0 / 1.5)."""
+    bench = _benchmark()
+
+    def row(threshold: float, delta: dict[str, float]) -> dict:
+        return {
+            "threshold": threshold,
+            "look_delta": delta,
+            "passes": {n: abs(d) < threshold for n, d in delta.items()},
+        }
+
+    by_seed = {
+        11: {"smoke_puff": row(1.0, {"grain": 1.5, "blur 0.75": 0.1})},
+        12: {"smoke_puff": row(2.0, {"grain": 0.5, "blur 0.75": -0.2})},
+    }
+    lines = bench.across_seeds(by_seed)
+    assert "| 11 | 0/1 | smoke_puff grain 1.50 |" in lines
+    assert "| 12 | 1/1 | none |" in lines
+    assert "| smoke_puff | 1/2 | grain 1.50 (seed 11) | grain 0.67 |" in lines

@@ -41,7 +41,7 @@ dye_advection       ``conservation`` (range of the total dye's 5-frame moving me
                     ``rotation_rate_error`` (| |s| − 1 |, s the fitted multiple of the
                     world's vortex ω(r)), ``rotation_step`` (largest departure from s
                     of one 4-frame window)
-smoke_puff          (height, width and mass on 5-frame moving medians, the width's fit
+smoke_puff          (height, width and mass on 9-frame moving medians, the width's fit
                     excepted) ``sinking`` (Σ downward centroid steps, px),
                     ``rise_residual`` (centroid height vs the world's rise, px),
                     ``narrowing`` (Σ width decreases, px), ``growth_residual`` (width vs
