@@ -71,14 +71,18 @@ def measure_ball_bounce(frames: np.ndarray) -> Measurement:
     # reached. The frame nearest a bounce samples the ball up to half a frame's fall above
     # the floor (3 px at the lab's impact speeds) and a codec moves it by another pixel, so
     # a window of half a radius missed bounces; mid-flight, the ball is never that low.
-    # A frame held by a codec makes two equal lowest points: one contact, the first.
+    # Frames held at one height (a codec's, or a freeze) are one run: the run is a contact
+    # (at its first frame) only if the ball is higher on both sides of it, so a ball held
+    # on its way down and then jumping on is not a bounce.
     low = yv.max()
     reach = max(3.0, math.sqrt(typical / math.pi))
-    contacts: list[int] = []
-    for i in range(1, len(yv) - 1):
-        if yv[i] >= yv[i - 1] and yv[i] >= yv[i + 1] and yv[i] > low - reach:
-            if not contacts or i > contacts[-1] + 1:
-                contacts.append(i)
+    starts = np.flatnonzero(np.r_[True, np.diff(yv) != 0])  # first frame of each run
+    heights = yv[starts]
+    contacts = [
+        int(starts[r])
+        for r in range(1, len(starts) - 1)
+        if heights[r] > heights[r - 1] and heights[r] > heights[r + 1] and heights[r] > low - reach
+    ]
     bounds = [-1, *contacts, len(yv)]
     segments = [np.arange(a + 1, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     fits: list[tuple[float, float] | None] = []
