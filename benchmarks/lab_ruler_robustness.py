@@ -166,6 +166,16 @@ def table(rows: dict[str, dict]) -> list[str]:
     return out
 
 
+def _share(row: dict, look: str) -> float:
+    """|Δ| of ``look`` as a share of the row's half-break (≥ 1 fails)."""
+    return abs(row["look_delta"][look]) / row["threshold"]
+
+
+def _passing(rows) -> int:
+    """How many of ``rows`` pass every look."""
+    return sum(all(r["passes"].values()) for r in rows)
+
+
 def across_seeds(by_seed: dict[int, dict[str, dict]]) -> list[str]:
     """Markdown: per seed the scenes passing and the failing cells (|Δ| / ½ weakest break),
     then per scene its worst cell over the seeds and the pooled worst cell (every seed's
@@ -178,12 +188,12 @@ def across_seeds(by_seed: dict[int, dict[str, dict]]) -> list[str]:
     ]
     for seed, rows in by_seed.items():
         failing = [
-            f"{scene} {look} {abs(row['look_delta'][look]) / row['threshold']:.2f}"
+            f"{scene} {look} {_share(row, look):.2f}"
             for scene, row in rows.items()
             for look, ok in row["passes"].items()
             if not ok
         ]
-        passed = sum(all(r["passes"].values()) for r in rows.values())
+        passed = _passing(rows.values())
         out.append(f"| {seed} | {passed}/{len(rows)} | {'; '.join(failing) or 'none'} |")
     out += [
         "",
@@ -194,7 +204,7 @@ def across_seeds(by_seed: dict[int, dict[str, dict]]) -> list[str]:
         rows = [by_seed[seed][scene] for seed in seeds]
         looks_ = list(rows[0]["look_delta"])
         ratio = {
-            (seed, look): abs(r["look_delta"][look]) / r["threshold"]
+            (seed, look): _share(r, look)
             for seed, r in zip(seeds, rows, strict=True)
             for look in looks_
         }
@@ -204,7 +214,7 @@ def across_seeds(by_seed: dict[int, dict[str, dict]]) -> list[str]:
             look: abs(np.mean([r["look_delta"][look] for r in rows])) / half for look in looks_
         }
         worst_pooled = max(pooled, key=pooled.get)
-        passing = sum(all(r["passes"].values()) for r in rows)
+        passing = _passing(rows)
         out.append(
             f"| {scene} | {passing}/{len(seeds)} | {worst[1]} {ratio[worst]:.2f} (seed {worst[0]}) "
             f"| {worst_pooled} {pooled[worst_pooled]:.2f} |"
@@ -244,7 +254,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    passed = sum(all(r["passes"].values()) for r in rows.values())
+    passed = _passing(rows.values())
     extra = "" if args.scenes == list(SCENES) else " --scenes " + " ".join(args.scenes)
     if len(seeds) > 1:
         extra += " --more-seeds " + ",".join(str(s) for s in seeds[1:])

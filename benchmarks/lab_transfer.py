@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pila.io import read_json, write_text_atomic
-from pila.lab.ablate_report import _ci as _level
-from pila.lab.ablate_report import aggregate
+from pila.lab.ablate_report import aggregate, interval_text
 from pila.lab.ablate_variants import BASELINE, FULL, PLAIN, WORLD_FINETUNE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,16 +76,6 @@ def _negated(summary: dict[str, Any]) -> dict[str, Any]:
     lo, hi = summary["ci95"] or (None, None)
     ci = None if lo is None else [-hi, -lo]
     return {**summary, "mean": -summary["mean"], "ci95": ci}
-
-
-def _ci(summary: dict[str, Any] | None) -> str:
-    if not summary or summary.get("mean") is None:
-        return "–"
-    text = f"{summary['mean'] + 0.0:+.2f}"
-    if summary.get("ci95"):
-        lo, hi = summary["ci95"]
-        text += f" [{lo + 0.0:+.2f}, {hi + 0.0:+.2f}]"
-    return text
 
 
 def _verdict(summary: dict[str, Any]) -> str:
@@ -201,7 +190,9 @@ def markdown(result: dict[str, Any], command: str, commit: str, wall: float) -> 
             "|---|---|---|",
         ]
         for name, summary in result[key].items():
-            lines.append(f"| {name} | {_ci(summary)} | {_verdict(summary)} |")
+            lines.append(
+                f"| {name} | {interval_text(summary, signed=True)} | {_verdict(summary)} |"
+            )
         lines.append("")
     lines += [
         "## Rows",
@@ -212,21 +203,26 @@ def markdown(result: dict[str, Any], command: str, commit: str, wall: float) -> 
     ]
     for name, row in rows.items():
         seeds = ", ".join(map(str, row["seeds"])) or "–"
-        cells = [LABELS.get(name, name), seeds, _level(row["violation"].get("overall"))]
-        cells.append(_level(row["fidelity"].get("overall")))
-        cells += [_ci(row[k].get("overall")) for k in ("vs_baseline", "vs_plain", "vs_full")]
+        cells = [LABELS.get(name, name), seeds, interval_text(row["violation"].get("overall"))]
+        cells.append(interval_text(row["fidelity"].get("overall")))
+        cells += [
+            interval_text(row[k].get("overall"), signed=True)
+            for k in ("vs_baseline", "vs_plain", "vs_full")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     scenes = sorted({s for row in rows.values() for s in row["violation"] if s != "overall"})
     lines += ["", "Violation per scene:", "", "| row | " + " | ".join(scenes) + " |"]
     lines.append("|---|" + "---|" * len(scenes))
     for name, row in rows.items():
-        cells = " | ".join(_level(row["violation"].get(s)) for s in scenes)
+        cells = " | ".join(interval_text(row["violation"].get(s)) for s in scenes)
         lines.append(f"| {LABELS.get(name, name)} | {cells} |")
     lines += ["", "Δ violation vs the lab-moe baseline per scene:", ""]
     lines += ["| row | " + " | ".join(scenes) + " |", "|---|" + "---|" * len(scenes)]
     for name, row in rows.items():
         if row["vs_baseline"]:
-            cells = " | ".join(_ci(row["vs_baseline"].get(s)) for s in scenes)
+            cells = " | ".join(
+                interval_text(row["vs_baseline"].get(s), signed=True) for s in scenes
+            )
             lines.append(f"| {LABELS.get(name, name)} | {cells} |")
     lines += [
         "",

@@ -143,17 +143,20 @@ def decide(table: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- report
-def _num(x: float, digits: int) -> str:
-    return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
+def _num(x: float, digits: int, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{round(x, digits) + 0.0:{sign}.{digits}f}"  # + 0.0: no "-0.00"
 
 
-def _ci(summary: dict[str, Any] | None, digits: int = 2) -> str:
+def interval_text(summary: dict[str, Any] | None, digits: int = 2, signed: bool = False) -> str:
+    """A bootstrap summary as "mean [lo, hi]" ("–" when there is none); ``signed`` writes
+    every number with its sign (for differences)."""
     if not summary or summary.get("mean") is None:
         return "–"
-    text = _num(summary["mean"], digits)
+    text = _num(summary["mean"], digits, signed)
     if summary.get("ci95"):
         lo, hi = summary["ci95"]
-        text += f" [{_num(lo, digits)}, {_num(hi, digits)}]"
+        text += f" [{_num(lo, digits, signed)}, {_num(hi, digits, signed)}]"
     return text
 
 
@@ -169,7 +172,7 @@ def decision_markdown(decision: dict[str, Any]) -> list[str]:
         "|---|---|---|",
     ]
     for name, c in decision["candidates"].items():
-        lines.append(f"| {name} | {_ci(c)} | {'yes' if c['kept'] else 'no'} |")
+        lines.append(f"| {name} | {interval_text(c)} | {'yes' if c['kept'] else 'no'} |")
     proposed = decision["proposed"]
     lines += [
         "",
@@ -209,8 +212,10 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
     ]
     for name, row in rows.items():
         cells = [name, str(len(row["seeds"]) or "–")]
-        cells += [_ci(row[key].get("overall")) for key in ("violation", "fidelity")]
-        cells += [_ci(row[key].get("overall")) for key in ("vs_baseline", "vs_plain", "vs_full")]
+        cells += [interval_text(row[key].get("overall")) for key in ("violation", "fidelity")]
+        cells += [
+            interval_text(row[key].get("overall")) for key in ("vs_baseline", "vs_plain", "vs_full")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     scenes = sorted({s for row in rows.values() for s in row["violation"] if s != "overall"})
     head = ["| variant | " + " | ".join(scenes) + " |", "|---|" + "---|" * len(scenes)]
@@ -224,7 +229,7 @@ def report_markdown(table: dict[str, Any], plan: Plan, wall_seconds: float) -> s
             continue
         lines += ["", title, "", *head]
         for name, values in filled:
-            cells = " | ".join(_ci(values.get(s)) for s in scenes)
+            cells = " | ".join(interval_text(values.get(s)) for s in scenes)
             lines.append(f"| {name} | {cells} |")
     if table.get("decision"):
         lines += ["", *decision_markdown(table["decision"])]

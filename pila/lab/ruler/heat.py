@@ -280,12 +280,13 @@ def tone_balanced(frames: np.ndarray) -> np.ndarray:
     coldest = np.zeros_like(plate)
     coldest[plate] = redness <= np.quantile(redness, 0.2)
     cold = np.median(frames[:, coldest], axis=1)  # (F, 3)
-    lifted = frames[:, plate] - cold[:, None, :]  # (F, P, 3) above the cold plate
+    on_plate = frames[:, plate]  # (F, P, 3)
+    lifted = on_plate - cold[:, None, :]  # above the cold plate
     heat = lifted[..., 1] + lifted[..., 2]
     top = np.argsort(heat, axis=None)[-4:]
     hot = np.median(lifted.reshape(-1, 3)[top], axis=0)  # (3,)
     gain = np.where(hot > 0.05, (HOT_GLOW - COLD_PLATE) / np.maximum(hot, 1e-6), 1.0)
-    hot_red = float(np.median(frames[:, plate].reshape(-1, 3)[top, 0]))
+    hot_red = float(np.median(on_plate.reshape(-1, 3)[top, 0]))
     if hot_red >= RED_CLIPPED and (~plate).any():
         span = np.median(cold - np.median(frames[:, ~plate], axis=1), axis=0)  # (3,) room → plate
         if span[0] > 0.02 and span[1] > 0.02:  # our choice: a room darker than the plate

@@ -159,7 +159,6 @@ def expectile_line(t: np.ndarray, y: np.ndarray, share: float) -> tuple[float, f
     """
     weights = np.full(len(t), 0.5)
     design = np.stack([np.ones_like(t), t], axis=1)
-    coef = np.array([float("nan"), float("nan")])
     for _ in range(50):  # our choice: the weights settle in a few rounds
         root = np.sqrt(weights)[:, None]
         coef, *_ = np.linalg.lstsq(design * root, y * root[:, 0], rcond=None)
